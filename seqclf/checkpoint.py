@@ -1,0 +1,89 @@
+"""Orbax checkpoints: resume a run, or restore a model for inference.
+
+Each checkpoint step holds two items: ``state`` (the TrainState pytree: step,
+params, optimizer state) and ``config`` (JSON). Orbax writes each step into a
+temporary directory and renames it when complete, so a half-written step is
+never listed. The data position needs no saving: batches are a pure function
+of (seed, step).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import traverse_util
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint, or one that does not fit the model being restored."""
+
+
+def checkpoint_dir(workdir: str | Path) -> Path:
+  return Path(workdir).expanduser().resolve() / 'checkpoints'
+
+
+def manager(workdir: str | Path, max_to_keep: int | None = None,
+            create: bool = True) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
+                                         create=create)
+  return ocp.CheckpointManager(
+      checkpoint_dir(workdir), options=options,
+      item_handlers={'state': ocp.StandardCheckpointHandler(),
+                     'config': ocp.JsonCheckpointHandler()})
+
+
+def save(mngr: ocp.CheckpointManager, state: Any,
+         config: ml_collections.ConfigDict) -> None:
+  """Saves asynchronously; call ``mngr.wait_until_finished()`` before exit."""
+  mngr.save(int(state.step), args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state),
+      config=ocp.args.JsonSave(config.to_dict())))
+
+
+def saved_param_shapes(mngr: ocp.CheckpointManager,
+                       step: int) -> dict[str, tuple[int, ...]]:
+  """Shapes of the saved params, keyed 'layer.sublayer.name', from metadata."""
+  tree = mngr.item_metadata(step)['state'].tree['params']
+  leaves = jax.tree.leaves(tree, is_leaf=lambda m: hasattr(m, 'shape'))
+  return {m.name.removeprefix('params.'): tuple(m.shape) for m in leaves}
+
+
+def check_compatible(saved: dict[str, tuple[int, ...]], params: Any,
+                     where: str) -> None:
+  """Raises naming each parameter whose saved shape differs from the model's."""
+  model = {k: tuple(np.shape(v)) for k, v in
+           traverse_util.flatten_dict(params, sep='.').items()}
+  problems = [f'{k}: checkpoint {saved.get(k, "absent")} vs model '
+              f'{model.get(k, "absent")}'
+              for k in sorted(set(saved) | set(model))
+              if saved.get(k) != model.get(k)]
+  if problems:
+    raise CheckpointError(
+        f'Checkpoint {where} was written by a different model: '
+        + '; '.join(problems[:6]) + ('; …' if len(problems) > 6 else '')
+        + '. Use the config it was trained with, or a fresh workdir.')
+
+
+def restore(mngr: ocp.CheckpointManager, target: Any,
+            step: int | None = None) -> tuple[Any, dict[str, Any]]:
+  """Restores (state, config dict) at ``step`` (default: latest) into ``target``.
+
+  ``target`` is a concrete or abstract state; shapes are checked against the
+  checkpoint's metadata first, so a foreign checkpoint fails with a readable
+  message instead of an orbax traceback.
+  """
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    raise CheckpointError(f'No checkpoint in {mngr.directory}: train first '
+                          '(`seqclf train --workdir …`).')
+  check_compatible(saved_param_shapes(mngr, step), target.params,
+                   f'{mngr.directory}/{step}')
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract), config=ocp.args.JsonRestore()))
+  return restored['state'], restored['config']

@@ -1,0 +1,73 @@
+"""Restore a trained model from a workdir and classify images with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from seqclf import checkpoint
+from seqclf import train
+from seqclf.config import base_config
+from seqclf.models import LSTMClassifier
+
+
+def load_model(workdir: str | Path, step: int | None = None
+               ) -> tuple[LSTMClassifier, Any, ml_collections.ConfigDict]:
+  """(model, params, config) of the checkpoint at ``step`` (default: latest).
+
+  The model is rebuilt from the config saved beside the params, so this needs
+  only the workdir, not the config file the run was started with.
+  """
+  mngr = checkpoint.manager(workdir, create=False)
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    raise checkpoint.CheckpointError(
+        f'No checkpoint in {mngr.directory}: train first with '
+        f'`seqclf train --workdir {Path(workdir)}`.')
+  saved = mngr.restore(step, args=ocp.args.Composite(
+      config=ocp.args.JsonRestore()))['config']
+  config = base_config()
+  config.update(saved)
+  abstract = jax.eval_shape(
+      lambda: train.create_train_state(config, jax.random.key(0)))
+  state, _ = checkpoint.restore(mngr, abstract, step)
+  return train.create_model(config), state.params, config
+
+
+def predict_probabilities(model: LSTMClassifier, params: Any,
+                          images: np.ndarray) -> np.ndarray:
+  """Class probabilities for uint8 images of shape (N, 28, 28)."""
+  logits = jax.jit(model.apply)({'params': params},
+                                np.asarray(images, np.float32) / 255.0)
+  return np.asarray(jax.nn.softmax(logits))
+
+
+def load_image(path: str | Path) -> tuple[np.ndarray, str | None]:
+  """A 28x28 uint8 grayscale array from an image file, and a note if converted.
+
+  MNIST digits are white on black; other images are converted to grayscale
+  and resized, never silently.
+  """
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  path = Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f'{path}: no such file.')
+  try:
+    with Image.open(path) as image:
+      image.load()
+      notes = []
+      if image.mode != 'L':
+        notes.append(f'converted {image.mode} to grayscale')
+        image = image.convert('L')
+      if image.size != (28, 28):
+        notes.append(f'resized {image.size[0]}x{image.size[1]} to 28x28')
+        image = image.resize((28, 28), Image.Resampling.BILINEAR)
+      return np.asarray(image, np.uint8), '; '.join(notes) or None
+  except (UnidentifiedImageError, OSError) as e:
+    raise ValueError(f'{path}: not a readable image ({e}); give PNG/JPEG/… '
+                     'files of 28x28 grayscale digits.') from e

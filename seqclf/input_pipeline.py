@@ -1,0 +1,122 @@
+"""MNIST splits in memory, and a data order that is a pure function of (seed, step).
+
+MNIST is tiny, so each split is read once from tfds into numpy; the training
+images then live on the device and batches are gathered there from index
+arrays computed here. Because the indices depend only on (seed, step), a run
+resumed at step k sees exactly the batches an uninterrupted run sees.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from seqclf import mnist_files
+from seqclf.mnist_builder import SeqclfMnist
+
+SPLITS = ('train', 'validation', 'test')
+Split = dict[str, np.ndarray]
+
+
+def resolve_data_dir(data_dir: str | None) -> Path:
+  """The tfds data dir: the config's, else $TFDS_DATA_DIR, else tfds' default."""
+  if not data_dir:
+    data_dir = os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')
+  return Path(data_dir).expanduser().resolve()
+
+
+def manual_dir(data_dir: Path) -> Path:
+  return data_dir / 'downloads' / 'manual' / 'mnist'
+
+
+def prepare(data_dir: str | None) -> SeqclfMnist:
+  """Fetches (if needed), verifies and prepares the dataset; a no-op when done."""
+  root = resolve_data_dir(data_dir)
+  builder = SeqclfMnist(data_dir=str(root), file_format='array_record')
+  if not builder.is_prepared():
+    files = mnist_files.ensure_files(manual_dir(root))
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(files)))
+  return builder
+
+
+def load_split(builder: SeqclfMnist, split: str) -> Split:
+  """Reads a whole split into numpy, in the official files' order."""
+  source = builder.as_data_source()[split]
+  examples = source.__getitems__(range(len(source)))
+  ids = np.array([e['id'] for e in examples])
+  order = np.argsort(ids)
+  return {
+      'image': np.stack([examples[i]['image'] for i in order]),
+      'label': np.array([examples[i]['label'] for i in order], np.int32),
+  }
+
+
+def load_datasets(data_dir: str | None,
+                  splits: tuple[str, ...] = SPLITS) -> dict[str, Split]:
+  """Loads prepared splits; says how to prepare them when they are missing."""
+  root = resolve_data_dir(data_dir)
+  builder = SeqclfMnist(data_dir=str(root), file_format='array_record')
+  if not builder.is_prepared():
+    raise mnist_files.DataError(
+        f'MNIST is not prepared in {root}. Run `seqclf prepare-data '
+        f'--data_dir={root}` (or `make setup`).')
+  return {split: load_split(builder, split) for split in splits}
+
+
+def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
+  """The example order of one epoch: a pure function of (seed, epoch)."""
+  return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def train_indices(seed: int, num_examples: int, batch_size: int,
+                  first_step: int, num_steps: int) -> np.ndarray:
+  """Example indices of steps [first_step, first_step + num_steps), (steps, B).
+
+  Each epoch is a fresh permutation; the last partial batch of an epoch is
+  dropped so every batch has the same shape (the jitted step needs it).
+  """
+  steps_per_epoch = num_examples // batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f'batch_size={batch_size} exceeds the {num_examples} '
+                     'training examples; lower config.batch_size.')
+  rows, perms = [], {}
+  for step in range(first_step, first_step + num_steps):
+    epoch, pos = divmod(step, steps_per_epoch)
+    if epoch not in perms:
+      perms[epoch] = epoch_permutation(seed, epoch, num_examples)
+    rows.append(perms[epoch][pos * batch_size:(pos + 1) * batch_size])
+  return np.asarray(rows, np.int32).reshape(num_steps, batch_size)
+
+
+def train_batches(split: Split, seed: int, batch_size: int,
+                  first_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """Host-side training batches in the trainer's order, for use outside seqclf."""
+  step = first_step
+  while True:
+    (idx,) = train_indices(seed, len(split['label']), batch_size, step, 1)
+    yield {'image': to_float(split['image'][idx]), 'label': split['label'][idx]}
+    step += 1
+
+
+def eval_batches(split: Split, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+  """Covers every example once; the last batch is zero-padded and masked."""
+  n = len(split['label'])
+  for start in range(0, n, batch_size):
+    image = split['image'][start:start + batch_size]
+    label = split['label'][start:start + batch_size]
+    pad = batch_size - len(label)
+    yield {
+        'image': to_float(np.pad(image, ((0, pad), (0, 0), (0, 0)))),
+        'label': np.pad(label, (0, pad)),
+        'mask': np.arange(batch_size) < len(label),
+    }
+
+
+def to_float(images):
+  """uint8 pixels -> float32 in [0, 1]; works on numpy and jax arrays."""
+  return images.astype('float32') / 255.0

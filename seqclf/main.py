@@ -1,0 +1,144 @@
+"""The ``seqclf`` command line.
+
+  seqclf prepare-data [--data_dir DIR]
+  seqclf train --config configs/default.py --workdir runs/default [--config.KEY=VALUE …]
+  seqclf evaluate --workdir runs/default
+  seqclf predict --workdir runs/default digit.png …
+
+Config files are Python and are executed when loaded: only name files you trust.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Path to a config file defining get_config().',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.')
+_DATA_DIR = flags.DEFINE_string(
+    'data_dir', None, 'tfds data dir for prepare-data/evaluate (default: '
+    "the config's, else $TFDS_DATA_DIR or ~/tensorflow_datasets).")
+_QUIET = flags.DEFINE_bool('quiet', False, 'Print only the final results.')
+
+COMMANDS = ('prepare-data', 'train', 'evaluate', 'predict')
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(ValueError):
+  """The command line is incomplete or contradictory."""
+
+
+def _require(flag: flags.FlagHolder, command: str):
+  if flag.value is None:
+    raise UsageError(f'`seqclf {command}` needs --{flag.name}.')
+  return flag.value
+
+
+def _prepare_data() -> None:
+  from seqclf import input_pipeline  # pylint: disable=g-import-not-at-top
+  builder = input_pipeline.prepare(_DATA_DIR.value)
+  splits = {k: v.num_examples for k, v in builder.info.splits.items()}
+  print(f'MNIST ready in {builder.data_dir}: {splits}')
+
+
+def _train() -> None:
+  from seqclf import train  # pylint: disable=g-import-not-at-top
+  try:
+    config = _require(_CONFIG, 'train')
+    config.keys()  # config_flags loads lazily: surface a bad file here.
+  except AttributeError as e:
+    raise UsageError(f'Config file --config={flags.FLAGS["config"].config_filename}'
+                     f' must define get_config() ({e}).') from e
+  results = train.train_and_evaluate(config, _require(_WORKDIR, 'train'),
+                                     quiet=_QUIET.value)
+  print(f'Test accuracy: {results["test_accuracy"]:.4f} '
+        f'(validation {results["val_accuracy"]:.4f}, step {results["step"]}, '
+        f'{results["wall_seconds"]:.1f} s)')
+
+
+def _evaluate() -> None:
+  from seqclf import inference, input_pipeline, train  # pylint: disable=g-import-not-at-top
+  from flax.training import train_state  # pylint: disable=g-import-not-at-top
+  model, params, config = inference.load_model(_require(_WORKDIR, 'evaluate'))
+  data = input_pipeline.load_datasets(_DATA_DIR.value or config.data_dir,
+                                      ('validation', 'test'))
+  state = train_state.TrainState(step=0, apply_fn=model.apply, params=params,
+                                 tx=None, opt_state=None)
+  results = {split: train.evaluate(state, data[split], config.eval_batch_size)
+             for split in data}
+  print(json.dumps(results, indent=2))
+
+
+def _predict(paths: list[str]) -> None:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from seqclf import inference  # pylint: disable=g-import-not-at-top
+  if not paths:
+    raise UsageError('`seqclf predict` needs one or more image files.')
+  images = []
+  for path in paths:
+    image, note = inference.load_image(path)
+    if note:
+      print(f'note: {path}: {note}', file=sys.stderr)
+    images.append(image)
+  model, params, _ = inference.load_model(_require(_WORKDIR, 'predict'))
+  probs = inference.predict_probabilities(model, params, np.stack(images))
+  for path, p in zip(paths, probs):
+    top = ' '.join(f'{c}:{p[c]:.3f}' for c in np.argsort(-p)[:3])
+    print(f'{path}: class {int(np.argmax(p))} (p={p.max():.3f}; top-3 {top})')
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) < 2 or argv[1] not in COMMANDS:
+    raise app.UsageError(f'Give a command: {", ".join(COMMANDS)}.')
+  command, rest = argv[1], argv[2:]
+  if rest and command != 'predict':
+    raise app.UsageError(f'Unexpected arguments: {rest}.')
+  from seqclf.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top
+  from seqclf.config import ConfigError  # pylint: disable=g-import-not-at-top
+  from seqclf.mnist_files import DataError  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.WARNING)
+  try:
+    if command == 'prepare-data':
+      _prepare_data()
+    elif command == 'train':
+      _train()
+    elif command == 'evaluate':
+      _evaluate()
+    else:
+      _predict(rest)
+  except (UsageError, ConfigError, DataError, CheckpointError,
+          OSError, ValueError, FloatingPointError) as e:
+    print(f'seqclf {command}: error: {_one_line(e)}', file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _one_line(error: BaseException) -> str:
+  text = str(error).replace('\\n', ' ').replace("\\'", "'")
+  return ' '.join(text.split()).strip('\'"')
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with bad flags and config overrides as one-line errors."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    # config_flags raises AttributeError/KeyError/ValueError for bad overrides
+    # and missing config files; all of them are bad input, not crashes.
+    print(f'seqclf: error: {_one_line(e)}', file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def run() -> None:
+  """Console-script entry point."""
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == '__main__':
+  run()

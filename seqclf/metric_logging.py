@@ -1,0 +1,66 @@
+"""Where training progress goes: terminal, TensorBoard and ``metrics.jsonl``.
+
+A progress bar (tqdm) when stderr is a terminal, plain periodic lines
+otherwise (CI, log files), so both people and tools can follow a run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import tensorboardX
+import tqdm
+
+
+class MetricLogger:
+  """Writes scalars to TensorBoard and JSONL and reports progress."""
+
+  def __init__(self, workdir: Path, total_steps: int, initial_step: int,
+               quiet: bool = False, enabled: bool = True):
+    self.enabled = enabled
+    self.quiet = quiet or not enabled
+    self.total_steps = total_steps
+    self._bar = None
+    if not enabled:
+      return
+    self._tb = tensorboardX.SummaryWriter(str(workdir / 'tensorboard'))
+    self._jsonl = open(workdir / 'metrics.jsonl', 'a', encoding='utf-8')
+    if not self.quiet and sys.stderr.isatty():
+      self._bar = tqdm.tqdm(total=total_steps, initial=initial_step,
+                            unit='step', dynamic_ncols=True)
+
+  def write(self, step: int, kind: str, scalars: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    for name, value in scalars.items():
+      self._tb.add_scalar(f'{kind}/{name}', value, step)
+    record = {'step': step, 'kind': kind, 'time': time.time(), **scalars}
+    self._jsonl.write(json.dumps(record) + '\n')
+    self._jsonl.flush()
+
+  def progress(self, step: int, line: str, postfix: dict[str, Any]) -> None:
+    """Reports one log point: bar update on a terminal, else a plain line."""
+    if self.quiet:
+      return
+    if self._bar is not None:
+      self._bar.update(step - self._bar.n)
+      self._bar.set_postfix(postfix, refresh=False)
+    else:
+      print(line, flush=True)
+
+  def message(self, line: str) -> None:
+    if self.quiet:
+      return
+    (self._bar.write if self._bar is not None else print)(line)
+
+  def close(self) -> None:
+    if not self.enabled:
+      return
+    if self._bar is not None:
+      self._bar.close()
+    self._tb.close()
+    self._jsonl.close()

@@ -1,0 +1,234 @@
+"""Training and evaluation: pure jitted steps and the loop that drives them.
+
+``train_step`` is one pure update; with ``axis_name`` set it averages
+gradients and metrics with ``lax.pmean``, so the same function runs under
+``jax.pmap``. ``train_steps`` scans it over a chunk of batches gathered from
+the device-resident training set, so the host dispatches once per chunk, not
+once per step. ``train_and_evaluate`` is the loop: logging, evaluation,
+checkpoints, resume and the final ``results.json``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training import train_state
+
+from seqclf import checkpoint
+from seqclf import input_pipeline
+from seqclf.config import validate
+from seqclf.metric_logging import MetricLogger
+from seqclf.models import LSTMClassifier
+
+TrainState = train_state.TrainState
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+SEQUENCE_SHAPE = (28, 28)  # (time steps, features): one image row per step
+
+
+def create_model(config: ml_collections.ConfigDict) -> LSTMClassifier:
+  dtype = None if config.dtype == 'float32' else jnp.dtype(config.dtype)
+  return LSTMClassifier(
+      num_classes=config.num_classes, hidden_size=config.hidden_size,
+      num_layers=config.num_layers, forget_bias=config.forget_bias,
+      dtype=dtype, unroll=config.unroll)
+
+
+def create_train_state(config: ml_collections.ConfigDict,
+                       rng: jax.Array) -> TrainState:
+  """Fresh parameters for ``config`` and an Adam optimizer state."""
+  model = create_model(config)
+  params = model.init(rng, jnp.zeros((1, *SEQUENCE_SHAPE)))['params']
+  return TrainState.create(apply_fn=model.apply, params=params,
+                           tx=optax.adam(config.learning_rate))
+
+
+def train_step(state: TrainState, batch: Batch, *,
+               axis_name: str | None = None) -> tuple[TrainState, Metrics]:
+  """One Adam step on mean softmax cross-entropy; pmap-ready via ``axis_name``."""
+
+  def loss_fn(params):
+    logits = state.apply_fn({'params': params}, batch['image'])
+    loss = optax.softmax_cross_entropy_with_integer_labels(
+        logits, batch['label']).mean()
+    return loss, logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  metrics = {'loss': loss,
+             'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label'])}
+  if axis_name is not None:
+    grads = jax.lax.pmean(grads, axis_name)
+    metrics = jax.lax.pmean(metrics, axis_name)
+  return state.apply_gradients(grads=grads), metrics
+
+
+def train_steps(state: TrainState, images: jax.Array, labels: jax.Array,
+                indices: jax.Array, *,
+                axis_name: str | None = None) -> tuple[TrainState, Metrics]:
+  """``len(indices)`` steps in one ``lax.scan``; batch k is ``images[indices[k]]``.
+
+  Returns the new state and per-step metrics stacked along axis 0.
+  """
+
+  def body(state, idx):
+    batch = {'image': input_pipeline.to_float(images[idx]),
+             'label': labels[idx]}
+    return train_step(state, batch, axis_name=axis_name)
+
+  return jax.lax.scan(body, state, indices)
+
+
+def eval_step(state: TrainState, batch: Batch) -> Metrics:
+  """Summed loss, correct count and example count over the unmasked examples."""
+  logits = state.apply_fn({'params': state.params}, batch['image'])
+  mask = batch.get('mask', jnp.ones(batch['label'].shape, bool))
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
+  correct = jnp.argmax(logits, -1) == batch['label']
+  return {'loss': jnp.sum(jnp.where(mask, loss, 0.0)),
+          'correct': jnp.sum(correct & mask),
+          'count': jnp.sum(mask)}
+
+
+_jit_eval_step = jax.jit(eval_step)
+
+
+def evaluate(state: TrainState, split: input_pipeline.Split,
+             batch_size: int) -> dict[str, float]:
+  """Loss and accuracy over every example of ``split`` exactly once."""
+  totals = None
+  for batch in input_pipeline.eval_batches(split, batch_size):
+    sums = _jit_eval_step(state, batch)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = int(totals['count'])
+  return {'loss': float(totals['loss']) / count,
+          'accuracy': float(totals['correct']) / count, 'count': count}
+
+
+def _next_boundary(step: int, config: ml_collections.ConfigDict) -> int:
+  """End of the chunk starting at ``step``: the next multiple of any interval.
+
+  Boundaries are absolute, so a run resumed from a checkpoint (always taken
+  at a boundary) splits the remaining steps exactly as an uninterrupted run.
+  """
+  periods = (config.steps_per_call, config.eval_every, config.checkpoint_every)
+  nxt = min((step // p + 1) * p for p in periods)
+  return min(nxt, config.num_train_steps)
+
+
+def _format_eta(seconds: float) -> str:
+  return time.strftime('%H:%M:%S', time.gmtime(max(0.0, seconds)))
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+  tmp = path.with_name(path.name + '.tmp')
+  tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + '\n')
+  os.replace(tmp, path)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
+                       *, quiet: bool = False) -> dict[str, Any]:
+  """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint).
+
+  Returns the results also written to ``workdir/results.json``.
+  """
+  wall_start = time.perf_counter()
+  config = validate(config)
+  workdir = Path(workdir).expanduser().resolve()
+  workdir.mkdir(parents=True, exist_ok=True)
+  if not os.access(workdir, os.W_OK):
+    raise PermissionError(f'Workdir {workdir} is not writable: choose another '
+                          '--workdir.')
+  data = input_pipeline.load_datasets(config.data_dir)
+  train = data['train']
+  num_examples, batch_size = len(train['label']), config.batch_size
+  total = config.num_train_steps
+
+  state = create_train_state(config, jax.random.key(config.seed))
+  mngr = checkpoint.manager(workdir, config.max_to_keep)
+  logger = MetricLogger(workdir, total, 0, quiet=quiet)
+  if mngr.latest_step() is not None:
+    state, _ = checkpoint.restore(mngr, state)
+    logger.message(f'Resumed from {mngr.directory}/{int(state.step)}.')
+  first_step = int(state.step)
+  images, labels = jax.device_put((train['image'], train['label']))
+  run = jax.jit(train_steps, donate_argnums=0)
+  compiled: dict[int, Any] = {}
+  compile_seconds = train_seconds = 0.0
+  step = first_step
+  val = None
+  if logger._bar is not None:
+    logger._bar.update(step)
+  while step < total:
+    end = _next_boundary(step, config)
+    indices = input_pipeline.train_indices(config.seed, num_examples,
+                                           batch_size, step, end - step)
+    if indices.shape not in compiled:
+      t = time.perf_counter()
+      compiled[indices.shape] = run.lower(state, images, labels,
+                                          indices).compile()
+      compile_seconds += time.perf_counter() - t
+    t = time.perf_counter()
+    state, metrics = compiled[indices.shape](state, images, labels, indices)
+    metrics = jax.device_get(metrics)
+    chunk_seconds = time.perf_counter() - t
+    train_seconds += chunk_seconds
+    speed = (end - first_step) * batch_size / train_seconds
+    eta = (total - end) * batch_size / speed
+    for k, s in enumerate(range(step + 1, end + 1)):
+      if s % config.log_every and s != total:
+        continue
+      loss, acc = float(metrics['loss'][k]), float(metrics['accuracy'][k])
+      logger.write(s, 'train', {'loss': loss, 'accuracy': acc,
+                                'examples_per_second': speed})
+      logger.progress(
+          s, f'step {s} ({s * batch_size}/{total * batch_size}) '
+          f'Minibatch loss={loss:.4f} Accuracy={acc:.4f} | '
+          f'{speed:,.0f} ex/s, ETA {_format_eta(eta)}',
+          {'loss': f'{loss:.4f}', 'acc': f'{acc:.3f}', 'ex/s': f'{speed:,.0f}'})
+    if not all(map(math.isfinite, metrics['loss'])):
+      raise FloatingPointError(
+          f'Non-finite loss by step {end}; the last good checkpoint in '
+          f'{mngr.directory} is untouched. Lower learning_rate.')
+    step = end
+    if step % config.eval_every == 0 or step == total:
+      val = evaluate(state, data['validation'], config.eval_batch_size)
+      logger.write(step, 'validation', val)
+      logger.message(f'step {step}: validation loss={val["loss"]:.4f} '
+                     f'accuracy={val["accuracy"]:.4f}')
+    if step % config.checkpoint_every == 0 or step == total:
+      checkpoint.save(mngr, state, config)
+  mngr.wait_until_finished()
+  if val is None:  # Resumed a finished run: nothing was trained this time.
+    val = evaluate(state, data['validation'], config.eval_batch_size)
+  test = evaluate(state, data['test'], config.eval_batch_size)
+  logger.write(int(state.step), 'test', test)
+  logger.close()
+  trained = (total - first_step) * batch_size
+  results = {
+      'test_accuracy': test['accuracy'], 'test_loss': test['loss'],
+      'val_accuracy': val['accuracy'], 'val_loss': val['loss'],
+      'step': int(state.step), 'examples_seen': int(state.step) * batch_size,
+      'train_examples_per_second': trained / train_seconds if trained else None,
+      'compile_seconds': compile_seconds,
+      'train_seconds': train_seconds,
+      'wall_seconds': time.perf_counter() - wall_start,
+      'resumed_from_step': first_step or None,
+      'devices': [str(d) for d in jax.devices()],
+      'jax_version': jax.__version__,
+      'config': config.to_dict(),
+  }
+  _write_json(workdir / 'results.json', results)
+  return results
