@@ -39,6 +39,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.max_to_keep = 3
   c.steps_per_call = 100    # training steps per jitted call (a lax.scan)
   c.eval_batch_size = 1000
+  # Data parallelism: auto (sharded if >1 device, else single) | single |
+  # pmap | sharded; batch_size is global and must divide by the device count.
+  c.parallelism = 'auto'
   # Data: a tfds data dir; '' means $TFDS_DATA_DIR or ~/tensorflow_datasets.
   c.data_dir = ''
   return c
@@ -49,6 +52,7 @@ _POSITIVE_INTS = ('hidden_size', 'num_layers', 'num_classes', 'unroll',
                   'checkpoint_every', 'max_to_keep', 'steps_per_call',
                   'eval_batch_size')
 _DTYPES = ('float32', 'bfloat16')
+_PARALLELISM = ('auto', 'single', 'pmap', 'sharded')
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -75,6 +79,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
     raise ConfigError('Config key `learning_rate` must be a finite number > 0, '
                       f'got {config.learning_rate}.')
+  if config.parallelism not in _PARALLELISM:
+    raise ConfigError(f'Config key `parallelism` must be one of {_PARALLELISM}, '
+                      f'got {config.parallelism!r}.')
   if config.dtype not in _DTYPES:
     raise ConfigError(f'Config key `dtype` must be one of {_DTYPES}, '
                       f'got {config.dtype!r}.')
