@@ -27,6 +27,7 @@ from flax.training import train_state
 
 from seqclf import checkpoint
 from seqclf import input_pipeline
+from seqclf import parallel
 from seqclf.config import validate
 from seqclf.metric_logging import MetricLogger
 from seqclf.models import LSTMClassifier
@@ -160,15 +161,18 @@ def train_and_evaluate(
   num_examples, batch_size = len(train['label']), config.batch_size
   total = config.num_train_steps
 
-  state = create_train_state(config, jax.random.key(config.seed))
+  dp = parallel.setup(config.parallelism, batch_size)
+  # Placed for this topology first: its shardings are the restore target.
+  state = dp.canonical(create_train_state(config, jax.random.key(config.seed)))
   mngr = checkpoint.manager(workdir, config.max_to_keep)
-  logger = MetricLogger(workdir, total, 0, quiet=quiet)
+  logger = MetricLogger(workdir, total, 0, quiet=quiet,
+                        enabled=jax.process_index() == 0)
   if mngr.latest_step() is not None:
     state, _ = checkpoint.restore(mngr, state)
     logger.message(f'Resumed from {mngr.directory}/{int(state.step)}.')
   first_step = int(state.step)
-  images, labels = jax.device_put((train['image'], train['label']))
-  run = jax.jit(train_steps, donate_argnums=0)
+  images, labels = dp.put_data(train['image'], train['label'])
+  run = dp.chunk_fn(train_steps)
   compiled: dict[int, Any] = {}
   compile_seconds = train_seconds = 0.0
   step = first_step
@@ -177,16 +181,17 @@ def train_and_evaluate(
     logger._bar.update(step)
   while step < total:
     end = _next_boundary(step, config)
-    indices = input_pipeline.train_indices(config.seed, num_examples,
-                                           batch_size, step, end - step)
+    indices = dp.put_indices(input_pipeline.train_indices(
+        config.seed, num_examples, batch_size, step, end - step))
     if indices.shape not in compiled:
       t = time.perf_counter()
-      compiled[indices.shape] = run.lower(state, images, labels,
+      compiled[indices.shape] = run.lower(dp.to_run(state), images, labels,
                                           indices).compile()
       compile_seconds += time.perf_counter() - t
     t = time.perf_counter()
-    state, metrics = compiled[indices.shape](state, images, labels, indices)
-    metrics = jax.device_get(metrics)
+    state, metrics = compiled[indices.shape](dp.to_run(state), images, labels,
+                                             indices)
+    state, metrics = dp.from_run(state), dp.metrics(metrics)
     chunk_seconds = time.perf_counter() - t
     train_seconds += chunk_seconds
     speed = (end - first_step) * batch_size / train_seconds
@@ -208,7 +213,8 @@ def train_and_evaluate(
           f'{mngr.directory} is untouched. Lower learning_rate.')
     step = end
     if step % config.eval_every == 0 or step == total:
-      val = evaluate(state, data['validation'], config.eval_batch_size)
+      val = evaluate(dp.local(state), data['validation'],
+                     config.eval_batch_size)
       logger.write(step, 'validation', val)
       logger.message(f'step {step}: validation loss={val["loss"]:.4f} '
                      f'accuracy={val["accuracy"]:.4f}')
@@ -216,8 +222,8 @@ def train_and_evaluate(
       checkpoint.save(mngr, state, config)
   mngr.wait_until_finished()
   if val is None:  # Resumed a finished run: nothing was trained this time.
-    val = evaluate(state, data['validation'], config.eval_batch_size)
-  test = evaluate(state, data['test'], config.eval_batch_size)
+    val = evaluate(dp.local(state), data['validation'], config.eval_batch_size)
+  test = evaluate(dp.local(state), data['test'], config.eval_batch_size)
   logger.write(int(state.step), 'test', test)
   logger.close()
   trained = (total - first_step) * batch_size
@@ -231,8 +237,10 @@ def train_and_evaluate(
       'wall_seconds': time.perf_counter() - wall_start,
       'resumed_from_step': first_step or None,
       'devices': [str(d) for d in jax.devices()],
+      'parallelism': dp.mode, 'process_count': jax.process_count(),
       'jax_version': jax.__version__,
       'config': config.to_dict(),
   }
-  _write_json(workdir / 'results.json', results)
+  if jax.process_index() == 0:
+    _write_json(workdir / 'results.json', results)
   return results

@@ -1,0 +1,211 @@
+"""Data parallelism on JAX's own runtime: one device, ``jax.pmap``, or a sharded ``jax.jit``.
+
+The trainer keeps one *canonical* state, the one it evaluates and
+checkpoints: a single-device pytree in ``single`` and ``pmap`` modes, and
+global arrays replicated over the ``('batch',)`` mesh in ``sharded`` mode.
+``DataParallel`` converts it to the layout its mode runs in and back, places
+the training set and each chunk's batch indices, and builds the chunk
+function. Every mode runs the core's ``train_steps`` on the same global batch
+(``config.batch_size``), so all give the same parameters up to float
+summation order:
+
+- ``single``: ``jax.jit(train_steps)`` on the first device.
+- ``pmap``: the state replicated on each local device, each device gets a
+  contiguous slice of every global batch, ``train_steps(axis_name='batch')``
+  averages gradients with ``lax.pmean``.
+- ``sharded``: one ``jax.jit`` over all (global) devices with the batch
+  indices sharded ``P(None, 'batch')`` and params replicated; XLA inserts the
+  gradient all-reduce. Each process builds only its own part of every index
+  array with ``jax.make_array_from_process_local_data``.
+
+Multi-process runs call ``initialize_distributed`` before any other JAX call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from flax import jax_utils
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from seqclf.config import ConfigError
+
+MODES = ('auto', 'single', 'pmap', 'sharded')
+AXIS = 'batch'
+PyTree = Any
+
+
+def initialize_distributed(coordinator: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """Joins a multi-process JAX job (``jax.distributed.initialize``).
+
+  Arguments left as None come from JAX's own sources (``JAX_COORDINATOR_ADDRESS``
+  or a detected cluster such as SLURM or a TPU pod). CPU devices get the gloo
+  collectives, without which cross-process all-reduces on CPU are not
+  implemented; GPUs and TPUs keep their own.
+  """
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(coordinator_address=coordinator,
+                             num_processes=num_processes,
+                             process_id=process_id)
+
+
+def resolve_mode(mode: str, num_devices: int | None = None) -> str:
+  """``auto`` is ``sharded`` when more than one device is visible, else ``single``."""
+  if mode not in MODES:
+    raise ConfigError(f'Config key `parallelism` must be one of {MODES}, '
+                      f'got {mode!r}.')
+  num_devices = jax.device_count() if num_devices is None else num_devices
+  if mode == 'auto':
+    return 'sharded' if num_devices > 1 else 'single'
+  return mode
+
+
+def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
+  """A 1-D ``('batch',)`` mesh over ``devices`` (default: every global device)."""
+  devices = jax.devices() if devices is None else devices
+  return jax.make_mesh((len(devices),), (AXIS,), (AxisType.Auto,),
+                       devices=devices)
+
+
+def put_global(tree: PyTree, sharding: NamedSharding) -> PyTree:
+  """Host values (the same on every process) -> global arrays with ``sharding``.
+
+  ``make_array_from_callback`` asks each process only for the slices its own
+  devices hold, so this works unchanged across processes.
+  """
+
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
+
+  return jax.tree.map(put, tree)
+
+
+def first_replica(tree: PyTree) -> PyTree:
+  """A replicated (or pmap-stacked) pytree -> its copy on the first local device."""
+
+  def get(x):
+    if not isinstance(x, jax.Array):
+      return x
+    shard = x.addressable_data(0)
+    return shard if shard.shape == x.shape else shard.reshape(x.shape[1:])
+
+  return jax.tree.map(get, tree)
+
+
+def local_batch_slice(sharding: NamedSharding, shape: tuple[int, ...],
+                      axis: int) -> slice:
+  """The contiguous range of ``axis`` that this process's devices hold."""
+  ranges = {idx[axis].indices(shape[axis])[:2]
+            for idx in sharding.addressable_devices_indices_map(shape).values()}
+  lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
+  if sum(b - a for a, b in ranges) != hi - lo:
+    raise RuntimeError(f'This process holds a non-contiguous part {sorted(ranges)}'
+                       ' of the batch; build the mesh with make_mesh().')
+  return slice(lo, hi)
+
+
+@dataclasses.dataclass
+class DataParallel:
+  """The layout and chunk function of one parallelism mode (see module doc)."""
+
+  mode: str
+  devices: list[jax.Device]
+  mesh: Mesh | None = None
+
+  @property
+  def num_devices(self) -> int:
+    return len(self.devices)
+
+  # ---- state -------------------------------------------------------------
+  def canonical(self, state: PyTree) -> PyTree:
+    """Places a fresh state in the layout that is evaluated and checkpointed.
+
+    A concrete placement matters for restore: its shardings are the restore
+    target, so a checkpoint written on any device count loads on this one.
+    """
+    if self.mode == 'sharded':
+      return put_global(state, NamedSharding(self.mesh, P()))
+    return jax.device_put(state, self.devices[0])
+
+  def to_run(self, state: PyTree) -> PyTree:
+    """Canonical -> the layout the chunk function takes (pmap: stacked replicas)."""
+    if self.mode == 'pmap':
+      return jax_utils.replicate(state, jax.local_devices())
+    return state
+
+  def from_run(self, state: PyTree) -> PyTree:
+    """The chunk function's layout -> canonical."""
+    return first_replica(state) if self.mode == 'pmap' else state
+
+  def local(self, state: PyTree) -> PyTree:
+    """A single-device copy of the canonical state, for host-driven evaluation."""
+    return first_replica(state) if self.mode == 'sharded' else state
+
+  # ---- data ----------------------------------------------------------------
+  def put_data(self, images: np.ndarray,
+               labels: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """The training set, resident on every device that gathers batches."""
+    if self.mode == 'sharded':
+      return put_global((images, labels), NamedSharding(self.mesh, P()))
+    if self.mode == 'pmap':
+      return jax_utils.replicate((images, labels), jax.local_devices())
+    return jax.device_put((images, labels), self.devices[0])
+
+  def put_indices(self, indices: np.ndarray) -> jax.Array | np.ndarray:
+    """Global (steps, batch) indices -> this process's part, laid out for the mode."""
+    if self.mode == 'single':
+      return indices
+    sharding = NamedSharding(self.mesh, P(None, AXIS))
+    local = indices[:, local_batch_slice(sharding, indices.shape, 1)]
+    if self.mode == 'sharded':
+      return jax.make_array_from_process_local_data(sharding, local,
+                                                    indices.shape)
+    steps, width = local.shape
+    n = jax.local_device_count()
+    return np.ascontiguousarray(
+        local.reshape(steps, n, width // n).transpose(1, 0, 2))
+
+  def metrics(self, metrics: PyTree) -> PyTree:
+    """Per-step metrics as host numpy (identical on every replica)."""
+    if self.mode == 'single':
+      return jax.device_get(metrics)
+    return jax.tree.map(np.asarray, first_replica(metrics))
+
+  # ---- compute ---------------------------------------------------------------
+  def chunk_fn(self, train_steps: Callable[..., Any]) -> Any:
+    """``train_steps`` compiled for this mode, state donated; has ``.lower``."""
+    if self.mode == 'pmap':
+      return jax.pmap(functools.partial(train_steps, axis_name=AXIS),
+                      axis_name=AXIS, donate_argnums=0)
+    if self.mode == 'sharded':
+      rep = NamedSharding(self.mesh, P())
+      batch = NamedSharding(self.mesh, P(None, AXIS))
+      return jax.jit(train_steps, in_shardings=(rep, rep, rep, batch),
+                     out_shardings=(rep, rep), donate_argnums=0)
+    return jax.jit(train_steps, donate_argnums=0)
+
+
+def setup(mode: str, batch_size: int) -> DataParallel:
+  """Resolves ``mode`` against the visible devices and checks the batch fits."""
+  mode = resolve_mode(mode)
+  if mode == 'single':
+    if jax.process_count() > 1:
+      raise ConfigError(f"parallelism='single' cannot run across "
+                        f'{jax.process_count()} processes: use '
+                        "--config.parallelism=sharded (or auto).")
+    return DataParallel('single', jax.local_devices()[:1])
+  devices = jax.devices()
+  if batch_size % len(devices):
+    raise ConfigError(
+        f'batch_size={batch_size} does not divide by the {len(devices)} '
+        f"devices of parallelism='{mode}': set --config.batch_size to a "
+        f'multiple of {len(devices)}, or use --config.parallelism=single.')
+  return DataParallel(mode, devices, make_mesh(devices))
