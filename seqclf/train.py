@@ -201,7 +201,8 @@ def train_and_evaluate(
         continue
       loss, acc = float(metrics['loss'][k]), float(metrics['accuracy'][k])
       logger.write(s, 'train', {'loss': loss, 'accuracy': acc,
-                                'examples_per_second': speed})
+                                'examples_per_second': speed,
+                                'learning_rate': config.learning_rate})
       logger.progress(
           s, f'step {s} ({s * batch_size}/{total * batch_size}) '
           f'Minibatch loss={loss:.4f} Accuracy={acc:.4f} | '
