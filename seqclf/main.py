@@ -4,6 +4,8 @@
   seqclf train --config configs/default.py --workdir runs/default [--config.KEY=VALUE …]
   seqclf evaluate --workdir runs/default
   seqclf predict --workdir runs/default digit.png …
+  seqclf report --workdir runs/default          # plots + report.md (train does it too)
+  seqclf inspect-data [--split test --indices 100 101 102] [--out DIR]
 
 Config files are Python and are executed when loaded: only name files you trust.
 """
@@ -26,8 +28,18 @@ _DATA_DIR = flags.DEFINE_string(
     'data_dir', None, 'tfds data dir for prepare-data/evaluate (default: '
     "the config's, else $TFDS_DATA_DIR or ~/tensorflow_datasets).")
 _QUIET = flags.DEFINE_bool('quiet', False, 'Print only the final results.')
+_REPORT = flags.DEFINE_bool(
+    'report', True, 'After train, write WORKDIR/plots/*.png and '
+    'WORKDIR/report.md (--noreport to skip).')
+_SPLIT = flags.DEFINE_string('split', 'test', 'inspect-data: split to sample.')
+_INDICES = flags.DEFINE_list(
+    'indices', ['100', '101', '102'], 'inspect-data: sample indices in the '
+    'split (`--indices 100 101 102` or `--indices=100,101,102`).')
+_OUT = flags.DEFINE_string('out', 'runs/inspect-data',
+                           'inspect-data: directory for the PNGs.')
 
-COMMANDS = ('prepare-data', 'train', 'evaluate', 'predict')
+COMMANDS = ('prepare-data', 'train', 'evaluate', 'predict', 'report',
+            'inspect-data')
 EXIT_BAD_INPUT = 2
 
 
@@ -58,6 +70,8 @@ def _train() -> None:
                      f' must define get_config() ({e}).') from e
   results = train.train_and_evaluate(config, _require(_WORKDIR, 'train'),
                                      quiet=_QUIET.value)
+  if _REPORT.value:
+    _report(quiet=_QUIET.value)
   print(f'Test accuracy: {results["test_accuracy"]:.4f} '
         f'(validation {results["val_accuracy"]:.4f}, step {results["step"]}, '
         f'{results["wall_seconds"]:.1f} s)')
@@ -94,11 +108,33 @@ def _predict(paths: list[str]) -> None:
     print(f'{path}: class {int(np.argmax(p))} (p={p.max():.3f}; top-3 {top})')
 
 
+def _report(quiet: bool = False) -> None:
+  from seqclf import report  # pylint: disable=g-import-not-at-top
+  workdir = _require(_WORKDIR, 'report')
+  written = report.write_report(workdir)
+  if not quiet:
+    print(f'Report: {written.path} (plots in {written.path.parent / "plots"})')
+
+
+def _inspect_data(extra: list[str]) -> None:
+  from seqclf import input_pipeline, report  # pylint: disable=g-import-not-at-top
+  try:
+    indices = [int(i) for i in [*_INDICES.value, *extra]]
+  except ValueError as e:
+    raise UsageError(f'--indices takes whole numbers, e.g. --indices 100 101 '
+                     f'102 ({e}).') from e
+  data = input_pipeline.load_datasets(_DATA_DIR.value)
+  report.check_indices(data, _SPLIT.value, indices)
+  print(report.describe_data(data, _SPLIT.value, indices))
+  paths = report.write_data_figures(data, _SPLIT.value, indices, _OUT.value)
+  print('Wrote ' + ', '.join(str(p) for p in paths.values()))
+
+
 def main(argv: list[str]) -> None:
   if len(argv) < 2 or argv[1] not in COMMANDS:
     raise app.UsageError(f'Give a command: {", ".join(COMMANDS)}.')
   command, rest = argv[1], argv[2:]
-  if rest and command != 'predict':
+  if rest and command not in ('predict', 'inspect-data'):
     raise app.UsageError(f'Unexpected arguments: {rest}.')
   from seqclf.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top
   from seqclf.config import ConfigError  # pylint: disable=g-import-not-at-top
@@ -111,6 +147,10 @@ def main(argv: list[str]) -> None:
       _train()
     elif command == 'evaluate':
       _evaluate()
+    elif command == 'report':
+      _report()
+    elif command == 'inspect-data':
+      _inspect_data(rest)
     else:
       _predict(rest)
   except (UsageError, ConfigError, DataError, CheckpointError,
