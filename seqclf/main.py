@@ -37,6 +37,13 @@ _INDICES = flags.DEFINE_list(
     'split (`--indices 100 101 102` or `--indices=100,101,102`).')
 _OUT = flags.DEFINE_string('out', 'runs/inspect-data',
                            'inspect-data: directory for the PNGs.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator', None, 'Multi-process training: HOST:PORT of process 0 '
+    '(default: $JAX_COORDINATOR_ADDRESS or a detected cluster).')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None, 'Multi-process training: number of processes.')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, 'Multi-process training: this process, 0..N-1.')
 
 COMMANDS = ('prepare-data', 'train', 'evaluate', 'predict', 'report',
             'inspect-data')
@@ -60,7 +67,27 @@ def _prepare_data() -> None:
   print(f'MNIST ready in {builder.data_dir}: {splits}')
 
 
+def _init_distributed() -> None:
+  """Joins a multi-process job when asked to, before JAX touches a device."""
+  import os  # pylint: disable=g-import-not-at-top
+  given = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if given == (None, None, None) and 'JAX_COORDINATOR_ADDRESS' not in os.environ:
+    return
+  n, i = _NUM_PROCESSES.value, _PROCESS_ID.value
+  if n is not None and n < 1:
+    raise UsageError(f'--num_processes must be >= 1, got {n}.')
+  if i is not None and n is not None and not 0 <= i < n:
+    raise UsageError(f'--process_id must be in 0..{n - 1}, got {i}.')
+  coordinator = _COORDINATOR.value
+  if coordinator is not None and not coordinator.rpartition(':')[2].isdigit():
+    raise UsageError(f'--coordinator must be HOST:PORT, got {coordinator!r}.')
+  from seqclf import parallel  # pylint: disable=g-import-not-at-top
+  parallel.initialize_distributed(coordinator, n, i)
+
+
 def _train() -> None:
+  _init_distributed()
+  import jax  # pylint: disable=g-import-not-at-top
   from seqclf import train  # pylint: disable=g-import-not-at-top
   try:
     config = _require(_CONFIG, 'train')
@@ -70,6 +97,8 @@ def _train() -> None:
                      f' must define get_config() ({e}).') from e
   results = train.train_and_evaluate(config, _require(_WORKDIR, 'train'),
                                      quiet=_QUIET.value)
+  if jax.process_index() != 0:
+    return
   if _REPORT.value:
     _report(quiet=_QUIET.value)
   print(f'Test accuracy: {results["test_accuracy"]:.4f} '

@@ -1,0 +1,203 @@
+"""Data parallelism: single, pmap and sharded agree, across processes and device counts.
+
+Forced CPU devices (``--xla_force_host_platform_device_count``) must be set
+before JAX starts, so every run happens in a subprocess that executes this
+file as a worker (see ``_worker``). Each worker trains a tiny model on a
+small real-MNIST subset with ``train.train_and_evaluate`` and saves the
+params it holds in memory when the last checkpoint is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = 20
+SIZES = {'train': 800, 'validation': 200, 'test': 200}
+
+
+def _config(mode: str, steps: int, batch_size: int = 8):
+  from seqclf.config import base_config  # pylint: disable=g-import-not-at-top
+  c = base_config()
+  c.update(hidden_size=16, batch_size=batch_size, num_train_steps=steps,
+           steps_per_call=10, eval_every=10, checkpoint_every=10, log_every=10,
+           eval_batch_size=100, parallelism=mode)
+  return c
+
+
+def _worker(spec: dict) -> None:
+  """Runs ``spec['jobs']`` in this process; writes each job's params and results."""
+  if spec.get('coordinator'):
+    from seqclf import parallel  # pylint: disable=g-import-not-at-top
+    parallel.initialize_distributed(spec['coordinator'], spec['num_processes'],
+                                    spec['process_id'])
+  import jax  # pylint: disable=g-import-not-at-top
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+  from seqclf import checkpoint, parallel, train  # pylint: disable=g-import-not-at-top
+  from seqclf.config import ConfigError  # pylint: disable=g-import-not-at-top
+
+  saved = {}
+  save = checkpoint.save
+
+  def spy(mngr, state, config):  # The state the trainer holds at each save.
+    saved['state'] = state
+    save(mngr, state, config)
+
+  checkpoint.save = spy
+  with np.load(spec['data']) as f:
+    data = {s: {'image': f[f'{s}_image'], 'label': f[f'{s}_label']}
+            for s in SIZES}
+  for job in spec['jobs']:
+    out = Path(job['out'])
+    try:
+      results = train.train_and_evaluate(
+          _config(job['mode'], job['steps'], job.get('batch_size', 8)),
+          job['workdir'], quiet=True, datasets=data)
+    except ConfigError as e:
+      out.with_suffix('.json').write_text(json.dumps({'error': str(e)}))
+      continue
+    params = saved['state'].params
+    replicas = [np.asarray(s.data) for s in jax.tree.leaves(params)[0]
+                .addressable_shards]
+    flat = traverse_util.flatten_dict(
+        jax.tree.map(np.asarray, parallel.first_replica(params)), sep='.')
+    np.savez(out.with_suffix('.npz'), **flat)
+    out.with_suffix('.json').write_text(json.dumps({
+        'parallelism': results['parallelism'],
+        'num_devices': len(results['devices']),
+        'process_count': jax.process_count(),
+        'resumed_from_step': results['resumed_from_step'],
+        'step': results['step'],
+        'test_loss': results['test_loss'],
+        'local_replicas_equal': all(np.array_equal(r, replicas[0])
+                                    for r in replicas)}))
+
+
+def _launch(spec: dict, devices: int) -> subprocess.Popen:
+  env = dict(os.environ,
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+             JAX_PLATFORMS='cpu')
+  return subprocess.Popen(
+      [sys.executable, __file__, json.dumps(spec)], cwd=REPO, env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _run(*procs: subprocess.Popen, timeout: float = 240) -> None:
+  for p in procs:
+    out, _ = p.communicate(timeout=timeout)
+    assert p.returncode == 0, f'worker failed:\n{out[-4000:]}'
+
+
+def _load(out: Path) -> tuple[dict[str, np.ndarray], dict]:
+  with np.load(out.with_suffix('.npz')) as f:
+    params = dict(f)
+  return params, json.loads(out.with_suffix('.json').read_text())
+
+
+def _assert_close(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory, mnist):
+  """One 4-device process: each mode for STEPS steps, and half a sharded run."""
+  tmp = tmp_path_factory.mktemp('parallel')
+  data = tmp / 'data.npz'
+  np.savez(data, **{f'{s}_{k}': mnist[s][k][:n]
+                    for s, n in SIZES.items() for k in ('image', 'label')})
+  jobs = [{'mode': m, 'steps': STEPS, 'workdir': str(tmp / m),
+           'out': str(tmp / f'out_{m}')} for m in ('single', 'pmap', 'sharded')]
+  jobs.append({'mode': 'sharded', 'steps': STEPS // 2,
+               'workdir': str(tmp / 'from4'), 'out': str(tmp / 'out_half4')})
+  jobs += [{'mode': m, 'steps': 1, 'batch_size': 6, 'workdir': str(tmp / 'bad'),
+            'out': str(tmp / f'out_bad_{m}')} for m in ('pmap', 'sharded')]
+  _run(_launch({'data': str(data), 'jobs': jobs}, devices=4))
+  return tmp
+
+
+def test_modes_agree_on_four_devices(runs):
+  single, info = _load(runs / 'out_single')
+  assert (info['parallelism'], info['num_devices']) == ('single', 4)
+  for mode in ('pmap', 'sharded'):
+    params, info = _load(runs / f'out_{mode}')
+    assert info['parallelism'] == mode and info['step'] == STEPS
+    assert info['local_replicas_equal'], f'{mode}: replicas diverged'
+    _assert_close(params, single)
+  # The 10-step run must differ, or the comparison above proves nothing.
+  half, _ = _load(runs / 'out_half4')
+  assert not np.allclose(half['head.kernel'], single['head.kernel'])
+
+
+def test_batch_must_divide_by_device_count(runs):
+  for mode in ('pmap', 'sharded'):
+    error = json.loads((runs / f'out_bad_{mode}.json').read_text())['error']
+    assert 'batch_size=6 does not divide by the 4 devices' in error
+    assert 'multiple of 4' in error
+
+
+def test_unknown_parallelism_is_rejected():
+  from seqclf.config import ConfigError, validate  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ConfigError, match='parallelism'):
+    validate(_config('tpu', 1))
+
+
+def test_two_processes_match_one(runs):
+  spec = {'data': str(runs / 'data.npz'), 'coordinator':
+          f'localhost:{_free_port()}', 'num_processes': 2}
+  procs = [_launch({**spec, 'process_id': i, 'jobs': [
+      {'mode': 'auto', 'steps': STEPS, 'workdir': str(runs / 'multi'),
+       'out': str(runs / f'out_multi{i}')}]}, devices=2) for i in range(2)]
+  _run(*procs)
+  reference, _ = _load(runs / 'out_sharded')
+  (p0, i0), (p1, i1) = _load(runs / 'out_multi0'), _load(runs / 'out_multi1')
+  for info in (i0, i1):
+    assert (info['parallelism'], info['num_devices'],
+            info['process_count']) == ('sharded', 4, 2)
+    assert info['local_replicas_equal']
+  for k in p0:
+    np.testing.assert_array_equal(p0[k], p1[k], err_msg=k)
+  _assert_close(p0, reference)
+  assert i0['test_loss'] == i1['test_loss']
+  # Only process 0 logs.
+  lines = (runs / 'multi' / 'metrics.jsonl').read_text().splitlines()
+  assert len([l for l in lines if '"validation"' in l]) == 2
+
+
+def test_checkpoints_move_between_device_counts(runs):
+  data = str(runs / 'data.npz')
+  # 4 devices -> 1: resume the fixture's 10-step sharded run on one device;
+  # 1 device -> 4: train 10 steps on one device, resume them sharded on four.
+  _run(_launch({'data': data, 'jobs': [
+      {'mode': 'auto', 'steps': STEPS, 'workdir': str(runs / 'from4'),
+       'out': str(runs / 'out_4to1')},
+      {'mode': 'auto', 'steps': STEPS // 2, 'workdir': str(runs / 'from1'),
+       'out': str(runs / 'out_half1')}]}, devices=1))
+  _run(_launch({'data': data, 'jobs': [
+      {'mode': 'auto', 'steps': STEPS, 'workdir': str(runs / 'from1'),
+       'out': str(runs / 'out_1to4')}]}, devices=4))
+  reference, _ = _load(runs / 'out_single')
+  for name, mode, devices in (('4to1', 'single', 1), ('1to4', 'sharded', 4)):
+    params, info = _load(runs / f'out_{name}')
+    assert (info['parallelism'], info['num_devices']) == (mode, devices)
+    assert info['resumed_from_step'] == STEPS // 2 and info['step'] == STEPS
+    _assert_close(params, reference)
+
+
+if __name__ == '__main__':
+  _worker(json.loads(sys.argv[1]))
