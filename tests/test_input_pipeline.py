@@ -1,0 +1,116 @@
+"""Data: pinned files, splits as TF1's read_data_sets, deterministic order, masking."""
+
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+
+from seqclf import input_pipeline, mnist_files
+
+CANONICAL_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+CANONICAL_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851,
+                          5949]
+
+
+@pytest.fixture(scope='module')
+def raw_dir():
+  return input_pipeline.manual_dir(input_pipeline.resolve_data_dir(None))
+
+
+def test_split_sizes_dtypes_and_label_counts(mnist):
+  sizes = {k: v['image'].shape for k, v in mnist.items()}
+  assert sizes == {'train': (55000, 28, 28), 'validation': (5000, 28, 28),
+                   'test': (10000, 28, 28)}
+  for split in mnist.values():
+    assert split['image'].dtype == np.uint8 and split['label'].dtype == np.int32
+  assert np.bincount(mnist['test']['label']).tolist() == CANONICAL_TEST_COUNTS
+  combined = np.concatenate([mnist['validation']['label'],
+                             mnist['train']['label']])
+  assert np.bincount(combined).tolist() == CANONICAL_TRAIN_COUNTS
+
+
+def test_validation_is_first_5000_of_official_train_file(mnist, raw_dir):
+  images = mnist_files.load_verified(raw_dir, 'train-images-idx3-ubyte')
+  labels = mnist_files.load_verified(raw_dir, 'train-labels-idx1-ubyte')
+  np.testing.assert_array_equal(mnist['validation']['image'], images[:5000])
+  np.testing.assert_array_equal(mnist['validation']['label'], labels[:5000])
+  np.testing.assert_array_equal(mnist['train']['image'], images[5000:])
+
+
+def test_train_order_depends_only_on_seed_and_step():
+  a = input_pipeline.train_indices(0, 1000, 100, 0, 25)
+  assert a.shape == (25, 100)
+  # Each epoch (10 steps) is a permutation; epochs differ.
+  for e in range(2):
+    assert sorted(a[10 * e:10 * e + 10].ravel()) == list(range(1000))
+  assert not np.array_equal(a[:10], a[10:20])
+  # Resuming at step 13 sees exactly the same batches.
+  np.testing.assert_array_equal(
+      input_pipeline.train_indices(0, 1000, 100, 13, 12), a[13:])
+  assert not np.array_equal(input_pipeline.train_indices(1, 1000, 100, 0, 25), a)
+
+
+def test_train_batches_shapes(mnist):
+  batch = next(input_pipeline.train_batches(mnist['train'], 0, 32))
+  assert batch['image'].shape == (32, 28, 28)
+  assert batch['image'].dtype == np.float32 and batch['label'].dtype == np.int32
+  assert 0.0 <= batch['image'].min() and batch['image'].max() <= 1.0
+
+
+def test_eval_batches_cover_every_example_once():
+  split = {'image': np.arange(250 * 784, dtype=np.uint32).astype(np.uint8)
+                    .reshape(250, 28, 28),
+           'label': np.arange(250, dtype=np.int32)}
+  batches = list(input_pipeline.eval_batches(split, 100))
+  assert [b['image'].shape for b in batches] == [(100, 28, 28)] * 3
+  assert batches[-1]['mask'].sum() == 50
+  seen = np.concatenate([b['label'][b['mask']] for b in batches])
+  np.testing.assert_array_equal(seen, split['label'])
+
+
+def test_gz_files_verify_like_raw(tmp_path, raw_dir):
+  name = 't10k-labels-idx1-ubyte'
+  (tmp_path / f'{name}.gz').write_bytes(
+      gzip.compress((raw_dir / name).read_bytes()))
+  labels = mnist_files.load_verified(tmp_path, name)
+  assert np.bincount(labels).tolist() == CANONICAL_TEST_COUNTS
+
+
+@pytest.mark.parametrize('corrupt, message', [
+    (lambda b: b[:-10], 'SHA-256 mismatch'),
+    (lambda b: b[:8] + bytes([b[8] ^ 1]) + b[9:], 'SHA-256 mismatch'),
+])
+def test_corrupt_file_is_rejected(tmp_path, raw_dir, corrupt, message):
+  name = 't10k-labels-idx1-ubyte'
+  (tmp_path / name).write_bytes(corrupt((raw_dir / name).read_bytes()))
+  with pytest.raises(mnist_files.DataError, match=message):
+    mnist_files.load_verified(tmp_path, name)
+
+
+def test_idx_parser_errors():
+  with pytest.raises(mnist_files.DataError, match='bad magic'):
+    mnist_files.read_idx(b'\x01\x02\x08\x01\x00\x00\x00\x01\x05')
+  with pytest.raises(mnist_files.DataError, match='truncated'):
+    mnist_files.read_idx(b'\x00\x00\x08\x01\x00\x00\x00\x05\x01\x02')
+
+
+def test_missing_file_names_fix(tmp_path):
+  with pytest.raises(mnist_files.DataError, match='prepare-data'):
+    mnist_files.load_verified(tmp_path, 't10k-labels-idx1-ubyte')
+
+
+def test_unprepared_data_dir_says_how_to_prepare(tmp_path):
+  with pytest.raises(mnist_files.DataError, match='seqclf prepare-data'):
+    input_pipeline.load_datasets(str(tmp_path))
+
+
+def test_prepare_from_manual_files_in_fresh_dir(tmp_path, raw_dir, mnist):
+  """A data dir with the files in its manual dir prepares without network."""
+  manual = input_pipeline.manual_dir(tmp_path)
+  manual.mkdir(parents=True)
+  for name in mnist_files.FILES:
+    shutil.copy(raw_dir / name, manual / name)
+  input_pipeline.prepare(str(tmp_path))
+  test = input_pipeline.load_datasets(str(tmp_path), ('test',))['test']
+  np.testing.assert_array_equal(test['label'], mnist['test']['label'])

@@ -1,0 +1,94 @@
+"""The LSTM modules: shapes, forget-bias semantics, scan vs step loop, transforms."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from seqclf.models import LSTM, LSTMCell, LSTMClassifier
+
+
+def _init(module, *args):
+  return module.init(jax.random.key(0), *args)
+
+
+def test_classifier_shapes_and_param_layout():
+  model = LSTMClassifier(num_classes=10, hidden_size=32, num_layers=2)
+  x = jnp.ones((5, 28, 28))
+  variables = _init(model, x)
+  assert model.apply(variables, x).shape == (5, 10)
+  p = variables['params']
+  assert p['lstm_0']['cell']['input']['kernel'].shape == (28, 128)
+  assert p['lstm_0']['cell']['hidden']['kernel'].shape == (32, 128)
+  assert p['lstm_1']['cell']['input']['kernel'].shape == (32, 128)
+  assert p['head']['kernel'].shape == (32, 10)
+
+
+def test_forget_bias_is_added_to_forget_gate():
+  """With zero weights, c_1 = sigmoid(0 + b) * c_0 + sigmoid(0) * tanh(0)."""
+  for bias in (0.0, 1.0, 3.0):
+    cell = LSTMCell(4, forget_bias=bias)
+    c0 = jnp.full((2, 4), 2.0)
+    variables = _init(cell, (c0, c0), jnp.ones((2, 3)))
+    zeros = jax.tree.map(jnp.zeros_like, variables)
+    (c1, h1), _ = cell.apply(zeros, (c0, jnp.zeros_like(c0)), jnp.ones((2, 3)))
+    np.testing.assert_allclose(c1, jax.nn.sigmoid(bias) * 2.0, rtol=1e-6)
+    np.testing.assert_allclose(h1, 0.5 * jnp.tanh(c1), rtol=1e-6)
+
+
+def test_scan_layer_equals_step_by_step_cell():
+  layer = LSTM(16)
+  x = jax.random.normal(jax.random.key(1), (3, 7, 5))
+  variables = _init(layer, x)
+  (c, h), outputs = layer.apply(variables, x)
+  cell = LSTMCell(16)
+  cell_vars = {'params': variables['params']['cell']}
+  carry = cell.initialize_carry((3,))
+  for t in range(7):
+    carry, y = cell.apply(cell_vars, carry, x[:, t])
+    np.testing.assert_allclose(outputs[:, t], y, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(c, carry[0], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(h, carry[1], rtol=1e-5, atol=1e-6)
+
+
+def test_jit_grad_vmap_and_unbatched_input():
+  model = LSTMClassifier(hidden_size=8)
+  x = jax.random.uniform(jax.random.key(2), (4, 28, 28))
+  variables = _init(model, x)
+  logits = jax.jit(model.apply)(variables, x)
+  np.testing.assert_allclose(model.apply(variables, x), logits, rtol=1e-5,
+                             atol=1e-6)
+  grads = jax.grad(lambda v: model.apply(v, x).sum())(variables)
+  assert all(jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads))
+  assert any(jnp.any(g != 0) for g in jax.tree.leaves(grads))
+  per_example = jax.vmap(lambda xi: model.apply(variables, xi))(x)
+  np.testing.assert_allclose(per_example, logits, rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_compute_close_to_float32():
+  x = jax.random.uniform(jax.random.key(3), (4, 28, 28))
+  variables = _init(LSTMClassifier(hidden_size=32), x)
+  f32 = LSTMClassifier(hidden_size=32).apply(variables, x)
+  bf16 = LSTMClassifier(hidden_size=32, dtype=jnp.bfloat16).apply(variables, x)
+  assert bf16.dtype == jnp.float32  # logits are returned in float32
+  np.testing.assert_allclose(bf16, f32, atol=5e-2)
+  assert not np.allclose(bf16, f32, atol=1e-7)  # really computed in bf16
+
+
+def test_composes_inside_other_flax_code():
+  class Encoder(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      _, outputs = LSTM(8, name='rnn')(x)
+      return nn.Dense(3)(outputs.mean(axis=-2))
+
+  x = jnp.ones((2, 6, 4))
+  variables = _init(Encoder(), x)
+  assert Encoder().apply(variables, x).shape == (2, 3)
+  assert 'rnn' in variables['params']
+
+
+def test_rejects_inputs_without_time_axis():
+  with pytest.raises(ValueError, match='time, features'):
+    _init(LSTM(4), jnp.ones((3,)))

@@ -1,0 +1,121 @@
+"""The trainer: learns MNIST, resumes exactly, runs under pmap, reports results."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import REPO, small_config
+from seqclf import checkpoint, train
+
+
+def test_short_run_learns_mnist(trained_workdir):
+  results = json.loads((trained_workdir / 'results.json').read_text())
+  assert results['test_accuracy'] >= 0.90, results
+  for key in ('test_accuracy', 'val_accuracy', 'test_loss', 'step',
+              'examples_seen', 'train_examples_per_second', 'compile_seconds',
+              'wall_seconds', 'config'):
+    assert key in results
+  assert results['step'] == 300 and results['examples_seen'] == 30000
+  lines = [json.loads(l) for l in
+           (trained_workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert [l['step'] for l in lines if l['kind'] == 'train'] == list(
+      range(10, 301, 10))
+  assert any(p.name.startswith('events') for p in
+             (trained_workdir / 'tensorboard').iterdir())
+
+
+def _params(workdir):
+  state = train.create_train_state(small_config(), jax.random.key(0))
+  restored, _ = checkpoint.restore(checkpoint.manager(workdir), state)
+  return restored
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, mnist):
+  full = tmp_path / 'full'
+  train.train_and_evaluate(small_config(), full, quiet=True, datasets=mnist)
+  part = tmp_path / 'part'
+  train.train_and_evaluate(small_config(num_train_steps=20), part, quiet=True,
+                           datasets=mnist)
+  results = train.train_and_evaluate(small_config(), part, quiet=True,
+                                     datasets=mnist)
+  assert results['resumed_from_step'] == 20
+  a, b = _params(full), _params(part)
+  assert int(a.step) == int(b.step) == 30
+  for x, y in zip(jax.tree.leaves((a.params, a.opt_state)),
+                  jax.tree.leaves((b.params, b.opt_state))):
+    np.testing.assert_array_equal(x, y)  # bitwise
+  full_results = json.loads((full / 'results.json').read_text())
+  assert full_results['test_accuracy'] == results['test_accuracy']
+
+
+def test_same_seed_same_result_other_seed_differs(tmp_path, mnist):
+  runs = [train.train_and_evaluate(small_config(num_train_steps=10, seed=s),
+                                   tmp_path / f'{i}', quiet=True,
+                                   datasets=mnist)
+          for i, s in enumerate((0, 0, 1))]
+  assert runs[0]['test_loss'] == runs[1]['test_loss']
+  assert runs[0]['test_loss'] != runs[2]['test_loss']
+
+
+def test_eval_step_ignores_masked_examples():
+  state = train.create_train_state(small_config(hidden_size=8),
+                                   jax.random.key(0))
+  x = jax.random.uniform(jax.random.key(1), (6, 28, 28))
+  labels = jnp.arange(6) % 10
+  full = train.eval_step(state, {'image': x[:4], 'label': labels[:4]})
+  padded = train.eval_step(state, {
+      'image': x.at[4:].set(0.5), 'label': labels,
+      'mask': jnp.arange(6) < 4})
+  assert int(padded['count']) == 4
+  np.testing.assert_allclose(padded['loss'], full['loss'], rtol=1e-5)
+  assert int(padded['correct']) == int(full['correct'])
+
+
+def test_divergence_stops_with_error_naming_step(tmp_path, mnist):
+  with pytest.raises(FloatingPointError, match='Non-finite loss by step'):
+    train.train_and_evaluate(small_config(learning_rate=1e38), tmp_path,
+                             quiet=True, datasets=mnist)
+
+
+PMAP_SCRIPT = textwrap.dedent('''
+    import functools, jax, jax.numpy as jnp, numpy as np
+    from seqclf import train
+    from seqclf.config import base_config
+    assert jax.device_count() == 2, jax.devices()
+    config = base_config(); config.hidden_size = 16
+    state = train.create_train_state(config, jax.random.key(0))
+    rng = np.random.default_rng(0)
+    batches = [{'image': rng.random((8, 28, 28), np.float32),
+                'label': rng.integers(0, 10, 8).astype(np.int32)}
+               for _ in range(3)]
+    single = state
+    step = jax.jit(train.train_step)
+    for b in batches:
+      single, m1 = step(single, b)
+    pstep = jax.pmap(functools.partial(train.train_step, axis_name='batch'),
+                     axis_name='batch')
+    replicated = jax.tree.map(lambda a: jnp.broadcast_to(a, (2, *jnp.shape(a))),
+                              state)
+    for b in batches:
+      shard = jax.tree.map(lambda a: a.reshape(2, 4, *a.shape[1:]), b)
+      replicated, m2 = pstep(replicated, shard)
+    p = jax.tree.map(lambda a: a[0], replicated.params)
+    for x, y in zip(jax.tree.leaves(single.params), jax.tree.leaves(p)):
+      np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m1['loss'], m2['loss'][0], rtol=1e-5)
+    print('PMAP_OK')
+''')
+
+
+def test_pmap_over_two_devices_matches_one_device():
+  env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2',
+         'JAX_PLATFORMS': 'cpu', 'PATH': '/usr/bin:/bin'}
+  out = subprocess.run([sys.executable, '-c', PMAP_SCRIPT], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert 'PMAP_OK' in out.stdout, out.stderr[-3000:]
