@@ -153,7 +153,8 @@ def class_balance(labels_by_split: Mapping[str, np.ndarray],
   ax.set_xlabel('class')
   ax.set_ylabel('% of split')
   ax.set_title('Class balance')
-  ax.legend(fontsize=8, ncols=len(labels_by_split), loc='lower center')
+  ax.set_ylim(0, ax.get_ylim()[1] * 1.2)  # headroom for the legend
+  ax.legend(fontsize=8, ncols=len(labels_by_split), loc='upper center')
   fig.tight_layout()
   return fig
 
