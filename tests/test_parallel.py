@@ -35,11 +35,16 @@ def _config(mode: str, steps: int, batch_size: int = 8):
 
 def _worker(spec: dict) -> None:
   """Runs ``spec['jobs']`` in this process; writes each job's params and results."""
+  import jax  # pylint: disable=g-import-not-at-top
+  # A compilation cache shared by this test's workers: most of a worker's
+  # CPU time is XLA compiling the same small programs again.
+  jax.config.update('jax_compilation_cache_dir', spec['cache'])
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
   if spec.get('coordinator'):
     from seqclf import parallel  # pylint: disable=g-import-not-at-top
     parallel.initialize_distributed(spec['coordinator'], spec['num_processes'],
                                     spec['process_id'])
-  import jax  # pylint: disable=g-import-not-at-top
   from flax import traverse_util  # pylint: disable=g-import-not-at-top
   from seqclf import checkpoint, parallel, train  # pylint: disable=g-import-not-at-top
   from seqclf.config import ConfigError  # pylint: disable=g-import-not-at-top
@@ -82,6 +87,7 @@ def _worker(spec: dict) -> None:
 
 
 def _launch(spec: dict, devices: int) -> subprocess.Popen:
+  spec = {**spec, 'cache': str(Path(spec['data']).parent / 'jax_cache')}
   env = dict(os.environ,
              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
              JAX_PLATFORMS='cpu')
