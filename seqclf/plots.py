@@ -201,14 +201,19 @@ def training_curves(metrics: Mapping[str, Sequence[Record]],
     ax.grid(alpha=0.3)
     ax.xaxis.set_major_formatter(
         lambda v, _: f'{v / 1000:g}k' if v else '0')
-  axes[0].set_yscale('log')
-  for which in (axes[0].yaxis.set_major_formatter,
-                axes[0].yaxis.set_minor_formatter):
-    which(ticker.FormatStrFormatter('%g'))
-  axes[0].set_ylabel('cross-entropy (log scale)')
+  losses = [y for line in axes[0].get_lines() for y in line.get_ydata()]
+  low, high = (min(losses), max(losses)) if losses else (0, 0)
+  if low > 0 and high / low > 10:  # log scale only when it spans a decade
+    axes[0].set_yscale('log')
+    axes[0].yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes[0].yaxis.set_major_formatter(ticker.FormatStrFormatter('%g'))
+    axes[0].yaxis.set_minor_formatter(ticker.NullFormatter())
+  axes[0].set_ylabel('cross-entropy' + (' (log scale)'
+                                        if axes[0].get_yscale() == 'log' else ''))
   axes[1].set_ylabel('fraction correct')
   axes[1].set_ylim(top=1.0)
-  axes[1].legend(loc='lower right', fontsize=9)
+  if axes[1].get_legend_handles_labels()[0]:  # an empty metrics.jsonl has none
+    axes[1].legend(loc='best', fontsize=9)
   fig.tight_layout()
   return fig
 
