@@ -69,6 +69,15 @@ def check_compatible(saved: dict[str, tuple[int, ...]], params: Any,
         + '. Use the config it was trained with, or a fresh workdir.')
 
 
+def _abstract_with_sharding(leaf: Any) -> Any:
+  """``leaf`` as a ShapeDtypeStruct; unsharded ones go to the first local device."""
+  struct = ocp.utils.to_shape_dtype_struct(leaf)
+  if isinstance(struct, jax.ShapeDtypeStruct) and struct.sharding is None:
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    struct = jax.ShapeDtypeStruct(struct.shape, struct.dtype, sharding=device)
+  return struct
+
+
 def restore(mngr: ocp.CheckpointManager, target: Any,
             step: int | None = None) -> tuple[Any, dict[str, Any]]:
   """Restores (state, config dict) at ``step`` (default: latest) into ``target``.
@@ -83,7 +92,9 @@ def restore(mngr: ocp.CheckpointManager, target: Any,
                           '(`seqclf train --workdir …`).')
   check_compatible(saved_param_shapes(mngr, step), target.params,
                    f'{mngr.directory}/{step}')
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+  # Always give orbax target shardings: without one it reuses the saved
+  # topology, and a checkpoint from N devices fails on M (orbax #648, #683).
+  abstract = jax.tree.map(_abstract_with_sharding, target)
   restored = mngr.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract), config=ocp.args.JsonRestore()))
   return restored['state'], restored['config']
