@@ -60,6 +60,11 @@ def _worker(spec: dict) -> None:
   with np.load(spec['data']) as f:
     data = {s: {'image': f[f'{s}_image'], 'label': f[f'{s}_label']}
             for s in SIZES}
+  for job in spec.get('load_model', []):  # Inference's abstract-target restore.
+    from seqclf import inference  # pylint: disable=g-import-not-at-top
+    _, params, _ = inference.load_model(job['workdir'])
+    np.savez(Path(job['out']).with_suffix('.npz'), **traverse_util.flatten_dict(
+        jax.tree.map(np.asarray, params), sep='.'))
   for job in spec['jobs']:
     out = Path(job['out'])
     try:
@@ -189,7 +194,9 @@ def test_checkpoints_move_between_device_counts(runs):
   data = str(runs / 'data.npz')
   # 4 devices -> 1: resume the fixture's 10-step sharded run on one device;
   # 1 device -> 4: train 10 steps on one device, resume them sharded on four.
-  _run(_launch({'data': data, 'jobs': [
+  _run(_launch({'data': data, 'load_model': [
+      {'workdir': str(runs / 'from4'), 'out': str(runs / 'out_loaded4')}],
+                'jobs': [
       {'mode': 'auto', 'steps': STEPS, 'workdir': str(runs / 'from4'),
        'out': str(runs / 'out_4to1')},
       {'mode': 'auto', 'steps': STEPS // 2, 'workdir': str(runs / 'from1'),
@@ -197,6 +204,8 @@ def test_checkpoints_move_between_device_counts(runs):
   _run(_launch({'data': data, 'jobs': [
       {'mode': 'auto', 'steps': STEPS, 'workdir': str(runs / 'from1'),
        'out': str(runs / 'out_1to4')}]}, devices=4))
+  loaded = dict(np.load(runs / 'out_loaded4.npz'))
+  _assert_close(loaded, _load(runs / 'out_half4')[0])
   reference, _ = _load(runs / 'out_single')
   for name, mode, devices in (('4to1', 'single', 1), ('1to4', 'sharded', 4)):
     params, info = _load(runs / f'out_{name}')
