@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+from absl import logging
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -84,17 +85,34 @@ def restore(mngr: ocp.CheckpointManager, target: Any,
 
   ``target`` is a concrete or abstract state; shapes are checked against the
   checkpoint's metadata first, so a foreign checkpoint fails with a readable
-  message instead of an orbax traceback.
+  message instead of an orbax traceback. Without an explicit ``step``, an
+  unreadable newest checkpoint is skipped with a warning naming it, and the
+  next older one is used: a damaged file must not cost the whole run.
   """
-  step = mngr.latest_step() if step is None else step
-  if step is None:
+  steps = [step] if step is not None else sorted(mngr.all_steps(), reverse=True)
+  if not steps:
     raise CheckpointError(f'No checkpoint in {mngr.directory}: train first '
                           '(`seqclf train --workdir …`).')
-  check_compatible(saved_param_shapes(mngr, step), target.params,
-                   f'{mngr.directory}/{step}')
   # Always give orbax target shardings: without one it reuses the saved
   # topology, and a checkpoint from N devices fails on M (orbax #648, #683).
   abstract = jax.tree.map(_abstract_with_sharding, target)
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract), config=ocp.args.JsonRestore()))
-  return restored['state'], restored['config']
+  failures = []
+  for candidate in steps:
+    where = f'{mngr.directory}/{candidate}'
+    try:
+      check_compatible(saved_param_shapes(mngr, candidate), target.params,
+                       where)
+      restored = mngr.restore(candidate, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract),
+          config=ocp.args.JsonRestore()))
+    except CheckpointError:
+      raise  # Another model's checkpoint is not damage: never skip it.
+    except Exception as e:  # pylint: disable=broad-except
+      failures.append(f'{where}: {type(e).__name__}: {e}')
+      logging.warning('Checkpoint %s is unreadable (%s); trying an older one.',
+                      where, e)
+      continue
+    return restored['state'], restored['config']
+  raise CheckpointError(
+      'No readable checkpoint: ' + ' | '.join(f[:300] for f in failures)
+      + '. Delete the damaged step directories or use a fresh workdir.')

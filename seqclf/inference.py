@@ -24,17 +24,18 @@ def load_model(workdir: str | Path, step: int | None = None
   only the workdir, not the config file the run was started with.
   """
   mngr = checkpoint.manager(workdir, create=False)
-  step = mngr.latest_step() if step is None else step
-  if step is None:
+  latest = mngr.latest_step() if step is None else step
+  if latest is None:
     raise checkpoint.CheckpointError(
         f'No checkpoint in {mngr.directory}: train first with '
         f'`seqclf train --workdir {Path(workdir)}`.')
-  saved = mngr.restore(step, args=ocp.args.Composite(
+  saved = mngr.restore(latest, args=ocp.args.Composite(
       config=ocp.args.JsonRestore()))['config']
   config = base_config()
   config.update(saved)
   abstract = jax.eval_shape(
       lambda: train.create_train_state(config, jax.random.key(0)))
+  # step=None lets restore fall back past a damaged newest checkpoint.
   state, _ = checkpoint.restore(mngr, abstract, step)
   return train.create_model(config), state.params, config
 

@@ -48,6 +48,7 @@ _PROCESS_ID = flags.DEFINE_integer(
 COMMANDS = ('prepare-data', 'train', 'evaluate', 'predict', 'report',
             'inspect-data')
 EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3  # non-finite loss; the last good checkpoint is kept
 
 
 class UsageError(ValueError):
@@ -168,6 +169,7 @@ def main(argv: list[str]) -> None:
   from seqclf.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top
   from seqclf.config import ConfigError  # pylint: disable=g-import-not-at-top
   from seqclf.mnist_files import DataError  # pylint: disable=g-import-not-at-top
+  from seqclf.preemption import EXIT_PREEMPTED, Preempted  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
   try:
     if command == 'prepare-data':
@@ -182,8 +184,14 @@ def main(argv: list[str]) -> None:
       _inspect_data(rest)
     else:
       _predict(rest)
+  except Preempted as e:
+    print(f'seqclf {command}: {e}', file=sys.stderr)
+    sys.exit(EXIT_PREEMPTED)
+  except FloatingPointError as e:
+    print(f'seqclf {command}: error: {_one_line(e)}', file=sys.stderr)
+    sys.exit(EXIT_DIVERGED)
   except (UsageError, ConfigError, DataError, CheckpointError,
-          OSError, ValueError, FloatingPointError) as e:
+          OSError, ValueError) as e:
     print(f'seqclf {command}: error: {_one_line(e)}', file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
 

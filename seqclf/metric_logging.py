@@ -28,7 +28,9 @@ class MetricLogger:
     if not enabled:
       return
     self._tb = tensorboardX.SummaryWriter(str(workdir / 'tensorboard'))
-    self._jsonl = open(workdir / 'metrics.jsonl', 'a', encoding='utf-8')
+    path = workdir / 'metrics.jsonl'
+    _drop_records_after(path, initial_step)
+    self._jsonl = open(path, 'a', encoding='utf-8')
     if not self.quiet and sys.stderr.isatty():
       self._bar = tqdm.tqdm(total=total_steps, initial=initial_step,
                             unit='step', dynamic_ncols=True)
@@ -64,3 +66,23 @@ class MetricLogger:
       self._bar.close()
     self._tb.close()
     self._jsonl.close()
+
+
+def _drop_records_after(path: Path, step: int) -> None:
+  """Forgets records past ``step``: a resumed run logs those steps again.
+
+  Without this, a run killed after its last checkpoint would leave the
+  re-trained steps twice in ``metrics.jsonl`` (and in its plots).
+  """
+  if not path.exists():
+    return
+  keep = []
+  for line in path.read_text(encoding='utf-8').splitlines():
+    try:
+      if json.loads(line)['step'] <= step:
+        keep.append(line)
+    except (ValueError, KeyError):
+      pass  # A line cut short by a kill: drop it.
+  tmp = path.with_name(path.name + '.tmp')
+  tmp.write_text(''.join(f'{line}\n' for line in keep), encoding='utf-8')
+  tmp.replace(path)

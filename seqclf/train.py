@@ -28,6 +28,7 @@ from flax.training import train_state
 from seqclf import checkpoint
 from seqclf import input_pipeline
 from seqclf import parallel
+from seqclf import preemption
 from seqclf.config import validate
 from seqclf.metric_logging import MetricLogger
 from seqclf.models import LSTMClassifier
@@ -147,8 +148,19 @@ def train_and_evaluate(
 
   ``datasets`` (train/validation/test splits as from
   ``input_pipeline.load_datasets``) defaults to MNIST from ``config.data_dir``.
-  Returns the results also written to ``workdir/results.json``.
+  Returns the results also written to ``workdir/results.json``. On SIGTERM or
+  SIGINT it finishes the current chunk of steps, saves a checkpoint and raises
+  ``preemption.Preempted``; calling it again resumes.
   """
+  with preemption.StopRequest() as stop:
+    return _train_and_evaluate(config, workdir, stop, quiet=quiet,
+                               datasets=datasets)
+
+
+def _train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str | Path,
+    stop: preemption.StopRequest, *, quiet: bool,
+    datasets: dict[str, input_pipeline.Split] | None) -> dict[str, Any]:
   wall_start = time.perf_counter()
   config = validate(config)
   workdir = Path(workdir).expanduser().resolve()
@@ -165,20 +177,19 @@ def train_and_evaluate(
   # Placed for this topology first: its shardings are the restore target.
   state = dp.canonical(create_train_state(config, jax.random.key(config.seed)))
   mngr = checkpoint.manager(workdir, config.max_to_keep)
-  logger = MetricLogger(workdir, total, 0, quiet=quiet,
-                        enabled=jax.process_index() == 0)
   if mngr.latest_step() is not None:
     state, _ = checkpoint.restore(mngr, state)
-    logger.message(f'Resumed from {mngr.directory}/{int(state.step)}.')
   first_step = int(state.step)
+  logger = MetricLogger(workdir, total, first_step, quiet=quiet,
+                        enabled=jax.process_index() == 0)
+  if first_step:
+    logger.message(f'Resumed from {mngr.directory}/{first_step}.')
   images, labels = dp.put_data(train['image'], train['label'])
   run = dp.chunk_fn(train_steps)
   compiled: dict[int, Any] = {}
   compile_seconds = train_seconds = 0.0
   step = first_step
   val = None
-  if logger._bar is not None:
-    logger._bar.update(step)
   while step < total:
     end = _next_boundary(step, config)
     indices = dp.put_indices(input_pipeline.train_indices(
@@ -219,8 +230,13 @@ def train_and_evaluate(
       logger.write(step, 'validation', val)
       logger.message(f'step {step}: validation loss={val["loss"]:.4f} '
                      f'accuracy={val["accuracy"]:.4f}')
-    if step % config.checkpoint_every == 0 or step == total:
+    if (step % config.checkpoint_every == 0 or step == total
+        or stop.signum is not None):
       checkpoint.save(mngr, state, config)
+    if stop.signum is not None and step < total:
+      mngr.wait_until_finished()
+      logger.close()
+      raise preemption.Preempted(stop.signum, step, str(mngr.directory))
   mngr.wait_until_finished()
   if val is None:  # Resumed a finished run: nothing was trained this time.
     val = evaluate(dp.local(state), data['validation'], config.eval_batch_size)
