@@ -89,15 +89,15 @@ def put_global(tree: PyTree, sharding: NamedSharding) -> PyTree:
 
 
 def first_replica(tree: PyTree) -> PyTree:
-  """A replicated (or pmap-stacked) pytree -> its copy on the first local device."""
+  """Replicated global arrays -> their copy on the first local device (no transfer)."""
+  return jax.tree.map(
+      lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
 
-  def get(x):
-    if not isinstance(x, jax.Array):
-      return x
-    shard = x.addressable_data(0)
-    return shard if shard.shape == x.shape else shard.reshape(x.shape[1:])
 
-  return jax.tree.map(get, tree)
+def unstack(tree: PyTree) -> PyTree:
+  """A pmap-stacked pytree (leading device axis) -> the first local device's entry."""
+  return jax.tree.map(
+      lambda x: x.addressable_data(0).reshape(x.shape[1:]), tree)
 
 
 def local_batch_slice(sharding: NamedSharding, shape: tuple[int, ...],
@@ -143,7 +143,7 @@ class DataParallel:
 
   def from_run(self, state: PyTree) -> PyTree:
     """The chunk function's layout -> canonical."""
-    return first_replica(state) if self.mode == 'pmap' else state
+    return unstack(state) if self.mode == 'pmap' else state
 
   def local(self, state: PyTree) -> PyTree:
     """A single-device copy of the canonical state, for host-driven evaluation."""
@@ -175,9 +175,11 @@ class DataParallel:
 
   def metrics(self, metrics: PyTree) -> PyTree:
     """Per-step metrics as host numpy (identical on every replica)."""
-    if self.mode == 'single':
-      return jax.device_get(metrics)
-    return jax.tree.map(np.asarray, first_replica(metrics))
+    if self.mode == 'pmap':
+      metrics = unstack(metrics)
+    elif self.mode == 'sharded':
+      metrics = first_replica(metrics)
+    return jax.device_get(metrics)
 
   # ---- compute ---------------------------------------------------------------
   def chunk_fn(self, train_steps: Callable[..., Any]) -> Any:
