@@ -16,6 +16,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seqclf import cells
+from seqclf import tasks
+
 Array = jax.Array
 Carry = tuple[Array, Array]  # (c, h)
 Dtype = Any
@@ -83,6 +86,7 @@ class LSTM(nn.Module):
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
   unroll: int = 1
+  recurrent_init: str = 'orthogonal'  # | 'identity' (cells.RECURRENT_INITS)
 
   @nn.compact
   def __call__(self, inputs: Array,
@@ -91,7 +95,9 @@ class LSTM(nn.Module):
       raise ValueError(f'LSTM expects inputs of shape (..., time, features), '
                        f'got {inputs.shape}.')
     cell = LSTMCell(self.hidden_size, self.forget_bias, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name='cell')
+                    param_dtype=self.param_dtype,
+                    recurrent_kernel_init=cells.recurrent_initializer(
+                        self.recurrent_init), name='cell')
     if initial_carry is None:
       initial_carry = cell.initialize_carry(inputs.shape[:-2])
     scan = nn.scan(_scan_steps, variable_broadcast='params',
@@ -101,7 +107,18 @@ class LSTM(nn.Module):
 
 
 class LSTMClassifier(nn.Module):
-  """Stacked LSTM layers, then a dense layer on the last time step's output."""
+  """Stacked recurrent layers, then a dense layer on the last time step's output.
+
+  ``cell`` picks the recurrence (``lstm``, or ``gru``/``elman`` from
+  ``seqclf.cells``); layer ``k`` is named ``{cell}_{k}``, so the default LSTM's
+  parameters keep their names. ``bidirectional`` adds a ``{cell}_{k}_reverse``
+  layer reading the sequence backwards; its outputs are concatenated to the
+  forward ones, and the head sees the forward last step beside the backward
+  first step (each direction's summary of the whole sequence).
+  ``dropout_rate`` drops between stacked layers when ``train=True`` (needs a
+  ``'dropout'`` rng). ``task`` decides how (..., 28, 28) images are read
+  (``seqclf.tasks``): the default ``row`` passes inputs through unchanged.
+  """
 
   num_classes: int = 10
   hidden_size: int = 128
@@ -110,15 +127,41 @@ class LSTMClassifier(nn.Module):
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
   unroll: int = 1
+  cell: str = 'lstm'
+  recurrent_init: str = 'orthogonal'
+  bidirectional: bool = False
+  dropout_rate: float = 0.0
+  task: str = 'row'
+  permutation_seed: int = 0
 
   @nn.compact
-  def __call__(self, inputs: Array) -> Array:
+  def __call__(self, inputs: Array, train: bool = False) -> Array:
     """Maps (batch, time, features) sequences to (batch, num_classes) logits."""
-    x = inputs
-    for layer in range(self.num_layers):
-      _, x = LSTM(self.hidden_size, self.forget_bias, dtype=self.dtype,
-                  param_dtype=self.param_dtype, unroll=self.unroll,
-                  name=f'lstm_{layer}')(x)
+    if self.cell != 'lstm' and self.cell not in cells.CELLS:
+      raise ValueError(f"cell must be 'lstm' or one of {tuple(cells.CELLS)}, "
+                       f'got {self.cell!r}.')
+
+    def layer(name: str):
+      if self.cell == 'lstm':
+        return LSTM(self.hidden_size, self.forget_bias, dtype=self.dtype,
+                    param_dtype=self.param_dtype, unroll=self.unroll,
+                    recurrent_init=self.recurrent_init, name=name)
+      return cells.Recurrent(self.cell, self.hidden_size, dtype=self.dtype,
+                             param_dtype=self.param_dtype, unroll=self.unroll,
+                             recurrent_init=self.recurrent_init, name=name)
+
+    x = tasks.as_sequence(inputs, self.task, self.permutation_seed)
+    for k in range(self.num_layers):
+      if k:
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      _, forward = layer(f'{self.cell}_{k}')(x)
+      if not self.bidirectional:
+        x, last = forward, forward[..., -1, :]
+        continue
+      _, backward = layer(f'{self.cell}_{k}_reverse')(jnp.flip(x, -2))
+      backward = jnp.flip(backward, -2)
+      x = jnp.concatenate([forward, backward], -1)
+      last = jnp.concatenate([forward[..., -1, :], backward[..., 0, :]], -1)
     logits = nn.Dense(self.num_classes, dtype=self.dtype,
-                      param_dtype=self.param_dtype, name='head')(x[..., -1, :])
+                      param_dtype=self.param_dtype, name='head')(last)
     return logits.astype(jnp.float32)

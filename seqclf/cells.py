@@ -1,0 +1,156 @@
+"""GRU and Elman cells, and a layer that scans any of them, LSTM's interface.
+
+Every cell has the interface of ``seqclf.models.LSTMCell``: ``project(x)``
+(the input half of the pre-activations, for any number of leading axes, so a
+layer projects all time steps in one matmul), ``step(carry, projected)`` (what
+must stay inside the recurrence) and ``initialize_carry(batch_shape)``.
+``Recurrent`` scans a GRU or Elman cell exactly as ``models.LSTM`` scans the
+LSTM, so the classifier stacks any of them the same way. Matmuls run in
+``dtype``; the nonlinearities and the carry stay in float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Dtype = Any
+Initializer = nn.initializers.Initializer
+
+RECURRENT_INITS = ('orthogonal', 'identity')
+
+
+def identity_init(scale: float = 1.0) -> Initializer:
+  """``scale * I`` for (n, n), tiled per gate for (n, g * n) recurrent kernels.
+
+  The IRNN initialisation (Le et al., 2015): a fresh recurrence copies its
+  state forward, so gradients neither vanish nor explode at the start.
+  """
+
+  def init(key, shape, dtype=jnp.float32):
+    del key
+    rows, cols = shape
+    if cols % rows:
+      raise ValueError(f'identity init needs a (n, k*n) kernel, got {shape}.')
+    return scale * jnp.tile(jnp.eye(rows, dtype=dtype), (1, cols // rows))
+
+  return init
+
+
+def recurrent_initializer(name: str) -> Initializer:
+  """The recurrent-kernel initializer named by the config's ``recurrent_init``."""
+  if name == 'orthogonal':
+    return nn.initializers.orthogonal()
+  if name == 'identity':
+    return identity_init()
+  raise ValueError(f'recurrent_init must be one of {RECURRENT_INITS}, '
+                   f'got {name!r}.')
+
+
+class _Cell(nn.Module):
+  """Shared fields and the two projections of a ``gates``-gate cell."""
+
+  hidden_size: int
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+  kernel_init: Initializer = nn.initializers.lecun_normal()
+  recurrent_kernel_init: Initializer = nn.initializers.orthogonal()
+
+  gates = 1
+  hidden_bias = False
+
+  def setup(self):
+    dense = lambda name, init, bias: nn.Dense(
+        self.gates * self.hidden_size, use_bias=bias, kernel_init=init,
+        dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    self.input_proj = dense('input', self.kernel_init, True)
+    self.hidden_proj = dense('hidden', self.recurrent_kernel_init,
+                             self.hidden_bias)
+
+  def __call__(self, carry: Array, x: Array) -> tuple[Array, Array]:
+    """One step from raw input ``x`` of shape (..., features)."""
+    return self.step(carry, self.project(x))
+
+  def project(self, x: Array) -> Array:
+    return self.input_proj(x)
+
+  def initialize_carry(self, batch_shape: tuple[int, ...]) -> Array:
+    return jnp.zeros((*batch_shape, self.hidden_size), jnp.float32)
+
+
+class GRUCell(_Cell):
+  """A GRU step (Cho et al., 2014), gates in order r, z, n.
+
+  The candidate uses ``r * (W_hn h + b_hn)`` (cuDNN/PyTorch form), which keeps
+  every hidden-side product in one matmul per step: hence the hidden bias.
+  ``h' = (1 - z) * n + z * h``.
+  """
+
+  gates = 3
+  hidden_bias = True
+
+  def step(self, carry: Array, projected: Array) -> tuple[Array, Array]:
+    h = carry
+    x_r, x_z, x_n = jnp.split(projected.astype(jnp.float32), 3, axis=-1)
+    h_r, h_z, h_n = jnp.split(self.hidden_proj(h).astype(jnp.float32), 3,
+                              axis=-1)
+    r = nn.sigmoid(x_r + h_r)
+    z = nn.sigmoid(x_z + h_z)
+    n = jnp.tanh(x_n + r * h_n)
+    h = (1.0 - z) * n + z * h
+    return h, h
+
+
+class ElmanCell(_Cell):
+  """A fully recurrent (Elman, 1990) step: ``h' = tanh(W x + b + U h)``."""
+
+  def step(self, carry: Array, projected: Array) -> tuple[Array, Array]:
+    h = jnp.tanh((projected + self.hidden_proj(carry)).astype(jnp.float32))
+    return h, h
+
+
+CELLS: dict[str, type[_Cell]] = {'gru': GRUCell, 'elman': ElmanCell}
+
+
+def _scan_steps(cell, carry, projected):
+  return cell.step(carry, projected)
+
+
+class Recurrent(nn.Module):
+  """A GRU or Elman layer over (batch, time, features), like ``models.LSTM``.
+
+  Projects every time step's input in one matmul, then ``nn.scan``s
+  ``cell.step`` with the parameters broadcast. Returns
+  ``(final_carry, outputs)``, outputs of shape (batch, time, hidden_size).
+  """
+
+  cell_type: str
+  hidden_size: int
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+  unroll: int = 1
+  recurrent_init: str = 'orthogonal'
+
+  @nn.compact
+  def __call__(self, inputs: Array,
+               initial_carry: Array | None = None) -> tuple[Array, Array]:
+    if self.cell_type not in CELLS:
+      raise ValueError(f'cell_type must be one of {tuple(CELLS)}, '
+                       f'got {self.cell_type!r}.')
+    if inputs.ndim < 2:
+      raise ValueError(f'{self.cell_type} layer expects inputs of shape '
+                       f'(..., time, features), got {inputs.shape}.')
+    cell = CELLS[self.cell_type](
+        self.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
+        recurrent_kernel_init=recurrent_initializer(self.recurrent_init),
+        name='cell')
+    if initial_carry is None:
+      initial_carry = cell.initialize_carry(inputs.shape[:-2])
+    scan = nn.scan(_scan_steps, variable_broadcast='params',
+                   split_rngs={'params': False}, in_axes=-2, out_axes=-2,
+                   unroll=self.unroll)
+    return scan(cell, initial_carry, cell.project(inputs))
