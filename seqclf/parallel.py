@@ -112,6 +112,21 @@ def local_batch_slice(sharding: NamedSharding, shape: tuple[int, ...],
   return slice(lo, hi)
 
 
+def agreed_signal(signum: int | None) -> int | None:
+  """The stop signal any process received (None if none did), on every process.
+
+  A checkpoint save is collective across processes, so a stop requested on
+  one process (SIGTERM reaches hosts at different moments) must be taken by
+  all at the same step; one tiny all-gather per chunk decides it.
+  """
+  if jax.process_count() == 1:
+    return signum
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  agreed = int(np.max(multihost_utils.process_allgather(
+      np.int32(signum or 0))))
+  return agreed or None
+
+
 @dataclasses.dataclass
 class DataParallel:
   """The layout and chunk function of one parallelism mode (see module doc)."""

@@ -230,13 +230,14 @@ def _train_and_evaluate(
       logger.write(step, 'validation', val)
       logger.message(f'step {step}: validation loss={val["loss"]:.4f} '
                      f'accuracy={val["accuracy"]:.4f}')
+    signum = parallel.agreed_signal(stop.signum)  # All processes stop together.
     if (step % config.checkpoint_every == 0 or step == total
-        or stop.signum is not None):
+        or signum is not None):
       checkpoint.save(mngr, state, config)
-    if stop.signum is not None and step < total:
+    if signum is not None and step < total:
       mngr.wait_until_finished()
       logger.close()
-      raise preemption.Preempted(stop.signum, step, str(mngr.directory))
+      raise preemption.Preempted(signum, step, str(mngr.directory))
   mngr.wait_until_finished()
   if val is None:  # Resumed a finished run: nothing was trained this time.
     val = evaluate(dp.local(state), data['validation'], config.eval_batch_size)
