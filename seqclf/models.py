@@ -17,11 +17,13 @@ import jax
 import jax.numpy as jnp
 
 from seqclf import cells
+from seqclf import fast_lstm
 from seqclf import tasks
 
 Array = jax.Array
 Carry = tuple[Array, Array]  # (c, h)
 Dtype = Any
+IMPLS = ('scan', 'fused')  # LSTM.impl: nn.scan of the cell | seqclf.fast_lstm
 
 
 class LSTMCell(nn.Module):
@@ -65,6 +67,13 @@ class LSTMCell(nn.Module):
     h = nn.sigmoid(o) * jnp.tanh(c)
     return (c, h), h
 
+  def recurrent_kernel(self) -> Array:
+    """``W_h`` in the compute dtype, for recurrences that bypass ``step``."""
+    if self.is_initializing():  # Creates the parameter exactly as `step` does.
+      self.hidden_proj(jnp.zeros((1, self.hidden_size), self.param_dtype))
+    kernel = self.hidden_proj.variables['params']['kernel']
+    return kernel.astype(self.dtype or kernel.dtype)
+
   def initialize_carry(self, batch_shape: tuple[int, ...]) -> Carry:
     zeros = jnp.zeros((*batch_shape, self.hidden_size), jnp.float32)
     return zeros, zeros
@@ -79,6 +88,9 @@ class LSTM(nn.Module):
 
   Returns ``(final_carry, outputs)`` with outputs of shape
   (batch, time, hidden_size), like ``flax.linen.RNN(..., return_carry=True)``.
+  ``impl='fused'`` runs the same cell and parameters through
+  ``seqclf.fast_lstm`` (time-major, hand-written backward pass), which trains
+  faster on CPU and agrees with ``'scan'`` to float rounding.
   """
 
   hidden_size: int
@@ -87,6 +99,7 @@ class LSTM(nn.Module):
   param_dtype: Dtype = jnp.float32
   unroll: int = 1
   recurrent_init: str = 'orthogonal'  # | 'identity' (cells.RECURRENT_INITS)
+  impl: str = 'scan'  # | 'fused' (IMPLS)
 
   @nn.compact
   def __call__(self, inputs: Array,
@@ -94,16 +107,34 @@ class LSTM(nn.Module):
     if inputs.ndim < 2:
       raise ValueError(f'LSTM expects inputs of shape (..., time, features), '
                        f'got {inputs.shape}.')
+    if self.impl not in IMPLS:
+      raise ValueError(f'LSTM impl must be one of {IMPLS}, got {self.impl!r}.')
     cell = LSTMCell(self.hidden_size, self.forget_bias, dtype=self.dtype,
                     param_dtype=self.param_dtype,
                     recurrent_kernel_init=cells.recurrent_initializer(
                         self.recurrent_init), name='cell')
     if initial_carry is None:
       initial_carry = cell.initialize_carry(inputs.shape[:-2])
+    if self.impl == 'fused':
+      return _fused(cell, inputs, initial_carry, self.forget_bias, self.unroll)
     scan = nn.scan(_scan_steps, variable_broadcast='params',
                    split_rngs={'params': False}, in_axes=-2, out_axes=-2,
                    unroll=self.unroll)
     return scan(cell, initial_carry, cell.project(inputs))
+
+
+def _fused(cell: LSTMCell, inputs: Array, carry: Carry, forget_bias: float,
+           unroll: int) -> tuple[Carry, Array]:
+  """``LSTM`` via ``fast_lstm``: time-major, batch axes flattened to one."""
+  batch_shape, hidden = inputs.shape[:-2], cell.hidden_size
+  x = jnp.moveaxis(inputs, -2, 0).reshape(inputs.shape[-2], -1,
+                                            inputs.shape[-1])
+  c0, h0 = (v.reshape(-1, hidden) for v in carry)
+  (c, h), hs = fast_lstm.lstm_recurrence(
+      cell.project(x), cell.recurrent_kernel(), c0, h0, forget_bias, unroll)
+  outputs = jnp.moveaxis(hs, 0, -2).reshape(*batch_shape, -1, hidden)
+  carry = (c.reshape(*batch_shape, hidden), h.reshape(*batch_shape, hidden))
+  return carry, outputs
 
 
 class LSTMClassifier(nn.Module):
@@ -133,6 +164,7 @@ class LSTMClassifier(nn.Module):
   dropout_rate: float = 0.0
   task: str = 'row'
   permutation_seed: int = 0
+  impl: str = 'scan'  # LSTM layers: 'scan' | 'fused' (seqclf.fast_lstm)
 
   @nn.compact
   def __call__(self, inputs: Array, train: bool = False) -> Array:
@@ -145,7 +177,8 @@ class LSTMClassifier(nn.Module):
       if self.cell == 'lstm':
         return LSTM(self.hidden_size, self.forget_bias, dtype=self.dtype,
                     param_dtype=self.param_dtype, unroll=self.unroll,
-                    recurrent_init=self.recurrent_init, name=name)
+                    recurrent_init=self.recurrent_init, impl=self.impl,
+                    name=name)
       return cells.Recurrent(self.cell, self.hidden_size, dtype=self.dtype,
                              param_dtype=self.param_dtype, unroll=self.unroll,
                              recurrent_init=self.recurrent_init, name=name)
