@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +48,7 @@ def _worker(spec: dict) -> None:
     parallel.initialize_distributed(spec['coordinator'], spec['num_processes'],
                                     spec['process_id'])
   from flax import traverse_util  # pylint: disable=g-import-not-at-top
-  from seqclf import checkpoint, parallel, train  # pylint: disable=g-import-not-at-top
+  from seqclf import checkpoint, parallel, preemption, train  # pylint: disable=g-import-not-at-top
   from seqclf.config import ConfigError  # pylint: disable=g-import-not-at-top
 
   saved = {}
@@ -76,6 +78,9 @@ def _worker(spec: dict) -> None:
         raise
       out.with_suffix('.json').write_text(json.dumps({'error': str(e)}))
       continue
+    except preemption.Preempted as e:
+      out.with_suffix('.json').write_text(json.dumps({'preempted_at': e.step}))
+      continue
     params = saved['state'].params
     replicas = [np.asarray(s.data) for s in jax.tree.leaves(params)[0]
                 .addressable_shards]
@@ -104,8 +109,15 @@ def _launch(spec: dict, devices: int) -> subprocess.Popen:
 
 
 def _run(*procs: subprocess.Popen, timeout: float = 240) -> None:
+  deadline = time.monotonic() + timeout
   for p in procs:
-    out, _ = p.communicate(timeout=timeout)
+    try:
+      out, _ = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      pytest.fail(f'workers still running after {timeout} s (a hang in a '
+                  f'collective?):\n{p.communicate()[0][-3000:]}')
     assert p.returncode == 0, f'worker failed:\n{out[-4000:]}'
 
 
@@ -191,6 +203,31 @@ def test_two_processes_match_one(runs):
   # Only process 0 logs.
   lines = (runs / 'multi' / 'metrics.jsonl').read_text().splitlines()
   assert len([l for l in lines if '"validation"' in l]) == 2
+
+
+def test_a_stop_on_one_process_stops_all_at_one_step(runs):
+  # SIGTERM reaches one process only; the checkpoint save is collective, so
+  # both must stop after the same step (else the other hangs in the save).
+  spec = {'data': str(runs / 'data.npz'), 'coordinator':
+          f'localhost:{_free_port()}', 'num_processes': 2}
+  workdir = runs / 'stop'
+  procs = [_launch({**spec, 'process_id': i, 'jobs': [
+      {'mode': 'auto', 'steps': 2000, 'workdir': str(workdir),
+       'out': str(runs / f'out_stop{i}')}]}, devices=2) for i in range(2)]
+  deadline = time.monotonic() + 120
+  while not (workdir / 'checkpoints' / '10').exists():
+    assert time.monotonic() < deadline and procs[1].poll() is None, (
+        procs[1].communicate()[0][-3000:] if procs[1].poll() is not None
+        else 'no checkpoint after 120 s')
+    time.sleep(0.05)
+  procs[1].send_signal(signal.SIGTERM)
+  _run(*procs, timeout=90)
+  stops = [json.loads((runs / f'out_stop{i}.json').read_text())
+           for i in range(2)]
+  assert stops[0] == stops[1] and 10 <= stops[0]['preempted_at'] < 2000
+  saved = max(int(p.name) for p in (workdir / 'checkpoints').iterdir()
+              if p.name.isdigit())
+  assert saved == stops[0]['preempted_at']
 
 
 def test_checkpoints_move_between_device_counts(runs):
