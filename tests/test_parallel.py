@@ -183,13 +183,34 @@ def test_unknown_parallelism_is_rejected():
     validate(_config('tpu', 1))
 
 
-def test_two_processes_match_one(runs):
+@pytest.fixture(scope='module')
+def two_processes(runs):
+  """Two processes x 2 devices: a 20-step run, then a long one that process 1
+  alone gets SIGTERM in (the checkpoint save is collective, so both must stop
+  after the same step, or the other hangs in the save)."""
   spec = {'data': str(runs / 'data.npz'), 'coordinator':
           f'localhost:{_free_port()}', 'num_processes': 2}
+  stop_dir = runs / 'stop'
   procs = [_launch({**spec, 'process_id': i, 'jobs': [
       {'mode': 'auto', 'steps': STEPS, 'workdir': str(runs / 'multi'),
-       'out': str(runs / f'out_multi{i}')}]}, devices=2) for i in range(2)]
-  _run(*procs)
+       'out': str(runs / f'out_multi{i}')},
+      {'mode': 'auto', 'steps': 2000, 'workdir': str(stop_dir),
+       'out': str(runs / f'out_stop{i}')}]}, devices=2) for i in range(2)]
+  deadline = time.monotonic() + 180
+  while not (stop_dir / 'checkpoints' / '10').exists():
+    if time.monotonic() > deadline or procs[1].poll() is not None:
+      for p in procs:
+        p.kill()
+      pytest.fail('no checkpoint 10 of the long run:\n'
+                  + procs[1].communicate()[0][-3000:])
+    time.sleep(0.05)
+  procs[1].send_signal(signal.SIGTERM)
+  _run(*procs, timeout=90)
+  return runs
+
+
+def test_two_processes_match_one(two_processes):
+  runs = two_processes
   reference, _ = _load(runs / 'out_sharded')
   (p0, i0), (p1, i1) = _load(runs / 'out_multi0'), _load(runs / 'out_multi1')
   for info in (i0, i1):
@@ -205,27 +226,12 @@ def test_two_processes_match_one(runs):
   assert len([l for l in lines if '"validation"' in l]) == 2
 
 
-def test_a_stop_on_one_process_stops_all_at_one_step(runs):
-  # SIGTERM reaches one process only; the checkpoint save is collective, so
-  # both must stop after the same step (else the other hangs in the save).
-  spec = {'data': str(runs / 'data.npz'), 'coordinator':
-          f'localhost:{_free_port()}', 'num_processes': 2}
-  workdir = runs / 'stop'
-  procs = [_launch({**spec, 'process_id': i, 'jobs': [
-      {'mode': 'auto', 'steps': 2000, 'workdir': str(workdir),
-       'out': str(runs / f'out_stop{i}')}]}, devices=2) for i in range(2)]
-  deadline = time.monotonic() + 120
-  while not (workdir / 'checkpoints' / '10').exists():
-    assert time.monotonic() < deadline and procs[1].poll() is None, (
-        procs[1].communicate()[0][-3000:] if procs[1].poll() is not None
-        else 'no checkpoint after 120 s')
-    time.sleep(0.05)
-  procs[1].send_signal(signal.SIGTERM)
-  _run(*procs, timeout=90)
+def test_a_stop_on_one_process_stops_all_at_one_step(two_processes):
+  runs = two_processes
   stops = [json.loads((runs / f'out_stop{i}.json').read_text())
            for i in range(2)]
   assert stops[0] == stops[1] and 10 <= stops[0]['preempted_at'] < 2000
-  saved = max(int(p.name) for p in (workdir / 'checkpoints').iterdir()
+  saved = max(int(p.name) for p in (runs / 'stop' / 'checkpoints').iterdir()
               if p.name.isdigit())
   assert saved == stops[0]['preempted_at']
 
