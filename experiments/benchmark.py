@@ -1,0 +1,506 @@
+"""seqclf's training speed beside what a user would pick instead, in one run.
+
+Each implementation trains the same LSTM-128 (row-wise MNIST, Adam 1e-3) in
+its own worker process (so peak RSS is its own and torch's threads never
+share a process with XLA's), on the same batches (``input_pipeline.
+train_indices``). The parent interleaves timed calls round by round, A B C A B
+C ..., rotating the order, and reports medians, so load from anything else on
+the machine hits every implementation alike. Implementations:
+
+- ``seqclf``: ``seqclf.train.train_steps`` jitted as the trainer runs it (one
+  ``lax.scan`` over the chunk, batches gathered on the device), with the
+  default config; ``seqclf-scan`` / ``seqclf-fused`` pin ``impl``;
+- ``flax``: ``nn.RNN(nn.OptimizedLSTMCell(128))`` + ``Dense``, one jitted step
+  per host batch, the straightforward Flax recipe;
+- ``torch``: ``nn.LSTM(28, 128)`` + ``Linear``, the usual PyTorch loop
+  (skipped with a message when torch is not installed: ``pip install
+  '.[bench]'``).
+
+Also measured: compile/warm-up seconds, peak RSS, the fp32 GEMM peak of the
+machine (the LSTM's own matmul shape and a large square one) and each
+implementation's achieved training FLOP/s as a fraction of it, and the time to
+train ``configs/default.py`` with the ``seqclf`` CLI (time-to-accuracy).
+Writes ``benchmark.json``, ``benchmark.md`` and ``benchmark.png`` to ``--out``.
+
+  python experiments/benchmark.py                      # a few minutes
+  python experiments/benchmark.py --steps 2 --rounds 1 --batch_sizes 8 --no_tta
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+SEQ, FEATURES, HIDDEN, CLASSES = 28, 28, 128, 10
+IMPLS = ('seqclf', 'seqclf-fused', 'flax', 'torch')
+
+
+def train_flops_per_example(hidden: int = HIDDEN) -> float:
+  """Matmul FLOPs of one training example: forward, and twice that backward."""
+  gates = 4 * hidden
+  forward = SEQ * 2 * (FEATURES * gates + hidden * gates) + 2 * hidden * CLASSES
+  return 3.0 * forward
+
+
+def _peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+# ----------------------------------------------------------------- workers
+
+
+def _load_train(num_examples: int | None):
+  from seqclf import input_pipeline  # pylint: disable=g-import-not-at-top
+  try:
+    train = input_pipeline.load_datasets(None, splits=('train',))['train']
+  except Exception as e:  # pylint: disable=broad-except
+    print(f'benchmark: MNIST not available ({e}); using random data of the '
+          'same shape.', file=sys.stderr)
+    rng = np.random.default_rng(0)
+    train = {'image': rng.integers(0, 256, (55000, SEQ, FEATURES), np.uint8),
+             'label': rng.integers(0, CLASSES, 55000).astype(np.int32)}
+  if num_examples:
+    train = {k: v[:num_examples] for k, v in train.items()}
+  return train
+
+
+def _indices(n: int, batch: int, steps: int, call: int) -> np.ndarray:
+  from seqclf import input_pipeline  # pylint: disable=g-import-not-at-top
+  return input_pipeline.train_indices(0, n, batch, call * steps, steps)
+
+
+class _Seqclf:
+  """The trainer's own chunk function: jit(train_steps), state donated."""
+
+  def __init__(self, train, impl: str | None):
+    import jax  # pylint: disable=g-import-not-at-top
+    self.jax = jax
+    self.images, self.labels = jax.device_put((train['image'], train['label']))
+    self.impl = impl
+    self.states, self.fns = {}, {}
+
+  def setup(self, batch: int, steps: int) -> None:
+    from seqclf import train as train_lib  # pylint: disable=g-import-not-at-top
+    sys.path.insert(0, str(REPO))
+    from configs import default  # pylint: disable=g-import-not-at-top
+    config = default.get_config()
+    config.batch_size = batch
+    if self.impl:
+      config.impl = self.impl
+    state = train_lib.create_train_state(config, self.jax.random.key(0))
+    idx = _indices(len(self.labels), batch, steps, 0)
+    fn = self.jax.jit(train_lib.train_steps, donate_argnums=0)
+    self.fns[batch] = fn.lower(state, self.images, self.labels, idx).compile()
+    self.states[batch] = state
+
+  def run(self, batch: int, idx: np.ndarray) -> float:
+    state, metrics = self.fns[batch](self.states[batch], self.images,
+                                     self.labels, idx)
+    self.states[batch] = state
+    return float(metrics['loss'][-1])  # Blocks until the chunk is done.
+
+
+class _Flax:
+  """The straightforward Flax recipe: nn.RNN(OptimizedLSTMCell), jit per step."""
+
+  def __init__(self, train, impl=None):
+    del impl
+    import flax.linen as nn  # pylint: disable=g-import-not-at-top
+    import jax  # pylint: disable=g-import-not-at-top
+    import optax  # pylint: disable=g-import-not-at-top
+    from flax.training import train_state  # pylint: disable=g-import-not-at-top
+
+    class Model(nn.Module):
+      @nn.compact
+      def __call__(self, x):
+        h = nn.RNN(nn.OptimizedLSTMCell(HIDDEN))(x)
+        return nn.Dense(CLASSES)(h[:, -1])
+
+    def step(state, x, y):
+      def loss_fn(params):
+        logits = state.apply_fn({'params': params}, x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+      loss, grads = jax.value_and_grad(loss_fn)(state.params)
+      return state.apply_gradients(grads=grads), loss
+
+    model = Model()
+    params = model.init(jax.random.key(0), np.zeros((1, SEQ, FEATURES),
+                                                    np.float32))['params']
+    self.state = train_state.TrainState.create(
+        apply_fn=model.apply, params=params, tx=optax.adam(1e-3))
+    self.step = jax.jit(step, donate_argnums=0)
+    self.images = train['image'].astype(np.float32) / 255.0
+    self.labels = train['label']
+
+  def setup(self, batch: int, steps: int) -> None:
+    del steps
+    idx = _indices(len(self.labels), batch, 1, 0)[0]
+    self.state, loss = self.step(self.state, self.images[idx], self.labels[idx])
+    float(loss)
+
+  def run(self, batch: int, idx: np.ndarray) -> float:
+    del batch
+    loss = None
+    for rows in idx:
+      self.state, loss = self.step(self.state, self.images[rows],
+                                   self.labels[rows])
+    return float(loss)
+
+
+class _Torch:
+  """The usual PyTorch loop: nn.LSTM + Linear, Adam, CPU build."""
+
+  def __init__(self, train, device='cpu'):
+    import torch  # pylint: disable=g-import-not-at-top
+    self.torch = torch
+    torch.manual_seed(0)
+    self.lstm = torch.nn.LSTM(FEATURES, HIDDEN, batch_first=True).to(device)
+    self.head = torch.nn.Linear(HIDDEN, CLASSES).to(device)
+    self.opt = torch.optim.Adam(
+        list(self.lstm.parameters()) + list(self.head.parameters()), lr=1e-3)
+    # The data lives on the device, as seqclf's does (cuDNN on a GPU).
+    self.images = torch.from_numpy(
+        train['image'].astype(np.float32) / 255.0).to(device)
+    self.labels = torch.from_numpy(train['label'].astype(np.int64)).to(device)
+    self.device = device
+
+  def _step(self, rows):
+    x, y = self.images[rows], self.labels[rows]
+    out, _ = self.lstm(x)
+    loss = self.torch.nn.functional.cross_entropy(self.head(out[:, -1]), y)
+    self.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    self.opt.step()
+    return loss.detach()
+
+  def setup(self, batch: int, steps: int) -> None:
+    del steps
+    rows = _indices(len(self.labels), batch, 1, 0)[0].astype(np.int64)
+    float(self._step(self.torch.from_numpy(rows).to(self.device)))
+
+  def run(self, batch: int, idx: np.ndarray) -> float:
+    del batch
+    loss = None
+    for rows in self.torch.from_numpy(idx.astype(np.int64)).to(self.device):
+      loss = self._step(rows)
+    return float(loss)  # Waits for the device.
+
+
+def _worker(name: str, conn, num_examples: int | None,
+            torch_device: str) -> None:
+  """Serves ('setup', batch, steps) and ('run', batch, idx) from the parent."""
+  try:
+    train = _load_train(num_examples)
+    if name.startswith('seqclf'):
+      impl = _Seqclf(train, name.partition('-')[2] or None)
+    else:
+      impl = _Flax(train) if name == 'flax' else _Torch(train, torch_device)
+    versions = {}
+    for module in ('jax', 'flax', 'torch'):
+      if module in sys.modules:
+        versions[module] = sys.modules[module].__version__
+    if 'torch' in sys.modules:
+      versions['torch_threads'] = sys.modules['torch'].get_num_threads()
+      versions['torch_device'] = torch_device
+    if 'jax' in sys.modules:
+      versions['jax_device'] = str(sys.modules['jax'].devices()[0])
+    conn.send(('ready', versions))
+    while True:
+      msg = conn.recv()
+      if msg[0] == 'stop':
+        conn.send(('stopped', _peak_rss_mb()))
+        return
+      t = time.perf_counter()
+      if msg[0] == 'setup':
+        impl.setup(msg[1], msg[2])
+      else:
+        impl.run(msg[1], msg[2])
+      conn.send(('done', time.perf_counter() - t))
+  except Exception as e:  # pylint: disable=broad-except
+    conn.send(('error', f'{type(e).__name__}: {e}'))
+
+
+# ------------------------------------------------------------------ parent
+
+
+def gemm_peak(shapes, gflop: float = 2.0,
+              dtype=np.float32) -> dict[str, float]:
+  """Best fp32 GFLOP/s of XLA:CPU and numpy's BLAS on the given (m, k, n).
+
+  Each timing repeats the matmul for about ``gflop`` GFLOP.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  out = {}
+  for m, k, n in shapes:
+    a, b = np.ones((m, k), dtype), np.ones((k, n), dtype)
+    reps = max(1, int(gflop * 1e9 // (2 * m * k * n)))
+    # A dependent chain, so XLA neither hoists nor drops the repeated matmul.
+    chain = jax.jit(lambda a, b: jax.lax.fori_loop(
+        0, reps, lambda i, x: x.at[0, 0].add(jnp.dot(x, b)[0, 0] * 1e-9), a))
+    ja, jb = jnp.asarray(a), jnp.asarray(b)
+    jax.block_until_ready(chain(ja, jb))
+    best = {'xla': 0.0, 'numpy': 0.0}
+    for _ in range(3):
+      t = time.perf_counter()
+      jax.block_until_ready(chain(ja, jb))
+      best['xla'] = max(best['xla'], reps * 2 * m * k * n / (time.perf_counter() - t))
+      t = time.perf_counter()
+      for _ in range(reps):
+        a @ b
+      best['numpy'] = max(best['numpy'], reps * 2 * m * k * n / (time.perf_counter() - t))
+    for lib, v in best.items():
+      out[f'{lib} {m}x{k}x{n}'] = v / 1e9
+  return out
+
+
+def time_to_accuracy(workdir: Path, target: float) -> dict:
+  """Wall seconds of ``seqclf train`` on configs/default.py, and its result."""
+  cmd = [sys.executable, '-m', 'seqclf.main', 'train', '--config',
+         str(REPO / 'configs' / 'default.py'), '--workdir', str(workdir),
+         '--quiet']
+  t = time.perf_counter()
+  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  _, status, usage = os.wait4(proc.pid, 0)
+  wall = time.perf_counter() - t
+  proc.returncode = os.waitstatus_to_exitcode(status)
+  log = proc.stdout.read()
+  if proc.returncode:
+    return {'error': f'exit {proc.returncode}: {log.strip()[-500:]}'}
+  results = json.loads((workdir / 'results.json').read_text())
+  return {'command': ' '.join(['seqclf'] + cmd[3:]), 'wall_seconds': wall,
+          'test_accuracy': results['test_accuracy'],
+          'reached_target': results['test_accuracy'] >= target,
+          'target': target,
+          'compile_seconds': results.get('compile_seconds'),
+          'train_seconds': results.get('train_seconds'),
+          'train_examples_per_second': results.get('train_examples_per_second'),
+          'peak_rss_mb': usage.ru_maxrss / 1024}
+
+
+def run_benchmark(args) -> dict:
+  ctx = mp.get_context('spawn')
+  impls = [i for i in args.impls.split(',') if i]
+  batch_sizes = [int(b) for b in args.batch_sizes.split(',')]
+  steps = {b: args.steps or max(2, round(args.examples_per_call / b))
+           for b in batch_sizes}
+  workers, versions, skipped = {}, {}, {}
+  for name in impls:
+    if name == 'torch':
+      try:
+        import torch  # pylint: disable=g-import-not-at-top,unused-import
+      except ImportError:
+        skipped[name] = ('torch is not installed: pip install torch==2.13.0 '
+                         "(or '.[bench]') to compare with PyTorch.")
+        print(f'benchmark: skipping torch: {skipped[name]}', file=sys.stderr)
+        continue
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_worker, args=(name, child, args.num_examples,
+                                               args.torch_device))
+    proc.start()
+    workers[name] = (proc, parent)
+  for name, (proc, conn) in list(workers.items()):
+    kind, payload = conn.recv()
+    if kind == 'error':
+      raise RuntimeError(f'{name} worker failed to start: {payload}')
+    versions[name] = payload
+
+  def call(name, *msg):
+    conn = workers[name][1]
+    conn.send(msg)
+    kind, payload = conn.recv()
+    if kind == 'error':
+      raise RuntimeError(f'{name} worker failed on {msg[0]}: {payload}')
+    return payload
+
+  n = args.num_examples or 55000
+  results = {name: {'compile_seconds': {}, 'seconds': {}} for name in workers}
+  for b in batch_sizes:
+    for name in workers:  # Compile (and warm up) every size first.
+      results[name]['compile_seconds'][b] = call(name, 'setup', b, steps[b])
+      call(name, 'run', b, _indices(n, b, steps[b], 0))  # untimed warm-up
+  names = list(workers)
+  for r in range(args.rounds):
+    order = names[r % len(names):] + names[:r % len(names)]
+    for b in batch_sizes:
+      idx = _indices(n, b, steps[b], r + 1)
+      for name in order:
+        results[name]['seconds'].setdefault(b, []).append(
+            call(name, 'run', b, idx))
+    print(f'benchmark: round {r + 1}/{args.rounds} done', file=sys.stderr)
+  for name, (proc, conn) in workers.items():
+    conn.send(('stop',))
+    results[name]['peak_rss_mb'] = conn.recv()[1]
+    proc.join()
+
+  flops = train_flops_per_example()
+  peaks = gemm_peak([(100, HIDDEN, 4 * HIDDEN), (1024, HIDDEN, 4 * HIDDEN),
+                     (2048, 2048, 2048)], args.gemm_gflop)
+  peak = max(peaks.values())
+  for name, res in results.items():
+    res['examples_per_second'] = {
+        b: [steps[b] * b / s for s in secs] for b, secs in res['seconds'].items()}
+    res['median_examples_per_second'] = {
+        b: statistics.median(v) for b, v in res['examples_per_second'].items()}
+    res['fraction_of_peak'] = {
+        b: v * flops / 1e9 / peak
+        for b, v in res['median_examples_per_second'].items()}
+  tta = None
+  if args.tta:
+    with tempfile.TemporaryDirectory() as tmp:
+      tta = time_to_accuracy(Path(tmp) / 'run', 0.97)
+  import jax  # pylint: disable=g-import-not-at-top
+  return {
+      'date': datetime.datetime.now().isoformat(timespec='seconds'),
+      'machine': _machine(),
+      'versions': {'python': platform.python_version(), 'jax': jax.__version__,
+                   **{k: v for d in versions.values() for k, v in d.items()}},
+      'protocol': {'batch_sizes': batch_sizes, 'steps_per_call': steps,
+                   'rounds': args.rounds, 'num_examples': n,
+                   'statistic': 'median over rounds, calls interleaved'},
+      'train_flops_per_example': flops,
+      'gemm_gflops': peaks, 'gemm_peak_gflops': peak,
+      'results': results, 'skipped': skipped, 'time_to_accuracy': tta,
+  }
+
+
+def _machine() -> str:
+  model = platform.processor() or platform.machine()
+  try:
+    for line in Path('/proc/cpuinfo').read_text().splitlines():
+      if line.startswith('model name'):
+        model = line.split(':', 1)[1].strip()
+        break
+  except OSError:
+    pass
+  return f'{model}, {os.cpu_count()} CPUs, {platform.system()}'
+
+
+def markdown(report: dict) -> str:
+  res, sizes = report['results'], report['protocol']['batch_sizes']
+  head = ('| implementation | ' + ' | '.join(f'batch {b} ex/s' for b in sizes)
+          + ' | compile/warm-up s (max) | peak RSS MB | % fp32 GEMM peak '
+          f'(batch {sizes[-1]}) |')
+  lines = [head, '|' + '---|' * (len(sizes) + 4)]
+  for name, r in res.items():
+    cells = []
+    for b in sizes:
+      v = r['examples_per_second'][b]
+      cells.append(f'{statistics.median(v):,.0f} ({min(v):,.0f}–{max(v):,.0f})')
+    lines.append(
+        f'| {name} | ' + ' | '.join(cells) +
+        f' | {max(r["compile_seconds"].values()):.1f} | '
+        f'{r["peak_rss_mb"]:,.0f} | {100 * r["fraction_of_peak"][sizes[-1]]:.0f}% |')
+  out = ['\n'.join(lines), '']
+  if 'torch' in res:
+    for name in res:
+      if name.startswith('seqclf'):
+        ratios = ', '.join(
+            f'batch {b}: {res[name]["median_examples_per_second"][b] / res["torch"]["median_examples_per_second"][b]:.2f}×'
+            for b in sizes)
+        out.append(f'- {name} / torch: {ratios}')
+  for name, why in report['skipped'].items():
+    out.append(f'- {name} skipped: {why}')
+  out.append(f'- fp32 GEMM peak (best measured): {report["gemm_peak_gflops"]:.0f} '
+             'GFLOP/s; ' + ', '.join(f'{k}: {v:.0f}'
+                                      for k, v in report['gemm_gflops'].items()))
+  tta = report.get('time_to_accuracy')
+  if tta and 'error' not in tta:
+    out.append(
+        f'- `{tta["command"]}`: {tta["wall_seconds"]:.1f} s wall '
+        f'(compile {tta["compile_seconds"]:.1f} s, train {tta["train_seconds"]:.1f} s), '
+        f'test accuracy {tta["test_accuracy"]:.4f} '
+        f'({"reaches" if tta["reached_target"] else "misses"} {tta["target"]:.0%}), '
+        f'peak RSS {tta["peak_rss_mb"]:,.0f} MB')
+  elif tta:
+    out.append(f'- time-to-accuracy run failed: {tta["error"]}')
+  p = report['protocol']
+  out.append(f'- {report["date"]}, {report["machine"]}; '
+             + ', '.join(f'{k} {v}' for k, v in report['versions'].items())
+             + f'; steps per timed call {p["steps_per_call"]}, {p["rounds"]} '
+             'interleaved rounds, medians (min–max).')
+  return '\n'.join(out) + '\n'
+
+
+def bar_chart(report: dict, path: Path) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  res, sizes = report['results'], report['protocol']['batch_sizes']
+  fig, ax = plt.subplots(figsize=(7, 4))
+  width = 0.8 / len(res)
+  for k, (name, r) in enumerate(res.items()):
+    med = [r['median_examples_per_second'][b] for b in sizes]
+    lo = [m - min(r['examples_per_second'][b]) for m, b in zip(med, sizes)]
+    hi = [max(r['examples_per_second'][b]) - m for m, b in zip(med, sizes)]
+    ax.bar(np.arange(len(sizes)) + k * width, med, width, yerr=[lo, hi],
+           label=name, capsize=3)
+  ax.set_xticks(np.arange(len(sizes)) + width * (len(res) - 1) / 2,
+                [f'batch {b}' for b in sizes])
+  ax.set_ylabel('training examples / s (median)')
+  ax.set_title(f'LSTM-128 row-MNIST training, {report["machine"]}', fontsize=9)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--impls', default=','.join(IMPLS),
+                      help=f'comma-separated subset of {IMPLS} (also seqclf-scan)')
+  parser.add_argument('--batch_sizes', default='100,256,1024')
+  parser.add_argument('--steps', type=int, default=0,
+                      help='steps per timed call (default: ~examples_per_call/batch)')
+  parser.add_argument('--examples_per_call', type=int, default=5000)
+  parser.add_argument('--rounds', type=int, default=3)
+  parser.add_argument('--num_examples', type=int, default=0,
+                      help='train on the first N examples only (0: all 55,000)')
+  parser.add_argument('--torch_device', default='cpu',
+                      help="torch's device: cpu, or cuda on a GPU machine")
+  parser.add_argument('--gemm_gflop', type=float, default=2.0,
+                      help='work per timing of the GEMM peak measurement')
+  parser.add_argument('--no_tta', dest='tta', action='store_false',
+                      help='skip the time-to-accuracy run of configs/default.py')
+  parser.add_argument('--out', default=str(REPO / 'experiments' / 'results'))
+  args = parser.parse_args(argv)
+  known = set(IMPLS) | {'seqclf-scan'}
+  bad = [i for i in args.impls.split(',') if i not in known]
+  if bad:
+    parser.error(f'unknown --impls {bad}; choose from {sorted(known)}.')
+  try:
+    sizes = [int(b) for b in args.batch_sizes.split(',')]
+  except ValueError:
+    parser.error(f'--batch_sizes must be comma-separated integers, got '
+                 f'{args.batch_sizes!r}.')
+  if min(sizes) <= 0 or args.rounds <= 0 or args.steps < 0:
+    parser.error('--batch_sizes and --rounds must be > 0 and --steps >= 0.')
+  report = run_benchmark(args)
+  out = Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / 'benchmark.json').write_text(json.dumps(report, indent=2) + '\n')
+  table = markdown(report)
+  (out / 'benchmark.md').write_text(table)
+  bar_chart(report, out / 'benchmark.png')
+  print(table)
+  print(f'Wrote {out}/benchmark.json, benchmark.md, benchmark.png')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,59 @@
+"""Smoke test of experiments/benchmark.py: a few steps of every implementation.
+
+No timing assertions (the machine is shared); it checks that the benchmark
+runs end to end, writes its three outputs, and that what it reports is
+well-formed: positive speeds for every requested implementation and batch,
+a measured GEMM peak, and torch either measured or skipped with a reason.
+"""
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope='module')
+def benchmark():
+  # Imported by name (not from a file spec) so its spawned workers can too.
+  sys.path.insert(0, str(REPO / 'experiments'))
+  try:
+    yield importlib.import_module('benchmark')
+  finally:
+    sys.path.remove(str(REPO / 'experiments'))
+
+
+def test_benchmark_runs_and_writes_table(benchmark, tmp_path):
+  rc = benchmark.main([
+      '--impls', 'seqclf,flax,torch', '--batch_sizes', '8', '--steps', '2',
+      '--rounds', '2', '--num_examples', '200', '--no_tta', '--gemm_gflop',
+      '0.05', '--out', str(tmp_path)])
+  assert rc == 0
+  report = json.loads((tmp_path / 'benchmark.json').read_text())
+  table = (tmp_path / 'benchmark.md').read_text()
+  assert (tmp_path / 'benchmark.png').stat().st_size > 1000
+  measured = set(report['results'])
+  assert {'seqclf', 'flax'} <= measured
+  # torch is an optional extra: measured, or skipped with the install hint.
+  assert ('torch' in measured) != ('torch' in report['skipped'])
+  if 'torch' in report['skipped']:
+    assert 'pip install' in report['skipped']['torch']
+  for name, res in report['results'].items():
+    speeds = res['examples_per_second']
+    assert list(speeds) == ['8']  # JSON keys are strings
+    assert all(len(v) == 2 and min(v) > 0 for v in speeds.values()), name
+    assert res['peak_rss_mb'] > 0
+    assert f'| {name} |' in table
+  assert report['gemm_peak_gflops'] > 0
+  assert report['train_flops_per_example'] == pytest.approx(
+      3 * (28 * 2 * (28 * 512 + 128 * 512) + 2 * 128 * 10))
+
+
+def test_benchmark_rejects_unknown_impl(benchmark, capsys):
+  with pytest.raises(SystemExit) as e:
+    benchmark.main(['--impls', 'seqclf,tensorflow'])
+  assert e.value.code == 2
+  assert 'unknown --impls' in capsys.readouterr().err
