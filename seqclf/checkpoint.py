@@ -29,9 +29,16 @@ def checkpoint_dir(workdir: str | Path) -> Path:
 
 
 def manager(workdir: str | Path, max_to_keep: int | None = None,
-            create: bool = True) -> ocp.CheckpointManager:
+            create: bool = True,
+            process_local: bool = False) -> ocp.CheckpointManager:
+  """``process_local``: this process reads alone (inference in a multi-process
+  job); otherwise every process must make the same calls (orbax syncs them)."""
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
                                          create=create)
+  if process_local:
+    me = jax.process_index()
+    options.multiprocessing_options = ocp.options.MultiprocessingOptions(
+        primary_host=me, active_processes={me})
   return ocp.CheckpointManager(
       checkpoint_dir(workdir), options=options,
       item_handlers={'state': ocp.StandardCheckpointHandler(),

@@ -23,7 +23,7 @@ def load_model(workdir: str | Path, step: int | None = None
   The model is rebuilt from the config saved beside the params, so this needs
   only the workdir, not the config file the run was started with.
   """
-  mngr = checkpoint.manager(workdir, create=False)
+  mngr = checkpoint.manager(workdir, create=False, process_local=True)
   latest = mngr.latest_step() if step is None else step
   if latest is None:
     raise checkpoint.CheckpointError(
