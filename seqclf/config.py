@@ -27,8 +27,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_classes = 10
   c.dtype = 'float32'       # compute dtype of the matmuls: float32 | bfloat16
   c.unroll = 1              # time steps unrolled per nn.scan iteration
+  c.cell = 'lstm'           # recurrence: lstm | gru | elman (seqclf.cells)
+  c.recurrent_init = 'orthogonal'  # recurrent kernels: orthogonal | identity
+  c.bidirectional = False   # add a backward layer beside each forward one
+  c.dropout_rate = 0.0      # dropout between stacked layers (training only)
   # Optimisation.
   c.learning_rate = 1e-3
+  # Schedule of the learning rate (its peak): constant | cosine (decay to 0
+  # by num_train_steps); either after `warmup_steps` of linear warmup from 0.
+  c.lr_schedule = 'constant'
+  c.warmup_steps = 0
+  c.grad_clip_norm = 0.0    # clip gradients to this global norm; 0 = off
   c.batch_size = 100
   c.num_train_steps = 1000
   c.seed = 0
@@ -44,6 +53,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.parallelism = 'auto'
   # Data: a tfds data dir; '' means $TFDS_DATA_DIR or ~/tensorflow_datasets.
   c.data_dir = ''
+  c.dataset = 'mnist'       # mnist | fashion_mnist (same 55k/5k/10k splits)
+  # How the model reads an image (seqclf.tasks): row (28 steps x 28) | pixel
+  # (784 x 1) | permuted (784 x 1 in a fixed order from permutation_seed).
+  c.task = 'row'
+  c.permutation_seed = 0
   return c
 
 
@@ -53,6 +67,13 @@ _POSITIVE_INTS = ('hidden_size', 'num_layers', 'num_classes', 'unroll',
                   'eval_batch_size')
 _DTYPES = ('float32', 'bfloat16')
 _PARALLELISM = ('auto', 'single', 'pmap', 'sharded')
+_CHOICES = {
+    'cell': ('lstm', 'gru', 'elman'),
+    'recurrent_init': ('orthogonal', 'identity'),
+    'lr_schedule': ('constant', 'cosine'),
+    'dataset': ('mnist', 'fashion_mnist'),
+    'task': ('row', 'pixel', 'permuted'),
+}
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -70,7 +91,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                         '`seqclf.config.base_config()`.')
     value = config[key]
     expected = (int, float) if isinstance(default, float) else type(default)
-    if isinstance(value, bool) or not isinstance(value, expected):
+    if isinstance(value, bool) != isinstance(default, bool) or not isinstance(
+        value, expected):
       raise ConfigError(f'Config key `{key}` must be {type(default).__name__}, '
                         f'got {value!r} ({type(value).__name__}).')
   for key in _POSITIVE_INTS:
@@ -85,4 +107,21 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if config.dtype not in _DTYPES:
     raise ConfigError(f'Config key `dtype` must be one of {_DTYPES}, '
                       f'got {config.dtype!r}.')
+  for key, choices in _CHOICES.items():
+    if config[key] not in choices:
+      raise ConfigError(f'Config key `{key}` must be one of {choices}, '
+                        f'got {config[key]!r}.')
+  if not 0.0 <= config.dropout_rate < 1.0:
+    raise ConfigError('Config key `dropout_rate` must be in [0, 1), got '
+                      f'{config.dropout_rate}.')
+  if not (math.isfinite(config.grad_clip_norm) and config.grad_clip_norm >= 0):
+    raise ConfigError('Config key `grad_clip_norm` must be >= 0 (0 turns '
+                      f'clipping off), got {config.grad_clip_norm}.')
+  if not 0 <= config.warmup_steps < config.num_train_steps:
+    raise ConfigError('Config key `warmup_steps` must be in [0, '
+                      f'num_train_steps={config.num_train_steps}), got '
+                      f'{config.warmup_steps}.')
+  if config.permutation_seed < 0:
+    raise ConfigError('Config key `permutation_seed` must be >= 0, got '
+                      f'{config.permutation_seed}.')
   return config

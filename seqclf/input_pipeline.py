@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
+from seqclf import fashion_mnist
 from seqclf import mnist_files
 from seqclf.mnist_builder import SeqclfMnist
 
 SPLITS = ('train', 'validation', 'test')
+DATASETS = ('mnist', 'fashion_mnist')
 Split = dict[str, np.ndarray]
 
 
@@ -29,16 +31,25 @@ def resolve_data_dir(data_dir: str | None) -> Path:
   return Path(data_dir).expanduser().resolve()
 
 
-def manual_dir(data_dir: Path) -> Path:
-  return data_dir / 'downloads' / 'manual' / 'mnist'
+def manual_dir(data_dir: Path, dataset: str = 'mnist') -> Path:
+  return data_dir / 'downloads' / 'manual' / dataset
 
 
-def prepare(data_dir: str | None) -> SeqclfMnist:
+def _builder(root: Path, dataset: str) -> SeqclfMnist:
+  if dataset not in DATASETS:
+    raise ValueError(f'dataset must be one of {DATASETS}, got {dataset!r}.')
+  cls = SeqclfMnist if dataset == 'mnist' else fashion_mnist.SeqclfFashionMnist
+  return cls(data_dir=str(root), file_format='array_record')
+
+
+def prepare(data_dir: str | None, dataset: str = 'mnist') -> SeqclfMnist:
   """Fetches (if needed), verifies and prepares the dataset; a no-op when done."""
   root = resolve_data_dir(data_dir)
-  builder = SeqclfMnist(data_dir=str(root), file_format='array_record')
+  builder = _builder(root, dataset)
   if not builder.is_prepared():
-    files = mnist_files.ensure_files(manual_dir(root))
+    ensure = (mnist_files.ensure_files if dataset == 'mnist'
+              else fashion_mnist.ensure_files)
+    files = ensure(manual_dir(root, dataset))
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(files)))
   for split in SPLITS:
@@ -80,14 +91,16 @@ def load_split(builder: SeqclfMnist, split: str) -> Split:
 
 
 def load_datasets(data_dir: str | None,
-                  splits: tuple[str, ...] = SPLITS) -> dict[str, Split]:
+                  splits: tuple[str, ...] = SPLITS,
+                  dataset: str = 'mnist') -> dict[str, Split]:
   """Loads prepared splits; says how to prepare them when they are missing."""
   root = resolve_data_dir(data_dir)
-  builder = SeqclfMnist(data_dir=str(root), file_format='array_record')
+  builder = _builder(root, dataset)
   if not builder.is_prepared():
+    flag = '' if dataset == 'mnist' else f' --dataset={dataset}'
     raise mnist_files.DataError(
-        f'MNIST is not prepared in {root}. Run `seqclf prepare-data '
-        f'--data_dir={root}` (or `make setup`).')
+        f'{dataset} is not prepared in {root}. Run `seqclf prepare-data '
+        f'--data_dir={root}{flag}` (or `make setup`).')
   return {split: load_split(builder, split) for split in splits}
 
 

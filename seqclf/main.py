@@ -1,11 +1,12 @@
 """The ``seqclf`` command line.
 
-  seqclf prepare-data [--data_dir DIR]
+  seqclf prepare-data [--data_dir DIR] [--dataset mnist|fashion_mnist]
   seqclf train --config configs/default.py --workdir runs/default [--config.KEY=VALUE …]
   seqclf evaluate --workdir runs/default
   seqclf predict --workdir runs/default digit.png …
   seqclf report --workdir runs/default          # plots + report.md (train does it too)
   seqclf inspect-data [--split test --indices 100 101 102] [--out DIR]
+  seqclf sweep --config configs/default.py --workdir runs/sweep --seeds 5 [--learning_rates 1e-3,3e-3]
 
 Config files are Python and are executed when loaded: only name files you trust.
 """
@@ -27,6 +28,14 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.')
 _DATA_DIR = flags.DEFINE_string(
     'data_dir', None, 'tfds data dir for prepare-data/evaluate (default: '
     "the config's, else $TFDS_DATA_DIR or ~/tensorflow_datasets).")
+_DATASET = flags.DEFINE_enum(
+    'dataset', 'mnist', ['mnist', 'fashion_mnist'],
+    'prepare-data: which dataset to fetch, verify and prepare.')
+_SEEDS = flags.DEFINE_integer(
+    'seeds', 5, 'sweep: models per learning rate, seeds config.seed + 0..N-1.')
+_LEARNING_RATES = flags.DEFINE_list(
+    'learning_rates', None, 'sweep: learning rates to cross with the seeds '
+    '(default: the config\'s), e.g. --learning_rates=1e-3,3e-3.')
 _QUIET = flags.DEFINE_bool('quiet', False, 'Print only the final results.')
 _REPORT = flags.DEFINE_bool(
     'report', True, 'After train, write WORKDIR/plots/*.png and '
@@ -46,7 +55,7 @@ _PROCESS_ID = flags.DEFINE_integer(
     'process_id', None, 'Multi-process training: this process, 0..N-1.')
 
 COMMANDS = ('prepare-data', 'train', 'evaluate', 'predict', 'report',
-            'inspect-data')
+            'inspect-data', 'sweep')
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3  # non-finite loss; the last good checkpoint is kept
 
@@ -63,9 +72,9 @@ def _require(flag: flags.FlagHolder, command: str):
 
 def _prepare_data() -> None:
   from seqclf import input_pipeline  # pylint: disable=g-import-not-at-top
-  builder = input_pipeline.prepare(_DATA_DIR.value)
+  builder = input_pipeline.prepare(_DATA_DIR.value, _DATASET.value)
   splits = {k: v.num_examples for k, v in builder.info.splits.items()}
-  print(f'MNIST ready in {builder.data_dir}: {splits}')
+  print(f'{_DATASET.value} ready in {builder.data_dir}: {splits}')
 
 
 def _init_distributed() -> None:
@@ -107,12 +116,35 @@ def _train() -> None:
         f'{results["wall_seconds"]:.1f} s)')
 
 
+def _sweep() -> None:
+  from seqclf import sweep  # pylint: disable=g-import-not-at-top
+  try:
+    config = _require(_CONFIG, 'sweep')
+    config.keys()  # config_flags loads lazily: surface a bad file here.
+  except AttributeError as e:
+    raise UsageError(f'Config file --config={flags.FLAGS["config"].config_filename}'
+                     f' must define get_config() ({e}).') from e
+  rates = None
+  if _LEARNING_RATES.value:
+    try:
+      rates = [float(r) for r in _LEARNING_RATES.value]
+    except ValueError as e:
+      raise UsageError(f'--learning_rates takes numbers, e.g. '
+                       f'--learning_rates=1e-3,3e-3 ({e}).') from e
+  results = sweep.run_sweep(config, _require(_WORKDIR, 'sweep'), _SEEDS.value,
+                            rates, quiet=_QUIET.value)
+  accs = ' '.join(f'{a:.4f}' for a in results['test_accuracies'])
+  print(f'Test accuracy over {results["num_models"]} models: '
+        f'{results["test_accuracy_mean"]:.4f} ± {results["test_accuracy_std"]:.4f}'
+        f' ({accs}; step {results["step"]}, {results["wall_seconds"]:.1f} s)')
+
+
 def _evaluate() -> None:
   from seqclf import inference, input_pipeline, train  # pylint: disable=g-import-not-at-top
   from flax.training import train_state  # pylint: disable=g-import-not-at-top
   model, params, config = inference.load_model(_require(_WORKDIR, 'evaluate'))
   data = input_pipeline.load_datasets(_DATA_DIR.value or config.data_dir,
-                                      ('validation', 'test'))
+                                      ('validation', 'test'), config.dataset)
   state = train_state.TrainState(step=0, apply_fn=model.apply, params=params,
                                  tx=None, opt_state=None)
   results = {split: train.evaluate(state, data[split], config.eval_batch_size)
@@ -182,6 +214,8 @@ def main(argv: list[str]) -> None:
       _report()
     elif command == 'inspect-data':
       _inspect_data(rest)
+    elif command == 'sweep':
+      _sweep()
     else:
       _predict(rest)
   except Preempted as e:

@@ -44,24 +44,87 @@ def create_model(config: ml_collections.ConfigDict) -> LSTMClassifier:
   return LSTMClassifier(
       num_classes=config.num_classes, hidden_size=config.hidden_size,
       num_layers=config.num_layers, forget_bias=config.forget_bias,
-      dtype=dtype, unroll=config.unroll)
+      dtype=dtype, unroll=config.unroll, cell=config.cell,
+      recurrent_init=config.recurrent_init, bidirectional=config.bidirectional,
+      dropout_rate=config.dropout_rate, task=config.task,
+      permutation_seed=config.permutation_seed)
 
 
-def create_train_state(config: ml_collections.ConfigDict,
-                       rng: jax.Array) -> TrainState:
-  """Fresh parameters for ``config`` and an Adam optimizer state."""
+def learning_rate_schedule(config: ml_collections.ConfigDict,
+                           peak: float | jax.Array | None = None
+                           ) -> optax.ScalarOrSchedule:
+  """The learning rate as optax takes it: a schedule only when one is set.
+
+  A constant rate stays a plain number so the default optimizer (and its
+  checkpointed state) is exactly ``optax.adam(learning_rate)``.
+  """
+  peak = config.learning_rate if peak is None else peak
+  if config.lr_schedule == 'cosine':
+    return optax.warmup_cosine_decay_schedule(
+        0.0, peak, config.warmup_steps, config.num_train_steps, end_value=0.0)
+  if config.warmup_steps:
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, peak, config.warmup_steps),
+         optax.constant_schedule(peak)], [config.warmup_steps])
+  return peak
+
+
+def learning_rate_at(config: ml_collections.ConfigDict, step: int) -> float:
+  """The rate that the update of (1-based) ``step`` used, for logging."""
+  schedule = learning_rate_schedule(config)
+  return float(schedule(step - 1)) if callable(schedule) else schedule
+
+
+def dropout_key(seed: int) -> jax.Array:
+  """Base dropout key of a run, distinct from its parameter key ``key(seed)``."""
+  return jax.random.fold_in(jax.random.key(seed), 1)
+
+
+def _optimizer(config: ml_collections.ConfigDict,
+               learning_rate: float | jax.Array | None = None
+               ) -> optax.GradientTransformation:
+  tx = optax.adam(learning_rate_schedule(config, learning_rate))
+  if config.grad_clip_norm:
+    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
+  return tx
+
+
+def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, *,
+                       inject_learning_rate: bool = False) -> TrainState:
+  """Fresh parameters for ``config`` and an Adam optimizer state.
+
+  ``inject_learning_rate`` keeps the (peak) learning rate in the optimizer
+  state (``optax.inject_hyperparams``) at ``opt_state.hyperparams
+  ['learning_rate']``, so a vmapped sweep can give each model its own.
+  """
   model = create_model(config)
   params = model.init(rng, jnp.zeros((1, *SEQUENCE_SHAPE)))['params']
-  return TrainState.create(apply_fn=model.apply, params=params,
-                           tx=optax.adam(config.learning_rate))
+  if inject_learning_rate:
+    tx = optax.inject_hyperparams(lambda learning_rate: _optimizer(
+        config, learning_rate))(learning_rate=config.learning_rate)
+  else:
+    tx = _optimizer(config)
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
 
 def train_step(state: TrainState, batch: Batch, *,
-               axis_name: str | None = None) -> tuple[TrainState, Metrics]:
-  """One Adam step on mean softmax cross-entropy; pmap-ready via ``axis_name``."""
+               axis_name: str | None = None,
+               dropout_rng: jax.Array | None = None
+               ) -> tuple[TrainState, Metrics]:
+  """One Adam step on mean softmax cross-entropy; pmap-ready via ``axis_name``.
+
+  ``dropout_rng`` (only needed when the model drops out) runs the model in
+  training mode with a dropout key folded from it, the step and the replica.
+  """
+  kwargs = {}
+  if dropout_rng is not None:
+    rng = jax.random.fold_in(dropout_rng, state.step)
+    if axis_name is not None:
+      rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+    kwargs = {'train': True, 'rngs': {'dropout': rng}}
 
   def loss_fn(params):
-    logits = state.apply_fn({'params': params}, batch['image'])
+    logits = state.apply_fn({'params': params}, batch['image'], **kwargs)
     loss = optax.softmax_cross_entropy_with_integer_labels(
         logits, batch['label']).mean()
     return loss, logits
@@ -78,7 +141,9 @@ def train_step(state: TrainState, batch: Batch, *,
 
 def train_steps(state: TrainState, images: jax.Array, labels: jax.Array,
                 indices: jax.Array, *,
-                axis_name: str | None = None) -> tuple[TrainState, Metrics]:
+                axis_name: str | None = None,
+                dropout_rng: jax.Array | None = None
+                ) -> tuple[TrainState, Metrics]:
   """``len(indices)`` steps in one ``lax.scan``; batch k is ``images[indices[k]]``.
 
   Returns the new state and per-step metrics stacked along axis 0.
@@ -87,7 +152,8 @@ def train_steps(state: TrainState, images: jax.Array, labels: jax.Array,
   def body(state, idx):
     batch = {'image': input_pipeline.to_float(images[idx]),
              'label': labels[idx]}
-    return train_step(state, batch, axis_name=axis_name)
+    return train_step(state, batch, axis_name=axis_name,
+                      dropout_rng=dropout_rng)
 
   return jax.lax.scan(body, state, indices)
 
@@ -168,7 +234,8 @@ def _train_and_evaluate(
   if not os.access(workdir, os.W_OK):
     raise PermissionError(f'Workdir {workdir} is not writable: choose another '
                           '--workdir.')
-  data = datasets or input_pipeline.load_datasets(config.data_dir)
+  data = datasets or input_pipeline.load_datasets(config.data_dir,
+                                                  dataset=config.dataset)
   train = data['train']
   num_examples, batch_size = len(train['label']), config.batch_size
   total = config.num_train_steps
@@ -185,7 +252,9 @@ def _train_and_evaluate(
   if first_step:
     logger.message(f'Resumed from {mngr.directory}/{first_step}.')
   images, labels = dp.put_data(train['image'], train['label'])
-  run = dp.chunk_fn(train_steps)
+  run = dp.chunk_fn(train_steps if not config.dropout_rate else
+                    functools.partial(train_steps,
+                                      dropout_rng=dropout_key(config.seed)))
   compiled: dict[int, Any] = {}
   compile_seconds = train_seconds = 0.0
   step = first_step
@@ -213,7 +282,7 @@ def _train_and_evaluate(
       loss, acc = float(metrics['loss'][k]), float(metrics['accuracy'][k])
       logger.write(s, 'train', {'loss': loss, 'accuracy': acc,
                                 'examples_per_second': speed,
-                                'learning_rate': config.learning_rate})
+                                'learning_rate': learning_rate_at(config, s)})
       logger.progress(
           s, f'step {s} ({s * batch_size}/{total * batch_size}) '
           f'Minibatch loss={loss:.4f} Accuracy={acc:.4f} | '

@@ -1,0 +1,71 @@
+"""seqclf.sweep: model k of a vmapped sweep is the single run with seed k."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from seqclf import inference, sweep, train
+from seqclf.config import ConfigError
+
+from conftest import run_cli, small_config
+
+
+def test_grid_crosses_rates_with_seeds():
+  config = small_config(seed=3)
+  assert sweep.grid(config, 2) == ([3, 4], [config.learning_rate] * 2)
+  assert sweep.grid(config, 2, [1e-3, 2e-3]) == ([3, 4, 3, 4],
+                                                 [1e-3, 1e-3, 2e-3, 2e-3])
+  with pytest.raises(ConfigError, match='--seeds'):
+    sweep.grid(config, 0)
+  with pytest.raises(ConfigError, match='--learning_rates'):
+    sweep.grid(config, 1, [-1.0])
+
+
+def test_sweep_model_k_equals_single_run_with_seed_k(tmp_path, mnist):
+  """Two stacked layers with dropout: init, batches and dropout keys all match."""
+  config = small_config(hidden_size=16, num_layers=2, dropout_rate=0.2,
+                        num_train_steps=20, eval_every=20, checkpoint_every=20,
+                        steps_per_call=10, seed=5)
+  results = sweep.run_sweep(config, tmp_path / 'sweep', 2, quiet=True,
+                            datasets=mnist)
+  saved = json.loads((tmp_path / 'sweep' / 'results.json').read_text())
+  assert saved['seeds'] == [5, 6] and len(saved['test_accuracies']) == 2
+  assert saved['test_accuracy_mean'] == pytest.approx(
+      np.mean(saved['test_accuracies']))
+  assert saved['test_accuracy_std'] == pytest.approx(
+      np.std(saved['test_accuracies'], ddof=1))
+  states, _ = sweep.train_models(config, [5, 6], None, mnist['train'],
+                                 quiet=True)
+  for k, seed in enumerate((5, 6)):
+    config.seed = seed
+    single = train.train_and_evaluate(config, tmp_path / f'single{seed}',
+                                      quiet=True, datasets=mnist)
+    _, params, _ = inference.load_model(tmp_path / f'single{seed}')
+    swept = jax.tree.map(lambda x, k=k: x[k], states.params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
+                                                         atol=1e-5),
+                 swept, params)
+    assert results['test_accuracies'][k] == pytest.approx(
+        single['test_accuracy'], abs=2e-4)  # at most 2 of 10,000 flips
+  assert results['test_accuracies'][0] != results['test_accuracies'][1]
+
+
+def test_learning_rate_sweep_gives_each_model_its_rate(mnist):
+  config = small_config(hidden_size=8, num_train_steps=5, steps_per_call=5)
+  states, _ = sweep.train_models(config, [0, 0], [1e-9, 1e-2],
+                                 mnist['train'], quiet=True)
+  init = sweep.init_states(config, [0], None).params
+  moved = [max(float(np.abs(a[k] - b[0]).max())
+               for a, b in zip(jax.tree.leaves(states.params),
+                               jax.tree.leaves(init))) for k in (0, 1)]
+  assert moved[0] < 1e-6 < 1e-3 < moved[1], moved
+
+
+def test_cli_sweep_rejects_bad_seeds(tmp_path):
+  proc = run_cli('sweep', '--config=configs/default.py',
+                 f'--workdir={tmp_path}', '--seeds=0')
+  assert proc.returncode == 2
+  assert '--seeds must be >= 1' in proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
