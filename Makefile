@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 WORKDIR ?= runs/default
 CONFIG ?= configs/default.py
 
-.PHONY: setup data train test clean
+.PHONY: setup data data-fashion train test clean
 
 setup: $(VENV)/.installed data
 
@@ -20,6 +20,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # the SHA-256 pins and prepares the tfds dataset; a no-op once prepared.
 data: $(VENV)/.installed
 	$(BIN)/seqclf prepare-data
+
+# Optional: Fashion-MNIST (configs/fashion_row.py) from the Debian package
+# dataset-fashion-mnist; a note, not a failure, where apt-get is unavailable.
+data-fashion: $(VENV)/.installed
+	@test -d /usr/share/datasets/fashion-mnist || { command -v apt-get >/dev/null \
+	  && apt-get install -y dataset-fashion-mnist; } \
+	  || echo 'note: could not install dataset-fashion-mnist; copy the four IDX files to DATA_DIR/downloads/manual/fashion_mnist/'
+	$(BIN)/seqclf prepare-data --dataset=fashion_mnist
 
 train: setup
 	$(BIN)/seqclf train --config $(CONFIG) --workdir $(WORKDIR)

@@ -92,6 +92,25 @@ def row(name: str) -> str:
           f'{r["train_examples_per_second"]:,.0f} | {r["machine"]} | {cmd} |')
 
 
+def throughput_lines() -> list[str]:
+  path = RUNS / 'throughput.json'
+  if not path.exists():
+    return []
+  t = json.loads(path.read_text())
+  return [
+      '## Sweep throughput',
+      '',
+      f'{t["models"]} reference models x {t["steps_per_model"]} steps, '
+      'compiled chunks of 100 steps, best of '
+      f'{len(t["all_vmapped_seconds"])} interleaved repeats, on '
+      f'{t["machine"]}: K sequential runs '
+      f'{t["sequential_examples_per_second"]:,.0f} ex/s, one vmapped sweep '
+      f'{t["vmapped_examples_per_second"]:,.0f} ex/s: **x{t["speedup"]:.2f}** '
+      f'(`{t["command"]}`).',
+      '',
+  ]
+
+
 def write_table() -> str:
   lines = [
       '# Results',
@@ -111,6 +130,7 @@ def write_table() -> str:
       '|---|---|---|---|---|---|---|---|---|---|',
       *(row(name) for name in CONFIGS),
       '',
+      *throughput_lines(),
       '## Published figures',
       '',
       '| Source | Task | Test accuracy |',
