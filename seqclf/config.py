@@ -27,6 +27,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_classes = 10
   c.dtype = 'float32'       # compute dtype of the matmuls: float32 | bfloat16
   c.unroll = 1              # time steps unrolled per nn.scan iteration
+  # LSTM recurrence: scan (nn.scan of LSTMCell, portable) | fused
+  # (seqclf.fast_lstm: same numbers, hand-written backward; README Performance).
+  c.impl = 'scan'
   c.cell = 'lstm'           # recurrence: lstm | gru | elman (seqclf.cells)
   c.recurrent_init = 'orthogonal'  # recurrent kernels: orthogonal | identity
   c.bidirectional = False   # add a backward layer beside each forward one
@@ -73,6 +76,7 @@ _CHOICES = {
     'lr_schedule': ('constant', 'cosine'),
     'dataset': ('mnist', 'fashion_mnist'),
     'task': ('row', 'pixel', 'permuted'),
+    'impl': ('scan', 'fused'),
 }
 
 

@@ -47,7 +47,7 @@ def create_model(config: ml_collections.ConfigDict) -> LSTMClassifier:
       dtype=dtype, unroll=config.unroll, cell=config.cell,
       recurrent_init=config.recurrent_init, bidirectional=config.bidirectional,
       dropout_rate=config.dropout_rate, task=config.task,
-      permutation_seed=config.permutation_seed)
+      permutation_seed=config.permutation_seed, impl=config.impl)
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict,
