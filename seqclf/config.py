@@ -44,6 +44,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.batch_size = 100
   c.num_train_steps = 1000
   c.seed = 0
+  # On a non-finite loss: False stops with an error (the last good checkpoint
+  # is kept); True skips that update (optax.apply_if_finite) and goes on.
+  c.skip_nonfinite_updates = False
   # Loop.
   c.log_every = 10
   c.eval_every = 200

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -86,6 +85,9 @@ def _optimizer(config: ml_collections.ConfigDict,
   tx = optax.adam(learning_rate_schedule(config, learning_rate))
   if config.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
+  if config.skip_nonfinite_updates:
+    # Leaves params and Adam moments untouched on a non-finite gradient.
+    tx = optax.apply_if_finite(tx, max_consecutive_errors=10**9)
   return tx
 
 
@@ -288,7 +290,11 @@ def _train_and_evaluate(
           f'Minibatch loss={loss:.4f} Accuracy={acc:.4f} | '
           f'{speed:,.0f} ex/s, ETA {_format_eta(eta)}',
           {'loss': f'{loss:.4f}', 'acc': f'{acc:.3f}', 'ex/s': f'{speed:,.0f}'})
-    if not all(map(math.isfinite, metrics['loss'])):
+    nonfinite = int(np.sum(~np.isfinite(metrics['loss'])))
+    if nonfinite and config.skip_nonfinite_updates:
+      logger.message(f'warning: skipped {nonfinite} non-finite update(s) '
+                     f'in steps {step + 1}-{end}.')
+    elif nonfinite:
       raise FloatingPointError(
           f'Non-finite loss by step {end}; the last good checkpoint in '
           f'{mngr.directory} is untouched. Lower learning_rate.')
