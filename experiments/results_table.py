@@ -37,6 +37,9 @@ CONFIGS = {
     'psmnist': (3, 'permuted pixel MNIST, LSTM-128, 30000 x 100', None, False),
 }
 
+# The reference notebook's 96.67% must be matched by every seed.
+MIN_TARGETS = {'default': 0.9667}
+
 PUBLISHED = (
     ('Reference notebook (TF1, row LSTM-128, 1000 x 100)', 'row MNIST',
      '96.67%'),
@@ -83,9 +86,13 @@ def row(name: str) -> str:
   accs = ', '.join(_pct(a) for a in r['test_accuracies'])
   if target:
     met = 'met' if r['test_accuracy_mean'] >= target else 'not met'
-    goal = f'≥ {_pct(target)} ({met})'
+    goal = f'mean ≥ {_pct(target)} ({met})'
   else:
     goal = '–'
+  if name in MIN_TARGETS:
+    low = r['test_accuracy_min']
+    met = 'met' if low >= MIN_TARGETS[name] else 'not met'
+    goal += f', min ≥ {_pct(MIN_TARGETS[name])} ({met}: {_pct(low)})'
   steps = f'{r["step"]} x {r["config"]["batch_size"]}'
   return (f'| {name} | {what} | {acc} (n={r["num_models"]}) | {accs} | {goal} '
           f'| {steps} | {r["wall_seconds"]:.0f} s | '
@@ -129,6 +136,12 @@ def write_table() -> str:
       '| Wall | Train ex/s | Machine | Command |',
       '|---|---|---|---|---|---|---|---|---|---|',
       *(row(name) for name in CONFIGS),
+      '',
+      '`smnist`/`psmnist` (784 steps, 30,000 x 100) are too long for this '
+      '2-core CPU and no accelerator was lent to the session that made this '
+      'table: their commands are ready above; on CPU they get a smoke test '
+      '(`tests/test_cells.py::test_long_sequence_configs_smoke`: 30 steps of '
+      'a 16-unit model, the validation loss must drop).',
       '',
       *throughput_lines(),
       '## Published figures',

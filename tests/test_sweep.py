@@ -28,16 +28,9 @@ def test_sweep_model_k_equals_single_run_with_seed_k(tmp_path, mnist):
   config = small_config(hidden_size=16, num_layers=2, dropout_rate=0.2,
                         num_train_steps=20, eval_every=20, checkpoint_every=20,
                         steps_per_call=10, seed=5)
-  results = sweep.run_sweep(config, tmp_path / 'sweep', 2, quiet=True,
-                            datasets=mnist)
-  saved = json.loads((tmp_path / 'sweep' / 'results.json').read_text())
-  assert saved['seeds'] == [5, 6] and len(saved['test_accuracies']) == 2
-  assert saved['test_accuracy_mean'] == pytest.approx(
-      np.mean(saved['test_accuracies']))
-  assert saved['test_accuracy_std'] == pytest.approx(
-      np.std(saved['test_accuracies'], ddof=1))
   states, _ = sweep.train_models(config, [5, 6], None, mnist['train'],
                                  quiet=True)
+  swept_acc = sweep.evaluate_all(states, mnist['test'], 1000)['accuracy']
   for k, seed in enumerate((5, 6)):
     config.seed = seed
     single = train.train_and_evaluate(config, tmp_path / f'single{seed}',
@@ -47,20 +40,29 @@ def test_sweep_model_k_equals_single_run_with_seed_k(tmp_path, mnist):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
                                                          atol=1e-5),
                  swept, params)
-    assert results['test_accuracies'][k] == pytest.approx(
-        single['test_accuracy'], abs=2e-4)  # at most 2 of 10,000 flips
-  assert results['test_accuracies'][0] != results['test_accuracies'][1]
+    assert swept_acc[k] == pytest.approx(single['test_accuracy'],
+                                         abs=2e-4)  # at most 2 of 10,000 flip
+  assert swept_acc[0] != swept_acc[1]
 
 
-def test_learning_rate_sweep_gives_each_model_its_rate(mnist):
+def test_learning_rate_sweep_results_json(tmp_path, mnist):
+  """Each model trains with its own rate; results.json summarises the grid."""
   config = small_config(hidden_size=8, num_train_steps=5, steps_per_call=5)
-  states, _ = sweep.train_models(config, [0, 0], [1e-9, 1e-2],
-                                 mnist['train'], quiet=True)
-  init = sweep.init_states(config, [0], None).params
-  moved = [max(float(np.abs(a[k] - b[0]).max())
-               for a, b in zip(jax.tree.leaves(states.params),
-                               jax.tree.leaves(init))) for k in (0, 1)]
-  assert moved[0] < 1e-6 < 1e-3 < moved[1], moved
+  results = sweep.run_sweep(config, tmp_path, 2, [1e-9, 1e-2], quiet=True,
+                            datasets=mnist)
+  saved = json.loads((tmp_path / 'results.json').read_text())
+  assert saved['test_accuracies'] == results['test_accuracies']
+  assert saved['seeds'] == [0, 1, 0, 1]
+  assert saved['learning_rates'] == [1e-9, 1e-9, 1e-2, 1e-2]
+  accs = saved['test_accuracies']
+  assert saved['test_accuracy_mean'] == pytest.approx(np.mean(accs))
+  assert saved['test_accuracy_std'] == pytest.approx(np.std(accs, ddof=1))
+  assert saved['by_learning_rate']['0.01']['test_accuracies'] == accs[2:]
+  # A rate of 1e-9 leaves the models where they started; 1e-2 moves them.
+  untrained = sweep.evaluate_all(sweep.init_states(config, [0, 1]),
+                                 mnist['test'], 1000)['loss']
+  np.testing.assert_allclose(saved['test_losses'][:2], untrained, rtol=1e-4)
+  assert max(saved['test_losses'][2:]) < min(untrained) - 0.01
 
 
 def test_cli_sweep_rejects_bad_seeds(tmp_path):
