@@ -164,9 +164,13 @@ class _Flax:
 class _Torch:
   """The usual PyTorch loop: nn.LSTM + Linear, Adam, CPU build."""
 
-  def __init__(self, train, device='cpu'):
+  def __init__(self, train, device='cpu', threads=0):
     import torch  # pylint: disable=g-import-not-at-top
     self.torch = torch
+    if threads:
+      # On a loaded machine torch's spinning OpenMP threads can collapse
+      # (one waits for a descheduled sibling at every op); 1 thread avoids it.
+      torch.set_num_threads(threads)
     torch.manual_seed(0)
     self.lstm = torch.nn.LSTM(FEATURES, HIDDEN, batch_first=True).to(device)
     self.head = torch.nn.Linear(HIDDEN, CLASSES).to(device)
@@ -201,14 +205,15 @@ class _Torch:
 
 
 def _worker(name: str, conn, num_examples: int | None,
-            torch_device: str) -> None:
+            torch_device: str, torch_threads: int) -> None:
   """Serves ('setup', batch, steps) and ('run', batch, idx) from the parent."""
   try:
     train = _load_train(num_examples)
     if name.startswith('seqclf'):
       impl = _Seqclf(train, name.partition('-')[2] or None)
     else:
-      impl = _Flax(train) if name == 'flax' else _Torch(train, torch_device)
+      impl = (_Flax(train) if name == 'flax' else
+              _Torch(train, torch_device, torch_threads))
     versions = {}
     for module in ('jax', 'flax', 'torch'):
       if module in sys.modules:
@@ -311,7 +316,8 @@ def run_benchmark(args) -> dict:
         continue
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_worker, args=(name, child, args.num_examples,
-                                               args.torch_device))
+                                               args.torch_device,
+                                               args.torch_threads))
     proc.start()
     workers[name] = (proc, parent)
   for name, (proc, conn) in list(workers.items()):
@@ -473,6 +479,8 @@ def main(argv=None) -> int:
                       help='train on the first N examples only (0: all 55,000)')
   parser.add_argument('--torch_device', default='cpu',
                       help="torch's device: cpu, or cuda on a GPU machine")
+  parser.add_argument('--torch_threads', type=int, default=0,
+                      help="torch.set_num_threads (0: torch's default)")
   parser.add_argument('--gemm_gflop', type=float, default=2.0,
                       help='work per timing of the GEMM peak measurement')
   parser.add_argument('--no_tta', dest='tta', action='store_false',
