@@ -14,7 +14,7 @@ from seqclf.config import ConfigError, base_config, validate
 from seqclf.mnist_files import DataError
 from seqclf.models import LSTMClassifier
 
-from conftest import REPO, small_config
+from conftest import REPO
 
 
 def _config(name):
