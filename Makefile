@@ -33,7 +33,7 @@ train: setup
 	$(BIN)/seqclf train --config $(CONFIG) --workdir $(WORKDIR)
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 clean:
 	rm -rf $(VENV) runs
