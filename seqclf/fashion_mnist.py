@@ -11,8 +11,6 @@ MNIST's: validation is the first 5,000 training images.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -20,7 +18,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from seqclf import mnist_builder
-from seqclf.mnist_files import DataError, read_idx
+from seqclf import mnist_files
+from seqclf.mnist_files import DataError
 
 SYSTEM_DIR = Path('/usr/share/datasets/fashion-mnist')
 INSTALL_HINT = ('`apt-get install -y dataset-fashion-mnist` (puts them in '
@@ -61,27 +60,8 @@ def available(directory: Path = SYSTEM_DIR) -> bool:
 
 def load_verified(directory: Path, name: str) -> np.ndarray:
   """Reads ``name`` (raw or .gz) from ``directory``, checks its pin, parses it."""
-  path = _find(directory, name)
-  if path is None:
-    raise DataError(f'{directory}: missing Fashion-MNIST file {name}[.gz]. '
-                    f'Run {INSTALL_HINT} {directory}.')
-  data = path.read_bytes()
-  if path.suffix == '.gz':
-    try:
-      data = gzip.decompress(data)
-    except (OSError, EOFError) as e:
-      raise DataError(f'{path}: corrupt gzip file ({e}); delete it and copy '
-                      'it again.') from e
-  sha, shape = FILES[name]
-  digest = hashlib.sha256(data).hexdigest()
-  if digest != sha:
-    raise DataError(f'{path}: SHA-256 mismatch (got {digest[:16]}…, expected '
-                    f'{sha[:16]}…): not the canonical Fashion-MNIST file; '
-                    'replace it.')
-  array = read_idx(data, str(path))
-  if array.shape != shape:  # Unreachable with a matching pin; kept as a guard.
-    raise DataError(f'{path}: shape {array.shape}, expected {shape}.')
-  return array
+  return mnist_files.load_verified(
+      directory, name, FILES, how_to_fix=f'run {INSTALL_HINT} {directory}')
 
 
 def ensure_files(directory: Path, source: Path = SYSTEM_DIR) -> Path:
@@ -108,6 +88,7 @@ class SeqclfFashionMnist(mnist_builder.SeqclfMnist):
       'Put the four Fashion-MNIST IDX files (raw or .gz) in the manual dir, '
       'or run `apt-get install -y dataset-fashion-mnist` and `seqclf '
       'prepare-data --dataset=fashion_mnist`, which copies them.')
+  load_verified = staticmethod(load_verified)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -121,15 +102,3 @@ class SeqclfFashionMnist(mnist_builder.SeqclfMnist):
         supervised_keys=('image', 'label'),
         homepage='https://github.com/zalandoresearch/fashion-mnist',
     )
-
-  def _split_generators(self, dl_manager):
-    directory = Path(dl_manager.manual_dir)
-    load = lambda name: load_verified(directory, name)
-    train = (load('train-images-idx3-ubyte'), load('train-labels-idx1-ubyte'))
-    test = (load('t10k-images-idx3-ubyte'), load('t10k-labels-idx1-ubyte'))
-    n_val = mnist_builder.NUM_VALIDATION
-    return {
-        'train': self._generate_examples(*train, range(n_val, 60000)),
-        'validation': self._generate_examples(*train, range(n_val)),
-        'test': self._generate_examples(*test, range(10000)),
-    }

@@ -27,6 +27,9 @@ class SeqclfMnist(tfds.core.GeneratorBasedBuilder):
       't10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (raw or .gz) in the '
       'manual dir, or run `seqclf prepare-data`, which fetches them.')
 
+  # How a subclass for another dataset in this layout reads its pinned files.
+  load_verified = staticmethod(mnist_files.load_verified)
+
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
         builder=self,
@@ -43,8 +46,7 @@ class SeqclfMnist(tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager):
-    directory = dl_manager.manual_dir
-    load = lambda name: mnist_files.load_verified(directory, name)
+    load = lambda name: self.load_verified(dl_manager.manual_dir, name)
     train = (load('train-images-idx3-ubyte'), load('train-labels-idx1-ubyte'))
     test = (load('t10k-images-idx3-ubyte'), load('t10k-labels-idx1-ubyte'))
     return {

