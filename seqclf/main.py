@@ -95,16 +95,22 @@ def _init_distributed() -> None:
   parallel.initialize_distributed(coordinator, n, i)
 
 
-def _train() -> None:
-  _init_distributed()
-  import jax  # pylint: disable=g-import-not-at-top
-  from seqclf import train  # pylint: disable=g-import-not-at-top
+def _load_config(command: str):
+  """The --config file's config, with a bad file as a usage error."""
   try:
-    config = _require(_CONFIG, 'train')
+    config = _require(_CONFIG, command)
     config.keys()  # config_flags loads lazily: surface a bad file here.
   except AttributeError as e:
     raise UsageError(f'Config file --config={flags.FLAGS["config"].config_filename}'
                      f' must define get_config() ({e}).') from e
+  return config
+
+
+def _train() -> None:
+  _init_distributed()
+  import jax  # pylint: disable=g-import-not-at-top
+  from seqclf import train  # pylint: disable=g-import-not-at-top
+  config = _load_config('train')
   results = train.train_and_evaluate(config, _require(_WORKDIR, 'train'),
                                      quiet=_QUIET.value)
   if jax.process_index() != 0:
@@ -118,12 +124,7 @@ def _train() -> None:
 
 def _sweep() -> None:
   from seqclf import sweep  # pylint: disable=g-import-not-at-top
-  try:
-    config = _require(_CONFIG, 'sweep')
-    config.keys()  # config_flags loads lazily: surface a bad file here.
-  except AttributeError as e:
-    raise UsageError(f'Config file --config={flags.FLAGS["config"].config_filename}'
-                     f' must define get_config() ({e}).') from e
+  config = _load_config('sweep')
   rates = None
   if _LEARNING_RATES.value:
     try:
