@@ -258,7 +258,7 @@ def _train_and_evaluate(
   run = dp.chunk_fn(train_steps if not config.dropout_rate else
                     functools.partial(train_steps,
                                       dropout_rng=dropout_key(config.seed)))
-  compiled: dict[int, Any] = {}
+  compiled: dict[tuple[int, ...], Any] = {}
   compile_seconds = train_seconds = 0.0
   step = first_step
   val = None
