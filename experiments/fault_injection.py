@@ -31,8 +31,10 @@ sys.path.insert(0, str(REPO))
 from seqclf import checkpoint, train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from seqclf.config import base_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-OVERRIDES = {'hidden_size': 64, 'num_train_steps': 120, 'steps_per_call': 5,
-             'checkpoint_every': 5, 'eval_every': 20, 'log_every': 5,
+# Long enough (about 12 s of training here) that 20 random kills land in
+# start-up, training steps, evaluation and checkpoint writes alike.
+OVERRIDES = {'hidden_size': 64, 'num_train_steps': 600, 'steps_per_call': 5,
+             'checkpoint_every': 5, 'eval_every': 50, 'log_every': 5,
              'max_to_keep': 2}
 
 
@@ -58,29 +60,37 @@ def writing_checkpoint(workdir: Path) -> bool:
   return ckpts.exists() and any('tmp' in p.name for p in ckpts.iterdir())
 
 
-def corrupt_steps(workdir: Path) -> int:
-  """Finalized checkpoints that no longer restore."""
+def unreadable_steps(workdir: Path) -> tuple[int, int]:
+  """(newest checkpoint unreadable: 0/1, older checkpoints unreadable).
+
+  Only the newest counts as lost: orbax deletes superseded steps beyond
+  ``max_to_keep`` in the background, so a kill can leave an old step half
+  deleted; restore skips it (with a warning) and the next cleanup removes it.
+  """
   ckpts = workdir / 'checkpoints'
   if not ckpts.exists():
-    return 0
-  bad = 0
+    return 0, 0
   mngr = checkpoint.manager(workdir, create=False)
   config = base_config()
   config.update(OVERRIDES)
   target = train.create_train_state(config, jax.random.key(0))
+  bad = []
   for step in mngr.all_steps():
     try:
       checkpoint.restore(mngr, target, step)
     except Exception:  # pylint: disable=broad-except
-      bad += 1
-  return bad
+      bad.append(step)
+  newest = mngr.latest_step()
+  return int(newest in bad), len([s for s in bad if s != newest])
 
 
 def run_cycles(workdir: Path, cycles: int, rng: random.Random,
                max_delay: float) -> dict[str, int]:
   stats = {'cycles': cycles, 'kills_during_checkpoint_write': 0,
            'kills_before_first_checkpoint': 0, 'resumes': 0,
-           'checkpoints_lost_or_corrupt': 0, 'finished_before_kill': 0}
+           'checkpoints_lost_or_corrupt': 0,
+           'superseded_checkpoints_half_deleted': 0,
+           'finished_before_kill': 0}
   last_step = 0
   for _ in range(cycles):
     proc = subprocess.Popen(command(workdir), cwd=REPO, stdout=subprocess.PIPE,
@@ -105,7 +115,9 @@ def run_cycles(workdir: Path, cycles: int, rng: random.Random,
     if newest < last_step:
       stats['checkpoints_lost_or_corrupt'] += 1  # progress went backwards
     last_step = newest
-    stats['checkpoints_lost_or_corrupt'] += corrupt_steps(workdir)
+    lost, half_deleted = unreadable_steps(workdir)
+    stats['checkpoints_lost_or_corrupt'] += lost
+    stats['superseded_checkpoints_half_deleted'] += half_deleted
   return stats
 
 
@@ -113,7 +125,7 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--cycles', type=int, default=20)
   parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--max_delay', type=float, default=25.0,
+  parser.add_argument('--max_delay', type=float, default=12.0,
                       help='longest time before a kill, seconds')
   parser.add_argument('--workdir', type=Path, default=None)
   args = parser.parse_args()
