@@ -9,6 +9,7 @@ resumed at step k sees exactly the batches an uninterrupted run sees.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def load_split(builder: SeqclfMnist, split: str) -> Split:
         arrays = {'image': f['image'], 'label': f['label']}
       if len(arrays['label']) == expected == len(arrays['image']):
         return arrays
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
       pass  # Damaged cache: rebuild it below.
   source = builder.as_data_source()[split]
   examples = source.__getitems__(range(len(source)))
