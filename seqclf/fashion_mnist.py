@@ -89,16 +89,6 @@ class SeqclfFashionMnist(mnist_builder.SeqclfMnist):
       'or run `apt-get install -y dataset-fashion-mnist` and `seqclf '
       'prepare-data --dataset=fashion_mnist`, which copies them.')
   load_verified = staticmethod(load_verified)
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description='Fashion-MNIST (Zalando), 28x28 uint8, 10 classes.',
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(28, 28), dtype=np.uint8),
-            'label': tfds.features.ClassLabel(names=CLASS_NAMES),
-            'id': tfds.features.Scalar(dtype=np.int64),
-        }),
-        supervised_keys=('image', 'label'),
-        homepage='https://github.com/zalandoresearch/fashion-mnist',
-    )
+  DESCRIPTION = 'Fashion-MNIST (Zalando), 28x28 uint8, 10 classes.'
+  HOMEPAGE = 'https://github.com/zalandoresearch/fashion-mnist'
+  CLASS_NAMES = CLASS_NAMES

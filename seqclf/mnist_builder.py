@@ -27,22 +27,28 @@ class SeqclfMnist(tfds.core.GeneratorBasedBuilder):
       't10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (raw or .gz) in the '
       'manual dir, or run `seqclf prepare-data`, which fetches them.')
 
-  # How a subclass for another dataset in this layout reads its pinned files.
+  # What a subclass for another dataset in this layout changes.
   load_verified = staticmethod(mnist_files.load_verified)
+  DESCRIPTION = 'MNIST handwritten digits, 28x28 uint8, 10 classes.'
+  HOMEPAGE = 'http://yann.lecun.com/exdb/mnist/'
+  CLASS_NAMES: tuple[str, ...] | None = None  # None: classes 0-9 unnamed
 
   def _info(self) -> tfds.core.DatasetInfo:
+    label = (tfds.features.ClassLabel(num_classes=10)
+             if self.CLASS_NAMES is None
+             else tfds.features.ClassLabel(names=self.CLASS_NAMES))
     return tfds.core.DatasetInfo(
         builder=self,
-        description='MNIST handwritten digits, 28x28 uint8, 10 classes.',
+        description=self.DESCRIPTION,
         features=tfds.features.FeaturesDict({
             'image': tfds.features.Tensor(shape=(28, 28), dtype=np.uint8),
-            'label': tfds.features.ClassLabel(num_classes=10),
+            'label': label,
             # Position in the official file: restores the original order,
             # which tfds shuffles when writing.
             'id': tfds.features.Scalar(dtype=np.int64),
         }),
         supervised_keys=('image', 'label'),
-        homepage='http://yann.lecun.com/exdb/mnist/',
+        homepage=self.HOMEPAGE,
     )
 
   def _split_generators(self, dl_manager):
