@@ -14,7 +14,6 @@ The sweep keeps no checkpoints: it is for measuring, and reruns from scratch.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -202,8 +201,5 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
                   'test_accuracy_std': _std(acc[mask])}
         for r in dict.fromkeys(rates)
         for mask in [np.asarray(rates) == r]}
-  path = workdir / 'results.json'
-  tmp = path.with_name(path.name + '.tmp')
-  tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + '\n')
-  os.replace(tmp, path)
+  train.write_json(workdir / 'results.json', results)
   return results

@@ -203,7 +203,8 @@ def _format_eta(seconds: float) -> str:
   return time.strftime('%H:%M:%S', time.gmtime(max(0.0, seconds)))
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
+  """Writes ``data`` atomically: a kill never leaves a half-written file."""
   tmp = path.with_name(path.name + '.tmp')
   tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + '\n')
   os.replace(tmp, path)
@@ -336,5 +337,5 @@ def _train_and_evaluate(
       'config': config.to_dict(),
   }
   if jax.process_index() == 0:
-    _write_json(workdir / 'results.json', results)
+    write_json(workdir / 'results.json', results)
   return results
