@@ -7,9 +7,11 @@ train_indices``). The parent interleaves timed calls round by round, A B C A B
 C ..., rotating the order, and reports medians, so load from anything else on
 the machine hits every implementation alike. Implementations:
 
-- ``seqclf``: ``seqclf.train.train_steps`` jitted as the trainer runs it (one
-  ``lax.scan`` over the chunk, batches gathered on the device), with the
-  default config; ``seqclf-scan`` / ``seqclf-fused`` pin ``impl``;
+- ``seqclf``: ``seqclf.train.train_steps`` compiled as ``seqclf train`` runs
+  it (one ``lax.scan`` over the chunk, batches gathered on the device, the
+  CPU split into one single-threaded device per core, ``parallelism='auto'``),
+  with the default config; ``seqclf-1cpu`` keeps JAX's one multi-threaded CPU
+  device (``cpu_devices=1``); ``seqclf-fused`` sets ``impl='fused'``;
 - ``flax``: ``nn.RNN(nn.OptimizedLSTMCell(128))`` + ``Dense``, one jitted step
   per host batch, the straightforward Flax recipe;
 - ``torch``: ``nn.LSTM(28, 128)`` + ``Linear``, the usual PyTorch loop
@@ -46,7 +48,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 SEQ, FEATURES, HIDDEN, CLASSES = 28, 28, 128, 10
-IMPLS = ('seqclf', 'seqclf-fused', 'flax', 'torch')
+IMPLS = ('seqclf', 'seqclf-1cpu', 'seqclf-fused', 'flax', 'torch')
 
 
 def train_flops_per_example(hidden: int = HIDDEN) -> float:
@@ -84,34 +86,49 @@ def _indices(n: int, batch: int, steps: int, call: int) -> np.ndarray:
 
 
 class _Seqclf:
-  """The trainer's own chunk function: jit(train_steps), state donated."""
+  """The trainer's own chunk function, laid out as ``seqclf train`` lays it out.
 
-  def __init__(self, train, impl: str | None):
+  Like the CLI, it first splits the CPU into ``config.cpu_devices`` devices
+  (``parallel.configure_cpu_devices``) and runs ``parallel.setup``'s mode;
+  ``variant`` changes one config key: ``fused`` (impl='fused') or ``1cpu``
+  (cpu_devices=1, one multi-threaded device as plain JAX has).
+  """
+
+  VARIANTS = {'': {}, 'fused': {'impl': 'fused'}, '1cpu': {'cpu_devices': 1}}
+
+  def __init__(self, train, variant: str):
+    sys.path.insert(0, str(REPO))
+    from configs import default  # pylint: disable=g-import-not-at-top
+    from seqclf import parallel  # pylint: disable=g-import-not-at-top
+    self.config = default.get_config()
+    self.config.update(self.VARIANTS[variant])
+    parallel.configure_cpu_devices(self.config.cpu_devices,
+                                   self.config.batch_size)
     import jax  # pylint: disable=g-import-not-at-top
-    self.jax = jax
-    self.images, self.labels = jax.device_put((train['image'], train['label']))
-    self.impl = impl
-    self.states, self.fns = {}, {}
+    self.jax, self.parallel, self.train = jax, parallel, train
+    self.runs = {}
 
   def setup(self, batch: int, steps: int) -> None:
     from seqclf import train as train_lib  # pylint: disable=g-import-not-at-top
-    sys.path.insert(0, str(REPO))
-    from configs import default  # pylint: disable=g-import-not-at-top
-    config = default.get_config()
+    config = self.config.copy_and_resolve_references()
     config.batch_size = batch
-    if self.impl:
-      config.impl = self.impl
-    state = train_lib.create_train_state(config, self.jax.random.key(0))
-    idx = _indices(len(self.labels), batch, steps, 0)
-    fn = self.jax.jit(train_lib.train_steps, donate_argnums=0)
-    self.fns[batch] = fn.lower(state, self.images, self.labels, idx).compile()
-    self.states[batch] = state
+    dp = self.parallel.setup(config.parallelism, batch)
+    state = dp.to_run(dp.canonical(
+        train_lib.create_train_state(config, self.jax.random.key(0))))
+    data = dp.put_data(self.train['image'], self.train['label'])
+    idx = dp.put_indices(_indices(len(self.train['label']), batch, steps, 0))
+    fn = dp.chunk_fn(train_lib.train_steps).lower(state, *data, idx).compile()
+    self.runs[batch] = [dp, fn, state, data]
 
   def run(self, batch: int, idx: np.ndarray) -> float:
-    state, metrics = self.fns[batch](self.states[batch], self.images,
-                                     self.labels, idx)
-    self.states[batch] = state
-    return float(metrics['loss'][-1])  # Blocks until the chunk is done.
+    dp, fn, state, data = self.runs[batch]
+    state, metrics = fn(state, *data, dp.put_indices(idx))
+    self.runs[batch][2] = state
+    return float(dp.metrics(metrics)['loss'][-1])  # Blocks until done.
+
+  @property
+  def devices(self) -> str:
+    return f'{self.jax.device_count()} x {self.jax.devices()[0].platform}'
 
 
 class _Flax:
@@ -210,7 +227,7 @@ def _worker(name: str, conn, num_examples: int | None,
   try:
     train = _load_train(num_examples)
     if name.startswith('seqclf'):
-      impl = _Seqclf(train, name.partition('-')[2] or None)
+      impl = _Seqclf(train, name.partition('-')[2])
     else:
       impl = (_Flax(train) if name == 'flax' else
               _Torch(train, torch_device, torch_threads))
@@ -221,8 +238,8 @@ def _worker(name: str, conn, num_examples: int | None,
     if 'torch' in sys.modules:
       versions['torch_threads'] = sys.modules['torch'].get_num_threads()
       versions['torch_device'] = torch_device
-    if 'jax' in sys.modules:
-      versions['jax_device'] = str(sys.modules['jax'].devices()[0])
+    if isinstance(impl, _Seqclf):
+      versions[f'{name}_devices'] = impl.devices
     conn.send(('ready', versions))
     while True:
       msg = conn.recv()
@@ -469,7 +486,7 @@ def bar_chart(report: dict, path: Path) -> None:
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--impls', default=','.join(IMPLS),
-                      help=f'comma-separated subset of {IMPLS} (also seqclf-scan)')
+                      help=f'comma-separated subset of {IMPLS}')
   parser.add_argument('--batch_sizes', default='100,256,1024')
   parser.add_argument('--steps', type=int, default=0,
                       help='steps per timed call (default: ~examples_per_call/batch)')
@@ -487,7 +504,7 @@ def main(argv=None) -> int:
                       help='skip the time-to-accuracy run of configs/default.py')
   parser.add_argument('--out', default=str(REPO / 'experiments' / 'results'))
   args = parser.parse_args(argv)
-  known = set(IMPLS) | {'seqclf-scan'}
+  known = set(IMPLS)
   bad = [i for i in args.impls.split(',') if i not in known]
   if bad:
     parser.error(f'unknown --impls {bad}; choose from {sorted(known)}.')

@@ -57,6 +57,12 @@ def base_config() -> ml_collections.ConfigDict:
   # Data parallelism: auto (sharded if >1 device, else single) | single |
   # pmap | sharded; batch_size is global and must divide by the device count.
   c.parallelism = 'auto'
+  # CPU-only hosts, `seqclf train` only: split the CPU into this many XLA
+  # devices, each single-threaded, so the data-parallel modes use every core
+  # (XLA:CPU runs the LSTM's small matmuls on one thread either way). 0 = one
+  # per available core, lowered to a divisor of batch_size; 1 = JAX's default
+  # single multi-threaded device. Ignored if XLA_FLAGS already sets a count.
+  c.cpu_devices = 0
   # Data: a tfds data dir; '' means $TFDS_DATA_DIR or ~/tensorflow_datasets.
   c.data_dir = ''
   c.dataset = 'mnist'       # mnist | fashion_mnist (same 55k/5k/10k splits)
@@ -128,6 +134,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError('Config key `warmup_steps` must be in [0, '
                       f'num_train_steps={config.num_train_steps}), got '
                       f'{config.warmup_steps}.')
+  if config.cpu_devices < 0:
+    raise ConfigError('Config key `cpu_devices` must be >= 0 (0 = one per '
+                      f'core), got {config.cpu_devices}.')
   if config.permutation_seed < 0:
     raise ConfigError('Config key `permutation_seed` must be >= 0, got '
                       f'{config.permutation_seed}.')

@@ -77,12 +77,12 @@ def _prepare_data() -> None:
   print(f'{_DATASET.value} ready in {builder.data_dir}: {splits}')
 
 
-def _init_distributed() -> None:
+def _init_distributed() -> bool:
   """Joins a multi-process job when asked to, before JAX touches a device."""
   import os  # pylint: disable=g-import-not-at-top
   given = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   if given == (None, None, None) and 'JAX_COORDINATOR_ADDRESS' not in os.environ:
-    return
+    return False
   n, i = _NUM_PROCESSES.value, _PROCESS_ID.value
   if n is not None and n < 1:
     raise UsageError(f'--num_processes must be >= 1, got {n}.')
@@ -93,6 +93,7 @@ def _init_distributed() -> None:
     raise UsageError(f'--coordinator must be HOST:PORT, got {coordinator!r}.')
   from seqclf import parallel  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed(coordinator, n, i)
+  return True
 
 
 def _load_config(command: str):
@@ -107,10 +108,13 @@ def _load_config(command: str):
 
 
 def _train() -> None:
-  _init_distributed()
+  from seqclf import config as config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.validate(_load_config('train'))
+  if not _init_distributed():  # Multi-process jobs set their own topology.
+    from seqclf import parallel  # pylint: disable=g-import-not-at-top
+    parallel.configure_cpu_devices(config.cpu_devices, config.batch_size)
   import jax  # pylint: disable=g-import-not-at-top
   from seqclf import train  # pylint: disable=g-import-not-at-top
-  config = _load_config('train')
   results = train.train_and_evaluate(config, _require(_WORKDIR, 'train'),
                                      quiet=_QUIET.value)
   if jax.process_index() != 0:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -56,14 +57,53 @@ def initialize_distributed(coordinator: str | None = None,
                              process_id=process_id)
 
 
+def cpu_device_count(requested: int, batch_size: int,
+                     cores: int | None = None) -> int:
+  """``requested`` CPU devices, or for 0 the most (<= cores) that divide the batch."""
+  if requested:
+    return requested
+  cores = len(os.sched_getaffinity(0)) if cores is None else cores
+  return max(d for d in range(1, cores + 1) if batch_size % d == 0)
+
+
+def configure_cpu_devices(requested: int, batch_size: int) -> int | None:
+  """Splits the host CPU into single-threaded XLA devices; call before any JAX op.
+
+  XLA:CPU runs an LSTM's small per-step matmuls and elementwise kernels on one
+  thread however many cores there are, so one device per core with the batch
+  split across them (data parallelism) is what uses a multi-core CPU: about
+  1.3-1.5x faster training on 2 cores (README, Performance). Accelerators are
+  unaffected: their devices stay the default ones. Returns the device count
+  set, or None when the user's ``XLA_FLAGS`` or ``jax_num_cpu_devices``
+  already decide it (theirs wins).
+  """
+  xla_flags = os.environ.get('XLA_FLAGS', '')
+  if ('xla_force_host_platform_device_count' in xla_flags
+      or jax.config.jax_num_cpu_devices != -1):
+    return None
+  count = cpu_device_count(requested, batch_size)
+  if count > 1 and 'xla_cpu_multi_thread_eigen' not in xla_flags:
+    os.environ['XLA_FLAGS'] = f'{xla_flags} --xla_cpu_multi_thread_eigen=false'
+  jax.config.update('jax_num_cpu_devices', count)
+  return count
+
+
 def resolve_mode(mode: str, num_devices: int | None = None) -> str:
-  """``auto`` is ``sharded`` when more than one device is visible, else ``single``."""
+  """``auto``: ``single`` on one device; several: ``pmap`` for one process's CPUs, else ``sharded``.
+
+  On one process's CPU devices ``pmap`` trains about 1.2-1.3x faster than the
+  sharded ``jax.jit`` (README, Performance); across processes and on
+  accelerators ``sharded`` is JAX's recommended path.
+  """
   if mode not in MODES:
     raise ConfigError(f'Config key `parallelism` must be one of {MODES}, '
                       f'got {mode!r}.')
   num_devices = jax.device_count() if num_devices is None else num_devices
   if mode == 'auto':
-    return 'sharded' if num_devices > 1 else 'single'
+    if num_devices == 1:
+      return 'single'
+    local_cpu = jax.process_count() == 1 and jax.default_backend() == 'cpu'
+    return 'pmap' if local_cpu else 'sharded'
   return mode
 
 

@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import ml_collections
 import numpy as np
 import optax
 from flax.training import train_state
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from seqclf import checkpoint
 from seqclf import input_pipeline
@@ -175,14 +177,25 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
 _jit_eval_step = jax.jit(eval_step)
 
 
-def evaluate(state: TrainState, split: input_pipeline.Split,
-             batch_size: int) -> dict[str, float]:
-  """Loss and accuracy over every example of ``split`` exactly once."""
-  totals = None
-  for batch in input_pipeline.eval_batches(split, batch_size):
-    sums = _jit_eval_step(state, batch)
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
+def evaluate(state: TrainState, split: input_pipeline.Split, batch_size: int,
+             devices: Sequence[jax.Device] | None = None) -> dict[str, float]:
+  """Loss and accuracy over every example of ``split`` exactly once.
+
+  With several ``devices`` (this process's own, e.g. the CPU split by
+  ``parallel.configure_cpu_devices``) each batch is split across them and the
+  parameters replicated, so evaluation uses every core as training does.
+  """
+  put = lambda batch: batch
+  if devices is not None and len(devices) > 1 and batch_size % len(devices) == 0:
+    mesh = parallel.make_mesh(list(devices))
+    state = jax.device_put(state, NamedSharding(mesh, P()))
+    put = functools.partial(jax.device_put,
+                            device=NamedSharding(mesh, P(parallel.AXIS)))
+  # Summed on the host: adding device arrays would compile a program per
+  # sharding, which costs more than the whole evaluation on CPU.
+  sums = jax.device_get([_jit_eval_step(state, put(batch)) for batch in
+                         input_pipeline.eval_batches(split, batch_size)])
+  totals = jax.tree.map(lambda *parts: np.sum(parts, dtype=np.float64), *sums)
   count = int(totals['count'])
   return {'loss': float(totals['loss']) / count,
           'accuracy': float(totals['correct']) / count, 'count': count}
@@ -303,7 +316,7 @@ def _train_and_evaluate(
     step = end
     if step % config.eval_every == 0 or step == total:
       val = evaluate(dp.local(state), data['validation'],
-                     config.eval_batch_size)
+                     config.eval_batch_size, jax.local_devices())
       logger.write(step, 'validation', val)
       logger.message(f'step {step}: validation loss={val["loss"]:.4f} '
                      f'accuracy={val["accuracy"]:.4f}')
@@ -317,8 +330,10 @@ def _train_and_evaluate(
       raise preemption.Preempted(signum, step, str(mngr.directory))
   mngr.wait_until_finished()
   if val is None:  # Resumed a finished run: nothing was trained this time.
-    val = evaluate(dp.local(state), data['validation'], config.eval_batch_size)
-  test = evaluate(dp.local(state), data['test'], config.eval_batch_size)
+    val = evaluate(dp.local(state), data['validation'], config.eval_batch_size,
+                   jax.local_devices())
+  test = evaluate(dp.local(state), data['test'], config.eval_batch_size,
+                  jax.local_devices())
   logger.write(int(state.step), 'test', test)
   logger.close()
   trained = (total - first_step) * batch_size
