@@ -33,9 +33,9 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 "$PY" -c 'import jax; print("jax devices:", jax.devices())'
 
-# cuDNN LSTM for torch; seqclf (default config, and both impls) and Flax on
+# cuDNN LSTM for torch; seqclf (default config, and impl=fused) and Flax on
 # jax's GPU. Larger batches are where a GPU differs; 2 rounds keep it short.
 PYTHONPATH=. "$PY" experiments/benchmark.py \
-  --impls seqclf,seqclf-scan,seqclf-fused,flax,torch \
+  --impls seqclf,seqclf-fused,flax,torch \
   --batch_sizes 100,256,1024 --examples_per_call 20000 --rounds 3 \
   --torch_device cuda --out "$OUT_DIR"

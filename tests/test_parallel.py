@@ -263,7 +263,8 @@ def test_checkpoints_move_between_device_counts(runs):
   loaded = dict(np.load(runs / 'out_loaded4.npz'))
   _assert_close(loaded, _load(runs / 'out_half4')[0])
   reference, _ = _load(runs / 'out_single')
-  for name, mode, devices in (('4to1', 'single', 1), ('1to4', 'sharded', 4)):
+  # auto: pmap on one process's CPU devices (parallel.resolve_mode).
+  for name, mode, devices in (('4to1', 'single', 1), ('1to4', 'pmap', 4)):
     params, info = _load(runs / f'out_{name}')
     assert (info['parallelism'], info['num_devices']) == (mode, devices)
     assert info['resumed_from_step'] == STEPS // 2 and info['step'] == STEPS

@@ -53,7 +53,10 @@ def test_sigterm_saves_exits_75_and_resumes_bitwise(tmp_path, mnist):
   train.train_and_evaluate(_small(), reference, quiet=True,
                            datasets=mnist)
   workdir = tmp_path / 'preempted'
-  proc = subprocess.Popen(_cli_train(workdir), cwd=REPO, text=True,
+  # One CPU device like the in-process reference: bitwise equality needs the
+  # same summation order (test_sigkill_cycles_lose_nothing covers the split).
+  one_device = {'cpu_devices': 1}
+  proc = subprocess.Popen(_cli_train(workdir, **one_device), cwd=REPO, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
   for line in proc.stdout:  # Signal once training has visibly started.
     if line.startswith('step 5 '):
@@ -64,8 +67,8 @@ def test_sigterm_saves_exits_75_and_resumes_bitwise(tmp_path, mnist):
   assert 'Stopped by SIGTERM after saving step' in output
   stopped_at = checkpoint.manager(workdir, create=False).latest_step()
   assert 0 < stopped_at < SMALL['num_train_steps']
-  out = subprocess.run(_cli_train(workdir), cwd=REPO, capture_output=True,
-                       text=True, timeout=300)
+  out = subprocess.run(_cli_train(workdir, **one_device), cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr
   assert f'Resumed from {workdir}/checkpoints/{stopped_at}' in out.stdout
   _assert_same_state(_state(reference, 40), _state(workdir, 40))
