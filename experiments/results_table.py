@@ -97,8 +97,9 @@ def gather(name: str) -> dict:
       'wall_seconds': sum(r['wall_seconds'] for r in runs),
       'train_examples_per_second': statistics.mean(
           r['train_examples_per_second'] for r in runs),
-      'machine': f'{len(runs[0]["devices"])} x {runs[0]["devices"][0]} '
-                 f'({runs[0]["parallelism"]}), {os.cpu_count()} CPU cores',
+      'machine': f'{runs[0]["devices"][0].partition(":")[0]} '
+                 f'x{len(runs[0]["devices"])} ({runs[0]["parallelism"]}), '
+                 f'{os.cpu_count()} CPU cores',
   }
 
 
