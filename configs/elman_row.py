@@ -11,7 +11,7 @@ from seqclf.config import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = base_config()  # the reference's hyperparameters (default.py)
+  config = base_config()  # the reference's hyperparameters (default.py), raw pixels
   config.cell = 'elman'
   config.grad_clip_norm = 1.0
   return config

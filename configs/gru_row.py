@@ -9,6 +9,6 @@ from seqclf.config import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = base_config()  # the reference's hyperparameters (default.py)
+  config = base_config()  # the reference's hyperparameters (default.py), raw pixels
   config.cell = 'gru'
   return config

@@ -10,7 +10,7 @@ from seqclf.config import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = base_config()  # the reference's hyperparameters (default.py)
+  config = base_config()  # the reference's hyperparameters (default.py), raw pixels
   config.num_layers = 2
   config.learning_rate = 2e-3
   config.lr_schedule = 'cosine'

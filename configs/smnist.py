@@ -11,7 +11,7 @@ from seqclf.config import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = base_config()  # the reference's hyperparameters (default.py)
+  config = base_config()  # the reference's hyperparameters (default.py), raw pixels
   config.task = 'pixel'
   config.learning_rate = 1e-3
   config.lr_schedule = 'cosine'

@@ -70,6 +70,11 @@ def base_config() -> ml_collections.ConfigDict:
   # (784 x 1) | permuted (784 x 1 in a fixed order from permutation_seed).
   c.task = 'row'
   c.permutation_seed = 0
+  # The model standardizes its [0, 1] pixels as (x - input_mean) / input_std.
+  # Identity here, so checkpoints saved before these keys existed load as
+  # they were trained; configs/default.py sets MNIST's training-set values.
+  c.input_mean = 0.0
+  c.input_std = 1.0
   return c
 
 
@@ -134,6 +139,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError('Config key `warmup_steps` must be in [0, '
                       f'num_train_steps={config.num_train_steps}), got '
                       f'{config.warmup_steps}.')
+  if not (math.isfinite(config.input_std) and config.input_std > 0
+          and math.isfinite(config.input_mean)):
+    raise ConfigError('Config keys `input_mean`/`input_std` must be finite and '
+                      f'input_std > 0, got {config.input_mean}/'
+                      f'{config.input_std}.')
   if config.cpu_devices < 0:
     raise ConfigError('Config key `cpu_devices` must be >= 0 (0 = one per '
                       f'core), got {config.cpu_devices}.')

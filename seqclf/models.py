@@ -149,6 +149,9 @@ class LSTMClassifier(nn.Module):
   ``dropout_rate`` drops between stacked layers when ``train=True`` (needs a
   ``'dropout'`` rng). ``task`` decides how (..., 28, 28) images are read
   (``seqclf.tasks``): the default ``row`` passes inputs through unchanged.
+  Inputs are first standardized as ``(x - input_mean) / input_std`` (identity
+  by default); inside the model, so every caller of ``apply`` (training,
+  evaluation, prediction, your own code) feeds it the same [0, 1] pixels.
   """
 
   num_classes: int = 10
@@ -165,6 +168,8 @@ class LSTMClassifier(nn.Module):
   task: str = 'row'
   permutation_seed: int = 0
   impl: str = 'scan'  # LSTM layers: 'scan' | 'fused' (seqclf.fast_lstm)
+  input_mean: float = 0.0
+  input_std: float = 1.0
 
   @nn.compact
   def __call__(self, inputs: Array, train: bool = False) -> Array:
@@ -183,7 +188,8 @@ class LSTMClassifier(nn.Module):
                              param_dtype=self.param_dtype, unroll=self.unroll,
                              recurrent_init=self.recurrent_init, name=name)
 
-    x = tasks.as_sequence(inputs, self.task, self.permutation_seed)
+    x = tasks.as_sequence((inputs - self.input_mean) / self.input_std,
+                          self.task, self.permutation_seed)
     for k in range(self.num_layers):
       if k:
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

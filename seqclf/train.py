@@ -48,7 +48,8 @@ def create_model(config: ml_collections.ConfigDict) -> LSTMClassifier:
       dtype=dtype, unroll=config.unroll, cell=config.cell,
       recurrent_init=config.recurrent_init, bidirectional=config.bidirectional,
       dropout_rate=config.dropout_rate, task=config.task,
-      permutation_seed=config.permutation_seed, impl=config.impl)
+      permutation_seed=config.permutation_seed, impl=config.impl,
+      input_mean=config.input_mean, input_std=config.input_std)
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict,

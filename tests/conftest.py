@@ -39,7 +39,8 @@ def trained_workdir(tmp_path_factory, mnist):
   from seqclf import train  # pylint: disable=g-import-not-at-top
   workdir = tmp_path_factory.mktemp('trained')
   config = small_config(num_train_steps=300, eval_every=300,
-                        checkpoint_every=300, steps_per_call=100)
+                        checkpoint_every=300, steps_per_call=100,
+                        input_mean=0.1307, input_std=0.3081)  # as default.py
   train.train_and_evaluate(config, workdir, quiet=True, datasets=mnist)
   return workdir
 

@@ -15,6 +15,7 @@ TRAIN = ('train', '--config', 'configs/default.py')
     (('--config.batch_size=0',), '`batch_size` must be > 0'),
     (('--config.num_train_steps=-5',), '`num_train_steps` must be > 0'),
     (('--config.learning_rate=nan',), '`learning_rate` must be a finite'),
+    (('--config.input_std=0.0',), 'input_std > 0'),
 ])
 def test_bad_config_fails_before_work(tmp_path, args, message):
   out = run_cli(*TRAIN, '--workdir', str(tmp_path / 'w'), *args)

@@ -92,3 +92,14 @@ def test_composes_inside_other_flax_code():
 def test_rejects_inputs_without_time_axis():
   with pytest.raises(ValueError, match='time, features'):
     _init(LSTM(4), jnp.ones((3,)))
+
+
+def test_inputs_are_standardized_inside_the_model():
+  raw = LSTMClassifier(hidden_size=8)
+  std = LSTMClassifier(hidden_size=8, input_mean=0.1307, input_std=0.3081)
+  x = jax.random.uniform(jax.random.key(1), (3, 28, 28))
+  params = raw.init(jax.random.key(0), x)
+  np.testing.assert_allclose(std.apply(params, x),
+                             raw.apply(params, (x - 0.1307) / 0.3081),
+                             rtol=1e-6, atol=1e-6)
+  assert not np.allclose(std.apply(params, x), raw.apply(params, x))
