@@ -49,6 +49,20 @@ PER_SEED = ('row_best',)
 # Why a CPU-feasible config has no row yet.
 NOT_RUN = {}
 
+# One-seed probes of other recipes: name -> (what, command). Their
+# results.json lives in runs/results/single/NAME/.
+SINGLE = {
+    'fashion_row_2layer': (
+        'row Fashion-MNIST, 2 x LSTM-128, dropout 0.1 between layers, '
+        '2e-3 cosine (warmup 200), clip 1.0, 10000 x 100',
+        'seqclf train --config=configs/fashion_row.py '
+        '--workdir=runs/results/single/fashion_row_2layer '
+        '--config.num_layers=2 --config.num_train_steps=10000 '
+        '--config.warmup_steps=200 --config.dropout_rate=0.1 '
+        '--config.eval_every=1000 --config.checkpoint_every=1000 --quiet '
+        '--noreport'),
+}
+
 # The reference notebook's 96.67% must be matched by every seed.
 MIN_TARGETS = {'default': 0.9667}
 
@@ -155,6 +169,25 @@ def row(name: str) -> str:
           f'{r["train_examples_per_second"]:,.0f} | {r["machine"]} | {cmd} |')
 
 
+def single_lines() -> list[str]:
+  rows = []
+  for name, (what, cmd) in SINGLE.items():
+    path = RUNS / 'single' / name / 'results.json'
+    if path.exists():
+      r = json.loads(path.read_text())
+      rows.append(f'| {name} | {what} | {_pct(r["test_accuracy"])} | '
+                  f'{_pct(r["val_accuracy"])} | {r["step"]} x '
+                  f'{r["config"]["batch_size"]} | {r["wall_seconds"]:.0f} s | '
+                  f'`{cmd}` |')
+  if not rows:
+    return []
+  return ['## One-seed probes', '',
+          'Recipes tried once (seed 0) before deciding whether to spend three '
+          'seeds on them; not results of the shipped configs.', '',
+          '| Run | What | Test acc. % | Val. acc. % | Steps x batch | Wall '
+          '| Command |', '|---|---|---|---|---|---|---|', *rows, '']
+
+
 def throughput_lines() -> list[str]:
   path = RUNS / 'throughput.json'
   if not path.exists():
@@ -205,6 +238,7 @@ def write_table() -> str:
       '(`tests/test_cells.py::test_long_sequence_configs_smoke`: 30 steps of '
       'a 16-unit model, the validation loss must drop).',
       '',
+      *single_lines(),
       *throughput_lines(),
       '## Published figures',
       '',

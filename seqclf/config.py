@@ -54,8 +54,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.max_to_keep = 3
   c.steps_per_call = 100    # training steps per jitted call (a lax.scan)
   c.eval_batch_size = 1000
-  # Data parallelism: auto (sharded if >1 device, else single) | single |
-  # pmap | sharded; batch_size is global and must divide by the device count.
+  # Data parallelism: auto (single on one device; on several, pmap for one
+  # process's CPU devices, else sharded) | single | pmap | sharded;
+  # batch_size is global and must divide by the device count.
   c.parallelism = 'auto'
   # CPU-only hosts, `seqclf train` only: split the CPU into this many XLA
   # devices, each single-threaded, so the data-parallel modes use every core

@@ -71,8 +71,8 @@ def configure_cpu_devices(requested: int, batch_size: int) -> int | None:
 
   XLA:CPU runs an LSTM's small per-step matmuls and elementwise kernels on one
   thread however many cores there are, so one device per core with the batch
-  split across them (data parallelism) is what uses a multi-core CPU: about
-  1.3-1.5x faster training on 2 cores (README, Performance). Accelerators are
+  split across them (data parallelism) is what uses a multi-core CPU: 1.1-1.7x
+  faster training on 2 cores (README, Performance). Accelerators are
   unaffected: their devices stay the default ones. Returns the device count
   set, or None when the user's ``XLA_FLAGS`` or ``jax_num_cpu_devices``
   already decide it (theirs wins).
