@@ -1,8 +1,9 @@
-"""Fashion-MNIST read row by row: LSTM-128, Adam 2e-3 with warmup + cosine, 5000 x 100.
+"""Fashion-MNIST read row by row: 2 x LSTM-128, dropout 0.1, Adam 2e-3 warmup + cosine, 10000 x 100.
 
 Needs `apt-get install -y dataset-fashion-mnist` and
 `seqclf prepare-data --dataset=fashion_mnist`. Fashion-MNIST is harder than
-MNIST, so it trains ~9 epochs instead of the reference's ~2.
+MNIST: two layers, ~18 epochs instead of the reference's ~2, and pixels
+standardized with Fashion-MNIST's own training-set mean and std.
 Config files are Python and are executed when loaded: only load ones you trust.
 """
 
@@ -14,11 +15,15 @@ from seqclf.config import base_config
 def get_config() -> ml_collections.ConfigDict:
   config = base_config()  # the reference's hyperparameters (default.py), raw pixels
   config.dataset = 'fashion_mnist'
+  config.input_mean = 0.2860  # the 55k training images' pixel mean and std
+  config.input_std = 0.3530
+  config.num_layers = 2
+  config.dropout_rate = 0.1
   config.learning_rate = 2e-3
   config.lr_schedule = 'cosine'
-  config.warmup_steps = 100
+  config.warmup_steps = 200
   config.grad_clip_norm = 1.0
-  config.num_train_steps = 5000
+  config.num_train_steps = 10000
   config.eval_every = 1000
   config.checkpoint_every = 1000
   return config
