@@ -71,25 +71,24 @@ PUBLISHED = (
 )
 
 
-def command(name: str) -> list[str]:
-  """The sweep, or (PER_SEED) the `seqclf train` of seed 0 (`--config.seed=K` for K)."""
-  seeds = CONFIGS[name][0]
+def command(name: str, seed: str = '0') -> list[str]:
+  """The sweep, or (PER_SEED) the `seqclf train` of one seed."""
   if name in PER_SEED:
     return ['seqclf', 'train', f'--config=configs/{name}.py',
-            f'--workdir=runs/results/{name}/seed0', '--config.seed=0',
-            '--quiet', '--noreport']
+            f'--workdir=runs/results/{name}/seed{seed}',
+            f'--config.seed={seed}', '--quiet', '--noreport']
   return ['seqclf', 'sweep', f'--config=configs/{name}.py',
-          f'--workdir=runs/results/{name}', f'--seeds={seeds}', '--quiet']
+          f'--workdir=runs/results/{name}', f'--seeds={CONFIGS[name][0]}',
+          '--quiet']
 
 
 def command_text(name: str) -> str:
-  cmd = shlex.join(command(name))
+  """The command as printed in the table: a shell loop for PER_SEED configs."""
   if name not in PER_SEED:
-    return cmd
+    return shlex.join(command(name))
   seeds = ' '.join(str(k) for k in range(CONFIGS[name][0]))
-  return (f'for K in {seeds}; do '
-          + cmd.replace('seed0', 'seed$K').replace('seed=0', 'seed=$K')
-          + '; done')
+  # Joined by hand: shlex would quote `$K` and stop the shell expanding it.
+  return f'for K in {seeds}; do {" ".join(command(name, "$K"))}; done'
 
 
 def gather(name: str) -> dict:
@@ -119,16 +118,11 @@ def run(name: str) -> None:
   workdir.mkdir(parents=True, exist_ok=True)
   print(f'$ {command_text(name)}', flush=True)
   start = time.perf_counter()
-  seeds = range(CONFIGS[name][0]) if name in PER_SEED else [None]
-  for k in seeds:
-    cmd = command(name)
-    if k is not None:
-      cmd = [a.replace('seed0', f'seed{k}').replace('seed=0', f'seed={k}')
-             for a in cmd]
+  seeds = range(CONFIGS[name][0]) if name in PER_SEED else [0]
+  for k in seeds:  # PER_SEED results are gathered by write_table().
+    cmd = command(name, str(k))
     subprocess.run([sys.executable, '-m', 'seqclf.main', *cmd[1:]], cwd=REPO,
                    check=True)
-  if name in PER_SEED:
-    (workdir / 'results.json').write_text(json.dumps(gather(name), indent=2))
   (workdir / 'command.txt').write_text(
       f'{command_text(name)}\n# finished in {time.perf_counter() - start:.0f} s '
       f'(process wall time)\n')
