@@ -11,6 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from seqclf import checkpoint
+from seqclf import input_pipeline
 from seqclf import train
 from seqclf.config import base_config
 from seqclf.models import LSTMClassifier
@@ -51,13 +52,10 @@ def predict_probabilities(model: LSTMClassifier, params: Any,
   """
   apply = jax.jit(lambda x: jax.nn.softmax(model.apply({'params': params}, x)))
   images = np.asarray(images)
-  size = min(batch_size, len(images))
-  out = []
-  for start in range(0, len(images), size):
-    chunk = images[start:start + size]
-    pad = size - len(chunk)
-    x = np.pad(chunk, ((0, pad), (0, 0), (0, 0))).astype(np.float32) / 255.0
-    out.append(np.asarray(apply(x))[:len(chunk)])
+  split = {'image': images, 'label': np.zeros(len(images), np.int32)}
+  size = max(1, min(batch_size, len(images)))
+  out = [np.asarray(apply(batch['image']))[batch['mask']]
+         for batch in input_pipeline.eval_batches(split, size)]
   return np.concatenate(out) if out else np.zeros((0, model.num_classes),
                                                   np.float32)
 
