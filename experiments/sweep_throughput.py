@@ -40,9 +40,9 @@ def main() -> None:
 
   single = jax.jit(train.train_steps)
   singles = [train.create_train_state(config, jax.random.key(s)) for s in seeds]
-  many = sweep.sweep_steps_fn(dropout=False)
+  many = sweep.sweep_steps_fn()
   states = sweep.init_states(config, seeds)
-  rngs = jax.vmap(train.dropout_key)(np.asarray(seeds, np.uint32))
+  rngs = jax.vmap(train.train_key)(np.asarray(seeds, np.uint32))
   jax.block_until_ready(single(singles[0], images, labels, indices[0][0]))
   jax.block_until_ready(many(jax.tree.map(np.copy, states), images, labels,
                              indices[0], rngs))

@@ -76,6 +76,9 @@ def base_config() -> ml_collections.ConfigDict:
   # they were trained; configs/default.py sets MNIST's training-set values.
   c.input_mean = 0.0
   c.input_std = 1.0
+  # Augmentation: mirror a random half of each training batch left-right.
+  # For Fashion-MNIST (a mirrored shoe is a shoe); never for digits.
+  c.augment_hflip = False
   return c
 
 

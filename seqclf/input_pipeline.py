@@ -13,6 +13,8 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -152,6 +154,17 @@ def eval_batches(split: Split, batch_size: int) -> Iterator[dict[str, np.ndarray
         'label': np.pad(label, (0, pad)),
         'mask': np.arange(batch_size) < len(label),
     }
+
+
+def random_hflip(images: jax.Array, rng: jax.Array) -> jax.Array:
+  """Mirrors each (..., 28, 28) image left-right with probability 1/2.
+
+  For data whose classes survive a mirror (garments, not digits): the model
+  sees each training image in both orientations at no extra cost.
+  """
+  flip = jax.random.bernoulli(rng, 0.5, images.shape[:1])
+  return jnp.where(flip.reshape(-1, *([1] * (images.ndim - 1))),
+                   images[..., ::-1], images)
 
 
 def to_float(images):

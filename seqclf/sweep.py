@@ -4,7 +4,7 @@ Small recurrent models leave most of a device idle; ``jax.vmap`` over a
 stack of K train states turns K small matmuls per time step into one batched
 matmul, so K runs cost far less than K times one. Model k is the single run
 ``seqclf train`` would do with seed ``seeds[k]`` (same initial parameters,
-same batches, same dropout keys), only computed side by side, so the sweep's
+same batches, same noise keys), only computed side by side, so the sweep's
 mean ± std is a statement about the recipe, not about one lucky seed.
 With ``learning_rates`` the sweep is the grid learning rate × seed; each
 model's rate lives in its optimizer state (``optax.inject_hyperparams``).
@@ -69,14 +69,17 @@ def init_states(config: ml_collections.ConfigDict, seeds: Sequence[int],
   return jax.jit(jax.vmap(init))(jnp.asarray(seeds, jnp.uint32), rates)
 
 
-def sweep_steps_fn(dropout: bool):
-  """``train.train_steps`` vmapped over (state, indices[, dropout key]), jitted."""
+def sweep_steps_fn(noise: bool = False, hflip: bool = False):
+  """``train.train_steps`` vmapped over (state, indices[, noise key]), jitted.
 
-  def steps(states, images, labels, indices, dropout_rngs):
+  ``noise`` passes each model its key (for dropout or ``hflip`` flips).
+  """
+
+  def steps(states, images, labels, indices, rngs):
     def one(state, idx, rng):
       return train.train_steps(state, images, labels, idx,
-                               dropout_rng=rng if dropout else None)
-    return jax.vmap(one)(states, indices, dropout_rngs)
+                               rng=rng if noise else None, hflip=hflip)
+    return jax.vmap(one)(states, indices, rngs)
 
   return jax.jit(steps, donate_argnums=0)
 
@@ -123,9 +126,8 @@ def train_models(config: ml_collections.ConfigDict, seeds: Sequence[int],
 
   states = init_states(config, seeds, learning_rates)
   images, labels = jax.device_put((train_split['image'], train_split['label']))
-  dropout = config.dropout_rate > 0
-  rngs = jax.vmap(train.dropout_key)(jnp.asarray(seeds, jnp.uint32))
-  run = sweep_steps_fn(dropout)
+  rngs = jax.vmap(train.train_key)(jnp.asarray(seeds, jnp.uint32))
+  run = sweep_steps_fn(bool(train.noise_kwargs(config)), config.augment_hflip)
   compiled: dict[tuple[int, ...], Any] = {}
   compile_seconds = train_seconds = 0.0
   diverged = np.zeros(len(seeds), bool)

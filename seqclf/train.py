@@ -77,9 +77,16 @@ def learning_rate_at(config: ml_collections.ConfigDict, step: int) -> float:
   return float(schedule(step - 1)) if callable(schedule) else schedule
 
 
-def dropout_key(seed: int) -> jax.Array:
-  """Base dropout key of a run, distinct from its parameter key ``key(seed)``."""
+def train_key(seed: int) -> jax.Array:
+  """Base key of a run's training noise (dropout, flips), not its ``key(seed)``."""
   return jax.random.fold_in(jax.random.key(seed), 1)
+
+
+def noise_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """``train_steps`` keyword arguments for the config's dropout and flips."""
+  if not (config.dropout_rate or config.augment_hflip):
+    return {}
+  return {'rng': train_key(config.seed), 'hflip': config.augment_hflip}
 
 
 def _optimizer(config: ml_collections.ConfigDict,
@@ -115,22 +122,27 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, *,
 
 def train_step(state: TrainState, batch: Batch, *,
                axis_name: str | None = None,
-               dropout_rng: jax.Array | None = None
-               ) -> tuple[TrainState, Metrics]:
+               rng: jax.Array | None = None,
+               hflip: bool = False) -> tuple[TrainState, Metrics]:
   """One Adam step on mean softmax cross-entropy; pmap-ready via ``axis_name``.
 
-  ``dropout_rng`` (only needed when the model drops out) runs the model in
-  training mode with a dropout key folded from it, the step and the replica.
+  ``rng`` (needed for dropout or ``hflip``) runs the model in training mode
+  with a key folded from it, the step and the replica; ``hflip`` mirrors a
+  random half of the batch's images left-right first (augmentation).
   """
-  kwargs = {}
-  if dropout_rng is not None:
-    rng = jax.random.fold_in(dropout_rng, state.step)
+  kwargs, images = {}, batch['image']
+  if rng is not None:
+    rng = jax.random.fold_in(rng, state.step)
     if axis_name is not None:
       rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+    if hflip:
+      images = input_pipeline.random_hflip(images, jax.random.fold_in(rng, 1))
     kwargs = {'train': True, 'rngs': {'dropout': rng}}
+  elif hflip:
+    raise ValueError('hflip=True needs an `rng` to draw the flips from.')
 
   def loss_fn(params):
-    logits = state.apply_fn({'params': params}, batch['image'], **kwargs)
+    logits = state.apply_fn({'params': params}, images, **kwargs)
     loss = optax.softmax_cross_entropy_with_integer_labels(
         logits, batch['label']).mean()
     return loss, logits
@@ -148,8 +160,8 @@ def train_step(state: TrainState, batch: Batch, *,
 def train_steps(state: TrainState, images: jax.Array, labels: jax.Array,
                 indices: jax.Array, *,
                 axis_name: str | None = None,
-                dropout_rng: jax.Array | None = None
-                ) -> tuple[TrainState, Metrics]:
+                rng: jax.Array | None = None,
+                hflip: bool = False) -> tuple[TrainState, Metrics]:
   """``len(indices)`` steps in one ``lax.scan``; batch k is ``images[indices[k]]``.
 
   Returns the new state and per-step metrics stacked along axis 0.
@@ -159,7 +171,7 @@ def train_steps(state: TrainState, images: jax.Array, labels: jax.Array,
     batch = {'image': input_pipeline.to_float(images[idx]),
              'label': labels[idx]}
     return train_step(state, batch, axis_name=axis_name,
-                      dropout_rng=dropout_rng)
+                      rng=rng, hflip=hflip)
 
   return jax.lax.scan(body, state, indices)
 
@@ -270,9 +282,7 @@ def _train_and_evaluate(
   if first_step:
     logger.message(f'Resumed from {mngr.directory}/{first_step}.')
   images, labels = dp.put_data(train['image'], train['label'])
-  run = dp.chunk_fn(train_steps if not config.dropout_rate else
-                    functools.partial(train_steps,
-                                      dropout_rng=dropout_key(config.seed)))
+  run = dp.chunk_fn(functools.partial(train_steps, **noise_kwargs(config)))
   compiled: dict[tuple[int, ...], Any] = {}
   compile_seconds = train_seconds = 0.0
   step = first_step

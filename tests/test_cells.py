@@ -162,10 +162,9 @@ def _loss_before_after(config, mnist, steps):
   split = jax.device_put(mnist['train'])
   idx = input_pipeline.train_indices(0, len(split['label']), config.batch_size,
                                      0, steps)
-  rng = train.dropout_key(0) if config.dropout_rate else None
   run = jax.jit(lambda s, i: train.train_steps(s, split['image'],
                                                split['label'], i,
-                                               dropout_rng=rng))
+                                               **train.noise_kwargs(config)))
   batch = next(input_pipeline.eval_batches(mnist['validation'], 500))
   loss = jax.jit(lambda s: train.eval_step(s, batch)['loss'] / 500)
   before = float(loss(state))

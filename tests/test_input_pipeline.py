@@ -122,3 +122,17 @@ def test_prepare_from_manual_files_in_fresh_dir(tmp_path, raw_dir, mnist):
     again = input_pipeline.load_datasets(str(tmp_path), ('test',))['test']
     np.testing.assert_array_equal(again['image'], mnist['test']['image'])
   assert cache.stat().st_size > 1000
+
+
+def test_random_hflip_mirrors_about_half_the_images_reproducibly():
+  import jax  # pylint: disable=g-import-not-at-top
+  images = np.arange(1000 * 28 * 28, dtype=np.float32).reshape(1000, 28, 28)
+  out = np.asarray(input_pipeline.random_hflip(images, jax.random.key(0)))
+  same = np.all(out == images, axis=(1, 2))
+  mirrored = np.all(out == images[..., ::-1], axis=(1, 2))
+  assert np.all(same ^ mirrored)  # each image whole, either way round
+  assert 400 < mirrored.sum() < 600
+  np.testing.assert_array_equal(
+      out, input_pipeline.random_hflip(images, jax.random.key(0)))
+  assert not np.array_equal(
+      out, input_pipeline.random_hflip(images, jax.random.key(1)))

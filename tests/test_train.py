@@ -119,3 +119,24 @@ def test_pmap_over_two_devices_matches_one_device():
   out = subprocess.run([sys.executable, '-c', PMAP_SCRIPT], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=300)
   assert 'PMAP_OK' in out.stdout, out.stderr[-3000:]
+
+
+def test_hflip_mirrors_training_images_and_nothing_else(mnist):
+  state = train.create_train_state(small_config(), jax.random.key(0))
+  images = mnist['train']['image'][:50].astype(np.float32) / 255
+  labels = mnist['train']['label'][:50]
+  symmetric = (images + images[..., ::-1]) / 2
+  key = train.train_key(0)
+  flip = jax.jit(lambda s, b: train.train_step(s, b, rng=key, hflip=True))
+  plain = jax.jit(lambda s, b: train.train_step(s, b, rng=key))
+
+  def params(step, x):
+    return jax.tree.leaves(step(state, {'image': x, 'label': labels})[0].params)
+
+  # On mirror-symmetric images a flip changes no input, so no update either.
+  for a, b in zip(params(flip, symmetric), params(plain, symmetric)):
+    np.testing.assert_array_equal(a, b)
+  assert not all(np.array_equal(a, b) for a, b in
+                 zip(params(flip, images), params(plain, images)))
+  with pytest.raises(ValueError, match='rng'):
+    train.train_step(state, {'image': images, 'label': labels}, hflip=True)
