@@ -21,6 +21,15 @@ def mnist():
   return input_pipeline.load_datasets(None)
 
 
+@pytest.fixture(scope='session', autouse=True)
+def _compilation_cache(tmp_path_factory):
+  """CLI runs of this test worker share one compilation cache, not the user's."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv('JAX_COMPILATION_CACHE_DIR',
+                 str(tmp_path_factory.mktemp('jax_cache')))
+    yield
+
+
 def small_config(**overrides):
   """A fast config: the reference model, fewer steps, frequent boundaries."""
   config = base_config()

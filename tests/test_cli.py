@@ -1,5 +1,7 @@
 """The command line: bad input gives one clear line and exit status 2."""
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -71,3 +73,23 @@ def test_predict_bad_inputs(trained_workdir, tmp_path):
 def test_no_command_is_usage_error():
   out = run_cli()
   assert out.returncode != 0 and 'Give a command' in out.stderr
+
+
+def test_compilation_cache_is_reused_and_changes_no_result(tmp_path):
+  cache = tmp_path / 'cache'
+  short = ('--config.num_train_steps=20', '--config.steps_per_call=10',
+           '--config.eval_every=20', '--config.checkpoint_every=20',
+           '--config.eval_batch_size=5000', '--quiet', '--noreport',
+           f'--compilation_cache={cache}')
+  results = []
+  for run in ('first', 'second'):
+    out = run_cli(*TRAIN, '--workdir', str(tmp_path / run), *short,
+                  env={'JAX_COMPILATION_CACHE_DIR': ''})
+    assert out.returncode == 0, out.stderr
+    results.append(json.loads((tmp_path / run / 'results.json').read_text()))
+    entries = sorted(p.name for p in cache.iterdir())
+    if run == 'first':
+      filled = entries
+  assert filled and entries == filled  # the second run compiled nothing new
+  for key in ('test_accuracy', 'test_loss', 'val_loss'):
+    assert results[0][key] == results[1][key]
