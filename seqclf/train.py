@@ -284,7 +284,8 @@ def _train_and_evaluate(
   images, labels = dp.put_data(train['image'], train['label'])
   run = dp.chunk_fn(functools.partial(train_steps, **noise_kwargs(config)))
   compiled: dict[tuple[int, ...], Any] = {}
-  compile_seconds = train_seconds = 0.0
+  setup_seconds = time.perf_counter() - wall_start
+  compile_seconds = train_seconds = eval_and_save_seconds = 0.0
   step = first_step
   val = None
   while step < total:
@@ -325,6 +326,7 @@ def _train_and_evaluate(
           f'Non-finite loss by step {end}; the last good checkpoint in '
           f'{mngr.directory} is untouched. Lower learning_rate.')
     step = end
+    t = time.perf_counter()
     if step % config.eval_every == 0 or step == total:
       val = evaluate(dp.local(state), data['validation'],
                      config.eval_batch_size, jax.local_devices())
@@ -335,16 +337,19 @@ def _train_and_evaluate(
     if (step % config.checkpoint_every == 0 or step == total
         or signum is not None):
       checkpoint.save(mngr, state, config)
+    eval_and_save_seconds += time.perf_counter() - t
     if signum is not None and step < total:
       mngr.wait_until_finished()
       logger.close()
       raise preemption.Preempted(signum, step, str(mngr.directory))
+  t = time.perf_counter()
   mngr.wait_until_finished()
   if val is None:  # Resumed a finished run: nothing was trained this time.
     val = evaluate(dp.local(state), data['validation'], config.eval_batch_size,
                    jax.local_devices())
   test = evaluate(dp.local(state), data['test'], config.eval_batch_size,
                   jax.local_devices())
+  eval_and_save_seconds += time.perf_counter() - t
   logger.write(int(state.step), 'test', test)
   logger.close()
   trained = (total - first_step) * batch_size
@@ -355,6 +360,10 @@ def _train_and_evaluate(
       'train_examples_per_second': trained / train_seconds if trained else None,
       'compile_seconds': compile_seconds,
       'train_seconds': train_seconds,
+      # Where the rest went: data, model init and restore before the loop;
+      # evaluations and checkpoint writes during and after it.
+      'setup_seconds': setup_seconds,
+      'eval_and_save_seconds': eval_and_save_seconds,
       'wall_seconds': time.perf_counter() - wall_start,
       'resumed_from_step': first_step or None,
       'devices': [str(d) for d in jax.devices()],

@@ -21,6 +21,9 @@ def test_short_run_learns_mnist(trained_workdir):
               'examples_seen', 'train_examples_per_second', 'compile_seconds',
               'wall_seconds', 'config'):
     assert key in results
+  parts = [results[k] for k in ('setup_seconds', 'compile_seconds',
+                                'train_seconds', 'eval_and_save_seconds')]
+  assert all(p > 0 for p in parts) and sum(parts) <= results['wall_seconds']
   assert results['step'] == 300 and results['examples_seen'] == 30000
   lines = [json.loads(l) for l in
            (trained_workdir / 'metrics.jsonl').read_text().splitlines()]
