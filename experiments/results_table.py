@@ -36,8 +36,9 @@ CONFIGS = {
                 0.975, True),
     'gru_row': (3, 'row MNIST, GRU-128, reference recipe', None, True),
     'elman_row': (3, 'row MNIST, Elman (tanh) RNN-128, clip 1.0', None, True),
-    'fashion_row': (3, 'row Fashion-MNIST, 2 x LSTM-128, dropout 0.1, '
-                    'standardized pixels, 2e-3 cosine, 10000 x 100', 0.91, True),
+    'fashion_row': (3, 'row Fashion-MNIST, 2 x bidirectional LSTM-128, '
+                    'dropout 0.1, random mirroring, standardized pixels, 2e-3 '
+                    'cosine, 10000 x 100', 0.91, True),
     'row_best': (3, 'row MNIST, 2 x LSTM-128, 2e-3 cosine, 10000 x 100',
                  0.992, True),
     'smnist': (3, 'pixel MNIST (784 x 1), LSTM-128, 30000 x 100', None, False),
@@ -49,14 +50,23 @@ PER_SEED = ('row_best', 'fashion_row')
 # Why a CPU-feasible config has no row yet.
 NOT_RUN = {}
 
-# One-seed probes of other recipes: name -> (what, command). Their
-# results.json lives in runs/results/single/NAME/.
-SINGLE = {
+# Earlier recipes of a config, kept for comparison: name -> (what, seeds,
+# command). Their results.json lives in runs/results/single/NAME/ (one seed)
+# or, gathered from NAME/seedK/, in runs/results/NAME/ (several).
+_UNIDIRECTIONAL = ('--config.bidirectional=False --config.augment_hflip=False '
+                   '--quiet --noreport')
+EARLIER = {
     'fashion_row_2layer': (
-        'configs/fashion_row.py with raw [0, 1] pixels (no standardization)',
+        'fashion_row without bidirectional layers, mirroring or '
+        'standardization (raw [0, 1] pixels)', 1,
         'seqclf train --config=configs/fashion_row.py '
         '--workdir=runs/results/single/fashion_row_2layer '
-        '--config.input_mean=0.0 --config.input_std=1.0 --quiet --noreport'),
+        f'--config.input_mean=0.0 --config.input_std=1.0 {_UNIDIRECTIONAL}'),
+    'fashion_row_unidirectional': (
+        'fashion_row without bidirectional layers or mirroring', 3,
+        'for K in 0 1 2; do seqclf train --config=configs/fashion_row.py '
+        '--workdir=runs/results/fashion_row_unidirectional/seed$K '
+        f'--config.seed=$K {_UNIDIRECTIONAL}; done'),
 }
 
 # The reference notebook's 96.67% must be matched by every seed.
@@ -91,10 +101,18 @@ def command_text(name: str) -> str:
   return f'for K in {seeds}; do {" ".join(command(name, "$K"))}; done'
 
 
-def gather(name: str) -> dict:
-  """Per-seed `seqclf train` results -> one results.json with the sweep's keys."""
-  runs = [json.loads((RUNS / name / f'seed{k}' / 'results.json').read_text())
-          for k in range(CONFIGS[name][0])]
+def gather(directory: Path, seeds: int) -> None:
+  """Writes ``directory/results.json`` (the sweep's keys) from its seeds' runs.
+
+  Only once every ``directory/seed{k}/results.json`` exists.
+  """
+  paths = [directory / f'seed{k}' / 'results.json' for k in range(seeds)]
+  if all(p.exists() for p in paths):
+    summary = _summarize([json.loads(p.read_text()) for p in paths])
+    (directory / 'results.json').write_text(json.dumps(summary, indent=2))
+
+
+def _summarize(runs: list[dict]) -> dict:
   accs = [r['test_accuracy'] for r in runs]
   return {
       'test_accuracies': accs, 'test_accuracy_mean': statistics.mean(accs),
@@ -159,23 +177,32 @@ def row(name: str) -> str:
           f'{r["train_examples_per_second"]:,.0f} | {r["machine"]} | {cmd} |')
 
 
-def single_lines() -> list[str]:
+def earlier_lines() -> list[str]:
   rows = []
-  for name, (what, cmd) in SINGLE.items():
-    path = RUNS / 'single' / name / 'results.json'
-    if path.exists():
-      r = json.loads(path.read_text())
-      rows.append(f'| {name} | {what} | {_pct(r["test_accuracy"])} | '
-                  f'{_pct(r["val_accuracy"])} | {r["step"]} x '
-                  f'{r["config"]["batch_size"]} | {r["wall_seconds"]:.0f} s | '
-                  f'`{cmd}` |')
+  for name, (what, seeds, cmd) in EARLIER.items():
+    if seeds > 1:
+      gather(RUNS / name, seeds)
+    path = RUNS / ('single' if seeds == 1 else '') / name / 'results.json'
+    if not path.exists():
+      continue
+    r = json.loads(path.read_text())
+    accs = r.get('test_accuracies', [r.get('test_accuracy')])
+    vals = r.get('val_accuracies', [r.get('val_accuracy')])
+    acc = (f'{_pct(statistics.mean(accs))} ± {_pct(statistics.stdev(accs))}'
+           if len(accs) > 1 else _pct(accs[0]))
+    rows.append(f'| {name} | {what} | {acc} (n={len(accs)}) | '
+                f'{", ".join(_pct(a) for a in accs)} | '
+                f'{", ".join(_pct(v) for v in vals)} | {r["step"]} x '
+                f'{r["config"]["batch_size"]} | {r["wall_seconds"]:.0f} s | '
+                f'`{cmd}` |')
   if not rows:
     return []
-  return ['## One-seed probes', '',
-          'Recipes tried once (seed 0) before deciding whether to spend three '
-          'seeds on them; not results of the shipped configs.', '',
-          '| Run | What | Test acc. % | Val. acc. % | Steps x batch | Wall '
-          '| Command |', '|---|---|---|---|---|---|---|', *rows, '']
+  return ['## Earlier recipes', '',
+          'What a shipped config replaced, and one-seed probes tried before '
+          'spending three seeds on a recipe; not results of the shipped '
+          'configs.', '',
+          '| Run | What | Test acc. % | Per seed | Val. acc. % | Steps x batch '
+          '| Wall | Command |', '|---|---|---|---|---|---|---|---|', *rows, '']
 
 
 def throughput_lines() -> list[str]:
@@ -199,10 +226,7 @@ def throughput_lines() -> list[str]:
 
 def write_table() -> str:
   for name in PER_SEED:  # Gather per-seed runs finished outside `--run`.
-    if all((RUNS / name / f'seed{k}' / 'results.json').exists()
-           for k in range(CONFIGS[name][0])):
-      (RUNS / name / 'results.json').write_text(json.dumps(gather(name),
-                                                           indent=2))
+    gather(RUNS / name, CONFIGS[name][0])
   lines = [
       '# Results',
       '',
@@ -228,7 +252,7 @@ def write_table() -> str:
       '(`tests/test_cells.py::test_long_sequence_configs_smoke`: 30 steps of '
       'a 16-unit model, the validation loss must drop).',
       '',
-      *single_lines(),
+      *earlier_lines(),
       *throughput_lines(),
       '## Published figures',
       '',
