@@ -12,8 +12,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-import tensorboardX
 import tqdm
+
+
+def _import_tensorboardx():
+  """tensorboardX without the ~4 s ``import torch`` it does where torch exists.
+
+  It imports torch only to accept torch tensors, and seqclf logs floats; so
+  torch is hidden for that one import unless something already loaded it.
+  """
+  hide = 'torch' not in sys.modules
+  if hide:
+    sys.modules['torch'] = None  # `import torch` raises ImportError
+  try:
+    import tensorboardX  # pylint: disable=g-import-not-at-top
+  finally:
+    if hide:
+      del sys.modules['torch']
+  return tensorboardX
+
+
+tensorboardX = _import_tensorboardx()
 
 
 class MetricLogger:

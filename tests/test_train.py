@@ -1,5 +1,6 @@
 """The trainer: learns MNIST, resumes exactly, runs under pmap, reports results."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -143,3 +144,13 @@ def test_hflip_mirrors_training_images_and_nothing_else(mnist):
                  zip(params(flip, images), params(plain, images)))
   with pytest.raises(ValueError, match='rng'):
     train.train_step(state, {'image': images, 'label': labels}, hflip=True)
+
+
+@pytest.mark.skipif(importlib.util.find_spec('torch') is None,
+                    reason='only meaningful where torch is installed')
+def test_trainer_does_not_import_torch():
+  # tensorboardX would import it (~4 s) on every `seqclf` command.
+  out = subprocess.run([sys.executable, '-c', 'import sys, seqclf.train; '
+                        'print("torch" in sys.modules)'], cwd=REPO,
+                       capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == 'False'
