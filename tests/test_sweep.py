@@ -24,8 +24,9 @@ def test_grid_crosses_rates_with_seeds():
 
 
 def test_sweep_model_k_equals_single_run_with_seed_k(tmp_path, mnist):
-  """Two stacked layers with dropout: init, batches and dropout keys all match."""
+  """Stacked layers, dropout and mirroring: init, batches and noise keys match."""
   config = small_config(hidden_size=16, num_layers=2, dropout_rate=0.2,
+                        augment_hflip=True,
                         num_train_steps=20, eval_every=20, checkpoint_every=20,
                         steps_per_call=10, seed=5)
   states, _ = sweep.train_models(config, [5, 6], None, mnist['train'],
