@@ -53,7 +53,7 @@ NOT_RUN = {}
 # Earlier recipes of a config, kept for comparison: name -> (what, seeds,
 # command). Their results.json lives in runs/results/single/NAME/ (one seed)
 # or, gathered from NAME/seedK/, in runs/results/NAME/ (several).
-_UNIDIRECTIONAL = ('--config.bidirectional=False --config.augment_hflip=False '
+_ONE_WAY_FLAGS = ('--config.bidirectional=False --config.augment_hflip=False '
                    '--quiet --noreport')
 EARLIER = {
     'fashion_row_2layer': (
@@ -61,12 +61,12 @@ EARLIER = {
         'standardization (raw [0, 1] pixels)', 1,
         'seqclf train --config=configs/fashion_row.py '
         '--workdir=runs/results/single/fashion_row_2layer '
-        f'--config.input_mean=0.0 --config.input_std=1.0 {_UNIDIRECTIONAL}'),
+        f'--config.input_mean=0.0 --config.input_std=1.0 {_ONE_WAY_FLAGS}'),
     'fashion_row_unidirectional': (
         'fashion_row without bidirectional layers or mirroring', 3,
         'for K in 0 1 2; do seqclf train --config=configs/fashion_row.py '
         '--workdir=runs/results/fashion_row_unidirectional/seed$K '
-        f'--config.seed=$K {_UNIDIRECTIONAL}; done'),
+        f'--config.seed=$K {_ONE_WAY_FLAGS}; done'),
 }
 
 # The reference notebook's 96.67% must be matched by every seed.
