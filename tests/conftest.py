@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -13,6 +14,19 @@ from seqclf import input_pipeline
 from seqclf.config import base_config
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _default_input_standardization() -> dict[str, float]:
+  """configs/default.py's input_mean/input_std, so CLI-like tests follow it."""
+  spec = importlib.util.spec_from_file_location(
+      'default_config', REPO / 'configs' / 'default.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  return {'input_mean': config.input_mean, 'input_std': config.input_std}
+
+
+DEFAULT_INPUT = _default_input_standardization()
 
 
 @pytest.fixture(scope='session')
@@ -49,7 +63,7 @@ def trained_workdir(tmp_path_factory, mnist):
   workdir = tmp_path_factory.mktemp('trained')
   config = small_config(num_train_steps=300, eval_every=300,
                         checkpoint_every=300, steps_per_call=100,
-                        input_mean=0.1307, input_std=0.3081)  # as default.py
+                        **DEFAULT_INPUT)
   train.train_and_evaluate(config, workdir, quiet=True, datasets=mnist)
   return workdir
 

@@ -13,13 +13,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import REPO, run_cli, small_config
+from conftest import DEFAULT_INPUT, REPO, run_cli, small_config
 from seqclf import checkpoint, inference, train
 
 # The CLI runs start from configs/default.py: its input standardization too.
 SMALL = {'hidden_size': 32, 'num_train_steps': 40, 'steps_per_call': 5,
          'checkpoint_every': 10, 'eval_every': 20, 'log_every': 5,
-         'input_mean': 0.1307, 'input_std': 0.3081}
+         **DEFAULT_INPUT}
 
 
 def _small(**overrides):
