@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 WORKDIR ?= runs/default
 CONFIG ?= configs/default.py
 
-.PHONY: setup data data-fashion train test clean
+.PHONY: setup data data-fashion kernel train test clean
 
-setup: $(VENV)/.installed data
+setup: $(VENV)/.installed data kernel
 
 # Reinstalls only when the package metadata or the pins change.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -20,6 +20,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # the SHA-256 pins and prepares the tfds dataset; a no-op once prepared.
 data: $(VENV)/.installed
 	$(BIN)/seqclf prepare-data
+
+# Compiles the CPU LSTM kernel (impl='kernel', the default 'auto' on CPU) for
+# this machine once; a note, not a failure, without a C++ compiler.
+kernel: $(VENV)/.installed
+	$(BIN)/python -m seqclf.lstm_kernel
 
 # Optional: Fashion-MNIST (configs/fashion_row.py) from the Debian package
 # dataset-fashion-mnist; a note, not a failure, where apt-get is unavailable.

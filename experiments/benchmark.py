@@ -48,7 +48,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 SEQ, FEATURES, HIDDEN, CLASSES = 28, 28, 128, 10
-IMPLS = ('seqclf', 'seqclf-1cpu', 'seqclf-fused', 'flax', 'torch')
+IMPLS = ('seqclf', 'seqclf-1cpu', 'seqclf-fused', 'flax', 'torch', 'seqclf-kernel')
 
 
 def train_flops_per_example(hidden: int = HIDDEN) -> float:
@@ -94,7 +94,8 @@ class _Seqclf:
   (cpu_devices=1, one multi-threaded device as plain JAX has).
   """
 
-  VARIANTS = {'': {}, 'fused': {'impl': 'fused'}, '1cpu': {'cpu_devices': 1}}
+  VARIANTS = {'': {}, 'fused': {'impl': 'fused'}, '1cpu': {'cpu_devices': 1},
+              'kernel': {'impl': 'kernel'}}
 
   def __init__(self, train, variant: str):
     sys.path.insert(0, str(REPO))

@@ -27,9 +27,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_classes = 10
   c.dtype = 'float32'       # compute dtype of the matmuls: float32 | bfloat16
   c.unroll = 1              # time steps unrolled per nn.scan iteration
-  # LSTM recurrence: scan (nn.scan of LSTMCell, portable) | fused
-  # (seqclf.fast_lstm: same numbers, hand-written backward; README Performance).
-  c.impl = 'scan'
+  # LSTM recurrence, all giving the same numbers to float rounding (README
+  # Performance): scan (nn.scan of LSTMCell, portable) | fused
+  # (seqclf.fast_lstm, hand-written backward) | kernel (the same as a compiled
+  # CPU kernel, seqclf.lstm_kernel) | auto (kernel where it applies: CPU
+  # backend, float32, LSTM, hidden_size a multiple of 16, a C++ compiler;
+  # else scan).
+  c.impl = 'auto'
   c.cell = 'lstm'           # recurrence: lstm | gru | elman (seqclf.cells)
   c.recurrent_init = 'orthogonal'  # recurrent kernels: orthogonal | identity
   c.bidirectional = False   # add a backward layer beside each forward one
@@ -94,7 +98,7 @@ _CHOICES = {
     'lr_schedule': ('constant', 'cosine'),
     'dataset': ('mnist', 'fashion_mnist'),
     'task': ('row', 'pixel', 'permuted'),
-    'impl': ('scan', 'fused'),
+    'impl': ('auto', 'scan', 'fused', 'kernel'),
 }
 
 

@@ -226,6 +226,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f'Unexpected arguments: {rest}.')
   from seqclf.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top
   from seqclf.config import ConfigError  # pylint: disable=g-import-not-at-top
+  from seqclf.lstm_kernel import KernelError  # pylint: disable=g-import-not-at-top
   from seqclf.mnist_files import DataError  # pylint: disable=g-import-not-at-top
   from seqclf.preemption import EXIT_PREEMPTED, Preempted  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
@@ -252,7 +253,7 @@ def main(argv: list[str]) -> None:
   except FloatingPointError as e:
     print(f'seqclf {command}: error: {_one_line(e)}', file=sys.stderr)
     sys.exit(EXIT_DIVERGED)
-  except (UsageError, ConfigError, DataError, CheckpointError,
+  except (UsageError, ConfigError, DataError, CheckpointError, KernelError,
           OSError, ValueError) as e:
     print(f'seqclf {command}: error: {_one_line(e)}', file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)

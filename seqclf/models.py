@@ -18,12 +18,15 @@ import jax.numpy as jnp
 
 from seqclf import cells
 from seqclf import fast_lstm
+from seqclf import lstm_kernel
 from seqclf import tasks
 
 Array = jax.Array
 Carry = tuple[Array, Array]  # (c, h)
 Dtype = Any
-IMPLS = ('scan', 'fused')  # LSTM.impl: nn.scan of the cell | seqclf.fast_lstm
+# LSTM.impl: nn.scan of the cell | seqclf.fast_lstm | its CPU kernel
+# (seqclf.lstm_kernel).
+IMPLS = ('scan', 'fused', 'kernel')
 
 
 class LSTMCell(nn.Module):
@@ -115,8 +118,9 @@ class LSTM(nn.Module):
                         self.recurrent_init), name='cell')
     if initial_carry is None:
       initial_carry = cell.initialize_carry(inputs.shape[:-2])
-    if self.impl == 'fused':
-      return _fused(cell, inputs, initial_carry, self.forget_bias, self.unroll)
+    if self.impl != 'scan':
+      return _fused(cell, inputs, initial_carry, self.forget_bias, self.unroll,
+                    self.impl)
     scan = nn.scan(_scan_steps, variable_broadcast='params',
                    split_rngs={'params': False}, in_axes=-2, out_axes=-2,
                    unroll=self.unroll)
@@ -124,14 +128,16 @@ class LSTM(nn.Module):
 
 
 def _fused(cell: LSTMCell, inputs: Array, carry: Carry, forget_bias: float,
-           unroll: int) -> tuple[Carry, Array]:
-  """``LSTM`` via ``fast_lstm``: time-major, batch axes flattened to one."""
+           unroll: int, impl: str) -> tuple[Carry, Array]:
+  """``LSTM`` via ``fast_lstm`` or its kernel: time-major, one batch axis."""
   batch_shape, hidden = inputs.shape[:-2], cell.hidden_size
   x = jnp.moveaxis(inputs, -2, 0).reshape(inputs.shape[-2], -1,
                                             inputs.shape[-1])
   c0, h0 = (v.reshape(-1, hidden) for v in carry)
-  (c, h), hs = fast_lstm.lstm_recurrence(
-      cell.project(x), cell.recurrent_kernel(), c0, h0, forget_bias, unroll)
+  recurrence = (lstm_kernel.lstm_recurrence if impl == 'kernel' else
+                fast_lstm.lstm_recurrence)
+  (c, h), hs = recurrence(cell.project(x), cell.recurrent_kernel(), c0, h0,
+                          forget_bias, unroll)
   outputs = jnp.moveaxis(hs, 0, -2).reshape(*batch_shape, -1, hidden)
   carry = (c.reshape(*batch_shape, hidden), h.reshape(*batch_shape, hidden))
   return carry, outputs

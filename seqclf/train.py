@@ -28,6 +28,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from seqclf import checkpoint
 from seqclf import input_pipeline
+from seqclf import lstm_kernel
 from seqclf import parallel
 from seqclf import preemption
 from seqclf.config import validate
@@ -40,6 +41,26 @@ Metrics = dict[str, jax.Array]
 SEQUENCE_SHAPE = (28, 28)  # (time steps, features): one image row per step
 
 
+def resolve_impl(config: ml_collections.ConfigDict) -> str:
+  """Config ``impl``, with ``auto`` -> ``kernel`` where that runs, else ``scan``.
+
+  The CPU kernel trains 1.3-1.9x faster than the ``nn.scan`` path on CPU
+  (README, Performance) and gives the same numbers to float rounding; it
+  needs the CPU backend, float32, the LSTM cell, a hidden size it tiles and a
+  C++ compiler to build it once. Sharded ``jax.jit`` does not partition
+  its calls (XLA replicates them), so runs in ``sharded`` mode keep ``scan``.
+  """
+  if config.impl != 'auto':
+    return config.impl
+  if (jax.default_backend() == 'cpu' and config.cell == 'lstm'
+      and config.dtype == 'float32'
+      and config.hidden_size % lstm_kernel.LANES == 0
+      and parallel.resolve_mode(config.parallelism) != 'sharded'
+      and lstm_kernel.available()):
+    return 'kernel'
+  return 'scan'
+
+
 def create_model(config: ml_collections.ConfigDict) -> LSTMClassifier:
   dtype = None if config.dtype == 'float32' else jnp.dtype(config.dtype)
   return LSTMClassifier(
@@ -48,7 +69,7 @@ def create_model(config: ml_collections.ConfigDict) -> LSTMClassifier:
       dtype=dtype, unroll=config.unroll, cell=config.cell,
       recurrent_init=config.recurrent_init, bidirectional=config.bidirectional,
       dropout_rate=config.dropout_rate, task=config.task,
-      permutation_seed=config.permutation_seed, impl=config.impl,
+      permutation_seed=config.permutation_seed, impl=resolve_impl(config),
       input_mean=config.input_mean, input_std=config.input_std)
 
 
@@ -284,6 +305,13 @@ def _train_and_evaluate(
   images, labels = dp.put_data(train['image'], train['label'])
   run = dp.chunk_fn(functools.partial(train_steps, **noise_kwargs(config)))
   compiled: dict[tuple[int, ...], Any] = {}
+  # Evaluation shards batches over the local devices with jax.jit, which
+  # would replicate the CPU kernel's calls; the kernel spreads one device's
+  # batch over the cores itself.
+  impl = resolve_impl(config)
+  eval_devices = jax.local_devices()
+  if impl == 'kernel':
+    eval_devices = eval_devices[:1]
   setup_seconds = time.perf_counter() - wall_start
   compile_seconds = train_seconds = eval_and_save_seconds = 0.0
   step = first_step
@@ -329,7 +357,7 @@ def _train_and_evaluate(
     t = time.perf_counter()
     if step % config.eval_every == 0 or step == total:
       val = evaluate(dp.local(state), data['validation'],
-                     config.eval_batch_size, jax.local_devices())
+                     config.eval_batch_size, eval_devices)
       logger.write(step, 'validation', val)
       logger.message(f'step {step}: validation loss={val["loss"]:.4f} '
                      f'accuracy={val["accuracy"]:.4f}')
@@ -346,9 +374,9 @@ def _train_and_evaluate(
   mngr.wait_until_finished()
   if val is None:  # Resumed a finished run: nothing was trained this time.
     val = evaluate(dp.local(state), data['validation'], config.eval_batch_size,
-                   jax.local_devices())
+                   eval_devices)
   test = evaluate(dp.local(state), data['test'], config.eval_batch_size,
-                  jax.local_devices())
+                  eval_devices)
   eval_and_save_seconds += time.perf_counter() - t
   logger.write(int(state.step), 'test', test)
   logger.close()
@@ -367,7 +395,8 @@ def _train_and_evaluate(
       'wall_seconds': time.perf_counter() - wall_start,
       'resumed_from_step': first_step or None,
       'devices': [str(d) for d in jax.devices()],
-      'parallelism': dp.mode, 'process_count': jax.process_count(),
+      'parallelism': dp.mode, 'impl': impl,
+      'process_count': jax.process_count(),
       'jax_version': jax.__version__,
       'config': config.to_dict(),
   }

@@ -1,10 +1,15 @@
 """Every fast path gives the portable ``nn.scan`` path's numbers.
 
-``impl='fused'`` (``seqclf.fast_lstm``: one-tanh gates, hand-written VJP) must
-create the same parameters and agree with the ``nn.scan`` LSTM in outputs and
-in gradients taken by ``jax.grad`` of the plain version, in float32 tightly
-and in bfloat16 within bfloat16 rounding.
+``impl='fused'`` (``seqclf.fast_lstm``: one-tanh gates, hand-written VJP) and
+``impl='kernel'`` (the same recurrence as a compiled CPU kernel,
+``seqclf.lstm_kernel``) must create the same parameters and agree with the
+``nn.scan`` LSTM in outputs and in gradients taken by ``jax.grad`` of the
+plain version, in float32 tightly (and ``fused`` in bfloat16 within bfloat16
+rounding).
 """
+
+import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +18,16 @@ import pytest
 from jax.test_util import check_grads
 
 from seqclf import fast_lstm
+from seqclf import lstm_kernel
 from seqclf.models import LSTM, LSTMClassifier
+
+
+FAST_IMPLS = ('fused', 'kernel')
+needs_compiler = pytest.mark.skipif(
+    shutil.which(os.environ.get('CXX', 'c++')) is None,
+    reason="impl='kernel' compiles C++ on first use; no compiler here")
+RECURRENCES = {'fused': fast_lstm.lstm_recurrence,
+               'kernel': lstm_kernel.lstm_recurrence}
 
 
 def _inputs(shape, seed=0):
@@ -27,11 +41,14 @@ def _loss(model, params, x):
   return jnp.sum(out * w) + jnp.sum(jnp.tanh(c)) + jnp.sum(h ** 2)
 
 
-def test_fused_lstm_matches_scan_values_and_grads(unroll=2):
-  # unroll=2 over 7 steps also covers the scan's remainder iteration.
+@pytest.mark.parametrize('impl', [
+    'fused', pytest.param('kernel', marks=needs_compiler)])
+def test_fast_lstm_matches_scan_values_and_grads(impl, unroll=2):
+  # unroll=2 over 7 steps also covers the scan's remainder iteration; 4 rows
+  # are fewer than the kernel's 6-row register block, 7 cover one plus a rest.
   x = _inputs((4, 7, 5))
   scan = LSTM(16, forget_bias=1.0)
-  fused = LSTM(16, forget_bias=1.0, impl='fused', unroll=unroll)
+  fused = LSTM(16, forget_bias=1.0, impl=impl, unroll=unroll)
   params = scan.init(jax.random.key(1), x)['params']
   fused_params = fused.init(jax.random.key(1), x)['params']
   # Same parameter names, shapes and initial values: checkpoints interchange.
@@ -51,18 +68,22 @@ def test_fused_lstm_matches_scan_values_and_grads(unroll=2):
   np.testing.assert_allclose(gx1, gx2, rtol=1e-4, atol=1e-5)
 
 
-def test_fused_recurrence_passes_numerical_gradient_check():
-  t, b, h = 5, 3, 4
-  args = (_inputs((t, b, 4 * h), 0), 0.5 * _inputs((h, 4 * h), 1),
+@pytest.mark.parametrize('impl', [
+    'fused', pytest.param('kernel', marks=needs_compiler)])
+def test_fast_recurrence_passes_numerical_gradient_check(impl):
+  t, b, h = 5, 7, 16
+  args = (_inputs((t, b, 4 * h), 0), 0.3 * _inputs((h, 4 * h), 1),
           0.1 * _inputs((b, h), 2), 0.1 * _inputs((b, h), 3))
-  f = lambda *a: fast_lstm.lstm_recurrence(*a, 1.0, 2)
+  f = lambda *a: RECURRENCES[impl](*a, 1.0, 2)
   check_grads(f, args, order=1, modes=['rev'], atol=2e-2, rtol=2e-2, eps=1e-2)
 
 
-def test_fused_handles_initial_carry_and_extra_batch_axes():
+@pytest.mark.parametrize('impl', [
+    'fused', pytest.param('kernel', marks=needs_compiler)])
+def test_fast_lstm_handles_initial_carry_and_extra_batch_axes(impl):
   x = _inputs((2, 3, 6, 5))
-  carry = (0.1 * _inputs((2, 3, 8), 4), 0.1 * _inputs((2, 3, 8), 5))
-  scan, fused = LSTM(8), LSTM(8, impl='fused')
+  carry = (0.1 * _inputs((2, 3, 16), 4), 0.1 * _inputs((2, 3, 16), 5))
+  scan, fused = LSTM(16), LSTM(16, impl=impl)
   params = scan.init(jax.random.key(0), x)
   a = scan.apply(params, x, carry)
   b = fused.apply(params, x, carry)
@@ -94,7 +115,9 @@ def test_unknown_impl_is_a_clear_error():
     LSTM(4, impl='cudnn').init(jax.random.key(0), jnp.zeros((1, 3, 2)))
 
 
-def test_config_impl_fused_trains_like_scan():
+@pytest.mark.parametrize('impl', [
+    'fused', pytest.param('kernel', marks=needs_compiler)])
+def test_config_impl_trains_like_scan(impl):
   """The trainer path: config key ``impl`` -> same params, same losses."""
   from seqclf import train
   from seqclf.config import base_config
@@ -103,12 +126,12 @@ def test_config_impl_fused_trains_like_scan():
   labels = rng.integers(0, 10, 64).astype(np.int32)
   indices = np.arange(32, dtype=np.int32).reshape(2, 16)
   losses = {}
-  for impl in ('scan', 'fused'):
+  for name in ('scan', impl):
     config = base_config()
-    config.hidden_size, config.batch_size, config.impl = 16, 16, impl
+    config.hidden_size, config.batch_size, config.impl = 16, 16, name
     state = train.create_train_state(config, jax.random.key(0))
     state, metrics = jax.jit(train.train_steps)(state, images, labels, indices)
-    losses[impl] = (metrics['loss'], state.params)
-  np.testing.assert_allclose(losses['scan'][0], losses['fused'][0], rtol=1e-5)
+    losses[name] = (metrics['loss'], state.params)
+  np.testing.assert_allclose(losses['scan'][0], losses[impl][0], rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
-               losses['scan'][1], losses['fused'][1])
+               losses['scan'][1], losses[impl][1])

@@ -1,0 +1,439 @@
+// The LSTM recurrence of seqclf.fast_lstm as two XLA:CPU custom calls.
+//
+// Why: under XLA:CPU each time step of the scanned cell is a dozen separate
+// kernels (a dot, several elementwise fusions, slices and updates), about
+// 3,200 per training step, and small dots leave most of the FMA units idle.
+// Here one call runs the whole forward recurrence and one the whole reverse
+// one; each time step is one register-blocked matmul against a recurrent
+// kernel packed once per call, plus one pass over the gates that never leaves
+// registers. The arithmetic is fast_lstm's (gate order i, j, f, o; one tanh
+// for all four gates, sigmoid(x) = (1 + tanh(x/2)) / 2; float32 throughout),
+// so the two agree to float rounding (tests/test_fast_paths.py).
+//
+// Written with GCC/Clang vector extensions rather than intrinsics: with
+// -march=native they become AVX-512 (or AVX2, or NEON) on the machine that
+// compiled them, which is the machine that runs them (seqclf.lstm_kernel
+// builds this file on first use).
+//
+// Shapes (row-major, time-major): projected (T, B, 4H); w_h (H, 4H); c, h
+// (B, H). H must be a multiple of 16 (checked in Python and here).
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr int kLanes = 16;                 // floats per vector
+constexpr int kMaxRows = 6;                // micro-kernel rows (register block)
+constexpr int kMaxPanel = 4 * kLanes;      // micro-kernel columns
+typedef float vf __attribute__((vector_size(4 * kLanes)));
+typedef float vfu __attribute__((vector_size(4 * kLanes), aligned(4),
+                                 may_alias));
+
+inline vf load(const float* p) { return *reinterpret_cast<const vfu*>(p); }
+inline void store(float* p, vf v) { *reinterpret_cast<vfu*>(p) = v; }
+static_assert(kLanes == 16, "splat lists one x per lane");
+inline vf splat(float x) { return vf{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
+
+// tanh as an odd rational function of degree 13/6, clamped where float tanh
+// is ±1; absolute error below 1e-6 (tests compare with jnp.tanh).
+inline vf vtanh(vf x) {
+  const vf limit = splat(7.90531110763549805f);
+  x = x > limit ? limit : x;
+  x = x < -limit ? -limit : x;
+  const vf x2 = x * x;
+  vf p = splat(-2.76076847742355e-16f);
+  p = p * x2 + 2.00018790482477e-13f;
+  p = p * x2 + -8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  vf q = splat(1.19825839466702e-06f);
+  q = q * x2 + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  return (x * p) / q;
+}
+
+// B of C = A @ B, cut into column panels of at most kMaxPanel columns, each
+// stored k-major and contiguous, so the micro-kernel streams it linearly and
+// a panel (K x 64 floats, 32 KB for K = 128) stays in L1 across row blocks.
+class Packed {
+ public:
+  Packed(int k, int n) : k_(k), n_(n), data_(static_cast<size_t>(k) * n) {}
+  // src is (K, N) row-major with leading dimension ld, or (N, K) when
+  // `transposed` (B = srcᵀ).
+  Packed(const float* src, int k, int n, bool transposed) : Packed(k, n) {
+    Pack(src, transposed ? k : n, transposed);
+  }
+  void Pack(const float* src, int ld, bool transposed) {
+    float* out = data_.data();
+    for (int n0 = 0; n0 < n_; n0 += kMaxPanel) {
+      const int width = std::min(kMaxPanel, n_ - n0);
+      for (int kk = 0; kk < k_; ++kk)
+        for (int j = 0; j < width; ++j)
+          *out++ = transposed ? src[static_cast<size_t>(n0 + j) * ld + kk]
+                              : src[static_cast<size_t>(kk) * ld + n0 + j];
+    }
+  }
+  int k() const { return k_; }
+  int n() const { return n_; }
+  const float* panel(int n0) const {
+    return data_.data() + static_cast<size_t>(n0) * k_;
+  }
+
+ private:
+  int k_, n_;
+  std::vector<float> data_;
+};
+
+// C[0:R, 0:V*16] (+)= A[0:R, 0:K] @ panel, accumulators in registers.
+template <int R, int V, bool kAdd>
+inline void MicroKernel(const float* a, int lda, const float* panel, int k,
+                        float* c, int ldc) {
+  vf acc[R][V];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v)
+      acc[r][v] = kAdd ? load(c + r * ldc + v * kLanes) : vf{};
+  for (int kk = 0; kk < k; ++kk) {
+    vf b[V];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) b[v] = load(panel + (kk * V + v) * kLanes);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const vf x = splat(a[r * lda + kk]);
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) acc[r][v] += x * b[v];
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) store(c + r * ldc + v * kLanes, acc[r][v]);
+}
+
+template <int V, bool kAdd>
+void PanelRows(const float* a, int lda, int rows, const float* panel, int k,
+               float* c, int ldc) {
+  int r = 0;
+  for (; r + kMaxRows <= rows; r += kMaxRows)
+    MicroKernel<kMaxRows, V, kAdd>(a + r * lda, lda, panel, k, c + r * ldc,
+                                   ldc);
+  a += r * lda;
+  c += r * ldc;
+  switch (rows - r) {
+    case 5: MicroKernel<5, V, kAdd>(a, lda, panel, k, c, ldc); break;
+    case 4: MicroKernel<4, V, kAdd>(a, lda, panel, k, c, ldc); break;
+    case 3: MicroKernel<3, V, kAdd>(a, lda, panel, k, c, ldc); break;
+    case 2: MicroKernel<2, V, kAdd>(a, lda, panel, k, c, ldc); break;
+    case 1: MicroKernel<1, V, kAdd>(a, lda, panel, k, c, ldc); break;
+    default: break;
+  }
+}
+
+// C (rows, N) = A (rows, K) @ B, or C += A @ B when kAdd; A and C row-major
+// with leading dimensions K and N.
+template <bool kAdd = false>
+void Matmul(const float* a, int rows, const Packed& b, float* c) {
+  const int k = b.k(), n = b.n();
+  for (int n0 = 0; n0 < n; n0 += kMaxPanel) {
+    const float* panel = b.panel(n0);
+    switch (std::min(kMaxPanel, n - n0) / kLanes) {
+      case 4: PanelRows<4, kAdd>(a, k, rows, panel, k, c + n0, n); break;
+      case 3: PanelRows<3, kAdd>(a, k, rows, panel, k, c + n0, n); break;
+      case 2: PanelRows<2, kAdd>(a, k, rows, panel, k, c + n0, n); break;
+      default: PanelRows<1, kAdd>(a, k, rows, panel, k, c + n0, n); break;
+    }
+  }
+}
+
+struct Dims {
+  int t, b, h;
+};
+
+ffi::Error CheckDims(const Dims& d, size_t w_rows, size_t w_cols) {
+  if (d.h % kLanes != 0)
+    return ffi::Error::InvalidArgument(
+        "seqclf lstm_kernel: hidden size must be a multiple of 16");
+  if (w_rows != static_cast<size_t>(d.h) || w_cols != 4u * d.h)
+    return ffi::Error::InvalidArgument(
+        "seqclf lstm_kernel: w_h must have shape (H, 4H)");
+  return ffi::Error::Success();
+}
+
+// Rows [r0, r1) of every time step. Batch rows never interact in an LSTM,
+// so each slice of the batch runs its whole recurrence independently.
+struct Rows {
+  int r0, r1;
+  int n() const { return r1 - r0; }
+};
+
+// The batch cut into at most one slice per pool thread, of whole register
+// blocks.
+struct Slicing {
+  int batch, blocks, slices;
+  Slicing(ffi::ThreadPool& pool, int batch)
+      : batch(batch), blocks((batch + kMaxRows - 1) / kMaxRows) {
+    slices = static_cast<int>(std::min<int64_t>(
+        std::max<int64_t>(pool.num_threads(), 1), std::max(blocks, 1)));
+  }
+  Rows rows(int i) const {
+    return Rows{std::min(batch, i * blocks / slices * kMaxRows),
+                std::min(batch, (i + 1) * blocks / slices * kMaxRows)};
+  }
+};
+
+// Runs fn(i) for i in [0, n) on the intra-op thread pool, the caller taking
+// work too. A pool task that starts after every index is taken returns
+// without touching fn, so the caller waits only for work already running:
+// no deadlock when other calls occupy the pool.
+template <typename Fn>
+void ParallelFor(ffi::ThreadPool& pool, int n, const Fn& fn) {
+  if (n <= 1) {
+    if (n == 1) fn(0);
+    return;
+  }
+  struct Progress {
+    std::atomic<int> next{0}, done{0};
+  };
+  auto progress = std::make_shared<Progress>();
+  auto work = [progress, n, &fn] {
+    for (int i; (i = progress->next.fetch_add(1)) < n;) {
+      fn(i);
+      progress->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  for (int i = 1; i < n; ++i) pool.Schedule(decltype(work)(work));
+  work();
+  while (progress->done.load(std::memory_order_acquire) < n)
+    std::this_thread::yield();
+}
+
+// Forward recurrence of rows `r`. Residuals (tanh of the scaled gates, the
+// cell state before each step, tanh of the cell state after it) are written
+// only when `ts` is non-null, i.e. when a backward pass will need them.
+void Forward(const Dims& d, Rows r, const Packed& w, const float* projected,
+             const float* c0, const float* h0, float forget_bias, float* hs,
+             float* c_last, float* ts, float* c_prev, float* tanh_cs) {
+  const int h = d.h, g = 4 * d.h;
+  const size_t first = static_cast<size_t>(r.r0) * h;
+  const size_t state = static_cast<size_t>(r.n()) * h;
+  std::vector<float> gates(static_cast<size_t>(r.n()) * g);
+  std::vector<float> c(c0 + first, c0 + first + state);
+  std::vector<float> h_prev(h0 + first, h0 + first + state);
+  const vf half = splat(0.5f), f_shift = splat(0.5f * forget_bias);
+  for (int t = 0; t < d.t; ++t) {
+    Matmul(h_prev.data(), r.n(), w, gates.data());
+    for (int b = 0; b < r.n(); ++b) {
+      const size_t row = static_cast<size_t>(t) * d.b + r.r0 + b;
+      const float* p = projected + row * g;
+      const float* x = gates.data() + static_cast<size_t>(b) * g;
+      for (int j = 0; j < h; j += kLanes) {
+        const vf ti = vtanh(half * (load(p + j) + load(x + j)));
+        const vf tj = vtanh(load(p + h + j) + load(x + h + j));
+        const vf tf =
+            vtanh(half * (load(p + 2 * h + j) + load(x + 2 * h + j)) + f_shift);
+        const vf to = vtanh(half * (load(p + 3 * h + j) + load(x + 3 * h + j)));
+        const size_t at = static_cast<size_t>(b) * h + j;
+        const vf c_old = load(c.data() + at);
+        const vf c_new = (half * tf + half) * c_old + (half * ti + half) * tj;
+        const vf tanh_c = vtanh(c_new);
+        const vf h_new = (half * to + half) * tanh_c;
+        store(c.data() + at, c_new);
+        store(h_prev.data() + at, h_new);
+        store(hs + row * h + j, h_new);
+        if (ts != nullptr) {
+          float* out = ts + row * g;
+          store(out + j, ti);
+          store(out + h + j, tj);
+          store(out + 2 * h + j, tf);
+          store(out + 3 * h + j, to);
+          store(c_prev + row * h + j, c_old);
+          store(tanh_cs + row * h + j, tanh_c);
+        }
+      }
+    }
+  }
+  std::memcpy(c_last + first, c.data(), state * sizeof(float));
+}
+
+// Reverse recurrence of rows `r`: carries only (dc, dh), writes every step's
+// gate gradient and adds these rows' share of the recurrent kernel's
+// gradient, Σ_t h_{t-1}ᵀ dgates_t, to dw (H, 4H) while both are in cache.
+void Backward(const Dims& d, Rows r, const Packed& w_t, const float* dhs,
+              const float* dc_last, const float* dh_last, const float* ts,
+              const float* c_prev, const float* tanh_cs, const float* hs,
+              const float* h0, float* dgates, float* dc0, float* dh0,
+              float* dw) {
+  const int h = d.h, g = 4 * d.h;
+  const size_t first = static_cast<size_t>(r.r0) * h;
+  const size_t state = static_cast<size_t>(r.n()) * h;
+  std::vector<float> dc(dc_last + first, dc_last + first + state);
+  std::vector<float> dh(dh_last + first, dh_last + first + state);
+  std::vector<float> h_t(state);  // h_{t-1} of these rows, transposed (H, n)
+  Packed dgates_t(r.n(), g);
+  const vf half = splat(0.5f), quarter = splat(0.25f), one = splat(1.0f);
+  for (int t = d.t - 1; t >= 0; --t) {
+    const size_t step = static_cast<size_t>(t) * d.b + r.r0;
+    for (int b = 0; b < r.n(); ++b) {
+      const float* gate_t = ts + (step + b) * g;
+      float* out = dgates + (step + b) * g;
+      for (int j = 0; j < h; j += kLanes) {
+        const size_t at = static_cast<size_t>(b) * h + j;
+        const size_t at_t = (step + b) * h + j;
+        const vf ti = load(gate_t + j), tj = load(gate_t + h + j);
+        const vf tf = load(gate_t + 2 * h + j), to = load(gate_t + 3 * h + j);
+        const vf tanh_c = load(tanh_cs + at_t);
+        const vf dh_t = load(dh.data() + at) + load(dhs + at_t);
+        const vf dc_t = load(dc.data() + at) +
+                        dh_t * (half * to + half) * (one - tanh_c * tanh_c);
+        store(out + j, dc_t * tj * (quarter * (one - ti * ti)));
+        store(out + h + j, dc_t * (half * ti + half) * (one - tj * tj));
+        store(out + 2 * h + j,
+              dc_t * load(c_prev + at_t) * (quarter * (one - tf * tf)));
+        store(out + 3 * h + j, dh_t * tanh_c * (quarter * (one - to * to)));
+        store(dc.data() + at, dc_t * (half * tf + half));
+      }
+    }
+    const float* h_prev = t ? hs + (step - d.b) * h : h0 + first;
+    for (int b = 0; b < r.n(); ++b)
+      for (int k = 0; k < h; ++k)
+        h_t[static_cast<size_t>(k) * r.n() + b] = h_prev[b * h + k];
+    dgates_t.Pack(dgates + step * g, g, /*transposed=*/false);
+    Matmul</*kAdd=*/true>(h_t.data(), h, dgates_t, dw);
+    Matmul(dgates + step * g, r.n(), w_t, dh.data());
+  }
+  std::memcpy(dc0 + first, dc.data(), state * sizeof(float));
+  std::memcpy(dh0 + first, dh.data(), state * sizeof(float));
+}
+
+Dims DimsOf(const ffi::Buffer<ffi::F32>& projected) {
+  const auto dims = projected.dimensions();
+  return {static_cast<int>(dims[0]), static_cast<int>(dims[1]),
+          static_cast<int>(dims[2] / 4)};
+}
+
+using Arg = ffi::Buffer<ffi::F32>;
+using Ret = ffi::ResultBuffer<ffi::F32>;
+
+ffi::Error ForwardImpl(ffi::ThreadPool pool, Arg projected, Arg w_h, Arg c0,
+                       Arg h0, float forget_bias, Ret hs, Ret c_last) {
+  const Dims d = DimsOf(projected);
+  if (ffi::Error e = CheckDims(d, w_h.dimensions()[0], w_h.dimensions()[1]);
+      e.failure())
+    return e;
+  const Packed w(w_h.typed_data(), d.h, 4 * d.h, /*transposed=*/false);
+  const Slicing slicing(pool, d.b);
+  ParallelFor(pool, slicing.slices, [&](int i) {
+    Forward(d, slicing.rows(i), w, projected.typed_data(), c0.typed_data(),
+            h0.typed_data(), forget_bias, hs->typed_data(),
+            c_last->typed_data(), nullptr, nullptr, nullptr);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error ForwardTrainImpl(ffi::ThreadPool pool, Arg projected, Arg w_h,
+                            Arg c0, Arg h0, float forget_bias, Ret hs,
+                            Ret c_last, Ret ts, Ret c_prev, Ret tanh_cs) {
+  const Dims d = DimsOf(projected);
+  if (ffi::Error e = CheckDims(d, w_h.dimensions()[0], w_h.dimensions()[1]);
+      e.failure())
+    return e;
+  const Packed w(w_h.typed_data(), d.h, 4 * d.h, /*transposed=*/false);
+  const Slicing slicing(pool, d.b);
+  ParallelFor(pool, slicing.slices, [&](int i) {
+    Forward(d, slicing.rows(i), w, projected.typed_data(), c0.typed_data(),
+            h0.typed_data(), forget_bias, hs->typed_data(),
+            c_last->typed_data(), ts->typed_data(), c_prev->typed_data(),
+            tanh_cs->typed_data());
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error BackwardImpl(ffi::ThreadPool pool, Arg dhs, Arg dc_last,
+                        Arg dh_last, Arg ts, Arg c_prev, Arg tanh_cs, Arg hs,
+                        Arg h0, Arg w_h, Ret dgates, Ret dc0, Ret dh0,
+                        Ret dw_h) {
+  const Dims d = DimsOf(ts);
+  if (ffi::Error e = CheckDims(d, w_h.dimensions()[0], w_h.dimensions()[1]);
+      e.failure())
+    return e;
+  const Packed w_t(w_h.typed_data(), 4 * d.h, d.h, /*transposed=*/true);
+  const Slicing slicing(pool, d.b);
+  // One dw per slice, summed in slice order: deterministic for a given
+  // thread count.
+  const size_t size = static_cast<size_t>(d.h) * 4 * d.h;
+  std::vector<std::vector<float>> dw(slicing.slices,
+                                     std::vector<float>(size, 0.0f));
+  ParallelFor(pool, slicing.slices, [&](int i) {
+    Backward(d, slicing.rows(i), w_t, dhs.typed_data(), dc_last.typed_data(),
+             dh_last.typed_data(), ts.typed_data(), c_prev.typed_data(),
+             tanh_cs.typed_data(), hs.typed_data(), h0.typed_data(),
+             dgates->typed_data(), dc0->typed_data(), dh0->typed_data(),
+             dw[i].data());
+  });
+  float* out = dw_h->typed_data();
+  std::memcpy(out, dw[0].data(), size * sizeof(float));
+  for (int i = 1; i < slicing.slices; ++i)
+    for (size_t j = 0; j < size; ++j) out[j] += dw[i][j];
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+// Bindings: float32 buffers in the order of the *Impl functions' parameters;
+// every call gets XLA:CPU's intra-op thread pool.
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfLstmForward, ForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Arg>()
+                                  .Arg<Arg>()
+                                  .Arg<Arg>()
+                                  .Arg<Arg>()
+                                  .Attr<float>("forget_bias")
+                                  .Ret<Arg>()
+                                  .Ret<Arg>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfLstmForwardTrain, ForwardTrainImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Arg>()
+                                  .Arg<Arg>()
+                                  .Arg<Arg>()
+                                  .Arg<Arg>()
+                                  .Attr<float>("forget_bias")
+                                  .Ret<Arg>()
+                                  .Ret<Arg>()
+                                  .Ret<Arg>()
+                                  .Ret<Arg>()
+                                  .Ret<Arg>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfLstmBackward, BackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Arg>()
+                                  .Arg<Arg>()
+                                  .Arg<Arg>()
+                                  .Arg<Arg>()
+                                  .Arg<Arg>()
+                                  .Arg<Arg>()
+                                  .Arg<Arg>()
+                                  .Arg<Arg>()
+                                  .Arg<Arg>()
+                                  .Ret<Arg>()
+                                  .Ret<Arg>()
+                                  .Ret<Arg>()
+                                  .Ret<Arg>());

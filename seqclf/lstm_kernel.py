@@ -1,0 +1,197 @@
+"""``fast_lstm.lstm_recurrence`` as hand-written CPU kernels (XLA FFI calls).
+
+XLA:CPU runs every time step of a scanned LSTM as a dozen small kernels and
+cannot fuse them (``fast_lstm``'s docstring). ``csrc/lstm_kernel.cc`` runs the
+whole forward recurrence, and the whole reverse one, as one custom call each:
+per time step a register-blocked matmul and one pass over the gates. The
+input projection and the weight gradients stay in XLA as large matmuls.
+
+The C++ is compiled on first use with the machine's C++ compiler
+(``$CXX``, else ``c++``) for the machine's own CPU (``-march=native``) and
+cached in ``$SEQCLF_KERNEL_CACHE`` (default ``~/.cache/seqclf/kernels``),
+keyed by the source, compiler, jaxlib and CPU, so later runs load it in
+milliseconds. Float32 and CPU only; ``models.LSTM(impl='kernel')`` is the
+way in, ``available()`` says whether it can run here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+import numpy as np
+
+Array = jax.Array
+SOURCE = Path(__file__).parent / 'csrc' / 'lstm_kernel.cc'
+FLAGS = ('-O3', '-march=native', '-ffp-contract=fast', '-std=c++17', '-shared',
+         '-fPIC')
+_TARGETS = {'forward': 'SeqclfLstmForward',
+            'forward_train': 'SeqclfLstmForwardTrain',
+            'backward': 'SeqclfLstmBackward'}
+LANES = 16  # the kernel's vector width in floats; H must be a multiple
+
+
+class KernelError(RuntimeError):
+  """The CPU kernel cannot be built or used here (message says why and what to do)."""
+
+
+def cache_dir() -> Path:
+  return Path(os.environ.get('SEQCLF_KERNEL_CACHE',
+                             Path.home() / '.cache' / 'seqclf' / 'kernels'))
+
+
+def _compiler() -> str:
+  cxx = os.environ.get('CXX', 'c++')
+  if shutil.which(cxx) is None:
+    raise KernelError(
+        f"impl='kernel' compiles a C++ kernel on first use, but no C++ "
+        f'compiler {cxx!r} was found. Install one (e.g. `apt install g++`) or '
+        f"set $CXX, or use impl='fused' or 'scan'.")
+  return cxx
+
+
+def _cpu_signature() -> str:
+  """What -march=native depends on: the CPU model and its feature flags."""
+  try:
+    lines = Path('/proc/cpuinfo').read_text().splitlines()
+  except OSError:
+    return platform.processor() or platform.machine()
+  keep = [l for l in lines if l.startswith(('model name', 'flags', 'Features',
+                                            'CPU part'))]
+  return '\n'.join(sorted(set(keep)))
+
+
+def _library_path(cxx: str) -> Path:
+  version = subprocess.run([cxx, '--version'], capture_output=True,
+                           text=True, check=False).stdout
+  key = hashlib.sha256('\0'.join([
+      SOURCE.read_text(), ' '.join(FLAGS), version, jaxlib.__version__,
+      _cpu_signature()]).encode()).hexdigest()[:16]
+  return cache_dir() / f'lstm_kernel-{key}.so'
+
+
+def build() -> Path:
+  """Compiles the kernel unless an identical build is cached; returns its path."""
+  cxx = _compiler()
+  path = _library_path(cxx)
+  if path.exists():
+    return path
+  path.parent.mkdir(parents=True, exist_ok=True)
+  # Written to a temporary name and renamed, so concurrent builds (test
+  # workers, several runs) never load a half-written library.
+  fd, tmp = tempfile.mkstemp(suffix='.so', dir=path.parent)
+  os.close(fd)
+  cmd = [cxx, *FLAGS, '-isystem', jax.ffi.include_dir(), str(SOURCE), '-o', tmp]
+  result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  if result.returncode:
+    os.unlink(tmp)
+    raise KernelError(
+        f"Compiling the impl='kernel' CPU kernel failed ({' '.join(cmd)}):\n"
+        f"{result.stderr[-2000:]}\nUse impl='fused' or 'scan' instead.")
+  os.replace(tmp, path)
+  return path
+
+
+@functools.cache
+def _register() -> None:
+  """Builds (or finds) the library and registers its three FFI targets once."""
+  library = ctypes.cdll.LoadLibrary(str(build()))
+  for name, symbol in _TARGETS.items():
+    jax.ffi.register_ffi_target(f'seqclf_lstm_{name}',
+                                jax.ffi.pycapsule(getattr(library, symbol)),
+                                platform='cpu')
+
+
+def available() -> bool:
+  """True when the kernel can be built and loaded for this process's CPU."""
+  try:
+    _register()
+  except (KernelError, OSError):
+    return False
+  return True
+
+
+def check_shapes(hidden: int, dtype) -> None:
+  if hidden % LANES:
+    raise ValueError(f"impl='kernel' needs hidden_size to be a multiple of "
+                     f"{LANES}, got {hidden}; use impl='fused' or 'scan'.")
+  if jnp.dtype(dtype) != jnp.float32:
+    raise ValueError(f"impl='kernel' computes in float32, got dtype {dtype}; "
+                     f"use impl='fused' or 'scan' for bfloat16.")
+
+
+def _call(name: str, results, *args, **attrs):
+  _register()
+  return jax.ffi.ffi_call(f'seqclf_lstm_{name}', results,
+                          vmap_method='sequential')(*args, **attrs)
+
+
+def _forward(projected, w_h, c0, h0, forget_bias, train):
+  steps, batch, gates = projected.shape
+  shape = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
+  hidden = gates // 4
+  results = [shape(steps, batch, hidden), shape(batch, hidden)]
+  if train:
+    results += [shape(steps, batch, gates), shape(steps, batch, hidden),
+                shape(steps, batch, hidden)]
+  return _call('forward_train' if train else 'forward', results, projected,
+               w_h, c0, h0, forget_bias=np.float32(forget_bias))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def lstm_recurrence(projected: Array, w_h: Array, c0: Array, h0: Array,
+                    forget_bias: float = 1.0,
+                    unroll: int = 1) -> tuple[tuple[Array, Array], Array]:
+  """``fast_lstm.lstm_recurrence`` on the CPU kernel (``unroll`` is unused).
+
+  All arrays float32: projected (T, B, 4H), w_h (H, 4H), c0 and h0 (B, H).
+  Returns ``((c_T, h_T), hs)`` with hs of shape (T, B, H).
+  """
+  del unroll
+  check_shapes(w_h.shape[0], projected.dtype)
+  hs, c = _forward(projected, w_h, c0, h0, forget_bias, train=False)
+  return (c, hs[-1]), hs
+
+
+def _fwd(projected, w_h, c0, h0, forget_bias, unroll):
+  del unroll
+  check_shapes(w_h.shape[0], projected.dtype)
+  hs, c, ts, c_prev, tanh_cs = _forward(projected, w_h, c0, h0, forget_bias,
+                                        train=True)
+  return ((c, hs[-1]), hs), (w_h, h0, hs, ts, c_prev, tanh_cs)
+
+
+def _bwd(forget_bias, unroll, saved, cotangents):
+  del forget_bias, unroll
+  w_h, h0, hs, ts, c_prev, tanh_cs = saved
+  (dc_last, dh_last), dhs = cotangents
+  shape = lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32)
+  dgates, dc0, dh0, dw_h = _call(
+      'backward', [shape(ts), shape(h0), shape(h0), shape(w_h)],
+      dhs, dc_last, dh_last, ts, c_prev, tanh_cs, hs, h0, w_h)
+  return dgates, dw_h, dc0, dh0
+
+
+lstm_recurrence.defvjp(_fwd, _bwd)
+
+
+def main() -> None:
+  """``python -m seqclf.lstm_kernel``: build now (``make setup`` does)."""
+  try:
+    print(f'seqclf: CPU LSTM kernel at {build()}')
+  except KernelError as e:  # Optional: impl='auto' then uses 'scan'.
+    print(f'seqclf: note: {e}')
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,126 @@
+"""The compiled CPU kernel (``impl='kernel'``): numbers, build, choice, errors.
+
+``test_fast_paths`` checks the kernel against ``nn.scan`` inside the model;
+here its recurrence is checked against ``fast_lstm``'s at the shapes that
+exercise every code path of the C++ (register blocks of 1-6 rows, column
+panels of 16-64, several threads' slices of the batch), and the pieces
+around it: the build cache, ``impl='auto'`` and the errors a user can hit.
+"""
+
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from seqclf import fast_lstm
+from seqclf import lstm_kernel
+from seqclf import train
+from seqclf.config import base_config
+from seqclf.models import LSTM
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(os.environ.get('CXX', 'c++')) is None,
+    reason="impl='kernel' compiles C++ on first use; no compiler here")
+
+
+def _args(t, b, h, seed=0):
+  k = jax.random.split(jax.random.key(seed), 4)
+  return (jax.random.normal(k[0], (t, b, 4 * h)),
+          jax.random.normal(k[1], (h, 4 * h)) / np.sqrt(h),
+          0.5 * jax.random.normal(k[2], (b, h)),
+          0.5 * jax.random.normal(k[3], (b, h)))
+
+
+def _value_and_grads(recurrence, args):
+  weights = jnp.cos(jnp.arange(args[0].shape[0] * args[2].size)).reshape(
+      args[0].shape[0], *args[2].shape)
+
+  def loss(*a):
+    (c, h), hs = recurrence(*a, 1.0, 1)
+    return jnp.sum(hs * weights) + jnp.sum(c ** 2) + jnp.sum(jnp.sin(h))
+
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))(*args)
+
+
+# (T, B, H): B = 1, 5, 13 (2 blocks + 1 row), 50 (the default per-device
+# batch); H = 16, 48 (panels of 64 + 64 + 64 forward, 48 backward), 80
+# (64 + 16 backward), 128 (the default).
+@pytest.mark.parametrize('t,b,h', [(3, 1, 16), (4, 5, 48), (2, 13, 80),
+                                   (28, 50, 128)])
+def test_kernel_recurrence_matches_fast_lstm(t, b, h):
+  args = _args(t, b, h)
+  (c1, h1), hs1 = fast_lstm.lstm_recurrence(*args, 1.0, 1)
+  (c2, h2), hs2 = lstm_kernel.lstm_recurrence(*args, 1.0, 1)
+  for u, v in ((c1, c2), (h1, h2), (hs1, hs2)):
+    np.testing.assert_allclose(u, v, rtol=1e-5, atol=2e-6)
+  (l1, g1), (l2, g2) = (_value_and_grads(f, args) for f in (
+      fast_lstm.lstm_recurrence, lstm_kernel.lstm_recurrence))
+  np.testing.assert_allclose(l1, l2, rtol=1e-5)
+  for u, v in zip(g1, g2):
+    np.testing.assert_allclose(u, v, rtol=1e-4,
+                               atol=1e-5 * float(jnp.max(jnp.abs(u))))
+
+
+def test_kernel_is_deterministic_and_vmaps():
+  args = _args(6, 9, 16)
+  a = _value_and_grads(lstm_kernel.lstm_recurrence, args)
+  b = _value_and_grads(lstm_kernel.lstm_recurrence, args)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  # vmap over a leading axis of independent problems = one call per problem.
+  stacked = [jnp.stack([x, 0.5 * x]) for x in args]
+  f = lambda *a: lstm_kernel.lstm_recurrence(*a, 1.0, 1)[1]
+  batched = jax.vmap(f)(*stacked)
+  for i in range(2):
+    np.testing.assert_allclose(batched[i], f(*(s[i] for s in stacked)),
+                               rtol=1e-6, atol=1e-7)
+
+
+def test_build_is_cached_and_reused(tmp_path, monkeypatch):
+  monkeypatch.setenv('SEQCLF_KERNEL_CACHE', str(tmp_path))
+  path = lstm_kernel.build()
+  assert path.parent == tmp_path and path.suffix == '.so'
+  stamp = path.stat().st_mtime_ns
+  assert lstm_kernel.build() == path  # Found, not rebuilt.
+  assert path.stat().st_mtime_ns == stamp
+  assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_missing_compiler_is_a_clear_error(tmp_path, monkeypatch):
+  monkeypatch.setenv('SEQCLF_KERNEL_CACHE', str(tmp_path))
+  monkeypatch.setenv('CXX', 'no-such-compiler')
+  with pytest.raises(lstm_kernel.KernelError, match="no C.. compiler.*impl='fused'"):
+    lstm_kernel.build()
+  assert not list(tmp_path.iterdir())  # Nothing half-written left behind.
+
+
+def test_unsupported_shapes_and_dtypes_are_clear_errors():
+  x = jnp.zeros((2, 3, 4))
+  with pytest.raises(ValueError, match='multiple of 16'):
+    LSTM(20, impl='kernel').init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match='float32.*bfloat16'):
+    LSTM(16, impl='kernel', dtype=jnp.bfloat16).init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize('changes,expected', [
+    ({}, 'kernel'),
+    ({'dtype': 'bfloat16'}, 'scan'),
+    ({'hidden_size': 20}, 'scan'),
+    ({'cell': 'gru'}, 'scan'),
+    ({'impl': 'fused'}, 'fused'),
+])
+def test_auto_picks_the_kernel_only_where_it_applies(changes, expected):
+  config = base_config()
+  config.update(changes)
+  assert train.resolve_impl(config) == expected
+
+
+def test_auto_falls_back_to_scan_without_a_compiler(tmp_path, monkeypatch):
+  monkeypatch.setenv('SEQCLF_KERNEL_CACHE', str(tmp_path))
+  monkeypatch.setenv('CXX', 'no-such-compiler')
+  monkeypatch.setattr(lstm_kernel, '_register',
+                      lstm_kernel._register.__wrapped__)  # Not the cached one.
+  assert not lstm_kernel.available()
+  assert train.resolve_impl(base_config()) == 'scan'
