@@ -10,8 +10,10 @@ the machine hits every implementation alike. Implementations:
 - ``seqclf``: ``seqclf.train.train_steps`` compiled as ``seqclf train`` runs
   it (one ``lax.scan`` over the chunk, batches gathered on the device, the
   CPU split into one single-threaded device per core, ``parallelism='auto'``),
-  with the default config; ``seqclf-1cpu`` keeps JAX's one multi-threaded CPU
-  device (``cpu_devices=1``); ``seqclf-fused`` sets ``impl='fused'``;
+  with the default config (``impl='auto'``: the compiled CPU kernel);
+  ``seqclf-scan`` sets ``impl='scan'`` (the portable ``nn.scan`` path),
+  ``seqclf-fused`` ``impl='fused'``, and ``seqclf-1cpu`` keeps JAX's one
+  multi-threaded CPU device (``cpu_devices=1``);
 - ``flax``: ``nn.RNN(nn.OptimizedLSTMCell(128))`` + ``Dense``, one jitted step
   per host batch, the straightforward Flax recipe;
 - ``torch``: ``nn.LSTM(28, 128)`` + ``Linear``, the usual PyTorch loop
@@ -48,7 +50,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 SEQ, FEATURES, HIDDEN, CLASSES = 28, 28, 128, 10
-IMPLS = ('seqclf', 'seqclf-1cpu', 'seqclf-fused', 'flax', 'torch', 'seqclf-kernel')
+IMPLS = ('seqclf', 'seqclf-scan', 'seqclf-fused', 'seqclf-1cpu', 'flax', 'torch')
 
 
 def train_flops_per_example(hidden: int = HIDDEN) -> float:
@@ -90,12 +92,12 @@ class _Seqclf:
 
   Like the CLI, it first splits the CPU into ``config.cpu_devices`` devices
   (``parallel.configure_cpu_devices``) and runs ``parallel.setup``'s mode;
-  ``variant`` changes one config key: ``fused`` (impl='fused') or ``1cpu``
-  (cpu_devices=1, one multi-threaded device as plain JAX has).
+  ``variant`` changes one config key: ``scan`` or ``fused`` (``impl``) or
+  ``1cpu`` (cpu_devices=1, one multi-threaded device as plain JAX has).
   """
 
-  VARIANTS = {'': {}, 'fused': {'impl': 'fused'}, '1cpu': {'cpu_devices': 1},
-              'kernel': {'impl': 'kernel'}}
+  VARIANTS = {'': {}, 'scan': {'impl': 'scan'}, 'fused': {'impl': 'fused'},
+              '1cpu': {'cpu_devices': 1}}
 
   def __init__(self, train, variant: str):
     sys.path.insert(0, str(REPO))

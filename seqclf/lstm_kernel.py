@@ -1,10 +1,13 @@
-"""``fast_lstm.lstm_recurrence`` as hand-written CPU kernels (XLA FFI calls).
+"""An LSTM layer as hand-written CPU kernels (XLA FFI custom calls).
 
 XLA:CPU runs every time step of a scanned LSTM as a dozen small kernels and
-cannot fuse them (``fast_lstm``'s docstring). ``csrc/lstm_kernel.cc`` runs the
-whole forward recurrence, and the whole reverse one, as one custom call each:
-per time step a register-blocked matmul and one pass over the gates. The
-input projection and the weight gradients stay in XLA as large matmuls.
+cannot fuse them (``fast_lstm``'s docstring). ``csrc/lstm_kernel.cc`` runs a
+whole layer's forward pass, and its whole backward pass, as one custom call
+each: per time step one register-blocked matmul of ``[x_t, h]`` with
+``[w_x; w_h]`` and one pass over the gates; the backward also forms the weight
+gradients while each step's data is in cache. The batch is split over the
+intra-op thread pool (rows of an LSTM never interact). The arithmetic is
+``fast_lstm``'s, so the two agree to float rounding.
 
 The C++ is compiled on first use with the machine's C++ compiler
 (``$CXX``, else ``c++``) for the machine's own CPU (``-march=native``) and
@@ -121,13 +124,17 @@ def available() -> bool:
   return True
 
 
-def check_shapes(hidden: int, dtype) -> None:
-  if hidden % LANES:
+def check_shapes(w_h: Array, *arrays: Array) -> None:
+  """Raises what the kernel cannot do, naming the fix."""
+  if w_h.shape[0] % LANES:
     raise ValueError(f"impl='kernel' needs hidden_size to be a multiple of "
-                     f"{LANES}, got {hidden}; use impl='fused' or 'scan'.")
-  if jnp.dtype(dtype) != jnp.float32:
-    raise ValueError(f"impl='kernel' computes in float32, got dtype {dtype}; "
-                     f"use impl='fused' or 'scan' for bfloat16.")
+                     f"{LANES}, got {w_h.shape[0]}; use impl='fused' or "
+                     f"'scan'.")
+  for a in (w_h, *arrays):
+    if a.dtype != jnp.float32:
+      raise ValueError(f"impl='kernel' computes in float32, got dtype "
+                       f"{a.dtype}; use impl='fused' or 'scan' for "
+                       f"{a.dtype}.")
 
 
 def _call(name: str, results, *args, **attrs):
@@ -136,53 +143,56 @@ def _call(name: str, results, *args, **attrs):
                           vmap_method='sequential')(*args, **attrs)
 
 
-def _forward(projected, w_h, c0, h0, forget_bias, train):
-  steps, batch, gates = projected.shape
+def _forward(x, w_x, b, w_h, c0, h0, forget_bias, train):
+  steps, batch, _ = x.shape
+  hidden, gates = w_h.shape
   shape = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
-  hidden = gates // 4
   results = [shape(steps, batch, hidden), shape(batch, hidden)]
   if train:
     results += [shape(steps, batch, gates), shape(steps, batch, hidden),
                 shape(steps, batch, hidden)]
-  return _call('forward_train' if train else 'forward', results, projected,
+  return _call('forward_train' if train else 'forward', results, x, w_x, b,
                w_h, c0, h0, forget_bias=np.float32(forget_bias))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def lstm_recurrence(projected: Array, w_h: Array, c0: Array, h0: Array,
-                    forget_bias: float = 1.0,
-                    unroll: int = 1) -> tuple[tuple[Array, Array], Array]:
-  """``fast_lstm.lstm_recurrence`` on the CPU kernel (``unroll`` is unused).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def lstm_layer(x: Array, w_x: Array, b: Array, w_h: Array, c0: Array,
+               h0: Array, forget_bias: float = 1.0
+               ) -> tuple[tuple[Array, Array], Array]:
+  """An LSTM layer over time-major ``x``: ``fast_lstm.lstm_recurrence`` of
+  ``x @ w_x + b`` with the input projection inside the kernel.
 
-  All arrays float32: projected (T, B, 4H), w_h (H, 4H), c0 and h0 (B, H).
-  Returns ``((c_T, h_T), hs)`` with hs of shape (T, B, H).
+  All arrays float32: x (T, B, I), w_x (I, 4H), b (4H,), w_h (H, 4H), c0 and
+  h0 (B, H). Returns ``((c_T, h_T), hs)`` with hs of shape (T, B, H).
   """
-  del unroll
-  check_shapes(w_h.shape[0], projected.dtype)
-  hs, c = _forward(projected, w_h, c0, h0, forget_bias, train=False)
+  check_shapes(w_h, x, w_x, b)
+  hs, c = _forward(x, w_x, b, w_h, c0, h0, forget_bias, train=False)
   return (c, hs[-1]), hs
 
 
-def _fwd(projected, w_h, c0, h0, forget_bias, unroll):
-  del unroll
-  check_shapes(w_h.shape[0], projected.dtype)
-  hs, c, ts, c_prev, tanh_cs = _forward(projected, w_h, c0, h0, forget_bias,
+def _fwd(x, w_x, b, w_h, c0, h0, forget_bias):
+  check_shapes(w_h, x, w_x, b)
+  hs, c, ts, c_prev, tanh_cs = _forward(x, w_x, b, w_h, c0, h0, forget_bias,
                                         train=True)
-  return ((c, hs[-1]), hs), (w_h, h0, hs, ts, c_prev, tanh_cs)
+  return ((c, hs[-1]), hs), (x, w_x, w_h, h0, hs, ts, c_prev, tanh_cs)
 
 
-def _bwd(forget_bias, unroll, saved, cotangents):
-  del forget_bias, unroll
-  w_h, h0, hs, ts, c_prev, tanh_cs = saved
+def _bwd(forget_bias, saved, cotangents):
+  del forget_bias
+  x, w_x, w_h, h0, hs, ts, c_prev, tanh_cs = saved
   (dc_last, dh_last), dhs = cotangents
-  shape = lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32)
-  dgates, dc0, dh0, dw_h = _call(
-      'backward', [shape(ts), shape(h0), shape(h0), shape(w_h)],
-      dhs, dc_last, dh_last, ts, c_prev, tanh_cs, hs, h0, w_h)
-  return dgates, dw_h, dc0, dh0
+  shape = lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float32)
+  dgates, dw_x, db, dw_h, dc0, dh0 = _call(
+      'backward', [shape(ts), shape(w_x), jax.ShapeDtypeStruct(
+          (w_h.shape[1],), jnp.float32), shape(w_h), shape(h0), shape(h0)],
+      dhs, dc_last, dh_last, ts, c_prev, tanh_cs, x, hs, h0, w_x, w_h)
+  # The input gradient as an XLA matmul, which XLA drops where nothing uses
+  # it (the first layer, whose input is data).
+  dx = jnp.einsum('tbg,ig->tbi', dgates, w_x)
+  return dx, dw_x, db, dw_h, dc0, dh0
 
 
-lstm_recurrence.defvjp(_fwd, _bwd)
+lstm_layer.defvjp(_fwd, _bwd)
 
 
 def main() -> None:

@@ -70,6 +70,14 @@ class LSTMCell(nn.Module):
     h = nn.sigmoid(o) * jnp.tanh(c)
     return (c, h), h
 
+  def input_params(self, features: int) -> tuple[Array, Array]:
+    """The input projection's kernel and bias, for kernels that fuse it."""
+    if self.is_initializing():  # Creates the parameters exactly as `project`.
+      self.input_proj(jnp.zeros((1, features), self.param_dtype))
+    params = self.input_proj.variables['params']
+    dtype = self.dtype or params['kernel'].dtype
+    return params['kernel'].astype(dtype), params['bias'].astype(dtype)
+
   def recurrent_kernel(self) -> Array:
     """``W_h`` in the compute dtype, for recurrences that bypass ``step``."""
     if self.is_initializing():  # Creates the parameter exactly as `step` does.
@@ -134,10 +142,14 @@ def _fused(cell: LSTMCell, inputs: Array, carry: Carry, forget_bias: float,
   x = jnp.moveaxis(inputs, -2, 0).reshape(inputs.shape[-2], -1,
                                             inputs.shape[-1])
   c0, h0 = (v.reshape(-1, hidden) for v in carry)
-  recurrence = (lstm_kernel.lstm_recurrence if impl == 'kernel' else
-                fast_lstm.lstm_recurrence)
-  (c, h), hs = recurrence(cell.project(x), cell.recurrent_kernel(), c0, h0,
-                          forget_bias, unroll)
+  if impl == 'kernel':
+    (c, h), hs = lstm_kernel.lstm_layer(x, *cell.input_params(x.shape[-1]),
+                                        cell.recurrent_kernel(), c0, h0,
+                                        forget_bias)
+  else:
+    (c, h), hs = fast_lstm.lstm_recurrence(cell.project(x),
+                                           cell.recurrent_kernel(), c0, h0,
+                                           forget_bias, unroll)
   outputs = jnp.moveaxis(hs, 0, -2).reshape(*batch_shape, -1, hidden)
   carry = (c.reshape(*batch_shape, hidden), h.reshape(*batch_shape, hidden))
   return carry, outputs

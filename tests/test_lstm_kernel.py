@@ -26,52 +26,61 @@ pytestmark = pytest.mark.skipif(
     reason="impl='kernel' compiles C++ on first use; no compiler here")
 
 
-def _args(t, b, h, seed=0):
-  k = jax.random.split(jax.random.key(seed), 4)
-  return (jax.random.normal(k[0], (t, b, 4 * h)),
-          jax.random.normal(k[1], (h, 4 * h)) / np.sqrt(h),
-          0.5 * jax.random.normal(k[2], (b, h)),
-          0.5 * jax.random.normal(k[3], (b, h)))
+def _args(t, b, i, h, seed=0):
+  """x, w_x, b, w_h, c0, h0 of an LSTM layer with I inputs and H units."""
+  k = jax.random.split(jax.random.key(seed), 6)
+  return (jax.random.normal(k[0], (t, b, i)),
+          jax.random.normal(k[1], (i, 4 * h)) / np.sqrt(i),
+          0.5 * jax.random.normal(k[2], (4 * h,)),
+          jax.random.normal(k[3], (h, 4 * h)) / np.sqrt(h),
+          0.5 * jax.random.normal(k[4], (b, h)),
+          0.5 * jax.random.normal(k[5], (b, h)))
 
 
-def _value_and_grads(recurrence, args):
-  weights = jnp.cos(jnp.arange(args[0].shape[0] * args[2].size)).reshape(
-      args[0].shape[0], *args[2].shape)
+def _reference(x, w_x, b, w_h, c0, h0, forget_bias=1.0):
+  """The same layer through fast_lstm (already checked against nn.scan)."""
+  return fast_lstm.lstm_recurrence(x @ w_x + b, w_h, c0, h0, forget_bias, 1)
+
+
+def _value_and_grads(layer, args):
+  t, b, h = args[0].shape[0], args[0].shape[1], args[3].shape[0]
+  weights = jnp.cos(jnp.arange(t * b * h)).reshape(t, b, h)
 
   def loss(*a):
-    (c, h), hs = recurrence(*a, 1.0, 1)
+    (c, h), hs = layer(*a)
     return jnp.sum(hs * weights) + jnp.sum(c ** 2) + jnp.sum(jnp.sin(h))
 
-  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))(*args)
+  return jax.jit(jax.value_and_grad(loss, argnums=range(6)))(*args)
 
 
-# (T, B, H): B = 1, 5, 13 (2 blocks + 1 row), 50 (the default per-device
-# batch); H = 16, 48 (panels of 64 + 64 + 64 forward, 48 backward), 80
-# (64 + 16 backward), 128 (the default).
-@pytest.mark.parametrize('t,b,h', [(3, 1, 16), (4, 5, 48), (2, 13, 80),
-                                   (28, 50, 128)])
-def test_kernel_recurrence_matches_fast_lstm(t, b, h):
-  args = _args(t, b, h)
-  (c1, h1), hs1 = fast_lstm.lstm_recurrence(*args, 1.0, 1)
-  (c2, h2), hs2 = lstm_kernel.lstm_recurrence(*args, 1.0, 1)
+# (T, B, I, H): B = 1, 5, 13 (2 register blocks + 1 row), 50 (the default
+# per-device batch); H = 16, 48 (forward panels 64 + 64 + 64, backward 48),
+# 80 (backward 64 + 16), 128 (the default); I = 28 (MNIST rows), 1 (pixels),
+# 256 (a bidirectional layer's output).
+@pytest.mark.parametrize('t,b,i,h', [(3, 1, 1, 16), (4, 5, 28, 48),
+                                     (2, 13, 256, 80), (28, 50, 28, 128)])
+def test_kernel_layer_matches_fast_lstm(t, b, i, h):
+  args = _args(t, b, i, h)
+  (c1, h1), hs1 = _reference(*args)
+  (c2, h2), hs2 = lstm_kernel.lstm_layer(*args)
   for u, v in ((c1, c2), (h1, h2), (hs1, hs2)):
     np.testing.assert_allclose(u, v, rtol=1e-5, atol=2e-6)
   (l1, g1), (l2, g2) = (_value_and_grads(f, args) for f in (
-      fast_lstm.lstm_recurrence, lstm_kernel.lstm_recurrence))
+      _reference, lstm_kernel.lstm_layer))
   np.testing.assert_allclose(l1, l2, rtol=1e-5)
-  for u, v in zip(g1, g2):
+  for u, v in zip(g1, g2):  # dx, dw_x, db, dw_h, dc0, dh0
     np.testing.assert_allclose(u, v, rtol=1e-4,
                                atol=1e-5 * float(jnp.max(jnp.abs(u))))
 
 
 def test_kernel_is_deterministic_and_vmaps():
-  args = _args(6, 9, 16)
-  a = _value_and_grads(lstm_kernel.lstm_recurrence, args)
-  b = _value_and_grads(lstm_kernel.lstm_recurrence, args)
+  args = _args(6, 9, 3, 16)
+  a = _value_and_grads(lstm_kernel.lstm_layer, args)
+  b = _value_and_grads(lstm_kernel.lstm_layer, args)
   jax.tree.map(np.testing.assert_array_equal, a, b)
   # vmap over a leading axis of independent problems = one call per problem.
   stacked = [jnp.stack([x, 0.5 * x]) for x in args]
-  f = lambda *a: lstm_kernel.lstm_recurrence(*a, 1.0, 1)[1]
+  f = lambda *a: lstm_kernel.lstm_layer(*a)[1]
   batched = jax.vmap(f)(*stacked)
   for i in range(2):
     np.testing.assert_allclose(batched[i], f(*(s[i] for s in stacked)),

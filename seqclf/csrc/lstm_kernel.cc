@@ -76,6 +76,20 @@ class Packed {
   Packed(const float* src, int k, int n, bool transposed) : Packed(k, n) {
     Pack(src, transposed ? k : n, transposed);
   }
+  // B = [top; bottom], (k_top + k_bottom, N) row-major.
+  Packed(const float* top, int k_top, const float* bottom, int k, int n)
+      : Packed(k, n) {
+    for (int n0 = 0; n0 < n_; n0 += kMaxPanel) {
+      const int width = std::min(kMaxPanel, n_ - n0);
+      float* out = data_.data() + static_cast<size_t>(n0) * k_;
+      for (int kk = 0; kk < k_; ++kk) {
+        const float* row = kk < k_top ? top + static_cast<size_t>(kk) * n_
+                                      : bottom + static_cast<size_t>(kk - k_top) * n_;
+        std::memcpy(out + static_cast<size_t>(kk) * width, row + n0,
+                    width * sizeof(float));
+      }
+    }
+  }
   void Pack(const float* src, int ld, bool transposed) {
     float* out = data_.data();
     for (int n0 = 0; n0 < n_; n0 += kMaxPanel) {
@@ -159,17 +173,27 @@ void Matmul(const float* a, int rows, const Packed& b, float* c) {
   }
 }
 
+// Time steps, batch, input features, hidden units.
 struct Dims {
-  int t, b, h;
+  int t, b, in, h;
+  int k() const { return in + h; }  // rows of [w_x; w_h]
 };
 
-ffi::Error CheckDims(const Dims& d, size_t w_rows, size_t w_cols) {
+Dims DimsOf(const ffi::Buffer<ffi::F32>& x, const ffi::Buffer<ffi::F32>& w_h) {
+  const auto xd = x.dimensions();
+  return {static_cast<int>(xd[0]), static_cast<int>(xd[1]),
+          static_cast<int>(xd[2]), static_cast<int>(w_h.dimensions()[0])};
+}
+
+ffi::Error CheckDims(const Dims& d, const ffi::Buffer<ffi::F32>& w_x,
+                     const ffi::Buffer<ffi::F32>& w_h) {
   if (d.h % kLanes != 0)
     return ffi::Error::InvalidArgument(
         "seqclf lstm_kernel: hidden size must be a multiple of 16");
-  if (w_rows != static_cast<size_t>(d.h) || w_cols != 4u * d.h)
+  const auto wx = w_x.dimensions(), wh = w_h.dimensions();
+  if (wh[1] != 4 * wh[0] || wx[0] != d.in || wx[1] != wh[1])
     return ffi::Error::InvalidArgument(
-        "seqclf lstm_kernel: w_h must have shape (H, 4H)");
+        "seqclf lstm_kernel: expected x (T, B, I), w_x (I, 4H), w_h (H, 4H)");
   return ffi::Error::Success();
 }
 
@@ -221,38 +245,48 @@ void ParallelFor(ffi::ThreadPool& pool, int n, const Fn& fn) {
     std::this_thread::yield();
 }
 
-// Forward recurrence of rows `r`. Residuals (tanh of the scaled gates, the
-// cell state before each step, tanh of the cell state after it) are written
-// only when `ts` is non-null, i.e. when a backward pass will need them.
-void Forward(const Dims& d, Rows r, const Packed& w, const float* projected,
-             const float* c0, const float* h0, float forget_bias, float* hs,
-             float* c_last, float* ts, float* c_prev, float* tanh_cs) {
-  const int h = d.h, g = 4 * d.h;
+// Forward recurrence of rows `r`: per step gates = [x_t, h] @ [w_x; w_h] + b
+// as one matmul. Residuals (tanh of the scaled gates, the cell state before
+// each step, tanh of the cell state after it) are written only when `ts` is
+// non-null, i.e. when a backward pass will need them.
+void Forward(const Dims& d, Rows r, const Packed& w, const float* x,
+             const float* bias, const float* c0, const float* h0,
+             float forget_bias, float* hs, float* c_last, float* ts,
+             float* c_prev, float* tanh_cs) {
+  const int h = d.h, g = 4 * d.h, k = d.k();
   const size_t first = static_cast<size_t>(r.r0) * h;
   const size_t state = static_cast<size_t>(r.n()) * h;
   std::vector<float> gates(static_cast<size_t>(r.n()) * g);
   std::vector<float> c(c0 + first, c0 + first + state);
-  std::vector<float> h_prev(h0 + first, h0 + first + state);
+  std::vector<float> xh(static_cast<size_t>(r.n()) * k);  // rows [x_t, h]
+  for (int b = 0; b < r.n(); ++b)
+    std::memcpy(&xh[static_cast<size_t>(b) * k + d.in], h0 + first + b * h,
+                h * sizeof(float));
   const vf half = splat(0.5f), f_shift = splat(0.5f * forget_bias);
   for (int t = 0; t < d.t; ++t) {
-    Matmul(h_prev.data(), r.n(), w, gates.data());
+    const size_t step = static_cast<size_t>(t) * d.b + r.r0;
+    for (int b = 0; b < r.n(); ++b)
+      std::memcpy(&xh[static_cast<size_t>(b) * k], x + (step + b) * d.in,
+                  d.in * sizeof(float));
+    Matmul(xh.data(), r.n(), w, gates.data());
     for (int b = 0; b < r.n(); ++b) {
-      const size_t row = static_cast<size_t>(t) * d.b + r.r0 + b;
-      const float* p = projected + row * g;
-      const float* x = gates.data() + static_cast<size_t>(b) * g;
+      const size_t row = step + b;
+      const float* z = gates.data() + static_cast<size_t>(b) * g;
+      float* h_in = xh.data() + static_cast<size_t>(b) * k + d.in;
       for (int j = 0; j < h; j += kLanes) {
-        const vf ti = vtanh(half * (load(p + j) + load(x + j)));
-        const vf tj = vtanh(load(p + h + j) + load(x + h + j));
-        const vf tf =
-            vtanh(half * (load(p + 2 * h + j) + load(x + 2 * h + j)) + f_shift);
-        const vf to = vtanh(half * (load(p + 3 * h + j) + load(x + 3 * h + j)));
+        const vf ti = vtanh(half * (load(z + j) + load(bias + j)));
+        const vf tj = vtanh(load(z + h + j) + load(bias + h + j));
+        const vf tf = vtanh(
+            half * (load(z + 2 * h + j) + load(bias + 2 * h + j)) + f_shift);
+        const vf to =
+            vtanh(half * (load(z + 3 * h + j) + load(bias + 3 * h + j)));
         const size_t at = static_cast<size_t>(b) * h + j;
         const vf c_old = load(c.data() + at);
         const vf c_new = (half * tf + half) * c_old + (half * ti + half) * tj;
         const vf tanh_c = vtanh(c_new);
         const vf h_new = (half * to + half) * tanh_c;
         store(c.data() + at, c_new);
-        store(h_prev.data() + at, h_new);
+        store(h_in + j, h_new);
         store(hs + row * h + j, h_new);
         if (ts != nullptr) {
           float* out = ts + row * g;
@@ -269,25 +303,26 @@ void Forward(const Dims& d, Rows r, const Packed& w, const float* projected,
   std::memcpy(c_last + first, c.data(), state * sizeof(float));
 }
 
-// Reverse recurrence of rows `r`: carries only (dc, dh), writes every step's
-// gate gradient and adds these rows' share of the recurrent kernel's
-// gradient, Σ_t h_{t-1}ᵀ dgates_t, to dw (H, 4H) while both are in cache.
+// Reverse recurrence of rows `r`: carries only (dc, dh) and writes every
+// step's gate gradient. While each step's [x_t, h_{t-1}] and gate gradient
+// are in cache it adds these rows' share of the weight gradients, Σ_t [x_t,
+// h_{t-1}]ᵀ dgates_t to dw ((I + H), 4H) and Σ_t dgates_t to db (4H).
 void Backward(const Dims& d, Rows r, const Packed& w_t, const float* dhs,
               const float* dc_last, const float* dh_last, const float* ts,
-              const float* c_prev, const float* tanh_cs, const float* hs,
-              const float* h0, float* dgates, float* dc0, float* dh0,
-              float* dw) {
-  const int h = d.h, g = 4 * d.h;
+              const float* c_prev, const float* tanh_cs, const float* x,
+              const float* hs, const float* h0, float* dgates, float* dc0,
+              float* dh0, float* dw, float* db) {
+  const int h = d.h, g = 4 * d.h, n = r.n();
   const size_t first = static_cast<size_t>(r.r0) * h;
-  const size_t state = static_cast<size_t>(r.n()) * h;
+  const size_t state = static_cast<size_t>(n) * h;
   std::vector<float> dc(dc_last + first, dc_last + first + state);
   std::vector<float> dh(dh_last + first, dh_last + first + state);
-  std::vector<float> h_t(state);  // h_{t-1} of these rows, transposed (H, n)
-  Packed dgates_t(r.n(), g);
+  std::vector<float> xh_t(static_cast<size_t>(d.k()) * n);  // [x, h]ᵀ (I+H, n)
+  Packed dgates_t(n, g);
   const vf half = splat(0.5f), quarter = splat(0.25f), one = splat(1.0f);
   for (int t = d.t - 1; t >= 0; --t) {
     const size_t step = static_cast<size_t>(t) * d.b + r.r0;
-    for (int b = 0; b < r.n(); ++b) {
+    for (int b = 0; b < n; ++b) {
       const float* gate_t = ts + (step + b) * g;
       float* out = dgates + (step + b) * g;
       for (int j = 0; j < h; j += kLanes) {
@@ -306,88 +341,97 @@ void Backward(const Dims& d, Rows r, const Packed& w_t, const float* dhs,
         store(out + 3 * h + j, dh_t * tanh_c * (quarter * (one - to * to)));
         store(dc.data() + at, dc_t * (half * tf + half));
       }
+      for (int j = 0; j < g; j += kLanes)
+        store(db + j, load(db + j) + load(out + j));
     }
+    const float* x_t = x + step * d.in;
     const float* h_prev = t ? hs + (step - d.b) * h : h0 + first;
-    for (int b = 0; b < r.n(); ++b)
-      for (int k = 0; k < h; ++k)
-        h_t[static_cast<size_t>(k) * r.n() + b] = h_prev[b * h + k];
+    for (int b = 0; b < n; ++b) {
+      for (int i = 0; i < d.in; ++i)
+        xh_t[static_cast<size_t>(i) * n + b] = x_t[b * d.in + i];
+      for (int i = 0; i < h; ++i)
+        xh_t[static_cast<size_t>(d.in + i) * n + b] = h_prev[b * h + i];
+    }
     dgates_t.Pack(dgates + step * g, g, /*transposed=*/false);
-    Matmul</*kAdd=*/true>(h_t.data(), h, dgates_t, dw);
-    Matmul(dgates + step * g, r.n(), w_t, dh.data());
+    Matmul</*kAdd=*/true>(xh_t.data(), d.k(), dgates_t, dw);
+    Matmul(dgates + step * g, n, w_t, dh.data());
   }
   std::memcpy(dc0 + first, dc.data(), state * sizeof(float));
   std::memcpy(dh0 + first, dh.data(), state * sizeof(float));
 }
 
-Dims DimsOf(const ffi::Buffer<ffi::F32>& projected) {
-  const auto dims = projected.dimensions();
-  return {static_cast<int>(dims[0]), static_cast<int>(dims[1]),
-          static_cast<int>(dims[2] / 4)};
-}
-
 using Arg = ffi::Buffer<ffi::F32>;
 using Ret = ffi::ResultBuffer<ffi::F32>;
 
-ffi::Error ForwardImpl(ffi::ThreadPool pool, Arg projected, Arg w_h, Arg c0,
-                       Arg h0, float forget_bias, Ret hs, Ret c_last) {
-  const Dims d = DimsOf(projected);
-  if (ffi::Error e = CheckDims(d, w_h.dimensions()[0], w_h.dimensions()[1]);
-      e.failure())
-    return e;
-  const Packed w(w_h.typed_data(), d.h, 4 * d.h, /*transposed=*/false);
+// Inputs: x (T, B, I), w_x (I, 4H), b (4H), w_h (H, 4H), c0, h0 (B, H).
+// Results: hs (T, B, H), c_T (B, H) [, ts (T, B, 4H), c_prev, tanh_cs
+// (T, B, H) when training].
+ffi::Error ForwardAny(ffi::ThreadPool& pool, const Arg& x, const Arg& w_x,
+                      const Arg& bias, const Arg& w_h, const Arg& c0,
+                      const Arg& h0, float forget_bias, Ret& hs, Ret& c_last,
+                      float* ts, float* c_prev, float* tanh_cs) {
+  const Dims d = DimsOf(x, w_h);
+  if (ffi::Error e = CheckDims(d, w_x, w_h); e.failure()) return e;
+  const Packed w(w_x.typed_data(), d.in, w_h.typed_data(), d.k(), 4 * d.h);
   const Slicing slicing(pool, d.b);
   ParallelFor(pool, slicing.slices, [&](int i) {
-    Forward(d, slicing.rows(i), w, projected.typed_data(), c0.typed_data(),
-            h0.typed_data(), forget_bias, hs->typed_data(),
-            c_last->typed_data(), nullptr, nullptr, nullptr);
+    Forward(d, slicing.rows(i), w, x.typed_data(), bias.typed_data(),
+            c0.typed_data(), h0.typed_data(), forget_bias, hs->typed_data(),
+            c_last->typed_data(), ts, c_prev, tanh_cs);
   });
   return ffi::Error::Success();
 }
 
-ffi::Error ForwardTrainImpl(ffi::ThreadPool pool, Arg projected, Arg w_h,
-                            Arg c0, Arg h0, float forget_bias, Ret hs,
-                            Ret c_last, Ret ts, Ret c_prev, Ret tanh_cs) {
-  const Dims d = DimsOf(projected);
-  if (ffi::Error e = CheckDims(d, w_h.dimensions()[0], w_h.dimensions()[1]);
-      e.failure())
-    return e;
-  const Packed w(w_h.typed_data(), d.h, 4 * d.h, /*transposed=*/false);
-  const Slicing slicing(pool, d.b);
-  ParallelFor(pool, slicing.slices, [&](int i) {
-    Forward(d, slicing.rows(i), w, projected.typed_data(), c0.typed_data(),
-            h0.typed_data(), forget_bias, hs->typed_data(),
-            c_last->typed_data(), ts->typed_data(), c_prev->typed_data(),
-            tanh_cs->typed_data());
-  });
-  return ffi::Error::Success();
+ffi::Error ForwardImpl(ffi::ThreadPool pool, Arg x, Arg w_x, Arg bias,
+                       Arg w_h, Arg c0, Arg h0, float forget_bias, Ret hs,
+                       Ret c_last) {
+  return ForwardAny(pool, x, w_x, bias, w_h, c0, h0, forget_bias, hs, c_last,
+                    nullptr, nullptr, nullptr);
 }
 
+ffi::Error ForwardTrainImpl(ffi::ThreadPool pool, Arg x, Arg w_x, Arg bias,
+                            Arg w_h, Arg c0, Arg h0, float forget_bias,
+                            Ret hs, Ret c_last, Ret ts, Ret c_prev,
+                            Ret tanh_cs) {
+  return ForwardAny(pool, x, w_x, bias, w_h, c0, h0, forget_bias, hs, c_last,
+                    ts->typed_data(), c_prev->typed_data(),
+                    tanh_cs->typed_data());
+}
+
+// Inputs: the forward's cotangents dhs, dc_T, dh_T; its residuals ts,
+// c_prev, tanh_cs; x, hs, h0, w_x, w_h. Results: dgates (T, B, 4H) (for the
+// input gradient, formed in XLA only where something needs it), dw_x, db,
+// dw_h, dc0, dh0.
 ffi::Error BackwardImpl(ffi::ThreadPool pool, Arg dhs, Arg dc_last,
-                        Arg dh_last, Arg ts, Arg c_prev, Arg tanh_cs, Arg hs,
-                        Arg h0, Arg w_h, Ret dgates, Ret dc0, Ret dh0,
-                        Ret dw_h) {
-  const Dims d = DimsOf(ts);
-  if (ffi::Error e = CheckDims(d, w_h.dimensions()[0], w_h.dimensions()[1]);
-      e.failure())
-    return e;
+                        Arg dh_last, Arg ts, Arg c_prev, Arg tanh_cs, Arg x,
+                        Arg hs, Arg h0, Arg w_x, Arg w_h, Ret dgates,
+                        Ret dw_x, Ret db, Ret dw_h, Ret dc0, Ret dh0) {
+  const Dims d = DimsOf(x, w_h);
+  if (ffi::Error e = CheckDims(d, w_x, w_h); e.failure()) return e;
   const Packed w_t(w_h.typed_data(), 4 * d.h, d.h, /*transposed=*/true);
   const Slicing slicing(pool, d.b);
-  // One dw per slice, summed in slice order: deterministic for a given
-  // thread count.
-  const size_t size = static_cast<size_t>(d.h) * 4 * d.h;
-  std::vector<std::vector<float>> dw(slicing.slices,
-                                     std::vector<float>(size, 0.0f));
+  // One gradient per slice, summed in slice order: deterministic for a
+  // given thread count. Each holds [dw_x; dw_h] then db.
+  const int g = 4 * d.h;
+  const size_t size = static_cast<size_t>(d.k() + 1) * g;
+  std::vector<std::vector<float>> grads(slicing.slices,
+                                        std::vector<float>(size, 0.0f));
   ParallelFor(pool, slicing.slices, [&](int i) {
+    float* dw = grads[i].data();
     Backward(d, slicing.rows(i), w_t, dhs.typed_data(), dc_last.typed_data(),
              dh_last.typed_data(), ts.typed_data(), c_prev.typed_data(),
-             tanh_cs.typed_data(), hs.typed_data(), h0.typed_data(),
-             dgates->typed_data(), dc0->typed_data(), dh0->typed_data(),
-             dw[i].data());
+             tanh_cs.typed_data(), x.typed_data(), hs.typed_data(),
+             h0.typed_data(), dgates->typed_data(), dc0->typed_data(),
+             dh0->typed_data(), dw, dw + static_cast<size_t>(d.k()) * g);
   });
-  float* out = dw_h->typed_data();
-  std::memcpy(out, dw[0].data(), size * sizeof(float));
   for (int i = 1; i < slicing.slices; ++i)
-    for (size_t j = 0; j < size; ++j) out[j] += dw[i][j];
+    for (size_t j = 0; j < size; ++j) grads[0][j] += grads[i][j];
+  const float* sum = grads[0].data();
+  const size_t x_part = static_cast<size_t>(d.in) * g;
+  const size_t h_part = static_cast<size_t>(d.h) * g;
+  std::memcpy(dw_x->typed_data(), sum, x_part * sizeof(float));
+  std::memcpy(dw_h->typed_data(), sum + x_part, h_part * sizeof(float));
+  std::memcpy(db->typed_data(), sum + x_part + h_part, g * sizeof(float));
   return ffi::Error::Success();
 }
 
@@ -395,45 +439,52 @@ ffi::Error BackwardImpl(ffi::ThreadPool pool, Arg dhs, Arg dc_last,
 
 // Bindings: float32 buffers in the order of the *Impl functions' parameters;
 // every call gets XLA:CPU's intra-op thread pool.
-
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfLstmForward, ForwardImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
-                                  .Arg<Arg>()
-                                  .Arg<Arg>()
-                                  .Arg<Arg>()
-                                  .Arg<Arg>()
+                                  .Arg<Arg>()  // x
+                                  .Arg<Arg>()  // w_x
+                                  .Arg<Arg>()  // b
+                                  .Arg<Arg>()  // w_h
+                                  .Arg<Arg>()  // c0
+                                  .Arg<Arg>()  // h0
                                   .Attr<float>("forget_bias")
-                                  .Ret<Arg>()
-                                  .Ret<Arg>());
+                                  .Ret<Arg>()   // hs
+                                  .Ret<Arg>());  // c_T
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfLstmForwardTrain, ForwardTrainImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
-                                  .Arg<Arg>()
-                                  .Arg<Arg>()
-                                  .Arg<Arg>()
-                                  .Arg<Arg>()
+                                  .Arg<Arg>()  // x
+                                  .Arg<Arg>()  // w_x
+                                  .Arg<Arg>()  // b
+                                  .Arg<Arg>()  // w_h
+                                  .Arg<Arg>()  // c0
+                                  .Arg<Arg>()  // h0
                                   .Attr<float>("forget_bias")
-                                  .Ret<Arg>()
-                                  .Ret<Arg>()
-                                  .Ret<Arg>()
-                                  .Ret<Arg>()
-                                  .Ret<Arg>());
+                                  .Ret<Arg>()   // hs
+                                  .Ret<Arg>()   // c_T
+                                  .Ret<Arg>()   // ts
+                                  .Ret<Arg>()   // c_prev
+                                  .Ret<Arg>());  // tanh_cs
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfLstmBackward, BackwardImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
-                                  .Arg<Arg>()
-                                  .Arg<Arg>()
-                                  .Arg<Arg>()
-                                  .Arg<Arg>()
-                                  .Arg<Arg>()
-                                  .Arg<Arg>()
-                                  .Arg<Arg>()
-                                  .Arg<Arg>()
-                                  .Arg<Arg>()
-                                  .Ret<Arg>()
-                                  .Ret<Arg>()
-                                  .Ret<Arg>()
-                                  .Ret<Arg>());
+                                  .Arg<Arg>()  // dhs
+                                  .Arg<Arg>()  // dc_T
+                                  .Arg<Arg>()  // dh_T
+                                  .Arg<Arg>()  // ts
+                                  .Arg<Arg>()  // c_prev
+                                  .Arg<Arg>()  // tanh_cs
+                                  .Arg<Arg>()  // x
+                                  .Arg<Arg>()  // hs
+                                  .Arg<Arg>()  // h0
+                                  .Arg<Arg>()  // w_x
+                                  .Arg<Arg>()  // w_h
+                                  .Ret<Arg>()   // dgates
+                                  .Ret<Arg>()   // dw_x
+                                  .Ret<Arg>()   // db
+                                  .Ret<Arg>()   // dw_h
+                                  .Ret<Arg>()   // dc0
+                                  .Ret<Arg>());  // dh0
