@@ -1,22 +1,26 @@
-// The LSTM recurrence of seqclf.fast_lstm as two XLA:CPU custom calls.
+// An LSTM layer (seqclf.fast_lstm's arithmetic) as XLA:CPU custom calls.
 //
 // Why: under XLA:CPU each time step of the scanned cell is a dozen separate
 // kernels (a dot, several elementwise fusions, slices and updates), about
 // 3,200 per training step, and small dots leave most of the FMA units idle.
-// Here one call runs the whole forward recurrence and one the whole reverse
-// one; each time step is one register-blocked matmul against a recurrent
-// kernel packed once per call, plus one pass over the gates that never leaves
-// registers. The arithmetic is fast_lstm's (gate order i, j, f, o; one tanh
-// for all four gates, sigmoid(x) = (1 + tanh(x/2)) / 2; float32 throughout),
-// so the two agree to float rounding (tests/test_fast_paths.py).
+// Here one call runs a layer's whole forward pass and one its whole backward
+// pass. Each time step is one register-blocked matmul of [x_t, h] with
+// [w_x; w_h] (packed once per call) and one pass over the gates that stays in
+// registers; the backward pass also adds up the weight gradients step by
+// step while the step's data is in cache. Batch rows never interact, so the
+// batch is cut into slices run on XLA's intra-op thread pool. The arithmetic
+// is fast_lstm's (gate order i, j, f, o; one tanh for all four gates,
+// sigmoid(x) = (1 + tanh(x/2)) / 2; float32 throughout), so the two agree to
+// float rounding (tests/test_lstm_kernel.py).
 //
 // Written with GCC/Clang vector extensions rather than intrinsics: with
-// -march=native they become AVX-512 (or AVX2, or NEON) on the machine that
-// compiled them, which is the machine that runs them (seqclf.lstm_kernel
-// builds this file on first use).
+// -march=native they become AVX-512 on the machine that compiled them, which
+// is the machine that runs them (seqclf.lstm_kernel builds this file on first
+// use); other CPUs get the same code in narrower vectors (correct, not tuned).
 //
-// Shapes (row-major, time-major): projected (T, B, 4H); w_h (H, 4H); c, h
-// (B, H). H must be a multiple of 16 (checked in Python and here).
+// Shapes (row-major, time-major): x (T, B, I); w_x (I, 4H); b (4H); w_h
+// (H, 4H); c, h (B, H). H must be a multiple of 16 (checked in Python and
+// here).
 
 #include <algorithm>
 #include <atomic>
@@ -42,7 +46,9 @@ typedef float vfu __attribute__((vector_size(4 * kLanes), aligned(4),
 inline vf load(const float* p) { return *reinterpret_cast<const vfu*>(p); }
 inline void store(float* p, vf v) { *reinterpret_cast<vfu*>(p) = v; }
 static_assert(kLanes == 16, "splat lists one x per lane");
-inline vf splat(float x) { return vf{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
+inline vf splat(float x) {  // written out: `vf{} + x` costs an add per use
+  return vf{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x};
+}
 
 // tanh as an odd rational function of degree 13/6, clamped where float tanh
 // is ±1; absolute error below 1e-6 (tests compare with jnp.tanh).
@@ -71,34 +77,23 @@ inline vf vtanh(vf x) {
 class Packed {
  public:
   Packed(int k, int n) : k_(k), n_(n), data_(static_cast<size_t>(k) * n) {}
-  // src is (K, N) row-major with leading dimension ld, or (N, K) when
-  // `transposed` (B = srcᵀ).
+  // B = src (K, N) row-major, or srcᵀ for src (N, K) when `transposed`.
   Packed(const float* src, int k, int n, bool transposed) : Packed(k, n) {
-    Pack(src, transposed ? k : n, transposed);
+    Fill([=](size_t kk, size_t j) {
+      return transposed ? src[j * k + kk] : src[kk * n + j];
+    });
   }
-  // B = [top; bottom], (k_top + k_bottom, N) row-major.
+  // B = [top; bottom], top (k_top, N) and bottom (k - k_top, N) row-major.
   Packed(const float* top, int k_top, const float* bottom, int k, int n)
       : Packed(k, n) {
-    for (int n0 = 0; n0 < n_; n0 += kMaxPanel) {
-      const int width = std::min(kMaxPanel, n_ - n0);
-      float* out = data_.data() + static_cast<size_t>(n0) * k_;
-      for (int kk = 0; kk < k_; ++kk) {
-        const float* row = kk < k_top ? top + static_cast<size_t>(kk) * n_
-                                      : bottom + static_cast<size_t>(kk - k_top) * n_;
-        std::memcpy(out + static_cast<size_t>(kk) * width, row + n0,
-                    width * sizeof(float));
-      }
-    }
+    Fill([=](size_t kk, size_t j) {
+      return kk < static_cast<size_t>(k_top) ? top[kk * n + j]
+                                              : bottom[(kk - k_top) * n + j];
+    });
   }
-  void Pack(const float* src, int ld, bool transposed) {
-    float* out = data_.data();
-    for (int n0 = 0; n0 < n_; n0 += kMaxPanel) {
-      const int width = std::min(kMaxPanel, n_ - n0);
-      for (int kk = 0; kk < k_; ++kk)
-        for (int j = 0; j < width; ++j)
-          *out++ = transposed ? src[static_cast<size_t>(n0 + j) * ld + kk]
-                              : src[static_cast<size_t>(kk) * ld + n0 + j];
-    }
+  // B = src (K, N) with leading dimension ld, reusing this storage.
+  void Pack(const float* src, size_t ld) {
+    Fill([=](size_t kk, size_t j) { return src[kk * ld + j]; });
   }
   int k() const { return k_; }
   int n() const { return n_; }
@@ -107,6 +102,17 @@ class Packed {
   }
 
  private:
+  // Lays out B(kk, j) = at(kk, j) panel by panel, each k-major.
+  template <typename At>
+  void Fill(At at) {
+    float* out = data_.data();
+    for (int n0 = 0; n0 < n_; n0 += kMaxPanel) {
+      const int width = std::min(kMaxPanel, n_ - n0);
+      for (int kk = 0; kk < k_; ++kk)
+        for (int j = 0; j < width; ++j) *out++ = at(kk, n0 + j);
+    }
+  }
+
   int k_, n_;
   std::vector<float> data_;
 };
@@ -352,7 +358,7 @@ void Backward(const Dims& d, Rows r, const Packed& w_t, const float* dhs,
       for (int i = 0; i < h; ++i)
         xh_t[static_cast<size_t>(d.in + i) * n + b] = h_prev[b * h + i];
     }
-    dgates_t.Pack(dgates + step * g, g, /*transposed=*/false);
+    dgates_t.Pack(dgates + step * g, g);
     Matmul</*kAdd=*/true>(xh_t.data(), d.k(), dgates_t, dw);
     Matmul(dgates + step * g, n, w_t, dh.data());
   }
