@@ -121,6 +121,7 @@ def _summarize(runs: list[dict]) -> dict:
       'val_accuracies': [r['val_accuracy'] for r in runs],
       'seeds': [r['config']['seed'] for r in runs], 'num_models': len(runs),
       'step': runs[0]['step'], 'config': runs[0]['config'],
+      'impl': _impl(runs[0]),
       'wall_seconds': sum(r['wall_seconds'] for r in runs),
       'train_examples_per_second': statistics.mean(
           r['train_examples_per_second'] for r in runs),
@@ -128,6 +129,11 @@ def _summarize(runs: list[dict]) -> dict:
                  f'x{len(runs[0]["devices"])} ({runs[0]["parallelism"]}), '
                  f'{os.cpu_count()} CPU cores',
   }
+
+
+def _impl(results: dict) -> str:
+  """How the LSTM layers ran: recorded since impl='auto', else the config's."""
+  return results.get('impl', results['config'].get('impl', 'scan'))
 
 
 def run(name: str) -> None:
@@ -174,7 +180,8 @@ def row(name: str) -> str:
   steps = f'{r["step"]} x {r["config"]["batch_size"]}'
   return (f'| {name} | {what} | {acc} (n={r["num_models"]}) | {accs} | {goal} '
           f'| {steps} | {r["wall_seconds"]:.0f} s | '
-          f'{r["train_examples_per_second"]:,.0f} | {r["machine"]} | {cmd} |')
+          f'{r["train_examples_per_second"]:,.0f} | {r["machine"]}, '
+          f'`{_impl(r)}` | {cmd} |')
 
 
 def earlier_lines() -> list[str]:
@@ -239,10 +246,15 @@ def write_table() -> str:
       'wall time is the whole sweep and its ex/s counts the examples of all '
       'seeds together. `for K in ...` rows ran one `seqclf train` per seed '
       '(every core, checkpoints); wall is their sum, ex/s their mean. The '
-      'machine is shared, so times carry the noise of whatever else ran.',
+      'machine is shared, so times carry the noise of whatever else ran. '
+      'The Machine column ends with the LSTM implementation that ran: rows '
+      'recorded before 2026-11-29 used `scan`, then the default; '
+      "`impl='auto'` now picks the CPU `kernel`, which gives the same "
+      'numbers to float rounding (so a rerun can differ in the last digits; '
+      'add `--config.impl=scan` to a command to repeat such a row exactly).',
       '',
       '| Config | What | Test acc. % | Per seed | Target | Steps x batch '
-      '| Wall | Train ex/s | Machine | Command |',
+      '| Wall | Train ex/s | Machine, impl | Command |',
       '|---|---|---|---|---|---|---|---|---|---|',
       *(row(name) for name in CONFIGS),
       '',

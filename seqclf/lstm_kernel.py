@@ -106,22 +106,29 @@ def build() -> Path:
 
 
 @functools.cache
-def _register() -> None:
-  """Builds (or finds) the library and registers its three FFI targets once."""
-  library = ctypes.cdll.LoadLibrary(str(build()))
+def _load() -> str | None:
+  """Builds (or finds) the library and registers its FFI targets, once per
+  process; returns why that failed, or None. A failure is remembered too, so
+  a missing compiler costs one check, not one per model built."""
+  try:
+    library = ctypes.cdll.LoadLibrary(str(build()))
+  except (KernelError, OSError) as e:
+    return str(e)
   for name, symbol in _TARGETS.items():
     jax.ffi.register_ffi_target(f'seqclf_lstm_{name}',
                                 jax.ffi.pycapsule(getattr(library, symbol)),
                                 platform='cpu')
+  return None
+
+
+def _register() -> None:
+  if (error := _load()) is not None:
+    raise KernelError(error)
 
 
 def available() -> bool:
   """True when the kernel can be built and loaded for this process's CPU."""
-  try:
-    _register()
-  except (KernelError, OSError):
-    return False
-  return True
+  return _load() is None
 
 
 def check_shapes(w_h: Array, *arrays: Array) -> None:

@@ -194,6 +194,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
       'train_seconds': train_seconds,
       'wall_seconds': time.perf_counter() - wall_start,
       'machine': machine(), 'devices': [str(d) for d in jax.devices()],
+      'impl': train.resolve_impl(config),
       'jax_version': jax.__version__, 'config': config.to_dict(),
   }
   if learning_rates is not None:

@@ -103,6 +103,10 @@ def test_missing_compiler_is_a_clear_error(tmp_path, monkeypatch):
   with pytest.raises(lstm_kernel.KernelError, match="no C.. compiler.*impl='fused'"):
     lstm_kernel.build()
   assert not list(tmp_path.iterdir())  # Nothing half-written left behind.
+  # Asked for explicitly, the model says the same (the CLI prints it, exit 2).
+  monkeypatch.setattr(lstm_kernel, '_load', lstm_kernel._load.__wrapped__)
+  with pytest.raises(lstm_kernel.KernelError, match='no C.. compiler'):
+    LSTM(16, impl='kernel').init(jax.random.key(0), jnp.zeros((1, 3, 2)))
 
 
 def test_unsupported_shapes_and_dtypes_are_clear_errors():
@@ -129,7 +133,7 @@ def test_auto_picks_the_kernel_only_where_it_applies(changes, expected):
 def test_auto_falls_back_to_scan_without_a_compiler(tmp_path, monkeypatch):
   monkeypatch.setenv('SEQCLF_KERNEL_CACHE', str(tmp_path))
   monkeypatch.setenv('CXX', 'no-such-compiler')
-  monkeypatch.setattr(lstm_kernel, '_register',
-                      lstm_kernel._register.__wrapped__)  # Not the cached one.
+  # A fresh process's first attempt, not this one's remembered success.
+  monkeypatch.setattr(lstm_kernel, '_load', lstm_kernel._load.__wrapped__)
   assert not lstm_kernel.available()
   assert train.resolve_impl(base_config()) == 'scan'

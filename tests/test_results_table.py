@@ -21,7 +21,8 @@ def test_per_seed_runs_gather_into_sweep_keys(tmp_path, monkeypatch):
         'test_accuracy': acc, 'test_loss': 0.03, 'val_accuracy': acc,
         'step': 10000, 'config': {'seed': k, 'batch_size': 100},
         'wall_seconds': 100.0 + k, 'train_examples_per_second': 3000.0 + k,
-        'devices': ['cpu:0', 'cpu:1'], 'parallelism': 'pmap'}))
+        'devices': ['cpu:0', 'cpu:1'], 'parallelism': 'pmap',
+        'impl': 'kernel'}))
   text = results_table.write_table()
   gathered = json.loads((tmp_path / 'row_best' / 'results.json').read_text())
   assert gathered['test_accuracies'] == accs
@@ -32,6 +33,7 @@ def test_per_seed_runs_gather_into_sweep_keys(tmp_path, monkeypatch):
   row = next(line for line in text.splitlines()
              if line.startswith('| row_best |'))
   assert '99.22 ± 0.05' in row and '(met)' in row
+  assert '(pmap), ' in row and '`kernel`' in row  # The LSTM impl that ran.
   assert 'for K in 0 1 2; do seqclf train' in row and 'seed$K' in row
   # A config with a missing seed is not gathered: its row stays "not run".
   assert '| gru_row |' in text and 'not run yet' in text

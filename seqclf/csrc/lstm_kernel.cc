@@ -445,33 +445,28 @@ ffi::Error BackwardImpl(ffi::ThreadPool pool, Arg dhs, Arg dc_last,
 
 // Bindings: float32 buffers in the order of the *Impl functions' parameters;
 // every call gets XLA:CPU's intra-op thread pool.
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfLstmForward, ForwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<Arg>()  // x
-                                  .Arg<Arg>()  // w_x
-                                  .Arg<Arg>()  // b
-                                  .Arg<Arg>()  // w_h
-                                  .Arg<Arg>()  // c0
-                                  .Arg<Arg>()  // h0
-                                  .Attr<float>("forget_bias")
-                                  .Ret<Arg>()   // hs
-                                  .Ret<Arg>());  // c_T
+namespace {
+auto ForwardArgs() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<Arg>()  // x
+      .Arg<Arg>()  // w_x
+      .Arg<Arg>()  // b
+      .Arg<Arg>()  // w_h
+      .Arg<Arg>()  // c0
+      .Arg<Arg>()  // h0
+      .Attr<float>("forget_bias")
+      .Ret<Arg>()   // hs
+      .Ret<Arg>();  // c_T
+}
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfLstmForward, ForwardImpl, ForwardArgs());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfLstmForwardTrain, ForwardTrainImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<Arg>()  // x
-                                  .Arg<Arg>()  // w_x
-                                  .Arg<Arg>()  // b
-                                  .Arg<Arg>()  // w_h
-                                  .Arg<Arg>()  // c0
-                                  .Arg<Arg>()  // h0
-                                  .Attr<float>("forget_bias")
-                                  .Ret<Arg>()   // hs
-                                  .Ret<Arg>()   // c_T
-                                  .Ret<Arg>()   // ts
-                                  .Ret<Arg>()   // c_prev
+                              ForwardArgs()
+                                  .Ret<Arg>()    // ts
+                                  .Ret<Arg>()    // c_prev
                                   .Ret<Arg>());  // tanh_cs
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfLstmBackward, BackwardImpl,
