@@ -203,12 +203,8 @@ lstm_layer.defvjp(_fwd, _bwd)
 
 
 def main() -> None:
-  """``python -m seqclf.lstm_kernel``: build now (``make setup`` does)."""
+  """Builds now rather than on first use (``make setup`` calls this)."""
   try:
     print(f'seqclf: CPU LSTM kernel at {build()}')
   except KernelError as e:  # Optional: impl='auto' then uses 'scan'.
     print(f'seqclf: note: {e}')
-
-
-if __name__ == '__main__':
-  main()
