@@ -8,24 +8,18 @@ plain version, in float32 tightly (and ``fused`` in bfloat16 within bfloat16
 rounding).
 """
 
-import os
-import shutil
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
 
+from conftest import needs_compiler
 from seqclf import fast_lstm
 from seqclf import lstm_kernel
 from seqclf.models import LSTM, LSTMClassifier
 
-
-FAST_IMPLS = ('fused', 'kernel')
-needs_compiler = pytest.mark.skipif(
-    shutil.which(os.environ.get('CXX', 'c++')) is None,
-    reason="impl='kernel' compiles C++ on first use; no compiler here")
+FAST_IMPLS = ['fused', pytest.param('kernel', marks=needs_compiler)]
 
 
 def _inputs(shape, seed=0):
@@ -39,11 +33,10 @@ def _loss(model, params, x):
   return jnp.sum(out * w) + jnp.sum(jnp.tanh(c)) + jnp.sum(h ** 2)
 
 
-@pytest.mark.parametrize('impl', [
-    'fused', pytest.param('kernel', marks=needs_compiler)])
+@pytest.mark.parametrize('impl', FAST_IMPLS)
 def test_fast_lstm_matches_scan_values_and_grads(impl, unroll=2):
-  # unroll=2 over 7 steps also covers the scan's remainder iteration; 4 rows
-  # are fewer than the kernel's 6-row register block, 7 cover one plus a rest.
+  # unroll=2 over 7 steps also covers the scan's remainder iteration; a batch
+  # of 4 is fewer rows than the kernel's 6-row register block.
   x = _inputs((4, 7, 5))
   scan = LSTM(16, forget_bias=1.0)
   fused = LSTM(16, forget_bias=1.0, impl=impl, unroll=unroll)
@@ -84,8 +77,7 @@ def test_kernel_layer_passes_numerical_gradient_check():
   check_grads(f, args, order=1, modes=['rev'], atol=2e-2, rtol=2e-2, eps=1e-2)
 
 
-@pytest.mark.parametrize('impl', [
-    'fused', pytest.param('kernel', marks=needs_compiler)])
+@pytest.mark.parametrize('impl', FAST_IMPLS)
 def test_fast_lstm_handles_initial_carry_and_extra_batch_axes(impl):
   x = _inputs((2, 3, 6, 5))
   carry = (0.1 * _inputs((2, 3, 16), 4), 0.1 * _inputs((2, 3, 16), 5))
@@ -121,8 +113,7 @@ def test_unknown_impl_is_a_clear_error():
     LSTM(4, impl='cudnn').init(jax.random.key(0), jnp.zeros((1, 3, 2)))
 
 
-@pytest.mark.parametrize('impl', [
-    'fused', pytest.param('kernel', marks=needs_compiler)])
+@pytest.mark.parametrize('impl', FAST_IMPLS)
 def test_config_impl_trains_like_scan(impl):
   """The trainer path: config key ``impl`` -> same params, same losses."""
   from seqclf import train

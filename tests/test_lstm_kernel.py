@@ -7,23 +7,19 @@ panels of 16-64, several threads' slices of the batch), and the pieces
 around it: the build cache, ``impl='auto'`` and the errors a user can hit.
 """
 
-import os
-import shutil
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import needs_compiler
 from seqclf import fast_lstm
 from seqclf import lstm_kernel
 from seqclf import train
 from seqclf.config import base_config
 from seqclf.models import LSTM
 
-pytestmark = pytest.mark.skipif(
-    shutil.which(os.environ.get('CXX', 'c++')) is None,
-    reason="impl='kernel' compiles C++ on first use; no compiler here")
+pytestmark = needs_compiler
 
 
 def _args(t, b, i, h, seed=0):
