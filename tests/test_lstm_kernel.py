@@ -50,11 +50,14 @@ def _value_and_grads(layer, args):
 
 
 # (T, B, I, H): B = 1, 5, 13 (2 register blocks + 1 row), 50 (the default
-# per-device batch); H = 16, 48 (forward panels 64 + 64 + 64, backward 48),
-# 80 (backward 64 + 16), 128 (the default); I = 28 (MNIST rows), 1 (pixels),
-# 256 (a bidirectional layer's output).
+# per-device batch), 100 (split into slices over the thread pool where it has
+# two or more threads, their weight gradients summed); H = 16, 48 (forward
+# panels 64 + 64 + 64, backward 48), 80 (backward 64 + 16), 128 (the
+# default); I = 28 (MNIST rows), 1 (pixels), 256 (a bidirectional layer's
+# output).
 @pytest.mark.parametrize('t,b,i,h', [(3, 1, 1, 16), (4, 5, 28, 48),
-                                     (2, 13, 256, 80), (28, 50, 28, 128)])
+                                     (2, 13, 256, 80), (28, 50, 28, 128),
+                                     (3, 100, 28, 32)])
 def test_kernel_layer_matches_fast_lstm(t, b, i, h):
   args = _args(t, b, i, h)
   (c1, h1), hs1 = _reference(*args)
