@@ -77,11 +77,11 @@ inline vf vtanh(vf x) {
 class Packed {
  public:
   Packed(int k, int n) : k_(k), n_(n), data_(static_cast<size_t>(k) * n) {}
-  // B = src (K, N) row-major, or srcᵀ for src (N, K) when `transposed`.
-  Packed(const float* src, int k, int n, bool transposed) : Packed(k, n) {
-    Fill([=](size_t kk, size_t j) {
-      return transposed ? src[j * k + kk] : src[kk * n + j];
-    });
+  // B = srcᵀ for src (N, K) row-major.
+  static Packed Transposed(const float* src, int k, int n) {
+    Packed b(k, n);
+    b.Fill([=](size_t kk, size_t j) { return src[j * k + kk]; });
+    return b;
   }
   // B = [top; bottom], top (k_top, N) and bottom (k - k_top, N) row-major.
   Packed(const float* top, int k_top, const float* bottom, int k, int n)
@@ -421,7 +421,7 @@ ffi::Error BackwardImpl(ffi::ThreadPool pool, Arg dhs, Arg dc_last,
                         Ret dw_x, Ret db, Ret dw_h, Ret dc0, Ret dh0) {
   const Dims d = DimsOf(x, w_h);
   if (ffi::Error e = CheckDims(d, w_x, w_h); e.failure()) return e;
-  const Packed w_t(w_h.typed_data(), 4 * d.h, d.h, /*transposed=*/true);
+  const Packed w_t = Packed::Transposed(w_h.typed_data(), 4 * d.h, d.h);
   const Slicing slicing(pool, d.b);
   // One gradient per slice, summed in slice order: deterministic for a
   // given thread count. Each holds [dw_x; dw_h] then db.
