@@ -34,6 +34,12 @@ def base_config() -> ml_collections.ConfigDict:
   # backend, float32, LSTM, hidden_size a multiple of 16, a C++ compiler;
   # else scan).
   c.impl = 'auto'
+  # Precision of the CPU kernel's matmuls: float32 | bfloat16 (operands
+  # rounded to bfloat16, float32 accumulation, on Intel AMX; about 2x faster
+  # training on CPUs that have it, README Performance). Needs impl kernel
+  # (or auto resolving to it); gates and state stay float32. Unlike `dtype`,
+  # which runs the whole model in bfloat16 on any backend.
+  c.matmul_precision = 'float32'
   c.cell = 'lstm'           # recurrence: lstm | gru | elman (seqclf.cells)
   c.recurrent_init = 'orthogonal'  # recurrent kernels: orthogonal | identity
   c.bidirectional = False   # add a backward layer beside each forward one
@@ -99,6 +105,7 @@ _CHOICES = {
     'dataset': ('mnist', 'fashion_mnist'),
     'task': ('row', 'pixel', 'permuted'),
     'impl': ('auto', 'scan', 'fused', 'kernel'),
+    'matmul_precision': ('float32', 'bfloat16'),
 }
 
 

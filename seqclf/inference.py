@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 from seqclf import checkpoint
 from seqclf import input_pipeline
 from seqclf import train
-from seqclf.config import base_config
+from seqclf.config import ConfigError, base_config
 from seqclf.models import LSTMClassifier
 
 
@@ -34,6 +34,11 @@ def load_model(workdir: str | Path, step: int | None = None
       config=ocp.args.JsonRestore()))['config']
   config = base_config()
   config.update(saved)
+  if config.matmul_precision != 'float32':
+    try:
+      train.resolve_impl(config)
+    except ConfigError:  # A speed choice, not part of the model: the same
+      config.matmul_precision = 'float32'  # params run in float32 here.
   abstract = jax.eval_shape(
       lambda: train.create_train_state(config, jax.random.key(0)))
   # step=None lets restore fall back past a damaged newest checkpoint.

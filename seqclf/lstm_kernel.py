@@ -42,6 +42,9 @@ _TARGETS = {'forward': 'SeqclfLstmForward',
             'forward_train': 'SeqclfLstmForwardTrain',
             'backward': 'SeqclfLstmBackward'}
 LANES = 16  # the kernel's vector width in floats; H must be a multiple
+# Matmul precisions, named as jax.default_matmul_precision names them:
+# float32 FMAs, or bfloat16 operands with float32 accumulation on Intel AMX.
+PRECISIONS = ('float32', 'bfloat16')
 
 
 class KernelError(RuntimeError):
@@ -106,10 +109,10 @@ def build() -> Path:
 
 
 @functools.cache
-def _load() -> str | None:
+def _load() -> ctypes.CDLL | str:
   """Builds (or finds) the library and registers its FFI targets, once per
-  process; returns why that failed, or None. A failure is remembered too, so
-  a missing compiler costs one check, not one per model built."""
+  process; returns the library, or why that failed. A failure is remembered
+  too, so a missing compiler costs one check, not one per model built."""
   try:
     library = ctypes.cdll.LoadLibrary(str(build()))
   except (KernelError, OSError) as e:
@@ -118,17 +121,34 @@ def _load() -> str | None:
     jax.ffi.register_ffi_target(f'seqclf_lstm_{name}',
                                 jax.ffi.pycapsule(getattr(library, symbol)),
                                 platform='cpu')
-  return None
+  return library
 
 
 def _register() -> None:
-  if (error := _load()) is not None:
+  if isinstance(error := _load(), str):
     raise KernelError(error)
 
 
-def available() -> bool:
-  """True when the kernel can be built and loaded for this process's CPU."""
-  return _load() is None
+def available(precision: str = 'float32') -> bool:
+  """True when the kernel can be built and loaded for this process's CPU and
+  run matmuls at ``precision`` (the bfloat16 ones need Intel AMX)."""
+  library = _load()
+  if isinstance(library, str):
+    return False
+  return precision == 'float32' or bool(library.SeqclfAmxAvailable())
+
+
+def check_precision(precision: str) -> None:
+  """Raises unless the kernel can run matmuls at ``precision`` here."""
+  if precision not in PRECISIONS:
+    raise ValueError(f'matmul_precision must be one of {PRECISIONS}, got '
+                     f'{precision!r}.')
+  _register()
+  if not available(precision):
+    raise KernelError(
+        f"matmul_precision={precision!r} runs bfloat16 matmuls on Intel AMX, "
+        f"which this CPU (or its Linux kernel) does not offer; use "
+        f"matmul_precision='float32'.")
 
 
 def check_shapes(w_h: Array, *arrays: Array) -> None:
@@ -150,7 +170,7 @@ def _call(name: str, results, *args, **attrs):
                           vmap_method='sequential')(*args, **attrs)
 
 
-def _forward(x, w_x, b, w_h, c0, h0, forget_bias, train):
+def _forward(x, w_x, b, w_h, c0, h0, forget_bias, precision, train):
   steps, batch, _ = x.shape
   hidden, gates = w_h.shape
   shape = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
@@ -159,32 +179,41 @@ def _forward(x, w_x, b, w_h, c0, h0, forget_bias, train):
     results += [shape(steps, batch, gates), shape(steps, batch, hidden),
                 shape(steps, batch, hidden)]
   return _call('forward_train' if train else 'forward', results, x, w_x, b,
-               w_h, c0, h0, forget_bias=np.float32(forget_bias))
+               w_h, c0, h0, forget_bias=np.float32(forget_bias),
+               bf16=np.int32(precision == 'bfloat16'))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
 def lstm_layer(x: Array, w_x: Array, b: Array, w_h: Array, c0: Array,
-               h0: Array, forget_bias: float = 1.0
+               h0: Array, forget_bias: float = 1.0,
+               precision: str = 'float32'
                ) -> tuple[tuple[Array, Array], Array]:
   """An LSTM layer over time-major ``x``: ``fast_lstm.lstm_recurrence`` of
   ``x @ w_x + b`` with the input projection inside the kernel.
 
   All arrays float32: x (T, B, I), w_x (I, 4H), b (4H,), w_h (H, 4H), c0 and
   h0 (B, H). Returns ``((c_T, h_T), hs)`` with hs of shape (T, B, H).
+  ``precision`` is the matmuls' (PRECISIONS): ``'float32'``, or
+  ``'bfloat16'``: operands rounded to bfloat16 (8 mantissa bits) and
+  multiplied on Intel AMX with float32 accumulation; state, gates and the
+  elementwise arithmetic stay float32 either way.
   """
   check_shapes(w_h, x, w_x, b)
-  hs, c = _forward(x, w_x, b, w_h, c0, h0, forget_bias, train=False)
+  check_precision(precision)
+  hs, c = _forward(x, w_x, b, w_h, c0, h0, forget_bias, precision,
+                   train=False)
   return (c, hs[-1]), hs
 
 
-def _fwd(x, w_x, b, w_h, c0, h0, forget_bias):
+def _fwd(x, w_x, b, w_h, c0, h0, forget_bias, precision):
   check_shapes(w_h, x, w_x, b)
+  check_precision(precision)
   hs, c, ts, c_prev, tanh_cs = _forward(x, w_x, b, w_h, c0, h0, forget_bias,
-                                        train=True)
+                                        precision, train=True)
   return ((c, hs[-1]), hs), (x, w_x, w_h, h0, hs, ts, c_prev, tanh_cs)
 
 
-def _bwd(forget_bias, saved, cotangents):
+def _bwd(forget_bias, precision, saved, cotangents):
   del forget_bias
   x, w_x, w_h, h0, hs, ts, c_prev, tanh_cs = saved
   (dc_last, dh_last), dhs = cotangents
@@ -192,7 +221,8 @@ def _bwd(forget_bias, saved, cotangents):
   dgates, dw_x, db, dw_h, dc0, dh0 = _call(
       'backward', [shape(ts), shape(w_x), jax.ShapeDtypeStruct(
           (w_h.shape[1],), jnp.float32), shape(w_h), shape(h0), shape(h0)],
-      dhs, dc_last, dh_last, ts, c_prev, tanh_cs, x, hs, h0, w_x, w_h)
+      dhs, dc_last, dh_last, ts, c_prev, tanh_cs, x, hs, h0, w_x, w_h,
+      bf16=np.int32(precision == 'bfloat16'))
   # The input gradient as an XLA matmul, which XLA drops where nothing uses
   # it (the first layer, whose input is data).
   dx = jnp.einsum('tbg,ig->tbi', dgates, w_x)

@@ -101,7 +101,9 @@ class LSTM(nn.Module):
   (batch, time, hidden_size), like ``flax.linen.RNN(..., return_carry=True)``.
   ``impl='fused'`` runs the same cell and parameters through
   ``seqclf.fast_lstm`` (time-major, hand-written backward pass), which trains
-  faster on CPU and agrees with ``'scan'`` to float rounding.
+  faster on CPU and agrees with ``'scan'`` to float rounding; ``'kernel'``
+  the same as compiled CPU kernels (``seqclf.lstm_kernel``), whose matmuls
+  run at ``matmul_precision`` (``'bfloat16'``: on Intel AMX).
   """
 
   hidden_size: int
@@ -110,7 +112,8 @@ class LSTM(nn.Module):
   param_dtype: Dtype = jnp.float32
   unroll: int = 1
   recurrent_init: str = 'orthogonal'  # | 'identity' (cells.RECURRENT_INITS)
-  impl: str = 'scan'  # | 'fused' (IMPLS)
+  impl: str = 'scan'  # | 'fused' | 'kernel' (IMPLS)
+  matmul_precision: str = 'float32'  # | 'bfloat16' (impl='kernel' only)
 
   @nn.compact
   def __call__(self, inputs: Array,
@@ -120,6 +123,11 @@ class LSTM(nn.Module):
                        f'got {inputs.shape}.')
     if self.impl not in IMPLS:
       raise ValueError(f'LSTM impl must be one of {IMPLS}, got {self.impl!r}.')
+    if self.matmul_precision != 'float32' and self.impl != 'kernel':
+      raise ValueError(
+          f"LSTM matmul_precision={self.matmul_precision!r} needs "
+          f"impl='kernel', got impl={self.impl!r}; use dtype=jnp.bfloat16 "
+          f"for bfloat16 compute on the other paths.")
     cell = LSTMCell(self.hidden_size, self.forget_bias, dtype=self.dtype,
                     param_dtype=self.param_dtype,
                     recurrent_kernel_init=cells.recurrent_initializer(
@@ -128,7 +136,7 @@ class LSTM(nn.Module):
       initial_carry = cell.initialize_carry(inputs.shape[:-2])
     if self.impl != 'scan':
       return _fused(cell, inputs, initial_carry, self.forget_bias, self.unroll,
-                    self.impl)
+                    self.impl, self.matmul_precision)
     scan = nn.scan(_scan_steps, variable_broadcast='params',
                    split_rngs={'params': False}, in_axes=-2, out_axes=-2,
                    unroll=self.unroll)
@@ -136,7 +144,8 @@ class LSTM(nn.Module):
 
 
 def _fused(cell: LSTMCell, inputs: Array, carry: Carry, forget_bias: float,
-           unroll: int, impl: str) -> tuple[Carry, Array]:
+           unroll: int, impl: str,
+           matmul_precision: str) -> tuple[Carry, Array]:
   """``LSTM`` via ``fast_lstm`` or its kernel: time-major, one batch axis."""
   batch_shape, hidden = inputs.shape[:-2], cell.hidden_size
   x = jnp.moveaxis(inputs, -2, 0).reshape(inputs.shape[-2], -1,
@@ -145,7 +154,7 @@ def _fused(cell: LSTMCell, inputs: Array, carry: Carry, forget_bias: float,
   if impl == 'kernel':
     (c, h), hs = lstm_kernel.lstm_layer(x, *cell.input_params(x.shape[-1]),
                                         cell.recurrent_kernel(), c0, h0,
-                                        forget_bias)
+                                        forget_bias, matmul_precision)
   else:
     (c, h), hs = fast_lstm.lstm_recurrence(cell.project(x),
                                            cell.recurrent_kernel(), c0, h0,
@@ -185,7 +194,8 @@ class LSTMClassifier(nn.Module):
   dropout_rate: float = 0.0
   task: str = 'row'
   permutation_seed: int = 0
-  impl: str = 'scan'  # LSTM layers: 'scan' | 'fused' (seqclf.fast_lstm)
+  impl: str = 'scan'  # LSTM layers: 'scan' | 'fused' | 'kernel' (IMPLS)
+  matmul_precision: str = 'float32'  # LSTM layers with impl='kernel'
   input_mean: float = 0.0
   input_std: float = 1.0
 
@@ -201,7 +211,7 @@ class LSTMClassifier(nn.Module):
         return LSTM(self.hidden_size, self.forget_bias, dtype=self.dtype,
                     param_dtype=self.param_dtype, unroll=self.unroll,
                     recurrent_init=self.recurrent_init, impl=self.impl,
-                    name=name)
+                    matmul_precision=self.matmul_precision, name=name)
       return cells.Recurrent(self.cell, self.hidden_size, dtype=self.dtype,
                              param_dtype=self.param_dtype, unroll=self.unroll,
                              recurrent_init=self.recurrent_init, name=name)

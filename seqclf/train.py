@@ -31,7 +31,7 @@ from seqclf import input_pipeline
 from seqclf import lstm_kernel
 from seqclf import parallel
 from seqclf import preemption
-from seqclf.config import validate
+from seqclf.config import ConfigError, validate
 from seqclf.metric_logging import MetricLogger
 from seqclf.models import LSTMClassifier
 
@@ -47,18 +47,26 @@ def resolve_impl(config: ml_collections.ConfigDict) -> str:
   The CPU kernel trains about 2x faster than the ``nn.scan`` path on CPU
   (README, Performance) and gives the same numbers to float rounding; it
   needs the CPU backend, float32, the LSTM cell, a hidden size it tiles and a
-  C++ compiler to build it once. Sharded ``jax.jit`` does not partition
-  its calls (XLA replicates them), so runs in ``sharded`` mode keep ``scan``.
+  C++ compiler to build it once (and Intel AMX for ``matmul_precision=
+  'bfloat16'``). Sharded ``jax.jit`` does not partition its calls (XLA
+  replicates them), so runs in ``sharded`` mode keep ``scan``.
   """
-  if config.impl != 'auto':
-    return config.impl
-  if (jax.default_backend() == 'cpu' and config.cell == 'lstm'
-      and config.dtype == 'float32'
-      and config.hidden_size % lstm_kernel.LANES == 0
-      and parallel.resolve_mode(config.parallelism) != 'sharded'
-      and lstm_kernel.available()):
-    return 'kernel'
-  return 'scan'
+  impl = config.impl
+  if impl == 'auto':
+    fits = (jax.default_backend() == 'cpu' and config.cell == 'lstm'
+            and config.dtype == 'float32'
+            and config.hidden_size % lstm_kernel.LANES == 0
+            and parallel.resolve_mode(config.parallelism) != 'sharded')
+    impl = ('kernel' if fits and lstm_kernel.available(config.matmul_precision)
+            else 'scan')
+  if config.matmul_precision != 'float32' and impl != 'kernel':
+    raise ConfigError(
+        f"matmul_precision={config.matmul_precision!r} runs only in the CPU "
+        f"kernel (impl='kernel' with cell='lstm', dtype='float32', the CPU "
+        f"backend, not sharded, and a CPU with Intel AMX), but impl resolves "
+        f"to {impl!r} here. Use matmul_precision='float32', or "
+        f"dtype='bfloat16' for bfloat16 on any backend.")
+  return impl
 
 
 def create_model(config: ml_collections.ConfigDict) -> LSTMClassifier:
@@ -70,6 +78,7 @@ def create_model(config: ml_collections.ConfigDict) -> LSTMClassifier:
       recurrent_init=config.recurrent_init, bidirectional=config.bidirectional,
       dropout_rate=config.dropout_rate, task=config.task,
       permutation_seed=config.permutation_seed, impl=resolve_impl(config),
+      matmul_precision=config.matmul_precision,
       input_mean=config.input_mean, input_std=config.input_std)
 
 

@@ -3,8 +3,10 @@
 ``test_fast_paths`` checks the kernel against ``nn.scan`` inside the model;
 here its recurrence is checked against ``fast_lstm``'s at the shapes that
 exercise every code path of the C++ (register blocks of 1-6 rows, column
-panels of 16-64, several threads' slices of the batch), and the pieces
-around it: the build cache, ``impl='auto'`` and the errors a user can hit.
+panels of 16-64, several threads' slices of the batch), its bfloat16 (AMX)
+matmuls against the same layer with bfloat16-rounded matmul operands, and
+the pieces around it: the build cache, ``impl='auto'`` and the errors a user
+can hit.
 """
 
 import jax
@@ -16,10 +18,16 @@ from conftest import needs_compiler
 from seqclf import fast_lstm
 from seqclf import lstm_kernel
 from seqclf import train
-from seqclf.config import base_config
+from seqclf.config import ConfigError, base_config, validate
 from seqclf.models import LSTM
 
 pytestmark = needs_compiler
+# matmul_precision='bfloat16' runs on Intel AMX; CPUs without it skip these
+# (the errors they would hit are tested everywhere, below).
+needs_amx = pytest.mark.skipif("not lstm_kernel.available('bfloat16')",
+                               reason='bfloat16 matmuls need Intel AMX')
+SHAPES = [(3, 1, 1, 16), (4, 5, 28, 48), (2, 13, 256, 80), (28, 50, 28, 128),
+          (3, 100, 28, 32)]
 
 
 def _args(t, b, i, h, seed=0):
@@ -55,9 +63,7 @@ def _value_and_grads(layer, args):
 # panels 64 + 64 + 64, backward 48), 80 (backward 64 + 16), 128 (the
 # default); I = 28 (MNIST rows), 1 (pixels), 256 (a bidirectional layer's
 # output).
-@pytest.mark.parametrize('t,b,i,h', [(3, 1, 1, 16), (4, 5, 28, 48),
-                                     (2, 13, 256, 80), (28, 50, 28, 128),
-                                     (3, 100, 28, 32)])
+@pytest.mark.parametrize('t,b,i,h', SHAPES)
 def test_kernel_layer_matches_fast_lstm(t, b, i, h):
   args = _args(t, b, i, h)
   (c1, h1), hs1 = _reference(*args)
@@ -136,3 +142,102 @@ def test_auto_falls_back_to_scan_without_a_compiler(tmp_path, monkeypatch):
   monkeypatch.setattr(lstm_kernel, '_load', lstm_kernel._load.__wrapped__)
   assert not lstm_kernel.available()
   assert train.resolve_impl(base_config()) == 'scan'
+
+
+def _bfloat16_reference(x, w_x, b, w_h, c0, h0, forget_bias=1.0):
+  """What matmul_precision='bfloat16' promises: the layer in float32 with
+  only the matmuls' operands rounded to bfloat16, products summed in float32."""
+  dot = lambda a, w: jnp.dot(a.astype(jnp.bfloat16), w.astype(jnp.bfloat16),
+                             preferred_element_type=jnp.float32)
+
+  def step(carry, x_t):
+    c, h = carry
+    i, j, f, o = jnp.split(dot(x_t, w_x) + dot(h, w_h) + b, 4, -1)
+    c = jax.nn.sigmoid(f + forget_bias) * c + jax.nn.sigmoid(i) * jnp.tanh(j)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return (c, h), h
+
+  return jax.lax.scan(step, (c0, h0), x)
+
+
+def _bfloat16_layer(*args):
+  return lstm_kernel.lstm_layer(*args, 1.0, 'bfloat16')
+
+
+@needs_amx
+@pytest.mark.parametrize('t,b,i,h', SHAPES)
+def test_bfloat16_kernel_rounds_only_the_matmul_operands(t, b, i, h):
+  args = _args(t, b, i, h)
+  expected = jax.tree.leaves(_bfloat16_reference(*args))
+  for u, v in zip(jax.tree.leaves(_bfloat16_layer(*args)), expected):
+    # Float32 matmuls miss this by 4e-4 or more on average; a rounding that
+    # lands the other side of a bfloat16 step may stand out alone.
+    error = jnp.abs(u - v)
+    assert float(error.mean()) < 5e-5 and float(error.max()) < 1e-2
+  # Gradients: float32's to bfloat16's ~3 significant digits (dgates, [x, h]
+  # and w are rounded before their matmuls, accumulation stays float32).
+  (l1, g1), (l2, g2) = (_value_and_grads(f, args) for f in (
+      lstm_kernel.lstm_layer, _bfloat16_layer))
+  np.testing.assert_allclose(l1, l2, rtol=2e-2, atol=2e-2)
+  for u, v in zip(g1, g2):
+    np.testing.assert_allclose(u, v, atol=3e-2 * float(jnp.max(jnp.abs(u))))
+
+
+@needs_amx
+def test_bfloat16_kernel_is_deterministic_and_auto_uses_it():
+  args = _args(3, 100, 28, 32)  # Two slices where the pool has two threads.
+  a = _value_and_grads(_bfloat16_layer, args)
+  b = _value_and_grads(_bfloat16_layer, args)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  config = base_config()
+  config.matmul_precision = 'bfloat16'
+  assert train.resolve_impl(config) == 'kernel'
+
+
+def test_bfloat16_matmuls_are_clear_errors_where_they_cannot_run(monkeypatch):
+  x, key = jnp.zeros((2, 3, 4)), jax.random.key(0)
+  with pytest.raises(ValueError, match="needs impl='kernel'"):
+    LSTM(16, impl='scan', matmul_precision='bfloat16').init(key, x)
+  with pytest.raises(ValueError, match='must be one of'):
+    LSTM(16, impl='kernel', matmul_precision='float16').init(key, x)
+  config = base_config()
+  config.matmul_precision = 'float16'
+  with pytest.raises(ConfigError, match='matmul_precision.*must be one of'):
+    validate(config)
+  config.matmul_precision, config.cell = 'bfloat16', 'gru'
+  with pytest.raises(ConfigError, match="runs only in the CPU kernel"):
+    train.resolve_impl(config)
+  # A CPU without AMX: the kernel says so, and `auto` cannot pick it.
+  monkeypatch.setattr(lstm_kernel, 'available',
+                      lambda precision='float32': precision == 'float32')
+  with pytest.raises(lstm_kernel.KernelError, match='Intel AMX'):
+    LSTM(16, impl='kernel', matmul_precision='bfloat16').init(key, x)
+  config.cell = 'lstm'
+  with pytest.raises(ConfigError, match="resolves to 'scan'"):
+    train.resolve_impl(config)
+
+
+@needs_amx
+def test_bfloat16_trains_and_its_checkpoint_serves_without_amx(
+    tmp_path, mnist, monkeypatch):
+  from conftest import DEFAULT_INPUT, small_config
+  from seqclf import inference
+  config = small_config(matmul_precision='bfloat16', num_train_steps=100,
+                        eval_every=100, checkpoint_every=100,
+                        steps_per_call=50, **DEFAULT_INPUT)
+  results = train.train_and_evaluate(config, tmp_path, quiet=True,
+                                     datasets=mnist)
+  assert results['impl'] == 'kernel' and results['test_accuracy'] > 0.6
+  images = mnist['test']['image'][:500]
+  model, params, saved = inference.load_model(tmp_path)
+  assert saved.matmul_precision == 'bfloat16'
+  probs = inference.predict_probabilities(model, params, images)
+  # Precision is a speed choice, not part of the model: a machine without
+  # AMX restores the same params and runs them in float32.
+  monkeypatch.setattr(lstm_kernel, 'available',
+                      lambda precision='float32': precision == 'float32')
+  model, params, saved = inference.load_model(tmp_path)
+  assert saved.matmul_precision == 'float32'
+  probs32 = inference.predict_probabilities(model, params, images)
+  np.testing.assert_allclose(probs, probs32, atol=3e-2)
+  assert np.mean(probs.argmax(-1) == probs32.argmax(-1)) >= 0.98

@@ -25,12 +25,22 @@
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <thread>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
+
+// AMX (bfloat16 tile matmuls) where the compiling CPU has it: the optional
+// matmul precisions 'bfloat16_3x' and 'bfloat16' (see AmxB below).
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
+#define SEQCLF_AMX 1
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace ffi = xla::ffi;
 
@@ -258,34 +268,56 @@ void ParallelFor(ffi::ThreadPool& pool, int n, const Fn& fn) {
     std::this_thread::yield();
 }
 
+// One time step's gates, [x_t, h] @ [w_x; w_h], in float32 with the
+// register-blocked micro-kernel.
+class Fp32Gates {
+ public:
+  Fp32Gates(const Dims& d, int rows, const Packed& w)
+      : d_(d), rows_(rows), w_(w), xh_(static_cast<size_t>(rows) * d.k()),
+        gates_(static_cast<size_t>(rows) * 4 * d.h) {}
+  void SetX(int b, const float* x) {
+    std::memcpy(&xh_[static_cast<size_t>(b) * d_.k()], x, d_.in * sizeof(float));
+  }
+  void SetH(int b, const float* h) {
+    std::memcpy(&xh_[static_cast<size_t>(b) * d_.k() + d_.in], h,
+                d_.h * sizeof(float));
+  }
+  const float* Multiply() {
+    Matmul(xh_.data(), rows_, w_, gates_.data());
+    return gates_.data();
+  }
+
+ private:
+  const Dims& d_;
+  int rows_;
+  const Packed& w_;
+  std::vector<float> xh_, gates_;
+};
+
 // Forward recurrence of rows `r`: per step gates = [x_t, h] @ [w_x; w_h] + b
-// as one matmul. Residuals (tanh of the scaled gates, the cell state before
-// each step, tanh of the cell state after it) are written only when `ts` is
-// non-null, i.e. when a backward pass will need them.
-void Forward(const Dims& d, Rows r, const Packed& w, const float* x,
+// as one matmul (`Gates`: Fp32Gates or AmxGates). Residuals (tanh of the
+// scaled gates, the cell state before each step, tanh of the cell state
+// after it) are written only when `ts` is non-null, i.e. when a backward
+// pass will need them.
+template <typename Gates>
+void Forward(const Dims& d, Rows r, Gates& step_gates, const float* x,
              const float* bias, const float* c0, const float* h0,
              float forget_bias, float* hs, float* c_last, float* ts,
              float* c_prev, float* tanh_cs) {
-  const int h = d.h, g = 4 * d.h, k = d.k();
+  const int h = d.h, g = 4 * d.h;
   const size_t first = static_cast<size_t>(r.r0) * h;
   const size_t state = static_cast<size_t>(r.n()) * h;
-  std::vector<float> gates(static_cast<size_t>(r.n()) * g);
   std::vector<float> c(c0 + first, c0 + first + state);
-  std::vector<float> xh(static_cast<size_t>(r.n()) * k);  // rows [x_t, h]
-  for (int b = 0; b < r.n(); ++b)
-    std::memcpy(&xh[static_cast<size_t>(b) * k + d.in], h0 + first + b * h,
-                h * sizeof(float));
+  for (int b = 0; b < r.n(); ++b) step_gates.SetH(b, h0 + first + b * h);
   const vf half = splat(0.5f), f_shift = splat(0.5f * forget_bias);
   for (int t = 0; t < d.t; ++t) {
     const size_t step = static_cast<size_t>(t) * d.b + r.r0;
     for (int b = 0; b < r.n(); ++b)
-      std::memcpy(&xh[static_cast<size_t>(b) * k], x + (step + b) * d.in,
-                  d.in * sizeof(float));
-    Matmul(xh.data(), r.n(), w, gates.data());
+      step_gates.SetX(b, x + (step + b) * d.in);
+    const float* gates = step_gates.Multiply();
     for (int b = 0; b < r.n(); ++b) {
       const size_t row = step + b;
-      const float* z = gates.data() + static_cast<size_t>(b) * g;
-      float* h_in = xh.data() + static_cast<size_t>(b) * k + d.in;
+      const float* z = gates + static_cast<size_t>(b) * g;
       for (int j = 0; j < h; j += kLanes) {
         const vf ti = vtanh(half * (load(z + j) + load(bias + j)));
         const vf tj = vtanh(load(z + h + j) + load(bias + h + j));
@@ -297,10 +329,8 @@ void Forward(const Dims& d, Rows r, const Packed& w, const float* x,
         const vf c_old = load(c.data() + at);
         const vf c_new = (half * tf + half) * c_old + (half * ti + half) * tj;
         const vf tanh_c = vtanh(c_new);
-        const vf h_new = (half * to + half) * tanh_c;
         store(c.data() + at, c_new);
-        store(h_in + j, h_new);
-        store(hs + row * h + j, h_new);
+        store(hs + row * h + j, (half * to + half) * tanh_c);
         if (ts != nullptr) {
           float* out = ts + row * g;
           store(out + j, ti);
@@ -311,27 +341,60 @@ void Forward(const Dims& d, Rows r, const Packed& w, const float* x,
           store(tanh_cs + row * h + j, tanh_c);
         }
       }
+      step_gates.SetH(b, hs + row * h);
     }
   }
   std::memcpy(c_last + first, c.data(), state * sizeof(float));
 }
 
+// A slice's share of the weight gradients, added step by step while each
+// step's [x_t, h_{t-1}] and gate gradient are in cache (Σ_t [x_t,
+// h_{t-1}]ᵀ dgates_t into dw ((I + H), 4H)), and the state gradient
+// dh_{t-1} = dgates_t @ w_hᵀ, in float32 with the micro-kernel.
+class Fp32Grads {
+ public:
+  Fp32Grads(const Dims& d, int rows, const Packed& w_t, float* dw)
+      : d_(d), rows_(rows), w_t_(w_t), dw_(dw),
+        xh_t_(static_cast<size_t>(d.k()) * rows), dgates_t_(rows, 4 * d.h) {}
+  void Step(int /*t*/, const float* dgates, const float* x_t,
+            const float* h_prev, float* dh) {
+    const int n = rows_;
+    for (int b = 0; b < n; ++b) {  // [x, h]ᵀ (I + H, n)
+      for (int i = 0; i < d_.in; ++i)
+        xh_t_[static_cast<size_t>(i) * n + b] = x_t[b * d_.in + i];
+      for (int i = 0; i < d_.h; ++i)
+        xh_t_[static_cast<size_t>(d_.in + i) * n + b] = h_prev[b * d_.h + i];
+    }
+    dgates_t_.Pack(dgates, 4 * d_.h);
+    Matmul</*kAdd=*/true>(xh_t_.data(), d_.k(), dgates_t_, dw_);
+    Matmul(dgates, n, w_t_, dh);
+  }
+  void Finish() {}
+
+ private:
+  const Dims& d_;
+  int rows_;
+  const Packed& w_t_;
+  float* dw_;
+  std::vector<float> xh_t_;
+  Packed dgates_t_;
+};
+
 // Reverse recurrence of rows `r`: carries only (dc, dh) and writes every
-// step's gate gradient. While each step's [x_t, h_{t-1}] and gate gradient
-// are in cache it adds these rows' share of the weight gradients, Σ_t [x_t,
-// h_{t-1}]ᵀ dgates_t to dw ((I + H), 4H) and Σ_t dgates_t to db (4H).
-void Backward(const Dims& d, Rows r, const Packed& w_t, const float* dhs,
+// step's gate gradient; `grads` (Fp32Grads or AmxGrads) forms dh_{t-1} and
+// the weight gradient dw ((I + H), 4H); the bias gradient db (4H) is summed
+// here.
+template <typename Grads>
+void Backward(const Dims& d, Rows r, Grads& grads, const float* dhs,
               const float* dc_last, const float* dh_last, const float* ts,
               const float* c_prev, const float* tanh_cs, const float* x,
               const float* hs, const float* h0, float* dgates, float* dc0,
-              float* dh0, float* dw, float* db) {
+              float* dh0, float* db) {
   const int h = d.h, g = 4 * d.h, n = r.n();
   const size_t first = static_cast<size_t>(r.r0) * h;
   const size_t state = static_cast<size_t>(n) * h;
   std::vector<float> dc(dc_last + first, dc_last + first + state);
   std::vector<float> dh(dh_last + first, dh_last + first + state);
-  std::vector<float> xh_t(static_cast<size_t>(d.k()) * n);  // [x, h]ᵀ (I+H, n)
-  Packed dgates_t(n, g);
   const vf half = splat(0.5f), quarter = splat(0.25f), one = splat(1.0f);
   for (int t = d.t - 1; t >= 0; --t) {
     const size_t step = static_cast<size_t>(t) * d.b + r.r0;
@@ -357,89 +420,387 @@ void Backward(const Dims& d, Rows r, const Packed& w_t, const float* dhs,
       for (int j = 0; j < g; j += kLanes)
         store(db + j, load(db + j) + load(out + j));
     }
-    const float* x_t = x + step * d.in;
-    const float* h_prev = t ? hs + (step - d.b) * h : h0 + first;
-    for (int b = 0; b < n; ++b) {
-      for (int i = 0; i < d.in; ++i)
-        xh_t[static_cast<size_t>(i) * n + b] = x_t[b * d.in + i];
-      for (int i = 0; i < h; ++i)
-        xh_t[static_cast<size_t>(d.in + i) * n + b] = h_prev[b * h + i];
-    }
-    dgates_t.Pack(dgates + step * g, g);
-    Matmul</*kAdd=*/true>(xh_t.data(), d.k(), dgates_t, dw);
-    Matmul(dgates + step * g, n, w_t, dh.data());
+    grads.Step(t, dgates + step * g, x + step * d.in,
+               t ? hs + (step - d.b) * h : h0 + first, dh.data());
   }
+  grads.Finish();
   std::memcpy(dc0 + first, dc.data(), state * sizeof(float));
   std::memcpy(dh0 + first, dh.data(), state * sizeof(float));
 }
 
+#ifdef SEQCLF_AMX
+// ---------------------------------------------------------------- AMX
+// matmul_precision='bfloat16': the matmuls' operands rounded to bfloat16
+// (8 mantissa bits), products accumulated in float32 by Intel AMX tiles (a
+// 16x32 by 32x16 block per instruction); gates, state and the elementwise
+// arithmetic stay float32. Three-pass bfloat16 ('bfloat16_3x', near float32)
+// was tried and dropped: tile loads, not the multiplier, bound these small
+// matmuls to about 300 GFLOP/s, so three passes were no faster than the
+// float32 micro-kernel.
+
+using bf16 = uint16_t;
+constexpr int kTile = 16;   // rows of every tile, and float32 columns of C
+constexpr int kTileK = 32;  // bfloat16 products per C element per tile
+inline int RoundUp(int x, int m) { return (x + m - 1) / m * m; }
+
+// bfloat16 of 16 floats (round to nearest even).
+inline __m256i ToBf16(__m512 x) { return (__m256i)_mm512_cvtneps_pbh(x); }
+
+// Writes bfloat16 of x[0:n] to row[0:RoundUp(n, 16)], zeros past n.
+inline void PutBf16(const float* x, int n, bf16* row) {
+  for (int j = 0; j < n; j += 16) {
+    const __m512 v = _mm512_maskz_loadu_ps(
+        n - j >= 16 ? 0xffff : (1u << (n - j)) - 1, x + j);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(row + j), ToBf16(v));
+  }
+}
+
+// B (K x N) in AMX's pair-interleaved tile layout: tile (nt, kt) holds rows
+// 32kt..32kt+31 and columns 16nt..16nt+15, row r of the tile holding rows
+// 2r and 2r + 1 side by side per column; tiles contiguous, 1 KB each. K a
+// multiple of 32, N of 16.
+class AmxB {
+ public:
+  AmxB(int k, int n)
+      : kt_(k / kTileK), nt_(n / kTile),
+        data_(new uint32_t[static_cast<size_t>(k) / 2 * n]) {}
+  // B from float rows, row(k) (N floats, or nullptr for zeros), k < K.
+  template <typename Row>
+  AmxB(int k, int n, const Row& row) : AmxB(k, n) {
+    for (int k0 = 0; k0 < k; k0 += 2) SetPair(k0, row(k0), row(k0 + 1));
+  }
+  int k() const { return kt_ * kTileK; }
+  int n() const { return nt_ * kTile; }
+  const uint32_t* tile(int nt, int kt) const {
+    return data_.get() + (static_cast<size_t>(nt) * kt_ + kt) * 256;
+  }
+  // Rows k0 and k0 + 1 (k0 even) from float rows r0, r1 (nullptr: zeros).
+  void SetPair(int k0, const float* r0, const float* r1) {
+    const int kt = k0 / kTileK, r = (k0 % kTileK) / 2;
+    for (int nt = 0; nt < nt_; ++nt) {
+      const __m512i pair = _mm512_or_si512(
+          _mm512_cvtepu16_epi32(Part(r0, nt)),
+          _mm512_slli_epi32(_mm512_cvtepu16_epi32(Part(r1, nt)), 16));
+      _mm512_storeu_si512(
+          data_.get() + (static_cast<size_t>(nt) * kt_ + kt) * 256 + r * 16,
+          pair);
+    }
+  }
+
+ private:
+  static __m256i Part(const float* r, int nt) {
+    return r ? ToBf16(_mm512_loadu_ps(r + nt * kTile)) : _mm256_setzero_si256();
+  }
+  int kt_, nt_;
+  std::unique_ptr<uint32_t[]> data_;
+};
+
+// Tile registers 0-3 hold a 2x2 block of C, 4-5 two row tiles of A, 6-7
+// two column tiles of B; configured per thread for the span of one call.
+// The configuration is a constant: built on the stack, GCC 12 let
+// ldtilecfg read it before all its stores had landed.
+struct alignas(64) TileConfig {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+constexpr TileConfig kTileConfig = {
+    1, 0, {}, {64, 64, 64, 64, 64, 64, 64, 64},
+    {kTile, kTile, kTile, kTile, kTile, kTile, kTile, kTile}};
+
+class AmxTiles {
+ public:
+  AmxTiles() { _tile_loadconfig(&kTileConfig); }
+  ~AmxTiles() { _tile_release(); }
+};
+
+// C block (MT x NT tiles, each 1 or 2) at tile (mt, nt) = A @ B.
+template <int MT, int NT>
+void AmxBlock(const bf16* a, int lda, const AmxB& b, int mt, int nt, float* c,
+              int ldc) {
+  const bf16* a0 = a + static_cast<size_t>(mt) * kTile * lda;
+  const bf16* a1 = a0 + static_cast<size_t>(kTile) * lda;
+  float* c0 = c + static_cast<size_t>(mt) * kTile * ldc + nt * kTile;
+  float* c1 = c0 + static_cast<size_t>(kTile) * ldc;
+  const int stride_a = lda * 2, stride_c = ldc * 4;
+  _tile_zero(0);
+  if constexpr (NT == 2) _tile_zero(1);
+  if constexpr (MT == 2) _tile_zero(2);
+  if constexpr (MT == 2 && NT == 2) _tile_zero(3);
+  for (int kt = 0; kt < b.k() / kTileK; ++kt) {
+    _tile_loadd(4, a0 + kt * kTileK, stride_a);
+    _tile_loadd(6, b.tile(nt, kt), 64);
+    if constexpr (MT == 2) _tile_loadd(5, a1 + kt * kTileK, stride_a);
+    if constexpr (NT == 2) _tile_loadd(7, b.tile(nt + 1, kt), 64);
+    _tile_dpbf16ps(0, 4, 6);
+    if constexpr (NT == 2) _tile_dpbf16ps(1, 4, 7);
+    if constexpr (MT == 2) _tile_dpbf16ps(2, 5, 6);
+    if constexpr (MT == 2 && NT == 2) _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, c0, stride_c);
+  if constexpr (NT == 2) _tile_stored(1, c0 + kTile, stride_c);
+  if constexpr (MT == 2) _tile_stored(2, c1, stride_c);
+  if constexpr (MT == 2 && NT == 2) _tile_stored(3, c1 + kTile, stride_c);
+}
+
+// C (m x N, float32, leading dimension ldc) = A (m x K, bfloat16 row-major,
+// leading dimension lda) @ B; m a multiple of 16.
+void AmxMatmul(const bf16* a, int lda, int m, const AmxB& b, float* c,
+               int ldc) {
+  const int mts = m / kTile, nts = b.n() / kTile;
+  for (int mt = 0; mt < mts; mt += 2)
+    for (int nt = 0; nt < nts; nt += 2) {
+      const bool m2 = mt + 1 < mts, n2 = nt + 1 < nts;
+      if (m2 && n2) AmxBlock<2, 2>(a, lda, b, mt, nt, c, ldc);
+      else if (m2) AmxBlock<2, 1>(a, lda, b, mt, nt, c, ldc);
+      else if (n2) AmxBlock<1, 2>(a, lda, b, mt, nt, c, ldc);
+      else AmxBlock<1, 1>(a, lda, b, mt, nt, c, ldc);
+    }
+}
+
+// The rows of [x; h] for AMX: x padded to 16, the whole to 32.
+struct AmxLayout {
+  int kx, k;
+  explicit AmxLayout(const Dims& d)
+      : kx(RoundUp(d.in, 16)), k(RoundUp(RoundUp(d.in, 16) + d.h, kTileK)) {}
+};
+
+// [w_x; w_h] in AmxLayout's rows (forward).
+AmxB AmxWeights(const Dims& d, const float* w_x, const float* w_h) {
+  const AmxLayout l(d);
+  const size_t g = 4 * d.h;
+  return AmxB(l.k, g, [&](int k) -> const float* {
+    if (k < d.in) return w_x + k * g;
+    if (k >= l.kx && k < l.kx + d.h) return w_h + (k - l.kx) * g;
+    return nullptr;
+  });
+}
+
+// w_hᵀ (4H x H) (backward: dh = dgates @ w_hᵀ).
+AmxB AmxWeightsT(const Dims& d, const float* w_h) {
+  const size_t h = d.h, g = 4 * d.h;
+  std::vector<float> t(g * h);
+  for (size_t i = 0; i < h; ++i)
+    for (size_t j = 0; j < g; ++j) t[j * h + i] = w_h[i * g + j];
+  return AmxB(g, h, [&](int k) { return &t[k * h]; });
+}
+
+// Fp32Gates' interface on AMX: rows padded to 16, [x_t, h] in bfloat16.
+class AmxGates {
+ public:
+  AmxGates(const Dims& d, int rows, const AmxB& w)
+      : d_(d), l_(d), rows_(RoundUp(rows, kTile)), w_(w),
+        xh_(static_cast<size_t>(rows_) * l_.k, 0),
+        gates_(static_cast<size_t>(rows_) * 4 * d.h) {}
+  void SetX(int b, const float* x) {
+    PutBf16(x, d_.in, &xh_[static_cast<size_t>(b) * l_.k]);
+  }
+  void SetH(int b, const float* h) {
+    PutBf16(h, d_.h, &xh_[static_cast<size_t>(b) * l_.k + l_.kx]);
+  }
+  const float* Multiply() {
+    AmxMatmul(xh_.data(), l_.k, rows_, w_, gates_.data(), 4 * d_.h);
+    return gates_.data();
+  }
+
+ private:
+  const Dims& d_;
+  AmxLayout l_;
+  int rows_;
+  const AmxB& w_;
+  std::vector<bf16> xh_;
+  std::vector<float> gates_;
+};
+
+// Fp32Grads' interface on AMX. dh_{t-1} per step; the weight gradient as
+// one matmul after the last step, [x, h]ᵀ (features x steps*rows) @ dgates
+// (steps*rows x 4H): a long contraction that keeps C in tiles.
+class AmxGrads {
+ public:
+  AmxGrads(const Dims& d, int rows, const AmxB& w_t, float* dw)
+      : d_(d), l_(d), rows_(rows), rows_pad_(RoundUp(rows, kTile)),
+        cols_(RoundUp(rows, 2)), inner_(RoundUp(d.t * cols_, kTileK)),
+        w_t_(w_t), dw_(dw),
+        dgates_bf16_(static_cast<size_t>(rows_pad_) * 4 * d.h, 0),
+        dh_(static_cast<size_t>(rows_pad_) * d.h),
+        xh_t_(static_cast<size_t>(l_.k) * inner_, 0),
+        xh_rows_(static_cast<size_t>(kTile) * l_.k, 0),
+        dgates_t_(inner_, 4 * d.h) {
+    for (int i = d.t * cols_; i < inner_; i += 2)  // padding: zeros
+      dgates_t_.SetPair(i, nullptr, nullptr);
+  }
+  void Step(int t, const float* dgates, const float* x_t, const float* h_prev,
+            float* dh) {
+    const size_t g = 4 * d_.h;
+    for (int b = 0; b < rows_; ++b)
+      PutBf16(dgates + b * g, g, &dgates_bf16_[b * g]);
+    AmxMatmul(dgates_bf16_.data(), g, rows_pad_, w_t_, dh_.data(), d_.h);
+    std::memcpy(dh, dh_.data(), static_cast<size_t>(rows_) * d_.h * sizeof(float));
+    // This step's rows of dgates and columns of [x, h]ᵀ.
+    const int col0 = t * cols_;
+    for (int b = 0; b < rows_; b += 2)
+      dgates_t_.SetPair(col0 + b, dgates + b * g,
+                        b + 1 < rows_ ? dgates + (b + 1) * g : nullptr);
+    // Transposed 16 rows at a time, so each store fills part of one line.
+    for (int b0 = 0; b0 < rows_; b0 += kTile) {
+      const int nb = std::min(kTile, rows_ - b0);
+      for (int i = 0; i < nb; ++i) {
+        bf16* row = &xh_rows_[static_cast<size_t>(i) * l_.k];
+        PutBf16(x_t + static_cast<size_t>(b0 + i) * d_.in, d_.in, row);
+        PutBf16(h_prev + static_cast<size_t>(b0 + i) * d_.h, d_.h,
+                row + l_.kx);
+      }
+      for (int k = 0; k < l_.k; ++k) {
+        bf16* to = xh_t_.data() + static_cast<size_t>(k) * inner_ + col0 + b0;
+        for (int i = 0; i < nb; ++i) to[i] = xh_rows_[i * l_.k + k];
+      }
+    }
+  }
+  void Finish() {
+    const int g = 4 * d_.h;
+    std::vector<float> dw(static_cast<size_t>(l_.k) * g);
+    AmxMatmul(xh_t_.data(), inner_, l_.k, dgates_t_, dw.data(), g);
+    for (int k = 0; k < d_.k(); ++k) {
+      const float* from = &dw[static_cast<size_t>(k < d_.in ? k : l_.kx + k - d_.in) * g];
+      float* to = dw_ + static_cast<size_t>(k) * g;
+      for (int j = 0; j < g; ++j) to[j] += from[j];
+    }
+  }
+
+ private:
+  const Dims& d_;
+  AmxLayout l_;
+  int rows_, rows_pad_, cols_, inner_;
+  const AmxB& w_t_;
+  float* dw_;
+  std::vector<bf16> dgates_bf16_;
+  std::vector<float> dh_;
+  std::vector<bf16> xh_t_, xh_rows_;
+  AmxB dgates_t_;
+};
+
+// Whether this process may use AMX tiles (Linux asks each process to
+// request them once); false where the kernel was built without AMX.
+bool AmxUsable() {
+  static const bool usable = [] {
+    constexpr int kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return usable;
+}
+#else
+bool AmxUsable() { return false; }
+#endif  // SEQCLF_AMX
+
 using Arg = ffi::Buffer<ffi::F32>;
 using Ret = ffi::ResultBuffer<ffi::F32>;
 
+ffi::Error CheckBf16(int bf16) {
+  if (bf16 && !AmxUsable())
+    return ffi::Error::InvalidArgument(
+        "seqclf lstm_kernel: bfloat16 matmuls need AMX, which this CPU or "
+        "build lacks; use matmul_precision='float32'");
+  return ffi::Error::Success();
+}
+
 // Inputs: x (T, B, I), w_x (I, 4H), b (4H), w_h (H, 4H), c0, h0 (B, H).
-// Results: hs (T, B, H), c_T (B, H) [, ts (T, B, 4H), c_prev, tanh_cs
-// (T, B, H) when training].
+// Attributes: forget_bias; bf16 (1: bfloat16 matmuls on AMX, 0: float32). Results: hs (T, B, H), c_T (B, H) [,
+// ts (T, B, 4H), c_prev, tanh_cs (T, B, H) when training].
 ffi::Error ForwardAny(ffi::ThreadPool& pool, const Arg& x, const Arg& w_x,
                       const Arg& bias, const Arg& w_h, const Arg& c0,
-                      const Arg& h0, float forget_bias, Ret& hs, Ret& c_last,
-                      float* ts, float* c_prev, float* tanh_cs) {
+                      const Arg& h0, float forget_bias, int bf16, Ret& hs,
+                      Ret& c_last, float* ts, float* c_prev, float* tanh_cs) {
   const Dims d = DimsOf(x, w_h);
   if (ffi::Error e = CheckDims(d, w_x, w_h); e.failure()) return e;
-  const Packed w(w_x.typed_data(), d.in, w_h.typed_data(), d.k(), 4 * d.h);
+  if (ffi::Error e = CheckBf16(bf16); e.failure()) return e;
   const Slicing slicing(pool, d.b);
-  ParallelFor(pool, slicing.slices, [&](int i) {
-    Forward(d, slicing.rows(i), w, x.typed_data(), bias.typed_data(),
+  auto run = [&](int i, auto& gates) {
+    Forward(d, slicing.rows(i), gates, x.typed_data(), bias.typed_data(),
             c0.typed_data(), h0.typed_data(), forget_bias, hs->typed_data(),
             c_last->typed_data(), ts, c_prev, tanh_cs);
+  };
+#ifdef SEQCLF_AMX
+  if (bf16) {
+    const AmxB w = AmxWeights(d, w_x.typed_data(), w_h.typed_data());
+    ParallelFor(pool, slicing.slices, [&](int i) {
+      AmxTiles tiles;
+      AmxGates gates(d, slicing.rows(i).n(), w);
+      run(i, gates);
+    });
+    return ffi::Error::Success();
+  }
+#endif
+  const Packed w(w_x.typed_data(), d.in, w_h.typed_data(), d.k(), 4 * d.h);
+  ParallelFor(pool, slicing.slices, [&](int i) {
+    Fp32Gates gates(d, slicing.rows(i).n(), w);
+    run(i, gates);
   });
   return ffi::Error::Success();
 }
 
 ffi::Error ForwardImpl(ffi::ThreadPool pool, Arg x, Arg w_x, Arg bias,
-                       Arg w_h, Arg c0, Arg h0, float forget_bias, Ret hs,
-                       Ret c_last) {
-  return ForwardAny(pool, x, w_x, bias, w_h, c0, h0, forget_bias, hs, c_last,
-                    nullptr, nullptr, nullptr);
+                       Arg w_h, Arg c0, Arg h0, float forget_bias,
+                       int32_t bf16, Ret hs, Ret c_last) {
+  return ForwardAny(pool, x, w_x, bias, w_h, c0, h0, forget_bias, bf16, hs,
+                    c_last, nullptr, nullptr, nullptr);
 }
 
 ffi::Error ForwardTrainImpl(ffi::ThreadPool pool, Arg x, Arg w_x, Arg bias,
                             Arg w_h, Arg c0, Arg h0, float forget_bias,
-                            Ret hs, Ret c_last, Ret ts, Ret c_prev,
-                            Ret tanh_cs) {
-  return ForwardAny(pool, x, w_x, bias, w_h, c0, h0, forget_bias, hs, c_last,
-                    ts->typed_data(), c_prev->typed_data(),
+                            int32_t bf16, Ret hs, Ret c_last, Ret ts,
+                            Ret c_prev, Ret tanh_cs) {
+  return ForwardAny(pool, x, w_x, bias, w_h, c0, h0, forget_bias, bf16, hs,
+                    c_last, ts->typed_data(), c_prev->typed_data(),
                     tanh_cs->typed_data());
 }
 
 // Inputs: the forward's cotangents dhs, dc_T, dh_T; its residuals ts,
-// c_prev, tanh_cs; x, hs, h0, w_x, w_h. Results: dgates (T, B, 4H) (for the
-// input gradient, formed in XLA only where something needs it), dw_x, db,
-// dw_h, dc0, dh0.
+// c_prev, tanh_cs; x, hs, h0, w_x, w_h. Attribute: bf16, as above.
+// Results: dgates (T, B, 4H) (for the input gradient, formed in XLA only
+// where something needs it), dw_x, db, dw_h, dc0, dh0.
 ffi::Error BackwardImpl(ffi::ThreadPool pool, Arg dhs, Arg dc_last,
                         Arg dh_last, Arg ts, Arg c_prev, Arg tanh_cs, Arg x,
-                        Arg hs, Arg h0, Arg w_x, Arg w_h, Ret dgates,
-                        Ret dw_x, Ret db, Ret dw_h, Ret dc0, Ret dh0) {
+                        Arg hs, Arg h0, Arg w_x, Arg w_h, int32_t bf16,
+                        Ret dgates, Ret dw_x, Ret db, Ret dw_h, Ret dc0,
+                        Ret dh0) {
   const Dims d = DimsOf(x, w_h);
   if (ffi::Error e = CheckDims(d, w_x, w_h); e.failure()) return e;
-  const Packed w_t = Packed::Transposed(w_h.typed_data(), 4 * d.h, d.h);
+  if (ffi::Error e = CheckBf16(bf16); e.failure()) return e;
   const Slicing slicing(pool, d.b);
   // One gradient per slice, summed in slice order: deterministic for a
   // given thread count. Each holds [dw_x; dw_h] then db.
   const int g = 4 * d.h;
   const size_t size = static_cast<size_t>(d.k() + 1) * g;
-  std::vector<std::vector<float>> grads(slicing.slices,
-                                        std::vector<float>(size, 0.0f));
-  ParallelFor(pool, slicing.slices, [&](int i) {
-    float* dw = grads[i].data();
-    Backward(d, slicing.rows(i), w_t, dhs.typed_data(), dc_last.typed_data(),
-             dh_last.typed_data(), ts.typed_data(), c_prev.typed_data(),
-             tanh_cs.typed_data(), x.typed_data(), hs.typed_data(),
-             h0.typed_data(), dgates->typed_data(), dc0->typed_data(),
-             dh0->typed_data(), dw, dw + static_cast<size_t>(d.k()) * g);
-  });
+  std::vector<std::vector<float>> sums(slicing.slices,
+                                       std::vector<float>(size, 0.0f));
+  auto run = [&](int i, auto& grads) {
+    Backward(d, slicing.rows(i), grads, dhs.typed_data(),
+             dc_last.typed_data(), dh_last.typed_data(), ts.typed_data(),
+             c_prev.typed_data(), tanh_cs.typed_data(), x.typed_data(),
+             hs.typed_data(), h0.typed_data(), dgates->typed_data(),
+             dc0->typed_data(), dh0->typed_data(),
+             sums[i].data() + static_cast<size_t>(d.k()) * g);
+  };
+#ifdef SEQCLF_AMX
+  if (bf16) {
+    const AmxB w_t = AmxWeightsT(d, w_h.typed_data());
+    ParallelFor(pool, slicing.slices, [&](int i) {
+      AmxTiles tiles;
+      AmxGrads grads(d, slicing.rows(i).n(), w_t, sums[i].data());
+      run(i, grads);
+    });
+  }
+#endif
+  if (!bf16) {
+    const Packed w_t = Packed::Transposed(w_h.typed_data(), 4 * d.h, d.h);
+    ParallelFor(pool, slicing.slices, [&](int i) {
+      Fp32Grads grads(d, slicing.rows(i).n(), w_t, sums[i].data());
+      run(i, grads);
+    });
+  }
   for (int i = 1; i < slicing.slices; ++i)
-    for (size_t j = 0; j < size; ++j) grads[0][j] += grads[i][j];
-  const float* sum = grads[0].data();
+    for (size_t j = 0; j < size; ++j) sums[0][j] += sums[i][j];
+  const float* sum = sums[0].data();
   const size_t x_part = static_cast<size_t>(d.in) * g;
   const size_t h_part = static_cast<size_t>(d.h) * g;
   std::memcpy(dw_x->typed_data(), sum, x_part * sizeof(float));
@@ -463,6 +824,7 @@ auto ForwardArgs() {
       .Arg<Arg>()  // c0
       .Arg<Arg>()  // h0
       .Attr<float>("forget_bias")
+      .Attr<int32_t>("bf16")
       .Ret<Arg>()   // hs
       .Ret<Arg>();  // c_T
 }
@@ -490,9 +852,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfLstmBackward, BackwardImpl,
                                   .Arg<Arg>()  // h0
                                   .Arg<Arg>()  // w_x
                                   .Arg<Arg>()  // w_h
+                                  .Attr<int32_t>("bf16")
                                   .Ret<Arg>()   // dgates
                                   .Ret<Arg>()   // dw_x
                                   .Ret<Arg>()   // db
                                   .Ret<Arg>()   // dw_h
                                   .Ret<Arg>()   // dc0
                                   .Ret<Arg>());  // dh0
+
+// 1 when the bfloat16 (AMX) matmuls can run in this process, else 0.
+extern "C" int SeqclfAmxAvailable() { return AmxUsable() ? 1 : 0; }
