@@ -12,13 +12,16 @@ the machine hits every implementation alike. Implementations:
   CPU split into one single-threaded device per core, ``parallelism='auto'``),
   with the default config (``impl='auto'``: the compiled CPU kernel);
   ``seqclf-scan`` sets ``impl='scan'`` (the portable ``nn.scan`` path),
-  ``seqclf-fused`` ``impl='fused'``, and ``seqclf-1cpu`` keeps JAX's one
-  multi-threaded CPU device (``cpu_devices=1``);
+  ``seqclf-fused`` ``impl='fused'``, ``seqclf-1cpu`` keeps JAX's one
+  multi-threaded CPU device (``cpu_devices=1``), and ``seqclf-bf16`` sets
+  ``matmul_precision='bfloat16'`` (the kernel's matmuls on Intel AMX; skipped
+  with a message on CPUs without it);
 - ``flax``: ``nn.RNN(nn.OptimizedLSTMCell(128))`` + ``Dense``, one jitted step
   per host batch, the straightforward Flax recipe;
 - ``torch``: ``nn.LSTM(28, 128)`` + ``Linear``, the usual PyTorch loop
   (skipped with a message when torch is not installed: ``pip install
-  '.[bench]'``).
+  '.[bench]'``); ``torch-bf16`` the same under ``torch.autocast`` to
+  bfloat16, PyTorch's own mixed precision, the peer of ``seqclf-bf16``.
 
 Also measured: compile/warm-up seconds, peak RSS, the fp32 GEMM peak of the
 machine (the LSTM's own matmul shape and a large square one) and each
@@ -50,7 +53,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 SEQ, FEATURES, HIDDEN, CLASSES = 28, 28, 128, 10
-IMPLS = ('seqclf', 'seqclf-scan', 'seqclf-fused', 'seqclf-1cpu', 'flax', 'torch')
+IMPLS = ('seqclf', 'seqclf-scan', 'seqclf-fused', 'seqclf-1cpu', 'seqclf-bf16',
+         'flax', 'torch', 'torch-bf16')
+
+
+class Skip(Exception):
+  """An implementation this machine cannot run; the message says why."""
 
 
 def train_flops_per_example(hidden: int = HIDDEN) -> float:
@@ -97,7 +105,8 @@ class _Seqclf:
   """
 
   VARIANTS = {'': {}, 'scan': {'impl': 'scan'}, 'fused': {'impl': 'fused'},
-              '1cpu': {'cpu_devices': 1}}
+              '1cpu': {'cpu_devices': 1},
+              'bf16': {'matmul_precision': 'bfloat16'}}
 
   def __init__(self, train, variant: str):
     sys.path.insert(0, str(REPO))
@@ -108,6 +117,10 @@ class _Seqclf:
     parallel.configure_cpu_devices(self.config.cpu_devices,
                                    self.config.batch_size)
     import jax  # pylint: disable=g-import-not-at-top
+    from seqclf import lstm_kernel  # pylint: disable=g-import-not-at-top
+    if not lstm_kernel.available(self.config.matmul_precision):
+      raise Skip(f'matmul_precision={self.config.matmul_precision!r} needs '
+                 'the CPU kernel on a CPU with Intel AMX; not available here.')
     self.jax, self.parallel, self.train = jax, parallel, train
     self.runs = {}
 
@@ -184,9 +197,9 @@ class _Flax:
 class _Torch:
   """The usual PyTorch loop: nn.LSTM + Linear, Adam, CPU build."""
 
-  def __init__(self, train, device='cpu', threads=0):
+  def __init__(self, train, device='cpu', threads=0, bf16=False):
     import torch  # pylint: disable=g-import-not-at-top
-    self.torch = torch
+    self.torch, self.bf16 = torch, bf16
     if threads:
       # On a loaded machine torch's spinning OpenMP threads can collapse
       # (one waits for a descheduled sibling at every op); 1 thread avoids it.
@@ -204,8 +217,11 @@ class _Torch:
 
   def _step(self, rows):
     x, y = self.images[rows], self.labels[rows]
-    out, _ = self.lstm(x)
-    loss = self.torch.nn.functional.cross_entropy(self.head(out[:, -1]), y)
+    with self.torch.autocast(self.device.split(':')[0], self.torch.bfloat16,
+                             enabled=self.bf16):
+      out, _ = self.lstm(x)
+      logits = self.head(out[:, -1])
+    loss = self.torch.nn.functional.cross_entropy(logits.float(), y)
     self.opt.zero_grad(set_to_none=True)
     loss.backward()
     self.opt.step()
@@ -233,7 +249,7 @@ def _worker(name: str, conn, num_examples: int | None,
       impl = _Seqclf(train, name.partition('-')[2])
     else:
       impl = (_Flax(train) if name == 'flax' else
-              _Torch(train, torch_device, torch_threads))
+              _Torch(train, torch_device, torch_threads, name == 'torch-bf16'))
     versions = {}
     for module in ('jax', 'flax', 'torch'):
       if module in sys.modules:
@@ -255,6 +271,8 @@ def _worker(name: str, conn, num_examples: int | None,
       else:
         impl.run(msg[1], msg[2])
       conn.send(('done', time.perf_counter() - t))
+  except Skip as e:
+    conn.send(('skip', str(e)))
   except Exception as e:  # pylint: disable=broad-except
     conn.send(('error', f'{type(e).__name__}: {e}'))
 
@@ -333,13 +351,13 @@ def run_benchmark(args) -> dict:
            for b in batch_sizes}
   workers, versions, skipped = {}, {}, {}
   for name in impls:
-    if name == 'torch':
+    if name.startswith('torch'):
       try:
         import torch  # pylint: disable=g-import-not-at-top,unused-import
       except ImportError:
         skipped[name] = ('torch is not installed: pip install torch==2.13.0 '
                          "(or '.[bench]') to compare with PyTorch.")
-        print(f'benchmark: skipping torch: {skipped[name]}', file=sys.stderr)
+        print(f'benchmark: skipping {name}: {skipped[name]}', file=sys.stderr)
         continue
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_worker, args=(name, child, args.num_examples,
@@ -351,6 +369,12 @@ def run_benchmark(args) -> dict:
     kind, payload = conn.recv()
     if kind == 'error':
       raise RuntimeError(f'{name} worker failed to start: {payload}')
+    if kind == 'skip':
+      skipped[name] = payload
+      print(f'benchmark: skipping {name}: {payload}', file=sys.stderr)
+      proc.join()
+      del workers[name]
+      continue
     versions[name] = payload
 
   def call(name, *msg):
@@ -441,13 +465,13 @@ def markdown(report: dict) -> str:
         f' | {max(r["compile_seconds"].values()):.1f} | '
         f'{r["peak_rss_mb"]:,.0f} | {100 * r["fraction_of_peak"][sizes[-1]]:.0f}% |')
   out = ['\n'.join(lines), '']
-  if 'torch' in res:
-    for name in res:
-      if name.startswith('seqclf'):
-        ratios = ', '.join(
-            f'batch {b}: {res[name]["median_examples_per_second"][b] / res["torch"]["median_examples_per_second"][b]:.2f}×'
-            for b in sizes)
-        out.append(f'- {name} / torch: {ratios}')
+  for name in res:  # Each seqclf row against torch; bf16 also against bf16.
+    peers = ['torch'] + (['torch-bf16'] if name.endswith('-bf16') else [])
+    for peer in (p for p in peers if p in res and name.startswith('seqclf')):
+      ratios = ', '.join(
+          f'batch {b}: {res[name]["median_examples_per_second"][b] / res[peer]["median_examples_per_second"][b]:.2f}×'
+          for b in sizes)
+      out.append(f'- {name} / {peer}: {ratios}')
   for name, why in report['skipped'].items():
     out.append(f'- {name} skipped: {why}')
   out.append(f'- fp32 GEMM peak (best measured): {report["gemm_peak_gflops"]:.0f} '

@@ -132,8 +132,12 @@ def _summarize(runs: list[dict]) -> dict:
 
 
 def _impl(results: dict) -> str:
-  """How the LSTM layers ran: recorded since impl='auto', else the config's."""
-  return results.get('impl', results['config'].get('impl', 'scan'))
+  """How the LSTM layers ran: recorded since impl='auto', else the config's,
+  with the kernel's matmul precision where it is not float32."""
+  impl = results.get('impl', results['config'].get('impl', 'scan'))
+  precision = results['config'].get('matmul_precision', 'float32')
+  return impl if precision == 'float32' else f'{impl}, {precision} matmuls'
+
 
 
 def run(name: str) -> None:

@@ -28,7 +28,8 @@ def benchmark():
 
 def test_benchmark_runs_and_writes_table(benchmark, tmp_path):
   rc = benchmark.main([
-      '--impls', 'seqclf,flax,torch', '--batch_sizes', '8', '--steps', '2',
+      '--impls', 'seqclf,seqclf-bf16,flax,torch,torch-bf16', '--batch_sizes',
+      '8', '--steps', '2',
       '--rounds', '2', '--num_examples', '200', '--no_tta', '--gemm_gflop',
       '0.05', '--out', str(tmp_path)])
   assert rc == 0
@@ -37,10 +38,15 @@ def test_benchmark_runs_and_writes_table(benchmark, tmp_path):
   assert (tmp_path / 'benchmark.png').stat().st_size > 1000
   measured = set(report['results'])
   assert {'seqclf', 'flax'} <= measured
-  # torch is an optional extra: measured, or skipped with the install hint.
-  assert ('torch' in measured) != ('torch' in report['skipped'])
-  if 'torch' in report['skipped']:
-    assert 'pip install' in report['skipped']['torch']
+  # torch is an optional extra, AMX an optional CPU feature: each measured,
+  # or skipped with what to do.
+  for name, hint in (('torch', 'pip install'), ('torch-bf16', 'pip install'),
+                     ('seqclf-bf16', 'Intel AMX')):
+    assert (name in measured) != (name in report['skipped'])
+    if name in report['skipped']:
+      assert hint in report['skipped'][name]
+    else:
+      assert f'| {name} |' in table
   for name, res in report['results'].items():
     speeds = res['examples_per_second']
     assert list(speeds) == ['8']  # JSON keys are strings
@@ -57,3 +63,18 @@ def test_benchmark_rejects_unknown_impl(benchmark, capsys):
     benchmark.main(['--impls', 'seqclf,tensorflow'])
   assert e.value.code == 2
   assert 'unknown --impls' in capsys.readouterr().err
+
+
+def test_benchmark_skips_bf16_where_the_kernel_cannot_run(benchmark, tmp_path,
+                                                          monkeypatch):
+  # No compiler, no kernel: what a CPU without AMX sees too.
+  monkeypatch.setenv('CXX', 'no-such-compiler')
+  rc = benchmark.main([
+      '--impls', 'seqclf-bf16,flax', '--batch_sizes', '8', '--steps', '2',
+      '--rounds', '1', '--num_examples', '200', '--no_tta', '--gemm_gflop',
+      '0.05', '--out', str(tmp_path)])
+  assert rc == 0
+  report = json.loads((tmp_path / 'benchmark.json').read_text())
+  assert list(report['results']) == ['flax']
+  assert 'Intel AMX' in report['skipped']['seqclf-bf16']
+  assert 'seqclf-bf16 skipped' in (tmp_path / 'benchmark.md').read_text()
