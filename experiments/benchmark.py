@@ -460,11 +460,16 @@ def markdown(report: dict) -> str:
     for b in sizes:
       v = r['examples_per_second'][b]
       cells.append(f'{statistics.median(v):,.0f} ({min(v):,.0f}–{max(v):,.0f})')
+    mark = '†' if name.endswith('-bf16') else ''
     lines.append(
         f'| {name} | ' + ' | '.join(cells) +
         f' | {max(r["compile_seconds"].values()):.1f} | '
-        f'{r["peak_rss_mb"]:,.0f} | {100 * r["fraction_of_peak"][sizes[-1]]:.0f}% |')
+        f'{r["peak_rss_mb"]:,.0f} | '
+        f'{100 * r["fraction_of_peak"][sizes[-1]]:.0f}%{mark} |')
   out = ['\n'.join(lines), '']
+  if any(name.endswith('-bf16') for name in res):
+    out.append('- † bfloat16 matmuls, measured against the float32 GEMM peak '
+               '(AMX and oneDNN exceed it).')
   for name in res:  # Each seqclf row against torch; bf16 also against bf16.
     peers = ['torch'] + (['torch-bf16'] if name.endswith('-bf16') else [])
     for peer in (p for p in peers if p in res and name.startswith('seqclf')):

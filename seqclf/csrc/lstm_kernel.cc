@@ -508,10 +508,26 @@ constexpr TileConfig kTileConfig = {
     1, 0, {}, {64, 64, 64, 64, 64, 64, 64, 64},
     {kTile, kTile, kTile, kTile, kTile, kTile, kTile, kTile}};
 
+// Loads kTileConfig for its lifetime and then puts back the thread's own
+// (other AMX code on XLA's threads, e.g. oneDNN, may cache that it loaded
+// one), or releases the tiles if there was none.
 class AmxTiles {
  public:
-  AmxTiles() { _tile_loadconfig(&kTileConfig); }
-  ~AmxTiles() { _tile_release(); }
+  AmxTiles() {
+    _tile_storeconfig(&saved_);
+    asm volatile("" : : "r"(&saved_) : "memory");  // Read only after sttilecfg.
+    _tile_loadconfig(&kTileConfig);
+  }
+  ~AmxTiles() {
+    if (saved_.palette) {
+      _tile_loadconfig(&saved_);
+    } else {
+      _tile_release();
+    }
+  }
+
+ private:
+  TileConfig saved_;
 };
 
 // C block (MT x NT tiles, each 1 or 2) at tile (mt, nt) = A @ B.
