@@ -139,7 +139,6 @@ def _impl(results: dict) -> str:
   return impl if precision == 'float32' else f'{impl}, {precision} matmuls'
 
 
-
 def run(name: str) -> None:
   """Runs ``name`` as the CLI would and keeps its command."""
   workdir = RUNS / name

@@ -13,8 +13,10 @@ The C++ is compiled on first use with the machine's C++ compiler
 (``$CXX``, else ``c++``) for the machine's own CPU (``-march=native``) and
 cached in ``$SEQCLF_KERNEL_CACHE`` (default ``~/.cache/seqclf/kernels``),
 keyed by the source, compiler, jaxlib and CPU, so later runs load it in
-milliseconds. Float32 and CPU only; ``models.LSTM(impl='kernel')`` is the
-way in, ``available()`` says whether it can run here.
+milliseconds. Float32 and CPU only; its matmuls run in float32, or with
+``precision='bfloat16'`` as bfloat16 products on Intel AMX (float32
+accumulation). ``models.LSTM(impl='kernel')`` is the way in, ``available()``
+says whether it can run here.
 """
 
 from __future__ import annotations
