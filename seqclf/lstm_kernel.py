@@ -135,7 +135,7 @@ def available(precision: str = 'float32') -> bool:
   """True when the kernel can be built and loaded for this process's CPU and
   run matmuls at ``precision`` (the bfloat16 ones need Intel AMX)."""
   library = _load()
-  if isinstance(library, str):
+  if isinstance(library, str) or precision not in PRECISIONS:
     return False
   return precision == 'float32' or bool(library.SeqclfAmxAvailable())
 
