@@ -27,7 +27,7 @@ pytestmark = needs_compiler
 needs_amx = pytest.mark.skipif("not lstm_kernel.available('bfloat16')",
                                reason='bfloat16 matmuls need Intel AMX')
 SHAPES = [(3, 1, 1, 16), (4, 5, 28, 48), (2, 13, 256, 80), (28, 50, 28, 128),
-          (3, 100, 28, 32)]
+          (3, 100, 28, 32), (2, 300, 28, 16)]
 
 
 def _args(t, b, i, h, seed=0):
@@ -59,7 +59,8 @@ def _value_and_grads(layer, args):
 
 # (T, B, I, H): B = 1, 5, 13 (2 register blocks + 1 row), 50 (the default
 # per-device batch), 100 (split into slices over the thread pool where it has
-# two or more threads, their weight gradients summed); H = 16, 48 (forward
+# two or more threads, their weight gradients summed), 300 (three slices of
+# at most 144 rows, more than the pool's threads); H = 16, 48 (forward
 # panels 64 + 64 + 64, backward 48), 80 (backward 64 + 16), 128 (the
 # default); I = 28 (MNIST rows), 1 (pixels), 256 (a bidirectional layer's
 # output).

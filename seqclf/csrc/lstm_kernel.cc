@@ -225,16 +225,23 @@ struct Rows {
 // device's 50 rows of a batch of 100 ran 6-22% faster unsplit in
 // interleaved benchmarks, while 128 or 512 rows per device gain from a split.
 constexpr int kMinSliceBlocks = 8;
+// And at most this many (144 rows): a step's gates and residuals then stay
+// in L2. 512 rows ran 12-20% slower as one slice than as slices of 96-128
+// one after another on the same core (float32 and AMX alike).
+constexpr int kMaxSliceBlocks = 24;
 
-// The batch cut into at most one slice per pool thread, of whole register
-// blocks, each at least kMinSliceBlocks (one slice when the batch is small).
+// The batch cut into slices of whole register blocks, between
+// kMinSliceBlocks (one slice when the batch is small) and kMaxSliceBlocks
+// each, run by at most one worker per pool thread.
 struct Slicing {
-  int batch, blocks, slices;
+  int batch, blocks, workers, slices;
   Slicing(ffi::ThreadPool& pool, int batch)
       : batch(batch), blocks((batch + kMaxRows - 1) / kMaxRows) {
-    slices = static_cast<int>(
+    workers = static_cast<int>(
         std::min<int64_t>(std::max<int64_t>(pool.num_threads(), 1),
                           std::max(blocks / kMinSliceBlocks, 1)));
+    slices = std::max(workers,
+                      (blocks + kMaxSliceBlocks - 1) / kMaxSliceBlocks);
   }
   Rows rows(int i) const {
     return Rows{std::min(batch, i * blocks / slices * kMaxRows),
@@ -242,14 +249,14 @@ struct Slicing {
   }
 };
 
-// Runs fn(i) for i in [0, n) on the intra-op thread pool, the caller taking
-// work too. A pool task that starts after every index is taken returns
-// without touching fn, so the caller waits only for work already running:
-// no deadlock when other calls occupy the pool.
+// Runs fn(i) for i in [0, n) on `workers` threads of the intra-op pool, the
+// caller being one of them. A pool task that starts after every index is
+// taken returns without touching fn, so the caller waits only for work
+// already running: no deadlock when other calls occupy the pool.
 template <typename Fn>
-void ParallelFor(ffi::ThreadPool& pool, int n, const Fn& fn) {
-  if (n <= 1) {
-    if (n == 1) fn(0);
+void ParallelFor(ffi::ThreadPool& pool, int workers, int n, const Fn& fn) {
+  if (workers <= 1 || n <= 1) {
+    for (int i = 0; i < n; ++i) fn(i);
     return;
   }
   struct Progress {
@@ -262,7 +269,8 @@ void ParallelFor(ffi::ThreadPool& pool, int n, const Fn& fn) {
       progress->done.fetch_add(1, std::memory_order_release);
     }
   };
-  for (int i = 1; i < n; ++i) pool.Schedule(decltype(work)(work));
+  for (int i = 1; i < std::min(workers, n); ++i)
+    pool.Schedule(decltype(work)(work));
   work();
   while (progress->done.load(std::memory_order_acquire) < n)
     std::this_thread::yield();
@@ -738,7 +746,7 @@ ffi::Error ForwardAny(ffi::ThreadPool& pool, const Arg& x, const Arg& w_x,
 #ifdef SEQCLF_AMX
   if (bf16) {
     const AmxB w = AmxWeights(d, w_x.typed_data(), w_h.typed_data());
-    ParallelFor(pool, slicing.slices, [&](int i) {
+    ParallelFor(pool, slicing.workers, slicing.slices, [&](int i) {
       AmxTiles tiles;
       AmxGates gates(d, slicing.rows(i).n(), w);
       run(i, gates);
@@ -747,7 +755,7 @@ ffi::Error ForwardAny(ffi::ThreadPool& pool, const Arg& x, const Arg& w_x,
   }
 #endif
   const Packed w(w_x.typed_data(), d.in, w_h.typed_data(), d.k(), 4 * d.h);
-  ParallelFor(pool, slicing.slices, [&](int i) {
+  ParallelFor(pool, slicing.workers, slicing.slices, [&](int i) {
     Fp32Gates gates(d, slicing.rows(i).n(), w);
     run(i, gates);
   });
@@ -800,7 +808,7 @@ ffi::Error BackwardImpl(ffi::ThreadPool pool, Arg dhs, Arg dc_last,
 #ifdef SEQCLF_AMX
   if (bf16) {
     const AmxB w_t = AmxWeightsT(d, w_h.typed_data());
-    ParallelFor(pool, slicing.slices, [&](int i) {
+    ParallelFor(pool, slicing.workers, slicing.slices, [&](int i) {
       AmxTiles tiles;
       AmxGrads grads(d, slicing.rows(i).n(), w_t, sums[i].data());
       run(i, grads);
@@ -809,7 +817,7 @@ ffi::Error BackwardImpl(ffi::ThreadPool pool, Arg dhs, Arg dc_last,
 #endif
   if (!bf16) {
     const Packed w_t = Packed::Transposed(w_h.typed_data(), 4 * d.h, d.h);
-    ParallelFor(pool, slicing.slices, [&](int i) {
+    ParallelFor(pool, slicing.workers, slicing.slices, [&](int i) {
       Fp32Grads grads(d, slicing.rows(i).n(), w_t, sums[i].data());
       run(i, grads);
     });
