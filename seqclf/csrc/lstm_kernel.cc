@@ -10,8 +10,9 @@
 // step while the step's data is in cache. Batch rows never interact, so the
 // batch is cut into slices run on XLA's intra-op thread pool. The arithmetic
 // is fast_lstm's (gate order i, j, f, o; one tanh for all four gates,
-// sigmoid(x) = (1 + tanh(x/2)) / 2; float32 throughout), so the two agree to
-// float rounding (tests/test_lstm_kernel.py).
+// sigmoid(x) = (1 + tanh(x/2)) / 2; float32 throughout, unless the matmuls
+// are asked for in bfloat16), so the two agree to float rounding
+// (tests/test_lstm_kernel.py).
 //
 // Written with GCC/Clang vector extensions rather than intrinsics: with
 // -march=native they become AVX-512 on the machine that compiled them, which
@@ -34,7 +35,7 @@
 #include "xla/ffi/api/ffi.h"
 
 // AMX (bfloat16 tile matmuls) where the compiling CPU has it: the optional
-// matmul precisions 'bfloat16_3x' and 'bfloat16' (see AmxB below).
+// matmul_precision='bfloat16' (the AMX section below).
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
 #define SEQCLF_AMX 1
 #include <immintrin.h>
@@ -443,8 +444,8 @@ void Backward(const Dims& d, Rows r, Grads& grads, const float* dhs,
 // 16x32 by 32x16 block per instruction); gates, state and the elementwise
 // arithmetic stay float32. Three-pass bfloat16 ('bfloat16_3x', near float32)
 // was tried and dropped: tile loads, not the multiplier, bound these small
-// matmuls to about 300 GFLOP/s, so three passes were no faster than the
-// float32 micro-kernel.
+// matmuls to about 300-650 GFLOP/s here, so three passes were no faster
+// than the float32 micro-kernel.
 
 using bf16 = uint16_t;
 constexpr int kTile = 16;   // rows of every tile, and float32 columns of C
@@ -728,8 +729,9 @@ ffi::Error CheckBf16(int bf16) {
 }
 
 // Inputs: x (T, B, I), w_x (I, 4H), b (4H), w_h (H, 4H), c0, h0 (B, H).
-// Attributes: forget_bias; bf16 (1: bfloat16 matmuls on AMX, 0: float32). Results: hs (T, B, H), c_T (B, H) [,
-// ts (T, B, 4H), c_prev, tanh_cs (T, B, H) when training].
+// Attributes: forget_bias; bf16 (1: bfloat16 matmuls on AMX, 0: float32).
+// Results: hs (T, B, H), c_T (B, H) [, ts (T, B, 4H), c_prev, tanh_cs
+// (T, B, H) when training].
 ffi::Error ForwardAny(ffi::ThreadPool& pool, const Arg& x, const Arg& w_x,
                       const Arg& bias, const Arg& w_h, const Arg& c0,
                       const Arg& h0, float forget_bias, int bf16, Ret& hs,
@@ -751,14 +753,15 @@ ffi::Error ForwardAny(ffi::ThreadPool& pool, const Arg& x, const Arg& w_x,
       AmxGates gates(d, slicing.rows(i).n(), w);
       run(i, gates);
     });
-    return ffi::Error::Success();
   }
 #endif
-  const Packed w(w_x.typed_data(), d.in, w_h.typed_data(), d.k(), 4 * d.h);
-  ParallelFor(pool, slicing.workers, slicing.slices, [&](int i) {
-    Fp32Gates gates(d, slicing.rows(i).n(), w);
-    run(i, gates);
-  });
+  if (!bf16) {
+    const Packed w(w_x.typed_data(), d.in, w_h.typed_data(), d.k(), 4 * d.h);
+    ParallelFor(pool, slicing.workers, slicing.slices, [&](int i) {
+      Fp32Gates gates(d, slicing.rows(i).n(), w);
+      run(i, gates);
+    });
+  }
   return ffi::Error::Success();
 }
 
