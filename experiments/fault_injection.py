@@ -31,8 +31,9 @@ sys.path.insert(0, str(REPO))
 from seqclf import checkpoint, train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from seqclf.config import base_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-# Long enough (about 12 s of training here) that 20 random kills land in
-# start-up, training steps, evaluation and checkpoint writes alike.
+# Long enough (compare --max_delay) that 20 random kills land in start-up,
+# training steps, evaluation and checkpoint writes alike
+# (docs/robustness.md).
 OVERRIDES = {'hidden_size': 64, 'num_train_steps': 600, 'steps_per_call': 5,
              'checkpoint_every': 5, 'eval_every': 50, 'log_every': 5,
              'max_to_keep': 2}

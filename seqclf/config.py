@@ -27,16 +27,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_classes = 10
   c.dtype = 'float32'       # compute dtype of the matmuls: float32 | bfloat16
   c.unroll = 1              # time steps unrolled per nn.scan iteration
-  # LSTM recurrence, all giving the same numbers to float rounding (README
-  # Performance): scan (nn.scan of LSTMCell, portable) | fused
+  # LSTM recurrence, all giving the same numbers to float rounding
+  # (docs/design.md): scan (nn.scan of LSTMCell, portable) | fused
   # (seqclf.fast_lstm, hand-written backward) | kernel (the same as a compiled
   # CPU kernel, seqclf.lstm_kernel) | auto (kernel where it applies: CPU
   # backend, float32, LSTM, hidden_size a multiple of 16, a C++ compiler;
   # else scan).
   c.impl = 'auto'
   # Precision of the CPU kernel's matmuls: float32 | bfloat16 (operands
-  # rounded to bfloat16, float32 accumulation, on Intel AMX; about 2x faster
-  # training on CPUs that have it, README Performance). Needs impl kernel
+  # rounded to bfloat16, float32 accumulation, on Intel AMX; faster training
+  # on CPUs that have it, docs/performance.md). Needs impl kernel
   # (or auto resolving to it); gates and state stay float32. Unlike `dtype`,
   # which runs the whole model in bfloat16 on any backend.
   c.matmul_precision = 'float32'

@@ -16,7 +16,7 @@ import tqdm
 
 
 def _import_tensorboardx():
-  """tensorboardX without the ~4 s ``import torch`` it does where torch exists.
+  """tensorboardX without the slow ``import torch`` it does where torch exists.
 
   It imports torch only to accept torch tensors, and seqclf logs floats; so
   torch is hidden for that one import unless something already loaded it.

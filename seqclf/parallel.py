@@ -71,8 +71,8 @@ def configure_cpu_devices(requested: int, batch_size: int) -> int | None:
 
   XLA:CPU runs an LSTM's small per-step matmuls and elementwise kernels on one
   thread however many cores there are, so one device per core with the batch
-  split across them (data parallelism) is what uses a multi-core CPU: 1.1-1.7x
-  faster training on 2 cores (README, Performance). Accelerators are
+  split across them (data parallelism) is what uses a multi-core CPU
+  (docs/design.md; measurements in docs/performance.md). Accelerators are
   unaffected: their devices stay the default ones. Returns the device count
   set, or None when the user's ``XLA_FLAGS`` or ``jax_num_cpu_devices``
   already decide it (theirs wins).
@@ -91,8 +91,9 @@ def configure_cpu_devices(requested: int, batch_size: int) -> int | None:
 def resolve_mode(mode: str, num_devices: int | None = None) -> str:
   """``auto``: ``single`` on one device; several: ``pmap`` for one process's CPUs, else ``sharded``.
 
-  On one process's CPU devices ``pmap`` trains about 1.2-1.3x faster than the
-  sharded ``jax.jit`` (README, Performance); across processes and on
+  On one process's CPU devices ``pmap`` runs the CPU kernel on each device's
+  slice of the batch, where a sharded ``jax.jit`` would replicate the
+  kernel's custom call (docs/design.md); across processes and on
   accelerators ``sharded`` is JAX's recommended path.
   """
   if mode not in MODES:
