@@ -36,14 +36,16 @@ def load_model(workdir: str | Path, step: int | None = None
   config.update(saved)
   if config.matmul_precision != 'float32':
     try:
-      train.resolve_impl(config)
+      train.choose_impl(config, mode='forward')
     except ConfigError:  # A speed choice, not part of the model: the same
       config.matmul_precision = 'float32'  # params run in float32 here.
+  # Every impl has the same parameters: the abstract state needs no choice.
   abstract = jax.eval_shape(
-      lambda: train.create_train_state(config, jax.random.key(0)))
+      lambda: train.create_train_state(config, jax.random.key(0), impl='scan'))
   # step=None lets restore fall back past a damaged newest checkpoint.
   state, _ = checkpoint.restore(mngr, abstract, step)
-  return train.create_model(config), state.params, config
+  impl = train.resolve_impl(config, mode='forward')
+  return train.create_model(config, impl), state.params, config
 
 
 def predict_probabilities(model: LSTMClassifier, params: Any,

@@ -10,10 +10,13 @@ intra-op thread pool (rows of an LSTM never interact). The arithmetic is
 ``fast_lstm``'s, so the two agree to float rounding.
 
 The C++ is compiled on first use with the machine's C++ compiler
-(``$CXX``, else ``c++``) for the machine's own CPU (``-march=native``) and
-cached in ``$SEQCLF_KERNEL_CACHE`` (default ``~/.cache/seqclf/kernels``),
-keyed by the source, compiler, jaxlib and CPU, so later runs load it in
-milliseconds. Float32 and CPU only; its matmuls run in float32, or with
+(``$CXX``, else ``c++``) for the machine's own CPU (``-march=native``, or
+``$SEQCLF_KERNEL_MARCH``: e.g. ``x86-64-v3`` builds the AVX2 variant on an
+AVX-512 machine) and cached in ``$SEQCLF_KERNEL_CACHE`` (default
+``~/.cache/seqclf/kernels``), keyed by the source, flags, compiler, jaxlib and
+CPU, so later runs load it in milliseconds. The source picks its vector
+width and register block from the target's ISA (AVX-512, AVX2 + FMA, NEON,
+or portable 128-bit vectors); ``build_info`` says which a build got. Float32 and CPU only; its matmuls run in float32, or with
 ``precision='bfloat16'`` as bfloat16 products on Intel AMX (float32
 accumulation). ``models.LSTM(impl='kernel')`` is the way in, ``available()``
 says whether it can run here.
@@ -38,12 +41,12 @@ import numpy as np
 
 Array = jax.Array
 SOURCE = Path(__file__).parent / 'csrc' / 'lstm_kernel.cc'
-FLAGS = ('-O3', '-march=native', '-ffp-contract=fast', '-std=c++17', '-shared',
-         '-fPIC')
+FLAGS = ('-O3', '-ffp-contract=fast', '-std=c++17', '-shared', '-fPIC')
+MARCH_ENV = 'SEQCLF_KERNEL_MARCH'  # the -march to build for; default native
 _TARGETS = {'forward': 'SeqclfLstmForward',
             'forward_train': 'SeqclfLstmForwardTrain',
             'backward': 'SeqclfLstmBackward'}
-LANES = 16  # the kernel's vector width in floats; H must be a multiple
+LANES = 16  # H must be a multiple: whole vectors on every ISA the C++ knows
 # Matmul precisions, named as jax.default_matmul_precision names them:
 # float32 FMAs, or bfloat16 operands with float32 accumulation on Intel AMX.
 PRECISIONS = ('float32', 'bfloat16')
@@ -56,6 +59,11 @@ class KernelError(RuntimeError):
 def cache_dir() -> Path:
   return Path(os.environ.get('SEQCLF_KERNEL_CACHE',
                              Path.home() / '.cache' / 'seqclf' / 'kernels'))
+
+
+def default_march() -> str:
+  """``$SEQCLF_KERNEL_MARCH``, else ``native``: the build the layers use."""
+  return os.environ.get(MARCH_ENV) or 'native'
 
 
 def _compiler() -> str:
@@ -79,19 +87,30 @@ def _cpu_signature() -> str:
   return '\n'.join(sorted(set(keep)))
 
 
-def _library_path(cxx: str) -> Path:
+def _flags(march: str) -> list[str]:
+  return [*FLAGS, f'-march={march}']
+
+
+def _library_path(cxx: str, march: str) -> Path:
   version = subprocess.run([cxx, '--version'], capture_output=True,
                            text=True, check=False).stdout
   key = hashlib.sha256('\0'.join([
-      SOURCE.read_text(), ' '.join(FLAGS), version, jaxlib.__version__,
-      _cpu_signature()]).encode()).hexdigest()[:16]
-  return cache_dir() / f'lstm_kernel-{key}.so'
+      SOURCE.read_text(), ' '.join(_flags(march)), version,
+      jaxlib.__version__, _cpu_signature()]).encode()).hexdigest()[:16]
+  return cache_dir() / f'lstm_kernel-{_tag(march)}-{key}.so'
 
 
-def build() -> Path:
-  """Compiles the kernel unless an identical build is cached; returns its path."""
+def _tag(march: str) -> str:
+  """``march`` as a name part of files and FFI targets."""
+  return ''.join(c if c.isalnum() else '_' for c in march)
+
+
+def build(march: str | None = None) -> Path:
+  """Compiles the kernel for ``-march=march`` (default ``default_march()``)
+  unless an identical build is cached; returns its path."""
+  march = march or default_march()
   cxx = _compiler()
-  path = _library_path(cxx)
+  path = _library_path(cxx, march)
   if path.exists():
     return path
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +118,8 @@ def build() -> Path:
   # workers, several runs) never load a half-written library.
   fd, tmp = tempfile.mkstemp(suffix='.so', dir=path.parent)
   os.close(fd)
-  cmd = [cxx, *FLAGS, '-isystem', jax.ffi.include_dir(), str(SOURCE), '-o', tmp]
+  cmd = [cxx, *_flags(march), '-isystem', jax.ffi.include_dir(), str(SOURCE),
+         '-o', tmp]
   result = subprocess.run(cmd, capture_output=True, text=True, check=False)
   if result.returncode:
     os.unlink(tmp)
@@ -110,43 +130,91 @@ def build() -> Path:
   return path
 
 
+# cpuinfo flags a build needs, by the macros its -march defines.
+_ISA_FLAGS = {'__AVX__': 'avx', '__AVX2__': 'avx2', '__FMA__': 'fma',
+              '__F16C__': 'f16c', '__BMI2__': 'bmi2', '__AVX512F__': 'avx512f',
+              '__AVX512BW__': 'avx512bw', '__AVX512DQ__': 'avx512dq',
+              '__AVX512VL__': 'avx512vl', '__AVX512CD__': 'avx512cd',
+              '__AVX512BF16__': 'avx512_bf16', '__AMX_TILE__': 'amx_tile',
+              '__AMX_BF16__': 'amx_bf16'}
+
+
 @functools.cache
-def _load() -> ctypes.CDLL | str:
-  """Builds (or finds) the library and registers its FFI targets, once per
-  process; returns the library, or why that failed. A failure is remembered
-  too, so a missing compiler costs one check, not one per model built."""
+def runs_here(march: str) -> bool:
+  """Whether a build for ``-march=march`` can run on this CPU: every x86 ISA
+  extension the compiler enables for it is in /proc/cpuinfo's flags (asked
+  without building; ``native`` always runs)."""
+  if march == 'native':
+    return True
   try:
-    library = ctypes.cdll.LoadLibrary(str(build()))
+    macros = subprocess.run(
+        [_compiler(), f'-march={march}', '-dM', '-E', '-x', 'c++', '/dev/null'],
+        capture_output=True, text=True, check=True).stdout
+    flags = set(_cpu_signature().split())
+  except (KernelError, subprocess.CalledProcessError, OSError):
+    return False
+  defined = {line.split()[1] for line in macros.splitlines()
+             if line.startswith('#define ')}
+  return all(flag in flags for macro, flag in _ISA_FLAGS.items()
+             if macro in defined)
+
+
+@functools.cache
+def _load(march: str) -> ctypes.CDLL | str:
+  """Builds (or finds) the library for ``march`` and registers its FFI
+  targets, once per process; returns the library, or why that failed. A
+  failure is remembered too, so a missing compiler costs one check, not one
+  per model built."""
+  if not runs_here(march):
+    return f'a kernel built for -march={march} cannot run on this CPU.'
+  try:
+    library = ctypes.cdll.LoadLibrary(str(build(march)))
   except (KernelError, OSError) as e:
     return str(e)
   for name, symbol in _TARGETS.items():
-    jax.ffi.register_ffi_target(f'seqclf_lstm_{name}',
+    jax.ffi.register_ffi_target(_target(name, march),
                                 jax.ffi.pycapsule(getattr(library, symbol)),
                                 platform='cpu')
   return library
 
 
-def _register() -> None:
-  if isinstance(error := _load(), str):
-    raise KernelError(error)
+def _target(name: str, march: str) -> str:
+  return f'seqclf_lstm_{name}_{_tag(march)}'
 
 
-def available(precision: str = 'float32') -> bool:
+def _register(march: str) -> ctypes.CDLL:
+  if isinstance(library := _load(march), str):
+    raise KernelError(library)
+  return library
+
+
+def available(precision: str = 'float32', march: str | None = None) -> bool:
   """True when the kernel can be built and loaded for this process's CPU and
   run matmuls at ``precision`` (the bfloat16 ones need Intel AMX)."""
-  library = _load()
+  library = _load(march or default_march())
   if isinstance(library, str) or precision not in PRECISIONS:
     return False
   return precision == 'float32' or bool(library.SeqclfAmxAvailable())
 
 
-def check_precision(precision: str) -> None:
+def build_info(march: str | None = None) -> dict[str, object]:
+  """What the build for ``march`` is: its file, vector width in floats and
+  register block (rows x vectors) as its ISA macros chose them."""
+  march = march or default_march()
+  library = _register(march)
+  return {'march': march, 'library': str(build(march)),
+          'lanes': library.SeqclfKernelLanes(),
+          'block': (library.SeqclfKernelBlockRows(),
+                    library.SeqclfKernelBlockVecs())}
+
+
+def check_precision(precision: str, march: str | None = None) -> None:
   """Raises unless the kernel can run matmuls at ``precision`` here."""
   if precision not in PRECISIONS:
     raise ValueError(f'matmul_precision must be one of {PRECISIONS}, got '
                      f'{precision!r}.')
-  _register()
-  if not available(precision):
+  _register(march or default_march())
+  if not available(precision, march):
     raise KernelError(
         f"matmul_precision={precision!r} runs bfloat16 matmuls on Intel AMX, "
         f"which this CPU (or its Linux kernel) does not offer; use "
@@ -166,13 +234,13 @@ def check_shapes(w_h: Array, *arrays: Array) -> None:
                        f"{a.dtype}.")
 
 
-def _call(name: str, results, *args, **attrs):
-  _register()
-  return jax.ffi.ffi_call(f'seqclf_lstm_{name}', results,
+def _call(name: str, march: str, results, *args, **attrs):
+  _register(march)
+  return jax.ffi.ffi_call(_target(name, march), results,
                           vmap_method='sequential')(*args, **attrs)
 
 
-def _forward(x, w_x, b, w_h, c0, h0, forget_bias, precision, train):
+def _forward(x, w_x, b, w_h, c0, h0, forget_bias, precision, march, train):
   steps, batch, _ = x.shape
   hidden, gates = w_h.shape
   shape = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
@@ -180,15 +248,14 @@ def _forward(x, w_x, b, w_h, c0, h0, forget_bias, precision, train):
   if train:
     results += [shape(steps, batch, gates), shape(steps, batch, hidden),
                 shape(steps, batch, hidden)]
-  return _call('forward_train' if train else 'forward', results, x, w_x, b,
-               w_h, c0, h0, forget_bias=np.float32(forget_bias),
+  return _call('forward_train' if train else 'forward', march, results, x,
+               w_x, b, w_h, c0, h0, forget_bias=np.float32(forget_bias),
                bf16=np.int32(precision == 'bfloat16'))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
 def lstm_layer(x: Array, w_x: Array, b: Array, w_h: Array, c0: Array,
                h0: Array, forget_bias: float = 1.0,
-               precision: str = 'float32'
+               precision: str = 'float32', march: str | None = None
                ) -> tuple[tuple[Array, Array], Array]:
   """An LSTM layer over time-major ``x``: ``fast_lstm.lstm_recurrence`` of
   ``x @ w_x + b`` with the input projection inside the kernel.
@@ -198,30 +265,37 @@ def lstm_layer(x: Array, w_x: Array, b: Array, w_h: Array, c0: Array,
   ``precision`` is the matmuls' (PRECISIONS): ``'float32'``, or
   ``'bfloat16'``: operands rounded to bfloat16 (8 mantissa bits) and
   multiplied on Intel AMX with float32 accumulation; state, gates and the
-  elementwise arithmetic stay float32 either way.
+  elementwise arithmetic stay float32 either way. ``march`` picks the build
+  (default ``default_march()``, read when the call is traced).
   """
+  return _layer(x, w_x, b, w_h, c0, h0, forget_bias, precision,
+                march or default_march())
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
+def _layer(x, w_x, b, w_h, c0, h0, forget_bias, precision, march):
   check_shapes(w_h, x, w_x, b)
-  check_precision(precision)
-  hs, c = _forward(x, w_x, b, w_h, c0, h0, forget_bias, precision,
+  check_precision(precision, march)
+  hs, c = _forward(x, w_x, b, w_h, c0, h0, forget_bias, precision, march,
                    train=False)
   return (c, hs[-1]), hs
 
 
-def _fwd(x, w_x, b, w_h, c0, h0, forget_bias, precision):
+def _fwd(x, w_x, b, w_h, c0, h0, forget_bias, precision, march):
   check_shapes(w_h, x, w_x, b)
-  check_precision(precision)
+  check_precision(precision, march)
   hs, c, ts, c_prev, tanh_cs = _forward(x, w_x, b, w_h, c0, h0, forget_bias,
-                                        precision, train=True)
+                                        precision, march, train=True)
   return ((c, hs[-1]), hs), (x, w_x, w_h, h0, hs, ts, c_prev, tanh_cs)
 
 
-def _bwd(forget_bias, precision, saved, cotangents):
+def _bwd(forget_bias, precision, march, saved, cotangents):
   del forget_bias
   x, w_x, w_h, h0, hs, ts, c_prev, tanh_cs = saved
   (dc_last, dh_last), dhs = cotangents
   shape = lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float32)
   dgates, dw_x, db, dw_h, dc0, dh0 = _call(
-      'backward', [shape(ts), shape(w_x), jax.ShapeDtypeStruct(
+      'backward', march, [shape(ts), shape(w_x), jax.ShapeDtypeStruct(
           (w_h.shape[1],), jnp.float32), shape(w_h), shape(h0), shape(h0)],
       dhs, dc_last, dh_last, ts, c_prev, tanh_cs, x, hs, h0, w_x, w_h,
       bf16=np.int32(precision == 'bfloat16'))
@@ -231,12 +305,15 @@ def _bwd(forget_bias, precision, saved, cotangents):
   return dx, dw_x, db, dw_h, dc0, dh0
 
 
-lstm_layer.defvjp(_fwd, _bwd)
+_layer.defvjp(_fwd, _bwd)
 
 
 def main() -> None:
   """Builds now rather than on first use (``make setup`` calls this)."""
   try:
-    print(f'seqclf: CPU LSTM kernel at {build()}')
+    info = build_info()
+    print(f"seqclf: CPU LSTM kernel for -march={info['march']} at "
+          f"{info['library']} ({info['lanes']}-float vectors, "
+          f"{info['block'][0]}x{info['block'][1]} register block)")
   except KernelError as e:  # Optional: impl='auto' then uses 'scan'.
     print(f'seqclf: note: {e}')

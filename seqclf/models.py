@@ -232,3 +232,19 @@ class LSTMClassifier(nn.Module):
     logits = nn.Dense(self.num_classes, dtype=self.dtype,
                       param_dtype=self.param_dtype, name='head')(last)
     return logits.astype(jnp.float32)
+
+
+def from_config(config: Any, impl: str) -> LSTMClassifier:
+  """The classifier ``config`` (``seqclf.config``) describes, its LSTM layers
+  run by ``impl`` (one of IMPLS: ``auto`` is resolved by the caller, who knows
+  the devices and batch it runs on)."""
+  dtype = None if config.dtype == 'float32' else jnp.dtype(config.dtype)
+  return LSTMClassifier(
+      num_classes=config.num_classes, hidden_size=config.hidden_size,
+      num_layers=config.num_layers, forget_bias=config.forget_bias,
+      dtype=dtype, unroll=config.unroll, cell=config.cell,
+      recurrent_init=config.recurrent_init, bidirectional=config.bidirectional,
+      dropout_rate=config.dropout_rate, task=config.task,
+      permutation_seed=config.permutation_seed, impl=impl,
+      matmul_precision=config.matmul_precision,
+      input_mean=config.input_mean, input_std=config.input_std)

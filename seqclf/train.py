@@ -26,9 +26,10 @@ import optax
 from flax.training import train_state
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from seqclf import autotune
 from seqclf import checkpoint
 from seqclf import input_pipeline
-from seqclf import lstm_kernel
+from seqclf import models
 from seqclf import parallel
 from seqclf import preemption
 from seqclf.config import ConfigError, validate
@@ -41,45 +42,44 @@ Metrics = dict[str, jax.Array]
 SEQUENCE_SHAPE = (28, 28)  # (time steps, features): one image row per step
 
 
-def resolve_impl(config: ml_collections.ConfigDict) -> str:
-  """Config ``impl``, with ``auto`` -> ``kernel`` where that runs, else ``scan``.
+def choose_impl(config: ml_collections.ConfigDict, batch: int | None = None,
+                mode: str = 'train', sharded: bool | None = None
+                ) -> autotune.Choice:
+  """How the LSTM layers run: ``config.impl``, with ``auto`` resolved by
+  timing the eligible paths once per machine and shape (``seqclf.autotune``).
 
-  The CPU kernel trains about 2x faster than the ``nn.scan`` path on CPU
-  (README, Performance) and gives the same numbers to float rounding; it
-  needs the CPU backend, float32, the LSTM cell, a hidden size it tiles and a
-  C++ compiler to build it once (and Intel AMX for ``matmul_precision=
-  'bfloat16'``). Sharded ``jax.jit`` does not partition its calls (XLA
-  replicates them), so runs in ``sharded`` mode keep ``scan``.
+  ``batch`` is the per-device batch (default: ``batch_size`` over the
+  devices ``parallelism`` would use, or ``eval_batch_size`` for ``mode=
+  'forward'``). A ``matmul_precision`` other than float32 runs only in the
+  kernel: a config that cannot run it is a ConfigError.
   """
-  impl = config.impl
-  if impl == 'auto':
-    fits = (jax.default_backend() == 'cpu' and config.cell == 'lstm'
-            and config.dtype == 'float32'
-            and config.hidden_size % lstm_kernel.LANES == 0
-            and parallel.resolve_mode(config.parallelism) != 'sharded')
-    impl = ('kernel' if fits and lstm_kernel.available(config.matmul_precision)
-            else 'scan')
-  if config.matmul_precision != 'float32' and impl != 'kernel':
+  dp_mode = parallel.resolve_mode(config.parallelism)
+  if sharded is None:
+    sharded = dp_mode == 'sharded'
+  if batch is None:
+    devices = 1 if dp_mode == 'single' else jax.local_device_count()
+    batch = (config.eval_batch_size if mode == 'forward'
+             else max(1, config.batch_size // devices))
+  choice = autotune.choose_impl(config, batch=batch,
+                                sequence_shape=SEQUENCE_SHAPE, mode=mode,
+                                sharded=sharded)
+  if config.matmul_precision != 'float32' and choice.impl != 'kernel':
     raise ConfigError(
         f"matmul_precision={config.matmul_precision!r} runs only in the CPU "
-        f"kernel (impl='kernel' with cell='lstm', dtype='float32', the CPU "
-        f"backend, not sharded, and a CPU with Intel AMX), but impl resolves "
-        f"to {impl!r} here. Use matmul_precision='float32', or "
-        f"dtype='bfloat16' for bfloat16 on any backend.")
-  return impl
+        f"kernel, but impl={config.impl!r} here. Use impl='kernel' (or "
+        f"'auto'), or matmul_precision='float32'.")
+  return choice
 
 
-def create_model(config: ml_collections.ConfigDict) -> LSTMClassifier:
-  dtype = None if config.dtype == 'float32' else jnp.dtype(config.dtype)
-  return LSTMClassifier(
-      num_classes=config.num_classes, hidden_size=config.hidden_size,
-      num_layers=config.num_layers, forget_bias=config.forget_bias,
-      dtype=dtype, unroll=config.unroll, cell=config.cell,
-      recurrent_init=config.recurrent_init, bidirectional=config.bidirectional,
-      dropout_rate=config.dropout_rate, task=config.task,
-      permutation_seed=config.permutation_seed, impl=resolve_impl(config),
-      matmul_precision=config.matmul_precision,
-      input_mean=config.input_mean, input_std=config.input_std)
+def resolve_impl(config: ml_collections.ConfigDict, **kwargs: Any) -> str:
+  """``choose_impl(config, **kwargs).impl``: the path's name alone."""
+  return choose_impl(config, **kwargs).impl
+
+
+def create_model(config: ml_collections.ConfigDict,
+                 impl: str | None = None) -> LSTMClassifier:
+  """``models.from_config`` with ``impl`` (default: ``resolve_impl(config)``)."""
+  return models.from_config(config, impl or resolve_impl(config))
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict,
@@ -132,14 +132,17 @@ def _optimizer(config: ml_collections.ConfigDict,
 
 
 def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, *,
-                       inject_learning_rate: bool = False) -> TrainState:
+                       inject_learning_rate: bool = False,
+                       impl: str | None = None) -> TrainState:
   """Fresh parameters for ``config`` and an Adam optimizer state.
 
   ``inject_learning_rate`` keeps the (peak) learning rate in the optimizer
   state (``optax.inject_hyperparams``) at ``opt_state.hyperparams
   ['learning_rate']``, so a vmapped sweep can give each model its own.
+  ``impl`` runs the LSTM layers (default: ``resolve_impl(config)``); every
+  impl has the same parameters.
   """
-  model = create_model(config)
+  model = create_model(config, impl)
   # Jitted: run eagerly, nn.scan's init dispatches op by op (~4 s on CPU).
   params = jax.jit(model.init)(rng, jnp.zeros((1, *SEQUENCE_SHAPE)))['params']
   if inject_learning_rate:
@@ -301,8 +304,12 @@ def _train_and_evaluate(
   total = config.num_train_steps
 
   dp = parallel.setup(config.parallelism, batch_size)
+  choice = choose_impl(config, batch=batch_size // dp.num_devices,
+                       sharded=dp.mode == 'sharded')
+  impl = choice.impl
   # Placed for this topology first: its shardings are the restore target.
-  state = dp.canonical(create_train_state(config, jax.random.key(config.seed)))
+  state = dp.canonical(create_train_state(config, jax.random.key(config.seed),
+                                          impl=impl))
   mngr = checkpoint.manager(workdir, config.max_to_keep)
   if mngr.latest_step() is not None:
     state, _ = checkpoint.restore(mngr, state)
@@ -311,13 +318,14 @@ def _train_and_evaluate(
                         enabled=jax.process_index() == 0)
   if first_step:
     logger.message(f'Resumed from {mngr.directory}/{first_step}.')
+  if config.impl == 'auto':
+    logger.message(choice.summary())
   images, labels = dp.put_data(train['image'], train['label'])
   run = dp.chunk_fn(functools.partial(train_steps, **noise_kwargs(config)))
   compiled: dict[tuple[int, ...], Any] = {}
   # Evaluation shards batches over the local devices with jax.jit, which
   # would replicate the CPU kernel's calls; the kernel spreads one device's
   # batch over the cores itself.
-  impl = resolve_impl(config)
   eval_devices = jax.local_devices()
   if impl == 'kernel':
     eval_devices = eval_devices[:1]
@@ -404,7 +412,7 @@ def _train_and_evaluate(
       'wall_seconds': time.perf_counter() - wall_start,
       'resumed_from_step': first_step or None,
       'devices': [str(d) for d in jax.devices()],
-      'parallelism': dp.mode, 'impl': impl,
+      'parallelism': dp.mode, 'impl': impl, 'impl_choice': choice.to_json(),
       'process_count': jax.process_count(),
       'jax_version': jax.__version__,
       'config': config.to_dict(),

@@ -14,10 +14,14 @@
 // are asked for in bfloat16), so the two agree to float rounding
 // (tests/test_lstm_kernel.py).
 //
-// Written with GCC/Clang vector extensions rather than intrinsics: with
-// -march=native they become AVX-512 on the machine that compiled them, which
-// is the machine that runs them (seqclf.lstm_kernel builds this file on first
-// use); other CPUs get the same code in narrower vectors (correct, not tuned).
+// Written with GCC/Clang vector extensions rather than intrinsics, so one
+// source serves every CPU: the vector width and the matmul's register block
+// are chosen below from the target's macros (the -march the kernel is built
+// for; seqclf.lstm_kernel builds it for the machine that runs it, or for
+// $SEQCLF_KERNEL_MARCH). A block whose accumulators do not fit the ISA's
+// vector registers spills them to the stack on every FMA, so each ISA gets
+// the largest block that fits (tests/test_lstm_kernel.py reads the built
+// micro-kernel's disassembly for stack traffic).
 //
 // Shapes (row-major, time-major): x (T, B, I); w_x (I, 4H); b (4H); w_h
 // (H, 4H); c, h (B, H). H must be a multiple of 16 (checked in Python and
@@ -30,6 +34,7 @@
 #include <cstring>
 #include <memory>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -47,18 +52,32 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int kLanes = 16;                 // floats per vector
-constexpr int kMaxRows = 6;                // micro-kernel rows (register block)
-constexpr int kMaxPanel = 4 * kLanes;      // micro-kernel columns
+// Per ISA: floats per vector, and the micro-kernel's block of kMaxRows rows
+// by kPanelVecs vectors, whose accumulators plus one vector of B per column
+// and one broadcast of A must fit the vector registers.
+#if defined(__AVX512F__)
+constexpr int kLanes = 16, kMaxRows = 6, kPanelVecs = 4;  // 24+4+1 of 32 zmm
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr int kLanes = 8, kMaxRows = 6, kPanelVecs = 2;   // 12+2+1 of 16 ymm
+#elif defined(__aarch64__)
+constexpr int kLanes = 4, kMaxRows = 8, kPanelVecs = 3;   // 24+3+1 of 32 NEON
+#else  // SSE2 or any other CPU: 128-bit vectors, 16 registers
+constexpr int kLanes = 4, kMaxRows = 4, kPanelVecs = 3;   // 12+3+1 of 16
+#endif
+constexpr int kMaxPanel = kPanelVecs * kLanes;  // micro-kernel columns
 typedef float vf __attribute__((vector_size(4 * kLanes)));
 typedef float vfu __attribute__((vector_size(4 * kLanes), aligned(4),
                                  may_alias));
 
 inline vf load(const float* p) { return *reinterpret_cast<const vfu*>(p); }
 inline void store(float* p, vf v) { *reinterpret_cast<vfu*>(p) = v; }
-static_assert(kLanes == 16, "splat lists one x per lane");
-inline vf splat(float x) {  // written out: `vf{} + x` costs an add per use
-  return vf{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x};
+template <size_t... I>
+inline vf SplatLanes(float x, std::index_sequence<I...>) {
+  return vf{(static_cast<void>(I), x)...};
+}
+// Written out lane by lane: `vf{} + x` costs an add per use.
+inline vf splat(float x) {
+  return SplatLanes(x, std::make_index_sequence<kLanes>{});
 }
 
 // tanh as an odd rational function of degree 13/6, clamped where float tanh
@@ -128,7 +147,7 @@ class Packed {
   std::vector<float> data_;
 };
 
-// C[0:R, 0:V*16] (+)= A[0:R, 0:K] @ panel, accumulators in registers.
+// C[0:R, 0:V*kLanes] (+)= A[0:R, 0:K] @ panel, accumulators in registers.
 template <int R, int V, bool kAdd>
 inline void MicroKernel(const float* a, int lda, const float* panel, int k,
                         float* c, int ldc) {
@@ -155,6 +174,16 @@ inline void MicroKernel(const float* a, int lda, const float* panel, int k,
     for (int v = 0; v < V; ++v) store(c + r * ldc + v * kLanes, acc[r][v]);
 }
 
+// The last rows % kMaxRows rows, with a block of exactly that many rows.
+template <int R, int V, bool kAdd>
+inline void TailRows(int rows, const float* a, int lda, const float* panel,
+                     int k, float* c, int ldc) {
+  if constexpr (R > 0) {
+    if (rows == R) return MicroKernel<R, V, kAdd>(a, lda, panel, k, c, ldc);
+    TailRows<R - 1, V, kAdd>(rows, a, lda, panel, k, c, ldc);
+  }
+}
+
 template <int V, bool kAdd>
 void PanelRows(const float* a, int lda, int rows, const float* panel, int k,
                float* c, int ldc) {
@@ -162,16 +191,18 @@ void PanelRows(const float* a, int lda, int rows, const float* panel, int k,
   for (; r + kMaxRows <= rows; r += kMaxRows)
     MicroKernel<kMaxRows, V, kAdd>(a + r * lda, lda, panel, k, c + r * ldc,
                                    ldc);
-  a += r * lda;
-  c += r * ldc;
-  switch (rows - r) {
-    case 5: MicroKernel<5, V, kAdd>(a, lda, panel, k, c, ldc); break;
-    case 4: MicroKernel<4, V, kAdd>(a, lda, panel, k, c, ldc); break;
-    case 3: MicroKernel<3, V, kAdd>(a, lda, panel, k, c, ldc); break;
-    case 2: MicroKernel<2, V, kAdd>(a, lda, panel, k, c, ldc); break;
-    case 1: MicroKernel<1, V, kAdd>(a, lda, panel, k, c, ldc); break;
-    default: break;
-  }
+  TailRows<kMaxRows - 1, V, kAdd>(rows - r, a + r * lda, lda, panel, k,
+                                  c + r * ldc, ldc);
+}
+
+// A panel of `vecs` vectors (the last panel may be narrower than kMaxPanel).
+template <int V, bool kAdd>
+inline void PanelOf(int vecs, const float* a, int lda, int rows,
+                    const float* panel, int k, float* c, int ldc) {
+  if (vecs == V || V == 1)
+    return PanelRows<V, kAdd>(a, lda, rows, panel, k, c, ldc);
+  if constexpr (V > 1)
+    PanelOf<V - 1, kAdd>(vecs, a, lda, rows, panel, k, c, ldc);
 }
 
 // C (rows, N) = A (rows, K) @ B, or C += A @ B when kAdd; A and C row-major
@@ -179,15 +210,9 @@ void PanelRows(const float* a, int lda, int rows, const float* panel, int k,
 template <bool kAdd = false>
 void Matmul(const float* a, int rows, const Packed& b, float* c) {
   const int k = b.k(), n = b.n();
-  for (int n0 = 0; n0 < n; n0 += kMaxPanel) {
-    const float* panel = b.panel(n0);
-    switch (std::min(kMaxPanel, n - n0) / kLanes) {
-      case 4: PanelRows<4, kAdd>(a, k, rows, panel, k, c + n0, n); break;
-      case 3: PanelRows<3, kAdd>(a, k, rows, panel, k, c + n0, n); break;
-      case 2: PanelRows<2, kAdd>(a, k, rows, panel, k, c + n0, n); break;
-      default: PanelRows<1, kAdd>(a, k, rows, panel, k, c + n0, n); break;
-    }
-  }
+  for (int n0 = 0; n0 < n; n0 += kMaxPanel)
+    PanelOf<kPanelVecs, kAdd>(std::min(kMaxPanel, n - n0) / kLanes, a, k, rows,
+                              b.panel(n0), k, c + n0, n);
 }
 
 // Time steps, batch, input features, hidden units.
@@ -204,7 +229,7 @@ Dims DimsOf(const ffi::Buffer<ffi::F32>& x, const ffi::Buffer<ffi::F32>& w_h) {
 
 ffi::Error CheckDims(const Dims& d, const ffi::Buffer<ffi::F32>& w_x,
                      const ffi::Buffer<ffi::F32>& w_h) {
-  if (d.h % kLanes != 0)
+  if (d.h % 16 != 0)  // a whole number of vectors on every ISA above
     return ffi::Error::InvalidArgument(
         "seqclf lstm_kernel: hidden size must be a multiple of 16");
   const auto wx = w_x.dimensions(), wh = w_h.dimensions();
@@ -889,3 +914,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfLstmBackward, BackwardImpl,
 
 // 1 when the bfloat16 (AMX) matmuls can run in this process, else 0.
 extern "C" int SeqclfAmxAvailable() { return AmxUsable() ? 1 : 0; }
+
+// The vector width and register block this build uses (set by the -march it
+// was built for, not by the CPU that runs it), for tests and the benchmark.
+extern "C" int SeqclfKernelLanes() { return kLanes; }
+extern "C" int SeqclfKernelBlockRows() { return kMaxRows; }
+extern "C" int SeqclfKernelBlockVecs() { return kPanelVecs; }

@@ -1,0 +1,139 @@
+"""One LSTM layer's forward + backward pass, per implementation, interleaved.
+
+Isolates the recurrence from the trainer: ``jax.grad`` of a loss on one
+layer's outputs at (batch, 28, 28) -> LSTM-128, jitted, for seqclf's
+``impl`` paths (the kernel once per ``-march`` build given), flax's
+``nn.RNN(nn.OptimizedLSTMCell)`` and, where torch is installed, PyTorch's
+``nn.LSTM`` at the same thread count. Calls are interleaved round by round
+and reported as medians, so the ratios hold on a noisy machine. Pin it to one
+core to compare single-threaded code (``taskset -c 0``; XLA then runs one
+thread, and torch is set to one).
+
+  taskset -c 0 python experiments/layer_benchmark.py --out docs/layer_benchmark.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+SEQ, FEATURES, HIDDEN = 28, 28, 128
+
+
+def seqclf_layer(impl: str, batch: int, march: str | None = None
+                 ) -> Callable[[], object]:
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from seqclf.models import LSTM  # pylint: disable=g-import-not-at-top
+
+  if march:
+    os.environ['SEQCLF_KERNEL_MARCH'] = march  # read when traced, below
+  if impl == 'flax':
+    layer = nn.RNN(nn.OptimizedLSTMCell(HIDDEN))
+    outputs = lambda p, x: layer.apply(p, x)
+  else:
+    layer = LSTM(HIDDEN, impl=impl)
+    outputs = lambda p, x: layer.apply(p, x)[1]
+  x = jax.random.normal(jax.random.key(0), (batch, SEQ, FEATURES))
+  params = layer.init(jax.random.key(1), x)
+  weights = jnp.cos(jnp.arange(batch * SEQ * HIDDEN)).reshape(batch, SEQ, -1)
+  grad = jax.jit(jax.grad(lambda p: jnp.sum(outputs(p, x) * weights)))
+  fn = grad.lower(params).compile()
+  if march:
+    del os.environ['SEQCLF_KERNEL_MARCH']
+  return lambda: jax.block_until_ready(fn(params))
+
+
+def torch_layer(batch: int) -> Callable[[], object]:
+  import torch  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(len(os.sched_getaffinity(0)))
+  lstm = torch.nn.LSTM(FEATURES, HIDDEN, batch_first=True)
+  x = torch.randn(batch, SEQ, FEATURES)
+  weights = torch.cos(torch.arange(batch * SEQ * HIDDEN,
+                                   dtype=torch.float32)).reshape(batch, SEQ, -1)
+
+  def run():
+    lstm.zero_grad(set_to_none=True)
+    (lstm(x)[0] * weights).sum().backward()
+  return run
+
+
+def measure(fns: dict[str, Callable[[], object]], rounds: int,
+            reps: int) -> dict[str, list[float]]:
+  """Milliseconds per call, ``reps`` calls per timing, order rotated per round."""
+  names, times = list(fns), {name: [] for name in fns}
+  for fn in fns.values():
+    fn()  # warm-up
+  for r in range(rounds):
+    for name in names[r % len(names):] + names[:r % len(names)]:
+      t = time.perf_counter()
+      for _ in range(reps):
+        fns[name]()
+      times[name].append(1e3 * (time.perf_counter() - t) / reps)
+  return times
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--batch', type=int, default=100)
+  parser.add_argument('--impls', default='kernel,fused,scan,flax,torch')
+  parser.add_argument('--marches', default='native,x86-64-v3,x86-64',
+                      help='kernel builds to time (those this CPU runs)')
+  parser.add_argument('--rounds', type=int, default=7)
+  parser.add_argument('--reps', type=int, default=5)
+  parser.add_argument('--out', default='')
+  args = parser.parse_args(argv)
+  sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+  from seqclf import lstm_kernel  # pylint: disable=g-import-not-at-top
+  fns, notes = {}, []
+  for impl in args.impls.split(','):
+    if impl == 'kernel':
+      for march in args.marches.split(','):
+        if lstm_kernel.available(march=march):
+          info = lstm_kernel.build_info(march)
+          name = f'kernel -march={march}'
+          notes.append(f'{name}: {info["lanes"]}-float vectors, '
+                       f'{info["block"][0]}x{info["block"][1]} block')
+          fns[name] = seqclf_layer('kernel', args.batch, march)
+        else:
+          notes.append(f'kernel -march={march}: skipped (cannot run here)')
+    elif impl == 'torch':
+      try:
+        fns['torch nn.LSTM'] = torch_layer(args.batch)
+      except ImportError:
+        notes.append('torch: skipped (not installed)')
+    elif impl == 'flax':
+      fns['flax nn.RNN(OptimizedLSTMCell)'] = seqclf_layer('flax', args.batch)
+    else:
+      fns[f'seqclf {impl}'] = seqclf_layer(impl, args.batch)
+  times = measure(fns, args.rounds, args.reps)
+  med = {k: statistics.median(v) for k, v in times.items()}
+  base = med.get('seqclf scan') or next(iter(med.values()))
+  lines = [f'| (batch {args.batch}, {SEQ}, {FEATURES}) -> LSTM-{HIDDEN}, '
+           'forward + backward | ms (median, min-max) | speed vs seqclf scan |',
+           '|---|---|---|']
+  for name, v in times.items():
+    lines.append(f'| {name} | {med[name]:.1f} ({min(v):.1f}-{max(v):.1f}) | '
+                 f'{base / med[name]:.2f}x |')
+  cpus = len(os.sched_getaffinity(0))
+  lines += ['', *(f'- {n}' for n in notes),
+            f'- {cpus} CPU(s) in the affinity mask, {args.rounds} interleaved '
+            f'rounds of {args.reps} calls; '
+            f'`{" ".join(["python", "experiments/layer_benchmark.py", *(argv or sys.argv[1:])])}`']
+  table = '\n'.join(lines) + '\n'
+  print(table)
+  if args.out:
+    Path(args.out).write_text(table)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

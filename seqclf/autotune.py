@@ -1,0 +1,233 @@
+"""``impl='auto'``: the fastest LSTM path for this machine, found by timing it.
+
+Which of ``scan``, ``fused`` and ``kernel`` runs fastest depends on the CPU
+(its vector ISA, its cores), the backend, the per-device batch and the model's
+size, and no rule about them held from one machine to the next. So, as XLA
+autotunes its GPU kernels and cuDNN searches its algorithms, the first time a
+(machine, kernel build, shape, precision, mode) is seen each eligible path is
+compiled and timed for a few calls, interleaved, and the fastest is kept; the
+decision is cached on disk (``$SEQCLF_AUTOTUNE_CACHE``, default
+``~/.cache/seqclf/autotune.json``; delete it to measure again), so later runs
+read it in milliseconds. Every path gives the same numbers to float rounding,
+so the choice changes speed, never results.
+
+``measure`` and ``choose`` are generic (any named callables) and take the
+clock as an argument, so their logic is tested with a fake one;
+``choose_impl`` builds the candidates for a config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from seqclf import lstm_kernel
+from seqclf import models
+from seqclf.config import ConfigError
+
+Timer = Callable[[], float]
+# Each candidate's builder compiles it and returns one call of it (blocking
+# until done), so compilation is never part of what is timed.
+Builders = Mapping[str, Callable[[], Callable[[], Any]]]
+MODES = ('train', 'forward')  # what is timed: a gradient step, or inference
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+  """The path ``auto`` resolved to, and the median seconds per call it saw."""
+
+  impl: str
+  seconds: dict[str, float]  # empty when only one path was eligible
+  cached: bool
+  key: dict[str, Any]
+
+  def summary(self) -> str:
+    """One line: ``impl=auto: scan (kernel 0.38x, fused 1.40x of scan here; cached)``."""
+    if not self.seconds:
+      return f'impl=auto: {self.impl} (the only path for this config)'
+    best = self.seconds[self.impl]
+    others = ', '.join(f'{name} {best / s:.2f}x'
+                       for name, s in self.seconds.items() if name != self.impl)
+    how = 'cached' if self.cached else 'measured now'
+    return f'impl=auto: {self.impl} ({others} of {self.impl} here; {how})'
+
+  def to_json(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+def cache_file() -> Path:
+  return Path(os.environ.get('SEQCLF_AUTOTUNE_CACHE') or
+              Path.home() / '.cache' / 'seqclf' / 'autotune.json')
+
+
+def measure(runs: Mapping[str, Callable[[], Any]], *, timer: Timer,
+            rounds: int = 5, min_seconds: float = 0.05) -> dict[str, float]:
+  """Median seconds per call of each run, timed in interleaved rounds.
+
+  One warm-up call each sizes a timing to at least ``min_seconds``; then
+  every round times each run once, rotating the order, so load from
+  elsewhere on the machine falls on all of them alike.
+  """
+  reps = {}
+  for name, run in runs.items():
+    t = timer()
+    run()
+    reps[name] = max(1, int(np.ceil(min_seconds / max(timer() - t, 1e-9))))
+  names = list(runs)
+  times: dict[str, list[float]] = {name: [] for name in names}
+  for r in range(rounds):
+    for name in names[r % len(names):] + names[:r % len(names)]:
+      t = timer()
+      for _ in range(reps[name]):
+        runs[name]()
+      times[name].append((timer() - t) / reps[name])
+  return {name: statistics.median(v) for name, v in times.items()}
+
+
+def _read(path: Path) -> dict[str, Any]:
+  try:
+    data = json.loads(path.read_text())
+  except (OSError, ValueError):  # Missing or damaged: measure again.
+    return {}
+  return data if isinstance(data, dict) else {}
+
+
+def _write(path: Path, entry_id: str, entry: dict[str, Any]) -> None:
+  """Adds one entry, atomically; a cache that cannot be written is skipped
+  (the decision is then measured again next time, nothing else changes)."""
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = _read(path)
+    data[entry_id] = entry
+    tmp = path.with_name(f'{path.name}.{os.getpid()}.tmp')
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + '\n')
+    os.replace(tmp, path)
+  except OSError:
+    pass
+
+
+def choose(key: dict[str, Any], builders: Builders, *, timer: Timer,
+           path: Path | None = None, rounds: int = 5) -> Choice:
+  """The fastest of ``builders``, from the cache at ``path`` when ``key``
+  (anything that decides the speeds, JSON-serializable) was seen before."""
+  path = cache_file() if path is None else path
+  if len(builders) == 1:
+    return Choice(next(iter(builders)), {}, False, key)
+  entry_id = hashlib.sha256(json.dumps(key, sort_keys=True).encode()
+                            ).hexdigest()[:16]
+  entry = _read(path).get(entry_id)
+  if (isinstance(entry, dict) and entry.get('impl') in builders
+      and set(entry.get('seconds', ())) == set(builders)):
+    return Choice(entry['impl'], entry['seconds'], True, key)
+  runs = {name: build() for name, build in builders.items()}
+  seconds = measure(runs, timer=timer, rounds=rounds)
+  impl = min(seconds, key=seconds.get)
+  _write(path, entry_id, {'impl': impl, 'seconds': seconds, 'key': key})
+  return Choice(impl, seconds, False, key)
+
+
+# ---------------------------------------------------------- seqclf's paths
+
+
+def eligible_impls(config: ml_collections.ConfigDict,
+                   sharded: bool) -> tuple[str, ...]:
+  """The paths that can run ``config`` here, fastest-to-check first.
+
+  GRU and Elman cells have only ``scan``. The kernel needs the CPU backend,
+  float32, a hidden size it tiles and a build that loads (a C++ compiler);
+  under a sharded ``jax.jit`` XLA would replicate its calls, not partition
+  them. ``matmul_precision='bfloat16'`` exists only in the kernel.
+  """
+  if config.cell != 'lstm':
+    return ('scan',)
+  kernel = (jax.default_backend() == 'cpu' and config.dtype == 'float32'
+            and config.hidden_size % lstm_kernel.LANES == 0 and not sharded
+            and lstm_kernel.available(config.matmul_precision))
+  if config.matmul_precision != 'float32':
+    return ('kernel',) if kernel else ()
+  return ('kernel', 'fused', 'scan') if kernel else ('fused', 'scan')
+
+
+def _machine() -> str:
+  """What the speeds depend on besides the config: the chip and its ISA."""
+  device = jax.local_devices()[0]
+  if device.platform != 'cpu':
+    return device.device_kind
+  return hashlib.sha256(lstm_kernel._cpu_signature().encode()  # pylint: disable=protected-access
+                        ).hexdigest()[:16]
+
+
+def _builder(config: ml_collections.ConfigDict, impl: str, batch: int,
+             sequence_shape: tuple[int, int], mode: str
+             ) -> Callable[[], Callable[[], Any]]:
+  """Compiles ``impl``'s gradient step (train) or forward pass (forward)."""
+  def build():
+    model = models.from_config(config, impl)
+    x = jax.random.uniform(jax.random.key(0), (batch, *sequence_shape))
+    y = jnp.zeros((batch,), jnp.int32)
+    params = jax.jit(model.init)(jax.random.key(1), x[:1])
+    if mode == 'forward':
+      fn = jax.jit(model.apply).lower(params, x).compile()
+      return lambda: jax.block_until_ready(fn(params, x))
+    loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
+        model.apply(p, x), y).mean()
+    fn = jax.jit(jax.grad(loss)).lower(params).compile()
+    return lambda: jax.block_until_ready(fn(params))
+  return build
+
+
+def choose_impl(config: ml_collections.ConfigDict, *, batch: int,
+                sequence_shape: tuple[int, int], mode: str = 'train',
+                sharded: bool = False, timer: Timer = time.perf_counter,
+                path: Path | None = None) -> Choice:
+  """``config.impl``, with ``auto`` resolved by timing (or the cache).
+
+  ``batch`` is the per-device batch the path will run; ``mode`` what it
+  will run (``MODES``). A forced ``impl`` is returned as it is. In a
+  multi-process run every process uses process 0's choice, so all compile
+  the same program.
+  """
+  if mode not in MODES:
+    raise ValueError(f'mode must be one of {MODES}, got {mode!r}.')
+  if config.impl != 'auto':
+    return Choice(config.impl, {}, False, {})
+  eligible = eligible_impls(config, sharded)
+  if not eligible:
+    raise ConfigError(
+        f"matmul_precision={config.matmul_precision!r} runs only in the CPU "
+        f"kernel (cell='lstm', dtype='float32', the CPU backend, not sharded, "
+        f"and a CPU with Intel AMX), which cannot run this config here. Use "
+        f"matmul_precision='float32', or dtype='bfloat16' for bfloat16 on any "
+        f"backend.")
+  key = {'machine': _machine(), 'backend': jax.default_backend(),
+         'local_devices': jax.local_device_count(),
+         'xla_flags': os.environ.get('XLA_FLAGS', ''),
+         'kernel': (Path(lstm_kernel.build()).stem if 'kernel' in eligible
+                    else None),
+         'jax': jax.__version__, 'mode': mode, 'batch': batch,
+         'sequence_shape': list(sequence_shape),
+         **{k: config[k] for k in ('cell', 'task', 'hidden_size', 'num_layers',
+                                   'bidirectional', 'dtype',
+                                   'matmul_precision', 'unroll')}}
+  choice = choose(key, {impl: _builder(config, impl, batch, sequence_shape,
+                                       mode) for impl in eligible},
+                  timer=timer, path=path)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    index = int(multihost_utils.broadcast_one_to_all(
+        np.int32(eligible.index(choice.impl))))
+    choice = dataclasses.replace(choice, impl=eligible[index])
+  return choice
