@@ -10,12 +10,15 @@ the machine hits every implementation alike. Implementations:
 - ``seqclf``: ``seqclf.train.train_steps`` compiled as ``seqclf train`` runs
   it (one ``lax.scan`` over the chunk, batches gathered on the device, the
   CPU split into one single-threaded device per core, ``parallelism='auto'``),
-  with the default config (``impl='auto'``: the compiled CPU kernel);
-  ``seqclf-scan`` sets ``impl='scan'`` (the portable ``nn.scan`` path),
-  ``seqclf-fused`` ``impl='fused'``, ``seqclf-1cpu`` keeps JAX's one
-  multi-threaded CPU device (``cpu_devices=1``), and ``seqclf-bf16`` sets
-  ``matmul_precision='bfloat16'`` (the kernel's matmuls on Intel AMX; skipped
-  with a message on CPUs without it);
+  with the default config: ``impl='auto'``, decided afresh by timing (its own
+  empty ``seqclf.autotune`` cache) and reported beside the table;
+  ``seqclf-kernel``, ``seqclf-fused`` and ``seqclf-scan`` force each path,
+  ``seqclf-kernel-v3`` forces the kernel built for ``-march=x86-64-v3`` (the
+  AVX2 + FMA variant, beside the native build; skipped where it cannot run),
+  ``seqclf-1cpu`` keeps JAX's one multi-threaded CPU device
+  (``cpu_devices=1``), and ``seqclf-bf16`` sets ``matmul_precision=
+  'bfloat16'`` (the kernel's matmuls on Intel AMX; skipped with a message on
+  CPUs without it);
 - ``flax``: ``nn.RNN(nn.OptimizedLSTMCell(128))`` + ``Dense``, one jitted step
   per host batch, the straightforward Flax recipe;
 - ``torch``: ``nn.LSTM(28, 128)`` + ``Linear``, the usual PyTorch loop
@@ -53,8 +56,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 SEQ, FEATURES, HIDDEN, CLASSES = 28, 28, 128, 10
-IMPLS = ('seqclf', 'seqclf-scan', 'seqclf-fused', 'seqclf-1cpu', 'seqclf-bf16',
-         'flax', 'torch', 'torch-bf16')
+IMPLS = ('seqclf', 'seqclf-kernel', 'seqclf-kernel-v3', 'seqclf-fused',
+         'seqclf-scan', 'seqclf-1cpu', 'seqclf-bf16', 'flax', 'torch',
+         'torch-bf16')
 
 
 class Skip(Exception):
@@ -100,16 +104,23 @@ class _Seqclf:
 
   Like the CLI, it first splits the CPU into ``config.cpu_devices`` devices
   (``parallel.configure_cpu_devices``) and runs ``parallel.setup``'s mode;
-  ``variant`` changes one config key: ``scan`` or ``fused`` (``impl``) or
-  ``1cpu`` (cpu_devices=1, one multi-threaded device as plain JAX has).
+  ``variant`` changes config keys (``VARIANTS``) and, for ``kernel-v3``, the
+  kernel's build (``$SEQCLF_KERNEL_MARCH``, this worker process only).
   """
 
-  VARIANTS = {'': {}, 'scan': {'impl': 'scan'}, 'fused': {'impl': 'fused'},
-              '1cpu': {'cpu_devices': 1},
+  VARIANTS = {'': {}, 'kernel': {'impl': 'kernel'},
+              'kernel-v3': {'impl': 'kernel'}, 'scan': {'impl': 'scan'},
+              'fused': {'impl': 'fused'}, '1cpu': {'cpu_devices': 1},
               'bf16': {'matmul_precision': 'bfloat16'}}
+  MARCH = {'kernel-v3': 'x86-64-v3'}
 
   def __init__(self, train, variant: str):
     sys.path.insert(0, str(REPO))
+    if variant in self.MARCH:
+      os.environ['SEQCLF_KERNEL_MARCH'] = self.MARCH[variant]
+    # `auto` decides here and now, not from an earlier run's cache.
+    os.environ['SEQCLF_AUTOTUNE_CACHE'] = os.path.join(
+        tempfile.mkdtemp(prefix='seqclf-bench-'), 'autotune.json')
     from configs import default  # pylint: disable=g-import-not-at-top
     from seqclf import parallel  # pylint: disable=g-import-not-at-top
     self.config = default.get_config()
@@ -122,16 +133,23 @@ class _Seqclf:
         and not lstm_kernel.available(self.config.matmul_precision)):
       raise Skip(f'matmul_precision={self.config.matmul_precision!r} needs '
                  'the CPU kernel on a CPU with Intel AMX; not available here.')
+    if self.config.impl == 'kernel' and not lstm_kernel.available():
+      raise Skip(f'the CPU kernel for -march={lstm_kernel.default_march()} '
+                 'cannot be built or run here (no C++ compiler, or a CPU '
+                 'without that ISA).')
     self.jax, self.parallel, self.train = jax, parallel, train
-    self.runs = {}
+    self.runs, self.choices = {}, {}
 
   def setup(self, batch: int, steps: int) -> None:
     from seqclf import train as train_lib  # pylint: disable=g-import-not-at-top
     config = self.config.copy_and_resolve_references()
     config.batch_size = batch
     dp = self.parallel.setup(config.parallelism, batch)
-    state = dp.to_run(dp.canonical(
-        train_lib.create_train_state(config, self.jax.random.key(0))))
+    choice = train_lib.choose_impl(config, batch=batch // dp.num_devices,
+                                   sharded=dp.mode == 'sharded')
+    self.choices[batch] = choice.to_json()
+    state = dp.to_run(dp.canonical(train_lib.create_train_state(
+        config, self.jax.random.key(0), impl=choice.impl)))
     data = dp.put_data(self.train['image'], self.train['label'])
     idx = dp.put_indices(_indices(len(self.train['label']), batch, steps, 0))
     fn = dp.chunk_fn(train_lib.train_steps).lower(state, *data, idx).compile()
@@ -215,6 +233,12 @@ class _Torch:
         train['image'].astype(np.float32) / 255.0).to(device)
     self.labels = torch.from_numpy(train['label'].astype(np.int64)).to(device)
     self.device = device
+    if bf16:
+      try:  # oneDNN has a bfloat16 LSTM only for some CPUs.
+        self._step(torch.zeros(2, dtype=torch.int64, device=device))
+      except RuntimeError as e:
+        raise Skip(f'torch.autocast(bfloat16) nn.LSTM cannot run on this '
+                   f'device ({str(e).splitlines()[0][:120]}).') from e
 
   def _step(self, rows):
     x, y = self.images[rows], self.labels[rows]
@@ -269,6 +293,9 @@ def _worker(name: str, conn, num_examples: int | None,
       t = time.perf_counter()
       if msg[0] == 'setup':
         impl.setup(msg[1], msg[2])
+      elif msg[0] == 'choices':  # What impl each batch size ran (seqclf).
+        conn.send(('done', getattr(impl, 'choices', {})))
+        continue
       else:
         impl.run(msg[1], msg[2])
       conn.send(('done', time.perf_counter() - t))
@@ -401,6 +428,9 @@ def run_benchmark(args) -> dict:
         results[name]['seconds'].setdefault(b, []).append(
             call(name, 'run', b, idx))
     print(f'benchmark: round {r + 1}/{args.rounds} done', file=sys.stderr)
+  for name in workers:
+    if name.startswith('seqclf'):
+      results[name]['impl_choice'] = call(name, 'choices')
   for name, (proc, conn) in workers.items():
     conn.send(('stop',))
     results[name]['peak_rss_mb'] = conn.recv()[1]
@@ -471,13 +501,30 @@ def markdown(report: dict) -> str:
   if any(name.endswith('-bf16') for name in res):
     out.append('- † bfloat16 matmuls, measured against the float32 GEMM peak '
                '(AMX and oneDNN exceed it).')
+  speed = lambda name, b: res[name]['median_examples_per_second'][b]
+  ratios = lambda a, b: ', '.join(f'batch {n}: {speed(a, n) / speed(b, n):.2f}×'
+                                  for n in sizes)
+  for b, choice in res.get('seqclf', {}).get('impl_choice', {}).items():
+    out.append(f"- seqclf (impl='auto') at batch {b}, per device "
+               f"{choice['key'].get('batch', '?')}: " + (
+                   _choice_line(choice)))
   for name in res:  # Each seqclf row against torch; bf16 also against bf16.
     peers = ['torch'] + (['torch-bf16'] if name.endswith('-bf16') else [])
     for peer in (p for p in peers if p in res and name.startswith('seqclf')):
-      ratios = ', '.join(
-          f'batch {b}: {res[name]["median_examples_per_second"][b] / res[peer]["median_examples_per_second"][b]:.2f}×'
-          for b in sizes)
-      out.append(f'- {name} / {peer}: {ratios}')
+      out.append(f'- {name} / {peer}: {ratios(name, peer)}')
+  forced = [f'seqclf-{p}' for p in ('kernel', 'fused', 'scan')
+            if f'seqclf-{p}' in res]
+  if 'seqclf' in res and forced:
+    fastest = ', '.join(
+        f'batch {n}: {speed("seqclf", n) / max(speed(f, n) for f in forced):.2f}×'
+        for n in sizes)
+    out.append(f'- seqclf (auto) / the fastest forced path of '
+               f'{", ".join(forced)}: {fastest}')
+  for a, b in (('seqclf', 'seqclf-scan'), ('seqclf-kernel-v3', 'seqclf-kernel'),
+               ('seqclf-kernel-v3', 'seqclf-scan'),
+               ('seqclf-kernel-v3', 'seqclf-fused')):
+    if a in res and b in res:
+      out.append(f'- {a} / {b}: {ratios(a, b)}')
   for name, why in report['skipped'].items():
     out.append(f'- {name} skipped: {why}')
   out.append(f'- fp32 GEMM peak (best measured): {report["gemm_peak_gflops"]:.0f} '
@@ -503,6 +550,17 @@ def markdown(report: dict) -> str:
              + f'; steps per timed call {p["steps_per_call"]}, {p["rounds"]} '
              'interleaved rounds, medians (min–max).')
   return '\n'.join(out) + '\n'
+
+
+def _choice_line(choice: dict) -> str:
+  """``auto``'s pick and each path's speed relative to it, as timed."""
+  seconds = choice['seconds']
+  if not seconds:
+    return f"{choice['impl']} (the only eligible path)"
+  best = seconds[choice['impl']]
+  return f"{choice['impl']} (" + ', '.join(
+      f'{n} {best / s:.2f}×' for n, s in seconds.items()
+      if n != choice['impl']) + ' of its speed)'
 
 
 def bar_chart(report: dict, path: Path) -> None:

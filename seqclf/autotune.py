@@ -170,6 +170,15 @@ def _machine() -> str:
                         ).hexdigest()[:16]
 
 
+def _code() -> str:
+  """The Python that the timed paths run: a change to it is measured anew."""
+  from seqclf import cells, fast_lstm  # pylint: disable=g-import-not-at-top
+  digest = hashlib.sha256()
+  for module in (models, cells, fast_lstm, lstm_kernel):
+    digest.update(Path(module.__file__).read_bytes())
+  return digest.hexdigest()[:16]
+
+
 def _builder(config: ml_collections.ConfigDict, impl: str, batch: int,
              sequence_shape: tuple[int, int], mode: str
              ) -> Callable[[], Callable[[], Any]]:
@@ -217,7 +226,7 @@ def choose_impl(config: ml_collections.ConfigDict, *, batch: int,
          'xla_flags': os.environ.get('XLA_FLAGS', ''),
          'kernel': (Path(lstm_kernel.build()).stem if 'kernel' in eligible
                     else None),
-         'jax': jax.__version__, 'mode': mode, 'batch': batch,
+         'jax': jax.__version__, 'code': _code(), 'mode': mode, 'batch': batch,
          'sequence_shape': list(sequence_shape),
          **{k: config[k] for k in ('cell', 'task', 'hidden_size', 'num_layers',
                                    'bidirectional', 'dtype',

@@ -30,9 +30,9 @@ def base_config() -> ml_collections.ConfigDict:
   # LSTM recurrence, all giving the same numbers to float rounding
   # (docs/design.md): scan (nn.scan of LSTMCell, portable) | fused
   # (seqclf.fast_lstm, hand-written backward) | kernel (the same as a compiled
-  # CPU kernel, seqclf.lstm_kernel) | auto (kernel where it applies: CPU
-  # backend, float32, LSTM, hidden_size a multiple of 16, a C++ compiler;
-  # else scan).
+  # CPU kernel, seqclf.lstm_kernel) | auto (the fastest of those that can
+  # run the config here, timed once per machine and shape and cached:
+  # seqclf.autotune).
   c.impl = 'auto'
   # Precision of the CPU kernel's matmuls: float32 | bfloat16 (operands
   # rounded to bfloat16, float32 accumulation, on Intel AMX; faster training

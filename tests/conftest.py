@@ -44,10 +44,14 @@ def mnist():
 
 @pytest.fixture(scope='session', autouse=True)
 def _compilation_cache(tmp_path_factory):
-  """CLI runs of this test worker share one compilation cache, not the user's."""
+  """CLI runs of this test worker share one compilation cache, and the test
+  workers one impl='auto' cache (each decision is measured once per
+  session), neither of them the user's."""
+  shared = tmp_path_factory.getbasetemp().parent  # One for all xdist workers.
   with pytest.MonkeyPatch.context() as patch:
     patch.setenv('JAX_COMPILATION_CACHE_DIR',
                  str(tmp_path_factory.mktemp('jax_cache')))
+    patch.setenv('SEQCLF_AUTOTUNE_CACHE', str(shared / 'autotune.json'))
     yield
 
 

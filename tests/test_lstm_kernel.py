@@ -2,12 +2,19 @@
 
 ``test_fast_paths`` checks the kernel against ``nn.scan`` inside the model;
 here its recurrence is checked against ``fast_lstm``'s at the shapes that
-exercise every code path of the C++ (register blocks of 1-6 rows, column
-panels of 16-64, several threads' slices of the batch), its bfloat16 (AMX)
-matmuls against the same layer with bfloat16-rounded matmul operands, and
-the pieces around it: the build cache, ``impl='auto'`` and the errors a user
-can hit.
+exercise every code path of the C++ (every register-block remainder, column
+panels of one to all vectors, several threads' slices of the batch) for
+every ISA variant this CPU can run (``MARCHES``), the built micro-kernels'
+machine code for register spills, its bfloat16 (AMX) matmuls against the same
+layer with bfloat16-rounded matmul operands, and the pieces around it: the
+build cache, which paths ``impl='auto'`` may pick, and the errors a user can
+hit.
 """
+
+import platform
+import re
+import shutil
+import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +22,7 @@ import numpy as np
 import pytest
 
 from conftest import needs_compiler
+from seqclf import autotune
 from seqclf import fast_lstm
 from seqclf import lstm_kernel
 from seqclf import train
@@ -28,6 +36,13 @@ needs_amx = pytest.mark.skipif("not lstm_kernel.available('bfloat16')",
                                reason='bfloat16 matmuls need Intel AMX')
 SHAPES = [(3, 1, 1, 16), (4, 5, 28, 48), (2, 13, 256, 80), (28, 50, 28, 128),
           (3, 100, 28, 32), (2, 300, 28, 16)]
+# Builds of one source, each with the vector width and register block of its
+# ISA: AVX-512, AVX2 + FMA and 128-bit SSE2 on x86; NEON on aarch64.
+X86_MARCHES = ('x86-64-v4', 'x86-64-v3', 'x86-64')
+CANDIDATE_MARCHES = ('native', *(X86_MARCHES if platform.machine() in (
+    'x86_64', 'AMD64') else ('armv8-a',)))
+MARCHES = [m for m in CANDIDATE_MARCHES
+           if shutil.which('c++') and lstm_kernel.runs_here(m)]
 
 
 def _args(t, b, i, h, seed=0):
@@ -57,26 +72,92 @@ def _value_and_grads(layer, args):
   return jax.jit(jax.value_and_grad(loss, argnums=range(6)))(*args)
 
 
-# (T, B, I, H): B = 1, 5, 13 (2 register blocks + 1 row), 50 (the default
-# per-device batch), 100 (split into slices over the thread pool where it has
-# two or more threads, their weight gradients summed), 300 (three slices of
-# at most 144 rows, more than the pool's threads); H = 16, 48 (forward
-# panels 64 + 64 + 64, backward 48), 80 (backward 64 + 16), 128 (the
-# default); I = 28 (MNIST rows), 1 (pixels), 256 (a bidirectional layer's
-# output).
+# (T, B, I, H): B = 1, 5, 13 (2 blocks of 6 or 3 of 4 rows, + 1), 50 (the
+# default per-device batch), 100 (split into slices over the thread pool
+# where it has two or more threads, their weight gradients summed), 300
+# (three slices of at most 144 rows, more than the pool's threads); H = 16,
+# 48 (4H = 192: whole panels of every width, and a narrower last one for
+# 12-float panels), 80 (backward 64 + 16), 128 (the default); I = 28 (MNIST
+# rows), 1 (pixels), 256 (a bidirectional layer's output).
+@pytest.mark.parametrize('march', MARCHES)
 @pytest.mark.parametrize('t,b,i,h', SHAPES)
-def test_kernel_layer_matches_fast_lstm(t, b, i, h):
+def test_kernel_layer_matches_fast_lstm(t, b, i, h, march):
   args = _args(t, b, i, h)
+  layer = lambda *a: lstm_kernel.lstm_layer(*a, march=march)
   (c1, h1), hs1 = _reference(*args)
-  (c2, h2), hs2 = lstm_kernel.lstm_layer(*args)
+  (c2, h2), hs2 = layer(*args)
   for u, v in ((c1, c2), (h1, h2), (hs1, hs2)):
     np.testing.assert_allclose(u, v, rtol=1e-5, atol=2e-6)
-  (l1, g1), (l2, g2) = (_value_and_grads(f, args) for f in (
-      _reference, lstm_kernel.lstm_layer))
+  (l1, g1), (l2, g2) = (_value_and_grads(f, args) for f in (_reference, layer))
   np.testing.assert_allclose(l1, l2, rtol=1e-5)
   for u, v in zip(g1, g2):  # dx, dw_x, db, dw_h, dc0, dh0
     np.testing.assert_allclose(u, v, rtol=1e-4,
                                atol=1e-5 * float(jnp.max(jnp.abs(u))))
+
+
+def _micro_kernels(library) -> dict[tuple[int, int], list[str]]:
+  """Disassembly of each ``MicroKernel<rows, vecs, false>`` in ``library``."""
+  asm = subprocess.run(['objdump', '-d', '--no-show-raw-insn', '-C',
+                        str(library)], capture_output=True, text=True,
+                       check=True).stdout
+  kernels = {}
+  for function in re.split(r'\n(?=[0-9a-f]+ <)', asm):
+    head, _, body = function.partition('\n')
+    if m := re.search(r'MicroKernel<(\d+), (\d+), false>', head):
+      kernels[int(m[1]), int(m[2])] = [l for l in body.splitlines() if '\t' in l]
+  return kernels
+
+
+def _fma_loop(lines: list[str]) -> list[str]:
+  """The instructions of the loop that holds the FMAs (its body runs from
+  a backward jump's target to that jump)."""
+  addr = lambda line: int(line.split(':')[0], 16)
+  for k, line in enumerate(lines):
+    m = re.search(r'\tj\w+\s+([0-9a-f]+) <', line)
+    if m and int(m[1], 16) < addr(line):
+      body = [l for l in lines[:k + 1] if addr(l) >= int(m[1], 16)]
+      if any('vfmadd' in l for l in body):
+        return body
+  return []
+
+
+# The regression this guards: a block of accumulators wider than the ISA's
+# vector registers compiled to loads and stores of the stack around every
+# FMA (the AVX-512 block built for AVX2 ran several times slower). Reading
+# the machine code needs no CPU that runs it, so every x86 variant is built
+# and checked on any x86 machine.
+@pytest.mark.skipif(platform.machine() not in ('x86_64', 'AMD64')
+                    or shutil.which('objdump') is None,
+                    reason='x86 machine code, read with objdump')
+@pytest.mark.parametrize('march,block', [('x86-64-v4', (6, 4)),
+                                         ('x86-64-v3', (6, 2))])
+def test_micro_kernel_keeps_its_block_in_registers(march, block):
+  kernels = _micro_kernels(lstm_kernel.build(march))
+  assert max(kernels) == block  # The ISA's block, and no wider one.
+  rows, vecs = block
+  loop = _fma_loop(kernels[block])
+  assert sum('vfmadd' in l for l in loop) == rows * vecs  # Fully unrolled.
+  stack = [l for l in loop if re.search(r'\((%rsp|%rbp)', l)]
+  assert not stack, f'{march} micro-kernel spills in its loop: {stack[:4]}'
+
+
+@pytest.mark.parametrize('march', MARCHES)
+def test_build_info_names_each_variants_block(march):
+  info = lstm_kernel.build_info(march)
+  assert info['march'] == march and info['lanes'] in (4, 8, 16)
+  rows, vecs = info['block']
+  # Accumulators + one vector of B per column + one broadcast fit the
+  # registers: 32 with AVX-512 or NEON, 16 otherwise.
+  registers = 32 if info['lanes'] == 16 or platform.machine() == 'aarch64' else 16
+  assert rows * vecs + vecs + 1 <= registers
+
+
+def test_a_variant_this_cpu_cannot_run_is_refused_not_loaded(monkeypatch):
+  monkeypatch.setattr(lstm_kernel, 'runs_here', lambda march: False)
+  monkeypatch.setattr(lstm_kernel, '_load', lstm_kernel._load.__wrapped__)
+  assert not lstm_kernel.available(march='x86-64-v4')
+  with pytest.raises(lstm_kernel.KernelError, match='cannot run on this CPU'):
+    lstm_kernel.lstm_layer(*_args(2, 3, 4, 16), march='x86-64-v4')
 
 
 def test_kernel_is_deterministic_and_vmaps():
@@ -123,26 +204,35 @@ def test_unsupported_shapes_and_dtypes_are_clear_errors():
     LSTM(16, impl='kernel', dtype=jnp.bfloat16).init(jax.random.key(0), x)
 
 
-@pytest.mark.parametrize('changes,expected', [
-    ({}, 'kernel'),
-    ({'dtype': 'bfloat16'}, 'scan'),
-    ({'hidden_size': 20}, 'scan'),
-    ({'cell': 'gru'}, 'scan'),
-    ({'impl': 'fused'}, 'fused'),
+@pytest.mark.parametrize('changes,sharded,expected', [
+    ({}, False, ('kernel', 'fused', 'scan')),
+    ({}, True, ('fused', 'scan')),
+    ({'dtype': 'bfloat16'}, False, ('fused', 'scan')),
+    ({'hidden_size': 20}, False, ('fused', 'scan')),
+    ({'cell': 'gru'}, False, ('scan',)),
 ])
-def test_auto_picks_the_kernel_only_where_it_applies(changes, expected):
+def test_auto_times_only_the_paths_that_can_run(changes, sharded, expected):
   config = base_config()
   config.update(changes)
-  assert train.resolve_impl(config) == expected
+  assert autotune.eligible_impls(config, sharded) == expected
 
 
-def test_auto_falls_back_to_scan_without_a_compiler(tmp_path, monkeypatch):
+def test_forced_impl_is_used_as_given_without_timing(monkeypatch):
+  monkeypatch.setattr(autotune, 'measure', pytest.fail)
+  config = base_config()
+  config.impl = 'fused'
+  assert train.resolve_impl(config) == 'fused'
+
+
+def test_auto_falls_back_to_portable_paths_without_a_compiler(
+    tmp_path, monkeypatch):
   monkeypatch.setenv('SEQCLF_KERNEL_CACHE', str(tmp_path))
   monkeypatch.setenv('CXX', 'no-such-compiler')
   # A fresh process's first attempt, not this one's remembered success.
   monkeypatch.setattr(lstm_kernel, '_load', lstm_kernel._load.__wrapped__)
+  monkeypatch.setattr(lstm_kernel, 'runs_here', lambda march: True)
   assert not lstm_kernel.available()
-  assert train.resolve_impl(base_config()) == 'scan'
+  assert autotune.eligible_impls(base_config(), False) == ('fused', 'scan')
 
 
 def _bfloat16_reference(x, w_x, b, w_h, c0, h0, forget_bias=1.0):
@@ -210,11 +300,15 @@ def test_bfloat16_matmuls_are_clear_errors_where_they_cannot_run(monkeypatch):
     train.resolve_impl(config)
   # A CPU without AMX: the kernel says so, and `auto` cannot pick it.
   monkeypatch.setattr(lstm_kernel, 'available',
-                      lambda precision='float32': precision == 'float32')
+                      lambda precision='float32', march=None:
+                      precision == 'float32')
   with pytest.raises(lstm_kernel.KernelError, match='Intel AMX'):
     LSTM(16, impl='kernel', matmul_precision='bfloat16').init(key, x)
   config.cell = 'lstm'
-  with pytest.raises(ConfigError, match="resolves to 'scan'"):
+  with pytest.raises(ConfigError, match='runs only in the CPU kernel'):
+    train.resolve_impl(config)
+  config.impl = 'scan'
+  with pytest.raises(ConfigError, match="impl='scan' here"):
     train.resolve_impl(config)
 
 
@@ -236,7 +330,8 @@ def test_bfloat16_trains_and_its_checkpoint_serves_without_amx(
   # Precision is a speed choice, not part of the model: a machine without
   # AMX restores the same params and runs them in float32.
   monkeypatch.setattr(lstm_kernel, 'available',
-                      lambda precision='float32': precision == 'float32')
+                      lambda precision='float32', march=None:
+                      precision == 'float32')
   model, params, saved = inference.load_model(tmp_path)
   assert saved.matmul_precision == 'float32'
   probs32 = inference.predict_probabilities(model, params, images)
