@@ -468,6 +468,25 @@ def run_benchmark(args) -> dict:
   }
 
 
+def machine_tag() -> str:
+  """The CPU's vendor and widest vector ISA, e.g. ``amd-avx2``: results of
+  one kind of machine say nothing about another, so each gets its folder."""
+  try:
+    info = Path('/proc/cpuinfo').read_text()
+  except OSError:
+    return platform.machine().lower()
+  vendor = {'GenuineIntel': 'intel', 'AuthenticAMD': 'amd'}.get(
+      next((l.split(':')[1].strip() for l in info.splitlines()
+            if l.startswith('vendor_id')), ''), platform.machine().lower())
+  flags = set(next((l.split(':')[1] for l in info.splitlines()
+                    if l.startswith(('flags', 'Features'))), '').split())
+  isa = next((name for name, flag in (('avx512-amx', 'amx_tile'),
+                                       ('avx512', 'avx512f'), ('avx2', 'avx2'),
+                                       ('neon', 'asimd')) if flag in flags),
+             'baseline')
+  return f'{vendor}-{isa}'
+
+
 def _machine() -> str:
   model = platform.processor() or platform.machine()
   try:
@@ -605,7 +624,9 @@ def main(argv=None) -> int:
                       help='work per timing of the GEMM peak measurement')
   parser.add_argument('--no_tta', dest='tta', action='store_false',
                       help='skip the time-to-accuracy run of configs/default.py')
-  parser.add_argument('--out', default=str(REPO / 'experiments' / 'results'))
+  parser.add_argument('--out', default='',
+                      help='output folder (default: experiments/results/'
+                      'MACHINE, e.g. amd-avx2)')
   args = parser.parse_args(argv)
   known = set(IMPLS)
   bad = [i for i in args.impls.split(',') if i not in known]
@@ -619,7 +640,7 @@ def main(argv=None) -> int:
   if min(sizes) <= 0 or args.rounds <= 0 or args.steps < 0:
     parser.error('--batch_sizes and --rounds must be > 0 and --steps >= 0.')
   report = run_benchmark(args)
-  out = Path(args.out)
+  out = Path(args.out or REPO / 'experiments' / 'results' / machine_tag())
   out.mkdir(parents=True, exist_ok=True)
   (out / 'benchmark.json').write_text(json.dumps(report, indent=2) + '\n')
   table = markdown(report)

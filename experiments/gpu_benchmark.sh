@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The benchmark on a GPU machine (prepared; not yet run: no device was lent to
-# the session that wrote it). Runs from the repository root, e.g. through the
-# device tool with `carry: [wheelhouse]`, and finishes in a few minutes:
+# The benchmark on a GPU machine, one prepared script of at most 8 minutes:
+# what impl='auto' picks there (the seqclf row's notes), scan vs fused vs
+# PyTorch's cuDNN LSTM at batch 100 and 1024, and a 16-model vmapped sweep
+# against the same 16 models run one after another. Runs from the repository
+# root, e.g. through the device tool with `carry: [wheelhouse]`:
 #
 #   bash experiments/gpu_benchmark.sh            # writes $OUT or experiments/results/gpu
 #
@@ -33,9 +35,12 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 "$PY" -c 'import jax; print("jax devices:", jax.devices())'
 
-# cuDNN LSTM for torch; seqclf (default config, and impl=fused) and Flax on
-# jax's GPU. Larger batches are where a GPU differs; 2 rounds keep it short.
-PYTHONPATH=. "$PY" experiments/benchmark.py \
-  --impls seqclf,seqclf-fused,flax,torch \
-  --batch_sizes 100,256,1024 --examples_per_call 20000 --rounds 3 \
+# cuDNN LSTM for torch; seqclf (default config: auto decides by timing on
+# the GPU) and each portable path forced, and Flax, on jax's GPU.
+PYTHONPATH=. timeout 360 "$PY" experiments/benchmark.py \
+  --impls seqclf,seqclf-fused,seqclf-scan,flax,torch \
+  --batch_sizes 100,1024 --examples_per_call 20000 --rounds 3 --no_tta \
   --torch_device cuda --out "$OUT_DIR"
+# 16 models in one vmapped step against 16 sequential runs.
+PYTHONPATH=. timeout 100 "$PY" experiments/sweep_throughput.py --models 16 \
+  --steps 200 --repeats 2 --out "$OUT_DIR/sweep_throughput.json"
