@@ -58,10 +58,11 @@ def init_states(config: ml_collections.ConfigDict, seeds: Sequence[int],
   inject = learning_rates is not None
   rates = jnp.asarray(learning_rates if inject else [0.0] * len(seeds),
                       jnp.float32)
+  impl = train.resolve_impl(config)  # Timed (once), so not under vmap.
 
   def init(seed, rate):
     state = train.create_train_state(config, jax.random.key(seed),
-                                     inject_learning_rate=inject)
+                                     inject_learning_rate=inject, impl=impl)
     if inject:
       state.opt_state.hyperparams['learning_rate'] = rate
     return state
