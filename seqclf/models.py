@@ -1,15 +1,18 @@
 """Recurrent sequence classifiers as plain Flax linen modules.
 
 ``LSTMCell`` is one time step with the four gates fused into two matmuls.
-``LSTM`` runs it over time with ``nn.scan``, after projecting every time
-step's input in one large matmul (only ``h @ W_h`` stays inside the loop,
-where it must). ``LSTMClassifier`` stacks layers and classifies the last
-output. None of them hold global state, so they compose with other Flax code
-and work under ``jax.jit``, ``jax.grad``, ``jax.vmap`` and in bfloat16.
+``LSTM`` runs it over time with ``nn.scan``, projecting each step's input
+inside the loop as flax's ``nn.RNN`` does (on XLA:CPU one large projection
+before the loop measured slower: docs/scan_path.md); the ``fused`` and
+``kernel`` paths project all steps at once. ``LSTMClassifier`` stacks layers
+and classifies the last output. None of them hold global state, so they
+compose with other Flax code and work under ``jax.jit``, ``jax.grad``,
+``jax.vmap`` and in bfloat16.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -62,12 +65,17 @@ class LSTMCell(nn.Module):
     return self.input_proj(x)
 
   def step(self, carry: Carry, projected: Array) -> tuple[Carry, Array]:
-    """One step from an already projected input (``project(x)``)."""
+    """One step from an already projected input (``project(x)``).
+
+    The gate nonlinearities are rematerialized under autodiff: the backward
+    pass keeps the float32 pre-activations (B, 4H) per step, not the five
+    gate values autodiff would store (each twice, 10 x (B, H)), which halves
+    a scanned layer's scratch memory for the backward pass
+    (docs/scan_path.md).
+    """
     c, h = carry
     gates = (projected + self.hidden_proj(h)).astype(jnp.float32)
-    i, j, f, o = jnp.split(gates, 4, axis=-1)
-    c = nn.sigmoid(f + self.forget_bias) * c + nn.sigmoid(i) * jnp.tanh(j)
-    h = nn.sigmoid(o) * jnp.tanh(c)
+    c, h = _cell_update(gates, c, self.forget_bias)
     return (c, h), h
 
   def input_params(self, features: int) -> tuple[Array, Array]:
@@ -90,8 +98,18 @@ class LSTMCell(nn.Module):
     return zeros, zeros
 
 
-def _scan_steps(cell: LSTMCell, carry: Carry, projected: Array):
-  return cell.step(carry, projected)
+@functools.partial(jax.checkpoint, static_argnums=(2,))
+def _cell_update(gates: Array, c: Array, forget_bias: float) -> Carry:
+  """``(c, h)`` from the float32 pre-activations, gate order i, j, f, o."""
+  i, j, f, o = jnp.split(gates, 4, axis=-1)
+  c = nn.sigmoid(f + forget_bias) * c + nn.sigmoid(i) * jnp.tanh(j)
+  return c, nn.sigmoid(o) * jnp.tanh(c)
+
+
+def _scan_steps(cell: LSTMCell, carry: Carry, x: Array):
+  # project() inside the loop: a (T, B, 4H) projection made before the loop
+  # was 2x slower on XLA:CPU (docs/scan_path.md).
+  return cell.step(carry, cell.project(x))
 
 
 class LSTM(nn.Module):
@@ -140,7 +158,7 @@ class LSTM(nn.Module):
     scan = nn.scan(_scan_steps, variable_broadcast='params',
                    split_rngs={'params': False}, in_axes=-2, out_axes=-2,
                    unroll=self.unroll)
-    return scan(cell, initial_carry, cell.project(inputs))
+    return scan(cell, initial_carry, inputs)
 
 
 def _fused(cell: LSTMCell, inputs: Array, carry: Carry, forget_bias: float,
