@@ -19,9 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
-
-class CheckpointError(RuntimeError):
-  """No checkpoint, or one that does not fit the model being restored."""
+from seqclf.errors import CheckpointError
 
 
 def checkpoint_dir(workdir: str | Path) -> Path:

@@ -12,9 +12,7 @@ import math
 
 import ml_collections
 
-
-class ConfigError(ValueError):
-  """A config key or value is invalid; the message names it and the fix."""
+from seqclf.errors import ConfigError
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -144,6 +142,23 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if config[key] not in choices:
       raise ConfigError(f'Config key `{key}` must be one of {choices}, '
                         f'got {config[key]!r}.')
+  if config.impl in ('fused', 'kernel') and config.cell != 'lstm':
+    # The GRU and Elman layers have only the nn.scan path: running them
+    # anyway would record an impl that never ran.
+    raise ConfigError(f"Config key `impl`={config.impl!r} runs only the LSTM "
+                      f"cell, got cell={config.cell!r}: use impl='scan' (or "
+                      f"'auto') with cell={config.cell!r}, or cell='lstm'.")
+  if config.impl == 'kernel':
+    from seqclf import lstm_kernel  # pylint: disable=g-import-not-at-top
+    if config.hidden_size % lstm_kernel.LANES:
+      raise ConfigError(f"Config key `impl`='kernel' needs `hidden_size` to "
+                        f"be a multiple of {lstm_kernel.LANES}, got "
+                        f"{config.hidden_size}: change it, or use impl="
+                        f"'fused', 'scan' or 'auto'.")
+    if config.dtype != 'float32':
+      raise ConfigError(f"Config key `impl`='kernel' computes in float32, got "
+                        f"dtype={config.dtype!r}: use impl='fused', 'scan' or "
+                        f"'auto' for {config.dtype}.")
   if not 0.0 <= config.dropout_rate < 1.0:
     raise ConfigError('Config key `dropout_rate` must be in [0, 1), got '
                       f'{config.dropout_rate}.')

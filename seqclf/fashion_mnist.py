@@ -66,7 +66,7 @@ def load_verified(directory: Path, name: str) -> np.ndarray:
 
 def ensure_files(directory: Path, source: Path = SYSTEM_DIR) -> Path:
   """Fills ``directory`` from ``source`` (the Debian package's dir) and verifies."""
-  directory.mkdir(parents=True, exist_ok=True)
+  mnist_files.make_dir(directory)
   for name in FILES:
     if _find(directory, name) is None:
       found = _find(source, name)

@@ -11,6 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from seqclf import checkpoint
+from seqclf import errors
 from seqclf import input_pipeline
 from seqclf import train
 from seqclf.config import ConfigError, base_config
@@ -30,8 +31,15 @@ def load_model(workdir: str | Path, step: int | None = None
     raise checkpoint.CheckpointError(
         f'No checkpoint in {mngr.directory}: train first with '
         f'`seqclf train --workdir {Path(workdir)}`.')
-  saved = mngr.restore(latest, args=ocp.args.Composite(
-      config=ocp.args.JsonRestore()))['config']
+  try:
+    saved = mngr.restore(latest, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore()))['config']
+  except Exception as e:  # pylint: disable=broad-except
+    # Damage, as checkpoint.restore treats it: orbax raises many types.
+    raise checkpoint.CheckpointError(
+        f'The config of checkpoint {mngr.directory}/{latest} is unreadable '
+        f'({type(e).__name__}: {e}). Delete that step directory, or train '
+        'again in a fresh workdir.') from e
   config = base_config()
   config.update(saved)
   if config.matmul_precision != 'float32':
@@ -76,7 +84,7 @@ def load_image(path: str | Path) -> tuple[np.ndarray, str | None]:
   from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
   path = Path(path)
   if not path.is_file():
-    raise FileNotFoundError(f'{path}: no such file.')
+    raise errors.ImageError(f'{path}: no such file.')
   try:
     with Image.open(path) as image:
       image.load()
@@ -89,5 +97,5 @@ def load_image(path: str | Path) -> tuple[np.ndarray, str | None]:
         image = image.resize((28, 28), Image.Resampling.BILINEAR)
       return np.asarray(image, np.uint8), '; '.join(notes) or None
   except (UnidentifiedImageError, OSError) as e:
-    raise ValueError(f'{path}: not a readable image ({e}); give PNG/JPEG/… '
-                     'files of 28x28 grayscale digits.') from e
+    raise errors.ImageError(f'{path}: not a readable image ({e}); give '
+                            'PNG/JPEG/… files of 28x28 grayscale digits.') from e

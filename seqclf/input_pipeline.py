@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 
 from seqclf import fashion_mnist
 from seqclf import mnist_files
+from seqclf.errors import ConfigError
 from seqclf.mnist_builder import SeqclfMnist
 
 SPLITS = ('train', 'validation', 'test')
@@ -40,7 +41,7 @@ def manual_dir(data_dir: Path, dataset: str = 'mnist') -> Path:
 
 def _builder(root: Path, dataset: str) -> SeqclfMnist:
   if dataset not in DATASETS:
-    raise ValueError(f'dataset must be one of {DATASETS}, got {dataset!r}.')
+    raise ConfigError(f'dataset must be one of {DATASETS}, got {dataset!r}.')
   cls = SeqclfMnist if dataset == 'mnist' else fashion_mnist.SeqclfFashionMnist
   return cls(data_dir=str(root), file_format='array_record')
 
@@ -121,8 +122,8 @@ def train_indices(seed: int, num_examples: int, batch_size: int,
   """
   steps_per_epoch = num_examples // batch_size
   if steps_per_epoch == 0:
-    raise ValueError(f'batch_size={batch_size} exceeds the {num_examples} '
-                     'training examples; lower config.batch_size.')
+    raise ConfigError(f'batch_size={batch_size} exceeds the {num_examples} '
+                      'training examples; lower config.batch_size.')
   rows, perms = [], {}
   for step in range(first_step, first_step + num_steps):
     epoch, pos = divmod(step, steps_per_epoch)

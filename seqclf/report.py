@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from seqclf import errors
 from seqclf import input_pipeline
 from seqclf import plots
 
@@ -147,9 +148,10 @@ def write_report(workdir: str | Path, *,
   workdir = Path(workdir).expanduser().resolve()
   results_path = workdir / 'results.json'
   if not results_path.exists():
-    raise FileNotFoundError(
+    raise errors.WorkdirError(
         f'{results_path} not found: train first with `seqclf train --workdir '
         f'{workdir}` (a report needs a finished run).')
+  errors.writable_dir(workdir)  # for plots/ and report.md
   results = json.loads(results_path.read_text(encoding='utf-8'))
   model, params, config = inference.load_model(workdir)
   if datasets is not None and 'test' in datasets:
@@ -214,18 +216,20 @@ def describe_data(datasets: Mapping[str, input_pipeline.Split], split: str,
 
 def check_indices(datasets: Mapping[str, input_pipeline.Split], split: str,
                   indices: Sequence[int]) -> None:
-  """Raises ValueError naming the bad split or index and the valid range."""
+  """Raises ``UsageError`` (a ValueError) naming the bad split or index and
+  the valid range."""
   if split not in datasets:
-    raise ValueError(f'Unknown split {split!r}: use one of '
-                     f'{", ".join(datasets)}.')
+    raise errors.UsageError(f'Unknown split {split!r}: use one of '
+                            f'{", ".join(datasets)}.')
   n = len(datasets[split]['label'])
   if not indices:
-    raise ValueError('Give at least one sample index, e.g. --indices 100 101 '
-                     '102.')
+    raise errors.UsageError('Give at least one sample index, e.g. --indices '
+                            '100 101 102.')
   bad = [i for i in indices if not 0 <= i < n]
   if bad:
-    raise ValueError(f'Sample indices {bad} are outside the {split} split '
-                     f'(0..{n - 1}): choose indices in that range.')
+    raise errors.UsageError(f'Sample indices {bad} are outside the {split} '
+                            f'split (0..{n - 1}): choose indices in that '
+                            'range.')
 
 
 def write_data_figures(datasets: Mapping[str, input_pipeline.Split],

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from seqclf import errors
 from seqclf import input_pipeline
 from seqclf import train
 from seqclf.config import ConfigError, validate
@@ -167,8 +168,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
   wall_start = time.perf_counter()
   config = validate(config)
   seeds, rates = grid(config, num_seeds, learning_rates)
-  workdir = Path(workdir).expanduser().resolve()
-  workdir.mkdir(parents=True, exist_ok=True)
+  workdir = errors.writable_dir(workdir)
   data = datasets or input_pipeline.load_datasets(config.data_dir,
                                                   dataset=config.dataset)
   states, timing = train_models(

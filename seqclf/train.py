@@ -28,6 +28,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from seqclf import autotune
 from seqclf import checkpoint
+from seqclf import errors
 from seqclf import input_pipeline
 from seqclf import models
 from seqclf import parallel
@@ -292,11 +293,7 @@ def _train_and_evaluate(
     datasets: dict[str, input_pipeline.Split] | None) -> dict[str, Any]:
   wall_start = time.perf_counter()
   config = validate(config)
-  workdir = Path(workdir).expanduser().resolve()
-  workdir.mkdir(parents=True, exist_ok=True)
-  if not os.access(workdir, os.W_OK):
-    raise PermissionError(f'Workdir {workdir} is not writable: choose another '
-                          '--workdir.')
+  workdir = errors.writable_dir(workdir)
   data = datasets or input_pipeline.load_datasets(config.data_dir,
                                                   dataset=config.dataset)
   train = data['train']

@@ -18,6 +18,8 @@ TRAIN = ('train', '--config', 'configs/default.py')
     (('--config.num_train_steps=-5',), '`num_train_steps` must be > 0'),
     (('--config.learning_rate=nan',), '`learning_rate` must be a finite'),
     (('--config.input_std=0.0',), 'input_std > 0'),
+    (('--config.cell=gru', '--config.impl=kernel'),
+     "impl`='kernel' runs only the LSTM cell, got cell='gru'"),
 ])
 def test_bad_config_fails_before_work(tmp_path, args, message):
   out = run_cli(*TRAIN, '--workdir', str(tmp_path / 'w'), *args)

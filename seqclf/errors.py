@@ -1,0 +1,61 @@
+"""seqclf's own error types: bad input that the message explains, not a bug.
+
+``seqclf`` (``seqclf.main``) turns each ``SeqclfError`` into one line on
+stderr and exit status 2; any other exception is a bug and keeps its
+traceback. So raise one of these only for a mistake the user can fix (a
+config value, a missing or corrupt file, a foreign checkpoint, an unreadable
+image, a workdir that cannot be written), with a message naming the fix.
+
+Each subclass also derives from the built-in type it replaced, so code that
+caught ``ValueError``, ``RuntimeError`` or ``OSError`` still catches it. The
+modules that raise them re-export their names (``seqclf.config.ConfigError``,
+``seqclf.mnist_files.DataError``, ``seqclf.checkpoint.CheckpointError``).
+``seqclf.lstm_kernel.KernelError`` predates this module and is not (yet) a
+subclass; ``seqclf.main`` catches it beside ``SeqclfError``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class SeqclfError(Exception):
+  """Bad input to seqclf; the message says what is wrong and how to fix it."""
+
+
+class UsageError(SeqclfError, ValueError):
+  """The command line (or an API call's arguments) is incomplete or contradictory."""
+
+
+class ConfigError(SeqclfError, ValueError):
+  """A config key or value is invalid; the message names it and the fix."""
+
+
+class DataError(SeqclfError, RuntimeError):
+  """Missing, corrupt or unexpected data; the message says how to fix it."""
+
+
+class CheckpointError(SeqclfError, RuntimeError):
+  """No checkpoint, or one that does not fit the model being restored."""
+
+
+class ImageError(SeqclfError, ValueError):
+  """An image to classify is missing or unreadable."""
+
+
+class WorkdirError(SeqclfError, OSError):
+  """A run directory cannot be created or written, or lacks a finished run."""
+
+
+def writable_dir(path: str | Path, flag: str = '--workdir') -> Path:
+  """``path`` resolved and created if needed; ``WorkdirError`` unless writable."""
+  path = Path(path).expanduser().resolve()
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise WorkdirError(f'Cannot create {path} ({e.strerror or e}): choose '
+                       f'another {flag}.') from e
+  if not os.access(path, os.W_OK):
+    raise WorkdirError(f'{path} is not writable: choose another {flag}.')
+  return path
