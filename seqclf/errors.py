@@ -9,9 +9,9 @@ image, a workdir that cannot be written), with a message naming the fix.
 Each subclass also derives from the built-in type it replaced, so code that
 caught ``ValueError``, ``RuntimeError`` or ``OSError`` still catches it. The
 modules that raise them re-export their names (``seqclf.config.ConfigError``,
-``seqclf.mnist_files.DataError``, ``seqclf.checkpoint.CheckpointError``).
-``seqclf.lstm_kernel.KernelError`` predates this module and is not (yet) a
-subclass; ``seqclf.main`` catches it beside ``SeqclfError``.
+``seqclf.mnist_files.DataError``, ``seqclf.checkpoint.CheckpointError``);
+``seqclf.lstm_kernel.KernelError`` (the CPU kernel cannot be built or run
+here) is one too.
 """
 
 from __future__ import annotations

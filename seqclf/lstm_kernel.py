@@ -39,6 +39,8 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 
+from seqclf.errors import SeqclfError
+
 Array = jax.Array
 SOURCE = Path(__file__).parent / 'csrc' / 'lstm_kernel.cc'
 FLAGS = ('-O3', '-ffp-contract=fast', '-std=c++17', '-shared', '-fPIC')
@@ -52,7 +54,7 @@ LANES = 16  # H must be a multiple: whole vectors on every ISA the C++ knows
 PRECISIONS = ('float32', 'bfloat16')
 
 
-class KernelError(RuntimeError):
+class KernelError(SeqclfError, RuntimeError):
   """The CPU kernel cannot be built or used here (message says why and what to do)."""
 
 

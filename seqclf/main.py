@@ -10,8 +10,8 @@
 
 Config files are Python and are executed when loaded: only name files you trust.
 
-Exit status: 0 done; 2 bad input (a ``seqclf.errors.SeqclfError`` or
-``lstm_kernel.KernelError``: one line on stderr naming the fix); 3 a diverged
+Exit status: 0 done; 2 bad input (a ``seqclf.errors.SeqclfError``: one line
+on stderr naming the fix); 3 a diverged
 run; 75 preempted (resume by running the same command). Any other exception
 is a bug in seqclf and is shown with its traceback (exit 1).
 """
@@ -231,7 +231,6 @@ def main(argv: list[str]) -> None:
   command, rest = argv[1], argv[2:]
   if rest and command not in ('predict', 'inspect-data'):
     raise app.UsageError(f'Unexpected arguments: {rest}.')
-  from seqclf.lstm_kernel import KernelError  # pylint: disable=g-import-not-at-top
   from seqclf.preemption import EXIT_PREEMPTED, Preempted  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
   if command in ('train', 'sweep', 'evaluate', 'predict'):
@@ -257,7 +256,7 @@ def main(argv: list[str]) -> None:
   except FloatingPointError as e:
     print(f'seqclf {command}: error: {_one_line(e)}', file=sys.stderr)
     sys.exit(EXIT_DIVERGED)
-  except (SeqclfError, KernelError) as e:  # Bad input; anything else is a bug.
+  except SeqclfError as e:  # Bad input; anything else is a bug.
     print(f'seqclf {command}: error: {_one_line(e)}', file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
 
