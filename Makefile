@@ -1,11 +1,12 @@
-# The two commands that matter: `make train` and `make test` (each runs setup).
+# The two commands that matter: `make train` and `make test` (each runs setup);
+# `make test-fast` is the quick tier for development (under 90 s on 2 cores).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 WORKDIR ?= runs/default
 CONFIG ?= configs/default.py
 
-.PHONY: setup data data-fashion kernel train test clean
+.PHONY: setup data data-fashion kernel train test test-fast clean
 
 setup: $(VENV)/.installed data kernel
 
@@ -37,8 +38,18 @@ data-fashion: $(VENV)/.installed
 train: setup
 	$(BIN)/seqclf train --config $(CONFIG) --workdir $(WORKDIR)
 
+# Every test (what CI runs). Expensive fixtures are built once per run and
+# shared by the xdist workers (tests/conftest.py, built_once).
 test: setup
 	$(BIN)/python -m pytest -q -n 2
+
+# Models, cells, kernel numerics at small shapes, steps, config, errors and
+# plots on synthetic data: everything not marked `slow` (pyproject.toml).
+# Its XLA programs are cached in TEST_CACHE (tests/conftest.py), so a rerun
+# compiles only what changed; `make test-fast TEST_CACHE=` runs without it.
+TEST_CACHE ?= $(HOME)/.cache/seqclf/jax-tests
+test-fast: setup
+	SEQCLF_TEST_COMPILATION_CACHE='$(TEST_CACHE)' $(BIN)/python -m pytest -q -n 2 -m 'not slow'
 
 clean:
 	rm -rf $(VENV) runs

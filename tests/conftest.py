@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,16 @@ from seqclf import input_pipeline
 from seqclf.config import base_config
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Opt-in (`make test-fast` sets it): this run's own programs go to a
+# persistent JAX compilation cache there, so a rerun loads the XLA programs
+# that did not change instead of compiling them again. A hit is the same
+# executable, so the same numbers. `make test` (CI) leaves it unset.
+if os.environ.get('SEQCLF_TEST_COMPILATION_CACHE'):
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update('jax_compilation_cache_dir', os.path.expanduser(
+      os.environ['SEQCLF_TEST_COMPILATION_CACHE']))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
 
 
 def _default_input_standardization() -> dict[str, float]:
@@ -67,16 +79,67 @@ def small_config(**overrides):
   return config
 
 
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+  """Holds an exclusive lock on ``lock_path`` (a no-op where fcntl is absent)."""
+  try:
+    import fcntl  # pylint: disable=g-import-not-at-top
+  except ImportError:  # Not POSIX: each xdist worker builds its own.
+    yield
+    return
+  with open(lock_path, 'w') as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def built_once(tmp_path_factory, name: str,
+               build: Callable[[Path], None]) -> Path:
+  """The directory ``name``, filled by ``build(directory)`` once per test run.
+
+  For expensive fixtures: under pytest-xdist the first worker to ask builds
+  it (under a lock) in a directory all workers of the run share, and the
+  others wait for it and reuse it, instead of each building its own. Treat it
+  as read-only (copy it to change it). A build that raised is redone by the
+  next caller.
+  """
+  base = tmp_path_factory.getbasetemp()
+  root = base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+  directory, done = root / name, root / f'{name}.done'
+  with _exclusive(root / f'{name}.lock'):
+    if not done.exists():
+      shutil.rmtree(directory, ignore_errors=True)  # a failed attempt's
+      directory.mkdir()
+      build(directory)
+      done.touch()
+  return directory
+
+
 @pytest.fixture(scope='session')
 def trained_workdir(tmp_path_factory, mnist):
-  """A workdir with a 300-step run of the reference model (shared, read-only)."""
+  """A workdir with a 300-step run of the reference model (shared, read-only;
+  trained once per test run, see ``built_once``)."""
   from seqclf import train  # pylint: disable=g-import-not-at-top
-  workdir = tmp_path_factory.mktemp('trained')
   config = small_config(num_train_steps=300, eval_every=300,
                         checkpoint_every=300, steps_per_call=100,
                         **DEFAULT_INPUT)
-  train.train_and_evaluate(config, workdir, quiet=True, datasets=mnist)
-  return workdir
+  return built_once(tmp_path_factory, 'trained', lambda workdir:
+                    train.train_and_evaluate(config, workdir, quiet=True,
+                                             datasets=mnist))
+
+
+# The fast tier (`make test-fast`: -m 'not slow') never waits for the
+# trained workdir: whatever uses it is slow, marked or not. test_benchmark.py
+# (experiments/benchmark.py's smoke test) is marked here rather than in the
+# file while benchmark.py is being rewritten.
+def pytest_collection_modifyitems(config, items):
+  del config
+  for item in items:
+    if ('trained_workdir' in getattr(item, 'fixturenames', ())
+        or item.path.name == 'test_benchmark.py'):
+      item.add_marker(pytest.mark.slow)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None,

@@ -22,6 +22,7 @@ def _readme_recipe() -> str:
   return block.group(1)
 
 
+@pytest.mark.slow
 def test_load_model_reproduces_training_accuracy(trained_workdir, mnist):
   model, params, config = inference.load_model(trained_workdir)
   assert config.hidden_size == 128
@@ -32,6 +33,7 @@ def test_load_model_reproduces_training_accuracy(trained_workdir, mnist):
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_orbax_only_restore_matches_flax_model(trained_workdir, mnist,
                                                tmp_path):
   images = mnist['test']['image'][:64].astype(np.float32) / 255.0
@@ -53,6 +55,7 @@ def test_orbax_only_restore_matches_flax_model(trained_workdir, mnist,
                              rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_restore_into_other_model_names_shapes(trained_workdir):
   other = train.create_train_state(small_config(hidden_size=64),
                                    jax.random.key(0))
@@ -62,6 +65,7 @@ def test_restore_into_other_model_names_shapes(trained_workdir):
       in str(e.value)
 
 
+@pytest.mark.slow
 def test_training_on_foreign_checkpoint_fails_and_keeps_it(trained_workdir,
                                                            tmp_path, mnist):
   import shutil
@@ -81,6 +85,7 @@ def test_no_checkpoint_is_a_clear_error(tmp_path):
     inference.load_model(tmp_path)
 
 
+@pytest.mark.slow
 def test_saved_config_is_json(trained_workdir):
   saved = json.loads(
       (trained_workdir / 'checkpoints' / '300' / 'config' / 'metadata')

@@ -8,6 +8,9 @@ from PIL import Image
 
 from conftest import run_cli
 
+# Every test runs `seqclf` in a subprocess.
+pytestmark = pytest.mark.slow
+
 TRAIN = ('train', '--config', 'configs/default.py')
 
 

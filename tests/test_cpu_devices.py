@@ -67,6 +67,7 @@ def test_users_xla_flags_win():
   assert got['returned'] is None and got['devices'] == 2
 
 
+@pytest.mark.slow
 def test_train_cli_uses_every_core(tmp_path):
   cores = len(os.sched_getaffinity(0))
   expected = parallel.cpu_device_count(0, 100, cores)

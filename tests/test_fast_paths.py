@@ -40,8 +40,8 @@ def test_fast_lstm_matches_scan_values_and_grads(impl, unroll=2):
   x = _inputs((4, 7, 5))
   scan = LSTM(16, forget_bias=1.0)
   fused = LSTM(16, forget_bias=1.0, impl=impl, unroll=unroll)
-  params = scan.init(jax.random.key(1), x)['params']
-  fused_params = fused.init(jax.random.key(1), x)['params']
+  params = jax.jit(scan.init)(jax.random.key(1), x)['params']
+  fused_params = jax.jit(fused.init)(jax.random.key(1), x)['params']
   # Same parameter names, shapes and initial values: checkpoints interchange.
   jax.tree.map(np.testing.assert_array_equal, params, fused_params)
   # Non-trivial state: perturb so the forget bias and all gates matter.
@@ -50,15 +50,17 @@ def test_fast_lstm_matches_scan_values_and_grads(impl, unroll=2):
   (c2, h2), out2 = fused.apply({'params': params}, x)
   for a, b in ((c1, c2), (h1, h2), (out1, out2)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-  g1 = jax.grad(_loss, 1)(scan, params, x)
-  g2 = jax.grad(_loss, 1)(fused, params, x)
+  (g1, gx1), (g2, gx2) = (
+      jax.jit(jax.grad(lambda p, x, m=m: _loss(m, p, x), (0, 1)))(params, x)
+      for m in (scan, fused))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
                                                       atol=1e-5), g1, g2)
-  gx1 = jax.grad(_loss, 2)(scan, params, x)
-  gx2 = jax.grad(_loss, 2)(fused, params, x)
   np.testing.assert_allclose(gx1, gx2, rtol=1e-4, atol=1e-5)
 
 
+# The fast tier checks these gradients against float64 numerical ones
+# (test_models.test_lstm_matches_float64_reference_values_and_grads).
+@pytest.mark.slow
 def test_fused_recurrence_passes_numerical_gradient_check():
   t, b, h = 5, 3, 4
   args = (_inputs((t, b, 4 * h), 0), 0.5 * _inputs((h, 4 * h), 1),
@@ -67,6 +69,7 @@ def test_fused_recurrence_passes_numerical_gradient_check():
   check_grads(f, args, order=1, modes=['rev'], atol=2e-2, rtol=2e-2, eps=1e-2)
 
 
+@pytest.mark.slow
 @needs_compiler
 def test_kernel_layer_passes_numerical_gradient_check():
   t, b, i, h = 5, 7, 3, 16
@@ -82,19 +85,20 @@ def test_fast_lstm_handles_initial_carry_and_extra_batch_axes(impl):
   x = _inputs((2, 3, 6, 5))
   carry = (0.1 * _inputs((2, 3, 16), 4), 0.1 * _inputs((2, 3, 16), 5))
   scan, fused = LSTM(16), LSTM(16, impl=impl)
-  params = scan.init(jax.random.key(0), x)
+  params = jax.jit(scan.init)(jax.random.key(0), x)
   a = scan.apply(params, x, carry)
   b = fused.apply(params, x, carry)
   jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5,
                                                       atol=1e-6), a, b)
 
 
+@pytest.mark.slow  # bfloat16 programs compile slowly on CPU
 def test_fused_classifier_bfloat16_matches_scan():
   x = jax.random.uniform(jax.random.key(0), (8, 6, 5))
   labels = jnp.arange(8) % 10
   kw = dict(hidden_size=16, dtype=jnp.bfloat16)
   scan, fused = LSTMClassifier(**kw), LSTMClassifier(impl='fused', **kw)
-  params = scan.init(jax.random.key(1), x)['params']
+  params = jax.jit(scan.init)(jax.random.key(1), x)['params']
 
   def loss(model, p):
     logits = model.apply({'params': p}, x)
@@ -102,7 +106,8 @@ def test_fused_classifier_bfloat16_matches_scan():
 
   np.testing.assert_allclose(loss(scan, params), loss(fused, params),
                              rtol=2e-2)
-  g1, g2 = (jax.grad(loss, 1)(m, params) for m in (scan, fused))
+  g1, g2 = (jax.jit(jax.grad(lambda p, m=m: loss(m, p)))(params)
+            for m in (scan, fused))
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
     # bfloat16 keeps ~3 significant digits; compare relative to the scale.
     np.testing.assert_allclose(a, b, atol=5e-2 * float(jnp.max(jnp.abs(a))))
@@ -113,6 +118,7 @@ def test_unknown_impl_is_a_clear_error():
     LSTM(4, impl='cudnn').init(jax.random.key(0), jnp.zeros((1, 3, 2)))
 
 
+@pytest.mark.slow  # compiles train_steps twice per impl
 @pytest.mark.parametrize('impl', FAST_IMPLS)
 def test_config_impl_trains_like_scan(impl):
   """The trainer path: config key ``impl`` -> same params, same losses."""

@@ -105,6 +105,7 @@ def test_unprepared_data_dir_says_how_to_prepare(tmp_path):
     input_pipeline.load_datasets(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_prepare_from_manual_files_in_fresh_dir(tmp_path, raw_dir, mnist):
   """A data dir with the files in its manual dir prepares without network."""
   manual = input_pipeline.manual_dir(tmp_path)

@@ -34,14 +34,19 @@ pytestmark = needs_compiler
 # (the errors they would hit are tested everywhere, below).
 needs_amx = pytest.mark.skipif("not lstm_kernel.available('bfloat16')",
                                reason='bfloat16 matmuls need Intel AMX')
-SHAPES = [(3, 1, 1, 16), (4, 5, 28, 48), (2, 13, 256, 80), (28, 50, 28, 128),
-          (3, 100, 28, 32), (2, 300, 28, 16)]
+_slow = lambda *shape: pytest.param(*shape, marks=pytest.mark.slow)
+# The fast tier runs three (below): one row; a partial register block with
+# H = 48; a batch of more slices than threads.
+SHAPES = [(3, 1, 1, 16), (4, 5, 28, 48), _slow(2, 13, 256, 80),
+          _slow(28, 50, 28, 128), _slow(3, 100, 28, 32), (2, 300, 28, 16)]
 # Builds of one source, each with the vector width and register block of its
-# ISA: AVX-512, AVX2 + FMA and 128-bit SSE2 on x86; NEON on aarch64.
+# ISA: AVX-512, AVX2 + FMA and 128-bit SSE2 on x86; NEON on aarch64. The fast
+# tier checks the native build; the full suite every one this CPU runs.
 X86_MARCHES = ('x86-64-v4', 'x86-64-v3', 'x86-64')
 CANDIDATE_MARCHES = ('native', *(X86_MARCHES if platform.machine() in (
     'x86_64', 'AMD64') else ('armv8-a',)))
-MARCHES = [m for m in CANDIDATE_MARCHES
+MARCHES = [pytest.param(m, marks=() if m == 'native' else pytest.mark.slow)
+           for m in CANDIDATE_MARCHES
            if shutil.which('c++') and lstm_kernel.runs_here(m)]
 
 
@@ -174,6 +179,7 @@ def test_kernel_is_deterministic_and_vmaps():
                                rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_build_is_cached_and_reused(tmp_path, monkeypatch):
   monkeypatch.setenv('SEQCLF_KERNEL_CACHE', str(tmp_path))
   path = lstm_kernel.build()
@@ -312,6 +318,7 @@ def test_bfloat16_matmuls_are_clear_errors_where_they_cannot_run(monkeypatch):
     train.resolve_impl(config)
 
 
+@pytest.mark.slow
 @needs_amx
 def test_bfloat16_trains_and_its_checkpoint_serves_without_amx(
     tmp_path, mnist, monkeypatch):

@@ -147,8 +147,16 @@ def _free_port() -> int:
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory, mnist):
-  """One 4-device process: each mode for STEPS steps, and half a sharded run."""
-  tmp = tmp_path_factory.mktemp('parallel')
+  """One 4-device process: each mode for STEPS steps, and half a sharded run
+  (once per test run: conftest.built_once)."""
+  # Not at the top: this file is also the workers' script, which needs no
+  # conftest (it imports tfds).
+  from conftest import built_once  # pylint: disable=g-import-not-at-top
+  return built_once(tmp_path_factory, 'parallel',
+                    lambda tmp: _four_device_runs(tmp, mnist))
+
+
+def _four_device_runs(tmp: Path, mnist) -> None:
   data = tmp / 'data.npz'
   np.savez(data, **{f'{s}_{k}': mnist[s][k][:n]
                     for s, n in SIZES.items() for k in ('image', 'label')})
@@ -160,9 +168,9 @@ def runs(tmp_path_factory, mnist):
             'out': str(tmp / f'out_bad_{m}'), 'expect_error': True}
            for m in ('pmap', 'sharded')]
   _run(_launch({'data': str(data), 'jobs': jobs}, devices=4))
-  return tmp
 
 
+@pytest.mark.slow
 def test_modes_agree_on_four_devices(runs):
   single, info = _load(runs / 'out_single')
   assert (info['parallelism'], info['num_devices']) == ('single', 4)
@@ -176,6 +184,7 @@ def test_modes_agree_on_four_devices(runs):
   assert not np.allclose(half['head.kernel'], single['head.kernel'])
 
 
+@pytest.mark.slow
 def test_batch_must_divide_by_device_count(runs):
   for mode in ('pmap', 'sharded'):
     error = json.loads((runs / f'out_bad_{mode}.json').read_text())['error']
@@ -190,10 +199,18 @@ def test_unknown_parallelism_is_rejected():
 
 
 @pytest.fixture(scope='module')
-def two_processes(runs):
+def two_processes(runs, tmp_path_factory):
   """Two processes x 2 devices: a 20-step run, then a long one that process 1
   alone gets SIGTERM in (the checkpoint save is collective, so both must stop
-  after the same step, or the other hangs in the save)."""
+  after the same step, or the other hangs in the save). Written into ``runs``,
+  once per test run."""
+  from conftest import built_once  # pylint: disable=g-import-not-at-top
+  built_once(tmp_path_factory, 'two_processes',
+             lambda _: _two_process_runs(runs))
+  return runs
+
+
+def _two_process_runs(runs: Path) -> None:
   spec = {'data': str(runs / 'data.npz'), 'coordinator':
           f'localhost:{_free_port()}', 'num_processes': 2}
   stop_dir = runs / 'stop'
@@ -214,9 +231,9 @@ def two_processes(runs):
     time.sleep(0.05)
   procs[1].send_signal(signal.SIGTERM)
   _run(*procs, timeout=90)
-  return runs
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(two_processes):
   runs = two_processes
   reference, _ = _load(runs / 'out_sharded')
@@ -236,6 +253,7 @@ def test_two_processes_match_one(two_processes):
   assert len([l for l in lines if '"validation"' in l]) == 2
 
 
+@pytest.mark.slow
 def test_a_stop_on_one_process_stops_all_at_one_step(two_processes):
   runs = two_processes
   stops = [json.loads((runs / f'out_stop{i}.json').read_text())
@@ -246,6 +264,7 @@ def test_a_stop_on_one_process_stops_all_at_one_step(two_processes):
   assert saved == stops[0]['preempted_at']
 
 
+@pytest.mark.slow
 def test_checkpoints_move_between_device_counts(runs):
   data = str(runs / 'data.npz')
   # 4 devices -> 1: resume the fixture's 10-step sharded run on one device;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import struct
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import built_once, run_cli
 from seqclf import plots
 from seqclf import report
 
@@ -22,10 +23,17 @@ DATA_PLOTS = ('sample_digits', 'stacked_contours', 'row_sequences',
 
 @pytest.fixture(scope='module')
 def reported(trained_workdir, mnist, tmp_path_factory):
-  """A copy of the shared trained run, with its report written."""
-  workdir = tmp_path_factory.mktemp('reported') / 'run'
-  shutil.copytree(trained_workdir, workdir)
-  return workdir, report.write_report(workdir, datasets=mnist)
+  """A copy of the shared trained run, with its report written (once per
+  test run; its Report kept beside it)."""
+
+  def build(directory):
+    shutil.copytree(trained_workdir, directory / 'run')
+    written = report.write_report(directory / 'run', datasets=mnist)
+    (directory / 'report.pickle').write_bytes(pickle.dumps(written))
+
+  directory = built_once(tmp_path_factory, 'reported', build)
+  return (directory / 'run',
+          pickle.loads((directory / 'report.pickle').read_bytes()))
 
 
 def assert_sensible_png(path: Path) -> None:
@@ -38,6 +46,7 @@ def assert_sensible_png(path: Path) -> None:
     assert high - low > 100, f'{path} is (nearly) blank'
 
 
+@pytest.mark.slow
 def test_report_writes_valid_pngs(reported):
   workdir, written = reported
   assert set(written.plots) == set(REPORT_PLOTS)
@@ -46,6 +55,7 @@ def test_report_writes_valid_pngs(reported):
     assert_sensible_png(written.plots[name])
 
 
+@pytest.mark.slow
 def test_confusion_matrix_covers_the_test_set(reported, mnist):
   workdir, written = reported
   labels = mnist['test']['label']
@@ -60,6 +70,7 @@ def test_confusion_matrix_covers_the_test_set(reported, mnist):
   assert abs(np.trace(matrix) / len(labels) - results['test_accuracy']) <= 2e-4
 
 
+@pytest.mark.slow
 def test_report_md_embeds_plots_config_and_metrics(reported):
   workdir, written = reported
   text = written.path.read_text()
@@ -87,6 +98,7 @@ def _event_values(logdir: Path) -> dict[str, set[str]]:
   return tags
 
 
+@pytest.mark.slow
 def test_tensorboard_has_plots_and_scalars(reported):
   workdir, _ = reported
   tags = _event_values(workdir / 'tensorboard')
@@ -125,6 +137,7 @@ def test_check_indices_names_the_problem(mnist):
     report.check_indices(mnist, 'tset', [1])
 
 
+@pytest.mark.slow
 def test_inspect_data_cli(tmp_path, mnist):
   out = tmp_path / 'inspect'
   proc = run_cli('inspect-data', '--split', 'test', '--indices', '100', '101',

@@ -16,6 +16,9 @@ import pytest
 from conftest import DEFAULT_INPUT, REPO, run_cli, small_config
 from seqclf import checkpoint, inference, train
 
+# Trainings, subprocesses, signals.
+pytestmark = pytest.mark.slow
+
 # The CLI runs start from configs/default.py: its input standardization too.
 SMALL = {'hidden_size': 32, 'num_train_steps': 40, 'steps_per_call': 5,
          'checkpoint_every': 10, 'eval_every': 20, 'log_every': 5,

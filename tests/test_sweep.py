@@ -23,6 +23,7 @@ def test_grid_crosses_rates_with_seeds():
     sweep.grid(config, 1, [-1.0])
 
 
+@pytest.mark.slow
 def test_sweep_model_k_equals_single_run_with_seed_k(tmp_path, mnist):
   """Stacked layers, dropout and mirroring: init, batches and noise keys match."""
   config = small_config(hidden_size=16, num_layers=2, dropout_rate=0.2,
@@ -46,6 +47,7 @@ def test_sweep_model_k_equals_single_run_with_seed_k(tmp_path, mnist):
   assert swept_acc[0] != swept_acc[1]
 
 
+@pytest.mark.slow
 def test_learning_rate_sweep_results_json(tmp_path, mnist):
   """Each model trains with its own rate; results.json summarises the grid."""
   config = small_config(hidden_size=8, num_train_steps=5, steps_per_call=5)
@@ -66,6 +68,7 @@ def test_learning_rate_sweep_results_json(tmp_path, mnist):
   assert max(saved['test_losses'][2:]) < min(untrained) - 0.01
 
 
+@pytest.mark.slow
 def test_cli_sweep_rejects_bad_seeds(tmp_path):
   proc = run_cli('sweep', '--config=configs/default.py',
                  f'--workdir={tmp_path}', '--seeds=0')

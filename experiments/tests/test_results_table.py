@@ -3,10 +3,9 @@
 import json
 import statistics
 import sys
+from pathlib import Path
 
-from conftest import REPO
-
-sys.path.insert(0, str(REPO / 'experiments'))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/
 import results_table  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
