@@ -59,7 +59,8 @@ def _compilation_cache(tmp_path_factory):
   """CLI runs of this test worker share one compilation cache, and the test
   workers one impl='auto' cache (each decision is measured once per
   session), neither of them the user's."""
-  shared = tmp_path_factory.getbasetemp().parent  # One for all xdist workers.
+  base = tmp_path_factory.getbasetemp()  # One for all xdist workers:
+  shared = base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
   with pytest.MonkeyPatch.context() as patch:
     patch.setenv('JAX_COMPILATION_CACHE_DIR',
                  str(tmp_path_factory.mktemp('jax_cache')))
