@@ -205,9 +205,9 @@ def choose_impl(config: ml_collections.ConfigDict, *, batch: int,
   """``config.impl``, with ``auto`` resolved by timing (or the cache).
 
   ``batch`` is the per-device batch the path will run; ``mode`` what it
-  will run (``MODES``). A forced ``impl`` is returned as it is. In a
-  multi-process run every process uses process 0's choice, so all compile
-  the same program.
+  will run (``MODES``). A forced ``impl`` is returned as it is. Each
+  process decides for itself: a multi-process trainer makes them agree
+  (``parallel.agreed_choice``).
   """
   if mode not in MODES:
     raise ValueError(f'mode must be one of {MODES}, got {mode!r}.')
@@ -231,12 +231,6 @@ def choose_impl(config: ml_collections.ConfigDict, *, batch: int,
          **{k: config[k] for k in ('cell', 'task', 'hidden_size', 'num_layers',
                                    'bidirectional', 'dtype',
                                    'matmul_precision', 'unroll')}}
-  choice = choose(key, {impl: _builder(config, impl, batch, sequence_shape,
-                                       mode) for impl in eligible},
-                  timer=timer, path=path)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    index = int(multihost_utils.broadcast_one_to_all(
-        np.int32(eligible.index(choice.impl))))
-    choice = dataclasses.replace(choice, impl=eligible[index])
-  return choice
+  return choose(key, {impl: _builder(config, impl, batch, sequence_shape,
+                                     mode) for impl in eligible},
+                timer=timer, path=path)

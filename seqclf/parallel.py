@@ -168,6 +168,20 @@ def agreed_signal(signum: int | None) -> int | None:
   return agreed or None
 
 
+def agreed_choice(choice: str, options: tuple[str, ...]) -> str:
+  """Process 0's ``choice`` (one of ``options``), on every process.
+
+  A decision each process makes for itself (``impl='auto'`` times the paths
+  on its own CPU) must be the same everywhere, or the processes compile
+  different programs; a collective, so every process must call it.
+  """
+  if jax.process_count() == 1:
+    return choice
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return options[int(multihost_utils.broadcast_one_to_all(
+      np.int32(options.index(choice))))]
+
+
 @dataclasses.dataclass
 class DataParallel:
   """The layout and chunk function of one parallelism mode (see module doc)."""

@@ -303,7 +303,7 @@ def _train_and_evaluate(
   dp = parallel.setup(config.parallelism, batch_size)
   choice = choose_impl(config, batch=batch_size // dp.num_devices,
                        sharded=dp.mode == 'sharded')
-  impl = choice.impl
+  impl = parallel.agreed_choice(choice.impl, models.IMPLS)
   # Placed for this topology first: its shardings are the restore target.
   state = dp.canonical(create_train_state(config, jax.random.key(config.seed),
                                           impl=impl))
