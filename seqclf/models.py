@@ -118,8 +118,8 @@ class LSTM(nn.Module):
   Returns ``(final_carry, outputs)`` with outputs of shape
   (batch, time, hidden_size), like ``flax.linen.RNN(..., return_carry=True)``.
   ``impl='fused'`` runs the same cell and parameters through
-  ``seqclf.fast_lstm`` (time-major, hand-written backward pass), which trains
-  faster on CPU and agrees with ``'scan'`` to float rounding; ``'kernel'``
+  ``seqclf.fast_lstm`` (time-major, hand-written backward pass) and agrees
+  with ``'scan'`` to float rounding; ``'kernel'``
   the same as compiled CPU kernels (``seqclf.lstm_kernel``), whose matmuls
   run at ``matmul_precision`` (``'bfloat16'``: on Intel AMX).
   """

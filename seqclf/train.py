@@ -144,7 +144,7 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, *,
   impl has the same parameters.
   """
   model = create_model(config, impl)
-  # Jitted: run eagerly, nn.scan's init dispatches op by op (~4 s on CPU).
+  # Jitted: run eagerly, nn.scan's init dispatches op by op (seconds on CPU).
   params = jax.jit(model.init)(rng, jnp.zeros((1, *SEQUENCE_SHAPE)))['params']
   if inject_learning_rate:
     tx = optax.inject_hyperparams(lambda learning_rate: _optimizer(

@@ -1,8 +1,8 @@
 // An LSTM layer (seqclf.fast_lstm's arithmetic) as XLA:CPU custom calls.
 //
 // Why: under XLA:CPU each time step of the scanned cell is a dozen separate
-// kernels (a dot, several elementwise fusions, slices and updates), about
-// 3,200 per training step, and small dots leave most of the FMA units idle.
+// kernels (a dot, several elementwise fusions, slices and updates), thousands
+// per training step, and small dots leave most of the FMA units idle.
 // Here one call runs a layer's whole forward pass and one its whole backward
 // pass. Each time step is one register-blocked matmul of [x_t, h] with
 // [w_x; w_h] (packed once per call) and one pass over the gates that stays in
@@ -246,14 +246,14 @@ struct Rows {
   int n() const { return r1 - r0; }
 };
 
-// A slice needs this many register blocks (48 rows) to pay for running it
-// on another thread: with the CPU split into one device per core, each
-// device's 50 rows of a batch of 100 ran 6-22% faster unsplit in
-// interleaved benchmarks, while 128 or 512 rows per device gain from a split.
+// A slice needs this many register blocks to pay for running it on another
+// thread: with the CPU split into one device per core, each device's 50 rows
+// of a batch of 100 ran faster unsplit, while 128 or 512 rows per device gain
+// from a split (measured: docs/cpu_kernel.md).
 constexpr int kMinSliceBlocks = 8;
-// And at most this many (144 rows): a step's gates and residuals then stay
-// in L2. 512 rows ran 12-20% slower as one slice than as slices of 96-128
-// one after another on the same core (float32 and AMX alike).
+// And at most this many: a step's gates and residuals then stay in L2 (512
+// rows ran slower as one slice than as slices of 96-128 one after another on
+// the same core, float32 and AMX alike: docs/cpu_kernel.md).
 constexpr int kMaxSliceBlocks = 24;
 
 // The batch cut into slices of whole register blocks, between
@@ -469,8 +469,8 @@ void Backward(const Dims& d, Rows r, Grads& grads, const float* dhs,
 // 16x32 by 32x16 block per instruction); gates, state and the elementwise
 // arithmetic stay float32. Three-pass bfloat16 ('bfloat16_3x', near float32)
 // was tried and dropped: tile loads, not the multiplier, bound these small
-// matmuls to about 300-650 GFLOP/s here, so three passes were no faster
-// than the float32 micro-kernel.
+// matmuls, so three passes were no faster than the float32 micro-kernel
+// (docs/cpu_kernel.md).
 
 using bf16 = uint16_t;
 constexpr int kTile = 16;   // rows of every tile, and float32 columns of C
