@@ -242,8 +242,8 @@ def _train() -> None:
                                      quiet=_QUIET.value)
   if jax.process_index() != 0:
     return
-  if _REPORT.value:
-    _report(quiet=_QUIET.value)
+  if _REPORT.value and not results.get('already_finished'):
+    _report(quiet=_QUIET.value)  # A finished run's report stays as it was.
   print(f'Test accuracy: {results["test_accuracy"]:.4f} '
         f'(validation {results["val_accuracy"]:.4f}, step {results["step"]}, '
         f'{results["wall_seconds"]:.1f} s)')
