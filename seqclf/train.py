@@ -34,7 +34,7 @@ from seqclf import input_pipeline
 from seqclf import models
 from seqclf import parallel
 from seqclf import preemption
-from seqclf.config import ConfigError, validate
+from seqclf.config import ConfigError, check_resume, validate
 from seqclf.metric_logging import MetricLogger
 from seqclf.models import LSTMClassifier
 from seqclf.workdir import WorkdirLock
@@ -296,6 +296,21 @@ def train_and_evaluate(
                                datasets=datasets)
 
 
+def _check_resume(mngr: Any, config: ml_collections.ConfigDict,
+                  quiet: bool) -> None:
+  """Refuses to resume the latest checkpoint with a config that changes the
+  model, optimizer or data (a ``CheckpointError``); notes the accepted changes."""
+  step = mngr.latest_step()
+  saved = None if step is None else checkpoint.saved_config(mngr, step)
+  if saved is None:
+    return
+  changes = check_resume(saved, config, step, f'{mngr.directory}/{step}')
+  if changes and not quiet and jax.process_index() == 0:
+    print(f'note: resuming {mngr.directory}/{step} with changed keys that '
+          'keep the model, optimizer and data: ' + '; '.join(changes) + '.',
+          file=sys.stderr)
+
+
 def _finished_results(workdir: Path, mngr: Any,
                       config: ml_collections.ConfigDict) -> dict[str, Any] | None:
   """``results.json`` of a run that already finished ``config``'s steps."""
@@ -316,6 +331,7 @@ def _train_and_evaluate(
     datasets: dict[str, input_pipeline.Split] | None) -> dict[str, Any]:
   wall_start = time.perf_counter()
   mngr = checkpoint.manager(workdir, config.max_to_keep)
+  _check_resume(mngr, config, quiet)
   finished = _finished_results(workdir, mngr, config)
   if finished is not None:
     if not quiet and jax.process_index() == 0:
