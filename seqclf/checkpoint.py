@@ -121,3 +121,17 @@ def restore(mngr: ocp.CheckpointManager, target: Any,
   raise CheckpointError(
       'No readable checkpoint: ' + ' | '.join(f[:300] for f in failures)
       + '. Delete the damaged step directories or use a fresh workdir.')
+
+
+def saved_config(mngr: ocp.CheckpointManager, step: int) -> dict[str, Any] | None:
+  """The config saved with checkpoint ``step``; None if it cannot be read
+  (``restore`` then deals with the damage)."""
+  try:
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore()))
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning('Cannot read the config of checkpoint %s/%s (%s).',
+                    mngr.directory, step, e)
+    return None
+  config = restored['config']
+  return config if isinstance(config, dict) else None

@@ -8,11 +8,12 @@ unknown keys, wrong types and out-of-range values, naming the key and a fix.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 
 import ml_collections
 
-from seqclf.errors import ConfigError
+from seqclf.errors import CheckpointError, ConfigError
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -181,3 +182,44 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError('Config key `permutation_seed` must be >= 0, got '
                       f'{config.permutation_seed}.')
   return config
+
+
+# Keys a resumed run may change: how the same computation is run, logged,
+# evaluated and saved, and how long it goes on. Every other key changes the
+# model, the optimizer, the data or its order, so a checkpoint trained with
+# another value of it refuses to resume (``check_resume``).
+RESUMABLE_KEYS = frozenset({
+    'num_train_steps', 'log_every', 'eval_every', 'checkpoint_every',
+    'max_to_keep', 'steps_per_call', 'eval_batch_size', 'impl', 'parallelism',
+    'cpu_devices', 'data_dir'})
+
+
+def check_resume(saved: dict, config: ml_collections.ConfigDict, step: int,
+                 where: str) -> list[str]:
+  """The accepted changes from the config ``saved`` with checkpoint ``where``
+  (at ``step``) to ``config``, as ``key: old -> new``; a ``CheckpointError``
+  (the checkpoint does not fit the config) listing each key (with both values) that a resume cannot change.
+
+  Keys absent from ``saved`` (added to seqclf after it was written) are not
+  compared. ``num_train_steps`` may grow, unless ``lr_schedule='cosine'``
+  (whose decay it sets), but not fall below the checkpoint's step.
+  """
+  now = json.loads(json.dumps(config.to_dict()))  # tuples as JSON saved them
+  changed = {k: (saved[k], now[k]) for k in sorted(now)
+             if k in saved and saved[k] != now[k]}
+  refused = [k for k in changed if k not in RESUMABLE_KEYS]
+  if ('num_train_steps' in changed and now.get('lr_schedule') == 'cosine'
+      and saved.get('lr_schedule') == 'cosine'):
+    refused.append('num_train_steps')  # the cosine decay's length
+  if refused:
+    raise CheckpointError(
+        f'Checkpoint {where} was trained with a different model, optimizer or '
+        'data: ' + '; '.join(f'{k}: checkpoint {changed[k][0]!r}, now '
+                              f'{changed[k][1]!r}' for k in sorted(refused))
+        + '. Resume with the checkpoint\'s values, or use a fresh workdir.')
+  if config.num_train_steps < step:
+    raise CheckpointError(
+        f'Config key `num_train_steps`={config.num_train_steps} is below the '
+        f'step {step} of checkpoint {where}: use at least {step}, or a fresh '
+        'workdir.')
+  return [f'{k}: {old!r} -> {new!r}' for k, (old, new) in changed.items()]

@@ -1,14 +1,16 @@
-"""The ``seqclf`` command line.
+"""The ``seqclf`` command line (``seqclf --help``, ``seqclf COMMAND --help``).
 
   seqclf prepare-data [--data_dir DIR] [--dataset mnist|fashion_mnist]
-  seqclf train --config configs/default.py --workdir runs/default [--config.KEY=VALUE …]
+  seqclf train --config default --workdir runs/default [--config.KEY=VALUE …]
   seqclf evaluate --workdir runs/default
   seqclf predict --workdir runs/default digit.png …
   seqclf report --workdir runs/default          # plots + report.md (train does it too)
   seqclf inspect-data [--split test --indices 100 101 102] [--out DIR]
-  seqclf sweep --config configs/default.py --workdir runs/sweep --seeds 5 [--learning_rates 1e-3,3e-3]
+  seqclf sweep --config default --workdir runs/sweep --seeds 5 [--learning_rates 1e-3,3e-3]
 
-Config files are Python and are executed when loaded: only name files you trust.
+``--config`` is a packaged config's name (``seqclf/configs/NAME.py``) or a
+path to a config file. Config files are Python and are executed when loaded:
+only name files you trust.
 
 Exit status: 0 done; 2 bad input (a ``seqclf.errors.SeqclfError``: one line
 on stderr naming the fix); 3 a diverged
@@ -18,8 +20,12 @@ is a bug in seqclf and is shown with its traceback (exit 1).
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
 import sys
+import traceback
+from pathlib import Path
 
 from absl import app
 from absl import flags
@@ -28,9 +34,74 @@ from ml_collections import config_flags
 
 from seqclf.errors import SeqclfError, UsageError, writable_dir
 
+CONFIG_DIR = Path(__file__).resolve().parent / 'configs'  # packaged configs
+
+
+def config_names() -> list[str]:
+  """Names ``--config`` takes for the packaged configs (``seqclf/configs``)."""
+  return sorted(p.stem for p in CONFIG_DIR.glob('*.py')
+                if not p.stem.startswith('_'))
+
+
+def resolve_config(value: str) -> str:
+  """``--config``'s file: a bare name (no ``/``, no ``.py``) is a packaged
+  config, anything else a path; either way a ``UsageError`` unless it exists."""
+  if '/' not in value and not value.endswith('.py'):
+    path = CONFIG_DIR / f'{value}.py'
+    if value not in config_names():
+      raise UsageError(f'Unknown config {value!r}: use one of '
+                       f'{", ".join(config_names())}, or a path to a .py file.')
+    return str(path)
+  if not Path(value).expanduser().is_file():
+    raise UsageError(f'Config file {value} does not exist: give a path to a '
+                     f'.py file, or one of {", ".join(config_names())}.')
+  return str(Path(value).expanduser())
+
+
+def load_config_file(value: str):
+  """``get_config(*args)`` of ``--config``'s ``FILE[:ARGS]``, with a bad file
+  (missing, no ``get_config``, an error running it) as one ``UsageError``."""
+  name, *args = value.split(':', 1)
+  path = resolve_config(name)
+  try:
+    spec = importlib.util.spec_from_file_location(
+        f'seqclf_config_{Path(path).stem}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, 'get_config', None)):
+      raise UsageError(f'Config file {path} must define get_config().')
+    return module.get_config(*args)
+  except SeqclfError:
+    raise
+  except SyntaxError as e:
+    raise UsageError(f'Config file {path}, line {e.lineno}: {e.msg}.') from e
+  except Exception as e:  # pylint: disable=broad-except
+    lines = [f.lineno for f in traceback.extract_tb(e.__traceback__)
+             if Path(f.filename).resolve() == Path(path).resolve()]
+    where = f', line {lines[-1]}' if lines else ''
+    raise UsageError(f'Config file {path}{where}: {type(e).__name__}: {e}'
+                     ) from e
+
+
+class _ConfigParser(flags.ArgumentParser):
+  """Replaces config_flags' file parser: ``--config NAME`` and one-line errors
+  (config_flags' own show its internal module name and defer the failure)."""
+
+  def parse(self, argument):
+    config = load_config_file(argument)
+    if callable(getattr(config, 'lock', None)):
+      config.lock()
+    return config
+
+  def flag_type(self):
+    return 'config object'
+
+
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Path to a config file defining get_config().',
-    lock_config=True)
+    'config', None, 'A packaged config\'s name (`configs:` below) or '
+    'a path to a config file defining get_config(); --config.KEY=VALUE '
+    'overrides one key.', lock_config=True)
+flags.FLAGS['config'].parser = _ConfigParser()
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.')
 _DATA_DIR = flags.DEFINE_string(
     'data_dir', None, 'tfds data dir for prepare-data/evaluate (default: '
@@ -66,8 +137,37 @@ _NUM_PROCESSES = flags.DEFINE_integer(
 _PROCESS_ID = flags.DEFINE_integer(
     'process_id', None, 'Multi-process training: this process, 0..N-1.')
 
-COMMANDS = ('prepare-data', 'train', 'evaluate', 'predict', 'report',
-            'inspect-data', 'sweep')
+# Each command: (what it does, its arguments, the flags it reads).
+_RUN_FLAGS = ('quiet', 'compilation_cache')
+_MULTI_PROCESS = ('coordinator', 'num_processes', 'process_id')
+COMMAND_HELP = {
+    'prepare-data': ('Fetch, verify (SHA-256) and prepare a dataset once.',
+                     '[--data_dir DIR] [--dataset mnist|fashion_mnist]',
+                     ('data_dir', 'dataset')),
+    'train': ('Train a config in a workdir; resumes from its latest '
+              'checkpoint, prints the saved result of a finished run.',
+              '--config NAME|FILE --workdir DIR [--config.KEY=VALUE ...]',
+              ('config', 'workdir', 'report', *_RUN_FLAGS, *_MULTI_PROCESS)),
+    'evaluate': ("Validation and test metrics of a workdir's latest "
+                 'checkpoint, as JSON.', '--workdir DIR',
+                 ('workdir', 'data_dir', 'compilation_cache')),
+    'predict': ("Classify 28x28 grayscale images (others are converted) with "
+                "a workdir's latest checkpoint.", '--workdir DIR IMAGE ...',
+                ('workdir', 'compilation_cache')),
+    'report': ('(Re)write WORKDIR/report.md and WORKDIR/plots/.',
+               '--workdir DIR', ('workdir',)),
+    'inspect-data': ('Describe dataset samples and plot them as PNGs.',
+                     '[--split test] [--indices 100 101 102] [--out DIR]',
+                     ('split', 'indices', 'out', 'data_dir')),
+    'sweep': ('Train models for several seeds (and learning rates) at once '
+              'under jax.vmap; mean and std of their test accuracy.',
+              '--config NAME|FILE --workdir DIR [--seeds N] '
+              '[--learning_rates A,B]',
+              ('config', 'workdir', 'seeds', 'learning_rates',
+               *_RUN_FLAGS)),
+}
+COMMANDS = tuple(COMMAND_HELP)
+HELP_FLAGS = ('-h', '--help', '-help', '--helpshort', '-helpshort')
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3  # non-finite loss; the last good checkpoint is kept
 
@@ -121,16 +221,12 @@ def _enable_compilation_cache() -> None:
 
 
 def _load_config(command: str):
-  """The --config file's config, with a bad file as a usage error."""
-  try:
-    config = _require(_CONFIG, command)
-    config.keys()  # config_flags loads lazily: surface a bad file here.
-  except AttributeError as e:
-    raise UsageError(f'Config file --config={flags.FLAGS["config"].config_filename}'
-                     f' must define get_config() ({e}).') from e
-  except OSError as e:  # Missing or unreadable (errors inside it keep theirs).
-    raise UsageError(f'Config file --config={flags.FLAGS["config"].config_filename}'
-                     f' cannot be read ({e}).') from e
+  """The --config file's config (a bad file already failed while parsing)."""
+  config = _require(_CONFIG, command)
+  if not hasattr(config, 'keys'):
+    where = flags.FLAGS['config'].config_filename
+    raise UsageError(f'get_config() of --config={where} returned '
+                     f'{type(config).__name__}, not a ConfigDict.')
   return config
 
 
@@ -146,8 +242,8 @@ def _train() -> None:
                                      quiet=_QUIET.value)
   if jax.process_index() != 0:
     return
-  if _REPORT.value:
-    _report(quiet=_QUIET.value)
+  if _REPORT.value and not results.get('already_finished'):
+    _report(quiet=_QUIET.value)  # A finished run's report stays as it was.
   print(f'Test accuracy: {results["test_accuracy"]:.4f} '
         f'(validation {results["val_accuracy"]:.4f}, step {results["step"]}, '
         f'{results["wall_seconds"]:.1f} s)')
@@ -227,10 +323,15 @@ def _inspect_data(extra: list[str]) -> None:
 
 def main(argv: list[str]) -> None:
   if len(argv) < 2 or argv[1] not in COMMANDS:
-    raise app.UsageError(f'Give a command: {", ".join(COMMANDS)}.')
+    given = f'unknown command {argv[1]!r}; ' if len(argv) > 1 else ''
+    print(f'seqclf: error: {given}give a command: {", ".join(COMMANDS)} '
+          '(`seqclf --help` says what each does).', file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
   command, rest = argv[1], argv[2:]
   if rest and command not in ('predict', 'inspect-data'):
-    raise app.UsageError(f'Unexpected arguments: {rest}.')
+    print(f'seqclf {command}: error: unexpected arguments {rest} (`seqclf '
+          f'{command} --help` lists its flags).', file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
   from seqclf.preemption import EXIT_PREEMPTED, Preempted  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
   if command in ('train', 'sweep', 'evaluate', 'predict'):
@@ -262,15 +363,76 @@ def main(argv: list[str]) -> None:
 
 
 def _one_line(error: BaseException) -> str:
-  text = str(error).replace('\\n', ' ').replace("\\'", "'")
-  return ' '.join(text.split()).strip('\'"')
+  text = ' '.join(str(error).replace('\\n', ' ').replace("\\'", "'").split())
+  if len(text) > 1 and text[0] == text[-1] and text[0] in '\'"':
+    text = text[1:-1]  # str(KeyError) quotes its message
+  return text
+
+
+def version() -> str:
+  try:
+    return importlib.metadata.version('seqclf')
+  except importlib.metadata.PackageNotFoundError:
+    return 'unknown (not installed)'
+
+
+def _flag_line(name: str) -> str:
+  flag = flags.FLAGS[name]
+  shown = f'--[no]{name}' if flag.boolean else f'--{name}'
+  text = ' '.join(flag.help.split())
+  default = flag.default
+  if isinstance(default, list):
+    default = ','.join(default)
+  if name != 'config' and default not in (None, '') or flag.boolean:
+    text += f' (default: {str(default).lower() if flag.boolean else default})'
+  return f'  {shown:<22} {text}'
+
+
+def help_text(command: str | None = None) -> str:
+  """``seqclf --help`` (the commands), or ``seqclf COMMAND --help`` (its flags)."""
+  if command is None:
+    lines = ['usage: seqclf COMMAND [flags]   (`seqclf COMMAND --help`: its '
+             'flags)', '', 'commands:']
+    lines += [f'  {name:<14} {what}' for name, (what, _, _) in
+              COMMAND_HELP.items()]
+    lines += ['', 'flags: -h/--help, --version.', '',
+              'exit status: 0 done; 2 bad input (one line on stderr); 3 a '
+              'diverged run; 75 preempted (run the same command to resume); '
+              '1 a bug in seqclf (with its traceback).']
+    return '\n'.join(lines)
+  what, usage, names = COMMAND_HELP[command]
+  lines = [f'usage: seqclf {command} {usage}', '', what, '', 'flags:']
+  lines += [_flag_line(name) for name in names]
+  if 'config' in names:
+    lines += ['', f'configs: {", ".join(config_names())} (in '
+              f'{CONFIG_DIR}); config keys and their checks: seqclf/config.py.']
+  return '\n'.join(lines)
+
+
+def _help_or_version(argv: list[str]) -> None:
+  """Prints --help/-h (of the tool, or of the command given) or --version
+  and exits 0; returns if neither is asked for."""
+  args = argv[1:argv.index('--')] if '--' in argv else argv[1:]
+  if '--version' in args:
+    print(f'seqclf {version()}')
+    sys.exit(0)
+  if any(a in HELP_FLAGS for a in args):
+    command = next((a for a in args if a in COMMANDS), None)
+    try:
+      print(help_text(command), flush=True)
+    except BrokenPipeError:  # `seqclf --help | head`: not an error.
+      sys.stdout = None
+    sys.exit(0)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with bad flags and config overrides as one-line errors."""
+  _help_or_version(argv)
   try:
     return flags.FLAGS(argv)
   except Exception as e:  # pylint: disable=broad-except
+    if isinstance(e.__context__, SeqclfError):  # Raised by _ConfigParser.
+      e = e.__context__
     # config_flags raises AttributeError/KeyError/ValueError for bad overrides
     # and missing config files; all of them are bad input, not crashes.
     print(f'seqclf: error: {_one_line(e)}', file=sys.stderr)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,9 +34,10 @@ from seqclf import input_pipeline
 from seqclf import models
 from seqclf import parallel
 from seqclf import preemption
-from seqclf.config import ConfigError, validate
+from seqclf.config import ConfigError, check_resume, validate
 from seqclf.metric_logging import MetricLogger
 from seqclf.models import LSTMClassifier
+from seqclf.workdir import WorkdirLock
 
 TrainState = train_state.TrainState
 Batch = dict[str, jax.Array]
@@ -278,13 +280,49 @@ def train_and_evaluate(
 
   ``datasets`` (train/validation/test splits as from
   ``input_pipeline.load_datasets``) defaults to MNIST from ``config.data_dir``.
-  Returns the results also written to ``workdir/results.json``. On SIGTERM or
-  SIGINT it finishes the current chunk of steps, saves a checkpoint and raises
-  ``preemption.Preempted``; calling it again resumes.
+  Returns the results also written to ``workdir/results.json``; for a run
+  that had already finished, its saved results (and ``already_finished:
+  True``), leaving every file as it was. On SIGTERM or SIGINT it finishes the
+  current chunk of steps, saves a checkpoint and raises
+  ``preemption.Preempted``; calling it again resumes. A second run on the same
+  workdir while one runs raises ``errors.WorkdirError`` (``seqclf.workdir``).
   """
-  with preemption.StopRequest() as stop:
+  config = validate(config)
+  workdir = errors.writable_dir(workdir)
+  # Process 0 holds the lock for the whole multi-process job.
+  with (WorkdirLock(workdir, enabled=jax.process_index() == 0),
+        preemption.StopRequest() as stop):
     return _train_and_evaluate(config, workdir, stop, quiet=quiet,
                                datasets=datasets)
+
+
+def _check_resume(mngr: Any, config: ml_collections.ConfigDict,
+                  quiet: bool) -> None:
+  """Refuses to resume the latest checkpoint with a config that changes the
+  model, optimizer or data (a ``CheckpointError``); notes the accepted changes."""
+  step = mngr.latest_step()
+  saved = None if step is None else checkpoint.saved_config(mngr, step)
+  if saved is None:
+    return
+  changes = check_resume(saved, config, step, f'{mngr.directory}/{step}')
+  if changes and not quiet and jax.process_index() == 0:
+    print(f'note: resuming {mngr.directory}/{step} with changed keys that '
+          'keep the model, optimizer and data: ' + '; '.join(changes) + '.',
+          file=sys.stderr)
+
+
+def _finished_results(workdir: Path, mngr: Any,
+                      config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+  """``results.json`` of a run that already finished ``config``'s steps."""
+  try:
+    saved = json.loads((workdir / 'results.json').read_text())
+  except (OSError, ValueError):
+    return None  # None yet (or killed while finishing): finish it now.
+  total = config.num_train_steps
+  if not (isinstance(saved, dict) and saved.get('step') == total
+          and mngr.latest_step() == total):
+    return None
+  return {**saved, 'already_finished': True}
 
 
 def _train_and_evaluate(
@@ -292,8 +330,15 @@ def _train_and_evaluate(
     stop: preemption.StopRequest, *, quiet: bool,
     datasets: dict[str, input_pipeline.Split] | None) -> dict[str, Any]:
   wall_start = time.perf_counter()
-  config = validate(config)
-  workdir = errors.writable_dir(workdir)
+  mngr = checkpoint.manager(workdir, config.max_to_keep)
+  _check_resume(mngr, config, quiet)
+  finished = _finished_results(workdir, mngr, config)
+  if finished is not None:
+    if not quiet and jax.process_index() == 0:
+      print(f'{workdir} holds a finished run of {finished["step"]} steps: '
+            'its saved results follow, no file changed (raise '
+            '--config.num_train_steps to train on).', file=sys.stderr)
+    return finished
   data = datasets or input_pipeline.load_datasets(config.data_dir,
                                                   dataset=config.dataset)
   train = data['train']
@@ -307,7 +352,6 @@ def _train_and_evaluate(
   # Placed for this topology first: its shardings are the restore target.
   state = dp.canonical(create_train_state(config, jax.random.key(config.seed),
                                           impl=impl))
-  mngr = checkpoint.manager(workdir, config.max_to_keep)
   if mngr.latest_step() is not None:
     state, _ = checkpoint.restore(mngr, state)
   first_step = int(state.step)

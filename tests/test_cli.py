@@ -1,12 +1,15 @@
 """The command line: bad input gives one clear line and exit status 2."""
 
+import importlib.metadata
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import REPO, run_cli
+from seqclf import main
 
 # Every test runs `seqclf` in a subprocess.
 pytestmark = pytest.mark.slow
@@ -35,7 +38,7 @@ def test_bad_config_fails_before_work(tmp_path, args, message):
 def test_bad_config_files(tmp_path):
   out = run_cli('train', '--config', str(tmp_path / 'nope.py'), '--workdir',
                 str(tmp_path))
-  assert out.returncode == 2 and 'No such file' in out.stderr, out.stderr
+  assert out.returncode == 2 and 'does not exist' in out.stderr, out.stderr
   bad = tmp_path / 'bad.py'
   bad.write_text('x = 1\n')
   out = run_cli('train', '--config', str(bad), '--workdir', str(tmp_path))
@@ -76,8 +79,90 @@ def test_predict_bad_inputs(trained_workdir, tmp_path):
 
 
 def test_no_command_is_usage_error():
-  out = run_cli()
-  assert out.returncode != 0 and 'Give a command' in out.stderr
+  for args in ((), ('bogus',)):
+    out = run_cli(*args)
+    assert out.returncode == 2, out.stderr
+    assert 'give a command: prepare-data, train' in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+@pytest.mark.parametrize('args', [('--help',), ('-h',), ('train', '-h'),
+                                  ('--config', 'default', '--help')])
+def test_help_lists_the_commands_or_a_commands_flags(args):
+  out = run_cli(*args)
+  assert out.returncode == 0 and not out.stderr, out.stderr
+  if 'train' in args:
+    assert out.stdout.startswith('usage: seqclf train --config NAME|FILE')
+    assert '--workdir' in out.stdout and '--[no]report' in out.stdout
+    assert 'configs: default,' in out.stdout
+  else:
+    assert out.stdout.startswith('usage: seqclf COMMAND')
+    for command in main.COMMANDS:
+      assert f'\n  {command} ' in out.stdout
+
+
+@pytest.mark.parametrize('command', main.COMMANDS)
+def test_every_command_has_help_with_one_line_per_flag(command):
+  out = run_cli(command, '--help')
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.startswith(f'usage: seqclf {command} ')
+  flag_lines = out.stdout.split('flags:\n', 1)[1].split('\n\n')[0]
+  names = main.COMMAND_HELP[command][2]
+  assert len(flag_lines.splitlines()) == len(names)
+  for line, name in zip(flag_lines.splitlines(), names):
+    assert line.split()[0] in (f'--{name}', f'--[no]{name}')
+
+
+def test_version():
+  out = run_cli('--version')
+  assert out.returncode == 0
+  assert out.stdout.strip() == f'seqclf {importlib.metadata.version("seqclf")}'
+
+
+def test_unknown_flag_is_quoted_whole():
+  out = run_cli('train', '--bogus')
+  assert out.returncode == 2
+  assert out.stderr.strip() == "seqclf: error: Unknown command line flag 'bogus'"
+
+
+def test_packaged_config_by_name_from_any_directory(tmp_path):
+  assert {'default', 'gru_row', 'smnist'} <= set(main.config_names())
+  # configs/NAME.py in a checkout is the packaged file (a link to it).
+  assert (REPO / 'configs' / 'default.py').resolve() == (
+      Path(main.resolve_config('default')).resolve())
+  assert Path(main.resolve_config('default')).is_relative_to(
+      Path(main.__file__).parent)
+  for config in ('default', str(REPO / 'configs' / 'gru_row.py')):
+    # A bad override fails in validation, so the config was found and loaded.
+    out = run_cli('train', '--config', config, '--workdir',
+                  str(tmp_path / 'w'), '--config.batch_size=0', cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert '`batch_size` must be > 0' in out.stderr
+
+
+def test_unknown_config_name_lists_the_names(tmp_path):
+  out = run_cli('train', '--config', 'defualt', '--workdir', str(tmp_path))
+  assert out.returncode == 2
+  assert "Unknown config 'defualt': use one of default, elman_row," in out.stderr
+  assert len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize('text, message', [
+    ('x = 1\n', 'must define get_config()'),
+    ('def get_config(:\n', ', line 1: invalid syntax'),
+    ('\ndef get_config():\n  return 1 / 0\n',
+     ', line 3: ZeroDivisionError: division by zero'),
+])
+def test_bad_config_file_is_one_line_naming_the_file(tmp_path, text, message):
+  path = tmp_path / 'mine.py'
+  path.write_text(text)
+  for extra in ((), ('--config.batch_size=7',)):  # loaded lazily or eagerly
+    out = run_cli('train', '--config', str(path), '--workdir',
+                  str(tmp_path / 'w'), *extra)
+    assert out.returncode == 2, out.stderr
+    line = out.stderr.strip()
+    assert len(line.splitlines()) == 1 and 'Traceback' not in line, line
+    assert f'Config file {path}' in line and message in line and 'config_config' not in line, line
 
 
 def test_compilation_cache_is_reused_and_changes_no_result(tmp_path):

@@ -172,14 +172,26 @@ def test_skip_nonfinite_updates_option(tmp_path, mnist):
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(restored.params))
 
 
-def test_divergence_exits_3_and_keeps_checkpoint(trained_workdir, tmp_path):
-  workdir = _copy_run(trained_workdir, tmp_path)
+def test_divergence_exits_3_and_keeps_checkpoint(trained_workdir, tmp_path,
+                                                 mnist, monkeypatch):
+  # The CLI: exit 3, and nothing saved from a run that diverged at once.
   out = run_cli('train', '--config', 'configs/default.py', '--workdir',
-                str(workdir), '--noreport', '--config.learning_rate=1e38',
-                '--config.num_train_steps=400', '--config.steps_per_call=10',
-                '--config.eval_every=100', '--config.checkpoint_every=100')
+                str(tmp_path / 'fresh'), '--noreport',
+                '--config.learning_rate=1e38', '--config.num_train_steps=20',
+                '--config.steps_per_call=10', '--config.eval_every=10',
+                '--config.checkpoint_every=10')
   assert out.returncode == 3, out.stderr
-  assert 'Non-finite loss by step 310' in out.stderr
+  assert 'Non-finite loss by step 10' in out.stderr
+  assert checkpoint.manager(tmp_path / 'fresh', create=False).all_steps() == []
+  # Diverging after a resume keeps the last good checkpoint. A resume cannot
+  # change learning_rate, so the optimizer's rate is raised behind its back.
+  workdir = _copy_run(trained_workdir, tmp_path)
+  monkeypatch.setattr(train, 'learning_rate_schedule',
+                      lambda config, peak=None: 1e38)
+  config = small_config(num_train_steps=400, steps_per_call=10, eval_every=100,
+                        checkpoint_every=100, **DEFAULT_INPUT)
+  with pytest.raises(FloatingPointError, match='Non-finite loss by step 310'):
+    train.train_and_evaluate(config, workdir, quiet=True, datasets=mnist)
   assert checkpoint.manager(workdir, create=False).all_steps() == [300]
   inference.load_model(workdir)
 
