@@ -330,15 +330,17 @@ def _train_and_evaluate(
     stop: preemption.StopRequest, *, quiet: bool,
     datasets: dict[str, input_pipeline.Split] | None) -> dict[str, Any]:
   wall_start = time.perf_counter()
-  mngr = checkpoint.manager(workdir, config.max_to_keep)
-  _check_resume(mngr, config, quiet)
-  finished = _finished_results(workdir, mngr, config)
-  if finished is not None:
-    if not quiet and jax.process_index() == 0:
-      print(f'{workdir} holds a finished run of {finished["step"]} steps: '
-            'its saved results follow, no file changed (raise '
-            '--config.num_train_steps to train on).', file=sys.stderr)
-    return finished
+  mngr = None
+  if checkpoint.checkpoint_dir(workdir).is_dir():  # Never made on bad input.
+    mngr = checkpoint.manager(workdir, config.max_to_keep)
+    _check_resume(mngr, config, quiet)
+    finished = _finished_results(workdir, mngr, config)
+    if finished is not None:
+      if not quiet and jax.process_index() == 0:
+        print(f'{workdir} holds a finished run of {finished["step"]} steps: '
+              'its saved results follow, no file changed (raise '
+              '--config.num_train_steps to train on).', file=sys.stderr)
+      return finished
   data = datasets or input_pipeline.load_datasets(config.data_dir,
                                                   dataset=config.dataset)
   train = data['train']
@@ -352,6 +354,8 @@ def _train_and_evaluate(
   # Placed for this topology first: its shardings are the restore target.
   state = dp.canonical(create_train_state(config, jax.random.key(config.seed),
                                           impl=impl))
+  if mngr is None:
+    mngr = checkpoint.manager(workdir, config.max_to_keep)
   if mngr.latest_step() is not None:
     state, _ = checkpoint.restore(mngr, state)
   first_step = int(state.step)

@@ -161,3 +161,10 @@ def test_resume_with_changed_config(tmp_path, mnist, capsys):
   note = capsys.readouterr().err
   assert 'eval_batch_size: 1000 -> 2500' in note
   assert 'num_train_steps: 10 -> 30' in note
+
+
+def test_bad_input_on_a_fresh_workdir_leaves_no_checkpoints_or_lock(tmp_path):
+  out = run_cli('train', '--config', 'default', '--workdir', str(tmp_path),
+                '--config.data_dir=/nonexistent')
+  assert out.returncode == 2 and 'not prepared' in out.stderr, out.stderr
+  assert sorted(p.name for p in tmp_path.iterdir()) == []
