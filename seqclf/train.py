@@ -331,7 +331,9 @@ def _train_and_evaluate(
     datasets: dict[str, input_pipeline.Split] | None) -> dict[str, Any]:
   wall_start = time.perf_counter()
   mngr = None
-  if checkpoint.checkpoint_dir(workdir).is_dir():  # Never made on bad input.
+  # Alone, a process leaves a fresh workdir without checkpoints/ on bad input;
+  # processes of a job must not decide by a directory another may be making.
+  if jax.process_count() > 1 or checkpoint.checkpoint_dir(workdir).is_dir():
     mngr = checkpoint.manager(workdir, config.max_to_keep)
     _check_resume(mngr, config, quiet)
     finished = _finished_results(workdir, mngr, config)
