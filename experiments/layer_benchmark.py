@@ -68,17 +68,13 @@ def torch_layer(batch: int) -> Callable[[], object]:
 
 def measure(fns: dict[str, Callable[[], object]], rounds: int,
             reps: int) -> dict[str, list[float]]:
-  """Milliseconds per call, ``reps`` calls per timing, order rotated per round."""
-  names, times = list(fns), {name: [] for name in fns}
+  """Milliseconds per call, ``reps`` calls per timing, after one warm-up."""
+  from seqclf import autotune  # pylint: disable=g-import-not-at-top
   for fn in fns.values():
-    fn()  # warm-up
-  for r in range(rounds):
-    for name in names[r % len(names):] + names[:r % len(names)]:
-      t = time.perf_counter()
-      for _ in range(reps):
-        fns[name]()
-      times[name].append(1e3 * (time.perf_counter() - t) / reps)
-  return times
+    fn()
+  times = autotune.timed_rounds(fns, timer=time.perf_counter, rounds=rounds,
+                                reps={name: reps for name in fns})
+  return {name: [1e3 * t for t in v] for name, v in times.items()}
 
 
 def main(argv=None) -> int:

@@ -73,19 +73,12 @@ def cache_file() -> Path:
               Path.home() / '.cache' / 'seqclf' / 'autotune.json')
 
 
-def measure(runs: Mapping[str, Callable[[], Any]], *, timer: Timer,
-            rounds: int = 5, min_seconds: float = 0.05) -> dict[str, float]:
-  """Median seconds per call of each run, timed in interleaved rounds.
-
-  One warm-up call each sizes a timing to at least ``min_seconds``; then
-  every round times each run once, rotating the order, so load from
-  elsewhere on the machine falls on all of them alike.
-  """
-  reps = {}
-  for name, run in runs.items():
-    t = timer()
-    run()
-    reps[name] = max(1, int(np.ceil(min_seconds / max(timer() - t, 1e-9))))
+def timed_rounds(runs: Mapping[str, Callable[[], Any]], *, timer: Timer,
+                 rounds: int, reps: Mapping[str, int]
+                 ) -> dict[str, list[float]]:
+  """Seconds per call of each run, one timing of ``reps[name]`` calls per
+  round, the order rotated each round, so load from elsewhere on the
+  machine falls on all of them alike."""
   names = list(runs)
   times: dict[str, list[float]] = {name: [] for name in names}
   for r in range(rounds):
@@ -94,6 +87,19 @@ def measure(runs: Mapping[str, Callable[[], Any]], *, timer: Timer,
       for _ in range(reps[name]):
         runs[name]()
       times[name].append((timer() - t) / reps[name])
+  return times
+
+
+def measure(runs: Mapping[str, Callable[[], Any]], *, timer: Timer,
+            rounds: int = 5, min_seconds: float = 0.05) -> dict[str, float]:
+  """Median seconds per call of each run over ``timed_rounds``; one warm-up
+  call each sizes a timing to at least ``min_seconds``."""
+  reps = {}
+  for name, run in runs.items():
+    t = timer()
+    run()
+    reps[name] = max(1, int(np.ceil(min_seconds / max(timer() - t, 1e-9))))
+  times = timed_rounds(runs, timer=timer, rounds=rounds, reps=reps)
   return {name: statistics.median(v) for name, v in times.items()}
 
 
