@@ -17,39 +17,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seqclf import initializers
+
 Array = jax.Array
 Dtype = Any
 Initializer = nn.initializers.Initializer
-
-RECURRENT_INITS = ('orthogonal', 'identity')
-
-
-def identity_init(scale: float = 1.0) -> Initializer:
-  """``scale * I`` for (n, n), tiled per gate for (n, g * n) recurrent kernels.
-
-  The IRNN initialisation (Le et al., 2015): a fresh recurrence copies its
-  state forward, so gradients neither vanish nor explode at the start.
-  """
-
-  def init(key, shape, dtype=jnp.float32):
-    del key
-    rows, cols = shape
-    if cols % rows:
-      raise ValueError(f'identity init needs a (n, k*n) kernel, got {shape}.')
-    return scale * jnp.tile(jnp.eye(rows, dtype=dtype), (1, cols // rows))
-
-  return init
-
-
-def recurrent_initializer(name: str) -> Initializer:
-  """The recurrent-kernel initializer named by the config's ``recurrent_init``."""
-  if name == 'orthogonal':
-    return nn.initializers.orthogonal()
-  if name == 'identity':
-    return identity_init()
-  raise ValueError(f'recurrent_init must be one of {RECURRENT_INITS}, '
-                   f'got {name!r}.')
-
 
 class _Cell(nn.Module):
   """Shared fields and the two projections of a ``gates``-gate cell."""
@@ -133,7 +105,8 @@ class Recurrent(nn.Module):
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
   unroll: int = 1
-  recurrent_init: str = 'orthogonal'
+  recurrent_init: str = 'orthogonal'  # a name in initializers.TABLES
+  input_init: str = 'lecun_normal'
 
   @nn.compact
   def __call__(self, inputs: Array,
@@ -146,7 +119,8 @@ class Recurrent(nn.Module):
                        f'(..., time, features), got {inputs.shape}.')
     cell = CELLS[self.cell_type](
         self.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
-        recurrent_kernel_init=recurrent_initializer(self.recurrent_init),
+        **initializers.cell_inits(self.input_init, self.recurrent_init,
+                                  inputs.shape[-1], self.hidden_size),
         name='cell')
     if initial_carry is None:
       initial_carry = cell.initialize_carry(inputs.shape[:-2])

@@ -13,6 +13,8 @@ import math
 
 import ml_collections
 
+from seqclf import initializers
+from seqclf import optimizers
 from seqclf.errors import CheckpointError, ConfigError
 
 
@@ -40,10 +42,17 @@ def base_config() -> ml_collections.ConfigDict:
   # which runs the whole model in bfloat16 on any backend.
   c.matmul_precision = 'float32'
   c.cell = 'lstm'           # recurrence: lstm | gru | elman (seqclf.cells)
-  c.recurrent_init = 'orthogonal'  # recurrent kernels: orthogonal | identity
+  # Initializers by name (the choices: seqclf.initializers.TABLES): the
+  # cells' input and recurrent kernels, the output layer's kernel and bias.
+  c.input_init = 'lecun_normal'
+  c.recurrent_init = 'orthogonal'
+  c.head_init = 'lecun_normal'
+  c.head_bias_init = 'zeros'
   c.bidirectional = False   # add a backward layer beside each forward one
   c.dropout_rate = 0.0      # dropout between stacked layers (training only)
-  # Optimisation.
+  # Optimisation. optimizer: adam (optax.adam) | tf1_adam (TF1's
+  # AdamOptimizer, bias corrections on the step size: seqclf.optimizers).
+  c.optimizer = 'adam'
   c.learning_rate = 1e-3
   # Schedule of the learning rate (its peak): constant | cosine (decay to 0
   # by num_train_steps); either after `warmup_steps` of linear warmup from 0.
@@ -99,7 +108,8 @@ _DTYPES = ('float32', 'bfloat16')
 _PARALLELISM = ('auto', 'single', 'pmap', 'sharded')
 _CHOICES = {
     'cell': ('lstm', 'gru', 'elman'),
-    'recurrent_init': ('orthogonal', 'identity'),
+    **{role: tuple(table) for role, table in initializers.TABLES.items()},
+    'optimizer': tuple(optimizers.OPTIMIZERS),
     'lr_schedule': ('constant', 'cosine'),
     'dataset': ('mnist', 'fashion_mnist'),
     'task': ('row', 'pixel', 'permuted'),

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from seqclf import cells
 from seqclf import fast_lstm
+from seqclf import initializers
 from seqclf import lstm_kernel
 from seqclf import tasks
 
@@ -129,7 +130,8 @@ class LSTM(nn.Module):
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
   unroll: int = 1
-  recurrent_init: str = 'orthogonal'  # | 'identity' (cells.RECURRENT_INITS)
+  recurrent_init: str = 'orthogonal'  # names in initializers.TABLES
+  input_init: str = 'lecun_normal'
   impl: str = 'scan'  # | 'fused' | 'kernel' (IMPLS)
   matmul_precision: str = 'float32'  # | 'bfloat16' (impl='kernel' only)
 
@@ -148,8 +150,9 @@ class LSTM(nn.Module):
           f"for bfloat16 compute on the other paths.")
     cell = LSTMCell(self.hidden_size, self.forget_bias, dtype=self.dtype,
                     param_dtype=self.param_dtype,
-                    recurrent_kernel_init=cells.recurrent_initializer(
-                        self.recurrent_init), name='cell')
+                    **initializers.cell_inits(
+                        self.input_init, self.recurrent_init,
+                        inputs.shape[-1], self.hidden_size), name='cell')
     if initial_carry is None:
       initial_carry = cell.initialize_carry(inputs.shape[:-2])
     if self.impl != 'scan':
@@ -207,7 +210,10 @@ class LSTMClassifier(nn.Module):
   param_dtype: Dtype = jnp.float32
   unroll: int = 1
   cell: str = 'lstm'
-  recurrent_init: str = 'orthogonal'
+  recurrent_init: str = 'orthogonal'  # names in initializers.TABLES
+  input_init: str = 'lecun_normal'
+  head_init: str = 'lecun_normal'
+  head_bias_init: str = 'zeros'
   bidirectional: bool = False
   dropout_rate: float = 0.0
   task: str = 'row'
@@ -228,11 +234,13 @@ class LSTMClassifier(nn.Module):
       if self.cell == 'lstm':
         return LSTM(self.hidden_size, self.forget_bias, dtype=self.dtype,
                     param_dtype=self.param_dtype, unroll=self.unroll,
-                    recurrent_init=self.recurrent_init, impl=self.impl,
+                    recurrent_init=self.recurrent_init,
+                    input_init=self.input_init, impl=self.impl,
                     matmul_precision=self.matmul_precision, name=name)
       return cells.Recurrent(self.cell, self.hidden_size, dtype=self.dtype,
                              param_dtype=self.param_dtype, unroll=self.unroll,
-                             recurrent_init=self.recurrent_init, name=name)
+                             recurrent_init=self.recurrent_init,
+                             input_init=self.input_init, name=name)
 
     x = tasks.as_sequence((inputs - self.input_mean) / self.input_std,
                           self.task, self.permutation_seed)
@@ -247,8 +255,11 @@ class LSTMClassifier(nn.Module):
       backward = jnp.flip(backward, -2)
       x = jnp.concatenate([forward, backward], -1)
       last = jnp.concatenate([forward[..., -1, :], backward[..., 0, :]], -1)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype,
-                      param_dtype=self.param_dtype, name='head')(last)
+    logits = nn.Dense(
+        self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=initializers.resolve('head_init', self.head_init),
+        bias_init=initializers.resolve('head_bias_init', self.head_bias_init),
+        name='head')(last)
     return logits.astype(jnp.float32)
 
 
@@ -261,7 +272,9 @@ def from_config(config: Any, impl: str) -> LSTMClassifier:
       num_classes=config.num_classes, hidden_size=config.hidden_size,
       num_layers=config.num_layers, forget_bias=config.forget_bias,
       dtype=dtype, unroll=config.unroll, cell=config.cell,
-      recurrent_init=config.recurrent_init, bidirectional=config.bidirectional,
+      recurrent_init=config.recurrent_init, input_init=config.input_init,
+      head_init=config.head_init, head_bias_init=config.head_bias_init,
+      bidirectional=config.bidirectional,
       dropout_rate=config.dropout_rate, task=config.task,
       permutation_seed=config.permutation_seed, impl=impl,
       matmul_precision=config.matmul_precision,

@@ -32,6 +32,7 @@ from seqclf import checkpoint
 from seqclf import errors
 from seqclf import input_pipeline
 from seqclf import models
+from seqclf import optimizers
 from seqclf import parallel
 from seqclf import preemption
 from seqclf.config import ConfigError, check_resume, validate
@@ -95,8 +96,14 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
   """
   peak = config.learning_rate if peak is None else peak
   if config.lr_schedule == 'cosine':
-    return optax.warmup_cosine_decay_schedule(
-        0.0, peak, config.warmup_steps, config.num_train_steps, end_value=0.0)
+    # optax.warmup_cosine_decay_schedule(0, peak, ..., end_value=0) spelled
+    # out: it tests `peak == 0` in Python, which fails for the traced peak of
+    # a sweep's learning-rate grid; the same schedules, so the same numbers.
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, peak, config.warmup_steps),
+         optax.cosine_decay_schedule(
+             peak, config.num_train_steps - config.warmup_steps)],
+        [config.warmup_steps])
   if config.warmup_steps:
     return optax.join_schedules(
         [optax.linear_schedule(0.0, peak, config.warmup_steps),
@@ -125,7 +132,8 @@ def noise_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def _optimizer(config: ml_collections.ConfigDict,
                learning_rate: float | jax.Array | None = None
                ) -> optax.GradientTransformation:
-  tx = optax.adam(learning_rate_schedule(config, learning_rate))
+  tx = optimizers.optimizer(config.optimizer,
+                            learning_rate_schedule(config, learning_rate))
   if config.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
   if config.skip_nonfinite_updates:
