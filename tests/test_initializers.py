@@ -167,8 +167,10 @@ def test_recipe_configs_smoke(name, mnist):
   config = _config(name)
   budget = config.num_train_steps * config.batch_size
   assert budget <= 100_000
-  config.update(num_train_steps=20, warmup_steps=min(config.warmup_steps, 2))
-  state = train.create_train_state(config, jax.random.key(0))
+  config.update(num_train_steps=20, warmup_steps=min(config.warmup_steps, 2),
+                hidden_size=32)
+  # impl='scan': 'auto' would time every path first.
+  state = train.create_train_state(config, jax.random.key(0), impl='scan')
   split = jax.device_put(mnist['train'])
   idx = input_pipeline.train_indices(0, len(split['label']), config.batch_size,
                                      0, 20)
