@@ -126,6 +126,16 @@ STUDIES = {
              {'input_mean': 0.0, 'input_std': 1.0}),
         )),
 }
+STUDIES['reference'] = (
+    'And back: `reference` with one of `default`\'s choices',
+    '`reference` with one thing as in `default`, on its first five seeds. '
+    'Δ as above, against those seeds of `reference`.', 'reference', 5,
+    'reference_with_', (
+        ('flax_head', "default's head: LeCun-normal weights, zero bias",
+         {'head_init': 'lecun_normal', 'head_bias_init': 'zeros'}),
+        ('standardized_pixels', "default's standardized pixels",
+         {'input_mean': 0.1307, 'input_std': 0.3081}),
+    ))
 # Candidates tried on few seeds before spending five on a recipe: name ->
 # (what, config, seeds, learning rates or None, overrides).
 SCREENS = {
