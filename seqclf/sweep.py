@@ -29,6 +29,7 @@ import numpy as np
 from seqclf import errors
 from seqclf import input_pipeline
 from seqclf import train
+from seqclf.kernels import autotune
 from seqclf.config import ConfigError, validate
 
 TrainState = train.TrainState
@@ -59,7 +60,7 @@ def init_states(config: ml_collections.ConfigDict, seeds: Sequence[int],
   inject = learning_rates is not None
   rates = jnp.asarray(learning_rates if inject else [0.0] * len(seeds),
                       jnp.float32)
-  impl = train.resolve_impl(config)  # Timed (once), so not under vmap.
+  impl = autotune.resolve_impl(config)  # Timed (once), so not under vmap.
 
   def init(seed, rate):
     state = train.create_train_state(config, jax.random.key(seed),
@@ -195,7 +196,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
       'train_seconds': train_seconds,
       'wall_seconds': time.perf_counter() - wall_start,
       'machine': machine(), 'devices': [str(d) for d in jax.devices()],
-      'impl': train.resolve_impl(config),
+      'impl': autotune.resolve_impl(config),
       'jax_version': jax.__version__, 'config': config.to_dict(),
   }
   if learning_rates is not None:

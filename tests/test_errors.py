@@ -6,7 +6,8 @@ import sys
 import pytest
 
 from conftest import REPO
-from seqclf import checkpoint, config, errors, lstm_kernel, main, mnist_files
+from seqclf import checkpoint, config, errors, main, mnist_files
+from seqclf.kernels import lstm_kernel
 from seqclf.config import ConfigError, base_config, validate
 
 SEQCLF_ERRORS = [errors.UsageError, errors.ConfigError, errors.DataError,
