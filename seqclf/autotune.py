@@ -36,7 +36,7 @@ import optax
 
 from seqclf import lstm_kernel
 from seqclf import models
-from seqclf.config import ConfigError
+from seqclf.errors import ConfigError
 
 Timer = Callable[[], float]
 # Each candidate's builder compiles it and returns one call of it (blocking

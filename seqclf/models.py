@@ -12,6 +12,7 @@ compose with other Flax code and work under ``jax.jit``, ``jax.grad``,
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -30,6 +31,10 @@ Dtype = Any
 # LSTM.impl: nn.scan of the cell | seqclf.fast_lstm | its CPU kernel
 # (seqclf.lstm_kernel).
 IMPLS = ('scan', 'fused', 'kernel')
+# LSTMClassifier.cell: the LSTM here, or a cell of seqclf.cells.
+CELLS = ('lstm', *cells.CELLS)
+# config.dtype, the compute dtype (float32: the parameters' own, None).
+DTYPES = ('float32', 'bfloat16')
 
 
 class LSTMCell(nn.Module):
@@ -220,9 +225,8 @@ class LSTMClassifier(nn.Module):
   @nn.compact
   def __call__(self, inputs: Array, train: bool = False) -> Array:
     """Maps (batch, time, features) sequences to (batch, num_classes) logits."""
-    if self.cell != 'lstm' and self.cell not in cells.CELLS:
-      raise ValueError(f"cell must be 'lstm' or one of {tuple(cells.CELLS)}, "
-                       f'got {self.cell!r}.')
+    if self.cell not in CELLS:
+      raise ValueError(f'cell must be one of {CELLS}, got {self.cell!r}.')
 
     def layer(name: str):
       if self.cell == 'lstm':
@@ -252,17 +256,23 @@ class LSTMClassifier(nn.Module):
     return logits.astype(jnp.float32)
 
 
+# LSTMClassifier fields no config key sets: `impl` is resolved by the caller,
+# the rest are flax's own.
+_NOT_FROM_CONFIG = frozenset({'impl', 'param_dtype', 'parent', 'name'})
+
+
 def from_config(config: Any, impl: str) -> LSTMClassifier:
   """The classifier ``config`` (``seqclf.config``) describes, its LSTM layers
   run by ``impl`` (one of IMPLS: ``auto`` is resolved by the caller, who knows
-  the devices and batch it runs on)."""
-  dtype = None if config.dtype == 'float32' else jnp.dtype(config.dtype)
-  return LSTMClassifier(
-      num_classes=config.num_classes, hidden_size=config.hidden_size,
-      num_layers=config.num_layers, forget_bias=config.forget_bias,
-      dtype=dtype, unroll=config.unroll, cell=config.cell,
-      recurrent_init=config.recurrent_init, bidirectional=config.bidirectional,
-      dropout_rate=config.dropout_rate, task=config.task,
-      permutation_seed=config.permutation_seed, impl=impl,
-      matmul_precision=config.matmul_precision,
-      input_mean=config.input_mean, input_std=config.input_std)
+  the devices and batch it runs on).
+
+  Every other field of ``LSTMClassifier`` is read from the config key of the
+  same name, so a new model field needs only its default in
+  ``config.base_config``; ``dtype`` is named there (``DTYPES``).
+  """
+  kwargs = {f.name: config[f.name]
+            for f in dataclasses.fields(LSTMClassifier)
+            if f.name not in _NOT_FROM_CONFIG}
+  kwargs['dtype'] = (None if config.dtype == 'float32'
+                     else jnp.dtype(config.dtype))
+  return LSTMClassifier(impl=impl, **kwargs)
