@@ -95,17 +95,29 @@ _POSITIVE_INTS = ('hidden_size', 'num_layers', 'num_classes', 'unroll',
                   'batch_size', 'num_train_steps', 'log_every', 'eval_every',
                   'checkpoint_every', 'max_to_keep', 'steps_per_call',
                   'eval_batch_size')
-_DTYPES = ('float32', 'bfloat16')
-_PARALLELISM = ('auto', 'single', 'pmap', 'sharded')
-_CHOICES = {
-    'cell': ('lstm', 'gru', 'elman'),
-    'recurrent_init': ('orthogonal', 'identity'),
-    'lr_schedule': ('constant', 'cosine'),
-    'dataset': ('mnist', 'fashion_mnist'),
-    'task': ('row', 'pixel', 'permuted'),
-    'impl': ('auto', 'scan', 'fused', 'kernel'),
-    'matmul_precision': ('float32', 'bfloat16'),
-}
+
+
+def choices() -> dict[str, tuple[str, ...]]:
+  """The values each string key may take, from the module that uses it.
+
+  Imported here, not at the top: importing ``seqclf.config`` stays cheap
+  (config files import it), and none of these imports compiles anything.
+  """
+  # pylint: disable=g-import-not-at-top
+  from seqclf import cells, input_pipeline, models, optim
+  from seqclf.kernels import lstm_kernel
+  from seqclf import parallel, tasks
+  return {
+      'parallelism': parallel.MODES,
+      'dtype': models.DTYPES,
+      'cell': models.CELLS,
+      'recurrent_init': cells.RECURRENT_INITS,
+      'lr_schedule': optim.SCHEDULES,
+      'dataset': input_pipeline.DATASETS,
+      'task': tasks.TASKS,
+      'impl': ('auto', *models.IMPLS),
+      'matmul_precision': lstm_kernel.PRECISIONS,
+  }
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -133,15 +145,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
     raise ConfigError('Config key `learning_rate` must be a finite number > 0, '
                       f'got {config.learning_rate}.')
-  if config.parallelism not in _PARALLELISM:
-    raise ConfigError(f'Config key `parallelism` must be one of {_PARALLELISM}, '
-                      f'got {config.parallelism!r}.')
-  if config.dtype not in _DTYPES:
-    raise ConfigError(f'Config key `dtype` must be one of {_DTYPES}, '
-                      f'got {config.dtype!r}.')
-  for key, choices in _CHOICES.items():
-    if config[key] not in choices:
-      raise ConfigError(f'Config key `{key}` must be one of {choices}, '
+  for key, allowed in choices().items():
+    if config[key] not in allowed:
+      raise ConfigError(f'Config key `{key}` must be one of {allowed}, '
                         f'got {config[key]!r}.')
   if config.impl in ('fused', 'kernel') and config.cell != 'lstm':
     # The GRU and Elman layers have only the nn.scan path: running them

@@ -14,6 +14,7 @@ and in bfloat16.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -36,6 +37,8 @@ IMPLS = ('scan', 'fused', 'kernel')
 FAST_IMPLS = ('fused', 'kernel')  # LSTM cells only
 # The images the classifier reads; ``tasks`` turns them into sequences.
 INPUT_SHAPE = (28, 28)
+# config.dtype, the compute dtype (float32: the parameters' own, None).
+DTYPES = ('float32', 'bfloat16')
 
 
 class LSTMCell(nn.Module):
@@ -247,6 +250,7 @@ class Elman(_CellLayer):
 # The layer for each config `cell`; each takes the fields of GRU.
 LAYERS: dict[str, type[_CellLayer]] = {'lstm': LSTM, 'gru': GRU,
                                        'elman': Elman}
+CELLS = tuple(LAYERS)  # LSTMClassifier.cell (config `cell`)
 
 
 def _fused(cell: LSTMCell, inputs: Array, carry: Carry, forget_bias: float,
@@ -308,9 +312,8 @@ class LSTMClassifier(nn.Module):
   @nn.compact
   def __call__(self, inputs: Array, train: bool = False) -> Array:
     """Maps (batch, time, features) sequences to (batch, num_classes) logits."""
-    if self.cell not in LAYERS:
-      raise ValueError(f'cell must be one of {tuple(LAYERS)}, '
-                       f'got {self.cell!r}.')
+    if self.cell not in CELLS:
+      raise ValueError(f'cell must be one of {CELLS}, got {self.cell!r}.')
 
     def layer(name: str):
       extra = {'forget_bias': self.forget_bias} if self.cell == 'lstm' else {}
@@ -338,17 +341,23 @@ class LSTMClassifier(nn.Module):
     return logits.astype(jnp.float32)
 
 
+# LSTMClassifier fields no config key sets: `impl` is resolved by the caller,
+# the rest are flax's own.
+_NOT_FROM_CONFIG = frozenset({'impl', 'param_dtype', 'parent', 'name'})
+
+
 def from_config(config: Any, impl: str) -> LSTMClassifier:
   """The classifier ``config`` (``seqclf.config``) describes, its LSTM layers
   run by ``impl`` (one of IMPLS: ``auto`` is resolved by the caller, who knows
-  the devices and batch it runs on)."""
-  dtype = None if config.dtype == 'float32' else jnp.dtype(config.dtype)
-  return LSTMClassifier(
-      num_classes=config.num_classes, hidden_size=config.hidden_size,
-      num_layers=config.num_layers, forget_bias=config.forget_bias,
-      dtype=dtype, unroll=config.unroll, cell=config.cell,
-      recurrent_init=config.recurrent_init, bidirectional=config.bidirectional,
-      dropout_rate=config.dropout_rate, task=config.task,
-      permutation_seed=config.permutation_seed, impl=impl,
-      matmul_precision=config.matmul_precision,
-      input_mean=config.input_mean, input_std=config.input_std)
+  the devices and batch it runs on).
+
+  Every other field of ``LSTMClassifier`` is read from the config key of the
+  same name, so a new model field needs only its default in
+  ``config.base_config``; ``dtype`` is named there (``DTYPES``).
+  """
+  kwargs = {f.name: config[f.name]
+            for f in dataclasses.fields(LSTMClassifier)
+            if f.name not in _NOT_FROM_CONFIG}
+  kwargs['dtype'] = (None if config.dtype == 'float32'
+                     else jnp.dtype(config.dtype))
+  return LSTMClassifier(impl=impl, **kwargs)
