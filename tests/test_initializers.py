@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from seqclf import initializers, input_pipeline, models, optimizers, train
+from seqclf import initializers, input_pipeline, models, optim, train
 from seqclf.config import ConfigError, base_config, validate
 
 from conftest import REPO
@@ -37,24 +37,16 @@ _TF1_KERNEL = {'input_init': 'concat_glorot_uniform',
                'recurrent_init': 'concat_glorot_uniform'}
 
 
-class _BeforeLSTM(nn.Module):
-  """models.LSTM as it was before the initializer keys: the cell's own
-  default input initializer, orthogonal recurrent kernels."""
-
-  @nn.compact
-  def __call__(self, x):
-    cell = models.LSTMCell(128, 1.0, name='cell')
-    scan = nn.scan(models._scan_steps, variable_broadcast='params',
-                   split_rngs={'params': False}, in_axes=-2, out_axes=-2)
-    return scan(cell, cell.initialize_carry(x.shape[:-2]), x)
-
-
 class _Before(nn.Module):
-  """The default classifier as it was: nn.Dense's own initializers."""
+  """The default classifier as it was before the initializer keys: an RNN
+  of an LSTMCell with the cell's own default initializers (LeCun-normal
+  input, orthogonal recurrent kernel), nn.Dense's own for the head."""
 
   @nn.compact
   def __call__(self, x):
-    _, outputs = _BeforeLSTM(name='lstm_0')((x - 0.1307) / 0.3081)
+    cell = models.LSTMCell(128, 1.0, parent=None)  # unbound: RNN adopts it
+    _, outputs = models.RNN(cell, name='lstm_0')(
+        (x - 0.1307) / 0.3081)
     return nn.Dense(10, name='head')(outputs[..., -1, :])
 
 
@@ -125,8 +117,12 @@ def test_validate_rejects_names_outside_the_tables(key, bad):
   with pytest.raises(ConfigError, match=f'`{key}` must be one of'):
     _with(**{key: bad})
   with pytest.raises(ValueError, match=key):
-    (initializers.resolve(key, bad) if key != 'optimizer'
-     else optimizers.optimizer(bad, 1e-3))
+    if key == 'optimizer':
+      config = base_config()
+      config.optimizer = bad
+      optim.optimizer(config)
+    else:
+      initializers.resolve(key, bad)
 
 
 def test_tf1_adam_matches_tensorflow_formula():
@@ -134,7 +130,7 @@ def test_tf1_adam_matches_tensorflow_formula():
   lr, b1, b2, eps = 1e-3, 0.9, 0.999, 1e-8
   grads = [np.array([1e-7, -2e-8, 0.5]), np.array([3e-8, 1e-8, -0.1]),
            np.array([-1e-7, 5e-9, 0.2])]
-  tx = optimizers.tf1_adam(lr)
+  tx = optim.tf1_adam(lr)
   state = tx.init(jnp.zeros(3))
   m = v = np.zeros(3)
   adam_state = optax.adam(lr).init(jnp.zeros(3))

@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import DEFAULT_INPUT, REPO, run_cli, small_config
-from seqclf import checkpoint, inference, train
+from seqclf import checkpoint, inference, optim, train
 
 # Trainings, subprocesses, signals.
 pytestmark = pytest.mark.slow
@@ -186,7 +186,7 @@ def test_divergence_exits_3_and_keeps_checkpoint(trained_workdir, tmp_path,
   # Diverging after a resume keeps the last good checkpoint. A resume cannot
   # change learning_rate, so the optimizer's rate is raised behind its back.
   workdir = _copy_run(trained_workdir, tmp_path)
-  monkeypatch.setattr(train, 'learning_rate_schedule',
+  monkeypatch.setattr(optim, 'learning_rate_schedule',
                       lambda config, peak=None: 1e38)
   config = small_config(num_train_steps=400, steps_per_call=10, eval_every=100,
                         checkpoint_every=100, **DEFAULT_INPUT)
