@@ -96,10 +96,6 @@ STUDIES = {
         'seed by seed.', 'default', 5, 'ablation_', (
             ('lstm_kernel', "LSTM kernels: the tutorial's one Glorot-uniform "
              'kernel over [x, h] (both parts)', _TF1_KERNEL),
-            ('input_kernel', 'only the input kernel as the tutorial\'s',
-             {'input_init': 'concat_glorot_uniform'}),
-            ('recurrent_kernel', 'only the recurrent kernel as the '
-             'tutorial\'s', {'recurrent_init': 'concat_glorot_uniform'}),
             ('head_init', 'output layer: weights and bias tf.random_normal '
              '(std 1)', {'head_init': 'normal', 'head_bias_init': 'normal'}),
             ('raw_pixels', 'raw [0, 1] pixels', {'input_mean': 0.0,
@@ -133,8 +129,6 @@ STUDIES['reference'] = (
     'reference_with_', (
         ('flax_head', "default's head: LeCun-normal weights, zero bias",
          {'head_init': 'lecun_normal', 'head_bias_init': 'zeros'}),
-        ('standardized_pixels', "default's standardized pixels",
-         {'input_mean': 0.1307, 'input_std': 0.3081}),
     ))
 # Candidates tried on few seeds before spending five on a recipe: name ->
 # (what, config, seeds, learning rates or None, overrides).
