@@ -8,7 +8,6 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 from seqclf import checkpoint
 from seqclf import errors
@@ -18,28 +17,8 @@ from seqclf.config import ConfigError, base_config
 from seqclf.models import LSTMClassifier
 
 
-def load_model(workdir: str | Path, step: int | None = None
-               ) -> tuple[LSTMClassifier, Any, ml_collections.ConfigDict]:
-  """(model, params, config) of the checkpoint at ``step`` (default: latest).
-
-  The model is rebuilt from the config saved beside the params, so this needs
-  only the workdir, not the config file the run was started with.
-  """
-  mngr = checkpoint.manager(workdir, create=False, process_local=True)
-  latest = mngr.latest_step() if step is None else step
-  if latest is None:
-    raise checkpoint.CheckpointError(
-        f'No checkpoint in {mngr.directory}: train first with '
-        f'`seqclf train --workdir {Path(workdir)}`.')
-  try:
-    saved = mngr.restore(latest, args=ocp.args.Composite(
-        config=ocp.args.JsonRestore()))['config']
-  except Exception as e:  # pylint: disable=broad-except
-    # Damage, as checkpoint.restore treats it: orbax raises many types.
-    raise checkpoint.CheckpointError(
-        f'The config of checkpoint {mngr.directory}/{latest} is unreadable '
-        f'({type(e).__name__}: {e}). Delete that step directory, or train '
-        'again in a fresh workdir.') from e
+def _config_of(saved: dict[str, Any]) -> ml_collections.ConfigDict:
+  """The run's config from its saved dict, runnable here."""
   config = base_config()
   config.update(saved)
   if config.matmul_precision != 'float32':
@@ -47,11 +26,32 @@ def load_model(workdir: str | Path, step: int | None = None
       train.choose_impl(config, mode='forward')
     except ConfigError:  # A speed choice, not part of the model: the same
       config.matmul_precision = 'float32'  # params run in float32 here.
-  # Every impl has the same parameters: the abstract state needs no choice.
-  abstract = jax.eval_shape(
-      lambda: train.create_train_state(config, jax.random.key(0), impl='scan'))
-  # step=None lets restore fall back past a damaged newest checkpoint.
-  state, _ = checkpoint.restore(mngr, abstract, step)
+  return config
+
+
+def load_model(workdir: str | Path, step: int | None = None
+               ) -> tuple[LSTMClassifier, Any, ml_collections.ConfigDict]:
+  """(model, params, config) of the checkpoint at ``step`` (default: latest).
+
+  The model is rebuilt from the config saved beside the params, so this needs
+  only the workdir, not the config file the run was started with. Without
+  ``step``, a damaged newest checkpoint (any part) is skipped for the newest
+  readable one, with one line saying so (``checkpoint.restore``).
+  """
+  mngr = checkpoint.manager(workdir, create=False, process_local=True)
+  if not mngr.all_steps():
+    raise checkpoint.CheckpointError(
+        f'No checkpoint in {mngr.directory}: train first with '
+        f'`seqclf train --workdir {Path(workdir)}`.')
+
+  def abstract_state(saved: dict[str, Any]) -> Any:
+    # Every impl has the same parameters: the abstract state needs no choice.
+    config = _config_of(saved)
+    return jax.eval_shape(lambda: train.create_train_state(
+        config, jax.random.key(0), impl='scan'))
+
+  state, saved = checkpoint.restore(mngr, abstract_state, step)
+  config = _config_of(saved)
   impl = train.resolve_impl(config, mode='forward')
   return train.create_model(config, impl), state.params, config
 

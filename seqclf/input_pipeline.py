@@ -113,6 +113,13 @@ def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(num_examples)
 
 
+def check_batch_size(batch_size: int, num_examples: int) -> None:
+  """A ``ConfigError`` unless a batch fits in the training examples."""
+  if batch_size > num_examples:
+    raise ConfigError(f'batch_size={batch_size} exceeds the {num_examples} '
+                      'training examples: lower --config.batch_size.')
+
+
 def train_indices(seed: int, num_examples: int, batch_size: int,
                   first_step: int, num_steps: int) -> np.ndarray:
   """Example indices of steps [first_step, first_step + num_steps), (steps, B).
@@ -120,10 +127,8 @@ def train_indices(seed: int, num_examples: int, batch_size: int,
   Each epoch is a fresh permutation; the last partial batch of an epoch is
   dropped so every batch has the same shape (the jitted step needs it).
   """
+  check_batch_size(batch_size, num_examples)
   steps_per_epoch = num_examples // batch_size
-  if steps_per_epoch == 0:
-    raise ConfigError(f'batch_size={batch_size} exceeds the {num_examples} '
-                      'training examples; lower config.batch_size.')
   rows, perms = [], {}
   for step in range(first_step, first_step + num_steps):
     epoch, pos = divmod(step, steps_per_epoch)

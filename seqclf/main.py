@@ -334,6 +334,9 @@ def main(argv: list[str]) -> None:
     sys.exit(EXIT_BAD_INPUT)
   from seqclf.preemption import EXIT_PREEMPTED, Preempted  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
+  if command in ('train', 'sweep'):
+    from seqclf import checkpoint  # pylint: disable=g-import-not-at-top
+    logging.get_absl_logger().addFilter(checkpoint.not_disk_full)
   if command in ('train', 'sweep', 'evaluate', 'predict'):
     _enable_compilation_cache()
   try:
