@@ -1,6 +1,6 @@
 """The ``seqclf`` command line (``seqclf --help``, ``seqclf COMMAND --help``).
 
-  seqclf prepare-data [--data_dir DIR] [--dataset mnist|fashion_mnist]
+  seqclf prepare-data [--data_dir DIR] [--dataset mnist|fashion_mnist] [--force]
   seqclf train --config default --workdir runs/default [--config.KEY=VALUE …]
   seqclf evaluate --workdir runs/default
   seqclf predict --workdir runs/default digit.png …
@@ -109,6 +109,9 @@ _DATA_DIR = flags.DEFINE_string(
 _DATASET = flags.DEFINE_enum(
     'dataset', 'mnist', ['mnist', 'fashion_mnist'],
     'prepare-data: which dataset to fetch, verify and prepare.')
+_FORCE = flags.DEFINE_bool(
+    'force', False, 'prepare-data: build the prepared files again from the '
+    'verified source files (after a damaged or truncated one).')
 _SEEDS = flags.DEFINE_integer(
     'seeds', 5, 'sweep: models per learning rate, seeds config.seed + 0..N-1.')
 _LEARNING_RATES = flags.DEFINE_list(
@@ -142,8 +145,8 @@ _RUN_FLAGS = ('quiet', 'compilation_cache')
 _MULTI_PROCESS = ('coordinator', 'num_processes', 'process_id')
 COMMAND_HELP = {
     'prepare-data': ('Fetch, verify (SHA-256) and prepare a dataset once.',
-                     '[--data_dir DIR] [--dataset mnist|fashion_mnist]',
-                     ('data_dir', 'dataset')),
+                     '[--data_dir DIR] [--dataset mnist|fashion_mnist] '
+                     '[--force]', ('data_dir', 'dataset', 'force')),
     'train': ('Train a config in a workdir; resumes from its latest '
               'checkpoint, prints the saved result of a finished run.',
               '--config NAME|FILE --workdir DIR [--config.KEY=VALUE ...]',
@@ -180,7 +183,8 @@ def _require(flag: flags.FlagHolder, command: str):
 
 def _prepare_data() -> None:
   from seqclf import input_pipeline  # pylint: disable=g-import-not-at-top
-  builder = input_pipeline.prepare(_DATA_DIR.value, _DATASET.value)
+  builder = input_pipeline.prepare(_DATA_DIR.value, _DATASET.value,
+                                   force=_FORCE.value)
   splits = {k: v.num_examples for k, v in builder.info.splits.items()}
   print(f'{_DATASET.value} ready in {builder.data_dir}: {splits}')
 

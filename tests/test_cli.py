@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, run_cli
+from test_images import png_header_only
 from seqclf import main
 
 # Every test runs `seqclf` in a subprocess.
@@ -70,12 +71,32 @@ def test_predict_and_evaluate_on_trained_workdir(trained_workdir, mnist,
 def test_predict_bad_inputs(trained_workdir, tmp_path):
   text = tmp_path / 'notes.txt'
   text.write_text('not an image')
+  huge = tmp_path / 'huge.png'
+  png_header_only(huge, 15000, 15000)
   cases = [((str(text),), 'not a readable image'),
            ((str(tmp_path / 'missing.png'),), 'no such file'),
-           ((), 'needs one or more image files')]
+           ((), 'needs one or more image files'),
+           ((str(huge),), 'too large to open'),
+           ((str(tmp_path),), 'is a directory: give image files')]
   for paths, message in cases:
     out = run_cli('predict', '--workdir', str(trained_workdir), *paths)
     assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_predict_inverts_a_black_on_white_digit_with_a_note(trained_workdir,
+                                                            mnist, tmp_path):
+  digit = mnist['test']['image'][0]
+  Image.fromarray(digit).save(tmp_path / 'digit.png')
+  Image.fromarray(255 - digit).save(tmp_path / 'inverted.png')
+  out = run_cli('predict', '--workdir', str(trained_workdir),
+                str(tmp_path / 'digit.png'), str(tmp_path / 'inverted.png'))
+  assert out.returncode == 0, out.stderr
+  assert out.stderr.strip() == (
+      f'note: {tmp_path}/inverted.png: inverted it: its border is light '
+      '(mean grey 255), MNIST digits are light on dark')
+  first, second = out.stdout.strip().splitlines()
+  assert first.split(': ', 1)[1] == second.split(': ', 1)[1]
 
 
 def test_no_command_is_usage_error():
