@@ -13,9 +13,11 @@ path to a config file. Config files are Python and are executed when loaded:
 only name files you trust.
 
 Exit status: 0 done; 2 bad input (a ``seqclf.errors.SeqclfError``: one line
-on stderr naming the fix); 3 a diverged
-run; 75 preempted (resume by running the same command). Any other exception
-is a bug in seqclf and is shown with its traceback (exit 1).
+on stderr naming the fix, a full disk included); 3 a diverged run; 75
+stopped by a first SIGTERM or Ctrl-C after saving a checkpoint (resume by
+running the same command); 130 (143 for SIGTERM) a second Ctrl-C, which
+stops at once, the newest complete checkpoint kept. Any other exception is a
+bug in seqclf and is shown with its traceback (exit 1).
 """
 
 from __future__ import annotations
@@ -404,8 +406,10 @@ def help_text(command: str | None = None) -> str:
               COMMAND_HELP.items()]
     lines += ['', 'flags: -h/--help, --version.', '',
               'exit status: 0 done; 2 bad input (one line on stderr); 3 a '
-              'diverged run; 75 preempted (run the same command to resume); '
-              '1 a bug in seqclf (with its traceback).']
+              'diverged run; 75 stopped by SIGTERM or Ctrl-C after a '
+              'checkpoint (run the same command to resume); 130 a second '
+              'Ctrl-C (stops at once); 1 a bug in seqclf (with its '
+              'traceback).']
     return '\n'.join(lines)
   what, usage, names = COMMAND_HELP[command]
   lines = [f'usage: seqclf {command} {usage}', '', what, '', 'flags:']

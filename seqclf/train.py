@@ -401,6 +401,7 @@ def _train_and_evaluate(
   compile_seconds = train_seconds = eval_and_save_seconds = 0.0
   step = first_step
   val = None
+  stop.stop_after = _next_boundary(step, config)  # What a first Ctrl-C says.
   while step < total:
     end = _next_boundary(step, config)
     indices = dp.put_indices(input_pipeline.train_indices(
@@ -447,6 +448,7 @@ def _train_and_evaluate(
       logger.message(f'step {step}: validation loss={val["loss"]:.4f} '
                      f'accuracy={val["accuracy"]:.4f}')
     signum = parallel.agreed_signal(stop.signum)  # All processes stop together.
+    stop.stop_after = _next_boundary(step, config)  # A signal from now on.
     if (step % config.checkpoint_every == 0 or step == total
         or signum is not None):
       checkpoint.save(mngr, state, config)

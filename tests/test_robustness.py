@@ -81,6 +81,43 @@ def test_sigterm_saves_exits_75_and_resumes_bitwise(tmp_path, mnist):
   assert results[0]['test_accuracy'] == results[1]['test_accuracy']
 
 
+def test_ctrl_c_says_when_it_stops_and_a_second_one_exits_130(tmp_path):
+  workdir = tmp_path / 'run'
+  # Long chunks: the first Ctrl-C must be answered while one runs.
+  chunk = 400
+  proc = subprocess.Popen(
+      _cli_train(workdir, hidden_size=128, num_train_steps=10 * chunk,
+                 steps_per_call=chunk, checkpoint_every=chunk,
+                 log_every=chunk, eval_every=10 * chunk),
+      cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  seen = []
+  for line in proc.stdout:
+    seen.append(line)
+    if line.startswith(f'step {chunk} '):
+      break
+  while not (workdir / 'checkpoints' / str(chunk)).is_dir():
+    time.sleep(0.05)  # Saved: the next chunk is running.
+  proc.send_signal(signal.SIGINT)
+  for line in proc.stdout:
+    seen.append(line)
+    if line.startswith('Ctrl-C: '):
+      proc.send_signal(signal.SIGINT)
+      break
+  output = ''.join(seen) + proc.stdout.read()
+  assert proc.wait(timeout=120) == 130, output
+  assert (f'Ctrl-C: stopping after step {2 * chunk} with a checkpoint; '
+          'Ctrl-C again stops now.') in output, output
+  # Answered at once, while the chunk ran: no step of it was logged before.
+  assert f'step {2 * chunk} ' not in output.split('Ctrl-C: ')[0], output
+  assert ('Ctrl-C again: stopping now (exit status 130); the newest complete '
+          'checkpoint is kept.') in output
+  assert 'Traceback' not in output
+  mngr = checkpoint.manager(workdir, create=False)
+  assert mngr.all_steps() == [chunk]
+  target = train.create_train_state(_small(hidden_size=128), jax.random.key(0))
+  assert int(checkpoint.restore(mngr, target)[0].step) == chunk
+
+
 def test_sigkill_cycles_lose_nothing(tmp_path):
   """A short version of experiments/fault_injection.py."""
   sys.path.insert(0, str(REPO / 'experiments'))
