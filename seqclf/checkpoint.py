@@ -10,7 +10,7 @@ of (seed, step).
 from __future__ import annotations
 
 import contextlib
-import logging as pylogging
+import logging
 import os
 import re
 import shutil
@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import jax
-from absl import logging
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from seqclf import errors
+from seqclf.logs import absl_silenced, orbax_unraisable_silenced
 from seqclf.errors import CheckpointError
 
 
@@ -74,7 +74,7 @@ def wait(mngr: ocp.CheckpointManager) -> None:
     mngr.wait_until_finished()
 
 
-def not_disk_full(record: pylogging.LogRecord) -> bool:
+def not_disk_full(record: logging.LogRecord) -> bool:
   """A logging filter: False for orbax's own reports of a full disk (a
   traceback from each background thread), which ``save`` and ``wait`` turn
   into one ``DiskFullError``; the CLI installs it on absl's logger."""
@@ -175,19 +175,6 @@ def damage_reason(error: BaseException, step_dir: str | Path) -> str:
   return reason if len(reason) <= 160 else reason[:157] + '...'
 
 
-@contextlib.contextmanager
-def _absl_silenced() -> Iterator[None]:
-  """Mutes absl logging (orbax's) while reading steps that may be damaged:
-  ``restore`` reports each damaged step itself, in one line."""
-  logger = logging.get_absl_logger()
-  level = logger.level
-  logger.setLevel(pylogging.CRITICAL + 1)
-  try:
-    yield
-  finally:
-    logger.setLevel(level)
-
-
 def move_aside(directory: Path, step: int) -> Path:
   """Renames the step directory to ``directory/damaged/STEP`` (``STEP.1``, …
   if that exists): out of orbax's sight, so the step can be saved again, and
@@ -250,7 +237,7 @@ def restore(mngr: ocp.CheckpointManager,
   for candidate in steps:
     step_dir = mngr.directory / str(candidate)
     try:
-      with _absl_silenced():
+      with orbax_unraisable_silenced(), absl_silenced():
         state, config = _restore_step(mngr, target, candidate)
     except CheckpointError:
       raise  # Another model's checkpoint is not damage: never skip it.
@@ -294,7 +281,7 @@ def readable(mngr: ocp.CheckpointManager,
              target: Any | Callable[[dict[str, Any]], Any], step: int) -> bool:
   """Whether step ``step`` restores into ``target`` (as in ``restore``)."""
   try:
-    with _absl_silenced():
+    with orbax_unraisable_silenced(), absl_silenced():
       _restore_step(mngr, target, step)
   except Exception:  # pylint: disable=broad-except
     return False
@@ -305,7 +292,7 @@ def saved_config(mngr: ocp.CheckpointManager, step: int) -> dict[str, Any] | Non
   """The config saved with checkpoint ``step``; None if it cannot be read
   (``restore`` then reports the damage)."""
   try:
-    with _absl_silenced():
+    with absl_silenced():
       restored = mngr.restore(step, args=ocp.args.Composite(
           config=ocp.args.JsonRestore()))
   except Exception:  # pylint: disable=broad-except

@@ -23,6 +23,7 @@ import tensorflow_datasets as tfds
 from seqclf import fashion_mnist
 from seqclf import mnist_files
 from seqclf.errors import ConfigError
+from seqclf.logs import absl_silenced
 from seqclf.mnist_builder import SeqclfMnist
 
 SPLITS = ('train', 'validation', 'test')
@@ -46,7 +47,13 @@ def _builder(root: Path, dataset: str) -> SeqclfMnist:
   if dataset not in DATASETS:
     raise ConfigError(f'dataset must be one of {DATASETS}, got {dataset!r}.')
   cls = SeqclfMnist if dataset == 'mnist' else fashion_mnist.SeqclfFashionMnist
-  return cls(data_dir=str(root), file_format='array_record')
+  with absl_silenced():  # tfds logs a data dir not prepared: we say it.
+    return cls(data_dir=str(root), file_format='array_record')
+
+
+def _is_prepared(builder: SeqclfMnist) -> bool:
+  with absl_silenced():  # tfds logs a data dir not prepared: we say it.
+    return builder.is_prepared()
 
 
 def prepare_command(root: Path, dataset: str = 'mnist',
@@ -64,7 +71,7 @@ def prepare(data_dir: str | None, dataset: str = 'mnist',
   caches are built again from the verified source files (damaged ones)."""
   root = resolve_data_dir(data_dir)
   builder = _builder(root, dataset)
-  if force or not builder.is_prepared():
+  if force or not _is_prepared(builder):
     ensure = (mnist_files.ensure_files if dataset == 'mnist'
               else fashion_mnist.ensure_files)
     files = ensure(manual_dir(root, dataset))
@@ -139,7 +146,7 @@ def load_datasets(data_dir: str | None,
   """Loads prepared splits; says how to prepare them when they are missing."""
   root = resolve_data_dir(data_dir)
   builder = _builder(root, dataset)
-  if not builder.is_prepared():
+  if not _is_prepared(builder):
     raise mnist_files.DataError(
         f'{dataset} is not prepared in {root}. Run '
         f'`{prepare_command(root, dataset)}` (or `make setup`).')

@@ -10,6 +10,7 @@ checkpoints, resume and the final ``results.json``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -294,7 +295,11 @@ def train_and_evaluate(
                                                       dataset=config.dataset)
   input_pipeline.check_batch_size(config.batch_size,
                                   len(datasets['train']['label']))
-  parallel.setup(config.parallelism, config.batch_size)
+  dp = parallel.setup(config.parallelism, config.batch_size)
+  if config.matmul_precision != 'float32':  # float32 runs everywhere
+    choose_impl(config, batch=config.batch_size // dp.num_devices,
+                sharded=dp.mode == 'sharded')
+  fresh = not Path(workdir).expanduser().exists()
   workdir = errors.writable_dir(workdir)
   # Process 0 holds the lock for the whole multi-process job.
   try:
@@ -302,6 +307,11 @@ def train_and_evaluate(
           preemption.StopRequest() as stop):
       return _train_and_evaluate(config, workdir, stop, quiet=quiet,
                                  datasets=datasets)
+  except errors.SeqclfError:
+    if fresh:  # Bad input found later (a kernel that cannot be built):
+      with contextlib.suppress(OSError):  # leave no empty workdir behind.
+        workdir.rmdir()
+    raise
   except OSError as e:  # metrics, TensorBoard, results.json (checkpoints:
     full = errors.disk_full(e)  # checkpoint.save and checkpoint.wait)
     if not full or isinstance(e, errors.SeqclfError):
