@@ -349,9 +349,9 @@ def _finished_results(workdir: Path, mngr: Any,
   total = config.num_train_steps
   if not (isinstance(saved, dict) and saved.get('step') == total
           and mngr.latest_step() == total
-          and checkpoint.readable(mngr, total, jax.eval_shape(
+          and checkpoint.readable(mngr, jax.eval_shape(
               lambda: create_train_state(config, jax.random.key(0),
-                                         impl='scan')))):
+                                         impl='scan')), total)):
     return None
   return {**saved, 'already_finished': True}
 
