@@ -139,6 +139,32 @@ def test_every_command_has_help_with_one_line_per_flag(command):
     assert line.split()[0] in (f'--{name}', f'--[no]{name}')
 
 
+@pytest.mark.parametrize('args, message', [
+    (('evaluate', 'extra'), "unexpected arguments ['extra']"),
+    (('evaluate',), '`seqclf evaluate` needs --workdir'),
+    (('train', '--workdir', 'W'), '`seqclf train` needs --config'),
+    ((*TRAIN, '--workdir', 'W', '--num_processes', '0'),
+     '--num_processes must be >= 1, got 0'),
+    ((*TRAIN, '--workdir', 'W', '--num_processes', '2', '--process_id', '5'),
+     '--process_id must be in 0..1, got 5'),
+    ((*TRAIN, '--workdir', 'W', '--coordinator', 'nohost'),
+     "--coordinator must be HOST:PORT, got 'nohost'"),
+    (('inspect-data', '--indices', 'x'), '--indices takes whole numbers'),
+    (('sweep', '--config', 'default', '--workdir', 'W', '--learning_rates',
+      'abc'), '--learning_rates takes numbers'),
+], ids=['unexpected_argument', 'evaluate_without_workdir',
+        'train_without_config', 'num_processes_0', 'process_id_out_of_range',
+        'coordinator_without_port', 'indices_not_numbers',
+        'learning_rates_not_numbers'])
+def test_usage_errors_are_one_line(tmp_path, args, message):
+  workdir = tmp_path / 'w'
+  out = run_cli(*(str(workdir) if a == 'W' else a for a in args))
+  assert out.returncode == 2, out.stderr
+  line = out.stderr.strip()
+  assert len(line.splitlines()) == 1 and message in line, line
+  assert not workdir.exists()
+
+
 def test_version():
   out = run_cli('--version')
   assert out.returncode == 0
