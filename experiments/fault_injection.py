@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import jax
@@ -66,7 +67,7 @@ def writing_checkpoint(workdir: Path) -> bool:
 
 
 def unreadable_steps(workdir: Path,
-                     pending: set[int] = frozenset()) -> tuple[int, int]:
+                     pending: Collection[int] = ()) -> tuple[int, int]:
   """(newest checkpoint unreadable: 0/1, older checkpoints unreadable),
   ignoring the steps in ``pending`` (damaged on purpose, not yet recovered).
 
@@ -107,8 +108,15 @@ def damage_newest(workdir: Path, rng: random.Random) -> int | None:
       if f.is_file() and f.parent.name == 'd':
         f.write_bytes(f.read_bytes()[:7])
   else:
-    (ckpts / str(newest) / 'config' / 'metadata').unlink()
+    (ckpts / str(newest) / 'config' / 'metadata').unlink(missing_ok=True)
   return newest
+
+
+def moved_aside(workdir: Path, step: int) -> int:
+  """How many copies of ``step`` recovery has moved to checkpoints/damaged/."""
+  aside = workdir / 'checkpoints' / checkpoint.DAMAGED_DIR
+  return len([p for p in aside.glob(f'{step}*')
+              if p.name.split('.')[0] == str(step)]) if aside.exists() else 0
 
 
 def _run_one(workdir: Path, rng: random.Random, max_delay: float,
@@ -154,13 +162,15 @@ def run_cycles(workdir: Path, cycles: int, rng: random.Random,
            'second_run_started': 0, 'second_run_refused': 0,
            'two_runs_trained_at_once': 0}
   last_step = 0
-  pending: set[int] = set()  # damaged on purpose, not yet recovered
+  # Damaged on purpose, not yet recovered: step -> how many of its copies
+  # checkpoints/damaged/ held before (recovery moves one more there).
+  pending: dict[int, int] = {}
   for _ in range(cycles):
     kind = rng.choice(['kill', 'damage', 'competitor'])
     if kind == 'damage' and not pending:
       damaged = damage_newest(workdir, rng)
       if damaged is not None:
-        pending.add(damaged)
+        pending[damaged] = moved_aside(workdir, damaged)
         stats['newest_checkpoint_damaged_on_purpose'] += 1
         steps = checkpoint.manager(workdir, create=False).all_steps()
         last_step = max(s for s in steps if s != damaged)
@@ -186,8 +196,8 @@ def run_cycles(workdir: Path, cycles: int, rng: random.Random,
     ckpts = workdir / 'checkpoints'
     steps = checkpoint.manager(workdir, create=False).all_steps() if (
         ckpts.exists()) else []
-    pending = {s for s in pending if (ckpts / str(s)).exists()
-               and not any((ckpts / 'damaged').glob(f'{s}*'))}
+    pending = {s: n for s, n in pending.items()
+               if (ckpts / str(s)).exists() and moved_aside(workdir, s) == n}
     stats['kills_before_first_checkpoint'] += not steps
     newest = max((s for s in steps if s not in pending), default=0)
     if newest < last_step:
