@@ -190,8 +190,21 @@ def move_aside(directory: Path, step: int) -> Path:
   return target
 
 
-def _restore_step(mngr: ocp.CheckpointManager,
-                  target: Any | Callable[[dict[str, Any]], Any],
+def _params_target(mngr: ocp.CheckpointManager, params: Any, step: int
+                   ) -> dict[str, Any]:
+  """The saved state's tree (a dict) with ``params`` as its params and every
+  other leaf (step, optimizer state) as its metadata describes it: a target
+  that needs no optimizer, so inference restores without the trainer."""
+  tree = mngr.item_metadata(step)['state'].tree
+  rest = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree,
+                      is_leaf=lambda m: hasattr(m, 'shape'))
+  return {**rest, 'params': params}
+
+
+Target = Any  # a state, or a function of the saved config dict returning one
+
+
+def _restore_step(mngr: ocp.CheckpointManager, target: Target, params: Target,
                   step: int) -> tuple[Any, dict[str, Any]]:
   where = f'{mngr.directory}/{step}'
   config = mngr.restore(step, args=ocp.args.Composite(
@@ -201,23 +214,37 @@ def _restore_step(mngr: ocp.CheckpointManager,
                      'not a dict')
   if callable(target):
     target = target(config)
-  check_compatible(saved_param_shapes(mngr, step), target.params, where)
+  if callable(params):
+    params = params(config)
+  check_compatible(saved_param_shapes(mngr, step),
+                   target.params if params is None else params, where)
+  item = target if params is None else _params_target(mngr, params, step)
   # Always give orbax target shardings: without one it reuses the saved
   # topology, and a checkpoint from N devices fails on M (orbax #648, #683).
-  abstract = jax.tree.map(_abstract_with_sharding, target)
+  abstract = jax.tree.map(_abstract_with_sharding, item)
   state = mngr.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract)))['state']
   return state, config
 
 
-def restore(mngr: ocp.CheckpointManager,
-            target: Any | Callable[[dict[str, Any]], Any],
-            step: int | None = None, *,
+def restore_params(mngr: ocp.CheckpointManager, params: Target,
+                   step: int | None = None) -> Any:
+  """The params of the checkpoint at ``step`` (default: latest, falling back
+  as ``restore`` does), restored into ``params`` (concrete or abstract)."""
+  state, _ = restore(mngr, None, step, params=params)
+  return state['params']
+
+
+def restore(mngr: ocp.CheckpointManager, target: Target,
+            step: int | None = None, *, params: Target = None,
             move_damaged: bool = False) -> tuple[Any, dict[str, Any]]:
   """Restores (state, config dict) at ``step`` (default: latest) into ``target``.
 
   ``target`` is a concrete or abstract state, or a function of the saved
-  config dict returning one (inference rebuilds the model from it). Shapes
+  config dict returning one. With ``params`` instead (and ``target`` None),
+  the state is restored as a dict shaped by the checkpoint's metadata around
+  ``params`` (a pytree, or again a function of the saved config): inference
+  rebuilds the model from the saved config and needs no optimizer. Shapes
   are checked against the checkpoint's metadata first, so a foreign
   checkpoint fails with a readable message instead of an orbax traceback.
 
@@ -238,7 +265,7 @@ def restore(mngr: ocp.CheckpointManager,
     step_dir = mngr.directory / str(candidate)
     try:
       with orbax_unraisable_silenced(), absl_silenced():
-        state, config = _restore_step(mngr, target, candidate)
+        state, config = _restore_step(mngr, target, params, candidate)
     except CheckpointError:
       raise  # Another model's checkpoint is not damage: never skip it.
     except Exception as e:  # pylint: disable=broad-except
@@ -277,12 +304,11 @@ def _report_damage(mngr: ocp.CheckpointManager,
           'trains them again).', file=sys.stderr, flush=True)
 
 
-def readable(mngr: ocp.CheckpointManager,
-             target: Any | Callable[[dict[str, Any]], Any], step: int) -> bool:
+def readable(mngr: ocp.CheckpointManager, target: Target, step: int) -> bool:
   """Whether step ``step`` restores into ``target`` (as in ``restore``)."""
   try:
     with orbax_unraisable_silenced(), absl_silenced():
-      _restore_step(mngr, target, step)
+      _restore_step(mngr, target, None, step)
   except Exception:  # pylint: disable=broad-except
     return False
   return True

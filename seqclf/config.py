@@ -28,10 +28,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.unroll = 1              # time steps unrolled per nn.scan iteration
   # LSTM recurrence, all giving the same numbers to float rounding
   # (docs/design.md): scan (nn.scan of LSTMCell, portable) | fused
-  # (seqclf.fast_lstm, hand-written backward) | kernel (the same as a compiled
-  # CPU kernel, seqclf.lstm_kernel) | auto (the fastest of those that can
+  # (seqclf.kernels.fast_lstm, hand-written backward) | kernel (the same as a
+  # compiled CPU kernel, seqclf.kernels.lstm_kernel) | auto (the fastest that can
   # run the config here, timed once per machine and shape and cached:
-  # seqclf.autotune).
+  # seqclf.kernels.autotune).
   c.impl = 'auto'
   # Precision of the CPU kernel's matmuls: float32 | bfloat16 (operands
   # rounded to bfloat16, float32 accumulation, on Intel AMX; faster training
@@ -95,17 +95,29 @@ _POSITIVE_INTS = ('hidden_size', 'num_layers', 'num_classes', 'unroll',
                   'batch_size', 'num_train_steps', 'log_every', 'eval_every',
                   'checkpoint_every', 'max_to_keep', 'steps_per_call',
                   'eval_batch_size')
-_DTYPES = ('float32', 'bfloat16')
-_PARALLELISM = ('auto', 'single', 'pmap', 'sharded')
-_CHOICES = {
-    'cell': ('lstm', 'gru', 'elman'),
-    'recurrent_init': ('orthogonal', 'identity'),
-    'lr_schedule': ('constant', 'cosine'),
-    'dataset': ('mnist', 'fashion_mnist'),
-    'task': ('row', 'pixel', 'permuted'),
-    'impl': ('auto', 'scan', 'fused', 'kernel'),
-    'matmul_precision': ('float32', 'bfloat16'),
-}
+
+
+def choices() -> dict[str, tuple[str, ...]]:
+  """The values each string key may take, from the module that uses it.
+
+  Imported here, not at the top: importing ``seqclf.config`` stays cheap
+  (config files import it), and none of these imports compiles anything.
+  """
+  # pylint: disable=g-import-not-at-top
+  from seqclf import cells, input_pipeline, models, optim
+  from seqclf.kernels import lstm_kernel
+  from seqclf import parallel, tasks
+  return {
+      'parallelism': parallel.MODES,
+      'dtype': models.DTYPES,
+      'cell': models.CELLS,
+      'recurrent_init': cells.RECURRENT_INITS,
+      'lr_schedule': optim.SCHEDULES,
+      'dataset': input_pipeline.DATASETS,
+      'task': tasks.TASKS,
+      'impl': ('auto', *models.IMPLS),
+      'matmul_precision': lstm_kernel.PRECISIONS,
+  }
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -133,15 +145,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
     raise ConfigError('Config key `learning_rate` must be a finite number > 0, '
                       f'got {config.learning_rate}.')
-  if config.parallelism not in _PARALLELISM:
-    raise ConfigError(f'Config key `parallelism` must be one of {_PARALLELISM}, '
-                      f'got {config.parallelism!r}.')
-  if config.dtype not in _DTYPES:
-    raise ConfigError(f'Config key `dtype` must be one of {_DTYPES}, '
-                      f'got {config.dtype!r}.')
-  for key, choices in _CHOICES.items():
-    if config[key] not in choices:
-      raise ConfigError(f'Config key `{key}` must be one of {choices}, '
+  for key, allowed in choices().items():
+    if config[key] not in allowed:
+      raise ConfigError(f'Config key `{key}` must be one of {allowed}, '
                         f'got {config[key]!r}.')
   if config.impl in ('fused', 'kernel') and config.cell != 'lstm':
     # The GRU and Elman layers have only the nn.scan path: running them
@@ -150,7 +156,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                       f"cell, got cell={config.cell!r}: use impl='scan' (or "
                       f"'auto') with cell={config.cell!r}, or cell='lstm'.")
   if config.impl == 'kernel':
-    from seqclf import lstm_kernel  # pylint: disable=g-import-not-at-top
+    from seqclf.kernels import lstm_kernel  # pylint: disable=g-import-not-at-top
     if config.hidden_size % lstm_kernel.LANES:
       raise ConfigError(f"Config key `impl`='kernel' needs `hidden_size` to "
                         f"be a multiple of {lstm_kernel.LANES}, got "

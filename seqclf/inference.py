@@ -12,8 +12,9 @@ import numpy as np
 from seqclf import checkpoint
 from seqclf import errors
 from seqclf import input_pipeline
-from seqclf import train
+from seqclf import models
 from seqclf.config import ConfigError, base_config
+from seqclf.kernels import autotune
 from seqclf.models import LSTMClassifier
 
 
@@ -23,7 +24,7 @@ def _config_of(saved: dict[str, Any]) -> ml_collections.ConfigDict:
   config.update(saved)
   if config.matmul_precision != 'float32':
     try:
-      train.choose_impl(config, mode='forward')
+      autotune.choose_impl(config, mode='forward')
     except ConfigError:  # A speed choice, not part of the model: the same
       config.matmul_precision = 'float32'  # params run in float32 here.
   return config
@@ -44,16 +45,18 @@ def load_model(workdir: str | Path, step: int | None = None
         f'No checkpoint in {mngr.directory}: train first with '
         f'`seqclf train --workdir {Path(workdir)}`.')
 
-  def abstract_state(saved: dict[str, Any]) -> Any:
-    # Every impl has the same parameters: the abstract state needs no choice.
+  def abstract_params(saved: dict[str, Any]) -> Any:
+    # Every impl has the same parameters: the abstract ones need no choice.
     config = _config_of(saved)
-    return jax.eval_shape(lambda: train.create_train_state(
-        config, jax.random.key(0), impl='scan'))
+    return jax.eval_shape(
+        lambda: models.from_config(config, 'scan').init(
+            jax.random.key(0), jax.numpy.zeros((1, *models.INPUT_SHAPE))))[
+                'params']
 
-  state, saved = checkpoint.restore(mngr, abstract_state, step)
+  state, saved = checkpoint.restore(mngr, None, step, params=abstract_params)
   config = _config_of(saved)
-  impl = train.resolve_impl(config, mode='forward')
-  return train.create_model(config, impl), state.params, config
+  impl = autotune.resolve_impl(config, mode='forward')
+  return models.from_config(config, impl), state['params'], config
 
 
 def predict_probabilities(model: LSTMClassifier, params: Any,

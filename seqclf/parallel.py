@@ -34,7 +34,7 @@ import numpy as np
 from flax import jax_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-from seqclf.config import ConfigError
+from seqclf.errors import ConfigError
 
 MODES = ('auto', 'single', 'pmap', 'sharded')
 AXIS = 'batch'

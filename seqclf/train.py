@@ -4,8 +4,9 @@
 gradients and metrics with ``lax.pmean``, so the same function runs under
 ``jax.pmap``. ``train_steps`` scans it over a chunk of batches gathered from
 the device-resident training set, so the host dispatches once per chunk, not
-once per step. ``train_and_evaluate`` is the loop: logging, evaluation,
-checkpoints, resume and the final ``results.json``.
+once per step (``seqclf.loop`` runs the chunks). ``evaluate`` sums one model's
+(or a stacked sweep's) metrics over a split. ``train_and_evaluate`` is the
+loop: logging, evaluation, checkpoints, resume and the final ``results.json``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -28,87 +28,24 @@ import optax
 from flax.training import train_state
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from seqclf import autotune
 from seqclf import checkpoint
 from seqclf import errors
 from seqclf import input_pipeline
+from seqclf import loop
 from seqclf import models
+from seqclf import optim
 from seqclf import parallel
 from seqclf import preemption
-from seqclf.config import ConfigError, check_resume, validate
+from seqclf.config import check_resume, validate
 from seqclf.metric_logging import MetricLogger
+from seqclf.kernels import autotune
 from seqclf.models import LSTMClassifier
 from seqclf.workdir import WorkdirLock
 
 TrainState = train_state.TrainState
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
-SEQUENCE_SHAPE = (28, 28)  # (time steps, features): one image row per step
-
-
-def choose_impl(config: ml_collections.ConfigDict, batch: int | None = None,
-                mode: str = 'train', sharded: bool | None = None
-                ) -> autotune.Choice:
-  """How the LSTM layers run: ``config.impl``, with ``auto`` resolved by
-  timing the eligible paths once per machine and shape (``seqclf.autotune``).
-
-  ``batch`` is the per-device batch (default: ``batch_size`` over the
-  devices ``parallelism`` would use, or ``eval_batch_size`` for ``mode=
-  'forward'``). A ``matmul_precision`` other than float32 runs only in the
-  kernel: a config that cannot run it is a ConfigError.
-  """
-  dp_mode = parallel.resolve_mode(config.parallelism)
-  if sharded is None:
-    sharded = dp_mode == 'sharded'
-  if batch is None:
-    devices = 1 if dp_mode == 'single' else jax.local_device_count()
-    batch = (config.eval_batch_size if mode == 'forward'
-             else max(1, config.batch_size // devices))
-  choice = autotune.choose_impl(config, batch=batch,
-                                sequence_shape=SEQUENCE_SHAPE, mode=mode,
-                                sharded=sharded)
-  if config.matmul_precision != 'float32' and choice.impl != 'kernel':
-    raise ConfigError(
-        f"matmul_precision={config.matmul_precision!r} runs only in the CPU "
-        f"kernel, but impl={config.impl!r} here. Use impl='kernel' (or "
-        f"'auto'), or matmul_precision='float32'.")
-  return choice
-
-
-def resolve_impl(config: ml_collections.ConfigDict, **kwargs: Any) -> str:
-  """``choose_impl(config, **kwargs).impl``: the path's name alone."""
-  return choose_impl(config, **kwargs).impl
-
-
-def create_model(config: ml_collections.ConfigDict,
-                 impl: str | None = None) -> LSTMClassifier:
-  """``models.from_config`` with ``impl`` (default: ``resolve_impl(config)``)."""
-  return models.from_config(config, impl or resolve_impl(config))
-
-
-def learning_rate_schedule(config: ml_collections.ConfigDict,
-                           peak: float | jax.Array | None = None
-                           ) -> optax.ScalarOrSchedule:
-  """The learning rate as optax takes it: a schedule only when one is set.
-
-  A constant rate stays a plain number so the default optimizer (and its
-  checkpointed state) is exactly ``optax.adam(learning_rate)``.
-  """
-  peak = config.learning_rate if peak is None else peak
-  if config.lr_schedule == 'cosine':
-    return optax.warmup_cosine_decay_schedule(
-        0.0, peak, config.warmup_steps, config.num_train_steps, end_value=0.0)
-  if config.warmup_steps:
-    return optax.join_schedules(
-        [optax.linear_schedule(0.0, peak, config.warmup_steps),
-         optax.constant_schedule(peak)], [config.warmup_steps])
-  return peak
-
-
-def learning_rate_at(config: ml_collections.ConfigDict, step: int) -> float:
-  """The rate that the update of (1-based) ``step`` used, for logging."""
-  schedule = learning_rate_schedule(config)
-  return float(schedule(step - 1)) if callable(schedule) else schedule
+SEQUENCE_SHAPE = models.INPUT_SHAPE
 
 
 def train_key(seed: int) -> jax.Array:
@@ -123,18 +60,6 @@ def noise_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return {'rng': train_key(config.seed), 'hflip': config.augment_hflip}
 
 
-def _optimizer(config: ml_collections.ConfigDict,
-               learning_rate: float | jax.Array | None = None
-               ) -> optax.GradientTransformation:
-  tx = optax.adam(learning_rate_schedule(config, learning_rate))
-  if config.grad_clip_norm:
-    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
-  if config.skip_nonfinite_updates:
-    # Leaves params and Adam moments untouched on a non-finite gradient.
-    tx = optax.apply_if_finite(tx, max_consecutive_errors=10**9)
-  return tx
-
-
 def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, *,
                        inject_learning_rate: bool = False,
                        impl: str | None = None) -> TrainState:
@@ -143,17 +68,17 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, *,
   ``inject_learning_rate`` keeps the (peak) learning rate in the optimizer
   state (``optax.inject_hyperparams``) at ``opt_state.hyperparams
   ['learning_rate']``, so a vmapped sweep can give each model its own.
-  ``impl`` runs the LSTM layers (default: ``resolve_impl(config)``); every
+  ``impl`` runs the LSTM layers (default: ``autotune.resolve_impl``); every
   impl has the same parameters.
   """
-  model = create_model(config, impl)
+  model = autotune.create_model(config, impl)
   # Jitted: run eagerly, nn.scan's init dispatches op by op (seconds on CPU).
   params = jax.jit(model.init)(rng, jnp.zeros((1, *SEQUENCE_SHAPE)))['params']
   if inject_learning_rate:
-    tx = optax.inject_hyperparams(lambda learning_rate: _optimizer(
+    tx = optax.inject_hyperparams(lambda learning_rate: optim.optimizer(
         config, learning_rate))(learning_rate=config.learning_rate)
   else:
-    tx = _optimizer(config)
+    tx = optim.optimizer(config)
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
 
@@ -225,15 +150,20 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
 
 
 _jit_eval_step = jax.jit(eval_step)
+_jit_eval_stacked = jax.jit(jax.vmap(eval_step, in_axes=(0, None)))
 
 
 def evaluate(state: TrainState, split: input_pipeline.Split, batch_size: int,
-             devices: Sequence[jax.Device] | None = None) -> dict[str, float]:
+             devices: Sequence[jax.Device] | None = None, *,
+             stacked: bool = False) -> dict[str, Any]:
   """Loss and accuracy over every example of ``split`` exactly once.
 
   With several ``devices`` (this process's own, e.g. the CPU split by
   ``parallel.configure_cpu_devices``) each batch is split across them and the
   parameters replicated, so evaluation uses every core as training does.
+  ``stacked``: ``state`` is a stack of models (``seqclf.sweep``), each
+  evaluated on the same batches by the same ``eval_step`` (vmapped); loss and
+  accuracy are then arrays, one entry per model.
   """
   put = lambda batch: batch
   if devices is not None and len(devices) > 1 and batch_size % len(devices) == 0:
@@ -243,34 +173,21 @@ def evaluate(state: TrainState, split: input_pipeline.Split, batch_size: int,
                             device=NamedSharding(mesh, P(parallel.AXIS)))
   # Summed on the host: adding device arrays would compile a program per
   # sharding, which costs more than the whole evaluation on CPU.
-  sums = jax.device_get([_jit_eval_step(state, put(batch)) for batch in
+  step = _jit_eval_stacked if stacked else _jit_eval_step
+  sums = jax.device_get([step(state, put(batch)) for batch in
                          input_pipeline.eval_batches(split, batch_size)])
-  totals = jax.tree.map(lambda *parts: np.sum(parts, dtype=np.float64), *sums)
-  count = int(totals['count'])
+  totals = jax.tree.map(
+      lambda *parts: np.sum(parts, axis=0, dtype=np.float64), *sums)
+  count = int(np.ravel(totals['count'])[0])
+  if stacked:
+    return {'loss': totals['loss'] / count,
+            'accuracy': totals['correct'] / count, 'count': count}
   return {'loss': float(totals['loss']) / count,
           'accuracy': float(totals['correct']) / count, 'count': count}
 
 
-def _next_boundary(step: int, config: ml_collections.ConfigDict) -> int:
-  """End of the chunk starting at ``step``: the next multiple of any interval.
-
-  Boundaries are absolute, so a run resumed from a checkpoint (always taken
-  at a boundary) splits the remaining steps exactly as an uninterrupted run.
-  """
-  periods = (config.steps_per_call, config.eval_every, config.checkpoint_every)
-  nxt = min((step // p + 1) * p for p in periods)
-  return min(nxt, config.num_train_steps)
-
-
 def _format_eta(seconds: float) -> str:
   return time.strftime('%H:%M:%S', time.gmtime(max(0.0, seconds)))
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-  """Writes ``data`` atomically: a kill never leaves a half-written file."""
-  tmp = path.with_name(path.name + '.tmp')
-  tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + '\n')
-  os.replace(tmp, path)
 
 
 def train_and_evaluate(
@@ -297,8 +214,8 @@ def train_and_evaluate(
                                   len(datasets['train']['label']))
   dp = parallel.setup(config.parallelism, config.batch_size)
   if config.matmul_precision != 'float32':  # float32 runs everywhere
-    choose_impl(config, batch=config.batch_size // dp.num_devices,
-                sharded=dp.mode == 'sharded')
+    autotune.choose_impl(config, batch=config.batch_size // dp.num_devices,
+                         sharded=dp.mode == 'sharded')
   fresh = not Path(workdir).expanduser().exists()
   workdir = errors.writable_dir(workdir)
   # Process 0 holds the lock for the whole multi-process job.
@@ -381,7 +298,7 @@ def _train_and_evaluate(
   total = config.num_train_steps
 
   dp = parallel.setup(config.parallelism, batch_size)
-  choice = choose_impl(config, batch=batch_size // dp.num_devices,
+  choice = autotune.choose_impl(config, batch=batch_size // dp.num_devices,
                        sharded=dp.mode == 'sharded')
   impl = parallel.agreed_choice(choice.impl, models.IMPLS)
   # Placed for this topology first: its shardings are the restore target.
@@ -398,9 +315,11 @@ def _train_and_evaluate(
     logger.message(f'Resumed from {mngr.directory}/{first_step}.')
   if config.impl == 'auto':
     logger.message(choice.summary())
-  images, labels = dp.put_data(train['image'], train['label'])
-  run = dp.chunk_fn(functools.partial(train_steps, **noise_kwargs(config)))
-  compiled: dict[tuple[int, ...], Any] = {}
+  chunks = loop.Chunks(
+      dp.chunk_fn(functools.partial(train_steps, **noise_kwargs(config))),
+      dp.put_data(train['image'], train['label']), config.seed, num_examples,
+      batch_size, put_indices=dp.put_indices, to_run=dp.to_run,
+      from_run=dp.from_run, metrics=dp.metrics)
   # Evaluation shards batches over the local devices with jax.jit, which
   # would replicate the CPU kernel's calls; the kernel spreads one device's
   # batch over the cores itself.
@@ -408,34 +327,22 @@ def _train_and_evaluate(
   if impl == 'kernel':
     eval_devices = eval_devices[:1]
   setup_seconds = time.perf_counter() - wall_start
-  compile_seconds = train_seconds = eval_and_save_seconds = 0.0
-  step = first_step
+  eval_and_save_seconds = 0.0
   val = None
-  stop.stop_after = _next_boundary(step, config)  # What a first Ctrl-C says.
-  while step < total:
-    end = _next_boundary(step, config)
-    indices = dp.put_indices(input_pipeline.train_indices(
-        config.seed, num_examples, batch_size, step, end - step))
-    if indices.shape not in compiled:
-      t = time.perf_counter()
-      compiled[indices.shape] = run.lower(dp.to_run(state), images, labels,
-                                          indices).compile()
-      compile_seconds += time.perf_counter() - t
-    t = time.perf_counter()
-    state, metrics = compiled[indices.shape](dp.to_run(state), images, labels,
-                                             indices)
-    state, metrics = dp.from_run(state), dp.metrics(metrics)
-    chunk_seconds = time.perf_counter() - t
-    train_seconds += chunk_seconds
-    speed = (end - first_step) * batch_size / train_seconds
-    eta = (total - end) * batch_size / speed
-    for k, s in enumerate(range(step + 1, end + 1)):
+  # What a first Ctrl-C says; updated once each chunk's signal check is done.
+  stop.stop_after = loop.next_boundary(first_step, config)
+  for start, step in loop.boundaries(first_step, config):
+    state, metrics = chunks(state, start, step)
+    speed = chunks.examples_per_second
+    eta = (total - step) * batch_size / speed
+    for k, s in enumerate(range(start + 1, step + 1)):
       if s % config.log_every and s != total:
         continue
       loss, acc = float(metrics['loss'][k]), float(metrics['accuracy'][k])
       logger.write(s, 'train', {'loss': loss, 'accuracy': acc,
                                 'examples_per_second': speed,
-                                'learning_rate': learning_rate_at(config, s)})
+                                'learning_rate': optim.learning_rate_at(
+                                    config, s)})
       logger.progress(
           s, f'step {s} ({s * batch_size}/{total * batch_size}) '
           f'Minibatch loss={loss:.4f} Accuracy={acc:.4f} | '
@@ -444,12 +351,11 @@ def _train_and_evaluate(
     nonfinite = int(np.sum(~np.isfinite(metrics['loss'])))
     if nonfinite and config.skip_nonfinite_updates:
       logger.message(f'warning: skipped {nonfinite} non-finite update(s) '
-                     f'in steps {step + 1}-{end}.')
+                     f'in steps {start + 1}-{step}.')
     elif nonfinite:
       raise FloatingPointError(
-          f'Non-finite loss by step {end}; the last good checkpoint in '
+          f'Non-finite loss by step {step}; the last good checkpoint in '
           f'{mngr.directory} is untouched. Lower learning_rate.')
-    step = end
     t = time.perf_counter()
     if step % config.eval_every == 0 or step == total:
       val = evaluate(dp.local(state), data['validation'],
@@ -458,7 +364,7 @@ def _train_and_evaluate(
       logger.message(f'step {step}: validation loss={val["loss"]:.4f} '
                      f'accuracy={val["accuracy"]:.4f}')
     signum = parallel.agreed_signal(stop.signum)  # All processes stop together.
-    stop.stop_after = _next_boundary(step, config)  # A signal from now on.
+    stop.stop_after = loop.next_boundary(step, config)  # A signal from now on.
     if (step % config.checkpoint_every == 0 or step == total
         or signum is not None):
       checkpoint.save(mngr, state, config)
@@ -477,26 +383,19 @@ def _train_and_evaluate(
   eval_and_save_seconds += time.perf_counter() - t
   logger.write(int(state.step), 'test', test)
   logger.close()
-  trained = (total - first_step) * batch_size
   results = {
       'test_accuracy': test['accuracy'], 'test_loss': test['loss'],
       'val_accuracy': val['accuracy'], 'val_loss': val['loss'],
-      'step': int(state.step), 'examples_seen': int(state.step) * batch_size,
-      'train_examples_per_second': trained / train_seconds if trained else None,
-      'compile_seconds': compile_seconds,
-      'train_seconds': train_seconds,
+      'examples_seen': int(state.step) * batch_size,
       # Where the rest went: data, model init and restore before the loop;
       # evaluations and checkpoint writes during and after it.
       'setup_seconds': setup_seconds,
       'eval_and_save_seconds': eval_and_save_seconds,
-      'wall_seconds': time.perf_counter() - wall_start,
       'resumed_from_step': first_step or None,
-      'devices': [str(d) for d in jax.devices()],
-      'parallelism': dp.mode, 'impl': impl, 'impl_choice': choice.to_json(),
+      'parallelism': dp.mode, 'impl_choice': choice.to_json(),
       'process_count': jax.process_count(),
-      'jax_version': jax.__version__,
-      'config': config.to_dict(),
+      **loop.results(chunks, config, step=int(state.step), impl=impl,
+                     wall_start=wall_start),
   }
-  if jax.process_index() == 0:
-    write_json(workdir / 'results.json', results)
+  loop.write_results(workdir, results)
   return results

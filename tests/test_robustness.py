@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import DEFAULT_INPUT, REPO, built_once, run_cli, small_config
-from seqclf import checkpoint, errors, inference, train
+from seqclf import checkpoint, errors, inference, optim, train
 
 # Trainings, subprocesses, signals.
 pytestmark = pytest.mark.slow
@@ -334,7 +334,7 @@ def test_divergence_exits_3_and_keeps_checkpoint(trained_workdir, tmp_path,
   # Diverging after a resume keeps the last good checkpoint. A resume cannot
   # change learning_rate, so the optimizer's rate is raised behind its back.
   workdir = _copy_run(trained_workdir, tmp_path)
-  monkeypatch.setattr(train, 'learning_rate_schedule',
+  monkeypatch.setattr(optim, 'learning_rate_schedule',
                       lambda config, peak=None: 1e38)
   config = small_config(num_train_steps=400, steps_per_call=10, eval_every=100,
                         checkpoint_every=100, **DEFAULT_INPUT)

@@ -32,7 +32,8 @@ def test_sweep_model_k_equals_single_run_with_seed_k(tmp_path, mnist):
                         steps_per_call=10, seed=5)
   states, _ = sweep.train_models(config, [5, 6], None, mnist['train'],
                                  quiet=True)
-  swept_acc = sweep.evaluate_all(states, mnist['test'], 1000)['accuracy']
+  swept_acc = train.evaluate(states, mnist['test'], 1000,
+                             stacked=True)['accuracy']
   for k, seed in enumerate((5, 6)):
     config.seed = seed
     single = train.train_and_evaluate(config, tmp_path / f'single{seed}',
@@ -62,8 +63,8 @@ def test_learning_rate_sweep_results_json(tmp_path, mnist):
   assert saved['test_accuracy_std'] == pytest.approx(np.std(accs, ddof=1))
   assert saved['by_learning_rate']['0.01']['test_accuracies'] == accs[2:]
   # A rate of 1e-9 leaves the models where they started; 1e-2 moves them.
-  untrained = sweep.evaluate_all(sweep.init_states(config, [0, 1]),
-                                 mnist['test'], 1000)['loss']
+  untrained = train.evaluate(sweep.init_states(config, [0, 1]),
+                             mnist['test'], 1000, stacked=True)['loss']
   np.testing.assert_allclose(saved['test_losses'][:2], untrained, rtol=1e-4)
   assert max(saved['test_losses'][2:]) < min(untrained) - 0.01
 
