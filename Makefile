@@ -25,7 +25,7 @@ data: $(VENV)/.installed
 # Compiles the CPU LSTM kernel (impl='kernel', the default 'auto' on CPU) for
 # this machine once; a note, not a failure, without a C++ compiler.
 kernel: $(VENV)/.installed
-	$(BIN)/python -c 'from seqclf import lstm_kernel; lstm_kernel.main()'
+	$(BIN)/python -c 'from seqclf.kernels import lstm_kernel; lstm_kernel.main()'
 
 # Optional: Fashion-MNIST (configs/fashion_row.py) from the Debian package
 # dataset-fashion-mnist; a note, not a failure, where apt-get is unavailable.

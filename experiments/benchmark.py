@@ -11,7 +11,7 @@ the machine hits every implementation alike. Implementations:
   it (one ``lax.scan`` over the chunk, batches gathered on the device, the
   CPU split into one single-threaded device per core, ``parallelism='auto'``),
   with the default config: ``impl='auto'``, decided afresh by timing (its own
-  empty ``seqclf.autotune`` cache) and reported beside the table;
+  empty ``seqclf.kernels.autotune`` cache) and reported beside the table;
   ``seqclf-kernel``, ``seqclf-fused`` and ``seqclf-scan`` force each path,
   ``seqclf-kernel-v3`` forces the kernel built for ``-march=x86-64-v3`` (the
   AVX2 + FMA variant, beside the native build; skipped where it cannot run),
@@ -128,7 +128,12 @@ class _Seqclf:
     parallel.configure_cpu_devices(self.config.cpu_devices,
                                    self.config.batch_size)
     import jax  # pylint: disable=g-import-not-at-top
-    from seqclf import lstm_kernel  # pylint: disable=g-import-not-at-top
+    from seqclf.kernels import lstm_kernel  # pylint: disable=g-import-not-at-top
+    if self.config.impl in ('kernel', 'auto'):
+      try:  # An explicit build: asking `available` never compiles.
+        lstm_kernel.build()
+      except lstm_kernel.KernelError:
+        pass  # Not available: the checks below say so.
     if (self.config.matmul_precision != 'float32'
         and not lstm_kernel.available(self.config.matmul_precision)):
       raise Skip(f'matmul_precision={self.config.matmul_precision!r} needs '
@@ -143,11 +148,12 @@ class _Seqclf:
   def setup(self, batch: int, steps: int) -> None:
     from seqclf import loop  # pylint: disable=g-import-not-at-top
     from seqclf import train as train_lib  # pylint: disable=g-import-not-at-top
+    from seqclf.kernels import autotune  # pylint: disable=g-import-not-at-top
     config = self.config.copy_and_resolve_references()
     config.batch_size = batch
     dp = self.parallel.setup(config.parallelism, batch)
-    choice = train_lib.choose_impl(config, batch=batch // dp.num_devices,
-                                   sharded=dp.mode == 'sharded')
+    choice = autotune.choose_impl(config, batch=batch // dp.num_devices,
+                                  sharded=dp.mode == 'sharded')
     self.choices[batch] = choice.to_json()
     state = dp.canonical(train_lib.create_train_state(
         config, self.jax.random.key(0), impl=choice.impl))

@@ -69,7 +69,7 @@ def torch_layer(batch: int) -> Callable[[], object]:
 def measure(fns: dict[str, Callable[[], object]], rounds: int,
             reps: int) -> dict[str, list[float]]:
   """Milliseconds per call, ``reps`` calls per timing, after one warm-up."""
-  from seqclf import autotune  # pylint: disable=g-import-not-at-top
+  from seqclf.kernels import autotune  # pylint: disable=g-import-not-at-top
   for fn in fns.values():
     fn()
   times = autotune.timed_rounds(fns, timer=time.perf_counter, rounds=rounds,
@@ -88,13 +88,17 @@ def main(argv=None) -> int:
   parser.add_argument('--out', default='')
   args = parser.parse_args(argv)
   sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-  from seqclf import lstm_kernel  # pylint: disable=g-import-not-at-top
+  from seqclf.kernels import lstm_kernel  # pylint: disable=g-import-not-at-top
   fns, notes = {}, []
   for impl in args.impls.split(','):
     if impl == 'kernel':
       for march in args.marches.split(','):
-        if lstm_kernel.available(march=march):
-          info = lstm_kernel.build_info(march)
+        if lstm_kernel.runs_here(march):
+          try:
+            info = lstm_kernel.build_info(march)  # Builds it if need be.
+          except lstm_kernel.KernelError as e:
+            notes.append(f'kernel -march={march}: {e}')
+            continue
           name = f'kernel -march={march}'
           notes.append(f'{name}: {info["lanes"]}-float vectors, '
                        f'{info["block"][0]}x{info["block"][1]} block')

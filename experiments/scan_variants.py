@@ -13,7 +13,7 @@ differing in one thing at a time:
   keeps each gate value per step, several twice); ``remat``: the same
   arithmetic under ``jax.checkpoint``, so only the float32 pre-activations
   are kept and the nonlinearities are recomputed in the backward pass;
-  ``onetanh``: ``seqclf.fast_lstm``'s form, one ``tanh`` over the whole
+  ``onetanh``: ``seqclf.kernels.fast_lstm``'s form, one ``tanh`` over the whole
   (B, 4H) tensor with ``sigmoid(x) = (1 + tanh(x / 2)) / 2``;
   ``onetanh_remat``: that form under ``jax.checkpoint``.
 
@@ -49,7 +49,7 @@ def _layer(name: str):
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from seqclf import fast_lstm  # pylint: disable=g-import-not-at-top
+  from seqclf.kernels import fast_lstm  # pylint: disable=g-import-not-at-top
   from seqclf.models import LSTM  # pylint: disable=g-import-not-at-top
 
   if name == 'flax':

@@ -1,11 +1,12 @@
-"""GRU and Elman cells, and a layer that scans any of them, LSTM's interface.
+"""GRU and Elman cells, with LSTM's interface, and the recurrent initializers.
 
 Every cell has the interface of ``seqclf.models.LSTMCell``: ``project(x)``
 (the input half of the pre-activations, for any number of leading axes, so a
 layer projects all time steps in one matmul), ``step(carry, projected)`` (what
 must stay inside the recurrence) and ``initialize_carry(batch_shape)``.
-``Recurrent`` scans a GRU or Elman cell exactly as ``models.LSTM`` scans the
-LSTM, so the classifier stacks any of them the same way. Matmuls run in
+``seqclf.models.RNN`` runs any of them over time (``models.GRU`` and
+``models.Elman`` build it from plain fields), so the classifier stacks any
+of them the same way. Matmuls run in
 ``dtype``; the nonlinearities and the carry stay in float32.
 """
 
@@ -114,43 +115,3 @@ class ElmanCell(_Cell):
 
 
 CELLS: dict[str, type[_Cell]] = {'gru': GRUCell, 'elman': ElmanCell}
-
-
-def _scan_steps(cell, carry, projected):
-  return cell.step(carry, projected)
-
-
-class Recurrent(nn.Module):
-  """A GRU or Elman layer over (batch, time, features), like ``models.LSTM``.
-
-  Projects every time step's input in one matmul, then ``nn.scan``s
-  ``cell.step`` with the parameters broadcast. Returns
-  ``(final_carry, outputs)``, outputs of shape (batch, time, hidden_size).
-  """
-
-  cell_type: str
-  hidden_size: int
-  dtype: Dtype | None = None
-  param_dtype: Dtype = jnp.float32
-  unroll: int = 1
-  recurrent_init: str = 'orthogonal'
-
-  @nn.compact
-  def __call__(self, inputs: Array,
-               initial_carry: Array | None = None) -> tuple[Array, Array]:
-    if self.cell_type not in CELLS:
-      raise ValueError(f'cell_type must be one of {tuple(CELLS)}, '
-                       f'got {self.cell_type!r}.')
-    if inputs.ndim < 2:
-      raise ValueError(f'{self.cell_type} layer expects inputs of shape '
-                       f'(..., time, features), got {inputs.shape}.')
-    cell = CELLS[self.cell_type](
-        self.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
-        recurrent_kernel_init=recurrent_initializer(self.recurrent_init),
-        name='cell')
-    if initial_carry is None:
-      initial_carry = cell.initialize_carry(inputs.shape[:-2])
-    scan = nn.scan(_scan_steps, variable_broadcast='params',
-                   split_rngs={'params': False}, in_axes=-2, out_axes=-2,
-                   unroll=self.unroll)
-    return scan(cell, initial_carry, cell.project(inputs))

@@ -84,9 +84,32 @@ def _abstract_with_sharding(leaf: Any) -> Any:
   return struct
 
 
+def _params_target(mngr: ocp.CheckpointManager, params: Any, step: int
+                   ) -> dict[str, Any]:
+  """The saved state's tree (a dict) with ``params`` as its params and every
+  other leaf (step, optimizer state) as its metadata describes it: a target
+  that needs no optimizer, so inference restores without the trainer."""
+  tree = mngr.item_metadata(step)['state'].tree
+  rest = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree,
+                      is_leaf=lambda m: hasattr(m, 'shape'))
+  return {**rest, 'params': params}
+
+
+def restore_params(mngr: ocp.CheckpointManager, params: Any,
+                   step: int | None = None) -> Any:
+  """The params of the checkpoint at ``step`` (default: latest, falling back
+  as ``restore`` does), restored into ``params`` (concrete or abstract)."""
+  state, _ = restore(mngr, None, step, params=params)
+  return state['params']
+
+
 def restore(mngr: ocp.CheckpointManager, target: Any,
-            step: int | None = None) -> tuple[Any, dict[str, Any]]:
+            step: int | None = None, *, params: Any = None
+            ) -> tuple[Any, dict[str, Any]]:
   """Restores (state, config dict) at ``step`` (default: latest) into ``target``.
+
+  With ``params`` (and ``target`` None), the state is restored as a dict
+  shaped by the checkpoint's metadata around ``params`` (``restore_params``).
 
   ``target`` is a concrete or abstract state; shapes are checked against the
   checkpoint's metadata first, so a foreign checkpoint fails with a readable
@@ -98,15 +121,18 @@ def restore(mngr: ocp.CheckpointManager, target: Any,
   if not steps:
     raise CheckpointError(f'No checkpoint in {mngr.directory}: train first '
                           '(`seqclf train --workdir …`).')
-  # Always give orbax target shardings: without one it reuses the saved
-  # topology, and a checkpoint from N devices fails on M (orbax #648, #683).
-  abstract = jax.tree.map(_abstract_with_sharding, target)
   failures = []
   for candidate in steps:
     where = f'{mngr.directory}/{candidate}'
     try:
-      check_compatible(saved_param_shapes(mngr, candidate), target.params,
-                       where)
+      check_compatible(saved_param_shapes(mngr, candidate),
+                       target.params if params is None else params, where)
+      item = target if params is None else _params_target(mngr, params,
+                                                         candidate)
+      # Always give orbax target shardings: without one it reuses the saved
+      # topology, and a checkpoint from N devices fails on M (orbax #648,
+      # #683).
+      abstract = jax.tree.map(_abstract_with_sharding, item)
       restored = mngr.restore(candidate, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract),
           config=ocp.args.JsonRestore()))

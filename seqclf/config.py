@@ -28,10 +28,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.unroll = 1              # time steps unrolled per nn.scan iteration
   # LSTM recurrence, all giving the same numbers to float rounding
   # (docs/design.md): scan (nn.scan of LSTMCell, portable) | fused
-  # (seqclf.fast_lstm, hand-written backward) | kernel (the same as a compiled
-  # CPU kernel, seqclf.lstm_kernel) | auto (the fastest of those that can
+  # (seqclf.kernels.fast_lstm, hand-written backward) | kernel (the same as a
+  # compiled CPU kernel, seqclf.kernels.lstm_kernel) | auto (the fastest that can
   # run the config here, timed once per machine and shape and cached:
-  # seqclf.autotune).
+  # seqclf.kernels.autotune).
   c.impl = 'auto'
   # Precision of the CPU kernel's matmuls: float32 | bfloat16 (operands
   # rounded to bfloat16, float32 accumulation, on Intel AMX; faster training
@@ -104,12 +104,12 @@ def choices() -> dict[str, tuple[str, ...]]:
   (config files import it), and none of these imports compiles anything.
   """
   # pylint: disable=g-import-not-at-top
-  from seqclf import cells, input_pipeline, lstm_kernel, models, optim
-  from seqclf import parallel, tasks
+  from seqclf import cells, input_pipeline, models, optim, parallel, tasks
+  from seqclf.kernels import lstm_kernel
   return {
       'parallelism': parallel.MODES,
       'dtype': models.DTYPES,
-      'cell': models.CELLS,
+      'cell': tuple(models.LAYERS),
       'recurrent_init': cells.RECURRENT_INITS,
       'lr_schedule': optim.SCHEDULES,
       'dataset': input_pipeline.DATASETS,
@@ -155,7 +155,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                       f"cell, got cell={config.cell!r}: use impl='scan' (or "
                       f"'auto') with cell={config.cell!r}, or cell='lstm'.")
   if config.impl == 'kernel':
-    from seqclf import lstm_kernel  # pylint: disable=g-import-not-at-top
+    from seqclf.kernels import lstm_kernel  # pylint: disable=g-import-not-at-top
     if config.hidden_size % lstm_kernel.LANES:
       raise ConfigError(f"Config key `impl`='kernel' needs `hidden_size` to "
                         f"be a multiple of {lstm_kernel.LANES}, got "

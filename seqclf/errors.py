@@ -10,7 +10,7 @@ Each subclass also derives from the built-in type it replaced, so code that
 caught ``ValueError``, ``RuntimeError`` or ``OSError`` still catches it. The
 modules that raise them re-export their names (``seqclf.config.ConfigError``,
 ``seqclf.mnist_files.DataError``, ``seqclf.checkpoint.CheckpointError``);
-``seqclf.lstm_kernel.KernelError`` (the CPU kernel cannot be built or run
+``seqclf.kernels.lstm_kernel.KernelError`` (the CPU kernel cannot be built or run
 here) is one too.
 """
 

@@ -13,8 +13,9 @@ import orbax.checkpoint as ocp
 from seqclf import checkpoint
 from seqclf import errors
 from seqclf import input_pipeline
-from seqclf import train
+from seqclf import models
 from seqclf.config import ConfigError, base_config
+from seqclf.kernels import autotune
 from seqclf.models import LSTMClassifier
 
 
@@ -44,16 +45,17 @@ def load_model(workdir: str | Path, step: int | None = None
   config.update(saved)
   if config.matmul_precision != 'float32':
     try:
-      train.choose_impl(config, mode='forward')
+      autotune.choose_impl(config, mode='forward')
     except ConfigError:  # A speed choice, not part of the model: the same
       config.matmul_precision = 'float32'  # params run in float32 here.
-  # Every impl has the same parameters: the abstract state needs no choice.
+  # Every impl has the same parameters: the abstract ones need no choice.
   abstract = jax.eval_shape(
-      lambda: train.create_train_state(config, jax.random.key(0), impl='scan'))
+      lambda: models.from_config(config, 'scan').init(
+          jax.random.key(0), jax.numpy.zeros((1, *models.INPUT_SHAPE))))
   # step=None lets restore fall back past a damaged newest checkpoint.
-  state, _ = checkpoint.restore(mngr, abstract, step)
-  impl = train.resolve_impl(config, mode='forward')
-  return train.create_model(config, impl), state.params, config
+  params = checkpoint.restore_params(mngr, abstract['params'], step)
+  impl = autotune.resolve_impl(config, mode='forward')
+  return models.from_config(config, impl), params, config
 
 
 def predict_probabilities(model: LSTMClassifier, params: Any,

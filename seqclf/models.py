@@ -1,13 +1,15 @@
 """Recurrent sequence classifiers as plain Flax linen modules.
 
-``LSTMCell`` is one time step with the four gates fused into two matmuls.
-``LSTM`` runs it over time with ``nn.scan``, projecting each step's input
-inside the loop as flax's ``nn.RNN`` does (on XLA:CPU one large projection
-before the loop measured slower: docs/scan_path.md); the ``fused`` and
-``kernel`` paths project all steps at once. ``LSTMClassifier`` stacks layers
-and classifies the last output. None of them hold global state, so they
-compose with other Flax code and work under ``jax.jit``, ``jax.grad``,
-``jax.vmap`` and in bfloat16.
+``LSTMCell`` is one time step with the four gates fused into two matmuls
+(the GRU and Elman cells are in ``seqclf.cells``). ``RNN`` is the one layer
+that runs any cell over time, by one of ``IMPLS`` (``seqclf.kernels``): the
+portable ``nn.scan`` path for every cell, and for the LSTM the fused and
+kernel paths, which project all steps at once. ``LSTM``, ``GRU`` and
+``Elman`` are ``RNN`` with their cell built from plain fields (the same
+parameters, names and numbers). ``LSTMClassifier`` stacks layers and
+classifies the last output. None of them hold global state, so they compose
+with other Flax code and work under ``jax.jit``, ``jax.grad``, ``jax.vmap``
+and in bfloat16.
 """
 
 from __future__ import annotations
@@ -21,18 +23,20 @@ import jax
 import jax.numpy as jnp
 
 from seqclf import cells
-from seqclf import fast_lstm
-from seqclf import lstm_kernel
+from seqclf.kernels import fast_lstm
+from seqclf.kernels import lstm_kernel
+from seqclf.kernels import reference
 from seqclf import tasks
 
 Array = jax.Array
 Carry = tuple[Array, Array]  # (c, h)
 Dtype = Any
-# LSTM.impl: nn.scan of the cell | seqclf.fast_lstm | its CPU kernel
-# (seqclf.lstm_kernel).
+# RNN.impl: nn.scan of the cell (seqclf.kernels.reference, every cell) |
+# seqclf.kernels.fast_lstm | its CPU kernel (seqclf.kernels.lstm_kernel).
 IMPLS = ('scan', 'fused', 'kernel')
-# LSTMClassifier.cell: the LSTM here, or a cell of seqclf.cells.
-CELLS = ('lstm', *cells.CELLS)
+FAST_IMPLS = ('fused', 'kernel')  # LSTM cells only
+# The images the classifier reads; ``tasks`` turns them into sequences.
+INPUT_SHAPE = (28, 28)
 # config.dtype, the compute dtype (float32: the parameters' own, None).
 DTYPES = ('float32', 'bfloat16')
 
@@ -53,6 +57,9 @@ class LSTMCell(nn.Module):
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   recurrent_kernel_init: nn.initializers.Initializer = (
       nn.initializers.orthogonal())
+
+  # reference.scan projects each step inside the loop (docs/scan_path.md).
+  project_in_loop = True
 
   def setup(self):
     dense = lambda name, init, bias: nn.Dense(
@@ -111,22 +118,81 @@ def _cell_update(gates: Array, c: Array, forget_bias: float) -> Carry:
   return c, nn.sigmoid(o) * jnp.tanh(c)
 
 
-def _scan_steps(cell: LSTMCell, carry: Carry, x: Array):
-  # project() inside the loop: a (T, B, 4H) projection made before the loop
-  # was 2x slower on XLA:CPU (docs/scan_path.md).
-  return cell.step(carry, cell.project(x))
+class _Layer(nn.Module):
+  """What every recurrent layer does with its cell: the checks, the initial
+  carry and the dispatch to the recurrence ``impl`` names. Subclasses give
+  ``impl``, ``unroll`` and ``matmul_precision`` as fields."""
+
+  def run(self, cell: nn.Module, inputs: Array,
+          initial_carry: Any) -> tuple[Any, Array]:
+    name = type(cell).__name__
+    if inputs.ndim < 2:
+      raise ValueError(f'{name} layer expects inputs of shape (..., time, '
+                       f'features), got {inputs.shape}.')
+    if self.impl not in IMPLS:
+      raise ValueError(f'impl must be one of {IMPLS}, got {self.impl!r}.')
+    if self.impl in FAST_IMPLS and not isinstance(cell, LSTMCell):
+      raise ValueError(f"impl={self.impl!r} runs only LSTM cells, got {name}; "
+                       f"use impl='scan'.")
+    if self.matmul_precision != 'float32' and self.impl != 'kernel':
+      raise ValueError(
+          f"matmul_precision={self.matmul_precision!r} needs "
+          f"impl='kernel', got impl={self.impl!r}; use dtype=jnp.bfloat16 "
+          f"for bfloat16 compute on the other paths.")
+    if initial_carry is None:
+      initial_carry = cell.initialize_carry(inputs.shape[:-2])
+    if self.impl != 'scan':
+      return _fused(cell, inputs, initial_carry, cell.forget_bias,
+                    self.unroll, self.impl, self.matmul_precision)
+    return reference.scan(cell, initial_carry, inputs, self.unroll)
 
 
-class LSTM(nn.Module):
-  """An LSTM layer over (batch, time, features) inputs, scanned with ``nn.scan``.
+class RNN(_Layer):
+  """Any cell over (..., time, features) inputs: seqclf's one recurrent layer.
 
-  Returns ``(final_carry, outputs)`` with outputs of shape
-  (batch, time, hidden_size), like ``flax.linen.RNN(..., return_carry=True)``.
-  ``impl='fused'`` runs the same cell and parameters through
-  ``seqclf.fast_lstm`` (time-major, hand-written backward pass) and agrees
-  with ``'scan'`` to float rounding; ``'kernel'``
-  the same as compiled CPU kernels (``seqclf.lstm_kernel``), whose matmuls
-  run at ``matmul_precision`` (``'bfloat16'``: on Intel AMX).
+  ``cell`` is an ``LSTMCell`` or a ``seqclf.cells`` cell (its parameters
+  live under ``cell/``). Returns ``(final_carry, outputs)`` with outputs of
+  shape (..., time, hidden_size), like ``flax.linen.RNN(...,
+  return_carry=True)``. ``impl`` picks the recurrence (IMPLS): ``'scan'``
+  (``nn.scan``, every cell); for an LSTM cell ``'fused'``
+  (``seqclf.kernels.fast_lstm``, time-major, hand-written backward pass) and
+  ``'kernel'`` (the same as compiled CPU kernels,
+  ``seqclf.kernels.lstm_kernel``, whose matmuls run at ``matmul_precision``;
+  ``'bfloat16'``: on Intel AMX), which agree with ``'scan'`` to float
+  rounding.
+  """
+
+  cell: nn.Module
+  impl: str = 'scan'  # | 'fused' | 'kernel' (IMPLS)
+  unroll: int = 1
+  matmul_precision: str = 'float32'  # | 'bfloat16' (impl='kernel' only)
+
+  @nn.compact
+  def __call__(self, inputs: Array, initial_carry: Any = None
+               ) -> tuple[Any, Array]:
+    return self.run(self.cell, inputs, initial_carry)
+
+
+class _CellLayer(_Layer):
+  """``RNN`` of the cell ``make_cell`` builds from the subclass's fields: the
+  same parameters (``cell/…``), initial values and numbers as
+  ``RNN(cell)``."""
+
+  def make_cell(self, name: str) -> nn.Module:
+    raise NotImplementedError
+
+  @nn.compact
+  def __call__(self, inputs: Array, initial_carry: Any = None
+               ) -> tuple[Any, Array]:
+    """``(final_carry, outputs)``, as ``RNN.__call__``."""
+    return self.run(self.make_cell('cell'), inputs, initial_carry)
+
+
+class LSTM(_CellLayer):
+  """An LSTM layer over (batch, time, features) inputs: ``RNN(LSTMCell(...))``.
+
+  Returns ``(final_carry, outputs)``, ``final_carry = (c, h)``; ``impl`` as
+  in ``RNN`` (``'scan'``, ``'fused'``, ``'kernel'``).
   """
 
   hidden_size: int
@@ -138,32 +204,52 @@ class LSTM(nn.Module):
   impl: str = 'scan'  # | 'fused' | 'kernel' (IMPLS)
   matmul_precision: str = 'float32'  # | 'bfloat16' (impl='kernel' only)
 
-  @nn.compact
-  def __call__(self, inputs: Array,
-               initial_carry: Carry | None = None) -> tuple[Carry, Array]:
-    if inputs.ndim < 2:
-      raise ValueError(f'LSTM expects inputs of shape (..., time, features), '
-                       f'got {inputs.shape}.')
-    if self.impl not in IMPLS:
-      raise ValueError(f'LSTM impl must be one of {IMPLS}, got {self.impl!r}.')
-    if self.matmul_precision != 'float32' and self.impl != 'kernel':
-      raise ValueError(
-          f"LSTM matmul_precision={self.matmul_precision!r} needs "
-          f"impl='kernel', got impl={self.impl!r}; use dtype=jnp.bfloat16 "
-          f"for bfloat16 compute on the other paths.")
-    cell = LSTMCell(self.hidden_size, self.forget_bias, dtype=self.dtype,
+  def make_cell(self, name: str) -> LSTMCell:
+    return LSTMCell(self.hidden_size, self.forget_bias, dtype=self.dtype,
                     param_dtype=self.param_dtype,
                     recurrent_kernel_init=cells.recurrent_initializer(
-                        self.recurrent_init), name='cell')
-    if initial_carry is None:
-      initial_carry = cell.initialize_carry(inputs.shape[:-2])
-    if self.impl != 'scan':
-      return _fused(cell, inputs, initial_carry, self.forget_bias, self.unroll,
-                    self.impl, self.matmul_precision)
-    scan = nn.scan(_scan_steps, variable_broadcast='params',
-                   split_rngs={'params': False}, in_axes=-2, out_axes=-2,
-                   unroll=self.unroll)
-    return scan(cell, initial_carry, inputs)
+                        self.recurrent_init), name=name)
+
+
+class GRU(_CellLayer):
+  """A GRU layer: ``RNN(cells.GRUCell(...))``, ``LSTM``'s interface."""
+
+  hidden_size: int
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+  unroll: int = 1
+  recurrent_init: str = 'orthogonal'
+  impl: str = 'scan'  # the only path for this cell
+  matmul_precision: str = 'float32'
+
+  def make_cell(self, name: str) -> cells.GRUCell:
+    return cells.GRUCell(self.hidden_size, dtype=self.dtype, name=name,
+                         param_dtype=self.param_dtype,
+                         recurrent_kernel_init=cells.recurrent_initializer(
+                             self.recurrent_init))
+
+
+class Elman(_CellLayer):
+  """An Elman (fully recurrent) layer: ``RNN(cells.ElmanCell(...))``."""
+
+  hidden_size: int
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+  unroll: int = 1
+  recurrent_init: str = 'orthogonal'
+  impl: str = 'scan'  # the only path for this cell
+  matmul_precision: str = 'float32'
+
+  def make_cell(self, name: str) -> cells.ElmanCell:
+    return cells.ElmanCell(self.hidden_size, dtype=self.dtype, name=name,
+                           param_dtype=self.param_dtype,
+                           recurrent_kernel_init=cells.recurrent_initializer(
+                               self.recurrent_init))
+
+
+# The layer for each config `cell`; each takes the fields of GRU.
+LAYERS: dict[str, type[_CellLayer]] = {'lstm': LSTM, 'gru': GRU,
+                                       'elman': Elman}
 
 
 def _fused(cell: LSTMCell, inputs: Array, carry: Carry, forget_bias: float,
@@ -217,7 +303,7 @@ class LSTMClassifier(nn.Module):
   dropout_rate: float = 0.0
   task: str = 'row'
   permutation_seed: int = 0
-  impl: str = 'scan'  # LSTM layers: 'scan' | 'fused' | 'kernel' (IMPLS)
+  impl: str = 'scan'  # 'scan' | 'fused' | 'kernel' (IMPLS; the last two: LSTM)
   matmul_precision: str = 'float32'  # LSTM layers with impl='kernel'
   input_mean: float = 0.0
   input_std: float = 1.0
@@ -225,18 +311,17 @@ class LSTMClassifier(nn.Module):
   @nn.compact
   def __call__(self, inputs: Array, train: bool = False) -> Array:
     """Maps (batch, time, features) sequences to (batch, num_classes) logits."""
-    if self.cell not in CELLS:
-      raise ValueError(f'cell must be one of {CELLS}, got {self.cell!r}.')
+    if self.cell not in LAYERS:
+      raise ValueError(f'cell must be one of {tuple(LAYERS)}, '
+                       f'got {self.cell!r}.')
 
     def layer(name: str):
-      if self.cell == 'lstm':
-        return LSTM(self.hidden_size, self.forget_bias, dtype=self.dtype,
-                    param_dtype=self.param_dtype, unroll=self.unroll,
-                    recurrent_init=self.recurrent_init, impl=self.impl,
-                    matmul_precision=self.matmul_precision, name=name)
-      return cells.Recurrent(self.cell, self.hidden_size, dtype=self.dtype,
-                             param_dtype=self.param_dtype, unroll=self.unroll,
-                             recurrent_init=self.recurrent_init, name=name)
+      extra = {'forget_bias': self.forget_bias} if self.cell == 'lstm' else {}
+      return LAYERS[self.cell](
+          self.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
+          unroll=self.unroll, recurrent_init=self.recurrent_init,
+          impl=self.impl, matmul_precision=self.matmul_precision, name=name,
+          **extra)
 
     x = tasks.as_sequence((inputs - self.input_mean) / self.input_std,
                           self.task, self.permutation_seed)

@@ -30,6 +30,7 @@ from seqclf import errors
 from seqclf import input_pipeline
 from seqclf import loop
 from seqclf import train
+from seqclf.kernels import autotune
 from seqclf.config import ConfigError, validate
 
 TrainState = train.TrainState
@@ -60,7 +61,7 @@ def init_states(config: ml_collections.ConfigDict, seeds: Sequence[int],
   inject = learning_rates is not None
   rates = jnp.asarray(learning_rates if inject else [0.0] * len(seeds),
                       jnp.float32)
-  impl = train.resolve_impl(config)  # Timed (once), so not under vmap.
+  impl = autotune.resolve_impl(config)  # Timed (once), so not under vmap.
 
   def init(seed, rate):
     state = train.create_train_state(config, jax.random.key(seed),
@@ -167,7 +168,8 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
       'examples_seen_per_model': total * batch_size,
       'machine': machine(),
       **loop.results(timing['chunks'], config, step=total,
-                     impl=train.resolve_impl(config), wall_start=wall_start),
+                     impl=autotune.resolve_impl(config),
+                     wall_start=wall_start),
   }
   if learning_rates is not None:
     results['by_learning_rate'] = {

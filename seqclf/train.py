@@ -27,7 +27,6 @@ import optax
 from flax.training import train_state
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from seqclf import autotune
 from seqclf import checkpoint
 from seqclf import errors
 from seqclf import input_pipeline
@@ -36,55 +35,16 @@ from seqclf import models
 from seqclf import optim
 from seqclf import parallel
 from seqclf import preemption
-from seqclf.config import ConfigError, check_resume, validate
+from seqclf.config import check_resume, validate
 from seqclf.metric_logging import MetricLogger
+from seqclf.kernels import autotune
 from seqclf.models import LSTMClassifier
 from seqclf.workdir import WorkdirLock
 
 TrainState = train_state.TrainState
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
-SEQUENCE_SHAPE = (28, 28)  # (time steps, features): one image row per step
-
-
-def choose_impl(config: ml_collections.ConfigDict, batch: int | None = None,
-                mode: str = 'train', sharded: bool | None = None
-                ) -> autotune.Choice:
-  """How the LSTM layers run: ``config.impl``, with ``auto`` resolved by
-  timing the eligible paths once per machine and shape (``seqclf.autotune``).
-
-  ``batch`` is the per-device batch (default: ``batch_size`` over the
-  devices ``parallelism`` would use, or ``eval_batch_size`` for ``mode=
-  'forward'``). A ``matmul_precision`` other than float32 runs only in the
-  kernel: a config that cannot run it is a ConfigError.
-  """
-  dp_mode = parallel.resolve_mode(config.parallelism)
-  if sharded is None:
-    sharded = dp_mode == 'sharded'
-  if batch is None:
-    devices = 1 if dp_mode == 'single' else jax.local_device_count()
-    batch = (config.eval_batch_size if mode == 'forward'
-             else max(1, config.batch_size // devices))
-  choice = autotune.choose_impl(config, batch=batch,
-                                sequence_shape=SEQUENCE_SHAPE, mode=mode,
-                                sharded=sharded)
-  if config.matmul_precision != 'float32' and choice.impl != 'kernel':
-    raise ConfigError(
-        f"matmul_precision={config.matmul_precision!r} runs only in the CPU "
-        f"kernel, but impl={config.impl!r} here. Use impl='kernel' (or "
-        f"'auto'), or matmul_precision='float32'.")
-  return choice
-
-
-def resolve_impl(config: ml_collections.ConfigDict, **kwargs: Any) -> str:
-  """``choose_impl(config, **kwargs).impl``: the path's name alone."""
-  return choose_impl(config, **kwargs).impl
-
-
-def create_model(config: ml_collections.ConfigDict,
-                 impl: str | None = None) -> LSTMClassifier:
-  """``models.from_config`` with ``impl`` (default: ``resolve_impl(config)``)."""
-  return models.from_config(config, impl or resolve_impl(config))
+SEQUENCE_SHAPE = models.INPUT_SHAPE
 
 
 def train_key(seed: int) -> jax.Array:
@@ -107,10 +67,10 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, *,
   ``inject_learning_rate`` keeps the (peak) learning rate in the optimizer
   state (``optax.inject_hyperparams``) at ``opt_state.hyperparams
   ['learning_rate']``, so a vmapped sweep can give each model its own.
-  ``impl`` runs the LSTM layers (default: ``resolve_impl(config)``); every
+  ``impl`` runs the LSTM layers (default: ``autotune.resolve_impl``); every
   impl has the same parameters.
   """
-  model = create_model(config, impl)
+  model = autotune.create_model(config, impl)
   # Jitted: run eagerly, nn.scan's init dispatches op by op (seconds on CPU).
   params = jax.jit(model.init)(rng, jnp.zeros((1, *SEQUENCE_SHAPE)))['params']
   if inject_learning_rate:
@@ -307,7 +267,7 @@ def _train_and_evaluate(
   total = config.num_train_steps
 
   dp = parallel.setup(config.parallelism, batch_size)
-  choice = choose_impl(config, batch=batch_size // dp.num_devices,
+  choice = autotune.choose_impl(config, batch=batch_size // dp.num_devices,
                        sharded=dp.mode == 'sharded')
   impl = parallel.agreed_choice(choice.impl, models.IMPLS)
   # Placed for this topology first: its shardings are the restore target.

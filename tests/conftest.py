@@ -15,6 +15,7 @@ import pytest
 
 from seqclf import input_pipeline
 from seqclf.config import base_config
+from seqclf.kernels import lstm_kernel
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +42,8 @@ def _default_input_standardization() -> dict[str, float]:
 
 DEFAULT_INPUT = _default_input_standardization()
 
-# impl='kernel' compiles C++ on first use; only a machine without a compiler
+# impl='kernel' needs a C++ build (made on first forced use, or by `make
+# kernel`); only a machine without a compiler
 # may skip its tests (the CI machine has g++).
 needs_compiler = pytest.mark.skipif(
     shutil.which(os.environ.get('CXX', 'c++')) is None,
@@ -61,6 +63,10 @@ def _compilation_cache(tmp_path_factory):
   session), neither of them the user's."""
   base = tmp_path_factory.getbasetemp()  # One for all xdist workers:
   shared = base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+  if shutil.which(os.environ.get('CXX', 'c++')):
+    # Asking whether the kernel is available never compiles it (`make
+    # kernel` does): built here once, for tests that expect it eligible.
+    lstm_kernel.build()
   with pytest.MonkeyPatch.context() as patch:
     patch.setenv('JAX_COMPILATION_CACHE_DIR',
                  str(tmp_path_factory.mktemp('jax_cache')))

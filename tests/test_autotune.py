@@ -10,7 +10,7 @@ import json
 import jax
 import pytest
 
-from seqclf import autotune
+from seqclf.kernels import autotune
 from seqclf.config import base_config
 
 

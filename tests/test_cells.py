@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from seqclf import cells, fashion_mnist, input_pipeline, optim, tasks, train
+from seqclf import (cells, fashion_mnist, input_pipeline, models, optim,
+                    tasks, train)
 from seqclf.config import ConfigError, base_config, validate
 from seqclf.mnist_files import DataError
 from seqclf.models import LSTMClassifier
@@ -26,7 +27,7 @@ def _config(name):
 
 @pytest.mark.parametrize('cell_type', ['gru', 'elman'])
 def test_scan_layer_equals_step_by_step_cell(cell_type):
-  layer = cells.Recurrent(cell_type, 16)
+  layer = models.RNN(cells.CELLS[cell_type](16))
   x = jax.random.normal(jax.random.key(1), (3, 7, 5))
   variables = jax.jit(layer.init)(jax.random.key(0), x)
   final, outputs = layer.apply(variables, x)
@@ -53,7 +54,7 @@ def test_cell_equations_with_zero_weights():
 
 
 def test_identity_recurrent_init():
-  layer = cells.Recurrent('elman', 8, recurrent_init='identity')
+  layer = models.Elman(8, recurrent_init='identity')
   params = jax.jit(layer.init)(jax.random.key(0), jnp.ones((1, 3, 2)))['params']
   np.testing.assert_array_equal(params['cell']['hidden']['kernel'], np.eye(8))
   model = LSTMClassifier(hidden_size=4, recurrent_init='identity')
@@ -255,3 +256,20 @@ def test_fashion_mnist_files_verify_and_corruption_is_caught(tmp_path):
   path.write_bytes(gzip.compress(bytes(raw)))
   with pytest.raises(DataError, match='SHA-256 mismatch'):
     fashion_mnist.load_verified(directory, 't10k-labels-idx1-ubyte')
+
+
+@pytest.mark.parametrize('cell_type,layer', [('gru', 'GRU'), ('elman', 'Elman')])
+def test_one_layer_serves_every_cell(cell_type, layer):
+  """`GRU`/`Elman` are `RNN` of their cell: same tree, values and outputs;
+  the LSTM-only paths refuse other cells instead of silently scanning."""
+  x = jax.random.normal(jax.random.key(1), (3, 4, 5))
+  named = getattr(models, layer)(8)
+  generic = models.RNN(cells.CELLS[cell_type](8))
+  a, b = (jax.jit(m.init)(jax.random.key(0), x) for m in (named, generic))
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  assert set(a['params']) == {'cell'}
+  jax.tree.map(np.testing.assert_array_equal, named.apply(a, x),
+               generic.apply(a, x))
+  for impl in ('fused', 'kernel'):
+    with pytest.raises(ValueError, match='runs only LSTM cells'):
+      getattr(models, layer)(16, impl=impl).init(jax.random.key(0), x)

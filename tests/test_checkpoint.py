@@ -91,3 +91,32 @@ def test_saved_config_is_json(trained_workdir):
       (trained_workdir / 'checkpoints' / '300' / 'config' / 'metadata')
       .read_text())
   assert saved['hidden_size'] == 128 and saved['forget_bias'] == 1.0
+
+
+def test_load_model_restores_the_params_alone_without_the_trainer(tmp_path):
+  """Inference rebuilds the model and reads only the params (the optimizer
+  state is left on disk): a saved state comes back bitwise."""
+  config = small_config(impl='scan', hidden_size=16)
+  state = train.create_train_state(config, jax.random.key(3))
+  mngr = checkpoint.manager(tmp_path)
+  checkpoint.save(mngr, state, config)
+  mngr.wait_until_finished()
+  model, params, saved = inference.load_model(tmp_path)
+  jax.tree.map(np.testing.assert_array_equal, params, state.params)
+  assert saved.hidden_size == 16 and model.hidden_size == 16
+
+
+def test_modules_below_the_trainer_do_not_import_it():
+  """`seqclf predict` loads models and checkpoints, not the trainer (nor
+  tensorboardX); `parallel` takes its error type from `errors`."""
+  code = ('import sys, seqclf.inference, seqclf.parallel; '
+          'print(sorted(m for m in ("seqclf.train", "seqclf.sweep", '
+          '"tensorboardX", "seqclf.metric_logging") if m in sys.modules))')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                       text=True, check=True).stdout
+  assert out.strip() == '[]'
+  code = ('import sys, seqclf.parallel; '
+          'print("seqclf.config" in sys.modules)')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                       text=True, check=True).stdout
+  assert out.strip() == 'False'

@@ -1,8 +1,8 @@
 """Every fast path gives the portable ``nn.scan`` path's numbers.
 
-``impl='fused'`` (``seqclf.fast_lstm``: one-tanh gates, hand-written VJP) and
+``impl='fused'`` (``seqclf.kernels.fast_lstm``: one-tanh gates, hand-written VJP) and
 ``impl='kernel'`` (the same recurrence as a compiled CPU kernel,
-``seqclf.lstm_kernel``) must create the same parameters and agree with the
+``seqclf.kernels.lstm_kernel``) must create the same parameters and agree with the
 ``nn.scan`` LSTM in outputs and in gradients taken by ``jax.grad`` of the
 plain version, in float32 tightly (and ``fused`` in bfloat16 within bfloat16
 rounding).
@@ -15,8 +15,8 @@ import pytest
 from jax.test_util import check_grads
 
 from conftest import needs_compiler
-from seqclf import fast_lstm
-from seqclf import lstm_kernel
+from seqclf.kernels import fast_lstm
+from seqclf.kernels import lstm_kernel
 from seqclf.models import LSTM, LSTMClassifier
 
 FAST_IMPLS = ['fused', pytest.param('kernel', marks=needs_compiler)]

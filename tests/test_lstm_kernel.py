@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from conftest import needs_compiler
-from seqclf import autotune
-from seqclf import fast_lstm
-from seqclf import lstm_kernel
+from seqclf.kernels import autotune
+from seqclf.kernels import fast_lstm
+from seqclf.kernels import lstm_kernel
 from seqclf import train
 from seqclf.config import ConfigError, base_config, validate
 from seqclf.models import LSTM
@@ -159,7 +159,6 @@ def test_build_info_names_each_variants_block(march):
 
 def test_a_variant_this_cpu_cannot_run_is_refused_not_loaded(monkeypatch):
   monkeypatch.setattr(lstm_kernel, 'runs_here', lambda march: False)
-  monkeypatch.setattr(lstm_kernel, '_load', lstm_kernel._load.__wrapped__)
   assert not lstm_kernel.available(march='x86-64-v4')
   with pytest.raises(lstm_kernel.KernelError, match='cannot run on this CPU'):
     lstm_kernel.lstm_layer(*_args(2, 3, 4, 16), march='x86-64-v4')
@@ -197,7 +196,6 @@ def test_missing_compiler_is_a_clear_error(tmp_path, monkeypatch):
     lstm_kernel.build()
   assert not list(tmp_path.iterdir())  # Nothing half-written left behind.
   # Asked for explicitly, the model says the same (the CLI prints it, exit 2).
-  monkeypatch.setattr(lstm_kernel, '_load', lstm_kernel._load.__wrapped__)
   with pytest.raises(lstm_kernel.KernelError, match='no C.. compiler'):
     LSTM(16, impl='kernel').init(jax.random.key(0), jnp.zeros((1, 3, 2)))
 
@@ -227,15 +225,34 @@ def test_forced_impl_is_used_as_given_without_timing(monkeypatch):
   monkeypatch.setattr(autotune, 'measure', pytest.fail)
   config = base_config()
   config.impl = 'fused'
-  assert train.resolve_impl(config) == 'fused'
+  assert autotune.resolve_impl(config) == 'fused'
+
+
+def test_asking_never_compiles_and_forced_use_builds(tmp_path, monkeypatch):
+  """`available`, `auto`'s eligibility and config validation only look for
+  an existing build; forcing impl='kernel' is an explicit build."""
+  monkeypatch.setenv('SEQCLF_KERNEL_CACHE', str(tmp_path))
+  def no_compiling(*args, **kwargs):
+    raise AssertionError('compiled while asking')
+  with monkeypatch.context() as patch:
+    patch.setattr(lstm_kernel, 'build', no_compiling)
+    assert not lstm_kernel.available()
+    assert autotune.eligible_impls(base_config(), False) == ('fused', 'scan')
+    config = base_config()
+    config.impl = 'kernel'
+    validate(config)
+  assert not list(tmp_path.iterdir())
+  # Forced: built now (once), then available to `auto` as well.
+  x = jnp.ones((2, 3, 4))
+  LSTM(16, impl='kernel').init(jax.random.key(0), x)
+  assert [p.suffix for p in tmp_path.iterdir()] == ['.so']
+  assert lstm_kernel.available()
 
 
 def test_auto_falls_back_to_portable_paths_without_a_compiler(
     tmp_path, monkeypatch):
   monkeypatch.setenv('SEQCLF_KERNEL_CACHE', str(tmp_path))
   monkeypatch.setenv('CXX', 'no-such-compiler')
-  # A fresh process's first attempt, not this one's remembered success.
-  monkeypatch.setattr(lstm_kernel, '_load', lstm_kernel._load.__wrapped__)
   monkeypatch.setattr(lstm_kernel, 'runs_here', lambda march: True)
   assert not lstm_kernel.available()
   assert autotune.eligible_impls(base_config(), False) == ('fused', 'scan')
@@ -288,7 +305,7 @@ def test_bfloat16_kernel_is_deterministic_and_auto_uses_it():
   jax.tree.map(np.testing.assert_array_equal, a, b)
   config = base_config()
   config.matmul_precision = 'bfloat16'
-  assert train.resolve_impl(config) == 'kernel'
+  assert autotune.resolve_impl(config) == 'kernel'
 
 
 def test_bfloat16_matmuls_are_clear_errors_where_they_cannot_run(monkeypatch):
@@ -303,7 +320,7 @@ def test_bfloat16_matmuls_are_clear_errors_where_they_cannot_run(monkeypatch):
     validate(config)
   config.matmul_precision, config.cell = 'bfloat16', 'gru'
   with pytest.raises(ConfigError, match="runs only in the CPU kernel"):
-    train.resolve_impl(config)
+    autotune.resolve_impl(config)
   # A CPU without AMX: the kernel says so, and `auto` cannot pick it.
   monkeypatch.setattr(lstm_kernel, 'available',
                       lambda precision='float32', march=None:
@@ -312,10 +329,10 @@ def test_bfloat16_matmuls_are_clear_errors_where_they_cannot_run(monkeypatch):
     LSTM(16, impl='kernel', matmul_precision='bfloat16').init(key, x)
   config.cell = 'lstm'
   with pytest.raises(ConfigError, match='runs only in the CPU kernel'):
-    train.resolve_impl(config)
+    autotune.resolve_impl(config)
   config.impl = 'scan'
   with pytest.raises(ConfigError, match="impl='scan' here"):
-    train.resolve_impl(config)
+    autotune.resolve_impl(config)
 
 
 @pytest.mark.slow

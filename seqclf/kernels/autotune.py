@@ -13,7 +13,10 @@ so the choice changes speed, never results.
 
 ``measure`` and ``choose`` are generic (any named callables) and take the
 clock as an argument, so their logic is tested with a fake one;
-``choose_impl`` builds the candidates for a config.
+``choose_impl`` builds the candidates for a config, and with
+``resolve_impl`` and ``create_model`` it is where the trainer, the sweep and
+inference learn which path runs. Asking never compiles the CPU kernel:
+only an existing build is eligible (``lstm_kernel.available``).
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ import ml_collections
 import numpy as np
 import optax
 
-from seqclf import lstm_kernel
 from seqclf import models
+from seqclf import parallel
 from seqclf.errors import ConfigError
+from seqclf.kernels import lstm_kernel
 
 Timer = Callable[[], float]
 # Each candidate's builder compiles it and returns one call of it (blocking
@@ -178,9 +182,10 @@ def _machine() -> str:
 
 def _code() -> str:
   """The Python that the timed paths run: a change to it is measured anew."""
-  from seqclf import cells, fast_lstm  # pylint: disable=g-import-not-at-top
+  from seqclf import cells  # pylint: disable=g-import-not-at-top
+  from seqclf.kernels import fast_lstm, reference  # pylint: disable=g-import-not-at-top
   digest = hashlib.sha256()
-  for module in (models, cells, fast_lstm, lstm_kernel):
+  for module in (models, cells, fast_lstm, reference, lstm_kernel):
     digest.update(Path(module.__file__).read_bytes())
   return digest.hexdigest()[:16]
 
@@ -204,10 +209,10 @@ def _builder(config: ml_collections.ConfigDict, impl: str, batch: int,
   return build
 
 
-def choose_impl(config: ml_collections.ConfigDict, *, batch: int,
-                sequence_shape: tuple[int, int], mode: str = 'train',
-                sharded: bool = False, timer: Timer = time.perf_counter,
-                path: Path | None = None) -> Choice:
+def timed_choice(config: ml_collections.ConfigDict, *, batch: int,
+                 sequence_shape: tuple[int, int], mode: str = 'train',
+                 sharded: bool = False, timer: Timer = time.perf_counter,
+                 path: Path | None = None) -> Choice:
   """``config.impl``, with ``auto`` resolved by timing (or the cache).
 
   ``batch`` is the per-device batch the path will run; ``mode`` what it
@@ -230,7 +235,7 @@ def choose_impl(config: ml_collections.ConfigDict, *, batch: int,
   key = {'machine': _machine(), 'backend': jax.default_backend(),
          'local_devices': jax.local_device_count(),
          'xla_flags': os.environ.get('XLA_FLAGS', ''),
-         'kernel': (Path(lstm_kernel.build()).stem if 'kernel' in eligible
+         'kernel': (lstm_kernel.library_path().stem if 'kernel' in eligible
                     else None),
          'jax': jax.__version__, 'code': _code(), 'mode': mode, 'batch': batch,
          'sequence_shape': list(sequence_shape),
@@ -240,3 +245,44 @@ def choose_impl(config: ml_collections.ConfigDict, *, batch: int,
   return choose(key, {impl: _builder(config, impl, batch, sequence_shape,
                                      mode) for impl in eligible},
                 timer=timer, path=path)
+
+
+def choose_impl(config: ml_collections.ConfigDict, batch: int | None = None,
+                mode: str = 'train', sharded: bool | None = None,
+                sequence_shape: tuple[int, int] = models.INPUT_SHAPE,
+                **kwargs: Any) -> Choice:
+  """How the recurrent layers run: ``config.impl``, with ``auto`` resolved by
+  timing the eligible paths once per machine and shape (``timed_choice``).
+
+  ``batch`` is the per-device batch (default: ``batch_size`` over the
+  devices ``parallelism`` would use, or ``eval_batch_size`` for ``mode=
+  'forward'``); ``sharded`` defaults to whether ``parallelism`` resolves to
+  ``'sharded'``. A ``matmul_precision`` other than float32 runs only in the
+  kernel: a config that cannot run it is a ConfigError.
+  """
+  dp_mode = parallel.resolve_mode(config.parallelism)
+  if sharded is None:
+    sharded = dp_mode == 'sharded'
+  if batch is None:
+    devices = 1 if dp_mode == 'single' else jax.local_device_count()
+    batch = (config.eval_batch_size if mode == 'forward'
+             else max(1, config.batch_size // devices))
+  choice = timed_choice(config, batch=batch, sequence_shape=sequence_shape,
+                        mode=mode, sharded=sharded, **kwargs)
+  if config.matmul_precision != 'float32' and choice.impl != 'kernel':
+    raise ConfigError(
+        f"matmul_precision={config.matmul_precision!r} runs only in the CPU "
+        f"kernel, but impl={config.impl!r} here. Use impl='kernel' (or "
+        f"'auto'), or matmul_precision='float32'.")
+  return choice
+
+
+def resolve_impl(config: ml_collections.ConfigDict, **kwargs: Any) -> str:
+  """``choose_impl(config, **kwargs).impl``: the path's name alone."""
+  return choose_impl(config, **kwargs).impl
+
+
+def create_model(config: ml_collections.ConfigDict,
+                 impl: str | None = None) -> models.LSTMClassifier:
+  """``models.from_config`` with ``impl`` (default: ``resolve_impl(config)``)."""
+  return models.from_config(config, impl or resolve_impl(config))

@@ -9,7 +9,9 @@ gradients while each step's data is in cache. The batch is split over the
 intra-op thread pool (rows of an LSTM never interact). The arithmetic is
 ``fast_lstm``'s, so the two agree to float rounding.
 
-The C++ is compiled on first use with the machine's C++ compiler
+The C++ is compiled by an explicit build (``make kernel``, ``main()``,
+``build()``, or the first call of a layer forced to ``impl='kernel'``) with
+the machine's C++ compiler
 (``$CXX``, else ``c++``) for the machine's own CPU (``-march=native``, or
 ``$SEQCLF_KERNEL_MARCH``: e.g. ``x86-64-v3`` builds the AVX2 variant on an
 AVX-512 machine) and cached in ``$SEQCLF_KERNEL_CACHE`` (default
@@ -19,7 +21,8 @@ width and register block from the target's ISA (AVX-512, AVX2 + FMA, NEON,
 or portable 128-bit vectors); ``build_info`` says which a build got. Float32 and CPU only; its matmuls run in float32, or with
 ``precision='bfloat16'`` as bfloat16 products on Intel AMX (float32
 accumulation). ``models.LSTM(impl='kernel')`` is the way in, ``available()``
-says whether it can run here.
+says whether it can run here: it only looks for an existing build, so
+asking (``impl='auto'``, config validation) never compiles.
 """
 
 from __future__ import annotations
@@ -93,13 +96,18 @@ def _flags(march: str) -> list[str]:
   return [*FLAGS, f'-march={march}']
 
 
-def _library_path(cxx: str, march: str) -> Path:
+@functools.cache
+def _build_key(cxx: str, march: str) -> str:
+  """What a build depends on: source, flags, compiler, jaxlib and CPU."""
   version = subprocess.run([cxx, '--version'], capture_output=True,
                            text=True, check=False).stdout
-  key = hashlib.sha256('\0'.join([
+  return hashlib.sha256('\0'.join([
       SOURCE.read_text(), ' '.join(_flags(march)), version,
       jaxlib.__version__, _cpu_signature()]).encode()).hexdigest()[:16]
-  return cache_dir() / f'lstm_kernel-{_tag(march)}-{key}.so'
+
+
+def _library_path(cxx: str, march: str) -> Path:
+  return cache_dir() / f'lstm_kernel-{_tag(march)}-{_build_key(cxx, march)}.so'
 
 
 def _tag(march: str) -> str:
@@ -161,18 +169,19 @@ def runs_here(march: str) -> bool:
              if macro in defined)
 
 
+def library_path(march: str | None = None) -> Path:
+  """Where the build for ``march`` (default ``default_march()``) is or would
+  be cached; finding it never compiles."""
+  march = march or default_march()
+  return _library_path(_compiler(), march)
+
+
 @functools.cache
-def _load(march: str) -> ctypes.CDLL | str:
-  """Builds (or finds) the library for ``march`` and registers its FFI
-  targets, once per process; returns the library, or why that failed. A
-  failure is remembered too, so a missing compiler costs one check, not one
-  per model built."""
-  if not runs_here(march):
-    return f'a kernel built for -march={march} cannot run on this CPU.'
-  try:
-    library = ctypes.cdll.LoadLibrary(str(build(march)))
-  except (KernelError, OSError) as e:
-    return str(e)
+def _open(march: str) -> ctypes.CDLL:
+  """Loads the existing build for ``march`` and registers its FFI targets,
+  once per process: a target name registers once, and any later build for
+  ``march`` with the same key is the same library."""
+  library = ctypes.cdll.LoadLibrary(str(library_path(march)))
   for name, symbol in _TARGETS.items():
     jax.ffi.register_ffi_target(_target(name, march),
                                 jax.ffi.pycapsule(getattr(library, symbol)),
@@ -180,20 +189,43 @@ def _load(march: str) -> ctypes.CDLL | str:
   return library
 
 
+def _load(march: str, compile_now: bool) -> ctypes.CDLL | str:
+  """The loaded library for ``march``, or why it cannot be had. Without
+  ``compile_now`` only an existing build is used: a missing one is a reason,
+  never a compile."""
+  if not runs_here(march):
+    return f'a kernel built for -march={march} cannot run on this CPU.'
+  try:
+    path = build(march) if compile_now else library_path(march)
+  except KernelError as e:
+    return str(e)
+  if not path.exists():
+    return (f"the CPU kernel for -march={march} is not built yet: run `make "
+            f"kernel` (or `python -c 'from seqclf.kernels import lstm_kernel; "
+            f"lstm_kernel.main()'`), or force impl='kernel', which builds it "
+            f"on first use.")
+  try:
+    return _open(march)
+  except OSError as e:
+    return str(e)
+
+
 def _target(name: str, march: str) -> str:
   return f'seqclf_lstm_{name}_{_tag(march)}'
 
 
 def _register(march: str) -> ctypes.CDLL:
-  if isinstance(library := _load(march), str):
+  """The library for ``march``, built now if need be (an explicit use)."""
+  if isinstance(library := _load(march, compile_now=True), str):
     raise KernelError(library)
   return library
 
 
 def available(precision: str = 'float32', march: str | None = None) -> bool:
-  """True when the kernel can be built and loaded for this process's CPU and
-  run matmuls at ``precision`` (the bfloat16 ones need Intel AMX)."""
-  library = _load(march or default_march())
+  """True when a build of the kernel for this process's CPU exists and loads
+  and runs matmuls at ``precision`` (the bfloat16 ones need Intel AMX).
+  Never compiles: without a build the answer is False until ``make kernel``."""
+  library = _load(march or default_march(), compile_now=False)
   if isinstance(library, str) or precision not in PRECISIONS:
     return False
   return precision == 'float32' or bool(library.SeqclfAmxAvailable())

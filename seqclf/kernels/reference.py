@@ -1,0 +1,43 @@
+"""The portable recurrence (``impl='scan'``): ``nn.scan`` of a cell's step.
+
+Runs on every backend and under every transform, for every cell
+(``seqclf.models.LSTMCell``, ``seqclf.cells``); the fused and kernel paths
+are tested against it. The parameters are broadcast into the loop, so the
+scanned layer has exactly the cell's parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+Array = jax.Array
+
+
+def _raw_step(cell: nn.Module, carry: Any, x: Array):
+  return cell.step(carry, cell.project(x))
+
+
+def _projected_step(cell: nn.Module, carry: Any, projected: Array):
+  return cell.step(carry, projected)
+
+
+def scan(cell: nn.Module, carry: Any, inputs: Array,
+         unroll: int = 1) -> tuple[Any, Array]:
+  """``(final_carry, outputs)`` of ``cell`` over (..., time, features) inputs.
+
+  A cell with ``project_in_loop`` (the LSTM) projects each step's input
+  inside the loop, as flax's ``nn.RNN`` does: on XLA:CPU one large projection
+  before the loop measured slower for it (docs/scan_path.md). The others
+  project every step in one matmul before the loop.
+  """
+  if getattr(cell, 'project_in_loop', False):
+    step, xs = _raw_step, inputs
+  else:
+    step, xs = _projected_step, cell.project(inputs)
+  scanned = nn.scan(step, variable_broadcast='params',
+                    split_rngs={'params': False}, in_axes=-2, out_axes=-2,
+                    unroll=unroll)
+  return scanned(cell, carry, xs)
