@@ -11,6 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from seqclf import checkpoint
+from seqclf import datasets
 from seqclf import errors
 from seqclf import input_pipeline
 from seqclf import models
@@ -49,9 +50,14 @@ def load_model(workdir: str | Path, step: int | None = None
     except ConfigError:  # A speed choice, not part of the model: the same
       config.matmul_precision = 'float32'  # params run in float32 here.
   # Every impl has the same parameters: the abstract ones need no choice.
+  shape = models.INPUT_SHAPE
+  if config.dataset.startswith(datasets.NPZ_PREFIX):
+    # The user's (T, F): F is the first layer's input size (T is free).
+    saved_shapes = checkpoint.saved_param_shapes(mngr, latest)
+    shape = (1, saved_shapes[f'{config.cell}_0.cell.input.kernel'][0])
   abstract = jax.eval_shape(
       lambda: models.from_config(config, 'scan').init(
-          jax.random.key(0), jax.numpy.zeros((1, *models.INPUT_SHAPE))))
+          jax.random.key(0), jax.numpy.zeros((1, *shape))))
   # step=None lets restore fall back past a damaged newest checkpoint.
   params = checkpoint.restore_params(mngr, abstract['params'], step)
   impl = autotune.resolve_impl(config, mode='forward')
