@@ -27,9 +27,9 @@ def _npz(path, **arrays):
 
 
 def _config(dataset, **overrides):
-  return small_config(dataset=dataset, num_classes=4, hidden_size=16,
-                      batch_size=20, eval_batch_size=50, impl='scan',
-                      **overrides)
+  config = dict(dataset=dataset, num_classes=4, hidden_size=16, batch_size=20,
+                eval_batch_size=50, impl='scan')
+  return small_config(**{**config, **overrides})
 
 
 def test_explicit_splits_train_evaluate_and_load(tmp_path):
@@ -167,3 +167,27 @@ def test_cli_trains_on_npz_and_bad_npz_is_one_line(tmp_path):
   assert out.returncode == 2, out.stderr
   assert len(out.stderr.strip().splitlines()) == 1, out.stderr
   assert 'num_classes=4' in out.stderr
+
+
+def test_npz_run_resumes_bitwise_and_sweeps(tmp_path):
+  """The order is (seed, step) for any data: 20 + 10 steps == 30 steps, and
+  a sweep's model k is the single run with seed k."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from seqclf import checkpoint, sweep  # pylint: disable=g-import-not-at-top
+  x, y = _series(200, 7, steps=6, features=2)
+  name = _npz(tmp_path / 'd.npz', x=x, y=y)
+  config = _config(name, hidden_size=8)
+  train.train_and_evaluate(config, tmp_path / 'full', quiet=True)
+  part = _config(name, hidden_size=8, num_train_steps=20)
+  train.train_and_evaluate(part, tmp_path / 'part', quiet=True)
+  resumed = train.train_and_evaluate(config, tmp_path / 'part', quiet=True)
+  assert resumed['resumed_from_step'] == 20
+  target = train.create_train_state(config, jax.random.key(0),
+                                    sequence_shape=(6, 2))
+  a, _ = checkpoint.restore(checkpoint.manager(tmp_path / 'full'), target)
+  b, _ = checkpoint.restore(checkpoint.manager(tmp_path / 'part'), target)
+  for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(u, v)
+  swept = sweep.run_sweep(config, tmp_path / 'sweep', 1, quiet=True)
+  assert swept['test_accuracies'][0] == pytest.approx(
+      resumed['test_accuracy'], abs=1 / len(y))
