@@ -34,6 +34,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from seqclf import datasets
 from seqclf.errors import SeqclfError, UsageError, writable_dir
 
 CONFIG_DIR = Path(__file__).resolve().parent / 'configs'  # packaged configs
@@ -109,7 +110,7 @@ _DATA_DIR = flags.DEFINE_string(
     'data_dir', None, 'tfds data dir for prepare-data/evaluate (default: '
     "the config's, else $TFDS_DATA_DIR or ~/tensorflow_datasets).")
 _DATASET = flags.DEFINE_enum(
-    'dataset', 'mnist', ['mnist', 'fashion_mnist'],
+    'dataset', 'mnist', list(datasets.TFDS),
     'prepare-data: which dataset to fetch, verify and prepare.')
 _FORCE = flags.DEFINE_bool(
     'force', False, 'prepare-data: build the prepared files again from the '
@@ -274,11 +275,11 @@ def _sweep() -> None:
 
 
 def _evaluate() -> None:
-  from seqclf import inference, input_pipeline, train  # pylint: disable=g-import-not-at-top
+  from seqclf import datasets, inference, train  # pylint: disable=g-import-not-at-top
   from flax.training import train_state  # pylint: disable=g-import-not-at-top
   model, params, config = inference.load_model(_require(_WORKDIR, 'evaluate'))
-  data = input_pipeline.load_datasets(_DATA_DIR.value or config.data_dir,
-                                      ('validation', 'test'), config.dataset)
+  config.data_dir = _DATA_DIR.value or config.data_dir
+  data = datasets.load(config, ('validation', 'test'))
   state = train_state.TrainState(step=0, apply_fn=model.apply, params=params,
                                  tx=None, opt_state=None)
   results = {split: train.evaluate(state, data[split], config.eval_batch_size)
