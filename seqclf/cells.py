@@ -42,12 +42,24 @@ def identity_init(scale: float = 1.0) -> Initializer:
   return init
 
 
+def in_float32(init: Initializer) -> Initializer:
+  """``init`` drawn in float32 and cast to the parameter dtype: the
+  orthogonal initializer's QR has no bfloat16 kernel, and a bfloat16 draw
+  would not be the float32 one rounded."""
+
+  def float32_init(key, shape, dtype=jnp.float32):
+    return init(key, shape, jnp.float32).astype(dtype)
+
+  return float32_init
+
+
 def recurrent_initializer(name: str) -> Initializer:
-  """The recurrent-kernel initializer named by the config's ``recurrent_init``."""
+  """The recurrent-kernel initializer named by the config's ``recurrent_init``
+  (drawn in float32 for any parameter dtype)."""
   if name == 'orthogonal':
-    return nn.initializers.orthogonal()
+    return in_float32(nn.initializers.orthogonal())
   if name == 'identity':
-    return identity_init()
+    return in_float32(identity_init())
   raise ValueError(f'recurrent_init must be one of {RECURRENT_INITS}, '
                    f'got {name!r}.')
 
@@ -59,7 +71,7 @@ class _Cell(nn.Module):
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
   kernel_init: Initializer = nn.initializers.lecun_normal()
-  recurrent_kernel_init: Initializer = nn.initializers.orthogonal()
+  recurrent_kernel_init: Initializer = recurrent_initializer('orthogonal')
 
   gates = 1
   hidden_bias = False
