@@ -15,13 +15,18 @@ import pytest
 
 from conftest import needs_compiler
 from seqclf import cells, models
+from seqclf.kernels import lstm_kernel
 from test_models import _flax_params
 
 IMPLS = ['scan', 'fused', pytest.param('kernel', marks=needs_compiler)]
-# (cell, impl): the LSTM on every path, the other cells on theirs.
-LAYERS = [('lstm', 'scan'), ('lstm', 'fused'),
+# (cell, impl): the LSTM on every path, the other cells on theirs. The fast
+# tier runs the paths with hand-written backward passes; the `nn.scan` ones,
+# whose padding is plain JAX, are in the full suite.
+LAYERS = [pytest.param('lstm', 'scan', marks=pytest.mark.slow),
+          ('lstm', 'fused'),
           pytest.param('lstm', 'kernel', marks=needs_compiler),
-          ('gru', 'scan'), ('elman', 'scan')]
+          pytest.param('gru', 'scan', marks=pytest.mark.slow),
+          pytest.param('elman', 'scan', marks=pytest.mark.slow)]
 LENGTHS = np.array([6, 3, 1, 5, 2])  # of T = 6 steps; 0 is tested apart
 HIDDEN = 16
 
@@ -82,8 +87,9 @@ def _assert_close(a, b):
 
 
 @pytest.mark.parametrize('cell,impl', LAYERS)
-@pytest.mark.parametrize('reverse,keep_order', [(False, False), (True, False),
-                                                (True, True)])
+@pytest.mark.parametrize('reverse,keep_order', [
+    (False, False), pytest.param(True, False, marks=pytest.mark.slow),
+    (True, True)])
 def test_seq_lengths_and_direction_match_flax_rnn(cell, impl, reverse,
                                                   keep_order):
   layer, params, x = _setup(cell, impl)
@@ -144,8 +150,20 @@ def _row_loss(carry, out):
                                 jax.tree.leaves(carry))
 
 
-@pytest.mark.parametrize('cell,impl', LAYERS)
-@pytest.mark.parametrize('reverse', [False, True])
+# The fast tier keeps the kernel's and fused path's backward passes.
+ROW_CASES = [
+    ('lstm', 'fused', False),
+    pytest.param('lstm', 'kernel', False, marks=needs_compiler),
+    *(pytest.param(*case, marks=pytest.mark.slow) for case in (
+        ('lstm', 'scan', False), ('gru', 'scan', False),
+        ('elman', 'scan', False), ('lstm', 'scan', True),
+        ('lstm', 'fused', True), ('gru', 'scan', True))),
+    pytest.param('lstm', 'kernel', True,
+                 marks=[needs_compiler, pytest.mark.slow]),
+]
+
+
+@pytest.mark.parametrize('cell,impl,reverse', ROW_CASES)
 def test_padded_batch_equals_each_row_alone(cell, impl, reverse):
   """Values and gradients (params, inputs, initial carry) of a padded batch
   are those of each row run alone on its valid steps: padding changes
@@ -249,6 +267,7 @@ def test_bfloat16_params_initialize(cell, impl):
   assert bool(jnp.all(jnp.isfinite(out)))
 
 
+@pytest.mark.slow
 def test_classifier_reads_each_rows_last_valid_step():
   """Given lengths, the logits of a padded batch are each row's alone, one
   direction or two (the reverse one read at its first step)."""
@@ -266,3 +285,32 @@ def test_classifier_reads_each_rows_last_valid_step():
     np.testing.assert_allclose(
         model.apply(params, images, seq_lengths=jnp.full((3,), 28)),
         model.apply(params, images), rtol=1e-5, atol=1e-6)
+
+
+@needs_compiler
+def test_every_transform_works_or_names_the_path_that_has_it():
+  """scan: forward mode and second order; fused: second order (reverse over
+  reverse) equal to scan's; the custom-VJP paths under forward mode and the
+  kernel's second derivative are errors that say so."""
+  x = jax.random.normal(jax.random.key(0), (3, 4, 5))
+  v = jax.random.normal(jax.random.key(1), x.shape)
+  params = None
+  losses = {}
+  for impl in ('scan', 'fused', 'kernel'):
+    layer = models.LSTM(16, impl=impl)
+    params = params or _perturbed(layer.init(jax.random.key(2), x)['params'])
+    losses[impl] = lambda x, layer=layer: _row_loss(
+        *layer.apply({'params': params}, x, seq_lengths=jnp.array([4, 2, 0])))
+  scan = losses['scan']
+  _, tangent = jax.jvp(scan, (x,), (v,))
+  np.testing.assert_allclose(tangent, jnp.vdot(jax.grad(scan)(x), v),
+                             rtol=1e-4)
+  assert jax.jacfwd(scan)(x).shape == x.shape
+  hvp = lambda f: jax.grad(lambda x: jnp.vdot(jax.grad(f)(x), v))(x)
+  np.testing.assert_allclose(hvp(losses['fused']), hvp(scan), rtol=1e-4,
+                             atol=1e-5)
+  for impl in ('fused', 'kernel'):
+    with pytest.raises(TypeError, match='forward-mode'):
+      jax.jvp(losses[impl], (x,), (v,))
+  with pytest.raises(lstm_kernel.KernelError, match='first derivatives only'):
+    hvp(losses['kernel'])

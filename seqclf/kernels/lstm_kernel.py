@@ -20,7 +20,9 @@ CPU, so later runs load it in milliseconds. The source picks its vector
 width and register block from the target's ISA (AVX-512, AVX2 + FMA, NEON,
 or portable 128-bit vectors); ``build_info`` says which a build got. Float32 and CPU only; its matmuls run in float32, or with
 ``precision='bfloat16'`` as bfloat16 products on Intel AMX (float32
-accumulation). ``models.LSTM(impl='kernel')`` is the way in, ``available()``
+accumulation). First derivatives only: forward mode (``jax.jvp``) and a
+second derivative are errors naming the path that has them (``'scan'``:
+every transform). ``models.LSTM(impl='kernel')`` is the way in, ``available()``
 says whether it can run here: it only looks for an existing build, so
 asking (``impl='auto'``, config validation) never compiles.
 """
@@ -270,8 +272,31 @@ def check_shapes(w_h: Array, *arrays: Array) -> None:
 
 def _call(name: str, march: str, results, *args, **attrs):
   _register(march)
-  return jax.ffi.ffi_call(_target(name, march), results,
-                          vmap_method='sequential')(*args, **attrs)
+  call = jax.ffi.ffi_call(_target(name, march), results,
+                          vmap_method='sequential')
+  return _first_order(functools.partial(call, **attrs), *args)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _first_order(call, *args):
+  """``call(*args)``; differentiating it, which only a second derivative of
+  the layer does, is a clear error rather than XLA's about an FFI call."""
+  return call(*args)
+
+
+def _first_order_fwd(call, *args):
+  return call(*args), None
+
+
+def _no_second_derivative(call, saved, cotangents):
+  del call, saved, cotangents
+  raise KernelError(
+      "impl='kernel' has first derivatives only (its backward pass is a "
+      "compiled kernel): for grad of grad or jax.hessian use impl='fused' "
+      "(reverse over reverse) or impl='scan' (every transform).")
+
+
+_first_order.defvjp(_first_order_fwd, _no_second_derivative)
 
 
 def _forward(x, w_x, b, w_h, c0, h0, lengths, forget_bias, precision, march,
@@ -364,6 +389,8 @@ def _bwd(forget_bias, precision, march, padded, saved, cotangents):
 
 
 _layer.defvjp(_fwd, _bwd)
+
+
 
 
 def main() -> None:
