@@ -146,6 +146,7 @@ class _Seqclf:
     self.runs, self.choices = {}, {}
 
   def setup(self, batch: int, steps: int) -> None:
+    from seqclf import loop  # pylint: disable=g-import-not-at-top
     from seqclf import train as train_lib  # pylint: disable=g-import-not-at-top
     from seqclf.kernels import autotune  # pylint: disable=g-import-not-at-top
     config = self.config.copy_and_resolve_references()
@@ -154,18 +155,23 @@ class _Seqclf:
     choice = autotune.choose_impl(config, batch=batch // dp.num_devices,
                                   sharded=dp.mode == 'sharded')
     self.choices[batch] = choice.to_json()
-    state = dp.to_run(dp.canonical(train_lib.create_train_state(
-        config, self.jax.random.key(0), impl=choice.impl)))
-    data = dp.put_data(self.train['image'], self.train['label'])
-    idx = dp.put_indices(_indices(len(self.train['label']), batch, steps, 0))
-    fn = dp.chunk_fn(train_lib.train_steps).lower(state, *data, idx).compile()
-    self.runs[batch] = [dp, fn, state, data]
+    state = dp.canonical(train_lib.create_train_state(
+        config, self.jax.random.key(0), impl=choice.impl))
+    # The trainer's chunk runner, set up as train_and_evaluate sets it up.
+    runner = loop.Chunks(
+        dp.chunk_fn(train_lib.train_steps),
+        dp.put_data(self.train['image'], self.train['label']), 0,
+        len(self.train['label']), batch, put_indices=dp.put_indices,
+        to_run=dp.to_run, from_run=dp.from_run, metrics=dp.metrics)
+    runner.compile(state, dp.put_indices(
+        _indices(len(self.train['label']), batch, steps, 0)))
+    self.runs[batch] = [runner, state]
 
   def run(self, batch: int, idx: np.ndarray) -> float:
-    dp, fn, state, data = self.runs[batch]
-    state, metrics = fn(state, *data, dp.put_indices(idx))
-    self.runs[batch][2] = state
-    return float(dp.metrics(metrics)['loss'][-1])  # Blocks until done.
+    runner, state = self.runs[batch]
+    state, metrics = runner.run(state, idx)
+    self.runs[batch][1] = state
+    return float(metrics['loss'][-1])
 
   @property
   def devices(self) -> str:

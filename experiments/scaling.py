@@ -8,8 +8,8 @@ start). On forced CPU devices all "devices" share the same cores, so this
 measures correctness and overhead (index transfer, replication, collectives),
 not a speedup. On a GPU/TPU host pass ``--real`` to use the real devices.
 
-Per chunk of ``steps_per_call`` steps, the loop in ``train.train_and_evaluate``
-does: host indices (``input_pipeline.train_indices``), their placement
+Per chunk of ``steps_per_call`` steps, the trainer's chunk runner
+(``seqclf.loop.Chunks``, as ``train.train_and_evaluate`` sets it up) does: host indices (``input_pipeline.train_indices``), their placement
 (``DataParallel.put_indices``), state layout conversion (``to_run``), the
 compiled chunk (timed to ``block_until_ready``), and the way back
 (``from_run`` + ``metrics``). Each is reported in ms per training step. The
@@ -27,14 +27,14 @@ import time
 from pathlib import Path
 
 MODES = ('single', 'pmap', 'sharded')
-PHASES = ('indices', 'put_indices', 'to_run', 'compute', 'from_run')
+PHASES = ('indices', 'put_indices', 'to_run', 'compute', 'from_run')  # loop.PHASES
 
 
 def measure(mode: str, steps_per_call: int, chunks: int) -> dict:
   """Times ``chunks`` chunks (after one warm-up) of ``mode`` on this process's devices."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from seqclf import input_pipeline, parallel, train  # pylint: disable=g-import-not-at-top
+  from seqclf import loop, parallel, train  # pylint: disable=g-import-not-at-top
   from seqclf.config import base_config  # pylint: disable=g-import-not-at-top
 
   config = base_config()  # The reference model: LSTM-128, batch 100.
@@ -44,39 +44,26 @@ def measure(mode: str, steps_per_call: int, chunks: int) -> dict:
   batch = config.batch_size
   dp = parallel.setup(mode, batch)
   state = dp.canonical(train.create_train_state(config, jax.random.key(0)))
-  data = dp.put_data(images, labels)
-  run = dp.chunk_fn(train.train_steps)
-  idx = input_pipeline.train_indices(0, len(labels), batch, 0, steps_per_call)
-  t = time.perf_counter()
-  compiled = run.lower(dp.to_run(state), *data, dp.put_indices(idx)).compile()
-  compile_s = time.perf_counter() - t
-  totals = dict.fromkeys(PHASES, 0.0)
+  # The trainer's own chunk runner, laid out as train_and_evaluate lays it out.
+  runner = loop.Chunks(dp.chunk_fn(train.train_steps),
+                       dp.put_data(images, labels), 0, len(labels), batch,
+                       put_indices=dp.put_indices, to_run=dp.to_run,
+                       from_run=dp.from_run, metrics=dp.metrics)
+  runner.compile(state, dp.put_indices(runner.indices(0, steps_per_call)))
   step = 0
   for chunk in range(chunks + 1):
-    marks = [time.perf_counter()]
-    idx = input_pipeline.train_indices(0, len(labels), batch, step,
-                                       steps_per_call)
-    marks.append(time.perf_counter())
-    indices = dp.put_indices(idx)
-    marks.append(time.perf_counter())
-    run_state = dp.to_run(state)
-    marks.append(time.perf_counter())
-    run_state, metrics = compiled(run_state, *data, indices)
-    jax.block_until_ready((run_state, metrics))
-    marks.append(time.perf_counter())
-    state, metrics = dp.from_run(run_state), dp.metrics(metrics)
-    marks.append(time.perf_counter())
+    if chunk == 1:  # The first chunk warms caches and allocators.
+      runner.phase_seconds = dict.fromkeys(PHASES, 0.0)
+    state, metrics = runner(state, step, step + steps_per_call)
     step += steps_per_call
-    if chunk:  # The first chunk warms caches and allocators.
-      for name, a, b in zip(PHASES, marks, marks[1:]):
-        totals[name] += b - a
   steps = chunks * steps_per_call
+  totals = runner.phase_seconds
   per_step = {k: 1e3 * v / steps for k, v in totals.items()}
   return {'mode': dp.mode, 'devices': dp.num_devices,
           'visible_devices': jax.device_count(),
           'platform': jax.devices()[0].platform,
           'examples_per_second': batch * steps / sum(totals.values()),
-          'ms_per_step': per_step, 'compile_seconds': compile_s,
+          'ms_per_step': per_step, 'compile_seconds': runner.compile_seconds,
           'final_loss': float(metrics['loss'][-1])}
 
 

@@ -45,7 +45,7 @@ def main() -> None:
   rngs = jax.vmap(train.train_key)(np.asarray(seeds, np.uint32))
   jax.block_until_ready(single(singles[0], images, labels, indices[0][0]))
   jax.block_until_ready(many(jax.tree.map(np.copy, states), images, labels,
-                             indices[0], rngs))
+                             rngs, indices[0]))
 
   seq_times, vmap_times = [], []
   for _ in range(args.repeats):
@@ -59,7 +59,7 @@ def main() -> None:
     t = time.perf_counter()
     s = jax.tree.map(np.copy, states)
     for idx in indices:
-      s, _ = many(s, images, labels, idx, rngs)
+      s, _ = many(s, images, labels, rngs, idx)
     jax.block_until_ready(s)
     vmap_times.append(time.perf_counter() - t)
   examples = k * steps * batch

@@ -1,4 +1,4 @@
-"""GRU and Elman cells, with LSTM's interface, and the recurrent initializers.
+"""GRU and Elman cells, with LSTM's interface (initializers: seqclf.initializers).
 
 Every cell has the interface of ``seqclf.models.LSTMCell``: ``project(x)``
 (the input half of the pre-activations, for any number of leading axes, so a
@@ -18,50 +18,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seqclf import initializers
+
 Array = jax.Array
 Dtype = Any
 Initializer = nn.initializers.Initializer
-
-RECURRENT_INITS = ('orthogonal', 'identity')
-
-
-def identity_init(scale: float = 1.0) -> Initializer:
-  """``scale * I`` for (n, n), tiled per gate for (n, g * n) recurrent kernels.
-
-  The IRNN initialisation (Le et al., 2015): a fresh recurrence copies its
-  state forward, so gradients neither vanish nor explode at the start.
-  """
-
-  def init(key, shape, dtype=jnp.float32):
-    del key
-    rows, cols = shape
-    if cols % rows:
-      raise ValueError(f'identity init needs a (n, k*n) kernel, got {shape}.')
-    return scale * jnp.tile(jnp.eye(rows, dtype=dtype), (1, cols // rows))
-
-  return init
-
-
-def in_float32(init: Initializer) -> Initializer:
-  """``init`` drawn in float32 and cast to the parameter dtype: the
-  orthogonal initializer's QR has no bfloat16 kernel, and a bfloat16 draw
-  would not be the float32 one rounded."""
-
-  def float32_init(key, shape, dtype=jnp.float32):
-    return init(key, shape, jnp.float32).astype(dtype)
-
-  return float32_init
-
-
-def recurrent_initializer(name: str) -> Initializer:
-  """The recurrent-kernel initializer named by the config's ``recurrent_init``
-  (drawn in float32 for any parameter dtype)."""
-  if name == 'orthogonal':
-    return in_float32(nn.initializers.orthogonal())
-  if name == 'identity':
-    return in_float32(identity_init())
-  raise ValueError(f'recurrent_init must be one of {RECURRENT_INITS}, '
-                   f'got {name!r}.')
 
 
 class _Cell(nn.Module):
@@ -71,7 +32,8 @@ class _Cell(nn.Module):
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
   kernel_init: Initializer = nn.initializers.lecun_normal()
-  recurrent_kernel_init: Initializer = recurrent_initializer('orthogonal')
+  recurrent_kernel_init: Initializer = initializers.in_float32(
+      nn.initializers.orthogonal())
 
   gates = 1
   hidden_bias = False

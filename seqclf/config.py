@@ -40,10 +40,17 @@ def base_config() -> ml_collections.ConfigDict:
   # which runs the whole model in bfloat16 on any backend.
   c.matmul_precision = 'float32'
   c.cell = 'lstm'           # recurrence: lstm | gru | elman (seqclf.cells)
-  c.recurrent_init = 'orthogonal'  # recurrent kernels: orthogonal | identity
+  # Initializers by name (the choices: seqclf.initializers.TABLES): the
+  # cells' input and recurrent kernels, the output layer's kernel and bias.
+  c.input_init = 'lecun_normal'
+  c.recurrent_init = 'orthogonal'
+  c.head_init = 'lecun_normal'
+  c.head_bias_init = 'zeros'
   c.bidirectional = False   # add a backward layer beside each forward one
   c.dropout_rate = 0.0      # dropout between stacked layers (training only)
-  # Optimisation.
+  # Optimisation. optimizer: adam (optax.adam) | tf1_adam (TF1's
+  # AdamOptimizer, bias corrections on the step size: seqclf.optim).
+  c.optimizer = 'adam'
   c.learning_rate = 1e-3
   # Schedule of the learning rate (its peak): constant | cosine (decay to 0
   # by num_train_steps); either after `warmup_steps` of linear warmup from 0.
@@ -95,17 +102,30 @@ _POSITIVE_INTS = ('hidden_size', 'num_layers', 'num_classes', 'unroll',
                   'batch_size', 'num_train_steps', 'log_every', 'eval_every',
                   'checkpoint_every', 'max_to_keep', 'steps_per_call',
                   'eval_batch_size')
-_DTYPES = ('float32', 'bfloat16')
-_PARALLELISM = ('auto', 'single', 'pmap', 'sharded')
-_CHOICES = {
-    'cell': ('lstm', 'gru', 'elman'),
-    'recurrent_init': ('orthogonal', 'identity'),
-    'lr_schedule': ('constant', 'cosine'),
-    'dataset': ('mnist', 'fashion_mnist'),
-    'task': ('row', 'pixel', 'permuted'),
-    'impl': ('auto', 'scan', 'fused', 'kernel'),
-    'matmul_precision': ('float32', 'bfloat16'),
-}
+
+
+def choices() -> dict[str, tuple[str, ...]]:
+  """The values each string key may take, from the module that uses it.
+
+  Imported here, not at the top: importing ``seqclf.config`` stays cheap
+  (config files import it), and none of these imports compiles anything.
+  """
+  # pylint: disable=g-import-not-at-top
+  from seqclf import initializers, input_pipeline, models, optim
+  from seqclf.kernels import lstm_kernel
+  from seqclf import parallel, tasks
+  return {
+      'parallelism': parallel.MODES,
+      'dtype': models.DTYPES,
+      'cell': models.CELLS,
+      **{role: tuple(table) for role, table in initializers.TABLES.items()},
+      'optimizer': tuple(optim.OPTIMIZERS),
+      'lr_schedule': optim.SCHEDULES,
+      'dataset': input_pipeline.DATASETS,
+      'task': tasks.TASKS,
+      'impl': ('auto', *models.IMPLS),
+      'matmul_precision': lstm_kernel.PRECISIONS,
+  }
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -133,15 +153,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
     raise ConfigError('Config key `learning_rate` must be a finite number > 0, '
                       f'got {config.learning_rate}.')
-  if config.parallelism not in _PARALLELISM:
-    raise ConfigError(f'Config key `parallelism` must be one of {_PARALLELISM}, '
-                      f'got {config.parallelism!r}.')
-  if config.dtype not in _DTYPES:
-    raise ConfigError(f'Config key `dtype` must be one of {_DTYPES}, '
-                      f'got {config.dtype!r}.')
-  for key, choices in _CHOICES.items():
-    if config[key] not in choices:
-      raise ConfigError(f'Config key `{key}` must be one of {choices}, '
+  for key, allowed in choices().items():
+    if config[key] not in allowed:
+      raise ConfigError(f'Config key `{key}` must be one of {allowed}, '
                         f'got {config[key]!r}.')
   if config.impl in ('fused', 'kernel') and config.cell != 'lstm':
     # The GRU and Elman layers have only the nn.scan path: running them

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from seqclf import cells
+from seqclf import initializers
 from seqclf.kernels import fast_lstm
 from seqclf.kernels import lstm_kernel
 from seqclf.kernels import reference
@@ -38,6 +39,8 @@ IMPLS = ('scan', 'fused', 'kernel')
 FAST_IMPLS = ('fused', 'kernel')  # LSTM cells only
 # The images the classifier reads; ``tasks`` turns them into sequences.
 INPUT_SHAPE = (28, 28)
+# config.dtype, the compute dtype (float32: the parameters' own, None).
+DTYPES = ('float32', 'bfloat16')
 
 
 class LSTMCell(nn.Module):
@@ -55,7 +58,7 @@ class LSTMCell(nn.Module):
   param_dtype: Dtype = jnp.float32
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   recurrent_kernel_init: nn.initializers.Initializer = (
-      cells.recurrent_initializer('orthogonal'))
+      initializers.in_float32(nn.initializers.orthogonal()))
 
   # reference.scan projects each step inside the loop (docs/scan_path.md).
   project_in_loop = True
@@ -240,14 +243,21 @@ class _CellLayer(_Layer):
   same parameters (``cell/…``), initial values and numbers as
   ``RNN(cell)``."""
 
-  def make_cell(self, name: str) -> nn.Module:
+  def make_cell(self, name: str, features: int) -> nn.Module:
     raise NotImplementedError
+
+  def cell_inits(self, features: int) -> dict[str, Any]:
+    """The cell's initializer fields from the layer's names for them
+    (``seqclf.initializers``); ``features``: the input width."""
+    return initializers.cell_inits(self.input_init, self.recurrent_init,
+                                   features, self.hidden_size)
 
   @nn.compact
   def __call__(self, inputs: Array, initial_carry: Any = None,
                **kwargs: Any) -> Any:
     """``(final_carry, outputs)``, as ``RNN.__call__`` (the same keywords)."""
-    return self.run(self.make_cell('cell'), inputs, initial_carry, **kwargs)
+    return self.run(self.make_cell('cell', inputs.shape[-1]), inputs,
+                    initial_carry, **kwargs)
 
 
 class LSTM(_CellLayer):
@@ -262,15 +272,15 @@ class LSTM(_CellLayer):
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
   unroll: int = 1
-  recurrent_init: str = 'orthogonal'  # | 'identity' (cells.RECURRENT_INITS)
+  recurrent_init: str = 'orthogonal'  # names in initializers.TABLES
+  input_init: str = 'lecun_normal'
   impl: str = 'scan'  # | 'fused' | 'kernel' (IMPLS)
   matmul_precision: str = 'float32'  # | 'bfloat16' (impl='kernel' only)
 
-  def make_cell(self, name: str) -> LSTMCell:
+  def make_cell(self, name: str, features: int) -> LSTMCell:
     return LSTMCell(self.hidden_size, self.forget_bias, dtype=self.dtype,
                     param_dtype=self.param_dtype,
-                    recurrent_kernel_init=cells.recurrent_initializer(
-                        self.recurrent_init), name=name)
+                    **self.cell_inits(features), name=name)
 
 
 class GRU(_CellLayer):
@@ -281,14 +291,14 @@ class GRU(_CellLayer):
   param_dtype: Dtype = jnp.float32
   unroll: int = 1
   recurrent_init: str = 'orthogonal'
+  input_init: str = 'lecun_normal'
   impl: str = 'scan'  # the only path for this cell
   matmul_precision: str = 'float32'
 
-  def make_cell(self, name: str) -> cells.GRUCell:
+  def make_cell(self, name: str, features: int) -> cells.GRUCell:
     return cells.GRUCell(self.hidden_size, dtype=self.dtype, name=name,
                          param_dtype=self.param_dtype,
-                         recurrent_kernel_init=cells.recurrent_initializer(
-                             self.recurrent_init))
+                         **self.cell_inits(features))
 
 
 class Elman(_CellLayer):
@@ -299,19 +309,20 @@ class Elman(_CellLayer):
   param_dtype: Dtype = jnp.float32
   unroll: int = 1
   recurrent_init: str = 'orthogonal'
+  input_init: str = 'lecun_normal'
   impl: str = 'scan'  # the only path for this cell
   matmul_precision: str = 'float32'
 
-  def make_cell(self, name: str) -> cells.ElmanCell:
+  def make_cell(self, name: str, features: int) -> cells.ElmanCell:
     return cells.ElmanCell(self.hidden_size, dtype=self.dtype, name=name,
                            param_dtype=self.param_dtype,
-                           recurrent_kernel_init=cells.recurrent_initializer(
-                               self.recurrent_init))
+                           **self.cell_inits(features))
 
 
 # The layer for each config `cell`; each takes the fields of GRU.
 LAYERS: dict[str, type[_CellLayer]] = {'lstm': LSTM, 'gru': GRU,
                                        'elman': Elman}
+CELLS = tuple(LAYERS)  # LSTMClassifier.cell (config `cell`)
 
 
 def _fused(cell: LSTMCell, inputs: Array, carry: Carry,
@@ -371,7 +382,10 @@ class LSTMClassifier(nn.Module):
   param_dtype: Dtype = jnp.float32
   unroll: int = 1
   cell: str = 'lstm'
-  recurrent_init: str = 'orthogonal'
+  recurrent_init: str = 'orthogonal'  # names in initializers.TABLES
+  input_init: str = 'lecun_normal'
+  head_init: str = 'lecun_normal'
+  head_bias_init: str = 'zeros'
   bidirectional: bool = False
   dropout_rate: float = 0.0
   task: str = 'row'
@@ -390,17 +404,16 @@ class LSTMClassifier(nn.Module):
     sequence the layers read (after ``task``); the head then sees each row's
     last valid step (and, bidirectional, the reverse direction's first).
     """
-    if self.cell not in LAYERS:
-      raise ValueError(f'cell must be one of {tuple(LAYERS)}, '
-                       f'got {self.cell!r}.')
+    if self.cell not in CELLS:
+      raise ValueError(f'cell must be one of {CELLS}, got {self.cell!r}.')
 
     def layer(name: str):
       extra = {'forget_bias': self.forget_bias} if self.cell == 'lstm' else {}
       return LAYERS[self.cell](
           self.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
           unroll=self.unroll, recurrent_init=self.recurrent_init,
-          impl=self.impl, matmul_precision=self.matmul_precision, name=name,
-          **extra)
+          input_init=self.input_init, impl=self.impl,
+          matmul_precision=self.matmul_precision, name=name, **extra)
 
     x = tasks.as_sequence((inputs - self.input_mean) / self.input_std,
                           self.task, self.permutation_seed)
@@ -416,8 +429,11 @@ class LSTMClassifier(nn.Module):
           x, seq_lengths=seq_lengths, reverse=True, keep_order=True)
       x = jnp.concatenate([forward, backward], -1)
       last = jnp.concatenate([last, backward[..., 0, :]], -1)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype,
-                      param_dtype=self.param_dtype, name='head')(last)
+    logits = nn.Dense(
+        self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=initializers.resolve('head_init', self.head_init),
+        bias_init=initializers.resolve('head_bias_init', self.head_bias_init),
+        name='head')(last)
     return logits.astype(jnp.float32)
 
 
@@ -430,17 +446,23 @@ def last_valid(outputs: Array, seq_lengths: Array | None) -> Array:
   return jnp.take_along_axis(outputs, index, axis=-2)[..., 0, :]
 
 
+# LSTMClassifier fields no config key sets: `impl` is resolved by the caller,
+# the rest are flax's own.
+_NOT_FROM_CONFIG = frozenset({'impl', 'param_dtype', 'parent', 'name'})
+
+
 def from_config(config: Any, impl: str) -> LSTMClassifier:
   """The classifier ``config`` (``seqclf.config``) describes, its LSTM layers
   run by ``impl`` (one of IMPLS: ``auto`` is resolved by the caller, who knows
-  the devices and batch it runs on)."""
-  dtype = None if config.dtype == 'float32' else jnp.dtype(config.dtype)
-  return LSTMClassifier(
-      num_classes=config.num_classes, hidden_size=config.hidden_size,
-      num_layers=config.num_layers, forget_bias=config.forget_bias,
-      dtype=dtype, unroll=config.unroll, cell=config.cell,
-      recurrent_init=config.recurrent_init, bidirectional=config.bidirectional,
-      dropout_rate=config.dropout_rate, task=config.task,
-      permutation_seed=config.permutation_seed, impl=impl,
-      matmul_precision=config.matmul_precision,
-      input_mean=config.input_mean, input_std=config.input_std)
+  the devices and batch it runs on).
+
+  Every other field of ``LSTMClassifier`` is read from the config key of the
+  same name, so a new model field needs only its default in
+  ``config.base_config``; ``dtype`` is named there (``DTYPES``).
+  """
+  kwargs = {f.name: config[f.name]
+            for f in dataclasses.fields(LSTMClassifier)
+            if f.name not in _NOT_FROM_CONFIG}
+  kwargs['dtype'] = (None if config.dtype == 'float32'
+                     else jnp.dtype(config.dtype))
+  return LSTMClassifier(impl=impl, **kwargs)

@@ -28,6 +28,7 @@ import numpy as np
 
 from seqclf import errors
 from seqclf import input_pipeline
+from seqclf import loop
 from seqclf import train
 from seqclf.kernels import autotune
 from seqclf.config import ConfigError, validate
@@ -73,33 +74,20 @@ def init_states(config: ml_collections.ConfigDict, seeds: Sequence[int],
 
 
 def sweep_steps_fn(noise: bool = False, hflip: bool = False):
-  """``train.train_steps`` vmapped over (state, indices[, noise key]), jitted.
+  """``train.train_steps`` vmapped over (state, noise key, indices), jitted:
+  ``fn(states, images, labels, rngs, indices)``, the calling convention of
+  ``loop.Chunks`` (indices last).
 
   ``noise`` passes each model its key (for dropout or ``hflip`` flips).
   """
 
-  def steps(states, images, labels, indices, rngs):
-    def one(state, idx, rng):
+  def steps(states, images, labels, rngs, indices):
+    def one(state, rng, idx):
       return train.train_steps(state, images, labels, idx,
                                rng=rng if noise else None, hflip=hflip)
-    return jax.vmap(one)(states, indices, rngs)
+    return jax.vmap(one)(states, rngs, indices)
 
   return jax.jit(steps, donate_argnums=0)
-
-
-_eval_all = jax.jit(jax.vmap(train.eval_step, in_axes=(0, None)))
-
-
-def evaluate_all(states: TrainState, split: input_pipeline.Split,
-                 batch_size: int) -> dict[str, np.ndarray]:
-  """Per-model loss and accuracy over every example of ``split`` once."""
-  totals = None
-  for batch in input_pipeline.eval_batches(split, batch_size):
-    sums = _eval_all(states, batch)
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
-  count = totals['count'].astype(np.float64)
-  return {'loss': totals['loss'] / count, 'accuracy': totals['correct'] / count}
 
 
 def _std(values: np.ndarray) -> float:
@@ -121,43 +109,29 @@ def train_models(config: ml_collections.ConfigDict, seeds: Sequence[int],
                  ) -> tuple[TrainState, dict[str, Any]]:
   """Trains one model per seed (per rate, if given) side by side.
 
-  Returns the stacked final states and timing: ``train_seconds`` (the jitted
-  chunks alone), ``compile_seconds`` and per-model ``diverged`` flags.
+  The single run's loop over a stacked state: the same chunk boundaries and
+  runner (``seqclf.loop``), model k's batches those of seed ``seeds[k]``.
+  Returns the stacked final states and ``{'chunks': loop.Chunks}`` (its
+  timing) with per-model ``diverged`` flags.
   """
-  num_examples, batch_size = len(train_split['label']), config.batch_size
-  total = config.num_train_steps
-
   states = init_states(config, seeds, learning_rates)
-  images, labels = jax.device_put((train_split['image'], train_split['label']))
   rngs = jax.vmap(train.train_key)(jnp.asarray(seeds, jnp.uint32))
   run = sweep_steps_fn(bool(train.noise_kwargs(config)), config.augment_hflip)
-  compiled: dict[tuple[int, ...], Any] = {}
-  compile_seconds = train_seconds = 0.0
+  chunks = loop.Chunks(
+      run, (*jax.device_put((train_split['image'], train_split['label'])),
+            rngs), list(seeds), len(train_split['label']), config.batch_size)
   diverged = np.zeros(len(seeds), bool)
-  step = 0
-  while step < total:
-    end = min(step + config.steps_per_call, total)
-    indices = np.stack([input_pipeline.train_indices(
-        s, num_examples, batch_size, step, end - step) for s in seeds])
-    if indices.shape not in compiled:
-      t = time.perf_counter()
-      compiled[indices.shape] = run.lower(states, images, labels, indices,
-                                          rngs).compile()
-      compile_seconds += time.perf_counter() - t
-    t = time.perf_counter()
-    states, metrics = compiled[indices.shape](states, images, labels, indices,
-                                              rngs)
-    loss = np.asarray(metrics['loss'])  # (models, steps); waits for the chunk
-    train_seconds += time.perf_counter() - t
+  for start, step in loop.boundaries(0, config):
+    states, metrics = chunks(states, start, step)
+    loss = metrics['loss']  # (models, steps)
     diverged |= ~np.isfinite(loss).all(axis=1)
-    step = end
     if not quiet:
-      speed = step * batch_size * len(seeds) / train_seconds
-      print(f'step {step}/{total}: loss over {len(seeds)} models '
-            f'mean={np.nanmean(loss[:, -1]):.4f} min={np.nanmin(loss[:, -1]):.4f}'
-            f' max={np.nanmax(loss[:, -1]):.4f} | {speed:,.0f} ex/s', flush=True)
-  return states, {'train_seconds': train_seconds,
-                  'compile_seconds': compile_seconds, 'diverged': diverged}
+      print(f'step {step}/{config.num_train_steps}: loss over {len(seeds)} '
+            f'models mean={np.nanmean(loss[:, -1]):.4f} '
+            f'min={np.nanmin(loss[:, -1]):.4f} '
+            f'max={np.nanmax(loss[:, -1]):.4f} | '
+            f'{chunks.examples_per_second:,.0f} ex/s', flush=True)
+  return states, {'chunks': chunks, 'diverged': diverged}
 
 
 def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
@@ -175,10 +149,11 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
   states, timing = train_models(
       config, seeds, None if learning_rates is None else rates, data['train'],
       quiet=quiet)
-  train_seconds, diverged = timing['train_seconds'], timing['diverged']
   total, batch_size = config.num_train_steps, config.batch_size
-  val = evaluate_all(states, data['validation'], config.eval_batch_size)
-  test = evaluate_all(states, data['test'], config.eval_batch_size)
+  val = train.evaluate(states, data['validation'], config.eval_batch_size,
+                       stacked=True)
+  test = train.evaluate(states, data['test'], config.eval_batch_size,
+                        stacked=True)
   acc = np.asarray(test['accuracy'], np.float64)
   results: dict[str, Any] = {
       'test_accuracies': acc.tolist(),
@@ -188,16 +163,12 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
       'test_losses': np.asarray(test['loss']).tolist(),
       'val_accuracies': np.asarray(val['accuracy']).tolist(),
       'seeds': seeds, 'learning_rates': rates,
-      'diverged': diverged.tolist(),
-      'num_models': len(seeds), 'step': total,
+      'diverged': timing['diverged'].tolist(),
+      'num_models': len(seeds),
       'examples_seen_per_model': total * batch_size,
-      'train_examples_per_second': total * batch_size * len(seeds) / train_seconds,
-      'compile_seconds': timing['compile_seconds'],
-      'train_seconds': train_seconds,
-      'wall_seconds': time.perf_counter() - wall_start,
-      'machine': machine(), 'devices': [str(d) for d in jax.devices()],
-      'impl': autotune.resolve_impl(config),
-      'jax_version': jax.__version__, 'config': config.to_dict(),
+      'machine': machine(),
+      **loop.results(timing['chunks'], config, step=total,
+                     impl=autotune.resolve_impl(config), wall_start=wall_start),
   }
   if learning_rates is not None:
     results['by_learning_rate'] = {
@@ -206,5 +177,5 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
                   'test_accuracy_std': _std(acc[mask])}
         for r in dict.fromkeys(rates)
         for mask in [np.asarray(rates) == r]}
-  train.write_json(workdir / 'results.json', results)
+  loop.write_results(workdir, results)
   return results

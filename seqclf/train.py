@@ -4,15 +4,16 @@
 gradients and metrics with ``lax.pmean``, so the same function runs under
 ``jax.pmap``. ``train_steps`` scans it over a chunk of batches gathered from
 the device-resident training set, so the host dispatches once per chunk, not
-once per step. ``train_and_evaluate`` is the loop: logging, evaluation,
-checkpoints, resume and the final ``results.json``.
+once per step (``seqclf.loop`` runs the chunks). ``evaluate`` sums one model's
+(or a stacked sweep's) metrics over a split. ``train_and_evaluate`` is the
+loop: logging, evaluation, checkpoints, resume and the final ``results.json``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -30,7 +31,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from seqclf import checkpoint
 from seqclf import errors
 from seqclf import input_pipeline
+from seqclf import loop
 from seqclf import models
+from seqclf import optim
 from seqclf import parallel
 from seqclf import preemption
 from seqclf.config import check_resume, validate
@@ -45,31 +48,6 @@ Metrics = dict[str, jax.Array]
 SEQUENCE_SHAPE = models.INPUT_SHAPE
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict,
-                           peak: float | jax.Array | None = None
-                           ) -> optax.ScalarOrSchedule:
-  """The learning rate as optax takes it: a schedule only when one is set.
-
-  A constant rate stays a plain number so the default optimizer (and its
-  checkpointed state) is exactly ``optax.adam(learning_rate)``.
-  """
-  peak = config.learning_rate if peak is None else peak
-  if config.lr_schedule == 'cosine':
-    return optax.warmup_cosine_decay_schedule(
-        0.0, peak, config.warmup_steps, config.num_train_steps, end_value=0.0)
-  if config.warmup_steps:
-    return optax.join_schedules(
-        [optax.linear_schedule(0.0, peak, config.warmup_steps),
-         optax.constant_schedule(peak)], [config.warmup_steps])
-  return peak
-
-
-def learning_rate_at(config: ml_collections.ConfigDict, step: int) -> float:
-  """The rate that the update of (1-based) ``step`` used, for logging."""
-  schedule = learning_rate_schedule(config)
-  return float(schedule(step - 1)) if callable(schedule) else schedule
-
-
 def train_key(seed: int) -> jax.Array:
   """Base key of a run's training noise (dropout, flips), not its ``key(seed)``."""
   return jax.random.fold_in(jax.random.key(seed), 1)
@@ -80,18 +58,6 @@ def noise_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
   if not (config.dropout_rate or config.augment_hflip):
     return {}
   return {'rng': train_key(config.seed), 'hflip': config.augment_hflip}
-
-
-def _optimizer(config: ml_collections.ConfigDict,
-               learning_rate: float | jax.Array | None = None
-               ) -> optax.GradientTransformation:
-  tx = optax.adam(learning_rate_schedule(config, learning_rate))
-  if config.grad_clip_norm:
-    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
-  if config.skip_nonfinite_updates:
-    # Leaves params and Adam moments untouched on a non-finite gradient.
-    tx = optax.apply_if_finite(tx, max_consecutive_errors=10**9)
-  return tx
 
 
 def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, *,
@@ -109,10 +75,10 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, *,
   # Jitted: run eagerly, nn.scan's init dispatches op by op (seconds on CPU).
   params = jax.jit(model.init)(rng, jnp.zeros((1, *SEQUENCE_SHAPE)))['params']
   if inject_learning_rate:
-    tx = optax.inject_hyperparams(lambda learning_rate: _optimizer(
+    tx = optax.inject_hyperparams(lambda learning_rate: optim.optimizer(
         config, learning_rate))(learning_rate=config.learning_rate)
   else:
-    tx = _optimizer(config)
+    tx = optim.optimizer(config)
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
 
@@ -184,15 +150,20 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
 
 
 _jit_eval_step = jax.jit(eval_step)
+_jit_eval_stacked = jax.jit(jax.vmap(eval_step, in_axes=(0, None)))
 
 
 def evaluate(state: TrainState, split: input_pipeline.Split, batch_size: int,
-             devices: Sequence[jax.Device] | None = None) -> dict[str, float]:
+             devices: Sequence[jax.Device] | None = None, *,
+             stacked: bool = False) -> dict[str, Any]:
   """Loss and accuracy over every example of ``split`` exactly once.
 
   With several ``devices`` (this process's own, e.g. the CPU split by
   ``parallel.configure_cpu_devices``) each batch is split across them and the
   parameters replicated, so evaluation uses every core as training does.
+  ``stacked``: ``state`` is a stack of models (``seqclf.sweep``), each
+  evaluated on the same batches by the same ``eval_step`` (vmapped); loss and
+  accuracy are then arrays, one entry per model.
   """
   put = lambda batch: batch
   if devices is not None and len(devices) > 1 and batch_size % len(devices) == 0:
@@ -202,34 +173,21 @@ def evaluate(state: TrainState, split: input_pipeline.Split, batch_size: int,
                             device=NamedSharding(mesh, P(parallel.AXIS)))
   # Summed on the host: adding device arrays would compile a program per
   # sharding, which costs more than the whole evaluation on CPU.
-  sums = jax.device_get([_jit_eval_step(state, put(batch)) for batch in
+  step = _jit_eval_stacked if stacked else _jit_eval_step
+  sums = jax.device_get([step(state, put(batch)) for batch in
                          input_pipeline.eval_batches(split, batch_size)])
-  totals = jax.tree.map(lambda *parts: np.sum(parts, dtype=np.float64), *sums)
-  count = int(totals['count'])
+  totals = jax.tree.map(
+      lambda *parts: np.sum(parts, axis=0, dtype=np.float64), *sums)
+  count = int(np.ravel(totals['count'])[0])
+  if stacked:
+    return {'loss': totals['loss'] / count,
+            'accuracy': totals['correct'] / count, 'count': count}
   return {'loss': float(totals['loss']) / count,
           'accuracy': float(totals['correct']) / count, 'count': count}
 
 
-def _next_boundary(step: int, config: ml_collections.ConfigDict) -> int:
-  """End of the chunk starting at ``step``: the next multiple of any interval.
-
-  Boundaries are absolute, so a run resumed from a checkpoint (always taken
-  at a boundary) splits the remaining steps exactly as an uninterrupted run.
-  """
-  periods = (config.steps_per_call, config.eval_every, config.checkpoint_every)
-  nxt = min((step // p + 1) * p for p in periods)
-  return min(nxt, config.num_train_steps)
-
-
 def _format_eta(seconds: float) -> str:
   return time.strftime('%H:%M:%S', time.gmtime(max(0.0, seconds)))
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-  """Writes ``data`` atomically: a kill never leaves a half-written file."""
-  tmp = path.with_name(path.name + '.tmp')
-  tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + '\n')
-  os.replace(tmp, path)
 
 
 def train_and_evaluate(
@@ -248,22 +206,48 @@ def train_and_evaluate(
   workdir while one runs raises ``errors.WorkdirError`` (``seqclf.workdir``).
   """
   config = validate(config)
+  # Every check of the config against the data runs before anything is
+  # written: bad input leaves no workdir behind.
+  datasets = datasets or input_pipeline.load_datasets(config.data_dir,
+                                                      dataset=config.dataset)
+  input_pipeline.check_batch_size(config.batch_size,
+                                  len(datasets['train']['label']))
+  dp = parallel.setup(config.parallelism, config.batch_size)
+  if config.matmul_precision != 'float32':  # float32 runs everywhere
+    autotune.choose_impl(config, batch=config.batch_size // dp.num_devices,
+                         sharded=dp.mode == 'sharded')
+  fresh = not Path(workdir).expanduser().exists()
   workdir = errors.writable_dir(workdir)
   # Process 0 holds the lock for the whole multi-process job.
-  with (WorkdirLock(workdir, enabled=jax.process_index() == 0),
-        preemption.StopRequest() as stop):
-    return _train_and_evaluate(config, workdir, stop, quiet=quiet,
-                               datasets=datasets)
+  try:
+    with (WorkdirLock(workdir, enabled=jax.process_index() == 0),
+          preemption.StopRequest() as stop):
+      return _train_and_evaluate(config, workdir, stop, quiet=quiet,
+                                 datasets=datasets)
+  except errors.SeqclfError:
+    if fresh:  # Bad input found later (a kernel that cannot be built):
+      with contextlib.suppress(OSError):  # leave no empty workdir behind.
+        workdir.rmdir()
+    raise
+  except OSError as e:  # metrics, TensorBoard, results.json (checkpoints:
+    full = errors.disk_full(e)  # checkpoint.save and checkpoint.wait)
+    if not full or isinstance(e, errors.SeqclfError):
+      raise
+    where = getattr(full, 'filename', None) or workdir
+    raise errors.DiskFullError(
+        f'No space left on the device writing {where}: '
+        'free space there (or use another --workdir), then run the same '
+        'command again to resume from the newest checkpoint.') from e
 
 
 def _check_resume(mngr: Any, config: ml_collections.ConfigDict,
                   quiet: bool) -> None:
   """Refuses to resume the latest checkpoint with a config that changes the
   model, optimizer or data (a ``CheckpointError``); notes the accepted changes."""
-  step = mngr.latest_step()
-  saved = None if step is None else checkpoint.saved_config(mngr, step)
-  if saved is None:
+  newest = checkpoint.newest_config(mngr)  # Past a damaged newest step.
+  if newest is None:
     return
+  step, saved = newest
   changes = check_resume(saved, config, step, f'{mngr.directory}/{step}')
   if changes and not quiet and jax.process_index() == 0:
     print(f'note: resuming {mngr.directory}/{step} with changed keys that '
@@ -273,14 +257,18 @@ def _check_resume(mngr: Any, config: ml_collections.ConfigDict,
 
 def _finished_results(workdir: Path, mngr: Any,
                       config: ml_collections.ConfigDict) -> dict[str, Any] | None:
-  """``results.json`` of a run that already finished ``config``'s steps."""
+  """``results.json`` of a run that already finished ``config``'s steps
+  (None if its final checkpoint is damaged: the run then trains it again)."""
   try:
     saved = json.loads((workdir / 'results.json').read_text())
   except (OSError, ValueError):
     return None  # None yet (or killed while finishing): finish it now.
   total = config.num_train_steps
   if not (isinstance(saved, dict) and saved.get('step') == total
-          and mngr.latest_step() == total):
+          and mngr.latest_step() == total
+          and checkpoint.readable(mngr, jax.eval_shape(
+              lambda: create_train_state(config, jax.random.key(0),
+                                         impl='scan')), total)):
     return None
   return {**saved, 'already_finished': True}
 
@@ -319,7 +307,7 @@ def _train_and_evaluate(
   if mngr is None:
     mngr = checkpoint.manager(workdir, config.max_to_keep)
   if mngr.latest_step() is not None:
-    state, _ = checkpoint.restore(mngr, state)
+    state, _ = checkpoint.restore(mngr, state, move_damaged=True)
   first_step = int(state.step)
   logger = MetricLogger(workdir, total, first_step, quiet=quiet,
                         enabled=jax.process_index() == 0)
@@ -327,9 +315,11 @@ def _train_and_evaluate(
     logger.message(f'Resumed from {mngr.directory}/{first_step}.')
   if config.impl == 'auto':
     logger.message(choice.summary())
-  images, labels = dp.put_data(train['image'], train['label'])
-  run = dp.chunk_fn(functools.partial(train_steps, **noise_kwargs(config)))
-  compiled: dict[tuple[int, ...], Any] = {}
+  chunks = loop.Chunks(
+      dp.chunk_fn(functools.partial(train_steps, **noise_kwargs(config))),
+      dp.put_data(train['image'], train['label']), config.seed, num_examples,
+      batch_size, put_indices=dp.put_indices, to_run=dp.to_run,
+      from_run=dp.from_run, metrics=dp.metrics)
   # Evaluation shards batches over the local devices with jax.jit, which
   # would replicate the CPU kernel's calls; the kernel spreads one device's
   # batch over the cores itself.
@@ -337,33 +327,22 @@ def _train_and_evaluate(
   if impl == 'kernel':
     eval_devices = eval_devices[:1]
   setup_seconds = time.perf_counter() - wall_start
-  compile_seconds = train_seconds = eval_and_save_seconds = 0.0
-  step = first_step
+  eval_and_save_seconds = 0.0
   val = None
-  while step < total:
-    end = _next_boundary(step, config)
-    indices = dp.put_indices(input_pipeline.train_indices(
-        config.seed, num_examples, batch_size, step, end - step))
-    if indices.shape not in compiled:
-      t = time.perf_counter()
-      compiled[indices.shape] = run.lower(dp.to_run(state), images, labels,
-                                          indices).compile()
-      compile_seconds += time.perf_counter() - t
-    t = time.perf_counter()
-    state, metrics = compiled[indices.shape](dp.to_run(state), images, labels,
-                                             indices)
-    state, metrics = dp.from_run(state), dp.metrics(metrics)
-    chunk_seconds = time.perf_counter() - t
-    train_seconds += chunk_seconds
-    speed = (end - first_step) * batch_size / train_seconds
-    eta = (total - end) * batch_size / speed
-    for k, s in enumerate(range(step + 1, end + 1)):
+  # What a first Ctrl-C says; updated once each chunk's signal check is done.
+  stop.stop_after = loop.next_boundary(first_step, config)
+  for start, step in loop.boundaries(first_step, config):
+    state, metrics = chunks(state, start, step)
+    speed = chunks.examples_per_second
+    eta = (total - step) * batch_size / speed
+    for k, s in enumerate(range(start + 1, step + 1)):
       if s % config.log_every and s != total:
         continue
       loss, acc = float(metrics['loss'][k]), float(metrics['accuracy'][k])
       logger.write(s, 'train', {'loss': loss, 'accuracy': acc,
                                 'examples_per_second': speed,
-                                'learning_rate': learning_rate_at(config, s)})
+                                'learning_rate': optim.learning_rate_at(
+                                    config, s)})
       logger.progress(
           s, f'step {s} ({s * batch_size}/{total * batch_size}) '
           f'Minibatch loss={loss:.4f} Accuracy={acc:.4f} | '
@@ -372,12 +351,11 @@ def _train_and_evaluate(
     nonfinite = int(np.sum(~np.isfinite(metrics['loss'])))
     if nonfinite and config.skip_nonfinite_updates:
       logger.message(f'warning: skipped {nonfinite} non-finite update(s) '
-                     f'in steps {step + 1}-{end}.')
+                     f'in steps {start + 1}-{step}.')
     elif nonfinite:
       raise FloatingPointError(
-          f'Non-finite loss by step {end}; the last good checkpoint in '
+          f'Non-finite loss by step {step}; the last good checkpoint in '
           f'{mngr.directory} is untouched. Lower learning_rate.')
-    step = end
     t = time.perf_counter()
     if step % config.eval_every == 0 or step == total:
       val = evaluate(dp.local(state), data['validation'],
@@ -386,16 +364,17 @@ def _train_and_evaluate(
       logger.message(f'step {step}: validation loss={val["loss"]:.4f} '
                      f'accuracy={val["accuracy"]:.4f}')
     signum = parallel.agreed_signal(stop.signum)  # All processes stop together.
+    stop.stop_after = loop.next_boundary(step, config)  # A signal from now on.
     if (step % config.checkpoint_every == 0 or step == total
         or signum is not None):
       checkpoint.save(mngr, state, config)
     eval_and_save_seconds += time.perf_counter() - t
     if signum is not None and step < total:
-      mngr.wait_until_finished()
+      checkpoint.wait(mngr)
       logger.close()
       raise preemption.Preempted(signum, step, str(mngr.directory))
   t = time.perf_counter()
-  mngr.wait_until_finished()
+  checkpoint.wait(mngr)
   if val is None:  # Resumed a finished run: nothing was trained this time.
     val = evaluate(dp.local(state), data['validation'], config.eval_batch_size,
                    eval_devices)
@@ -404,26 +383,19 @@ def _train_and_evaluate(
   eval_and_save_seconds += time.perf_counter() - t
   logger.write(int(state.step), 'test', test)
   logger.close()
-  trained = (total - first_step) * batch_size
   results = {
       'test_accuracy': test['accuracy'], 'test_loss': test['loss'],
       'val_accuracy': val['accuracy'], 'val_loss': val['loss'],
-      'step': int(state.step), 'examples_seen': int(state.step) * batch_size,
-      'train_examples_per_second': trained / train_seconds if trained else None,
-      'compile_seconds': compile_seconds,
-      'train_seconds': train_seconds,
+      'examples_seen': int(state.step) * batch_size,
       # Where the rest went: data, model init and restore before the loop;
       # evaluations and checkpoint writes during and after it.
       'setup_seconds': setup_seconds,
       'eval_and_save_seconds': eval_and_save_seconds,
-      'wall_seconds': time.perf_counter() - wall_start,
       'resumed_from_step': first_step or None,
-      'devices': [str(d) for d in jax.devices()],
-      'parallelism': dp.mode, 'impl': impl, 'impl_choice': choice.to_json(),
+      'parallelism': dp.mode, 'impl_choice': choice.to_json(),
       'process_count': jax.process_count(),
-      'jax_version': jax.__version__,
-      'config': config.to_dict(),
+      **loop.results(chunks, config, step=int(state.step), impl=impl,
+                     wall_start=wall_start),
   }
-  if jax.process_index() == 0:
-    write_json(workdir / 'results.json', results)
+  loop.write_results(workdir, results)
   return results

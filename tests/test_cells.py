@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from seqclf import cells, fashion_mnist, input_pipeline, models, tasks, train
+from seqclf import (cells, fashion_mnist, initializers, input_pipeline, models,
+                    optim, tasks, train)
 from seqclf.config import ConfigError, base_config, validate
 from seqclf.mnist_files import DataError
 from seqclf.models import LSTMClassifier
@@ -61,7 +62,7 @@ def test_identity_recurrent_init():
   np.testing.assert_array_equal(params['lstm_0']['cell']['hidden']['kernel'],
                                 np.tile(np.eye(4), (1, 4)))
   with pytest.raises(ValueError, match='recurrent_init'):
-    cells.recurrent_initializer('zeros')
+    initializers.resolve('recurrent_init', 'zeros')
 
 
 @pytest.mark.parametrize('cell,gates', [('lstm', 4), ('gru', 3), ('elman', 1)])
@@ -132,16 +133,16 @@ def test_default_optimizer_is_plain_adam_and_options_change_it():
   state = train.create_train_state(config, jax.random.key(0))
   adam = optax.adam(1e-3).init(state.params)
   assert jax.tree.structure(state.opt_state) == jax.tree.structure(adam)
-  assert train.learning_rate_at(config, 500) == 1e-3
+  assert optim.learning_rate_at(config, 500) == 1e-3
   config.update(lr_schedule='cosine', warmup_steps=100, grad_clip_norm=1.0)
-  assert train.learning_rate_at(config, 1) == 0.0
-  assert train.learning_rate_at(config, 101) == pytest.approx(1e-3)
-  assert train.learning_rate_at(config, 1000) < 1e-6
+  assert optim.learning_rate_at(config, 1) == 0.0
+  assert optim.learning_rate_at(config, 101) == pytest.approx(1e-3)
+  assert optim.learning_rate_at(config, 1000) < 1e-6
 
 
 def _params_after(config, params, grads):
   """``params`` after one update per gradient, by the trainer's optimizer."""
-  tx = train._optimizer(config)  # pylint: disable=protected-access
+  tx = optim.optimizer(config)
   state = tx.init(params)
   for g in grads:
     updates, state = tx.update(g, state, params)

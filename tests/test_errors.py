@@ -92,3 +92,33 @@ def test_cli_shows_a_bugs_traceback(tmp_path):
   assert 'Traceback (most recent call last)' in out.stderr
   assert 'ValueError: an unexpected bug' in out.stderr
   assert 'seqclf report: error:' not in out.stderr
+
+
+def test_choice_lists_come_from_the_modules_that_use_them(monkeypatch):
+  """validate reads each list where it is defined: extending the module's
+  list is all a new choice needs, and the message shows that list."""
+  from seqclf import optim, tasks  # pylint: disable=g-import-not-at-top
+  c = base_config()
+  c.task = 'spiral'
+  with pytest.raises(ConfigError, match=r"`task` must be one of \('row', "):
+    validate(c)
+  monkeypatch.setattr(tasks, 'TASKS', (*tasks.TASKS, 'spiral'))
+  validate(c)
+  c.lr_schedule = 'step'
+  with pytest.raises(ConfigError, match='lr_schedule'):
+    validate(c)
+  monkeypatch.setattr(optim, 'SCHEDULES', (*optim.SCHEDULES, 'step'))
+  validate(c)
+
+
+def test_validating_a_config_builds_and_initializes_nothing():
+  """validate imports the choice lists' modules: that must neither build the
+  CPU kernel nor start a JAX backend (the CLI splits the CPU into devices
+  after validating, which a started backend would refuse)."""
+  code = ('from seqclf import config; config.validate(config.base_config()); '
+          'from jax._src import xla_bridge; from seqclf.kernels import lstm_kernel; '
+          'assert not xla_bridge.backends_are_initialized(), "backend"; '
+          'assert lstm_kernel._open.cache_info().currsize == 0, "kernel"')
+  proc = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                        text=True, check=False)
+  assert proc.returncode == 0, proc.stderr

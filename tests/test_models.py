@@ -1,5 +1,6 @@
 """The LSTM modules: shapes, forget-bias semantics, scan vs step loop, transforms."""
 
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -329,3 +330,25 @@ def test_scan_layer_scratch_memory_at_most_flax():
   # Forward only (evaluation, prediction): no hoisted (T, B, 4H) buffer.
   assert (_temp_bytes(ours, ours_out, grad=False)
           <= 1.05 * _temp_bytes(flax_rnn, flax_out, grad=False))
+
+
+def test_from_config_reads_every_classifier_field_by_name():
+  """A model field is set by the config key of its name: change each key and
+  the built model follows (a field the config lacks would fail here)."""
+  from seqclf import models  # pylint: disable=g-import-not-at-top
+  from seqclf.config import base_config  # pylint: disable=g-import-not-at-top
+  changed = dict(num_classes=7, hidden_size=24, num_layers=2, forget_bias=0.5,
+                 unroll=2, cell='gru', recurrent_init='identity',
+                 bidirectional=True, dropout_rate=0.1, task='pixel',
+                 permutation_seed=3, input_mean=0.5, input_std=2.0,
+                 matmul_precision='bfloat16', dtype='bfloat16')
+  config = base_config()
+  config.update(changed)
+  model = models.from_config(config, 'kernel')
+  fields = {f.name for f in dataclasses.fields(LSTMClassifier)} - {
+      'parent', 'name', 'param_dtype', 'impl'}
+  assert fields == set(changed)  # every configurable field is tested here
+  for name in fields - {'dtype'}:
+    assert getattr(model, name) == changed[name], name
+  assert model.dtype == jnp.bfloat16 and model.impl == 'kernel'
+  assert models.from_config(base_config(), 'scan').dtype is None

@@ -4,9 +4,10 @@ import json
 
 import jax
 import numpy as np
+import optax
 import pytest
 
-from seqclf import inference, sweep, train
+from seqclf import inference, optim, sweep, train
 from seqclf.config import ConfigError
 
 from conftest import run_cli, small_config
@@ -32,7 +33,8 @@ def test_sweep_model_k_equals_single_run_with_seed_k(tmp_path, mnist):
                         steps_per_call=10, seed=5)
   states, _ = sweep.train_models(config, [5, 6], None, mnist['train'],
                                  quiet=True)
-  swept_acc = sweep.evaluate_all(states, mnist['test'], 1000)['accuracy']
+  swept_acc = train.evaluate(states, mnist['test'], 1000,
+                             stacked=True)['accuracy']
   for k, seed in enumerate((5, 6)):
     config.seed = seed
     single = train.train_and_evaluate(config, tmp_path / f'single{seed}',
@@ -62,8 +64,8 @@ def test_learning_rate_sweep_results_json(tmp_path, mnist):
   assert saved['test_accuracy_std'] == pytest.approx(np.std(accs, ddof=1))
   assert saved['by_learning_rate']['0.01']['test_accuracies'] == accs[2:]
   # A rate of 1e-9 leaves the models where they started; 1e-2 moves them.
-  untrained = sweep.evaluate_all(sweep.init_states(config, [0, 1]),
-                                 mnist['test'], 1000)['loss']
+  untrained = train.evaluate(sweep.init_states(config, [0, 1]),
+                             mnist['test'], 1000, stacked=True)['loss']
   np.testing.assert_allclose(saved['test_losses'][:2], untrained, rtol=1e-4)
   assert max(saved['test_losses'][2:]) < min(untrained) - 0.01
 
@@ -75,3 +77,19 @@ def test_cli_sweep_rejects_bad_seeds(tmp_path):
   assert proc.returncode == 2
   assert '--seeds must be >= 1' in proc.stderr
   assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_cosine_schedule_takes_a_sweeps_traced_peak():
+  """A learning-rate grid injects the peak as an array: the cosine schedule
+  must trace it, and give optax's warmup_cosine_decay_schedule's values."""
+  config = small_config(lr_schedule='cosine', warmup_steps=5,
+                        num_train_steps=30, learning_rate=4e-3)
+  steps = jax.numpy.arange(35)
+  expected = jax.vmap(optax.warmup_cosine_decay_schedule(
+      0.0, 4e-3, 5, 30, end_value=0.0))(steps)
+  np.testing.assert_array_equal(
+      jax.vmap(optim.learning_rate_schedule(config))(steps), expected)
+  traced = jax.jit(lambda peak: jax.vmap(
+      optim.learning_rate_schedule(config, peak))(steps))
+  np.testing.assert_allclose(traced(jax.numpy.float32(4e-3)), expected,
+                             rtol=1e-6)
