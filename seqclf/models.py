@@ -14,9 +14,11 @@ and in bfloat16.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -325,6 +327,25 @@ LAYERS: dict[str, type[_CellLayer]] = {'lstm': LSTM, 'gru': GRU,
 CELLS = tuple(LAYERS)  # LSTMClassifier.cell (config `cell`)
 
 
+@contextlib.contextmanager
+def _forward_mode_names_scan(impl: str) -> Iterator[None]:
+  """jax's error for forward-mode autodiff of a custom VJP, with the fix.
+
+  The fused and kernel paths are custom VJPs (their backward passes are
+  hand-written), which jax differentiates in reverse mode only; the error is
+  raised while tracing, so it names the path that has forward mode.
+  """
+  try:
+    yield
+  except TypeError as e:
+    if 'forward-mode' not in str(e):
+      raise
+    raise TypeError(
+        f"impl={impl!r} has a hand-written backward pass (a custom VJP), which "
+        "jax differentiates in reverse mode only: use impl='scan' for "
+        "forward-mode autodiff (jax.jvp, jax.jacfwd, jax.hessian).") from e
+
+
 def _fused(cell: LSTMCell, inputs: Array, carry: Carry,
            seq_lengths: Array | None, unroll: int, impl: str,
            matmul_precision: str) -> tuple[Carry, Array]:
@@ -345,13 +366,14 @@ def _fused(cell: LSTMCell, inputs: Array, carry: Carry,
   x = jnp.moveaxis(inputs, -2, 0).reshape(steps, batch, features)
   c0, h0 = (v.reshape(batch, hidden) for v in carry)
   lengths = None if seq_lengths is None else seq_lengths.reshape(batch)
-  if impl == 'kernel':
-    (c, h), hs = lstm_kernel.lstm_layer(x, w_x, b, w_h, c0, h0,
-                                        cell.forget_bias, matmul_precision,
-                                        lengths=lengths)
-  else:
-    (c, h), hs = fast_lstm.lstm_recurrence(cell.project(x), w_h, c0, h0,
-                                           cell.forget_bias, unroll, lengths)
+  with _forward_mode_names_scan(impl):
+    if impl == 'kernel':
+      (c, h), hs = lstm_kernel.lstm_layer(x, w_x, b, w_h, c0, h0,
+                                          cell.forget_bias, matmul_precision,
+                                          lengths=lengths)
+    else:
+      (c, h), hs = fast_lstm.lstm_recurrence(cell.project(x), w_h, c0, h0,
+                                             cell.forget_bias, unroll, lengths)
   outputs = jnp.moveaxis(hs.reshape(steps, *batch_shape, hidden), 0, -2)
   carry = (c.reshape(*batch_shape, hidden), h.reshape(*batch_shape, hidden))
   return carry, outputs

@@ -310,7 +310,11 @@ def test_every_transform_works_or_names_the_path_that_has_it():
   np.testing.assert_allclose(hvp(losses['fused']), hvp(scan), rtol=1e-4,
                              atol=1e-5)
   for impl in ('fused', 'kernel'):
-    with pytest.raises(TypeError, match='forward-mode'):
-      jax.jvp(losses[impl], (x,), (v,))
+    forward_modes = {'jvp': lambda f: jax.jvp(f, (x,), (v,)),
+                     'jacfwd': lambda f: jax.jacfwd(f)(x),
+                     'jit(jacfwd)': lambda f: jax.jit(jax.jacfwd(f))(x)}
+    for forward in forward_modes.values():
+      with pytest.raises(TypeError, match=f"impl='{impl}'.*impl='scan'"):
+        forward(losses[impl])
   with pytest.raises(lstm_kernel.KernelError, match='first derivatives only'):
     hvp(losses['kernel'])
