@@ -82,7 +82,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.cpu_devices = 0
   # Data: a tfds data dir; '' means $TFDS_DATA_DIR or ~/tensorflow_datasets.
   c.data_dir = ''
-  c.dataset = 'mnist'       # mnist | fashion_mnist (same 55k/5k/10k splits)
+  # mnist | fashion_mnist (same 55k/5k/10k splits, prepared by `seqclf
+  # prepare-data`) | npz:PATH, your own arrays (seqclf.datasets.load_npz).
+  c.dataset = 'mnist'
+  # npz:PATH without a validation (or test) split: the fraction of examples
+  # carved out for it, by a fixed permutation.
+  c.validation_fraction = 0.1
   # How the model reads an image (seqclf.tasks): row (28 steps x 28) | pixel
   # (784 x 1) | permuted (784 x 1 in a fixed order from permutation_seed).
   c.task = 'row'
@@ -111,7 +116,7 @@ def choices() -> dict[str, tuple[str, ...]]:
   (config files import it), and none of these imports compiles anything.
   """
   # pylint: disable=g-import-not-at-top
-  from seqclf import initializers, input_pipeline, models, optim
+  from seqclf import initializers, models, optim
   from seqclf.kernels import lstm_kernel
   from seqclf import parallel, tasks
   return {
@@ -121,7 +126,6 @@ def choices() -> dict[str, tuple[str, ...]]:
       **{role: tuple(table) for role, table in initializers.TABLES.items()},
       'optimizer': tuple(optim.OPTIMIZERS),
       'lr_schedule': optim.SCHEDULES,
-      'dataset': input_pipeline.DATASETS,
       'task': tasks.TASKS,
       'impl': ('auto', *models.IMPLS),
       'matmul_precision': lstm_kernel.PRECISIONS,
@@ -189,6 +193,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError('Config keys `input_mean`/`input_std` must be finite and '
                       f'input_std > 0, got {config.input_mean}/'
                       f'{config.input_std}.')
+  from seqclf import datasets  # pylint: disable=g-import-not-at-top
+  datasets.check_name(config.dataset)
+  if not 0.0 < config.validation_fraction < 1.0:
+    raise ConfigError('Config key `validation_fraction` must be in (0, 1), got '
+                      f'{config.validation_fraction}.')
   if config.cpu_devices < 0:
     raise ConfigError('Config key `cpu_devices` must be >= 0 (0 = one per '
                       f'core), got {config.cpu_devices}.')

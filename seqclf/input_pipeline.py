@@ -1,4 +1,4 @@
-"""MNIST splits in memory, and a data order that is a pure function of (seed, step).
+"""Prepared tfds splits in memory, and a data order that is a pure function of (seed, step).
 
 MNIST is tiny, so each split is read once from tfds into numpy; the training
 images then live on the device and batches are gathered there from index
@@ -20,14 +20,14 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
+from seqclf import datasets
 from seqclf import fashion_mnist
 from seqclf import mnist_files
 from seqclf.errors import ConfigError
 from seqclf.logs import absl_silenced
 from seqclf.mnist_builder import SeqclfMnist
 
-SPLITS = ('train', 'validation', 'test')
-DATASETS = ('mnist', 'fashion_mnist')
+SPLITS = datasets.SPLITS
 Split = dict[str, np.ndarray]
 CACHE_SUFFIX = '-arrays.npz'  # {split}-arrays.npz: decoded arrays of a split
 
@@ -44,8 +44,9 @@ def manual_dir(data_dir: Path, dataset: str = 'mnist') -> Path:
 
 
 def _builder(root: Path, dataset: str) -> SeqclfMnist:
-  if dataset not in DATASETS:
-    raise ConfigError(f'dataset must be one of {DATASETS}, got {dataset!r}.')
+  if dataset not in datasets.TFDS:
+    raise ConfigError(f'dataset must be one of {datasets.TFDS}, got '
+                      f'{dataset!r}.')
   cls = SeqclfMnist if dataset == 'mnist' else fashion_mnist.SeqclfFashionMnist
   with absl_silenced():  # tfds logs a data dir not prepared: we say it.
     return cls(data_dir=str(root), file_format='array_record')
@@ -189,7 +190,11 @@ def train_batches(split: Split, seed: int, batch_size: int,
   step = first_step
   while True:
     (idx,) = train_indices(seed, len(split['label']), batch_size, step, 1)
-    yield {'image': to_float(split['image'][idx]), 'label': split['label'][idx]}
+    batch = {'image': to_float(split['image'][idx]),
+             'label': split['label'][idx]}
+    if 'lengths' in split:
+      batch['lengths'] = split['lengths'][idx]
+    yield batch
     step += 1
 
 
@@ -200,11 +205,15 @@ def eval_batches(split: Split, batch_size: int) -> Iterator[dict[str, np.ndarray
     image = split['image'][start:start + batch_size]
     label = split['label'][start:start + batch_size]
     pad = batch_size - len(label)
-    yield {
+    batch = {
         'image': to_float(np.pad(image, ((0, pad), (0, 0), (0, 0)))),
         'label': np.pad(label, (0, pad)),
         'mask': np.arange(batch_size) < len(label),
     }
+    if 'lengths' in split:  # Padding examples count as full length.
+      batch['lengths'] = np.pad(split['lengths'][start:start + batch_size],
+                                (0, pad), constant_values=image.shape[1])
+    yield batch
 
 
 def random_hflip(images: jax.Array, rng: jax.Array) -> jax.Array:
@@ -219,5 +228,8 @@ def random_hflip(images: jax.Array, rng: jax.Array) -> jax.Array:
 
 
 def to_float(images):
-  """uint8 pixels -> float32 in [0, 1]; works on numpy and jax arrays."""
-  return images.astype('float32') / 255.0
+  """uint8 pixels -> float32 in [0, 1], float sequences -> float32 as they
+  are (``seqclf.datasets``); works on numpy and jax arrays."""
+  if images.dtype == np.uint8:
+    return images.astype('float32') / 255.0
+  return images.astype('float32')

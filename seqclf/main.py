@@ -34,6 +34,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from seqclf import datasets
 from seqclf.errors import SeqclfError, UsageError, writable_dir
 
 CONFIG_DIR = Path(__file__).resolve().parent / 'configs'  # packaged configs
@@ -109,7 +110,7 @@ _DATA_DIR = flags.DEFINE_string(
     'data_dir', None, 'tfds data dir for prepare-data/evaluate (default: '
     "the config's, else $TFDS_DATA_DIR or ~/tensorflow_datasets).")
 _DATASET = flags.DEFINE_enum(
-    'dataset', 'mnist', ['mnist', 'fashion_mnist'],
+    'dataset', 'mnist', list(datasets.TFDS),
     'prepare-data: which dataset to fetch, verify and prepare.')
 _FORCE = flags.DEFINE_bool(
     'force', False, 'prepare-data: build the prepared files again from the '
@@ -128,7 +129,8 @@ _INDICES = flags.DEFINE_list(
     'indices', ['100', '101', '102'], 'inspect-data: sample indices in the '
     'split (`--indices 100 101 102` or `--indices=100,101,102`).')
 _OUT = flags.DEFINE_string('out', 'runs/inspect-data',
-                           'inspect-data: directory for the PNGs.')
+                           'inspect-data: directory for the PNGs; export: '
+                           'directory for the exported model (required).')
 _COMPILATION_CACHE = flags.DEFINE_string(
     'compilation_cache', '~/.cache/seqclf/jax', "JAX's persistent compilation "
     'cache: a repeated run (another seed, a resume, a sweep) loads its XLA '
@@ -159,6 +161,10 @@ COMMAND_HELP = {
     'predict': ("Classify 28x28 grayscale images (others are converted) with "
                 "a workdir's latest checkpoint.", '--workdir DIR IMAGE ...',
                 ('workdir', 'compilation_cache')),
+    'export': ("Write a workdir's latest checkpoint as a jax.export "
+               'artifact (symbolic batch, CPU/GPU/TPU) and its JSON, to '
+               'serve with jax alone.', '--workdir DIR --out DIR',
+               ('workdir', 'out')),
     'report': ('(Re)write WORKDIR/report.md and WORKDIR/plots/.',
                '--workdir DIR', ('workdir',)),
     'inspect-data': ('Describe dataset samples and plot them as PNGs.',
@@ -274,11 +280,11 @@ def _sweep() -> None:
 
 
 def _evaluate() -> None:
-  from seqclf import inference, input_pipeline, train  # pylint: disable=g-import-not-at-top
+  from seqclf import datasets, inference, train  # pylint: disable=g-import-not-at-top
   from flax.training import train_state  # pylint: disable=g-import-not-at-top
   model, params, config = inference.load_model(_require(_WORKDIR, 'evaluate'))
-  data = input_pipeline.load_datasets(_DATA_DIR.value or config.data_dir,
-                                      ('validation', 'test'), config.dataset)
+  config.data_dir = _DATA_DIR.value or config.data_dir
+  data = datasets.load(config, ('validation', 'test'))
   state = train_state.TrainState(step=0, apply_fn=model.apply, params=params,
                                  tx=None, opt_state=None)
   results = {split: train.evaluate(state, data[split], config.eval_batch_size)
@@ -302,6 +308,18 @@ def _predict(paths: list[str]) -> None:
   for path, p in zip(paths, probs):
     top = ' '.join(f'{c}:{p[c]:.3f}' for c in np.argsort(-p)[:3])
     print(f'{path}: class {int(np.argmax(p))} (p={p.max():.3f}; top-3 {top})')
+
+
+def _export() -> None:
+  from seqclf import export  # pylint: disable=g-import-not-at-top
+  workdir = _require(_WORKDIR, 'export')
+  if not _OUT.present:
+    raise UsageError('`seqclf export` needs --out DIR (where to write '
+                     f'{export.ARTIFACT} and {export.METADATA}).')
+  writable_dir(_OUT.value, '--out')
+  export.export_model(workdir, _OUT.value)
+  print(f'Exported {Path(_OUT.value) / export.ARTIFACT} and '
+        f'{Path(_OUT.value) / export.METADATA}')
 
 
 def _report(quiet: bool = False) -> None:
@@ -362,6 +380,8 @@ def main(argv: list[str]) -> None:
       _inspect_data(rest)
     elif command == 'sweep':
       _sweep()
+    elif command == 'export':
+      _export()
     else:
       _predict(rest)
   except Preempted as e:

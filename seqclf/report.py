@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from seqclf import datasets as dataset_lib
 from seqclf import errors
 from seqclf import input_pipeline
 from seqclf import plots
@@ -157,7 +158,7 @@ def write_report(workdir: str | Path, *,
   if datasets is not None and 'test' in datasets:
     test = datasets['test']
   else:
-    test = input_pipeline.load_datasets(config.data_dir, ('test',))['test']
+    test = dataset_lib.load(config, ('test',))['test']
   probs = inference.predict_probabilities(model, params, test['image'])
   matrix = plots.confusion_matrix(test['label'], probs.argmax(-1),
                                   config.num_classes)

@@ -26,9 +26,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from seqclf import datasets as dataset_lib
 from seqclf import errors
 from seqclf import input_pipeline
 from seqclf import loop
+from seqclf import models
 from seqclf import train
 from seqclf.kernels import autotune
 from seqclf.config import ConfigError, validate
@@ -52,7 +54,9 @@ def grid(config: ml_collections.ConfigDict, num_seeds: int,
 
 
 def init_states(config: ml_collections.ConfigDict, seeds: Sequence[int],
-                learning_rates: Sequence[float] | None = None) -> TrainState:
+                learning_rates: Sequence[float] | None = None, *,
+                sequence_shape: Sequence[int] = models.INPUT_SHAPE
+                ) -> TrainState:
   """The stacked initial states; leaf k is ``create_train_state(config, key(seeds[k]))``.
 
   With ``learning_rates`` each model's peak rate is injected into its
@@ -65,7 +69,8 @@ def init_states(config: ml_collections.ConfigDict, seeds: Sequence[int],
 
   def init(seed, rate):
     state = train.create_train_state(config, jax.random.key(seed),
-                                     inject_learning_rate=inject, impl=impl)
+                                     inject_learning_rate=inject, impl=impl,
+                                     sequence_shape=sequence_shape)
     if inject:
       state.opt_state.hyperparams['learning_rate'] = rate
     return state
@@ -114,7 +119,8 @@ def train_models(config: ml_collections.ConfigDict, seeds: Sequence[int],
   Returns the stacked final states and ``{'chunks': loop.Chunks}`` (its
   timing) with per-model ``diverged`` flags.
   """
-  states = init_states(config, seeds, learning_rates)
+  states = init_states(config, seeds, learning_rates,
+                       sequence_shape=train_split['image'].shape[1:])
   rngs = jax.vmap(train.train_key)(jnp.asarray(seeds, jnp.uint32))
   run = sweep_steps_fn(bool(train.noise_kwargs(config)), config.augment_hflip)
   chunks = loop.Chunks(
@@ -144,8 +150,8 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
   config = validate(config)
   seeds, rates = grid(config, num_seeds, learning_rates)
   workdir = errors.writable_dir(workdir)
-  data = datasets or input_pipeline.load_datasets(config.data_dir,
-                                                  dataset=config.dataset)
+  data = datasets or dataset_lib.load(config)
+  train.check_lengths(data)
   states, timing = train_models(
       config, seeds, None if learning_rates is None else rates, data['train'],
       quiet=quiet)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import sys
 import time
@@ -29,6 +30,7 @@ from flax.training import train_state
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from seqclf import checkpoint
+from seqclf import datasets as dataset_lib
 from seqclf import errors
 from seqclf import input_pipeline
 from seqclf import loop
@@ -45,7 +47,6 @@ from seqclf.workdir import WorkdirLock
 TrainState = train_state.TrainState
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
-SEQUENCE_SHAPE = models.INPUT_SHAPE
 
 
 def train_key(seed: int) -> jax.Array:
@@ -62,8 +63,13 @@ def noise_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, *,
                        inject_learning_rate: bool = False,
-                       impl: str | None = None) -> TrainState:
+                       impl: str | None = None,
+                       sequence_shape: Sequence[int] = models.INPUT_SHAPE
+                       ) -> TrainState:
   """Fresh parameters for ``config`` and an Adam optimizer state.
+
+  ``sequence_shape`` is one example's (T, F), as the data has it (the
+  parameters depend on F only); the default is MNIST's images.
 
   ``inject_learning_rate`` keeps the (peak) learning rate in the optimizer
   state (``optax.inject_hyperparams``) at ``opt_state.hyperparams
@@ -73,7 +79,7 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, *,
   """
   model = autotune.create_model(config, impl)
   # Jitted: run eagerly, nn.scan's init dispatches op by op (seconds on CPU).
-  params = jax.jit(model.init)(rng, jnp.zeros((1, *SEQUENCE_SHAPE)))['params']
+  params = jax.jit(model.init)(rng, jnp.zeros((1, *sequence_shape)))['params']
   if inject_learning_rate:
     tx = optax.inject_hyperparams(lambda learning_rate: optim.optimizer(
         config, learning_rate))(learning_rate=config.learning_rate)
@@ -196,8 +202,8 @@ def train_and_evaluate(
     datasets: dict[str, input_pipeline.Split] | None = None) -> dict[str, Any]:
   """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint).
 
-  ``datasets`` (train/validation/test splits as from
-  ``input_pipeline.load_datasets``) defaults to MNIST from ``config.data_dir``.
+  ``datasets`` (train/validation/test splits, ``seqclf.datasets``' contract)
+  defaults to ``datasets.load(config)``, the data ``config.dataset`` names.
   Returns the results also written to ``workdir/results.json``; for a run
   that had already finished, its saved results (and ``already_finished:
   True``), leaving every file as it was. On SIGTERM or SIGINT it finishes the
@@ -208,8 +214,8 @@ def train_and_evaluate(
   config = validate(config)
   # Every check of the config against the data runs before anything is
   # written: bad input leaves no workdir behind.
-  datasets = datasets or input_pipeline.load_datasets(config.data_dir,
-                                                      dataset=config.dataset)
+  datasets = datasets or dataset_lib.load(config)
+  check_lengths(datasets)
   input_pipeline.check_batch_size(config.batch_size,
                                   len(datasets['train']['label']))
   dp = parallel.setup(config.parallelism, config.batch_size)
@@ -255,6 +261,23 @@ def _check_resume(mngr: Any, config: ml_collections.ConfigDict,
           file=sys.stderr)
 
 
+def check_lengths(data: dict[str, input_pipeline.Split]) -> None:
+  """A DataError for per-example lengths while the layers cannot mask them.
+
+  The pipeline carries ``lengths`` (``seqclf.datasets``); the recurrent
+  layers' ``seq_lengths`` (issue 17) is what would use them. Until the
+  classifier takes it, training on padded sequences as if they were whole
+  would be silently wrong, so it is refused.
+  """
+  if any('lengths' in split for split in data.values()) and (
+      'seq_lengths' not in inspect.signature(
+          models.LSTMClassifier.__call__).parameters):
+    raise errors.DataError(
+        'the data has per-example lengths, which this version of the '
+        'classifier cannot mask yet: drop the `lengths` arrays to train on '
+        'the padded sequences as they are.')
+
+
 def _finished_results(workdir: Path, mngr: Any,
                       config: ml_collections.ConfigDict) -> dict[str, Any] | None:
   """``results.json`` of a run that already finished ``config``'s steps
@@ -276,7 +299,7 @@ def _finished_results(workdir: Path, mngr: Any,
 def _train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str | Path,
     stop: preemption.StopRequest, *, quiet: bool,
-    datasets: dict[str, input_pipeline.Split] | None) -> dict[str, Any]:
+    datasets: dict[str, input_pipeline.Split]) -> dict[str, Any]:
   wall_start = time.perf_counter()
   mngr = None
   # Alone, a process leaves a fresh workdir without checkpoints/ on bad input;
@@ -291,19 +314,20 @@ def _train_and_evaluate(
               'its saved results follow, no file changed (raise '
               '--config.num_train_steps to train on).', file=sys.stderr)
       return finished
-  data = datasets or input_pipeline.load_datasets(config.data_dir,
-                                                  dataset=config.dataset)
+  data = datasets
   train = data['train']
   num_examples, batch_size = len(train['label']), config.batch_size
   total = config.num_train_steps
 
   dp = parallel.setup(config.parallelism, batch_size)
+  shape = train['image'].shape[1:]  # (T, F): the data's, not a constant
   choice = autotune.choose_impl(config, batch=batch_size // dp.num_devices,
-                       sharded=dp.mode == 'sharded')
+                                sharded=dp.mode == 'sharded',
+                                sequence_shape=shape)
   impl = parallel.agreed_choice(choice.impl, models.IMPLS)
   # Placed for this topology first: its shardings are the restore target.
   state = dp.canonical(create_train_state(config, jax.random.key(config.seed),
-                                          impl=impl))
+                                          impl=impl, sequence_shape=shape))
   if mngr is None:
     mngr = checkpoint.manager(workdir, config.max_to_keep)
   if mngr.latest_step() is not None:
