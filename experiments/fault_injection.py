@@ -4,9 +4,13 @@
 
 Trains a small config once uninterrupted, then again under repeated SIGKILLs at
 random times (during start-up, steps, evaluation and checkpoint writes), each
-followed by a restart with the same command. Prints a table: cycles, kills
-that hit a checkpoint write, resumes, checkpoints lost or corrupt, and whether
-the final params are bitwise equal to the uninterrupted run's.
+followed by a restart with the same command. A third of the cycles first
+damage the newest checkpoint (the restart moves it aside and trains that step
+again, and may be killed while it does); a third start a second run on the
+same workdir (one of the two must refuse). Prints a table: cycles, kills that
+hit a checkpoint write, resumes, recoveries, refusals, checkpoints lost or
+corrupt, and whether the final params are bitwise equal to the uninterrupted
+run's.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import jax
@@ -61,8 +66,10 @@ def writing_checkpoint(workdir: Path) -> bool:
   return ckpts.exists() and any('tmp' in p.name for p in ckpts.iterdir())
 
 
-def unreadable_steps(workdir: Path) -> tuple[int, int]:
-  """(newest checkpoint unreadable: 0/1, older checkpoints unreadable).
+def unreadable_steps(workdir: Path,
+                     pending: Collection[int] = ()) -> tuple[int, int]:
+  """(newest checkpoint unreadable: 0/1, older checkpoints unreadable),
+  ignoring the steps in ``pending`` (damaged on purpose, not yet recovered).
 
   Only the newest counts as lost: orbax deletes superseded steps beyond
   ``max_to_keep`` in the background, so a kill can leave an old step half
@@ -76,47 +83,127 @@ def unreadable_steps(workdir: Path) -> tuple[int, int]:
   config.update(OVERRIDES)
   target = train.create_train_state(config, jax.random.key(0))
   bad = []
-  for step in mngr.all_steps():
+  steps = [s for s in mngr.all_steps() if s not in pending]
+  for step in steps:
     try:
       checkpoint.restore(mngr, target, step)
     except Exception:  # pylint: disable=broad-except
       bad.append(step)
-  newest = mngr.latest_step()
+  newest = max(steps, default=None)
   return int(newest in bad), len([s for s in bad if s != newest])
+
+
+def damage_newest(workdir: Path, rng: random.Random) -> int | None:
+  """Damages the newest checkpoint as a bad disk or a careless rm would
+  (truncated array files, or its config deleted); None when there is no
+  older one to fall back to. Returns the damaged step."""
+  ckpts = workdir / 'checkpoints'
+  steps = checkpoint.manager(workdir, create=False).all_steps() if (
+      ckpts.exists()) else []
+  if len(steps) < 2:
+    return None
+  newest = max(steps)
+  if rng.random() < 0.5:
+    for f in (ckpts / str(newest) / 'state').rglob('*'):
+      if f.is_file() and f.parent.name == 'd':
+        f.write_bytes(f.read_bytes()[:7])
+  else:
+    (ckpts / str(newest) / 'config' / 'metadata').unlink(missing_ok=True)
+  return newest
+
+
+def moved_aside(workdir: Path, step: int) -> int:
+  """How many copies of ``step`` recovery has moved to checkpoints/damaged/."""
+  aside = workdir / 'checkpoints' / checkpoint.DAMAGED_DIR
+  return len([p for p in aside.glob(f'{step}*')
+              if p.name.split('.')[0] == str(step)]) if aside.exists() else 0
+
+
+def _run_one(workdir: Path, rng: random.Random, max_delay: float,
+             competitor: bool) -> tuple[str, str | None, bool]:
+  """Starts a run (and with ``competitor`` a second one on the same workdir
+  soon after), SIGKILLs whatever still runs at a random moment. Returns the
+  outputs and whether a kill hit a checkpoint write."""
+  procs = [subprocess.Popen(command(workdir), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)]
+  start = time.monotonic()
+  deadline = start + rng.uniform(0.5, max_delay)
+  second_at = start + rng.uniform(0.0, 3.0) if competitor else None
+  hit_write = False
+  while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+    if second_at is not None and time.monotonic() >= second_at:
+      procs.append(subprocess.Popen(command(workdir), cwd=REPO,
+                                    stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True))
+      second_at = None
+    hit_write |= writing_checkpoint(workdir)
+    time.sleep(0.02)
+  for p in procs:
+    if p.poll() is None:
+      hit_write |= writing_checkpoint(workdir)
+      p.send_signal(signal.SIGKILL)
+  outputs = [p.communicate()[0] for p in procs]
+  return outputs[0], (outputs[1] if len(outputs) > 1 else None), hit_write
 
 
 def run_cycles(workdir: Path, cycles: int, rng: random.Random,
                max_delay: float) -> dict[str, int]:
+  """Kill cycles; a third of them first damage the newest checkpoint (the
+  restart must recover, and may itself be killed while it does), a third
+  start a second run on the same workdir (one of them must refuse)."""
   stats = {'cycles': cycles, 'kills_during_checkpoint_write': 0,
            'kills_before_first_checkpoint': 0, 'resumes': 0,
            'checkpoints_lost_or_corrupt': 0,
            'superseded_checkpoints_half_deleted': 0,
-           'finished_before_kill': 0}
+           'finished_before_kill': 0,
+           'newest_checkpoint_damaged_on_purpose': 0,
+           'damaged_checkpoints_moved_aside': 0,
+           'restarts_killed_before_recovering': 0,
+           'second_run_started': 0, 'second_run_refused': 0,
+           'two_runs_trained_at_once': 0}
   last_step = 0
+  # Damaged on purpose, not yet recovered: step -> how many of its copies
+  # checkpoints/damaged/ held before (recovery moves one more there).
+  pending: dict[int, int] = {}
   for _ in range(cycles):
-    proc = subprocess.Popen(command(workdir), cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + rng.uniform(0.5, max_delay)
-    hit_write = False
-    while time.monotonic() < deadline and proc.poll() is None:
-      hit_write |= writing_checkpoint(workdir)
-      time.sleep(0.02)
-    if proc.poll() is not None:
-      stats['finished_before_kill'] += 1
-    else:
-      hit_write |= writing_checkpoint(workdir)
-      proc.send_signal(signal.SIGKILL)
-    output = proc.communicate()[0]
+    kind = rng.choice(['kill', 'damage', 'competitor'])
+    if kind == 'damage' and not pending:
+      damaged = damage_newest(workdir, rng)
+      if damaged is not None:
+        pending[damaged] = moved_aside(workdir, damaged)
+        stats['newest_checkpoint_damaged_on_purpose'] += 1
+        steps = checkpoint.manager(workdir, create=False).all_steps()
+        last_step = max(s for s in steps if s != damaged)
+    output, second, hit_write = _run_one(workdir, rng, max_delay,
+                                         kind == 'competitor')
+    finished = 'Test accuracy' in output
+    if second is not None:
+      stats['second_run_started'] += 1
+      refused = [o for o in (output, second) if 'is in use by another' in o]
+      stats['second_run_refused'] += bool(refused)
+      trained = [o for o in (output, second) if '\nstep ' in '\n' + o]
+      took_over = any('taking over' in o for o in (output, second))
+      stats['two_runs_trained_at_once'] += (len(trained) == 2
+                                            and not refused and not took_over)
+      finished |= 'Test accuracy' in second
+      output += second
+    stats['finished_before_kill'] += finished
+    if kind == 'damage' and pending and 'moved to ' not in output:
+      stats['restarts_killed_before_recovering'] += 1
     stats['resumes'] += 'Resumed from' in output
+    stats['damaged_checkpoints_moved_aside'] += output.count('moved to ')
     stats['kills_during_checkpoint_write'] += hit_write
+    ckpts = workdir / 'checkpoints'
     steps = checkpoint.manager(workdir, create=False).all_steps() if (
-        workdir / 'checkpoints').exists() else []
+        ckpts.exists()) else []
+    pending = {s: n for s, n in pending.items()
+               if (ckpts / str(s)).exists() and moved_aside(workdir, s) == n}
     stats['kills_before_first_checkpoint'] += not steps
-    newest = max(steps, default=0)
+    newest = max((s for s in steps if s not in pending), default=0)
     if newest < last_step:
       stats['checkpoints_lost_or_corrupt'] += 1  # progress went backwards
     last_step = newest
-    lost, half_deleted = unreadable_steps(workdir)
+    lost, half_deleted = unreadable_steps(workdir, pending)
     stats['checkpoints_lost_or_corrupt'] += lost
     stats['superseded_checkpoints_half_deleted'] += half_deleted
   return stats
@@ -159,7 +246,8 @@ def main() -> None:
     print(f'| {key:<{width}} | {value} |')
   (root / 'fault_injection.json').write_text(json.dumps(stats, indent=2))
   ok = (equal and stats['results_equal'] == 'yes'
-        and stats['checkpoints_lost_or_corrupt'] == 0)
+        and stats['checkpoints_lost_or_corrupt'] == 0
+        and stats['two_runs_trained_at_once'] == 0)
   sys.exit(0 if ok else 1)
 
 

@@ -1,4 +1,4 @@
-"""GRU and Elman cells, with LSTM's interface, and the recurrent initializers.
+"""GRU and Elman cells, with LSTM's interface (initializers: seqclf.initializers).
 
 Every cell has the interface of ``seqclf.models.LSTMCell``: ``project(x)``
 (the input half of the pre-activations, for any number of leading axes, so a
@@ -21,36 +21,6 @@ import jax.numpy as jnp
 Array = jax.Array
 Dtype = Any
 Initializer = nn.initializers.Initializer
-
-RECURRENT_INITS = ('orthogonal', 'identity')
-
-
-def identity_init(scale: float = 1.0) -> Initializer:
-  """``scale * I`` for (n, n), tiled per gate for (n, g * n) recurrent kernels.
-
-  The IRNN initialisation (Le et al., 2015): a fresh recurrence copies its
-  state forward, so gradients neither vanish nor explode at the start.
-  """
-
-  def init(key, shape, dtype=jnp.float32):
-    del key
-    rows, cols = shape
-    if cols % rows:
-      raise ValueError(f'identity init needs a (n, k*n) kernel, got {shape}.')
-    return scale * jnp.tile(jnp.eye(rows, dtype=dtype), (1, cols // rows))
-
-  return init
-
-
-def recurrent_initializer(name: str) -> Initializer:
-  """The recurrent-kernel initializer named by the config's ``recurrent_init``."""
-  if name == 'orthogonal':
-    return nn.initializers.orthogonal()
-  if name == 'identity':
-    return identity_init()
-  raise ValueError(f'recurrent_init must be one of {RECURRENT_INITS}, '
-                   f'got {name!r}.')
-
 
 class _Cell(nn.Module):
   """Shared fields and the two projections of a ``gates``-gate cell."""

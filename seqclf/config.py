@@ -40,10 +40,17 @@ def base_config() -> ml_collections.ConfigDict:
   # which runs the whole model in bfloat16 on any backend.
   c.matmul_precision = 'float32'
   c.cell = 'lstm'           # recurrence: lstm | gru | elman (seqclf.cells)
-  c.recurrent_init = 'orthogonal'  # recurrent kernels: orthogonal | identity
+  # Initializers by name (the choices: seqclf.initializers.TABLES): the
+  # cells' input and recurrent kernels, the output layer's kernel and bias.
+  c.input_init = 'lecun_normal'
+  c.recurrent_init = 'orthogonal'
+  c.head_init = 'lecun_normal'
+  c.head_bias_init = 'zeros'
   c.bidirectional = False   # add a backward layer beside each forward one
   c.dropout_rate = 0.0      # dropout between stacked layers (training only)
-  # Optimisation.
+  # Optimisation. optimizer: adam (optax.adam) | tf1_adam (TF1's
+  # AdamOptimizer, bias corrections on the step size: seqclf.optim).
+  c.optimizer = 'adam'
   c.learning_rate = 1e-3
   # Schedule of the learning rate (its peak): constant | cosine (decay to 0
   # by num_train_steps); either after `warmup_steps` of linear warmup from 0.
@@ -109,13 +116,15 @@ def choices() -> dict[str, tuple[str, ...]]:
   (config files import it), and none of these imports compiles anything.
   """
   # pylint: disable=g-import-not-at-top
-  from seqclf import cells, models, optim, parallel, tasks
+  from seqclf import initializers, models, optim
   from seqclf.kernels import lstm_kernel
+  from seqclf import parallel, tasks
   return {
       'parallelism': parallel.MODES,
       'dtype': models.DTYPES,
-      'cell': tuple(models.LAYERS),
-      'recurrent_init': cells.RECURRENT_INITS,
+      'cell': models.CELLS,
+      **{role: tuple(table) for role, table in initializers.TABLES.items()},
+      'optimizer': tuple(optim.OPTIMIZERS),
       'lr_schedule': optim.SCHEDULES,
       'task': tasks.TASKS,
       'impl': ('auto', *models.IMPLS),

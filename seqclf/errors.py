@@ -16,6 +16,7 @@ here) is one too.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -46,6 +47,27 @@ class ImageError(SeqclfError, ValueError):
 
 class WorkdirError(SeqclfError, OSError):
   """A run directory cannot be created or written, or lacks a finished run."""
+
+
+class DiskFullError(WorkdirError):
+  """No space left (or over quota) while writing a run's files."""
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(error: BaseException) -> OSError | bool:
+  """The disk-full ``OSError`` in ``error``'s chain (True if only its text
+  says so: TensorStore reports ENOSPC in a message); False if none."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in _FULL:
+      return error
+    if 'No space left on device' in str(error) or 'Disk quota exceeded' in str(error):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
 
 
 def writable_dir(path: str | Path, flag: str = '--workdir') -> Path:

@@ -8,10 +8,8 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 from seqclf import checkpoint
-from seqclf import datasets
 from seqclf import errors
 from seqclf import input_pipeline
 from seqclf import models
@@ -20,28 +18,8 @@ from seqclf.kernels import autotune
 from seqclf.models import LSTMClassifier
 
 
-def load_model(workdir: str | Path, step: int | None = None
-               ) -> tuple[LSTMClassifier, Any, ml_collections.ConfigDict]:
-  """(model, params, config) of the checkpoint at ``step`` (default: latest).
-
-  The model is rebuilt from the config saved beside the params, so this needs
-  only the workdir, not the config file the run was started with.
-  """
-  mngr = checkpoint.manager(workdir, create=False, process_local=True)
-  latest = mngr.latest_step() if step is None else step
-  if latest is None:
-    raise checkpoint.CheckpointError(
-        f'No checkpoint in {mngr.directory}: train first with '
-        f'`seqclf train --workdir {Path(workdir)}`.')
-  try:
-    saved = mngr.restore(latest, args=ocp.args.Composite(
-        config=ocp.args.JsonRestore()))['config']
-  except Exception as e:  # pylint: disable=broad-except
-    # Damage, as checkpoint.restore treats it: orbax raises many types.
-    raise checkpoint.CheckpointError(
-        f'The config of checkpoint {mngr.directory}/{latest} is unreadable '
-        f'({type(e).__name__}: {e}). Delete that step directory, or train '
-        'again in a fresh workdir.') from e
+def _config_of(saved: dict[str, Any]) -> ml_collections.ConfigDict:
+  """The run's config from its saved dict, runnable here."""
   config = base_config()
   config.update(saved)
   if config.matmul_precision != 'float32':
@@ -49,19 +27,36 @@ def load_model(workdir: str | Path, step: int | None = None
       autotune.choose_impl(config, mode='forward')
     except ConfigError:  # A speed choice, not part of the model: the same
       config.matmul_precision = 'float32'  # params run in float32 here.
-  # Every impl has the same parameters: the abstract ones need no choice.
-  shape = models.INPUT_SHAPE
-  if config.dataset.startswith(datasets.NPZ_PREFIX):
-    # The user's (T, F): F is the first layer's input size (T is free).
-    saved_shapes = checkpoint.saved_param_shapes(mngr, latest)
-    shape = (1, saved_shapes[f'{config.cell}_0.cell.input.kernel'][0])
-  abstract = jax.eval_shape(
-      lambda: models.from_config(config, 'scan').init(
-          jax.random.key(0), jax.numpy.zeros((1, *shape))))
-  # step=None lets restore fall back past a damaged newest checkpoint.
-  params = checkpoint.restore_params(mngr, abstract['params'], step)
+  return config
+
+
+def load_model(workdir: str | Path, step: int | None = None
+               ) -> tuple[LSTMClassifier, Any, ml_collections.ConfigDict]:
+  """(model, params, config) of the checkpoint at ``step`` (default: latest).
+
+  The model is rebuilt from the config saved beside the params, so this needs
+  only the workdir, not the config file the run was started with. Without
+  ``step``, a damaged newest checkpoint (any part) is skipped for the newest
+  readable one, with one line saying so (``checkpoint.restore``).
+  """
+  mngr = checkpoint.manager(workdir, create=False, process_local=True)
+  if not mngr.all_steps():
+    raise checkpoint.CheckpointError(
+        f'No checkpoint in {mngr.directory}: train first with '
+        f'`seqclf train --workdir {Path(workdir)}`.')
+
+  def abstract_params(saved: dict[str, Any]) -> Any:
+    # Every impl has the same parameters: the abstract ones need no choice.
+    config = _config_of(saved)
+    shape = checkpoint.input_shape(mngr, config, models.INPUT_SHAPE)
+    return jax.eval_shape(
+        lambda: models.from_config(config, 'scan').init(
+            jax.random.key(0), jax.numpy.zeros((1, *shape))))['params']
+
+  state, saved = checkpoint.restore(mngr, None, step, params=abstract_params)
+  config = _config_of(saved)
   impl = autotune.resolve_impl(config, mode='forward')
-  return models.from_config(config, impl), params, config
+  return models.from_config(config, impl), state['params'], config
 
 
 def predict_probabilities(model: LSTMClassifier, params: Any,
@@ -83,14 +78,47 @@ def predict_probabilities(model: LSTMClassifier, params: Any,
                                                   np.float32)
 
 
-def load_image(path: str | Path) -> tuple[np.ndarray, str | None]:
-  """A 28x28 uint8 grayscale array from an image file, and a note if converted.
+# What MNIST digits look like: a dark background (its border pixels are 0)
+# and strokes reaching full white. An image unlike that is adjusted, with a
+# note: a bright border means a dark digit on a light ground (inverted); a
+# narrow range of grey levels is stretched to 0-255 (PIL's autocontrast).
+BRIGHT_BORDER = 128  # mean of the outermost rows and columns, 0-255
+LOW_CONTRAST = 128   # max - min grey level below this is stretched
 
-  MNIST digits are white on black; other images are converted to grayscale
-  and resized, never silently.
+
+def match_mnist(pixels: np.ndarray) -> tuple[np.ndarray, list[str]]:
+  """``pixels`` (28x28 uint8) made to look like an MNIST digit, and a note
+  for each change; an MNIST-like image comes back unchanged."""
+  from PIL import Image, ImageOps  # pylint: disable=g-import-not-at-top
+  notes = []
+  border = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0],
+                           pixels[1:-1, -1]])
+  if border.mean() >= BRIGHT_BORDER:
+    pixels = 255 - pixels
+    notes.append(f'inverted it: its border is light (mean grey '
+                 f'{border.mean():.0f}), MNIST digits are light on dark')
+  low, high = int(pixels.min()), int(pixels.max())
+  if low == high:
+    notes.append(f'every pixel is {low}: there is no digit to classify')
+  elif high - low < LOW_CONTRAST:
+    pixels = np.asarray(ImageOps.autocontrast(Image.fromarray(pixels)),
+                        np.uint8)
+    notes.append(f'stretched its grey levels {low}-{high} to 0-255 (low '
+                 'contrast)')
+  return pixels, notes
+
+
+def load_image(path: str | Path) -> tuple[np.ndarray, str | None]:
+  """A 28x28 uint8 grayscale array from an image file, and a note if changed.
+
+  MNIST digits are white on black; other images are converted to grayscale,
+  resized and adjusted (``match_mnist``), never silently.
   """
   from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
   path = Path(path)
+  if path.is_dir():
+    raise errors.ImageError(f'{path} is a directory: give image files, e.g. '
+                            f'{path}/*.png.')
   if not path.is_file():
     raise errors.ImageError(f'{path}: no such file.')
   try:
@@ -103,7 +131,12 @@ def load_image(path: str | Path) -> tuple[np.ndarray, str | None]:
       if image.size != (28, 28):
         notes.append(f'resized {image.size[0]}x{image.size[1]} to 28x28')
         image = image.resize((28, 28), Image.Resampling.BILINEAR)
-      return np.asarray(image, np.uint8), '; '.join(notes) or None
+      pixels, adjusted = match_mnist(np.asarray(image, np.uint8))
+      return pixels, '; '.join(notes + adjusted) or None
+  except Image.DecompressionBombError as e:
+    raise errors.ImageError(
+        f'{path}: too large to open ({e}). Crop or shrink it to the digit, '
+        'ideally 28x28.') from e
   except (UnidentifiedImageError, OSError) as e:
     raise errors.ImageError(f'{path}: not a readable image ({e}); give '
                             'PNG/JPEG/… files of 28x28 grayscale digits.') from e

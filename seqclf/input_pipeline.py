@@ -9,9 +9,11 @@ resumed at step k sees exactly the batches an uninterrupted run sees.
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -22,10 +24,12 @@ from seqclf import datasets
 from seqclf import fashion_mnist
 from seqclf import mnist_files
 from seqclf.errors import ConfigError
+from seqclf.logs import absl_silenced
 from seqclf.mnist_builder import SeqclfMnist
 
 SPLITS = datasets.SPLITS
 Split = dict[str, np.ndarray]
+CACHE_SUFFIX = '-arrays.npz'  # {split}-arrays.npz: decoded arrays of a split
 
 
 def resolve_data_dir(data_dir: str | None) -> Path:
@@ -44,22 +48,65 @@ def _builder(root: Path, dataset: str) -> SeqclfMnist:
     raise ConfigError(f'dataset must be one of {datasets.TFDS}, got '
                       f'{dataset!r}.')
   cls = SeqclfMnist if dataset == 'mnist' else fashion_mnist.SeqclfFashionMnist
-  return cls(data_dir=str(root), file_format='array_record')
+  with absl_silenced():  # tfds logs a data dir not prepared: we say it.
+    return cls(data_dir=str(root), file_format='array_record')
 
 
-def prepare(data_dir: str | None, dataset: str = 'mnist') -> SeqclfMnist:
-  """Fetches (if needed), verifies and prepares the dataset; a no-op when done."""
+def _is_prepared(builder: SeqclfMnist) -> bool:
+  with absl_silenced():  # tfds logs a data dir not prepared: we say it.
+    return builder.is_prepared()
+
+
+def prepare_command(root: Path, dataset: str = 'mnist',
+                    force: bool = False) -> str:
+  """The ``seqclf prepare-data`` command line that (re)builds ``dataset``."""
+  flag = '' if dataset == 'mnist' else f' --dataset={dataset}'
+  return (f'seqclf prepare-data{" --force" if force else ""} '
+          f'--data_dir={root}{flag}')
+
+
+def prepare(data_dir: str | None, dataset: str = 'mnist',
+            force: bool = False) -> SeqclfMnist:
+  """Fetches (if needed), verifies and prepares the dataset; a no-op when
+  done, unless ``force``: then the prepared files and the decoded-array
+  caches are built again from the verified source files (damaged ones)."""
   root = resolve_data_dir(data_dir)
   builder = _builder(root, dataset)
-  if not builder.is_prepared():
+  if force or not _is_prepared(builder):
     ensure = (mnist_files.ensure_files if dataset == 'mnist'
               else fashion_mnist.ensure_files)
     files = ensure(manual_dir(root, dataset))
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(files)))
+    mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if force
+            else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=str(files), download_mode=mode))
+    for cache in Path(builder.data_dir).glob(f'*{CACHE_SUFFIX}'):
+      cache.unlink()
+    builder = _builder(root, dataset)
   for split in SPLITS:
     load_split(builder, split)  # Fills the decoded-array cache.
   return builder
+
+
+def _read_split(builder: SeqclfMnist, split: str) -> list[dict[str, Any]]:
+  """Every example of ``split`` from the prepared array_record files, with
+  a missing, truncated or corrupt file as one ``DataError`` naming it."""
+  data_dir = Path(builder.data_dir)
+  files = sorted(data_dir.glob(f'{builder.name}-{split}.array_record*'))
+  try:
+    source = builder.as_data_source()[split]
+    return source.__getitems__(range(len(source)))
+  except Exception as e:  # pylint: disable=broad-except
+    # array_record raises RuntimeError/ValueError/OSError for these.
+    root, dataset = data_dir.parents[1], builder.name.removeprefix('seqclf_')
+    what = ', '.join(str(f) for f in files) or (
+        f'{data_dir}/{builder.name}-{split}.array_record*')
+    reason = (' '.join(re.split(r'[;(]', str(e))[0].split())[:120]
+              if files else 'missing') or type(e).__name__
+    raise mnist_files.DataError(
+        f'{what}: cannot read the prepared {split} split ({reason}). '
+        f'Rebuild it with `{prepare_command(root, dataset, force=True)}`.'
+        ) from e
 
 
 def load_split(builder: SeqclfMnist, split: str) -> Split:
@@ -69,7 +116,7 @@ def load_split(builder: SeqclfMnist, split: str) -> Split:
   decoded arrays are kept beside the prepared dataset as ``{split}-arrays.npz``
   (numpy only, never pickles) and rebuilt if missing or not the split's size.
   """
-  cache = Path(builder.data_dir) / f'{split}-arrays.npz'
+  cache = Path(builder.data_dir) / f'{split}{CACHE_SUFFIX}'
   expected = builder.info.splits[split].num_examples
   if cache.exists():
     try:
@@ -79,8 +126,7 @@ def load_split(builder: SeqclfMnist, split: str) -> Split:
         return arrays
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
       pass  # Damaged cache: rebuild it below.
-  source = builder.as_data_source()[split]
-  examples = source.__getitems__(range(len(source)))
+  examples = _read_split(builder, split)
   order = np.argsort([e['id'] for e in examples])
   arrays = {
       'image': np.stack([examples[i]['image'] for i in order]),
@@ -101,17 +147,23 @@ def load_datasets(data_dir: str | None,
   """Loads prepared splits; says how to prepare them when they are missing."""
   root = resolve_data_dir(data_dir)
   builder = _builder(root, dataset)
-  if not builder.is_prepared():
-    flag = '' if dataset == 'mnist' else f' --dataset={dataset}'
+  if not _is_prepared(builder):
     raise mnist_files.DataError(
-        f'{dataset} is not prepared in {root}. Run `seqclf prepare-data '
-        f'--data_dir={root}{flag}` (or `make setup`).')
+        f'{dataset} is not prepared in {root}. Run '
+        f'`{prepare_command(root, dataset)}` (or `make setup`).')
   return {split: load_split(builder, split) for split in splits}
 
 
 def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
   """The example order of one epoch: a pure function of (seed, epoch)."""
   return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def check_batch_size(batch_size: int, num_examples: int) -> None:
+  """A ``ConfigError`` unless a batch fits in the training examples."""
+  if batch_size > num_examples:
+    raise ConfigError(f'batch_size={batch_size} exceeds the {num_examples} '
+                      'training examples: lower --config.batch_size.')
 
 
 def train_indices(seed: int, num_examples: int, batch_size: int,
@@ -121,10 +173,8 @@ def train_indices(seed: int, num_examples: int, batch_size: int,
   Each epoch is a fresh permutation; the last partial batch of an epoch is
   dropped so every batch has the same shape (the jitted step needs it).
   """
+  check_batch_size(batch_size, num_examples)
   steps_per_epoch = num_examples // batch_size
-  if steps_per_epoch == 0:
-    raise ConfigError(f'batch_size={batch_size} exceeds the {num_examples} '
-                      'training examples; lower config.batch_size.')
   rows, perms = [], {}
   for step in range(first_step, first_step + num_steps):
     epoch, pos = divmod(step, steps_per_epoch)

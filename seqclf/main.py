@@ -1,6 +1,6 @@
 """The ``seqclf`` command line (``seqclf --help``, ``seqclf COMMAND --help``).
 
-  seqclf prepare-data [--data_dir DIR] [--dataset mnist|fashion_mnist]
+  seqclf prepare-data [--data_dir DIR] [--dataset mnist|fashion_mnist] [--force]
   seqclf train --config default --workdir runs/default [--config.KEY=VALUE …]
   seqclf evaluate --workdir runs/default
   seqclf predict --workdir runs/default digit.png …
@@ -13,9 +13,11 @@ path to a config file. Config files are Python and are executed when loaded:
 only name files you trust.
 
 Exit status: 0 done; 2 bad input (a ``seqclf.errors.SeqclfError``: one line
-on stderr naming the fix); 3 a diverged
-run; 75 preempted (resume by running the same command). Any other exception
-is a bug in seqclf and is shown with its traceback (exit 1).
+on stderr naming the fix, a full disk included); 3 a diverged run; 75
+stopped by a first SIGTERM or Ctrl-C after saving a checkpoint (resume by
+running the same command); 130 (143 for SIGTERM) a second Ctrl-C, which
+stops at once, the newest complete checkpoint kept. Any other exception is a
+bug in seqclf and is shown with its traceback (exit 1).
 """
 
 from __future__ import annotations
@@ -110,6 +112,9 @@ _DATA_DIR = flags.DEFINE_string(
 _DATASET = flags.DEFINE_enum(
     'dataset', 'mnist', list(datasets.TFDS),
     'prepare-data: which dataset to fetch, verify and prepare.')
+_FORCE = flags.DEFINE_bool(
+    'force', False, 'prepare-data: build the prepared files again from the '
+    'verified source files (after a damaged or truncated one).')
 _SEEDS = flags.DEFINE_integer(
     'seeds', 5, 'sweep: models per learning rate, seeds config.seed + 0..N-1.')
 _LEARNING_RATES = flags.DEFINE_list(
@@ -143,8 +148,8 @@ _RUN_FLAGS = ('quiet', 'compilation_cache')
 _MULTI_PROCESS = ('coordinator', 'num_processes', 'process_id')
 COMMAND_HELP = {
     'prepare-data': ('Fetch, verify (SHA-256) and prepare a dataset once.',
-                     '[--data_dir DIR] [--dataset mnist|fashion_mnist]',
-                     ('data_dir', 'dataset')),
+                     '[--data_dir DIR] [--dataset mnist|fashion_mnist] '
+                     '[--force]', ('data_dir', 'dataset', 'force')),
     'train': ('Train a config in a workdir; resumes from its latest '
               'checkpoint, prints the saved result of a finished run.',
               '--config NAME|FILE --workdir DIR [--config.KEY=VALUE ...]',
@@ -181,7 +186,8 @@ def _require(flag: flags.FlagHolder, command: str):
 
 def _prepare_data() -> None:
   from seqclf import input_pipeline  # pylint: disable=g-import-not-at-top
-  builder = input_pipeline.prepare(_DATA_DIR.value, _DATASET.value)
+  builder = input_pipeline.prepare(_DATA_DIR.value, _DATASET.value,
+                                   force=_FORCE.value)
   splits = {k: v.num_examples for k, v in builder.info.splits.items()}
   print(f'{_DATASET.value} ready in {builder.data_dir}: {splits}')
 
@@ -335,6 +341,13 @@ def main(argv: list[str]) -> None:
     sys.exit(EXIT_BAD_INPUT)
   from seqclf.preemption import EXIT_PREEMPTED, Preempted  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
+  from seqclf import logs  # pylint: disable=g-import-not-at-top
+  # Damaged checkpoints and full disks are one line (seqclf.checkpoint);
+  # orbax's own reports of them, at any time, would bury it.
+  sys.unraisablehook = logs.drop_orbax_unraisable(sys.unraisablehook)
+  if command in ('train', 'sweep'):
+    from seqclf import checkpoint  # pylint: disable=g-import-not-at-top
+    logging.get_absl_logger().addFilter(checkpoint.not_disk_full)
   if command in ('train', 'sweep', 'evaluate', 'predict'):
     _enable_compilation_cache()
   try:
@@ -398,8 +411,10 @@ def help_text(command: str | None = None) -> str:
               COMMAND_HELP.items()]
     lines += ['', 'flags: -h/--help, --version.', '',
               'exit status: 0 done; 2 bad input (one line on stderr); 3 a '
-              'diverged run; 75 preempted (run the same command to resume); '
-              '1 a bug in seqclf (with its traceback).']
+              'diverged run; 75 stopped by SIGTERM or Ctrl-C after a '
+              'checkpoint (run the same command to resume); 130 a second '
+              'Ctrl-C (stops at once); 1 a bug in seqclf (with its '
+              'traceback).']
     return '\n'.join(lines)
   what, usage, names = COMMAND_HELP[command]
   lines = [f'usage: seqclf {command} {usage}', '', what, '', 'flags:']

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from seqclf import cells
+from seqclf import initializers
 from seqclf.kernels import fast_lstm
 from seqclf.kernels import lstm_kernel
 from seqclf.kernels import reference
@@ -178,14 +179,21 @@ class _CellLayer(_Layer):
   same parameters (``cell/…``), initial values and numbers as
   ``RNN(cell)``."""
 
-  def make_cell(self, name: str) -> nn.Module:
+  def make_cell(self, name: str, features: int) -> nn.Module:
     raise NotImplementedError
+
+  def cell_inits(self, features: int) -> dict[str, Any]:
+    """The cell's initializer fields from the layer's names for them
+    (``seqclf.initializers``); ``features``: the input width."""
+    return initializers.cell_inits(self.input_init, self.recurrent_init,
+                                   features, self.hidden_size)
 
   @nn.compact
   def __call__(self, inputs: Array, initial_carry: Any = None
                ) -> tuple[Any, Array]:
     """``(final_carry, outputs)``, as ``RNN.__call__``."""
-    return self.run(self.make_cell('cell'), inputs, initial_carry)
+    return self.run(self.make_cell('cell', inputs.shape[-1]), inputs,
+                    initial_carry)
 
 
 class LSTM(_CellLayer):
@@ -200,15 +208,15 @@ class LSTM(_CellLayer):
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
   unroll: int = 1
-  recurrent_init: str = 'orthogonal'  # | 'identity' (cells.RECURRENT_INITS)
+  recurrent_init: str = 'orthogonal'  # names in initializers.TABLES
+  input_init: str = 'lecun_normal'
   impl: str = 'scan'  # | 'fused' | 'kernel' (IMPLS)
   matmul_precision: str = 'float32'  # | 'bfloat16' (impl='kernel' only)
 
-  def make_cell(self, name: str) -> LSTMCell:
+  def make_cell(self, name: str, features: int) -> LSTMCell:
     return LSTMCell(self.hidden_size, self.forget_bias, dtype=self.dtype,
                     param_dtype=self.param_dtype,
-                    recurrent_kernel_init=cells.recurrent_initializer(
-                        self.recurrent_init), name=name)
+                    **self.cell_inits(features), name=name)
 
 
 class GRU(_CellLayer):
@@ -219,14 +227,14 @@ class GRU(_CellLayer):
   param_dtype: Dtype = jnp.float32
   unroll: int = 1
   recurrent_init: str = 'orthogonal'
+  input_init: str = 'lecun_normal'
   impl: str = 'scan'  # the only path for this cell
   matmul_precision: str = 'float32'
 
-  def make_cell(self, name: str) -> cells.GRUCell:
+  def make_cell(self, name: str, features: int) -> cells.GRUCell:
     return cells.GRUCell(self.hidden_size, dtype=self.dtype, name=name,
                          param_dtype=self.param_dtype,
-                         recurrent_kernel_init=cells.recurrent_initializer(
-                             self.recurrent_init))
+                         **self.cell_inits(features))
 
 
 class Elman(_CellLayer):
@@ -237,19 +245,20 @@ class Elman(_CellLayer):
   param_dtype: Dtype = jnp.float32
   unroll: int = 1
   recurrent_init: str = 'orthogonal'
+  input_init: str = 'lecun_normal'
   impl: str = 'scan'  # the only path for this cell
   matmul_precision: str = 'float32'
 
-  def make_cell(self, name: str) -> cells.ElmanCell:
+  def make_cell(self, name: str, features: int) -> cells.ElmanCell:
     return cells.ElmanCell(self.hidden_size, dtype=self.dtype, name=name,
                            param_dtype=self.param_dtype,
-                           recurrent_kernel_init=cells.recurrent_initializer(
-                               self.recurrent_init))
+                           **self.cell_inits(features))
 
 
 # The layer for each config `cell`; each takes the fields of GRU.
 LAYERS: dict[str, type[_CellLayer]] = {'lstm': LSTM, 'gru': GRU,
                                        'elman': Elman}
+CELLS = tuple(LAYERS)  # LSTMClassifier.cell (config `cell`)
 
 
 def _fused(cell: LSTMCell, inputs: Array, carry: Carry, forget_bias: float,
@@ -298,7 +307,10 @@ class LSTMClassifier(nn.Module):
   param_dtype: Dtype = jnp.float32
   unroll: int = 1
   cell: str = 'lstm'
-  recurrent_init: str = 'orthogonal'
+  recurrent_init: str = 'orthogonal'  # names in initializers.TABLES
+  input_init: str = 'lecun_normal'
+  head_init: str = 'lecun_normal'
+  head_bias_init: str = 'zeros'
   bidirectional: bool = False
   dropout_rate: float = 0.0
   task: str = 'row'
@@ -311,17 +323,16 @@ class LSTMClassifier(nn.Module):
   @nn.compact
   def __call__(self, inputs: Array, train: bool = False) -> Array:
     """Maps (batch, time, features) sequences to (batch, num_classes) logits."""
-    if self.cell not in LAYERS:
-      raise ValueError(f'cell must be one of {tuple(LAYERS)}, '
-                       f'got {self.cell!r}.')
+    if self.cell not in CELLS:
+      raise ValueError(f'cell must be one of {CELLS}, got {self.cell!r}.')
 
     def layer(name: str):
       extra = {'forget_bias': self.forget_bias} if self.cell == 'lstm' else {}
       return LAYERS[self.cell](
           self.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
           unroll=self.unroll, recurrent_init=self.recurrent_init,
-          impl=self.impl, matmul_precision=self.matmul_precision, name=name,
-          **extra)
+          input_init=self.input_init, impl=self.impl,
+          matmul_precision=self.matmul_precision, name=name, **extra)
 
     x = tasks.as_sequence((inputs - self.input_mean) / self.input_std,
                           self.task, self.permutation_seed)
@@ -336,8 +347,11 @@ class LSTMClassifier(nn.Module):
       backward = jnp.flip(backward, -2)
       x = jnp.concatenate([forward, backward], -1)
       last = jnp.concatenate([forward[..., -1, :], backward[..., 0, :]], -1)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype,
-                      param_dtype=self.param_dtype, name='head')(last)
+    logits = nn.Dense(
+        self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=initializers.resolve('head_init', self.head_init),
+        bias_init=initializers.resolve('head_bias_init', self.head_bias_init),
+        name='head')(last)
     return logits.astype(jnp.float32)
 
 

@@ -1,17 +1,52 @@
 """The optimizer a config describes: Adam, its learning-rate schedule, clipping.
 
+``optimizer='adam'`` is ``optax.adam``. ``'tf1_adam'`` is TF1's
+``tf.train.AdamOptimizer``, which applies the bias corrections to the step
+size, not to the moments: ``lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) +
+eps)``. That is optax's ``m_hat / (sqrt(v_hat) + eps_hat)`` with ``eps_hat =
+eps / sqrt(1 - b2^t)`` (Kingma & Ba's "epsilon hat"), larger than ``eps`` in
+the first steps; with the same ``eps`` the two differ only where
+``sqrt(v_hat)`` is near ``eps``.
+
 Its own module (optax only) so config validation can import the schedule
 names from where the schedules are built without loading the trainer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
 # config.lr_schedule: the peak rate held | cosine decay to 0 by num_train_steps.
 SCHEDULES = ('constant', 'cosine')
+
+
+def tf1_adam(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9,
+             b2: float = 0.999, eps: float = 1e-8
+             ) -> optax.GradientTransformation:
+  """TF1's AdamOptimizer (its defaults): ``optax.scale_by_adam`` with
+  epsilon hat.
+
+  ``inject_hyperparams`` evaluates the epsilon schedule at the update's
+  0-based count, so update ``t = count + 1`` uses ``eps / sqrt(1 - b2^t)``.
+  """
+  eps_hat = lambda count: eps / jnp.sqrt(1.0 - b2 ** (count + 1.0))
+  return optax.chain(
+      optax.inject_hyperparams(optax.scale_by_adam, static_args=('b1', 'b2'))(
+          b1=b1, b2=b2, eps=eps_hat),
+      optax.scale_by_learning_rate(learning_rate))
+
+
+# config.optimizer: the update rule at a learning rate (or schedule).
+OPTIMIZERS: dict[str, Callable[[optax.ScalarOrSchedule],
+                               optax.GradientTransformation]] = {
+    'adam': optax.adam,
+    'tf1_adam': tf1_adam,
+}
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict,
@@ -27,8 +62,14 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
     raise ValueError(f'lr_schedule must be one of {SCHEDULES}, got '
                      f'{config.lr_schedule!r}.')
   if config.lr_schedule == 'cosine':
-    return optax.warmup_cosine_decay_schedule(
-        0.0, peak, config.warmup_steps, config.num_train_steps, end_value=0.0)
+    # optax.warmup_cosine_decay_schedule(0, peak, ..., end_value=0) spelled
+    # out: it tests `peak == 0` in Python, which fails for the traced peak of
+    # a sweep's learning-rate grid; the same schedules, so the same numbers.
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, peak, config.warmup_steps),
+         optax.cosine_decay_schedule(
+             peak, config.num_train_steps - config.warmup_steps)],
+        [config.warmup_steps])
   if config.warmup_steps:
     return optax.join_schedules(
         [optax.linear_schedule(0.0, peak, config.warmup_steps),
@@ -45,10 +86,14 @@ def learning_rate_at(config: ml_collections.ConfigDict, step: int) -> float:
 def optimizer(config: ml_collections.ConfigDict,
               learning_rate: float | jax.Array | None = None
               ) -> optax.GradientTransformation:
-  """Adam at ``learning_rate_schedule``, after clipping if set; with
-  ``skip_nonfinite_updates`` a non-finite gradient leaves params and Adam
-  moments untouched."""
-  tx = optax.adam(learning_rate_schedule(config, learning_rate))
+  """``config.optimizer`` (OPTIMIZERS) at ``learning_rate_schedule``, after
+  clipping if set; with ``skip_nonfinite_updates`` a non-finite gradient
+  leaves params and Adam moments untouched."""
+  if config.optimizer not in OPTIMIZERS:
+    raise ValueError(f'optimizer must be one of {tuple(OPTIMIZERS)}, got '
+                     f'{config.optimizer!r}.')
+  tx = OPTIMIZERS[config.optimizer](
+      learning_rate_schedule(config, learning_rate))
   if config.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
   if config.skip_nonfinite_updates:

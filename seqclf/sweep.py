@@ -174,8 +174,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
       'examples_seen_per_model': total * batch_size,
       'machine': machine(),
       **loop.results(timing['chunks'], config, step=total,
-                     impl=autotune.resolve_impl(config),
-                     wall_start=wall_start),
+                     impl=autotune.resolve_impl(config), wall_start=wall_start),
   }
   if learning_rates is not None:
     results['by_learning_rate'] = {

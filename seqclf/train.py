@@ -11,6 +11,7 @@ loop: logging, evaluation, checkpoints, resume and the final ``results.json``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -211,22 +212,49 @@ def train_and_evaluate(
   workdir while one runs raises ``errors.WorkdirError`` (``seqclf.workdir``).
   """
   config = validate(config)
+  # Every check of the config against the data runs before anything is
+  # written: bad input leaves no workdir behind.
+  datasets = datasets or dataset_lib.load(config)
+  check_lengths(datasets)
+  input_pipeline.check_batch_size(config.batch_size,
+                                  len(datasets['train']['label']))
+  dp = parallel.setup(config.parallelism, config.batch_size)
+  if config.matmul_precision != 'float32':  # float32 runs everywhere
+    autotune.choose_impl(config, batch=config.batch_size // dp.num_devices,
+                         sharded=dp.mode == 'sharded',
+                         sequence_shape=datasets['train']['image'].shape[1:])
+  fresh = not Path(workdir).expanduser().exists()
   workdir = errors.writable_dir(workdir)
   # Process 0 holds the lock for the whole multi-process job.
-  with (WorkdirLock(workdir, enabled=jax.process_index() == 0),
-        preemption.StopRequest() as stop):
-    return _train_and_evaluate(config, workdir, stop, quiet=quiet,
-                               datasets=datasets)
+  try:
+    with (WorkdirLock(workdir, enabled=jax.process_index() == 0),
+          preemption.StopRequest() as stop):
+      return _train_and_evaluate(config, workdir, stop, quiet=quiet,
+                                 datasets=datasets)
+  except errors.SeqclfError:
+    if fresh:  # Bad input found later (a kernel that cannot be built):
+      with contextlib.suppress(OSError):  # leave no empty workdir behind.
+        workdir.rmdir()
+    raise
+  except OSError as e:  # metrics, TensorBoard, results.json (checkpoints:
+    full = errors.disk_full(e)  # checkpoint.save and checkpoint.wait)
+    if not full or isinstance(e, errors.SeqclfError):
+      raise
+    where = getattr(full, 'filename', None) or workdir
+    raise errors.DiskFullError(
+        f'No space left on the device writing {where}: '
+        'free space there (or use another --workdir), then run the same '
+        'command again to resume from the newest checkpoint.') from e
 
 
 def _check_resume(mngr: Any, config: ml_collections.ConfigDict,
                   quiet: bool) -> None:
   """Refuses to resume the latest checkpoint with a config that changes the
   model, optimizer or data (a ``CheckpointError``); notes the accepted changes."""
-  step = mngr.latest_step()
-  saved = None if step is None else checkpoint.saved_config(mngr, step)
-  if saved is None:
+  newest = checkpoint.newest_config(mngr)  # Past a damaged newest step.
+  if newest is None:
     return
+  step, saved = newest
   changes = check_resume(saved, config, step, f'{mngr.directory}/{step}')
   if changes and not quiet and jax.process_index() == 0:
     print(f'note: resuming {mngr.directory}/{step} with changed keys that '
@@ -253,14 +281,20 @@ def check_lengths(data: dict[str, input_pipeline.Split]) -> None:
 
 def _finished_results(workdir: Path, mngr: Any,
                       config: ml_collections.ConfigDict) -> dict[str, Any] | None:
-  """``results.json`` of a run that already finished ``config``'s steps."""
+  """``results.json`` of a run that already finished ``config``'s steps
+  (None if its final checkpoint is damaged: the run then trains it again)."""
   try:
     saved = json.loads((workdir / 'results.json').read_text())
   except (OSError, ValueError):
     return None  # None yet (or killed while finishing): finish it now.
   total = config.num_train_steps
   if not (isinstance(saved, dict) and saved.get('step') == total
-          and mngr.latest_step() == total):
+          and mngr.latest_step() == total
+          and checkpoint.readable(mngr, jax.eval_shape(
+              lambda: create_train_state(
+                  config, jax.random.key(0), impl='scan',
+                  sequence_shape=checkpoint.input_shape(
+                      mngr, config, models.INPUT_SHAPE))), total)):
     return None
   return {**saved, 'already_finished': True}
 
@@ -283,8 +317,7 @@ def _train_and_evaluate(
               'its saved results follow, no file changed (raise '
               '--config.num_train_steps to train on).', file=sys.stderr)
       return finished
-  data = datasets or dataset_lib.load(config)
-  check_lengths(data)
+  data = datasets
   train = data['train']
   num_examples, batch_size = len(train['label']), config.batch_size
   total = config.num_train_steps
@@ -301,7 +334,7 @@ def _train_and_evaluate(
   if mngr is None:
     mngr = checkpoint.manager(workdir, config.max_to_keep)
   if mngr.latest_step() is not None:
-    state, _ = checkpoint.restore(mngr, state)
+    state, _ = checkpoint.restore(mngr, state, move_damaged=True)
   first_step = int(state.step)
   logger = MetricLogger(workdir, total, first_step, quiet=quiet,
                         enabled=jax.process_index() == 0)
@@ -323,6 +356,8 @@ def _train_and_evaluate(
   setup_seconds = time.perf_counter() - wall_start
   eval_and_save_seconds = 0.0
   val = None
+  # What a first Ctrl-C says; updated once each chunk's signal check is done.
+  stop.stop_after = loop.next_boundary(first_step, config)
   for start, step in loop.boundaries(first_step, config):
     state, metrics = chunks(state, start, step)
     speed = chunks.examples_per_second
@@ -356,16 +391,17 @@ def _train_and_evaluate(
       logger.message(f'step {step}: validation loss={val["loss"]:.4f} '
                      f'accuracy={val["accuracy"]:.4f}')
     signum = parallel.agreed_signal(stop.signum)  # All processes stop together.
+    stop.stop_after = loop.next_boundary(step, config)  # A signal from now on.
     if (step % config.checkpoint_every == 0 or step == total
         or signum is not None):
       checkpoint.save(mngr, state, config)
     eval_and_save_seconds += time.perf_counter() - t
     if signum is not None and step < total:
-      mngr.wait_until_finished()
+      checkpoint.wait(mngr)
       logger.close()
       raise preemption.Preempted(signum, step, str(mngr.directory))
   t = time.perf_counter()
-  mngr.wait_until_finished()
+  checkpoint.wait(mngr)
   if val is None:  # Resumed a finished run: nothing was trained this time.
     val = evaluate(dp.local(state), data['validation'], config.eval_batch_size,
                    eval_devices)

@@ -9,8 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from seqclf import (cells, fashion_mnist, input_pipeline, models, optim,
-                    tasks, train)
+from seqclf import (cells, fashion_mnist, initializers, input_pipeline, models,
+                    optim, tasks, train)
 from seqclf.config import ConfigError, base_config, validate
 from seqclf.mnist_files import DataError
 from seqclf.models import LSTMClassifier
@@ -62,7 +62,7 @@ def test_identity_recurrent_init():
   np.testing.assert_array_equal(params['lstm_0']['cell']['hidden']['kernel'],
                                 np.tile(np.eye(4), (1, 4)))
   with pytest.raises(ValueError, match='recurrent_init'):
-    cells.recurrent_initializer('zeros')
+    initializers.resolve('recurrent_init', 'zeros')
 
 
 @pytest.mark.parametrize('cell,gates', [('lstm', 4), ('gru', 3), ('elman', 1)])

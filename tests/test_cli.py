@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, run_cli
+from test_images import png_header_only
 from seqclf import main
 
 # Every test runs `seqclf` in a subprocess.
@@ -26,13 +27,18 @@ TRAIN = ('train', '--config', 'configs/default.py')
     (('--config.input_std=0.0',), 'input_std > 0'),
     (('--config.cell=gru', '--config.impl=kernel'),
      "impl`='kernel' runs only the LSTM cell, got cell='gru'"),
+    (('--config.batch_size=100000',),
+     'batch_size=100000 exceeds the 55000 training examples'),
+    (('--config.data_dir=/nonexistent',), 'mnist is not prepared in'),
+    (('--config.matmul_precision=bfloat16', '--config.impl=scan'),
+     "matmul_precision='bfloat16' runs only in the CPU kernel"),
 ])
-def test_bad_config_fails_before_work(tmp_path, args, message):
+def test_bad_config_fails_before_anything_is_written(tmp_path, args, message):
   out = run_cli(*TRAIN, '--workdir', str(tmp_path / 'w'), *args)
   assert out.returncode == 2, out.stderr
   assert message in out.stderr
-  assert 'Traceback' not in out.stderr
-  assert not (tmp_path / 'w' / 'checkpoints').exists()
+  assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+  assert not (tmp_path / 'w').exists()  # no workdir, no TensorBoard file
 
 
 def test_bad_config_files(tmp_path):
@@ -70,12 +76,32 @@ def test_predict_and_evaluate_on_trained_workdir(trained_workdir, mnist,
 def test_predict_bad_inputs(trained_workdir, tmp_path):
   text = tmp_path / 'notes.txt'
   text.write_text('not an image')
+  huge = tmp_path / 'huge.png'
+  png_header_only(huge, 15000, 15000)
   cases = [((str(text),), 'not a readable image'),
            ((str(tmp_path / 'missing.png'),), 'no such file'),
-           ((), 'needs one or more image files')]
+           ((), 'needs one or more image files'),
+           ((str(huge),), 'too large to open'),
+           ((str(tmp_path),), 'is a directory: give image files')]
   for paths, message in cases:
     out = run_cli('predict', '--workdir', str(trained_workdir), *paths)
     assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_predict_inverts_a_black_on_white_digit_with_a_note(trained_workdir,
+                                                            mnist, tmp_path):
+  digit = mnist['test']['image'][0]
+  Image.fromarray(digit).save(tmp_path / 'digit.png')
+  Image.fromarray(255 - digit).save(tmp_path / 'inverted.png')
+  out = run_cli('predict', '--workdir', str(trained_workdir),
+                str(tmp_path / 'digit.png'), str(tmp_path / 'inverted.png'))
+  assert out.returncode == 0, out.stderr
+  assert out.stderr.strip() == (
+      f'note: {tmp_path}/inverted.png: inverted it: its border is light '
+      '(mean grey 255), MNIST digits are light on dark')
+  first, second = out.stdout.strip().splitlines()
+  assert first.split(': ', 1)[1] == second.split(': ', 1)[1]
 
 
 def test_no_command_is_usage_error():
@@ -111,6 +137,32 @@ def test_every_command_has_help_with_one_line_per_flag(command):
   assert len(flag_lines.splitlines()) == len(names)
   for line, name in zip(flag_lines.splitlines(), names):
     assert line.split()[0] in (f'--{name}', f'--[no]{name}')
+
+
+@pytest.mark.parametrize('args, message', [
+    (('evaluate', 'extra'), "unexpected arguments ['extra']"),
+    (('evaluate',), '`seqclf evaluate` needs --workdir'),
+    (('train', '--workdir', 'W'), '`seqclf train` needs --config'),
+    ((*TRAIN, '--workdir', 'W', '--num_processes', '0'),
+     '--num_processes must be >= 1, got 0'),
+    ((*TRAIN, '--workdir', 'W', '--num_processes', '2', '--process_id', '5'),
+     '--process_id must be in 0..1, got 5'),
+    ((*TRAIN, '--workdir', 'W', '--coordinator', 'nohost'),
+     "--coordinator must be HOST:PORT, got 'nohost'"),
+    (('inspect-data', '--indices', 'x'), '--indices takes whole numbers'),
+    (('sweep', '--config', 'default', '--workdir', 'W', '--learning_rates',
+      'abc'), '--learning_rates takes numbers'),
+], ids=['unexpected_argument', 'evaluate_without_workdir',
+        'train_without_config', 'num_processes_0', 'process_id_out_of_range',
+        'coordinator_without_port', 'indices_not_numbers',
+        'learning_rates_not_numbers'])
+def test_usage_errors_are_one_line(tmp_path, args, message):
+  workdir = tmp_path / 'w'
+  out = run_cli(*(str(workdir) if a == 'W' else a for a in args))
+  assert out.returncode == 2, out.stderr
+  line = out.stderr.strip()
+  assert len(line.splitlines()) == 1 and message in line, line
+  assert not workdir.exists()
 
 
 def test_version():

@@ -125,6 +125,61 @@ def test_prepare_from_manual_files_in_fresh_dir(tmp_path, raw_dir, mnist):
   assert cache.stat().st_size > 1000
 
 
+def _prepared_copy(tmp_path):
+  """The prepared MNIST files (not the decoded caches) in a fresh data dir,
+  its manual dir linked to the shared source files."""
+  shared = input_pipeline.resolve_data_dir(None)
+  version = tmp_path / 'seqclf_mnist' / '1.0.0'
+  version.mkdir(parents=True)
+  for f in (shared / 'seqclf_mnist' / '1.0.0').iterdir():
+    if not f.name.endswith(input_pipeline.CACHE_SUFFIX):
+      shutil.copy(f, version / f.name)
+  manual = input_pipeline.manual_dir(tmp_path)
+  manual.parent.mkdir(parents=True)
+  manual.symlink_to(input_pipeline.manual_dir(shared))
+  return version
+
+
+def _truncate(path):
+  path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+
+
+@pytest.mark.parametrize('damage, reason', [
+    (_truncate, 'Corrupted Riegeli/records file'),
+    (lambda path: path.unlink(), 'missing'),
+], ids=['truncated', 'missing'])
+def test_damaged_prepared_split_names_the_file_and_the_fix(tmp_path, damage,
+                                                           reason):
+  version = _prepared_copy(tmp_path)
+  file = version / 'seqclf_mnist-validation.array_record-00000-of-00001'
+  damage(file)
+  with pytest.raises(mnist_files.DataError) as e:
+    input_pipeline.load_datasets(str(tmp_path), ('validation',))
+  named = file if file.exists() else str(file).split('-00000')[0] + '*'
+  assert str(e.value).startswith(f'{named}: cannot read the prepared '
+                                 f'validation split ({reason}')
+  assert str(e.value).endswith(
+      f'Rebuild it with `seqclf prepare-data --force --data_dir={tmp_path}`.')
+  assert '\n' not in str(e.value)
+
+
+@pytest.mark.slow
+def test_prepare_data_force_rebuilds_a_truncated_split(tmp_path, mnist):
+  from conftest import run_cli  # pylint: disable=g-import-not-at-top
+  version = _prepared_copy(tmp_path)
+  file = version / 'seqclf_mnist-train.array_record-00000-of-00001'
+  _truncate(file)
+  out = run_cli('prepare-data', '--data_dir', str(tmp_path))
+  assert out.returncode == 2, out.stderr
+  assert out.stderr.strip().startswith(f'seqclf prepare-data: error: {file}:')
+  assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+  out = run_cli('prepare-data', '--data_dir', str(tmp_path), '--force')
+  assert out.returncode == 0, out.stderr[-2000:]
+  again = input_pipeline.load_datasets(str(tmp_path), ('train',))['train']
+  np.testing.assert_array_equal(again['image'], mnist['train']['image'])
+  np.testing.assert_array_equal(again['label'], mnist['train']['label'])
+
+
 def test_random_hflip_mirrors_about_half_the_images_reproducibly():
   import jax  # pylint: disable=g-import-not-at-top
   images = np.arange(1000 * 28 * 28, dtype=np.float32).reshape(1000, 28, 28)

@@ -341,7 +341,9 @@ def test_from_config_reads_every_classifier_field_by_name():
                  unroll=2, cell='gru', recurrent_init='identity',
                  bidirectional=True, dropout_rate=0.1, task='pixel',
                  permutation_seed=3, input_mean=0.5, input_std=2.0,
-                 matmul_precision='bfloat16', dtype='bfloat16')
+                 matmul_precision='bfloat16', dtype='bfloat16',
+                 input_init='glorot_uniform', head_init='normal',
+                 head_bias_init='normal')
   config = base_config()
   config.update(changed)
   model = models.from_config(config, 'kernel')

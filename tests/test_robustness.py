@@ -10,11 +10,10 @@ import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from conftest import DEFAULT_INPUT, REPO, run_cli, small_config
-from seqclf import checkpoint, inference, optim, train
+from conftest import DEFAULT_INPUT, REPO, built_once, run_cli, small_config
+from seqclf import checkpoint, errors, inference, optim, train
 
 # Trainings, subprocesses, signals.
 pytestmark = pytest.mark.slow
@@ -82,6 +81,43 @@ def test_sigterm_saves_exits_75_and_resumes_bitwise(tmp_path, mnist):
   assert results[0]['test_accuracy'] == results[1]['test_accuracy']
 
 
+def test_ctrl_c_says_when_it_stops_and_a_second_one_exits_130(tmp_path):
+  workdir = tmp_path / 'run'
+  # Long chunks: the first Ctrl-C must be answered while one runs.
+  chunk = 400
+  proc = subprocess.Popen(
+      _cli_train(workdir, hidden_size=128, num_train_steps=10 * chunk,
+                 steps_per_call=chunk, checkpoint_every=chunk,
+                 log_every=chunk, eval_every=10 * chunk),
+      cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  seen = []
+  for line in proc.stdout:
+    seen.append(line)
+    if line.startswith(f'step {chunk} '):
+      break
+  while not (workdir / 'checkpoints' / str(chunk)).is_dir():
+    time.sleep(0.05)  # Saved: the next chunk is running.
+  proc.send_signal(signal.SIGINT)
+  for line in proc.stdout:
+    seen.append(line)
+    if line.startswith('Ctrl-C: '):
+      proc.send_signal(signal.SIGINT)
+      break
+  output = ''.join(seen) + proc.stdout.read()
+  assert proc.wait(timeout=120) == 130, output
+  assert (f'Ctrl-C: stopping after step {2 * chunk} with a checkpoint; '
+          'Ctrl-C again stops now.') in output, output
+  # Answered at once, while the chunk ran: no step of it was logged before.
+  assert f'step {2 * chunk} ' not in output.split('Ctrl-C: ')[0], output
+  assert ('Ctrl-C again: stopping now (exit status 130); the newest complete '
+          'checkpoint is kept.') in output
+  assert 'Traceback' not in output
+  mngr = checkpoint.manager(workdir, create=False)
+  assert mngr.all_steps() == [chunk]
+  target = train.create_train_state(_small(hidden_size=128), jax.random.key(0))
+  assert int(checkpoint.restore(mngr, target)[0].step) == chunk
+
+
 def test_sigkill_cycles_lose_nothing(tmp_path):
   """A short version of experiments/fault_injection.py."""
   sys.path.insert(0, str(REPO / 'experiments'))
@@ -100,41 +136,114 @@ def test_sigkill_cycles_lose_nothing(tmp_path):
                      fault_injection.final_state(tmp_path / 'faulty'))
 
 
-def _damage_newest(workdir):
-  mngr = checkpoint.manager(workdir, create=False)
-  newest = mngr.latest_step()
-  for f in (workdir / 'checkpoints' / str(newest) / 'state').rglob('*'):
-    if f.is_file() and f.stat().st_size > 0:
-      f.write_bytes(b'\0' * 7)  # truncated/garbled
+def _truncate_arrays(step_dir):
+  for f in (step_dir / 'state').rglob('*'):
+    if f.is_file() and f.stat().st_size > 0 and f.parent.name == 'd':
+      f.write_bytes(f.read_bytes()[:7])  # truncated
+
+
+def _delete(*parts):
+  def damage(step_dir):
+    for part in parts:
+      target = step_dir / part
+      shutil.rmtree(target) if target.is_dir() else target.unlink()
+  return damage
+
+
+# Each way a step can be damaged: (name, damage, the one line's reason).
+DAMAGE = {
+    'truncated_arrays': (_truncate_arrays, 'cannot read array '),
+    'no_config_metadata': (_delete('config/metadata'),
+                           'missing config/metadata'),
+    'no_state_metadata': (_delete('state/_METADATA'),
+                          'no state metadata (state/_METADATA)'),
+    'no_state_manifest': (_delete('state/manifest.ocdbt'),
+                          'cannot read array '),
+    'empty_step_dir': (_delete('config', 'state'), 'missing config/'),
+}
+
+
+def _damage_newest(workdir, kind='truncated_arrays'):
+  newest = checkpoint.manager(workdir, create=False).latest_step()
+  DAMAGE[kind][0](workdir / 'checkpoints' / str(newest))
   return newest
 
 
-def test_unreadable_newest_checkpoint_falls_back(tmp_path, mnist, caplog):
-  workdir = tmp_path / 'run'
-  train.train_and_evaluate(_small(num_train_steps=20), workdir,
-                           quiet=True, datasets=mnist)
+@pytest.fixture(scope='session')
+def small_run(tmp_path_factory, mnist):
+  """A finished 20-step run with checkpoints at 10 and 20 (shared, read-only)."""
+  return built_once(tmp_path_factory, 'small_run', lambda workdir:
+                    train.train_and_evaluate(_small(num_train_steps=20),
+                                             workdir, quiet=True,
+                                             datasets=mnist))
+
+
+@pytest.mark.parametrize('kind', DAMAGE)
+def test_damaged_newest_checkpoint_is_moved_aside_and_saved_again(
+    small_run, tmp_path, mnist, capsys, kind):
+  workdir = _copy_run(small_run, tmp_path)
   good = _state(workdir, 10)
-  newest = _damage_newest(workdir)
-  assert newest == 20
-  with caplog.at_level('WARNING'):
-    restored = _state(workdir)
-  assert int(restored.step) == 10
-  _assert_same_state(restored, good)
-  assert f'checkpoints/{newest} is unreadable' in caplog.text
-  # Training on it resumes from step 10 and finishes.
-  results = train.train_and_evaluate(_small(), workdir,
+  assert _damage_newest(workdir, kind) == 20
+  # A reader falls back, says so in one line, and moves nothing.
+  _, params, _ = inference.load_model(workdir)
+  for x, y in zip(jax.tree.leaves(good.params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(x, y)
+  line = capsys.readouterr().err.strip()
+  assert len(line.splitlines()) == 1, line
+  assert f'damaged checkpoint {workdir}/checkpoints/20 (' in line, line
+  assert DAMAGE[kind][1] in line and f'using {workdir}/checkpoints/10' in line
+  assert (workdir / 'checkpoints' / '20').is_dir()
+  # Training (the finished run's final step is damaged) moves it aside,
+  # resumes from step 10 and saves step 20 again.
+  results = train.train_and_evaluate(_small(num_train_steps=20), workdir,
                                      quiet=True, datasets=mnist)
-  assert results['resumed_from_step'] == 10 and results['step'] == 40
+  assert results['resumed_from_step'] == 10 and results['step'] == 20
+  line = capsys.readouterr().err.strip()
+  assert len(line.splitlines()) == 1, line
+  assert (f'moved to {workdir}/checkpoints/damaged/20; resuming from '
+          f'{workdir}/checkpoints/10, which saves step 20 again.') in line
+  assert (workdir / 'checkpoints' / 'damaged' / '20').is_dir()
+  _assert_same_state(_state(workdir, 20), _state(small_run, 20))
+  inference.load_model(workdir)
+  assert not capsys.readouterr().err  # nothing damaged any more
 
 
-def test_all_checkpoints_unreadable_is_clear_error(tmp_path, mnist):
-  workdir = tmp_path / 'run'
-  train.train_and_evaluate(_small(num_train_steps=10), workdir,
-                           quiet=True, datasets=mnist)
-  _damage_newest(workdir)
+def test_all_checkpoints_unreadable_is_clear_error_and_moves_nothing(
+    small_run, tmp_path, mnist):
+  workdir = _copy_run(small_run, tmp_path)
+  for step in (20, 10):
+    _truncate_arrays(workdir / 'checkpoints' / str(step))
   with pytest.raises(checkpoint.CheckpointError,
-                     match='No readable checkpoint.*Delete the damaged'):
-    _state(workdir)
+                     match='No readable checkpoint.*20: cannot read.*10: '
+                     'cannot read.*Move or delete the damaged'):
+    train.train_and_evaluate(_small(num_train_steps=20), workdir, quiet=True,
+                             datasets=mnist)
+  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == [
+      '10', '20']
+
+
+@pytest.mark.parametrize('command', ['evaluate', 'report', 'predict', 'train'])
+def test_cli_falls_back_past_a_damaged_checkpoint_in_one_line(
+    small_run, tmp_path, mnist, command):
+  workdir = _copy_run(small_run, tmp_path)
+  _damage_newest(workdir, 'no_config_metadata' if command != 'train'
+                 else 'truncated_arrays')
+  args = {'evaluate': ('evaluate', '--workdir', str(workdir)),
+          'report': ('report', '--workdir', str(workdir)),
+          'predict': ('predict', '--workdir', str(workdir),
+                      str(tmp_path / 'digit.png'))}
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  Image.fromarray(mnist['test']['image'][0]).save(tmp_path / 'digit.png')
+  if command == 'train':
+    out = subprocess.run(_cli_train(workdir, num_train_steps=20), cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+  else:
+    out = run_cli(*args[command])
+  assert out.returncode == 0, out.stderr
+  lines = [l for l in out.stderr.splitlines() if 'damaged' in l]
+  assert len(lines) == 1 and 'TensorStore' not in out.stderr, out.stderr
+  assert len(out.stderr.splitlines()) <= 2, out.stderr  # the line (+ report)
+  assert f'{workdir}/checkpoints/20 (' in lines[0]
 
 
 def test_empty_checkpoint_dir(tmp_path):
@@ -143,22 +252,61 @@ def test_empty_checkpoint_dir(tmp_path):
   assert out.returncode == 2 and 'No checkpoint' in out.stderr, out.stderr
 
 
-def test_disk_full_while_saving_keeps_previous(tmp_path, mnist, monkeypatch):
-  workdir = tmp_path / 'run'
-  train.train_and_evaluate(_small(num_train_steps=10), workdir,
-                           quiet=True, datasets=mnist)
+def _full_disk_on_config_write(monkeypatch):
+  """ENOSPC from orbax's own write of a step's config, in its commit thread,
+  after it made the step's temporary directory (as a full disk does)."""
+  from orbax.checkpoint._src.handlers import json_checkpoint_handler  # pylint: disable=g-import-not-at-top
+
+  async def full_disk(self, item, directory):
+    del item
+    raise OSError(errno.ENOSPC, 'No space left on device',
+                  str(directory / self._filename))  # pylint: disable=protected-access
+
+  monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler,
+                      '_save_fn', full_disk)
+
+
+def test_disk_full_while_saving_is_one_error_and_keeps_previous(
+    small_run, tmp_path, mnist, monkeypatch):
+  workdir = _copy_run(small_run, tmp_path)
   before = _state(workdir)
-
-  def full_disk(*args, **kwargs):
-    raise OSError(errno.ENOSPC, 'No space left on device')
-
-  monkeypatch.setattr(ocp.CheckpointManager, 'save', full_disk)
-  with pytest.raises(OSError, match='No space left'):
-    train.train_and_evaluate(_small(), workdir, quiet=True,
-                             datasets=mnist)
+  _full_disk_on_config_write(monkeypatch)
+  with pytest.raises(errors.DiskFullError) as e:
+    train.train_and_evaluate(_small(), workdir, quiet=True, datasets=mnist)
   monkeypatch.undo()
-  assert checkpoint.manager(workdir, create=False).all_steps() == [10]
+  assert str(e.value).startswith(
+      f'No space left on the device writing checkpoint {workdir}/checkpoints/30'
+      f': free space there (or use another --workdir); checkpoint '
+      f'{workdir}/checkpoints/20 is intact')
+  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == [
+      '10', '20']  # no *.orbax-checkpoint-tmp left behind
   _assert_same_state(_state(workdir), before)
+
+
+FULL_DISK_CLI = """
+import errno, sys
+from orbax.checkpoint._src.handlers import json_checkpoint_handler as j
+async def full_disk(self, item, directory):
+  raise OSError(errno.ENOSPC, 'No space left on device', str(directory))
+j.JsonCheckpointHandler._save_fn = full_disk
+from seqclf import main
+sys.argv = ['seqclf', *sys.argv[1:]]
+main.run()
+"""
+
+
+def test_cli_disk_full_is_one_line_exit_2(tmp_path):
+  workdir = tmp_path / 'run'
+  out = subprocess.run([sys.executable, '-c', FULL_DISK_CLI,
+                        *_cli_train(workdir)[3:]], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2, out.stderr
+  assert out.stderr.strip() == (
+      f'seqclf train: error: No space left on the device writing checkpoint '
+      f'{workdir}/checkpoints/10: free space there (or use another '
+      '--workdir); no checkpoint was saved yet, so run the same command '
+      'again to resume.'), out.stderr
+  assert not list((workdir / 'checkpoints').glob(checkpoint.TMP_GLOB))
 
 
 def test_skip_nonfinite_updates_option(tmp_path, mnist):

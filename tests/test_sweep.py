@@ -4,9 +4,10 @@ import json
 
 import jax
 import numpy as np
+import optax
 import pytest
 
-from seqclf import inference, sweep, train
+from seqclf import inference, optim, sweep, train
 from seqclf.config import ConfigError
 
 from conftest import run_cli, small_config
@@ -76,3 +77,19 @@ def test_cli_sweep_rejects_bad_seeds(tmp_path):
   assert proc.returncode == 2
   assert '--seeds must be >= 1' in proc.stderr
   assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_cosine_schedule_takes_a_sweeps_traced_peak():
+  """A learning-rate grid injects the peak as an array: the cosine schedule
+  must trace it, and give optax's warmup_cosine_decay_schedule's values."""
+  config = small_config(lr_schedule='cosine', warmup_steps=5,
+                        num_train_steps=30, learning_rate=4e-3)
+  steps = jax.numpy.arange(35)
+  expected = jax.vmap(optax.warmup_cosine_decay_schedule(
+      0.0, 4e-3, 5, 30, end_value=0.0))(steps)
+  np.testing.assert_array_equal(
+      jax.vmap(optim.learning_rate_schedule(config))(steps), expected)
+  traced = jax.jit(lambda peak: jax.vmap(
+      optim.learning_rate_schedule(config, peak))(steps))
+  np.testing.assert_allclose(traced(jax.numpy.float32(4e-3)), expected,
+                             rtol=1e-6)

@@ -36,3 +36,34 @@ def test_per_seed_runs_gather_into_sweep_keys(tmp_path, monkeypatch):
   assert 'for K in 0 1 2; do seqclf train' in row and 'seed$K' in row
   # A config with a missing seed is not gathered: its row stays "not run".
   assert '| gru_row |' in text and 'not run yet' in text
+
+
+def _sweep_json(path, accs, **extra):
+  path.mkdir(parents=True)
+  (path / 'results.json').write_text(json.dumps({
+      'test_accuracies': accs, 'test_accuracy_mean': statistics.mean(accs),
+      'test_accuracy_std': statistics.stdev(accs),
+      'test_accuracy_min': min(accs), 'seeds': list(range(len(accs))),
+      'num_models': len(accs), 'step': 1000, 'config': {'batch_size': 100},
+      'wall_seconds': 10.0, 'train_examples_per_second': 1000.0,
+      'machine': 'cpu', 'impl': 'kernel', **extra}))
+
+
+def test_study_rows_pair_seeds_and_print_their_overrides(tmp_path, monkeypatch):
+  monkeypatch.setattr(results_table, 'RUNS', tmp_path)
+  monkeypatch.setattr(results_table, 'OUT', tmp_path / 'results.md')
+  _sweep_json(tmp_path / 'default', [0.975, 0.970, 0.980])
+  _sweep_json(tmp_path / 'ablation_raw_pixels', [0.970, 0.969, 0.972])
+  _sweep_json(tmp_path / 'reference', [0.96, 0.97, 0.965])
+  text = results_table.write_table()
+  row = next(line for line in text.splitlines()
+             if line.startswith('| ablation_raw_pixels |'))
+  # Seed by seed: -0.5, -0.1, -0.8 points.
+  assert '| -0.47 ± 0.35 |' in row
+  assert ('--config=configs/default.py --workdir=runs/results/'
+          'ablation_raw_pixels --seeds=5 --quiet --config.input_mean=0.0 '
+          '--config.input_std=1.0 --config.impl=kernel`') in row
+  assert '| ablation_tf1_adam |' in text  # not run: its ready command
+  reference = next(line for line in text.splitlines()
+                   if line.startswith('| reference |'))
+  assert 'within 1 std of 96.67 (met: -0.17)' in reference
