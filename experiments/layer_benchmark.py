@@ -7,7 +7,10 @@ layer's outputs at (batch, 28, 28) -> LSTM-128, jitted, for seqclf's
 ``nn.LSTM`` at the same thread count. Calls are interleaved round by round
 and reported as medians, so the ratios hold on a noisy machine. Pin it to one
 core to compare single-threaded code (``taskset -c 0``; XLA then runs one
-thread, and torch is set to one).
+thread, and torch is set to one). ``--lengths_impls`` adds rows for those
+paths given ``seq_lengths``: ``full`` (every row all 28 steps: the masking's
+cost alone) and ``random`` (lengths uniform in 1..28), with the ratio to the
+same path without lengths.
 
   taskset -c 0 python experiments/layer_benchmark.py --out docs/layer_benchmark.md
 """
@@ -27,8 +30,8 @@ import numpy as np
 SEQ, FEATURES, HIDDEN = 28, 28, 128
 
 
-def seqclf_layer(impl: str, batch: int, march: str | None = None
-                 ) -> Callable[[], object]:
+def seqclf_layer(impl: str, batch: int, march: str | None = None,
+                 lengths: str | None = None) -> Callable[[], object]:
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -41,7 +44,12 @@ def seqclf_layer(impl: str, batch: int, march: str | None = None
     outputs = lambda p, x: layer.apply(p, x)
   else:
     layer = LSTM(HIDDEN, impl=impl)
-    outputs = lambda p, x: layer.apply(p, x)[1]
+    seq_lengths = None
+    if lengths == 'full':
+      seq_lengths = jnp.full((batch,), SEQ)
+    elif lengths == 'random':
+      seq_lengths = jax.random.randint(jax.random.key(2), (batch,), 1, SEQ + 1)
+    outputs = lambda p, x: layer.apply(p, x, seq_lengths=seq_lengths)[1]
   x = jax.random.normal(jax.random.key(0), (batch, SEQ, FEATURES))
   params = layer.init(jax.random.key(1), x)
   weights = jnp.cos(jnp.arange(batch * SEQ * HIDDEN)).reshape(batch, SEQ, -1)
@@ -83,6 +91,8 @@ def main(argv=None) -> int:
   parser.add_argument('--impls', default='kernel,fused,scan,flax,torch')
   parser.add_argument('--marches', default='native,x86-64-v3,x86-64',
                       help='kernel builds to time (those this CPU runs)')
+  parser.add_argument('--lengths_impls', default='kernel',
+                      help='paths also timed with seq_lengths (full, random)')
   parser.add_argument('--rounds', type=int, default=7)
   parser.add_argument('--reps', type=int, default=5)
   parser.add_argument('--out', default='')
@@ -114,6 +124,16 @@ def main(argv=None) -> int:
       fns['flax nn.RNN(OptimizedLSTMCell)'] = seqclf_layer('flax', args.batch)
     else:
       fns[f'seqclf {impl}'] = seqclf_layer(impl, args.batch)
+  with_lengths = {}
+  for impl in filter(None, args.lengths_impls.split(',')):
+    base_name = (f'seqclf {impl}' if impl != 'kernel' else
+                 next((n for n in fns if n.startswith('kernel')), None))
+    if base_name is None:
+      continue
+    for kind in ('full', 'random'):
+      name = f'{base_name} seq_lengths={kind}'
+      fns[name] = seqclf_layer(impl, args.batch, lengths=kind)
+      with_lengths[name] = base_name
   times = measure(fns, args.rounds, args.reps)
   med = {k: statistics.median(v) for k, v in times.items()}
   base = med.get('seqclf scan') or next(iter(med.values()))
@@ -124,6 +144,9 @@ def main(argv=None) -> int:
     lines.append(f'| {name} | {med[name]:.1f} ({min(v):.1f}-{max(v):.1f}) | '
                  f'{base / med[name]:.2f}x |')
   cpus = len(os.sched_getaffinity(0))
+  notes += [f'{name}: {med[base_name] / med[name]:.2f}x the speed of '
+            f'{base_name} without lengths'
+            for name, base_name in with_lengths.items()]
   lines += ['', *(f'- {n}' for n in notes),
             f'- {cpus} CPU(s) in the affinity mask, {args.rounds} interleaved '
             f'rounds of {args.reps} calls; '

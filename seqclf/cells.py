@@ -18,9 +18,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seqclf import initializers
+
 Array = jax.Array
 Dtype = Any
 Initializer = nn.initializers.Initializer
+
 
 class _Cell(nn.Module):
   """Shared fields and the two projections of a ``gates``-gate cell."""
@@ -29,7 +32,8 @@ class _Cell(nn.Module):
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
   kernel_init: Initializer = nn.initializers.lecun_normal()
-  recurrent_kernel_init: Initializer = nn.initializers.orthogonal()
+  recurrent_kernel_init: Initializer = initializers.in_float32(
+      nn.initializers.orthogonal())
 
   gates = 1
   hidden_bias = False

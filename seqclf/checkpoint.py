@@ -213,12 +213,12 @@ def _restore_step(mngr: ocp.CheckpointManager, target: Target, params: Target,
   if not isinstance(config, dict):
     raise ValueError(f'config/metadata holds {type(config).__name__}, '
                      'not a dict')
+  shapes = saved_param_shapes(mngr, step)
   if callable(target):
     target = target(config)
   if callable(params):
-    params = params(config)
-  check_compatible(saved_param_shapes(mngr, step),
-                   target.params if params is None else params, where)
+    params = params(config, shapes)
+  check_compatible(shapes, target.params if params is None else params, where)
   item = target if params is None else _params_target(mngr, params, step)
   # Always give orbax target shardings: without one it reuses the saved
   # topology, and a checkpoint from N devices fails on M (orbax #648, #683).
@@ -244,7 +244,8 @@ def restore(mngr: ocp.CheckpointManager, target: Target,
   ``target`` is a concrete or abstract state, or a function of the saved
   config dict returning one. With ``params`` instead (and ``target`` None),
   the state is restored as a dict shaped by the checkpoint's metadata around
-  ``params`` (a pytree, or again a function of the saved config): inference
+  ``params`` (a pytree, or a function of the saved config and the saved
+  params' shapes, ``saved_param_shapes``): inference
   rebuilds the model from the saved config and needs no optimizer. Shapes
   are checked against the checkpoint's metadata first, so a foreign
   checkpoint fails with a readable message instead of an orbax traceback.

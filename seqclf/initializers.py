@@ -3,7 +3,8 @@
 The roles are the config keys ``input_init`` (a cell's input kernel),
 ``recurrent_init`` (its recurrent kernel), ``head_init`` and
 ``head_bias_init`` (the output layer). ``config.validate`` accepts exactly the
-names in ``TABLES``; ``resolve`` turns a name into a flax initializer.
+names in ``TABLES``; ``resolve`` turns a name into a flax initializer (drawn
+in float32 for any parameter dtype: ``in_float32``).
 The defaults are flax's (LeCun-normal input and head kernels, zero head bias)
 and an orthogonal recurrent kernel. The rest reproduce other recipes, chiefly
 the TF1 tutorial's: one Glorot-uniform kernel over the concatenated
@@ -61,6 +62,17 @@ def concat_glorot_uniform(concat_rows: int) -> Initializer:
   return init
 
 
+def in_float32(init: Initializer) -> Initializer:
+  """``init`` drawn in float32 and cast to the parameter dtype: the
+  orthogonal initializer's QR has no bfloat16 kernel, and a bfloat16 draw
+  would not be the float32 one rounded. Float32 parameters are unchanged."""
+
+  def float32_init(key, shape, dtype=jnp.float32):
+    return init(key, shape, jnp.float32).astype(dtype)
+
+  return float32_init
+
+
 def _fixed(initializer: Initializer) -> Factory:
   return lambda concat_rows: initializer
 
@@ -97,7 +109,7 @@ def resolve(role: str, name: str, concat_rows: int = 0) -> Initializer:
   table = TABLES[role]
   if name not in table:
     raise ValueError(f'{role} must be one of {tuple(table)}, got {name!r}.')
-  return table[name](concat_rows)
+  return in_float32(table[name](concat_rows))
 
 
 def cell_inits(input_init: str, recurrent_init: str, features: int,

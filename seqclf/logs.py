@@ -29,15 +29,21 @@ def absl_silenced() -> Iterator[None]:
 
 
 def _from_orbax(unraisable: 'sys.UnraisableHookArgs') -> bool:
+  """An abandoned orbax read coroutine, or TensorStore completing one of its
+  reads into the event loop orbax already closed."""
   code = getattr(unraisable.object, 'cr_code', None)
-  return code is not None and '/orbax/' in code.co_filename
+  if code is not None:
+    return '/orbax/' in code.co_filename
+  return (isinstance(unraisable.exc_value, RuntimeError)
+          and str(unraisable.exc_value) == 'Event loop is closed')
 
 
 def drop_orbax_unraisable(previous: Callable[..., None]
                           ) -> Callable[..., None]:
-  """A ``sys.unraisablehook`` that drops the errors of orbax's abandoned read
-  coroutines (each a TensorStore spec, printed when it is collected after a
-  damaged checkpoint failed to restore) and passes the rest to ``previous``."""
+  """A ``sys.unraisablehook`` that drops the errors of orbax's abandoned reads
+  after a damaged checkpoint failed to restore (each coroutine's a TensorStore
+  spec when it is collected; a closed event loop for each read that completes
+  later) and passes the rest to ``previous``."""
   def hook(unraisable):
     if not _from_orbax(unraisable):
       previous(unraisable)

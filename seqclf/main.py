@@ -129,7 +129,8 @@ _INDICES = flags.DEFINE_list(
     'indices', ['100', '101', '102'], 'inspect-data: sample indices in the '
     'split (`--indices 100 101 102` or `--indices=100,101,102`).')
 _OUT = flags.DEFINE_string('out', 'runs/inspect-data',
-                           'inspect-data: directory for the PNGs.')
+                           'inspect-data: directory for the PNGs; export: '
+                           'directory for the exported model (required).')
 _COMPILATION_CACHE = flags.DEFINE_string(
     'compilation_cache', '~/.cache/seqclf/jax', "JAX's persistent compilation "
     'cache: a repeated run (another seed, a resume, a sweep) loads its XLA '
@@ -160,6 +161,10 @@ COMMAND_HELP = {
     'predict': ("Classify 28x28 grayscale images (others are converted) with "
                 "a workdir's latest checkpoint.", '--workdir DIR IMAGE ...',
                 ('workdir', 'compilation_cache')),
+    'export': ("Write a workdir's latest checkpoint as a jax.export "
+               'artifact (symbolic batch, CPU/GPU/TPU) and its JSON, to '
+               'serve with jax alone.', '--workdir DIR --out DIR',
+               ('workdir', 'out')),
     'report': ('(Re)write WORKDIR/report.md and WORKDIR/plots/.',
                '--workdir DIR', ('workdir',)),
     'inspect-data': ('Describe dataset samples and plot them as PNGs.',
@@ -305,6 +310,18 @@ def _predict(paths: list[str]) -> None:
     print(f'{path}: class {int(np.argmax(p))} (p={p.max():.3f}; top-3 {top})')
 
 
+def _export() -> None:
+  from seqclf import export  # pylint: disable=g-import-not-at-top
+  workdir = _require(_WORKDIR, 'export')
+  if not _OUT.present:
+    raise UsageError('`seqclf export` needs --out DIR (where to write '
+                     f'{export.ARTIFACT} and {export.METADATA}).')
+  writable_dir(_OUT.value, '--out')
+  export.export_model(workdir, _OUT.value)
+  print(f'Exported {Path(_OUT.value) / export.ARTIFACT} and '
+        f'{Path(_OUT.value) / export.METADATA}')
+
+
 def _report(quiet: bool = False) -> None:
   from seqclf import report  # pylint: disable=g-import-not-at-top
   workdir = _require(_WORKDIR, 'report')
@@ -363,6 +380,8 @@ def main(argv: list[str]) -> None:
       _inspect_data(rest)
     elif command == 'sweep':
       _sweep()
+    elif command == 'export':
+      _export()
     else:
       _predict(rest)
   except Preempted as e:

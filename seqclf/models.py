@@ -14,8 +14,11 @@ and in bfloat16.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import math
+from collections.abc import Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -57,7 +60,7 @@ class LSTMCell(nn.Module):
   param_dtype: Dtype = jnp.float32
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   recurrent_kernel_init: nn.initializers.Initializer = (
-      nn.initializers.orthogonal())
+      initializers.in_float32(nn.initializers.orthogonal()))
 
   # reference.scan projects each step inside the loop (docs/scan_path.md).
   project_in_loop = True
@@ -120,12 +123,40 @@ def _cell_update(gates: Array, c: Array, forget_bias: float) -> Carry:
 
 
 class _Layer(nn.Module):
-  """What every recurrent layer does with its cell: the checks, the initial
-  carry and the dispatch to the recurrence ``impl`` names. Subclasses give
-  ``impl``, ``unroll`` and ``matmul_precision`` as fields."""
+  """What every recurrent layer does with its cell: flax ``nn.RNN``'s call
+  API (lengths, direction, layout), the checks, the initial carry and the
+  dispatch to the recurrence ``impl`` names. Subclasses give ``impl``,
+  ``unroll`` and ``matmul_precision`` as fields; the keyword-only fields
+  below are ``nn.RNN``'s defaults for the call's overrides, except
+  ``return_carry``, True as seqclf's layers always returned the carry."""
 
-  def run(self, cell: nn.Module, inputs: Array,
-          initial_carry: Any) -> tuple[Any, Array]:
+  _: dataclasses.KW_ONLY
+  return_carry: bool = True
+  time_major: bool = False
+  reverse: bool = False
+  keep_order: bool = False
+
+  def run(self, cell: nn.Module, inputs: Array, initial_carry: Any = None,
+          *, init_key: jax.Array | None = None,
+          seq_lengths: Array | None = None, return_carry: bool | None = None,
+          time_major: bool | None = None, reverse: bool | None = None,
+          keep_order: bool | None = None) -> Any:
+    """``(final_carry, outputs)`` (or outputs alone without
+    ``return_carry``), as ``flax.linen.RNN.__call__`` with the same keywords.
+
+    ``seq_lengths`` (batch shape, int): row b's steps from its length on are
+    padding: its carry stops at its last valid step (the final carry) and
+    its outputs there are zero, on every ``impl``, forward and backward.
+    ``reverse`` reads each row's valid steps last to first (padding stays at
+    the end); ``keep_order`` then puts the outputs back in input order.
+    ``init_key`` is accepted for ``nn.Bidirectional`` and unused: carries
+    start at zero.
+    """
+    del init_key
+    return_carry = self.return_carry if return_carry is None else return_carry
+    time_major = self.time_major if time_major is None else time_major
+    reverse = self.reverse if reverse is None else reverse
+    keep_order = self.keep_order if keep_order is None else keep_order
     name = type(cell).__name__
     if inputs.ndim < 2:
       raise ValueError(f'{name} layer expects inputs of shape (..., time, '
@@ -140,12 +171,44 @@ class _Layer(nn.Module):
           f"matmul_precision={self.matmul_precision!r} needs "
           f"impl='kernel', got impl={self.impl!r}; use dtype=jnp.bfloat16 "
           f"for bfloat16 compute on the other paths.")
+    if time_major:
+      inputs = jnp.moveaxis(inputs, 0, -2)
+    batch_shape = inputs.shape[:-2]
+    if seq_lengths is not None:
+      seq_lengths = jnp.asarray(seq_lengths)
+      if seq_lengths.shape != batch_shape:
+        raise ValueError(f'seq_lengths must have the batch shape '
+                         f'{batch_shape}, got {seq_lengths.shape}.')
+      if not jnp.issubdtype(seq_lengths.dtype, jnp.integer):
+        raise ValueError(f'seq_lengths must be integers, got '
+                         f'{seq_lengths.dtype}.')
+    if reverse:
+      inputs = flip_sequences(inputs, seq_lengths)
     if initial_carry is None:
-      initial_carry = cell.initialize_carry(inputs.shape[:-2])
+      initial_carry = cell.initialize_carry(batch_shape)
     if self.impl != 'scan':
-      return _fused(cell, inputs, initial_carry, cell.forget_bias,
-                    self.unroll, self.impl, self.matmul_precision)
-    return reference.scan(cell, initial_carry, inputs, self.unroll)
+      carry, outputs = _fused(cell, inputs, initial_carry, seq_lengths,
+                              self.unroll, self.impl, self.matmul_precision)
+    else:
+      carry, outputs = reference.scan(cell, initial_carry, inputs,
+                                      self.unroll, seq_lengths)
+    if reverse and keep_order:
+      outputs = flip_sequences(outputs, seq_lengths)
+    if time_major:
+      outputs = jnp.moveaxis(outputs, -2, 0)
+    return (carry, outputs) if return_carry else outputs
+
+
+def flip_sequences(x: Array, seq_lengths: Array | None) -> Array:
+  """``x`` (..., time, features) with each row's first ``seq_lengths`` steps
+  in reverse order and its padding left at the end (all steps without
+  lengths); its own inverse."""
+  if seq_lengths is None:
+    return jnp.flip(x, -2)
+  steps = x.shape[-2]
+  # Step t < length reads length - 1 - t; padding maps onto padding.
+  index = (seq_lengths[..., None] - 1 - jnp.arange(steps)) % steps
+  return jnp.take_along_axis(x, index[..., None], axis=-2)
 
 
 class RNN(_Layer):
@@ -154,10 +217,13 @@ class RNN(_Layer):
   ``cell`` is an ``LSTMCell`` or a ``seqclf.cells`` cell (its parameters
   live under ``cell/``). Returns ``(final_carry, outputs)`` with outputs of
   shape (..., time, hidden_size), like ``flax.linen.RNN(...,
-  return_carry=True)``. ``impl`` picks the recurrence (IMPLS): ``'scan'``
-  (``nn.scan``, every cell); for an LSTM cell ``'fused'``
-  (``seqclf.kernels.fast_lstm``, time-major, hand-written backward pass) and
-  ``'kernel'`` (the same as compiled CPU kernels,
+  return_carry=True)``, and takes ``nn.RNN``'s call keywords
+  (``seq_lengths``, ``reverse``, ``keep_order``, ``return_carry``,
+  ``time_major``, ``initial_carry``, ``init_key``: ``_Layer.run``), so it
+  composes with ``nn.Bidirectional``. ``impl`` picks the recurrence
+  (IMPLS): ``'scan'`` (``nn.scan``, every cell); for an LSTM cell
+  ``'fused'`` (``seqclf.kernels.fast_lstm``, time-major, hand-written
+  backward pass) and ``'kernel'`` (the same as compiled CPU kernels,
   ``seqclf.kernels.lstm_kernel``, whose matmuls run at ``matmul_precision``;
   ``'bfloat16'``: on Intel AMX), which agree with ``'scan'`` to float
   rounding.
@@ -169,9 +235,9 @@ class RNN(_Layer):
   matmul_precision: str = 'float32'  # | 'bfloat16' (impl='kernel' only)
 
   @nn.compact
-  def __call__(self, inputs: Array, initial_carry: Any = None
-               ) -> tuple[Any, Array]:
-    return self.run(self.cell, inputs, initial_carry)
+  def __call__(self, inputs: Array, initial_carry: Any = None,
+               **kwargs: Any) -> Any:
+    return self.run(self.cell, inputs, initial_carry, **kwargs)
 
 
 class _CellLayer(_Layer):
@@ -189,11 +255,11 @@ class _CellLayer(_Layer):
                                    features, self.hidden_size)
 
   @nn.compact
-  def __call__(self, inputs: Array, initial_carry: Any = None
-               ) -> tuple[Any, Array]:
-    """``(final_carry, outputs)``, as ``RNN.__call__``."""
+  def __call__(self, inputs: Array, initial_carry: Any = None,
+               **kwargs: Any) -> Any:
+    """``(final_carry, outputs)``, as ``RNN.__call__`` (the same keywords)."""
     return self.run(self.make_cell('cell', inputs.shape[-1]), inputs,
-                    initial_carry)
+                    initial_carry, **kwargs)
 
 
 class LSTM(_CellLayer):
@@ -261,23 +327,54 @@ LAYERS: dict[str, type[_CellLayer]] = {'lstm': LSTM, 'gru': GRU,
 CELLS = tuple(LAYERS)  # LSTMClassifier.cell (config `cell`)
 
 
-def _fused(cell: LSTMCell, inputs: Array, carry: Carry, forget_bias: float,
-           unroll: int, impl: str,
+@contextlib.contextmanager
+def _forward_mode_names_scan(impl: str) -> Iterator[None]:
+  """jax's error for forward-mode autodiff of a custom VJP, with the fix.
+
+  The fused and kernel paths are custom VJPs (their backward passes are
+  hand-written), which jax differentiates in reverse mode only; the error is
+  raised while tracing, so it names the path that has forward mode.
+  """
+  try:
+    yield
+  except TypeError as e:
+    if 'forward-mode' not in str(e):
+      raise
+    raise TypeError(
+        f"impl={impl!r} has a hand-written backward pass (a custom VJP), which "
+        "jax differentiates in reverse mode only: use impl='scan' for "
+        "forward-mode autodiff (jax.jvp, jax.jacfwd, jax.hessian).") from e
+
+
+def _fused(cell: LSTMCell, inputs: Array, carry: Carry,
+           seq_lengths: Array | None, unroll: int, impl: str,
            matmul_precision: str) -> tuple[Carry, Array]:
   """``LSTM`` via ``fast_lstm`` or its kernel: time-major, one batch axis."""
   batch_shape, hidden = inputs.shape[:-2], cell.hidden_size
-  x = jnp.moveaxis(inputs, -2, 0).reshape(inputs.shape[-2], -1,
-                                            inputs.shape[-1])
-  c0, h0 = (v.reshape(-1, hidden) for v in carry)
+  steps, features = inputs.shape[-2:]
+  batch = math.prod(batch_shape)
   if impl == 'kernel':
-    (c, h), hs = lstm_kernel.lstm_layer(x, *cell.input_params(x.shape[-1]),
-                                        cell.recurrent_kernel(), c0, h0,
-                                        forget_bias, matmul_precision)
+    # Created exactly as the other paths create them, even with nothing to run.
+    w_x, b = cell.input_params(features)
+    w_h = cell.recurrent_kernel()
   else:
-    (c, h), hs = fast_lstm.lstm_recurrence(cell.project(x),
-                                           cell.recurrent_kernel(), c0, h0,
-                                           forget_bias, unroll)
-  outputs = jnp.moveaxis(hs, 0, -2).reshape(*batch_shape, -1, hidden)
+    w_h = cell.recurrent_kernel()
+  if not steps or not batch:  # Nothing to run: the initial carry comes back.
+    if impl != 'kernel':
+      cell.project(jnp.zeros((1, features), inputs.dtype))
+    return carry, jnp.zeros((*batch_shape, steps, hidden), jnp.float32)
+  x = jnp.moveaxis(inputs, -2, 0).reshape(steps, batch, features)
+  c0, h0 = (v.reshape(batch, hidden) for v in carry)
+  lengths = None if seq_lengths is None else seq_lengths.reshape(batch)
+  with _forward_mode_names_scan(impl):
+    if impl == 'kernel':
+      (c, h), hs = lstm_kernel.lstm_layer(x, w_x, b, w_h, c0, h0,
+                                          cell.forget_bias, matmul_precision,
+                                          lengths=lengths)
+    else:
+      (c, h), hs = fast_lstm.lstm_recurrence(cell.project(x), w_h, c0, h0,
+                                             cell.forget_bias, unroll, lengths)
+  outputs = jnp.moveaxis(hs.reshape(steps, *batch_shape, hidden), 0, -2)
   carry = (c.reshape(*batch_shape, hidden), h.reshape(*batch_shape, hidden))
   return carry, outputs
 
@@ -321,8 +418,14 @@ class LSTMClassifier(nn.Module):
   input_std: float = 1.0
 
   @nn.compact
-  def __call__(self, inputs: Array, train: bool = False) -> Array:
-    """Maps (batch, time, features) sequences to (batch, num_classes) logits."""
+  def __call__(self, inputs: Array, train: bool = False,
+               seq_lengths: Array | None = None) -> Array:
+    """Maps (batch, time, features) sequences to (batch, num_classes) logits.
+
+    ``seq_lengths`` (batch,) int counts each row's valid steps of the
+    sequence the layers read (after ``task``); the head then sees each row's
+    last valid step (and, bidirectional, the reverse direction's first).
+    """
     if self.cell not in CELLS:
       raise ValueError(f'cell must be one of {CELLS}, got {self.cell!r}.')
 
@@ -339,20 +442,30 @@ class LSTMClassifier(nn.Module):
     for k in range(self.num_layers):
       if k:
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-      _, forward = layer(f'{self.cell}_{k}')(x)
+      _, forward = layer(f'{self.cell}_{k}')(x, seq_lengths=seq_lengths)
+      last = last_valid(forward, seq_lengths)
       if not self.bidirectional:
-        x, last = forward, forward[..., -1, :]
+        x = forward
         continue
-      _, backward = layer(f'{self.cell}_{k}_reverse')(jnp.flip(x, -2))
-      backward = jnp.flip(backward, -2)
+      _, backward = layer(f'{self.cell}_{k}_reverse')(
+          x, seq_lengths=seq_lengths, reverse=True, keep_order=True)
       x = jnp.concatenate([forward, backward], -1)
-      last = jnp.concatenate([forward[..., -1, :], backward[..., 0, :]], -1)
+      last = jnp.concatenate([last, backward[..., 0, :]], -1)
     logits = nn.Dense(
         self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
         kernel_init=initializers.resolve('head_init', self.head_init),
         bias_init=initializers.resolve('head_bias_init', self.head_bias_init),
         name='head')(last)
     return logits.astype(jnp.float32)
+
+
+def last_valid(outputs: Array, seq_lengths: Array | None) -> Array:
+  """Each row's output at its last valid step (the last step without
+  lengths; zeros for an empty row) from (..., time, features) outputs."""
+  if seq_lengths is None:
+    return outputs[..., -1, :]
+  index = jnp.maximum(jnp.asarray(seq_lengths) - 1, 0)[..., None, None]
+  return jnp.take_along_axis(outputs, index, axis=-2)[..., 0, :]
 
 
 # LSTMClassifier fields no config key sets: `impl` is resolved by the caller,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import json
 import sys
 import time
@@ -263,20 +262,18 @@ def _check_resume(mngr: Any, config: ml_collections.ConfigDict,
 
 
 def check_lengths(data: dict[str, input_pipeline.Split]) -> None:
-  """A DataError for per-example lengths while the layers cannot mask them.
+  """A DataError for per-example lengths while the trainer cannot pass them.
 
-  The pipeline carries ``lengths`` (``seqclf.datasets``); the recurrent
-  layers' ``seq_lengths`` (issue 17) is what would use them. Until the
-  classifier takes it, training on padded sequences as if they were whole
+  The pipeline carries ``lengths`` (``seqclf.datasets``) and the classifier
+  takes ``seq_lengths`` (issue 17), but the chunk functions do not gather
+  and pass them yet. Training on padded sequences as if they were whole
   would be silently wrong, so it is refused.
   """
-  if any('lengths' in split for split in data.values()) and (
-      'seq_lengths' not in inspect.signature(
-          models.LSTMClassifier.__call__).parameters):
+  if any('lengths' in split for split in data.values()):
     raise errors.DataError(
-        'the data has per-example lengths, which this version of the '
-        'classifier cannot mask yet: drop the `lengths` arrays to train on '
-        'the padded sequences as they are.')
+        'the data has per-example lengths, which the trainer cannot pass to '
+        'the model yet: drop the `lengths` arrays to train on the padded '
+        'sequences as they are.')
 
 
 def _finished_results(workdir: Path, mngr: Any,
@@ -302,7 +299,7 @@ def _finished_results(workdir: Path, mngr: Any,
 def _train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str | Path,
     stop: preemption.StopRequest, *, quiet: bool,
-    datasets: dict[str, input_pipeline.Split] | None) -> dict[str, Any]:
+    datasets: dict[str, input_pipeline.Split]) -> dict[str, Any]:
   wall_start = time.perf_counter()
   mngr = None
   # Alone, a process leaves a fresh workdir without checkpoints/ on bad input;

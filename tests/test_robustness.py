@@ -283,6 +283,22 @@ def test_disk_full_while_saving_is_one_error_and_keeps_previous(
   _assert_same_state(_state(workdir), before)
 
 
+def test_disk_full_while_logging_names_the_file(small_run, tmp_path, mnist,
+                                                monkeypatch):
+  from seqclf import metric_logging  # pylint: disable=g-import-not-at-top
+  workdir = _copy_run(small_run, tmp_path)
+  metrics = workdir / 'metrics.jsonl'
+
+  def full_disk(self, *args, **kwargs):
+    raise OSError(errno.ENOSPC, 'No space left on device', str(metrics))
+
+  monkeypatch.setattr(metric_logging.MetricLogger, 'write', full_disk)
+  with pytest.raises(errors.DiskFullError, match=(
+      f'^No space left on the device writing {metrics}: free space there')):
+    train.train_and_evaluate(_small(), workdir, quiet=True, datasets=mnist)
+  assert checkpoint.manager(workdir, create=False).all_steps() == [10, 20]
+
+
 FULL_DISK_CLI = """
 import errno, sys
 from orbax.checkpoint._src.handlers import json_checkpoint_handler as j

@@ -43,13 +43,16 @@ def _gate_constants(hidden: int, forget_bias: float):
   return scale, shift, k
 
 
-def _forward(projected, w_h, c0, h0, forget_bias, unroll, keep):
-  """Scans the cell over time-major ``projected``; ``keep`` saves residuals."""
+def _forward(projected, w_h, c0, h0, valid, forget_bias, unroll, keep):
+  """Scans the cell over time-major ``projected``; ``keep`` saves residuals.
+  ``valid`` (T, B, 1) bool or None: where False, the state is kept and the
+  output is zero."""
   hidden = h0.shape[-1]
   scale, shift, _ = _gate_constants(hidden, forget_bias)
   offset = 1.0 - scale  # 0.5 for sigmoid gates, 0 for j: act = scale·t + offset
 
-  def step(carry, p_t):
+  def step(carry, xs):
+    p_t, valid_t = xs
     c, h = carry
     hidden_part = jnp.dot(h.astype(w_h.dtype), w_h)
     gates = (p_t + hidden_part).astype(jnp.float32)
@@ -60,16 +63,22 @@ def _forward(projected, w_h, c0, h0, forget_bias, unroll, keep):
     c_new = f * c + i * j
     tanh_c = jnp.tanh(c_new)
     h_new = o * tanh_c
-    out = (h_new, (t, c, h, tanh_c)) if keep else h_new
+    if valid_t is not None:
+      c_new, h_new, y = (jnp.where(valid_t, c_new, c),
+                         jnp.where(valid_t, h_new, h),
+                         jnp.where(valid_t, h_new, 0.0))
+    else:
+      y = h_new
+    out = (y, (t, c, h, tanh_c)) if keep else y
     return (c_new, h_new), out
 
-  return jax.lax.scan(step, (c0, h0), projected, unroll=unroll)
+  return jax.lax.scan(step, (c0, h0), (projected, valid), unroll=unroll)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def lstm_recurrence(projected: Array, w_h: Array, c0: Array, h0: Array,
-                    forget_bias: float = 1.0,
-                    unroll: int = 1) -> tuple[tuple[Array, Array], Array]:
+                    forget_bias: float = 1.0, unroll: int = 1,
+                    lengths: Array | None = None
+                    ) -> tuple[tuple[Array, Array], Array]:
   """Runs the LSTM over time-major inputs that are already projected.
 
   Args:
@@ -79,22 +88,35 @@ def lstm_recurrence(projected: Array, w_h: Array, c0: Array, h0: Array,
     c0, h0: (B, H) float32 initial state.
     forget_bias: added to the forget gate's pre-activation.
     unroll: time steps per loop iteration (forward and backward scans).
+    lengths: (B,) int, or None: row b's steps from ``lengths[b]`` on are
+      padding, where its state is kept (its ``(c_T, h_T)`` is the state after
+      its last valid step) and its outputs are zero.
 
   Returns:
     ``((c_T, h_T), hs)`` with hs of shape (T, B, H), float32.
   """
-  return _forward(projected, w_h, c0, h0, forget_bias, unroll, keep=False)
+  valid = None
+  if lengths is not None:
+    valid = (jnp.arange(projected.shape[0])[:, None]
+             < jnp.asarray(lengths)[None, :])[..., None]
+  return _recurrence(projected, w_h, c0, h0, valid, forget_bias, unroll)
 
 
-def _fwd(projected, w_h, c0, h0, forget_bias, unroll):
-  (c, h), (hs, res) = _forward(projected, w_h, c0, h0, forget_bias, unroll,
-                               keep=True)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _recurrence(projected, w_h, c0, h0, valid, forget_bias, unroll):
+  return _forward(projected, w_h, c0, h0, valid, forget_bias, unroll,
+                  keep=False)
+
+
+def _fwd(projected, w_h, c0, h0, valid, forget_bias, unroll):
+  (c, h), (hs, res) = _forward(projected, w_h, c0, h0, valid, forget_bias,
+                               unroll, keep=True)
   # A zero-size array carries the projection's dtype (residuals must be arrays).
-  return ((c, h), hs), (jnp.zeros((0,), projected.dtype), w_h, res)
+  return ((c, h), hs), (jnp.zeros((0,), projected.dtype), w_h, valid, res)
 
 
 def _bwd(forget_bias, unroll, saved, cotangents):
-  dtype_carrier, w_h, (ts, c_prev, h_prev, tanh_cs) = saved
+  dtype_carrier, w_h, valid, (ts, c_prev, h_prev, tanh_cs) = saved
   projected_dtype = dtype_carrier.dtype
   (dc_last, dh_last), dhs = cotangents
   hidden = w_h.shape[0]
@@ -104,7 +126,8 @@ def _bwd(forget_bias, unroll, saved, cotangents):
 
   def step(carry, xs):
     dc, dh = carry
-    dh_out, t, c_before, tanh_c = xs
+    dh_out, t, c_before, tanh_c, valid_t = xs
+    dc_in, dh_in = dc, dh
     act = t * scale + offset
     i, j = act[..., :hidden], act[..., hidden:2 * hidden]
     f, o = act[..., 2 * hidden:3 * hidden], act[..., 3 * hidden:]
@@ -113,17 +136,23 @@ def _bwd(forget_bias, unroll, saved, cotangents):
     upstream = jnp.concatenate([dc * j, dc * i, dc * c_before, dh * tanh_c], -1)
     # Rounded to the compute dtype where autodiff's matmul cotangent would be.
     dgates = (upstream * (k * (1.0 - t * t))).astype(projected_dtype)
+    if valid_t is not None:  # Padding: no gate gradient, the state's passes.
+      dgates = jnp.where(valid_t, dgates, jnp.zeros_like(dgates))
     dh_prev = jnp.dot(dgates.astype(w_t.dtype), w_t).astype(jnp.float32)
-    return (dc * f, dh_prev), dgates
+    dc_prev = dc * f
+    if valid_t is not None:
+      dc_prev = jnp.where(valid_t, dc_prev, dc_in)
+      dh_prev = jnp.where(valid_t, dh_prev, dh_in)
+    return (dc_prev, dh_prev), dgates
 
   (dc0, dh0), dgates = jax.lax.scan(
-      step, (dc_last, dh_last), (dhs, ts, c_prev, tanh_cs), reverse=True,
-      unroll=unroll)
+      step, (dc_last, dh_last), (dhs, ts, c_prev, tanh_cs, valid),
+      reverse=True, unroll=unroll)
   # One (H, T·B) @ (T·B, 4H) matmul instead of T accumulations in the loop.
   dw_h = jnp.einsum('tbh,tbg->hg', h_prev.astype(w_h.dtype),
                     dgates.astype(w_h.dtype),
                     preferred_element_type=jnp.float32).astype(w_h.dtype)
-  return dgates, dw_h, dc0, dh0
+  return dgates, dw_h, dc0, dh0, None
 
 
-lstm_recurrence.defvjp(_fwd, _bwd)
+_recurrence.defvjp(_fwd, _bwd)

@@ -20,7 +20,9 @@ CPU, so later runs load it in milliseconds. The source picks its vector
 width and register block from the target's ISA (AVX-512, AVX2 + FMA, NEON,
 or portable 128-bit vectors); ``build_info`` says which a build got. Float32 and CPU only; its matmuls run in float32, or with
 ``precision='bfloat16'`` as bfloat16 products on Intel AMX (float32
-accumulation). ``models.LSTM(impl='kernel')`` is the way in, ``available()``
+accumulation). First derivatives only: forward mode (``jax.jvp``) and a
+second derivative are errors naming the path that has them (``'scan'``:
+every transform). ``models.LSTM(impl='kernel')`` is the way in, ``available()``
 says whether it can run here: it only looks for an existing build, so
 asking (``impl='auto'``, config validation) never compiles.
 """
@@ -270,11 +272,35 @@ def check_shapes(w_h: Array, *arrays: Array) -> None:
 
 def _call(name: str, march: str, results, *args, **attrs):
   _register(march)
-  return jax.ffi.ffi_call(_target(name, march), results,
-                          vmap_method='sequential')(*args, **attrs)
+  call = jax.ffi.ffi_call(_target(name, march), results,
+                          vmap_method='sequential')
+  return _first_order(functools.partial(call, **attrs), *args)
 
 
-def _forward(x, w_x, b, w_h, c0, h0, forget_bias, precision, march, train):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _first_order(call, *args):
+  """``call(*args)``; differentiating it, which only a second derivative of
+  the layer does, is a clear error rather than XLA's about an FFI call."""
+  return call(*args)
+
+
+def _first_order_fwd(call, *args):
+  return call(*args), None
+
+
+def _no_second_derivative(call, saved, cotangents):
+  del call, saved, cotangents
+  raise KernelError(
+      "impl='kernel' has first derivatives only (its backward pass is a "
+      "compiled kernel): for grad of grad or jax.hessian use impl='fused' "
+      "(reverse over reverse) or impl='scan' (every transform).")
+
+
+_first_order.defvjp(_first_order_fwd, _no_second_derivative)
+
+
+def _forward(x, w_x, b, w_h, c0, h0, lengths, forget_bias, precision, march,
+             train):
   steps, batch, _ = x.shape
   hidden, gates = w_h.shape
   shape = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
@@ -283,63 +309,88 @@ def _forward(x, w_x, b, w_h, c0, h0, forget_bias, precision, march, train):
     results += [shape(steps, batch, gates), shape(steps, batch, hidden),
                 shape(steps, batch, hidden)]
   return _call('forward_train' if train else 'forward', march, results, x,
-               w_x, b, w_h, c0, h0, forget_bias=np.float32(forget_bias),
+               w_x, b, w_h, c0, h0, lengths,
+               forget_bias=np.float32(forget_bias),
                bf16=np.int32(precision == 'bfloat16'))
 
 
 def lstm_layer(x: Array, w_x: Array, b: Array, w_h: Array, c0: Array,
                h0: Array, forget_bias: float = 1.0,
-               precision: str = 'float32', march: str | None = None
+               precision: str = 'float32', march: str | None = None,
+               lengths: Array | None = None
                ) -> tuple[tuple[Array, Array], Array]:
   """An LSTM layer over time-major ``x``: ``fast_lstm.lstm_recurrence`` of
   ``x @ w_x + b`` with the input projection inside the kernel.
 
   All arrays float32: x (T, B, I), w_x (I, 4H), b (4H,), w_h (H, 4H), c0 and
   h0 (B, H). Returns ``((c_T, h_T), hs)`` with hs of shape (T, B, H).
+  ``lengths`` (B,) int: row b's steps from ``lengths[b]`` on are padding, its
+  state is kept from its last valid step (that is its ``(c_T, h_T)``) and its
+  outputs there are zero; None: every step is valid.
   ``precision`` is the matmuls' (PRECISIONS): ``'float32'``, or
   ``'bfloat16'``: operands rounded to bfloat16 (8 mantissa bits) and
   multiplied on Intel AMX with float32 accumulation; state, gates and the
   elementwise arithmetic stay float32 either way. ``march`` picks the build
   (default ``default_march()``, read when the call is traced).
   """
-  return _layer(x, w_x, b, w_h, c0, h0, forget_bias, precision,
-                march or default_march())
+  steps, batch = x.shape[:2]
+  padded = lengths is not None
+  if lengths is None:
+    lengths = jnp.full((batch,), steps, jnp.int32)
+  lengths = jnp.clip(jnp.asarray(lengths, jnp.int32), 0, steps)
+  return _layer(x, w_x, b, w_h, c0, h0, lengths, forget_bias, precision,
+                march or default_march(), padded)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
-def _layer(x, w_x, b, w_h, c0, h0, forget_bias, precision, march):
+def _last_h(hs, h0, lengths, padded):
+  """Each row's h after its last valid step (h0 for an empty row)."""
+  if not padded:
+    return hs[-1]
+  last = jnp.take_along_axis(
+      hs, jnp.maximum(lengths - 1, 0)[None, :, None], axis=0)[0]
+  return jnp.where((lengths > 0)[:, None], last, h0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9, 10))
+def _layer(x, w_x, b, w_h, c0, h0, lengths, forget_bias, precision, march,
+           padded):
   check_shapes(w_h, x, w_x, b)
   check_precision(precision, march)
-  hs, c = _forward(x, w_x, b, w_h, c0, h0, forget_bias, precision, march,
-                   train=False)
-  return (c, hs[-1]), hs
+  hs, c = _forward(x, w_x, b, w_h, c0, h0, lengths, forget_bias, precision,
+                   march, train=False)
+  return (c, _last_h(hs, h0, lengths, padded)), hs
 
 
-def _fwd(x, w_x, b, w_h, c0, h0, forget_bias, precision, march):
+def _fwd(x, w_x, b, w_h, c0, h0, lengths, forget_bias, precision, march,
+         padded):
   check_shapes(w_h, x, w_x, b)
   check_precision(precision, march)
-  hs, c, ts, c_prev, tanh_cs = _forward(x, w_x, b, w_h, c0, h0, forget_bias,
-                                        precision, march, train=True)
-  return ((c, hs[-1]), hs), (x, w_x, w_h, h0, hs, ts, c_prev, tanh_cs)
+  hs, c, ts, c_prev, tanh_cs = _forward(x, w_x, b, w_h, c0, h0, lengths,
+                                        forget_bias, precision, march,
+                                        train=True)
+  return (((c, _last_h(hs, h0, lengths, padded)), hs),
+          (x, w_x, w_h, h0, lengths, hs, ts, c_prev, tanh_cs))
 
 
-def _bwd(forget_bias, precision, march, saved, cotangents):
-  del forget_bias
-  x, w_x, w_h, h0, hs, ts, c_prev, tanh_cs = saved
+def _bwd(forget_bias, precision, march, padded, saved, cotangents):
+  del forget_bias, padded
+  x, w_x, w_h, h0, lengths, hs, ts, c_prev, tanh_cs = saved
   (dc_last, dh_last), dhs = cotangents
   shape = lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float32)
   dgates, dw_x, db, dw_h, dc0, dh0 = _call(
       'backward', march, [shape(ts), shape(w_x), jax.ShapeDtypeStruct(
           (w_h.shape[1],), jnp.float32), shape(w_h), shape(h0), shape(h0)],
       dhs, dc_last, dh_last, ts, c_prev, tanh_cs, x, hs, h0, w_x, w_h,
-      bf16=np.int32(precision == 'bfloat16'))
+      lengths, bf16=np.int32(precision == 'bfloat16'))
   # The input gradient as an XLA matmul, which XLA drops where nothing uses
   # it (the first layer, whose input is data).
   dx = jnp.einsum('tbg,ig->tbi', dgates, w_x)
-  return dx, dw_x, db, dw_h, dc0, dh0
+  return dx, dw_x, db, dw_h, dc0, dh0, None
 
 
 _layer.defvjp(_fwd, _bwd)
+
+
 
 
 def main() -> None:

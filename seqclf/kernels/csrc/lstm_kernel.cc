@@ -24,8 +24,11 @@
 // micro-kernel's disassembly for stack traffic).
 //
 // Shapes (row-major, time-major): x (T, B, I); w_x (I, 4H); b (4H); w_h
-// (H, 4H); c, h (B, H). H must be a multiple of 16 (checked in Python and
-// here).
+// (H, 4H); c, h (B, H); lengths (B) int32. H must be a multiple of 16
+// (checked in Python and here). Row b's steps t >= lengths[b] are padding:
+// its state stays as it was after its last valid step, its outputs there are
+// zero, and the backward pass carries its state gradient through them
+// unchanged with zero gate gradients (flax nn.RNN's seq_lengths).
 
 #include <algorithm>
 #include <atomic>
@@ -336,8 +339,8 @@ class Fp32Gates {
 template <typename Gates>
 void Forward(const Dims& d, Rows r, Gates& step_gates, const float* x,
              const float* bias, const float* c0, const float* h0,
-             float forget_bias, float* hs, float* c_last, float* ts,
-             float* c_prev, float* tanh_cs) {
+             const int32_t* lengths, float forget_bias, float* hs,
+             float* c_last, float* ts, float* c_prev, float* tanh_cs) {
   const int h = d.h, g = 4 * d.h;
   const size_t first = static_cast<size_t>(r.r0) * h;
   const size_t state = static_cast<size_t>(r.n()) * h;
@@ -351,6 +354,10 @@ void Forward(const Dims& d, Rows r, Gates& step_gates, const float* x,
     const float* gates = step_gates.Multiply();
     for (int b = 0; b < r.n(); ++b) {
       const size_t row = step + b;
+      if (t >= lengths[r.r0 + b]) {  // Padding: state kept, output zero.
+        std::memset(hs + row * h, 0, h * sizeof(float));
+        continue;
+      }
       const float* z = gates + static_cast<size_t>(b) * g;
       for (int j = 0; j < h; j += kLanes) {
         const vf ti = vtanh(half * (load(z + j) + load(bias + j)));
@@ -422,8 +429,8 @@ template <typename Grads>
 void Backward(const Dims& d, Rows r, Grads& grads, const float* dhs,
               const float* dc_last, const float* dh_last, const float* ts,
               const float* c_prev, const float* tanh_cs, const float* x,
-              const float* hs, const float* h0, float* dgates, float* dc0,
-              float* dh0, float* db) {
+              const float* hs, const float* h0, const int32_t* lengths,
+              float* dgates, float* dc0, float* dh0, float* db) {
   const int h = d.h, g = 4 * d.h, n = r.n();
   const size_t first = static_cast<size_t>(r.r0) * h;
   const size_t state = static_cast<size_t>(n) * h;
@@ -435,6 +442,10 @@ void Backward(const Dims& d, Rows r, Grads& grads, const float* dhs,
     for (int b = 0; b < n; ++b) {
       const float* gate_t = ts + (step + b) * g;
       float* out = dgates + (step + b) * g;
+      if (t >= lengths[r.r0 + b]) {  // Padding: no gate gradient, dc kept.
+        std::memset(out, 0, g * sizeof(float));
+        continue;
+      }
       for (int j = 0; j < h; j += kLanes) {
         const size_t at = static_cast<size_t>(b) * h + j;
         const size_t at_t = (step + b) * h + j;
@@ -456,6 +467,13 @@ void Backward(const Dims& d, Rows r, Grads& grads, const float* dhs,
     }
     grads.Step(t, dgates + step * g, x + step * d.in,
                t ? hs + (step - d.b) * h : h0 + first, dh.data());
+    // Step formed dh_{t-1} from zero gate gradients for padded rows: their
+    // dh passes through padding unchanged, so it is still dh_T's.
+    for (int b = 0; b < n; ++b)
+      if (t >= lengths[r.r0 + b])
+        std::memcpy(dh.data() + static_cast<size_t>(b) * h,
+                    dh_last + first + static_cast<size_t>(b) * h,
+                    h * sizeof(float));
   }
   grads.Finish();
   std::memcpy(dc0 + first, dc.data(), state * sizeof(float));
@@ -744,6 +762,15 @@ bool AmxUsable() { return false; }
 
 using Arg = ffi::Buffer<ffi::F32>;
 using Ret = ffi::ResultBuffer<ffi::F32>;
+using Lengths = ffi::Buffer<ffi::S32>;
+
+ffi::Error CheckLengths(const Dims& d, const Lengths& lengths) {
+  const auto ld = lengths.dimensions();
+  if (ld.size() != 1 || ld[0] != d.b)
+    return ffi::Error::InvalidArgument(
+        "seqclf lstm_kernel: expected lengths of shape (B,)");
+  return ffi::Error::Success();
+}
 
 ffi::Error CheckBf16(int bf16) {
   if (bf16 && !AmxUsable())
@@ -753,22 +780,26 @@ ffi::Error CheckBf16(int bf16) {
   return ffi::Error::Success();
 }
 
-// Inputs: x (T, B, I), w_x (I, 4H), b (4H), w_h (H, 4H), c0, h0 (B, H).
+// Inputs: x (T, B, I), w_x (I, 4H), b (4H), w_h (H, 4H), c0, h0 (B, H),
+// lengths (B) int32 (T for rows without padding).
 // Attributes: forget_bias; bf16 (1: bfloat16 matmuls on AMX, 0: float32).
 // Results: hs (T, B, H), c_T (B, H) [, ts (T, B, 4H), c_prev, tanh_cs
 // (T, B, H) when training].
 ffi::Error ForwardAny(ffi::ThreadPool& pool, const Arg& x, const Arg& w_x,
                       const Arg& bias, const Arg& w_h, const Arg& c0,
-                      const Arg& h0, float forget_bias, int bf16, Ret& hs,
-                      Ret& c_last, float* ts, float* c_prev, float* tanh_cs) {
+                      const Arg& h0, const Lengths& lengths,
+                      float forget_bias, int bf16, Ret& hs, Ret& c_last,
+                      float* ts, float* c_prev, float* tanh_cs) {
   const Dims d = DimsOf(x, w_h);
   if (ffi::Error e = CheckDims(d, w_x, w_h); e.failure()) return e;
+  if (ffi::Error e = CheckLengths(d, lengths); e.failure()) return e;
   if (ffi::Error e = CheckBf16(bf16); e.failure()) return e;
   const Slicing slicing(pool, d.b);
   auto run = [&](int i, auto& gates) {
     Forward(d, slicing.rows(i), gates, x.typed_data(), bias.typed_data(),
-            c0.typed_data(), h0.typed_data(), forget_bias, hs->typed_data(),
-            c_last->typed_data(), ts, c_prev, tanh_cs);
+            c0.typed_data(), h0.typed_data(), lengths.typed_data(),
+            forget_bias, hs->typed_data(), c_last->typed_data(), ts, c_prev,
+            tanh_cs);
   };
 #ifdef SEQCLF_AMX
   if (bf16) {
@@ -791,32 +822,33 @@ ffi::Error ForwardAny(ffi::ThreadPool& pool, const Arg& x, const Arg& w_x,
 }
 
 ffi::Error ForwardImpl(ffi::ThreadPool pool, Arg x, Arg w_x, Arg bias,
-                       Arg w_h, Arg c0, Arg h0, float forget_bias,
-                       int32_t bf16, Ret hs, Ret c_last) {
-  return ForwardAny(pool, x, w_x, bias, w_h, c0, h0, forget_bias, bf16, hs,
-                    c_last, nullptr, nullptr, nullptr);
+                       Arg w_h, Arg c0, Arg h0, Lengths lengths,
+                       float forget_bias, int32_t bf16, Ret hs, Ret c_last) {
+  return ForwardAny(pool, x, w_x, bias, w_h, c0, h0, lengths, forget_bias,
+                    bf16, hs, c_last, nullptr, nullptr, nullptr);
 }
 
 ffi::Error ForwardTrainImpl(ffi::ThreadPool pool, Arg x, Arg w_x, Arg bias,
-                            Arg w_h, Arg c0, Arg h0, float forget_bias,
-                            int32_t bf16, Ret hs, Ret c_last, Ret ts,
-                            Ret c_prev, Ret tanh_cs) {
-  return ForwardAny(pool, x, w_x, bias, w_h, c0, h0, forget_bias, bf16, hs,
-                    c_last, ts->typed_data(), c_prev->typed_data(),
+                            Arg w_h, Arg c0, Arg h0, Lengths lengths,
+                            float forget_bias, int32_t bf16, Ret hs,
+                            Ret c_last, Ret ts, Ret c_prev, Ret tanh_cs) {
+  return ForwardAny(pool, x, w_x, bias, w_h, c0, h0, lengths, forget_bias,
+                    bf16, hs, c_last, ts->typed_data(), c_prev->typed_data(),
                     tanh_cs->typed_data());
 }
 
 // Inputs: the forward's cotangents dhs, dc_T, dh_T; its residuals ts,
-// c_prev, tanh_cs; x, hs, h0, w_x, w_h. Attribute: bf16, as above.
+// c_prev, tanh_cs; x, hs, h0, w_x, w_h, lengths. Attribute: bf16, as above.
 // Results: dgates (T, B, 4H) (for the input gradient, formed in XLA only
 // where something needs it), dw_x, db, dw_h, dc0, dh0.
 ffi::Error BackwardImpl(ffi::ThreadPool pool, Arg dhs, Arg dc_last,
                         Arg dh_last, Arg ts, Arg c_prev, Arg tanh_cs, Arg x,
-                        Arg hs, Arg h0, Arg w_x, Arg w_h, int32_t bf16,
-                        Ret dgates, Ret dw_x, Ret db, Ret dw_h, Ret dc0,
-                        Ret dh0) {
+                        Arg hs, Arg h0, Arg w_x, Arg w_h, Lengths lengths,
+                        int32_t bf16, Ret dgates, Ret dw_x, Ret db, Ret dw_h,
+                        Ret dc0, Ret dh0) {
   const Dims d = DimsOf(x, w_h);
   if (ffi::Error e = CheckDims(d, w_x, w_h); e.failure()) return e;
+  if (ffi::Error e = CheckLengths(d, lengths); e.failure()) return e;
   if (ffi::Error e = CheckBf16(bf16); e.failure()) return e;
   const Slicing slicing(pool, d.b);
   // One gradient per slice, summed in slice order: deterministic for a
@@ -829,8 +861,8 @@ ffi::Error BackwardImpl(ffi::ThreadPool pool, Arg dhs, Arg dc_last,
     Backward(d, slicing.rows(i), grads, dhs.typed_data(),
              dc_last.typed_data(), dh_last.typed_data(), ts.typed_data(),
              c_prev.typed_data(), tanh_cs.typed_data(), x.typed_data(),
-             hs.typed_data(), h0.typed_data(), dgates->typed_data(),
-             dc0->typed_data(), dh0->typed_data(),
+             hs.typed_data(), h0.typed_data(), lengths.typed_data(),
+             dgates->typed_data(), dc0->typed_data(), dh0->typed_data(),
              sums[i].data() + static_cast<size_t>(d.k()) * g);
   };
 #ifdef SEQCLF_AMX
@@ -875,6 +907,7 @@ auto ForwardArgs() {
       .Arg<Arg>()  // w_h
       .Arg<Arg>()  // c0
       .Arg<Arg>()  // h0
+      .Arg<Lengths>()  // lengths
       .Attr<float>("forget_bias")
       .Attr<int32_t>("bf16")
       .Ret<Arg>()   // hs
@@ -904,6 +937,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfLstmBackward, BackwardImpl,
                                   .Arg<Arg>()  // h0
                                   .Arg<Arg>()  // w_x
                                   .Arg<Arg>()  // w_h
+                                  .Arg<Lengths>()  // lengths
                                   .Attr<int32_t>("bf16")
                                   .Ret<Arg>()   // dgates
                                   .Ret<Arg>()   // dw_x
