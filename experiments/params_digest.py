@@ -2,8 +2,9 @@
 
   python experiments/params_digest.py [--out FILE]
 
-Trains a few small configs (the default model; stacked dropout, mirroring and
-a cosine schedule; a GRU; a pixel task) for 30 steps with ``seqclf train``'s
+Trains a few small configs (the default model by the kernel and by nn.scan;
+stacked dropout, mirroring and a cosine schedule; a GRU; a pixel task) for 30
+steps with ``seqclf train``'s
 loop and a 2-seed sweep on the first 2,000 MNIST training images, and prints
 one JSON object: config name -> digest of every parameter's bytes (and of
 each swept model's). Run it on two trees (``PYTHONPATH=OTHER_TREE``) and
@@ -25,8 +26,11 @@ import numpy as np
 from seqclf import inference, input_pipeline, sweep, train
 from seqclf.config import base_config
 
+# impl is forced in each: 'auto' decides by timing, and the paths agree to
+# float rounding, not bitwise.
 CONFIGS = {
-    'default': {},
+    'default_kernel': dict(impl='kernel'),
+    'default_scan': dict(impl='scan'),
     'stacked_dropout_hflip_cosine': dict(
         hidden_size=16, num_layers=2, dropout_rate=0.2, augment_hflip=True,
         lr_schedule='cosine', warmup_steps=5, grad_clip_norm=1.0),
@@ -69,7 +73,7 @@ def main() -> None:
       results = train.train_and_evaluate(small(overrides), workdir, quiet=True,
                                          datasets=data)
       _, params, _ = inference.load_model(workdir)
-      out[name] = {'params': digest(params),
+      out[name] = {'params': digest(params), 'impl': results['impl'],
                    'test_accuracy': results['test_accuracy'],
                    'test_loss': results['test_loss']}
     config = small(CONFIGS['stacked_dropout_hflip_cosine'])

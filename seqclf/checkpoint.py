@@ -26,6 +26,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
+from seqclf import datasets
 from seqclf import errors
 from seqclf.logs import absl_silenced, orbax_unraisable_silenced
 from seqclf.errors import CheckpointError
@@ -313,6 +314,24 @@ def readable(mngr: ocp.CheckpointManager, target: Target, step: int) -> bool:
   except Exception:  # pylint: disable=broad-except
     return False
   return True
+
+
+def input_shape(mngr: ocp.CheckpointManager, config: ml_collections.ConfigDict,
+                default: tuple[int, ...]) -> tuple[int, ...]:
+  """One example's (T, F) to rebuild the saved parameters from: ``default``
+  (the image datasets' shape), or for the user's npz data (1, F) with F the
+  saved first layer's input width (the parameters do not depend on T)."""
+  if not config.dataset.startswith(datasets.NPZ_PREFIX):
+    return default
+  key = f'{config.cell}_0.cell.input.kernel'
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      shapes = saved_param_shapes(mngr, step)
+    except Exception:  # pylint: disable=broad-except
+      continue  # A damaged step: restore reports and skips it.
+    if key in shapes:
+      return (1, shapes[key][0])
+  return default
 
 
 def saved_config(mngr: ocp.CheckpointManager, step: int) -> dict[str, Any] | None:

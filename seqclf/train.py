@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import json
 import sys
 import time
@@ -221,7 +220,8 @@ def train_and_evaluate(
   dp = parallel.setup(config.parallelism, config.batch_size)
   if config.matmul_precision != 'float32':  # float32 runs everywhere
     autotune.choose_impl(config, batch=config.batch_size // dp.num_devices,
-                         sharded=dp.mode == 'sharded')
+                         sharded=dp.mode == 'sharded',
+                         sequence_shape=datasets['train']['image'].shape[1:])
   fresh = not Path(workdir).expanduser().exists()
   workdir = errors.writable_dir(workdir)
   # Process 0 holds the lock for the whole multi-process job.
@@ -262,20 +262,18 @@ def _check_resume(mngr: Any, config: ml_collections.ConfigDict,
 
 
 def check_lengths(data: dict[str, input_pipeline.Split]) -> None:
-  """A DataError for per-example lengths while the layers cannot mask them.
+  """A DataError for per-example lengths while the trainer cannot pass them.
 
-  The pipeline carries ``lengths`` (``seqclf.datasets``); the recurrent
-  layers' ``seq_lengths`` (issue 17) is what would use them. Until the
-  classifier takes it, training on padded sequences as if they were whole
+  The pipeline carries ``lengths`` (``seqclf.datasets``) and the classifier
+  takes ``seq_lengths`` (issue 17), but the chunk functions do not gather
+  and pass them yet. Training on padded sequences as if they were whole
   would be silently wrong, so it is refused.
   """
-  if any('lengths' in split for split in data.values()) and (
-      'seq_lengths' not in inspect.signature(
-          models.LSTMClassifier.__call__).parameters):
+  if any('lengths' in split for split in data.values()):
     raise errors.DataError(
-        'the data has per-example lengths, which this version of the '
-        'classifier cannot mask yet: drop the `lengths` arrays to train on '
-        'the padded sequences as they are.')
+        'the data has per-example lengths, which the trainer cannot pass to '
+        'the model yet: drop the `lengths` arrays to train on the padded '
+        'sequences as they are.')
 
 
 def _finished_results(workdir: Path, mngr: Any,
@@ -290,8 +288,10 @@ def _finished_results(workdir: Path, mngr: Any,
   if not (isinstance(saved, dict) and saved.get('step') == total
           and mngr.latest_step() == total
           and checkpoint.readable(mngr, jax.eval_shape(
-              lambda: create_train_state(config, jax.random.key(0),
-                                         impl='scan')), total)):
+              lambda: create_train_state(
+                  config, jax.random.key(0), impl='scan',
+                  sequence_shape=checkpoint.input_shape(
+                      mngr, config, models.INPUT_SHAPE))), total)):
     return None
   return {**saved, 'already_finished': True}
 

@@ -188,6 +188,8 @@ def test_npz_run_resumes_bitwise_and_sweeps(tmp_path):
   b, _ = checkpoint.restore(checkpoint.manager(tmp_path / 'part'), target)
   for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(u, v)
+  again = train.train_and_evaluate(config, tmp_path / 'full', quiet=True)
+  assert again['already_finished'] and again['step'] == 30
   swept = sweep.run_sweep(config, tmp_path / 'sweep', 1, quiet=True)
   assert swept['test_accuracies'][0] == pytest.approx(
       resumed['test_accuracy'], abs=1 / len(y))
