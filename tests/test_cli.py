@@ -120,7 +120,7 @@ def test_help_lists_the_commands_or_a_commands_flags(args):
   if 'train' in args:
     assert out.stdout.startswith('usage: seqclf train --config NAME|FILE')
     assert '--workdir' in out.stdout and '--[no]report' in out.stdout
-    assert 'configs: default,' in out.stdout
+    assert 'configs: ' + ', '.join(_packaged_configs()) in out.stdout
   else:
     assert out.stdout.startswith('usage: seqclf COMMAND')
     for command in main.COMMANDS:
@@ -192,10 +192,16 @@ def test_packaged_config_by_name_from_any_directory(tmp_path):
     assert '`batch_size` must be > 0' in out.stderr
 
 
+def _packaged_configs() -> list[str]:
+  return sorted(p.stem for p in (REPO / 'seqclf' / 'configs').glob('*.py')
+                if not p.stem.startswith('_'))
+
+
 def test_unknown_config_name_lists_the_names(tmp_path):
   out = run_cli('train', '--config', 'defualt', '--workdir', str(tmp_path))
   assert out.returncode == 2
-  assert "Unknown config 'defualt': use one of default, elman_row," in out.stderr
+  assert ("Unknown config 'defualt': use one of "
+          + ', '.join(_packaged_configs()) + ', or a path') in out.stderr
   assert len(out.stderr.strip().splitlines()) == 1
 
 
