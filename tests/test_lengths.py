@@ -1,6 +1,10 @@
 """Training, evaluation, sweeps and inference on variable-length sequences."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -107,3 +111,37 @@ def test_sweep_on_lengths_model_k_equals_single_run(tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
                                                          atol=1e-5),
                  swept, params)
+
+
+_MODES_SCRIPT = '''
+import sys, jax, numpy as np
+sys.path.insert(0, sys.argv[2])
+from test_lengths import _config
+from seqclf import datasets, inference, train
+name = sys.argv[1]
+data = datasets.load(_config(name))
+params = {}
+for mode in ('single', 'pmap', 'sharded'):
+  workdir = f'{sys.argv[3]}/{mode}'
+  train.train_and_evaluate(_config(name, parallelism=mode, num_train_steps=20),
+                           workdir, quiet=True, datasets=data)
+  params[mode] = inference.load_model(workdir)[1]
+for mode in ('pmap', 'sharded'):
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
+                                                       atol=1e-5),
+               params[mode], params['single'])
+print('agree', jax.device_count())
+'''
+
+
+@pytest.mark.slow  # a subprocess with 2 forced CPU devices, 3 trainings
+def test_lengths_train_the_same_under_pmap_and_sharded(tmp_path):
+  name = _dataset(tmp_path)
+  env = {**os.environ,
+         'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  out = subprocess.run(
+      [sys.executable, '-c', _MODES_SCRIPT, name,
+       str(Path(__file__).parent), str(tmp_path)],
+      env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'agree 2' in out.stdout
