@@ -285,40 +285,35 @@ class LSTM(_CellLayer):
                     **self.cell_inits(features), name=name)
 
 
-class GRU(_CellLayer):
+class _ScanCellLayer(_CellLayer):
+  """A GRU or Elman layer: its fields, and its cell built from ``cell_type``
+  (a subclass attribute). These cells run on the scan path only."""
+
+  hidden_size: int
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+  unroll: int = 1
+  recurrent_init: str = 'orthogonal'
+  input_init: str = 'lecun_normal'
+  impl: str = 'scan'  # the only path for these cells
+  matmul_precision: str = 'float32'
+
+  def make_cell(self, name: str, features: int) -> nn.Module:
+    return self.cell_type(self.hidden_size, dtype=self.dtype, name=name,
+                          param_dtype=self.param_dtype,
+                          **self.cell_inits(features))
+
+
+class GRU(_ScanCellLayer):
   """A GRU layer: ``RNN(cells.GRUCell(...))``, ``LSTM``'s interface."""
 
-  hidden_size: int
-  dtype: Dtype | None = None
-  param_dtype: Dtype = jnp.float32
-  unroll: int = 1
-  recurrent_init: str = 'orthogonal'
-  input_init: str = 'lecun_normal'
-  impl: str = 'scan'  # the only path for this cell
-  matmul_precision: str = 'float32'
-
-  def make_cell(self, name: str, features: int) -> cells.GRUCell:
-    return cells.GRUCell(self.hidden_size, dtype=self.dtype, name=name,
-                         param_dtype=self.param_dtype,
-                         **self.cell_inits(features))
+  cell_type = cells.GRUCell
 
 
-class Elman(_CellLayer):
+class Elman(_ScanCellLayer):
   """An Elman (fully recurrent) layer: ``RNN(cells.ElmanCell(...))``."""
 
-  hidden_size: int
-  dtype: Dtype | None = None
-  param_dtype: Dtype = jnp.float32
-  unroll: int = 1
-  recurrent_init: str = 'orthogonal'
-  input_init: str = 'lecun_normal'
-  impl: str = 'scan'  # the only path for this cell
-  matmul_precision: str = 'float32'
-
-  def make_cell(self, name: str, features: int) -> cells.ElmanCell:
-    return cells.ElmanCell(self.hidden_size, dtype=self.dtype, name=name,
-                           param_dtype=self.param_dtype,
-                           **self.cell_inits(features))
+  cell_type = cells.ElmanCell
 
 
 # The layer for each config `cell`; each takes the fields of GRU.

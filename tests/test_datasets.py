@@ -161,6 +161,7 @@ def test_cli_trains_on_npz_and_bad_npz_is_one_line(tmp_path):
   assert 'num_classes=4' in out.stderr
 
 
+@pytest.mark.slow
 def test_npz_run_resumes_bitwise_and_sweeps(tmp_path):
   """The order is (seed, step) for any data: 20 + 10 steps == 30 steps, and
   a sweep's model k is the single run with seed k."""

@@ -61,6 +61,7 @@ def test_lock_of_a_killed_run_is_taken_over_with_a_note(tmp_path, capsys):
   assert f'pid {holder.pid} on {socket.gethostname()}' in note
 
 
+@pytest.mark.slow
 def test_cli_train_refuses_a_workdir_in_use(tmp_path):
   with WorkdirLock(tmp_path):
     out = run_cli('train', '--config', 'default', '--workdir', str(tmp_path))
@@ -78,6 +79,7 @@ def _snapshot(workdir):
           if p.is_file() and 'checkpoints' not in p.parts}
 
 
+@pytest.mark.slow
 def test_finished_run_run_again_changes_nothing(tmp_path, mnist):
   default = main.load_config_file('default')
   default.update(SHORT)
@@ -138,6 +140,7 @@ def test_check_resume_step_budget():
                                              num_train_steps=60), 30, 'W')
 
 
+@pytest.mark.slow
 def test_resume_with_changed_config(tmp_path, mnist, capsys):
   train.train_and_evaluate(small_config(num_train_steps=10), tmp_path,
                            quiet=True, datasets=mnist)
@@ -163,6 +166,7 @@ def test_resume_with_changed_config(tmp_path, mnist, capsys):
   assert 'num_train_steps: 10 -> 30' in note
 
 
+@pytest.mark.slow
 def test_bad_input_on_a_fresh_workdir_leaves_no_checkpoints_or_lock(tmp_path):
   out = run_cli('train', '--config', 'default', '--workdir', str(tmp_path),
                 '--config.data_dir=/nonexistent')

@@ -67,6 +67,12 @@ def test_study_rows_pair_seeds_and_print_their_overrides(tmp_path, monkeypatch):
   reference = next(line for line in text.splitlines()
                    if line.startswith('| reference |'))
   assert 'within 1 std of 96.67 (met: -0.17)' in reference
+  # A rerun of the base on the rows' machine (`ablation_none`) is Δ's base.
+  _sweep_json(tmp_path / 'ablation_none', [0.972, 0.970, 0.975])
+  text = results_table.write_table()
+  row = next(line for line in text.splitlines()
+             if line.startswith('| ablation_raw_pixels |'))
+  assert '| -0.20 ± 0.10 |' in row  # -0.2, -0.1, -0.3 points
 
 
 def test_timeseries_rows_and_splice_keep_the_other_rows(tmp_path, monkeypatch):
