@@ -83,7 +83,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Data: a tfds data dir; '' means $TFDS_DATA_DIR or ~/tensorflow_datasets.
   c.data_dir = ''
   # mnist | fashion_mnist (same 55k/5k/10k splits, prepared by `seqclf
-  # prepare-data`) | npz:PATH, your own arrays (seqclf.datasets.load_npz).
+  # prepare-data`) | uea_japanese_vowels | uea_basic_motions |
+  # ucr_pickup_gesture_wiimote_z (archive series with lengths, prepared the
+  # same way: seqclf.timeseries) | npz:PATH, your own arrays
+  # (seqclf.datasets.load_npz).
   c.dataset = 'mnist'
   # npz:PATH without a validation (or test) split: the fraction of examples
   # carved out for it, by a fixed permutation.

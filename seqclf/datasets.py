@@ -9,7 +9,8 @@ and gathers batches there from indices that are a pure function of (seed,
 step), whatever the data.
 
 ``config.dataset`` names it: a prepared tfds dataset (``TFDS``: MNIST and
-Fashion-MNIST, read as the model's ``task`` says) or ``npz:PATH``, the
+Fashion-MNIST, read as the model's ``task`` says; the UEA/UCR series of
+``seqclf.timeseries``) or ``npz:PATH``, the
 user's own arrays (``load_npz``). Bad data is one ``DataError`` line naming
 the array and the fix.
 """
@@ -25,7 +26,11 @@ from seqclf.errors import ConfigError, DataError
 
 SPLITS = ('train', 'validation', 'test')
 # Prepared with `seqclf prepare-data --dataset NAME` (seqclf.input_pipeline).
-TFDS = ('mnist', 'fashion_mnist')
+# The UEA/UCR archive problems of the aeon wheel (seqclf.timeseries): float
+# series, per-channel standardized, with lengths.
+TIMESERIES = ('uea_japanese_vowels', 'uea_basic_motions',
+              'ucr_pickup_gesture_wiimote_z')
+TFDS = ('mnist', 'fashion_mnist', *TIMESERIES)
 NPZ_PREFIX = 'npz:'
 # Seed of the permutation that carves validation (and test) splits out of an
 # npz file without them: fixed, so every run of a config sees the same split.

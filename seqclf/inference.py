@@ -66,18 +66,25 @@ def load_model(workdir: str | Path, step: int | None = None
 
 def predict_probabilities(model: LSTMClassifier, params: Any,
                           images: np.ndarray,
-                          batch_size: int = 1000) -> np.ndarray:
-  """Class probabilities for uint8 images of shape (N, 28, 28).
+                          batch_size: int = 1000,
+                          lengths: np.ndarray | None = None) -> np.ndarray:
+  """Class probabilities for (N, T, F) sequences (uint8 images or float).
+
+  ``lengths`` (N,) ints: each sequence's valid steps (the model reads each
+  up to its length, as the trainer does for data with lengths).
 
   Runs ``batch_size`` images at a time (the last batch zero-padded, so one
   compiled program serves all): the whole test set at once would hold
   (N, 28, 512) gate activations, over half a gigabyte for N = 10,000.
   """
-  apply = jax.jit(lambda x: jax.nn.softmax(model.apply({'params': params}, x)))
+  apply = jax.jit(lambda x, n: jax.nn.softmax(model.apply(
+      {'params': params}, x, seq_lengths=n)))
   images = np.asarray(images)
   split = {'image': images, 'label': np.zeros(len(images), np.int32)}
+  if lengths is not None:
+    split['lengths'] = np.asarray(lengths, np.int32)
   size = max(1, min(batch_size, len(images)))
-  out = [np.asarray(apply(batch['image']))[batch['mask']]
+  out = [np.asarray(apply(batch['image'], batch.get('lengths')))[batch['mask']]
          for batch in input_pipeline.eval_batches(split, size)]
   return np.concatenate(out) if out else np.zeros((0, model.num_classes),
                                                   np.float32)

@@ -47,7 +47,12 @@ def _builder(root: Path, dataset: str) -> SeqclfMnist:
   if dataset not in datasets.TFDS:
     raise ConfigError(f'dataset must be one of {datasets.TFDS}, got '
                       f'{dataset!r}.')
-  cls = SeqclfMnist if dataset == 'mnist' else fashion_mnist.SeqclfFashionMnist
+  if dataset in datasets.TIMESERIES:
+    from seqclf import timeseries  # pylint: disable=g-import-not-at-top
+    cls = timeseries.BUILDERS[dataset]
+  else:
+    cls = (SeqclfMnist if dataset == 'mnist'
+           else fashion_mnist.SeqclfFashionMnist)
   with absl_silenced():  # tfds logs a data dir not prepared: we say it.
     return cls(data_dir=str(root), file_format='array_record')
 
@@ -73,9 +78,13 @@ def prepare(data_dir: str | None, dataset: str = 'mnist',
   root = resolve_data_dir(data_dir)
   builder = _builder(root, dataset)
   if force or not _is_prepared(builder):
-    ensure = (mnist_files.ensure_files if dataset == 'mnist'
-              else fashion_mnist.ensure_files)
-    files = ensure(manual_dir(root, dataset))
+    if dataset in datasets.TIMESERIES:
+      from seqclf import timeseries  # pylint: disable=g-import-not-at-top
+      files = timeseries.ensure_files(manual_dir(root, dataset), dataset)
+    else:
+      ensure = (mnist_files.ensure_files if dataset == 'mnist'
+                else fashion_mnist.ensure_files)
+      files = ensure(manual_dir(root, dataset))
     mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if force
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
@@ -121,7 +130,8 @@ def load_split(builder: SeqclfMnist, split: str) -> Split:
   if cache.exists():
     try:
       with np.load(cache, allow_pickle=False) as f:
-        arrays = {'image': f['image'], 'label': f['label']}
+        arrays = {k: f[k] for k in ('image', 'label', 'lengths')
+                  if k in f.files}
       if len(arrays['label']) == expected == len(arrays['image']):
         return arrays
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
@@ -132,6 +142,9 @@ def load_split(builder: SeqclfMnist, split: str) -> Split:
       'image': np.stack([examples[i]['image'] for i in order]),
       'label': np.array([examples[i]['label'] for i in order], np.int32),
   }
+  if examples and 'lengths' in examples[0]:  # variable-length series
+    arrays['lengths'] = np.array([examples[i]['lengths'] for i in order],
+                                 np.int32)
   tmp = cache.with_name(f'{cache.name}.{os.getpid()}.tmp.npz')
   try:
     np.savez(tmp, **arrays)

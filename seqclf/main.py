@@ -1,6 +1,6 @@
 """The ``seqclf`` command line (``seqclf --help``, ``seqclf COMMAND --help``).
 
-  seqclf prepare-data [--data_dir DIR] [--dataset mnist|fashion_mnist] [--force]
+  seqclf prepare-data [--data_dir DIR] [--dataset NAME] [--force]
   seqclf train --config default --workdir runs/default [--config.KEY=VALUE …]
   seqclf evaluate --workdir runs/default
   seqclf predict --workdir runs/default digit.png …
@@ -149,7 +149,7 @@ _RUN_FLAGS = ('quiet', 'compilation_cache')
 _MULTI_PROCESS = ('coordinator', 'num_processes', 'process_id')
 COMMAND_HELP = {
     'prepare-data': ('Fetch, verify (SHA-256) and prepare a dataset once.',
-                     '[--data_dir DIR] [--dataset mnist|fashion_mnist] '
+                     '[--data_dir DIR] [--dataset NAME] '
                      '[--force]', ('data_dir', 'dataset', 'force')),
     'train': ('Train a config in a workdir; resumes from its latest '
               'checkpoint, prints the saved result of a finished run.',

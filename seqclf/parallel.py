@@ -220,14 +220,14 @@ class DataParallel:
     return first_replica(state) if self.mode == 'sharded' else state
 
   # ---- data ----------------------------------------------------------------
-  def put_data(self, images: np.ndarray,
-               labels: np.ndarray) -> tuple[jax.Array, jax.Array]:
-    """The training set, resident on every device that gathers batches."""
+  def put_data(self, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
+    """The training set (images, labels and optionally lengths), resident on
+    every device that gathers batches."""
     if self.mode == 'sharded':
-      return put_global((images, labels), NamedSharding(self.mesh, P()))
+      return put_global(arrays, NamedSharding(self.mesh, P()))
     if self.mode == 'pmap':
-      return jax_utils.replicate((images, labels), jax.local_devices())
-    return jax.device_put((images, labels), self.devices[0])
+      return jax_utils.replicate(arrays, jax.local_devices())
+    return jax.device_put(arrays, self.devices[0])
 
   def put_indices(self, indices: np.ndarray) -> jax.Array | np.ndarray:
     """Global (steps, batch) indices -> this process's part, laid out for the mode."""
@@ -252,15 +252,19 @@ class DataParallel:
     return jax.device_get(metrics)
 
   # ---- compute ---------------------------------------------------------------
-  def chunk_fn(self, train_steps: Callable[..., Any]) -> Any:
-    """``train_steps`` compiled for this mode, state donated; has ``.lower``."""
+  def chunk_fn(self, train_steps: Callable[..., Any],
+               num_data: int = 2) -> Any:
+    """``train_steps(state, *data, indices)`` compiled for this mode, state
+    donated; has ``.lower``. ``num_data``: the replicated data arguments
+    (images and labels, and lengths when there are 3)."""
     if self.mode == 'pmap':
       return jax.pmap(functools.partial(train_steps, axis_name=AXIS),
                       axis_name=AXIS, donate_argnums=0)
     if self.mode == 'sharded':
       rep = NamedSharding(self.mesh, P())
       batch = NamedSharding(self.mesh, P(None, AXIS))
-      return jax.jit(train_steps, in_shardings=(rep, rep, rep, batch),
+      return jax.jit(train_steps,
+                     in_shardings=(rep, *[rep] * num_data, batch),
                      out_shardings=(rep, rep), donate_argnums=0)
     return jax.jit(train_steps, donate_argnums=0)
 

@@ -78,18 +78,21 @@ def init_states(config: ml_collections.ConfigDict, seeds: Sequence[int],
   return jax.jit(jax.vmap(init))(jnp.asarray(seeds, jnp.uint32), rates)
 
 
-def sweep_steps_fn(noise: bool = False, hflip: bool = False):
+def sweep_steps_fn(noise: bool = False, hflip: bool = False,
+                   lengths: bool = False):
   """``train.train_steps`` vmapped over (state, noise key, indices), jitted:
   ``fn(states, images, labels, rngs, indices)``, the calling convention of
-  ``loop.Chunks`` (indices last).
+  ``loop.Chunks`` (indices last); with ``lengths``,
+  ``fn(states, images, labels, lengths, rngs, indices)``.
 
   ``noise`` passes each model its key (for dropout or ``hflip`` flips).
   """
+  run = train.steps_fn(lengths)
 
-  def steps(states, images, labels, rngs, indices):
+  def steps(states, *args):
+    *data, rngs, indices = args
     def one(state, rng, idx):
-      return train.train_steps(state, images, labels, idx,
-                               rng=rng if noise else None, hflip=hflip)
+      return run(state, *data, idx, rng=rng if noise else None, hflip=hflip)
     return jax.vmap(one)(states, rngs, indices)
 
   return jax.jit(steps, donate_argnums=0)
@@ -122,10 +125,12 @@ def train_models(config: ml_collections.ConfigDict, seeds: Sequence[int],
   states = init_states(config, seeds, learning_rates,
                        sequence_shape=train_split['image'].shape[1:])
   rngs = jax.vmap(train.train_key)(jnp.asarray(seeds, jnp.uint32))
-  run = sweep_steps_fn(bool(train.noise_kwargs(config)), config.augment_hflip)
+  arrays = train.data_args(train_split)
+  run = sweep_steps_fn(bool(train.noise_kwargs(config)), config.augment_hflip,
+                       lengths=len(arrays) == 3)
   chunks = loop.Chunks(
-      run, (*jax.device_put((train_split['image'], train_split['label'])),
-            rngs), list(seeds), len(train_split['label']), config.batch_size)
+      run, (*jax.device_put(arrays), rngs), list(seeds),
+      len(train_split['label']), config.batch_size)
   diverged = np.zeros(len(seeds), bool)
   for start, step in loop.boundaries(0, config):
     states, metrics = chunks(states, start, step)
@@ -151,7 +156,6 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
   seeds, rates = grid(config, num_seeds, learning_rates)
   workdir = errors.writable_dir(workdir)
   data = datasets or dataset_lib.load(config)
-  train.check_lengths(data)
   states, timing = train_models(
       config, seeds, None if learning_rates is None else rates, data['train'],
       quiet=quiet)

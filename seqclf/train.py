@@ -87,6 +87,12 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, *,
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
 
+def _length_kwargs(batch: Batch) -> dict[str, jax.Array]:
+  """``seq_lengths`` for the model when the batch has ``lengths``; else
+  nothing, so data without lengths traces exactly the program it always did."""
+  return {'seq_lengths': batch['lengths']} if 'lengths' in batch else {}
+
+
 def train_step(state: TrainState, batch: Batch, *,
                axis_name: str | None = None,
                rng: jax.Array | None = None,
@@ -95,16 +101,17 @@ def train_step(state: TrainState, batch: Batch, *,
 
   ``rng`` (needed for dropout or ``hflip``) runs the model in training mode
   with a key folded from it, the step and the replica; ``hflip`` mirrors a
-  random half of the batch's images left-right first (augmentation).
+  random half of the batch's images left-right first (augmentation). A
+  batch with ``lengths`` passes them as the model's ``seq_lengths``.
   """
-  kwargs, images = {}, batch['image']
+  kwargs, images = _length_kwargs(batch), batch['image']
   if rng is not None:
     rng = jax.random.fold_in(rng, state.step)
     if axis_name is not None:
       rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
     if hflip:
       images = input_pipeline.random_hflip(images, jax.random.fold_in(rng, 1))
-    kwargs = {'train': True, 'rngs': {'dropout': rng}}
+    kwargs = {**kwargs, 'train': True, 'rngs': {'dropout': rng}}
   elif hflip:
     raise ValueError('hflip=True needs an `rng` to draw the flips from.')
 
@@ -128,24 +135,55 @@ def train_steps(state: TrainState, images: jax.Array, labels: jax.Array,
                 indices: jax.Array, *,
                 axis_name: str | None = None,
                 rng: jax.Array | None = None,
-                hflip: bool = False) -> tuple[TrainState, Metrics]:
+                hflip: bool = False,
+                lengths: jax.Array | None = None
+                ) -> tuple[TrainState, Metrics]:
   """``len(indices)`` steps in one ``lax.scan``; batch k is ``images[indices[k]]``.
 
-  Returns the new state and per-step metrics stacked along axis 0.
+  ``lengths`` (N,), the training set's valid steps per example, are gathered
+  with the images (``train_steps_with_lengths`` takes them positionally, for
+  the chunk runners). Returns the new state and per-step metrics stacked
+  along axis 0.
   """
 
   def body(state, idx):
     batch = {'image': input_pipeline.to_float(images[idx]),
              'label': labels[idx]}
+    if lengths is not None:
+      batch['lengths'] = lengths[idx]
     return train_step(state, batch, axis_name=axis_name,
                       rng=rng, hflip=hflip)
 
   return jax.lax.scan(body, state, indices)
 
 
+def train_steps_with_lengths(state: TrainState, images: jax.Array,
+                             labels: jax.Array, lengths: jax.Array,
+                             indices: jax.Array, **kwargs: Any
+                             ) -> tuple[TrainState, Metrics]:
+  """``train_steps`` with the lengths a positional (device-placed, sharded
+  like the labels) argument before the indices, as ``loop.Chunks`` passes
+  its data arguments."""
+  return train_steps(state, images, labels, indices, lengths=lengths, **kwargs)
+
+
+def data_args(split: input_pipeline.Split) -> tuple[np.ndarray, ...]:
+  """The arrays a chunk function gathers batches from: images, labels and,
+  when the split has them, lengths (then ``steps_fn(True)`` takes them)."""
+  arrays = (split['image'], split['label'])
+  return (*arrays, split['lengths']) if 'lengths' in split else arrays
+
+
+def steps_fn(has_lengths: bool) -> Any:
+  """The chunk function for data with or without ``lengths``."""
+  return train_steps_with_lengths if has_lengths else train_steps
+
+
 def eval_step(state: TrainState, batch: Batch) -> Metrics:
-  """Summed loss, correct count and example count over the unmasked examples."""
-  logits = state.apply_fn({'params': state.params}, batch['image'])
+  """Summed loss, correct count and example count over the unmasked examples
+  (each read up to its ``lengths`` when the batch has them)."""
+  logits = state.apply_fn({'params': state.params}, batch['image'],
+                          **_length_kwargs(batch))
   mask = batch.get('mask', jnp.ones(batch['label'].shape, bool))
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
   correct = jnp.argmax(logits, -1) == batch['label']
@@ -214,7 +252,6 @@ def train_and_evaluate(
   # Every check of the config against the data runs before anything is
   # written: bad input leaves no workdir behind.
   datasets = datasets or dataset_lib.load(config)
-  check_lengths(datasets)
   input_pipeline.check_batch_size(config.batch_size,
                                   len(datasets['train']['label']))
   dp = parallel.setup(config.parallelism, config.batch_size)
@@ -259,21 +296,6 @@ def _check_resume(mngr: Any, config: ml_collections.ConfigDict,
     print(f'note: resuming {mngr.directory}/{step} with changed keys that '
           'keep the model, optimizer and data: ' + '; '.join(changes) + '.',
           file=sys.stderr)
-
-
-def check_lengths(data: dict[str, input_pipeline.Split]) -> None:
-  """A DataError for per-example lengths while the trainer cannot pass them.
-
-  The pipeline carries ``lengths`` (``seqclf.datasets``) and the classifier
-  takes ``seq_lengths`` (issue 17), but the chunk functions do not gather
-  and pass them yet. Training on padded sequences as if they were whole
-  would be silently wrong, so it is refused.
-  """
-  if any('lengths' in split for split in data.values()):
-    raise errors.DataError(
-        'the data has per-example lengths, which the trainer cannot pass to '
-        'the model yet: drop the `lengths` arrays to train on the padded '
-        'sequences as they are.')
 
 
 def _finished_results(workdir: Path, mngr: Any,
@@ -339,9 +361,11 @@ def _train_and_evaluate(
     logger.message(f'Resumed from {mngr.directory}/{first_step}.')
   if config.impl == 'auto':
     logger.message(choice.summary())
+  arrays = data_args(train)
   chunks = loop.Chunks(
-      dp.chunk_fn(functools.partial(train_steps, **noise_kwargs(config))),
-      dp.put_data(train['image'], train['label']), config.seed, num_examples,
+      dp.chunk_fn(functools.partial(steps_fn(len(arrays) == 3),
+                                    **noise_kwargs(config)), len(arrays)),
+      dp.put_data(*arrays), config.seed, num_examples,
       batch_size, put_indices=dp.put_indices, to_run=dp.to_run,
       from_run=dp.from_run, metrics=dp.metrics)
   # Evaluation shards batches over the local devices with jax.jit, which

@@ -132,14 +132,6 @@ def test_lengths_are_carried_and_eval_batches_pad_them(tmp_path):
   assert batch['lengths'].shape == (5,)
 
 
-def test_training_on_lengths_is_refused_until_the_layers_mask(tmp_path):
-  x, y = _series(60, 4)
-  name = _npz(tmp_path / 'len.npz', x=x, y=y, lengths=np.full(60, 12))
-  with pytest.raises(DataError, match='per-example lengths'):
-    train.train_and_evaluate(_config(name), tmp_path / 'run', quiet=True)
-  assert not (tmp_path / 'run' / 'checkpoints').exists()
-
-
 def test_float_sequences_are_not_scaled_like_pixels():
   pixels = np.array([0, 255], np.uint8)
   np.testing.assert_array_equal(input_pipeline.to_float(pixels), [0.0, 1.0])

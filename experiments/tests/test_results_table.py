@@ -73,3 +73,24 @@ def test_study_rows_pair_seeds_and_print_their_overrides(tmp_path, monkeypatch):
   row = next(line for line in text.splitlines()
              if line.startswith('| ablation_raw_pixels |'))
   assert '| -0.20 ± 0.10 |' in row  # -0.2, -0.1, -0.3 points
+
+
+def test_timeseries_rows_and_splice_keep_the_other_rows(tmp_path, monkeypatch):
+  monkeypatch.setattr(results_table, 'RUNS', tmp_path)
+  _sweep_json(tmp_path / 'japanese_vowels', [0.98, 0.97, 0.975, 0.972, 0.96])
+  old = ('# Results\n\n| default | kept row |\n\n## UEA/UCR time series\n\n'
+         'stale\n\n## Published figures\n\n| kept |\n')
+  text = results_table.splice_timeseries(old)
+  assert '| default | kept row |' in text and '| kept |' in text
+  assert 'stale' not in text and text.count('## UEA/UCR time series') == 1
+  row = next(line for line in text.splitlines()
+             if line.startswith('| japanese_vowels |'))
+  assert '**97.14 ± 0.74** (n=5)' in row and 'mean ≥ 97.00 (met)' in row
+  assert '--config=configs/japanese_vowels.py' in row
+  assert 'not run yet' in next(line for line in text.splitlines()
+                               if line.startswith('| basic_motions |'))
+  assert 'DTW_D' in text  # the published figures beside them
+  # Absent, the section goes before the published MNIST figures.
+  fresh = results_table.splice_timeseries('# R\n\n## Published figures\n')
+  assert fresh.index('## UEA/UCR') < fresh.index('## Published figures')
+  assert results_table.splice_timeseries(text) == text

@@ -1,0 +1,34 @@
+"""UEA BasicMotions (4 activities, 6 watch channels, 100 steps): 2 x bidirectional LSTM-32.
+
+Needs `seqclf prepare-data --dataset=uea_basic_motions` (the aeon wheel's
+files, seqclf.timeseries). Channels come standardized with the train split's
+statistics. 32 training series: a small model, dropout between its two
+layers, batches of 16, a cosine schedule.
+Config files are Python and are executed when loaded: only load ones you trust.
+"""
+
+import ml_collections
+
+from seqclf.config import base_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = base_config()
+  config.dataset = 'uea_basic_motions'
+  config.num_classes = 4
+  config.hidden_size = 32
+  config.num_layers = 2
+  config.bidirectional = True
+  config.dropout_rate = 0.2
+  config.batch_size = 16
+  config.learning_rate = 3e-3
+  config.lr_schedule = 'cosine'
+  config.warmup_steps = 20
+  config.grad_clip_norm = 1.0
+  config.num_train_steps = 300
+  config.steps_per_call = 50
+  config.eval_every = 100
+  config.checkpoint_every = 300
+  config.eval_batch_size = 40
+  config.cpu_devices = 1
+  return config

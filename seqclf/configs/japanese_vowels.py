@@ -1,0 +1,33 @@
+"""UEA JapaneseVowels (9 speakers, 12 LPC channels, lengths 7-29): bidirectional LSTM-64, each utterance read to its length.
+
+Needs the aeon wheel's files: `seqclf prepare-data --dataset=uea_japanese_vowels`
+(seqclf.timeseries says how to get them). The channels come standardized
+with the train split's statistics, so the model's input_mean/input_std stay
+the identity. 216 training utterances are few: one small bidirectional
+layer, a cosine-decayed rate, about 50 epochs.
+Config files are Python and are executed when loaded: only load ones you trust.
+"""
+
+import ml_collections
+
+from seqclf.config import base_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = base_config()
+  config.dataset = 'uea_japanese_vowels'
+  config.num_classes = 9
+  config.hidden_size = 64
+  config.bidirectional = True
+  config.batch_size = 24
+  config.learning_rate = 3e-3
+  config.lr_schedule = 'cosine'
+  config.warmup_steps = 20
+  config.grad_clip_norm = 1.0
+  config.num_train_steps = 450
+  config.steps_per_call = 45
+  config.eval_every = 90
+  config.checkpoint_every = 450
+  config.eval_batch_size = 400
+  config.cpu_devices = 1
+  return config
