@@ -316,21 +316,29 @@ def readable(mngr: ocp.CheckpointManager, target: Target, step: int) -> bool:
   return True
 
 
+def input_shape_from(shapes: dict[str, tuple[int, ...]],
+                     config: ml_collections.ConfigDict,
+                     default: tuple[int, ...]) -> tuple[int, ...]:
+  """One example's (T, F) to rebuild parameters saved with ``shapes``:
+  ``default`` for the image datasets (``datasets.IMAGES``, read through the
+  model's ``task``), else (1, F) with F the saved first layer's input width
+  (the parameters do not depend on T). A KeyError if ``shapes`` lacks it."""
+  if config.dataset in datasets.IMAGES:
+    return default
+  return (1, shapes[f'{config.cell}_0.cell.input.kernel'][0])
+
+
 def input_shape(mngr: ocp.CheckpointManager, config: ml_collections.ConfigDict,
                 default: tuple[int, ...]) -> tuple[int, ...]:
-  """One example's (T, F) to rebuild the saved parameters from: ``default``
-  (the image datasets' shape), or for the user's npz data (1, F) with F the
-  saved first layer's input width (the parameters do not depend on T)."""
-  if not config.dataset.startswith(datasets.NPZ_PREFIX):
+  """``input_shape_from`` the newest step whose parameter shapes are
+  readable; ``default`` if none is (restore then reports the damage)."""
+  if config.dataset in datasets.IMAGES:
     return default
-  key = f'{config.cell}_0.cell.input.kernel'
   for step in sorted(mngr.all_steps(), reverse=True):
     try:
-      shapes = saved_param_shapes(mngr, step)
+      return input_shape_from(saved_param_shapes(mngr, step), config, default)
     except Exception:  # pylint: disable=broad-except
       continue  # A damaged step: restore reports and skips it.
-    if key in shapes:
-      return (1, shapes[key][0])
   return default
 
 

@@ -30,7 +30,9 @@ SPLITS = ('train', 'validation', 'test')
 # series, per-channel standardized, with lengths.
 TIMESERIES = ('uea_japanese_vowels', 'uea_basic_motions',
               'ucr_pickup_gesture_wiimote_z')
-TFDS = ('mnist', 'fashion_mnist', *TIMESERIES)
+# 28 x 28 uint8 images, which the classifier reads as its `task` says.
+IMAGES = ('mnist', 'fashion_mnist')
+TFDS = (*IMAGES, *TIMESERIES)
 NPZ_PREFIX = 'npz:'
 # Seed of the permutation that carves validation (and test) splits out of an
 # npz file without them: fixed, so every run of a config sees the same split.

@@ -10,7 +10,6 @@ import ml_collections
 import numpy as np
 
 from seqclf import checkpoint
-from seqclf import datasets
 from seqclf import errors
 from seqclf import input_pipeline
 from seqclf import models
@@ -50,10 +49,7 @@ def load_model(workdir: str | Path, step: int | None = None
                       shapes: dict[str, tuple[int, ...]]) -> Any:
     # Every impl has the same parameters: the abstract ones need no choice.
     config = _config_of(saved)
-    shape = models.INPUT_SHAPE
-    if config.dataset.startswith(datasets.NPZ_PREFIX):
-      # The user's (T, F): F is the first layer's input size (T is free).
-      shape = (1, shapes[f'{config.cell}_0.cell.input.kernel'][0])
+    shape = checkpoint.input_shape_from(shapes, config, models.INPUT_SHAPE)
     return jax.eval_shape(
         lambda: models.from_config(config, 'scan').init(
             jax.random.key(0), jax.numpy.zeros((1, *shape))))['params']

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from seqclf import datasets, input_pipeline, timeseries, train
+from seqclf import datasets, inference, input_pipeline, timeseries, train
 from seqclf.errors import DataError
 
 NAME = 'uea_basic_motions'  # the problem whose pins the tiny one replaces
@@ -97,6 +97,11 @@ def test_prepare_from_a_wheel_loads_and_trains(tmp_path, monkeypatch):
   assert data['train']['lengths'].min() >= 3
   results = train.train_and_evaluate(config, tmp_path / 'run', quiet=True)
   assert results['test_accuracy'] > 0.5  # chance is 1/3
+  # The saved model is rebuilt for the series' width, not MNIST's images.
+  _, params, _ = inference.load_model(tmp_path / 'run')
+  assert params['lstm_0']['cell']['input']['kernel'].shape[0] == 2
+  again = train.train_and_evaluate(config, tmp_path / 'run', quiet=True)
+  assert again.get('already_finished'), again
 
 
 def test_missing_wheel_and_wrong_file_are_one_line(tmp_path, monkeypatch):
