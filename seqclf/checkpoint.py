@@ -28,7 +28,7 @@ from flax import traverse_util
 
 from seqclf import datasets
 from seqclf import errors
-from seqclf.logs import absl_silenced, orbax_unraisable_silenced
+from seqclf.logs import absl_silenced, abandoned_reads_silenced
 from seqclf.errors import CheckpointError
 
 
@@ -266,7 +266,7 @@ def restore(mngr: ocp.CheckpointManager, target: Target,
   for candidate in steps:
     step_dir = mngr.directory / str(candidate)
     try:
-      with orbax_unraisable_silenced(), absl_silenced():
+      with abandoned_reads_silenced(), absl_silenced():
         state, config = _restore_step(mngr, target, params, candidate)
     except CheckpointError:
       raise  # Another model's checkpoint is not damage: never skip it.
@@ -309,7 +309,7 @@ def _report_damage(mngr: ocp.CheckpointManager,
 def readable(mngr: ocp.CheckpointManager, target: Target, step: int) -> bool:
   """Whether step ``step`` restores into ``target`` (as in ``restore``)."""
   try:
-    with orbax_unraisable_silenced(), absl_silenced():
+    with abandoned_reads_silenced(), absl_silenced():
       _restore_step(mngr, target, None, step)
   except Exception:  # pylint: disable=broad-except
     return False

@@ -50,14 +50,35 @@ def drop_orbax_unraisable(previous: Callable[..., None]
   return hook
 
 
+def not_abandoned_read(record: logging.LogRecord) -> bool:
+  """A logging filter for asyncio's logger: False for its "Task exception was
+  never retrieved" of a TensorStore read that orbax abandoned when another
+  read of the same damaged checkpoint failed first (logged, with a
+  TensorStore spec, whenever the task is collected)."""
+  error = record.exc_info[1] if record.exc_info else None
+  return not ('exception was never retrieved' in str(record.msg)
+              and 'tensorstore' in str(error).lower())
+
+
+def drop_abandoned_reads() -> None:
+  """For the process (the CLI): orbax's abandoned reads never say anything,
+  whenever they are collected."""
+  sys.unraisablehook = drop_orbax_unraisable(sys.unraisablehook)
+  logging.getLogger('asyncio').addFilter(not_abandoned_read)
+
+
 @contextlib.contextmanager
-def orbax_unraisable_silenced() -> Iterator[None]:
+def abandoned_reads_silenced() -> Iterator[None]:
   """Inside the block, and for what it leaves to collect, orbax's abandoned
-  coroutines are dropped silently (``drop_orbax_unraisable``)."""
+  reads say nothing: neither their coroutines (``drop_orbax_unraisable``)
+  nor their tasks (``not_abandoned_read``)."""
   previous = sys.unraisablehook
   sys.unraisablehook = drop_orbax_unraisable(previous)
+  asyncio_logger = logging.getLogger('asyncio')
+  asyncio_logger.addFilter(not_abandoned_read)
   try:
     yield
   finally:
     gc.collect()
+    asyncio_logger.removeFilter(not_abandoned_read)
     sys.unraisablehook = previous

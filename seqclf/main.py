@@ -361,7 +361,7 @@ def main(argv: list[str]) -> None:
   from seqclf import logs  # pylint: disable=g-import-not-at-top
   # Damaged checkpoints and full disks are one line (seqclf.checkpoint);
   # orbax's own reports of them, at any time, would bury it.
-  sys.unraisablehook = logs.drop_orbax_unraisable(sys.unraisablehook)
+  logs.drop_abandoned_reads()
   if command in ('train', 'sweep'):
     from seqclf import checkpoint  # pylint: disable=g-import-not-at-top
     logging.get_absl_logger().addFilter(checkpoint.not_disk_full)
