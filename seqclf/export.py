@@ -28,6 +28,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from seqclf import datasets
 from seqclf import inference
 from seqclf import models
 
@@ -52,18 +53,20 @@ def export_model(workdir: str | Path, out: str | Path,
   model = models.from_config(config, 'scan')  # Portable: no custom calls.
 
   def logits(images: jax.Array) -> jax.Array:
-    return model.apply({'params': params}, images)
+    # Images in, read as the run read them (its task), inside the function.
+    return model.apply({'params': params}, datasets.view(config, images))
 
   batch, = jax.export.symbolic_shape('batch')
-  spec = jax.ShapeDtypeStruct((batch, *models.INPUT_SHAPE), jnp.float32)
+  spec = jax.ShapeDtypeStruct((batch, *datasets.IMAGE_SHAPE), jnp.float32)
   exported = jax.export.export(jax.jit(logits), platforms=PLATFORMS)(spec)
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   (out / ARTIFACT).write_bytes(exported.serialize())
   metadata = {
       'artifact': ARTIFACT,
-      'input': {'shape': ['batch', *models.INPUT_SHAPE], 'dtype': 'float32',
-                'pixels': 'uint8 / 255, in [0, 1]'},
+      'input': {'shape': ['batch', *datasets.IMAGE_SHAPE], 'dtype': 'float32',
+                'pixels': 'uint8 / 255, in [0, 1]',
+                'read_as': f'{config.task} (seqclf.tasks), inside the function'},
       'normalization': {'input_mean': config.input_mean,
                         'input_std': config.input_std,
                         'applied': 'inside the function'},

@@ -49,7 +49,7 @@ def load_model(workdir: str | Path, step: int | None = None
                       shapes: dict[str, tuple[int, ...]]) -> Any:
     # Every impl has the same parameters: the abstract ones need no choice.
     config = _config_of(saved)
-    shape = checkpoint.input_shape_from(shapes, config, models.INPUT_SHAPE)
+    shape = checkpoint.input_shape_from(shapes, config)
     return jax.eval_shape(
         lambda: models.from_config(config, 'scan').init(
             jax.random.key(0), jax.numpy.zeros((1, *shape))))['params']

@@ -284,7 +284,8 @@ def _evaluate() -> None:
   from flax.training import train_state  # pylint: disable=g-import-not-at-top
   model, params, config = inference.load_model(_require(_WORKDIR, 'evaluate'))
   config.data_dir = _DATA_DIR.value or config.data_dir
-  data = datasets.load(config, ('validation', 'test'))
+  data = datasets.view_splits(config, datasets.load(config, ('validation',
+                                                            'test')))
   state = train_state.TrainState(step=0, apply_fn=model.apply, params=params,
                                  tx=None, opt_state=None)
   results = {split: train.evaluate(state, data[split], config.eval_batch_size)
@@ -303,8 +304,9 @@ def _predict(paths: list[str]) -> None:
     if note:
       print(f'note: {path}: {note}', file=sys.stderr)
     images.append(image)
-  model, params, _ = inference.load_model(_require(_WORKDIR, 'predict'))
-  probs = inference.predict_probabilities(model, params, np.stack(images))
+  model, params, config = inference.load_model(_require(_WORKDIR, 'predict'))
+  probs = inference.predict_probabilities(
+      model, params, datasets.view(config, np.stack(images)))
   for path, p in zip(paths, probs):
     top = ' '.join(f'{c}:{p[c]:.3f}' for c in np.argsort(-p)[:3])
     print(f'{path}: class {int(np.argmax(p))} (p={p.max():.3f}; top-3 {top})')

@@ -159,7 +159,9 @@ def write_report(workdir: str | Path, *,
     test = datasets['test']
   else:
     test = dataset_lib.load(config, ('test',))['test']
-  probs = inference.predict_probabilities(model, params, test['image'])
+  probs = inference.predict_probabilities(
+      model, params, dataset_lib.view(config, test['image']),
+      lengths=test.get('lengths'))
   matrix = plots.confusion_matrix(test['label'], probs.argmax(-1),
                                   config.num_classes)
   accuracy = float(np.trace(matrix) / matrix.sum())
