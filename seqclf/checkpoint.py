@@ -316,14 +316,21 @@ def readable(mngr: ocp.CheckpointManager, target: Target, step: int) -> bool:
   return True
 
 
+def fixed_input_shape(config: ml_collections.ConfigDict) -> bool:
+  """Whether ``input_shape_from`` gives the whole example's (T, F) that the
+  model reads (the image datasets, ``datasets.IMAGES``, read through the
+  model's ``task``), or only its F (any other data: T is free)."""
+  return config.dataset in datasets.IMAGES
+
+
 def input_shape_from(shapes: dict[str, tuple[int, ...]],
                      config: ml_collections.ConfigDict,
                      default: tuple[int, ...]) -> tuple[int, ...]:
   """One example's (T, F) to rebuild parameters saved with ``shapes``:
-  ``default`` for the image datasets (``datasets.IMAGES``, read through the
-  model's ``task``), else (1, F) with F the saved first layer's input width
-  (the parameters do not depend on T). A KeyError if ``shapes`` lacks it."""
-  if config.dataset in datasets.IMAGES:
+  ``default`` where ``fixed_input_shape``, else (1, F) with F the saved
+  first layer's input width (the parameters do not depend on T). A KeyError
+  if ``shapes`` lacks it."""
+  if fixed_input_shape(config):
     return default
   return (1, shapes[f'{config.cell}_0.cell.input.kernel'][0])
 
@@ -332,7 +339,7 @@ def input_shape(mngr: ocp.CheckpointManager, config: ml_collections.ConfigDict,
                 default: tuple[int, ...]) -> tuple[int, ...]:
   """``input_shape_from`` the newest step whose parameter shapes are
   readable; ``default`` if none is (restore then reports the damage)."""
-  if config.dataset in datasets.IMAGES:
+  if fixed_input_shape(config):
     return default
   for step in sorted(mngr.all_steps(), reverse=True):
     try:

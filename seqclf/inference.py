@@ -1,4 +1,5 @@
-"""Restore a trained model from a workdir and classify images with it."""
+"""Restore a trained model from a workdir and classify sequences or images
+with it (sequence files: ``seqclf.sequence_files``)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,17 @@ def load_model(workdir: str | Path, step: int | None = None
   config = _config_of(saved)
   impl = autotune.resolve_impl(config, mode='forward')
   return models.from_config(config, impl), state['params'], config
+
+
+def input_shape(params: Any, config: ml_collections.ConfigDict
+                ) -> tuple[int, ...]:
+  """One example's (T, F) for ``load_model``'s params: the checkpoint's rule
+  (``checkpoint.input_shape_from``; only F binds unless
+  ``checkpoint.fixed_input_shape(config)``)."""
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  shapes = {'.'.join(k.key for k in path): tuple(leaf.shape)
+            for path, leaf in flat}
+  return checkpoint.input_shape_from(shapes, config, models.INPUT_SHAPE)
 
 
 def predict_probabilities(model: LSTMClassifier, params: Any,

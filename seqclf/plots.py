@@ -138,6 +138,38 @@ def row_sequences(image: np.ndarray, label: int | None = None) -> Figure:
   return fig
 
 
+def sample_series(series: np.ndarray, labels: np.ndarray,
+                  indices: Sequence[int], lengths: np.ndarray | None = None,
+                  *, split: str = 'test', max_legend: int = 12) -> Figure:
+  """The sequences at ``indices``, one panel each: every feature (channel) a
+  line over the example's valid steps (its ``lengths``; the padding is not
+  drawn), so shapes, scales and lengths compare at a glance."""
+  indices = list(indices)
+  features = series.shape[2]
+  ncols = min(len(indices), 3)
+  nrows = -(-len(indices) // ncols)
+  fig = Figure(figsize=(4.2 * ncols, 2.8 * nrows + 0.6))
+  axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False,
+                                 sharex=True)).ravel()
+  for ax, i in zip(axes, indices):
+    steps = series.shape[1] if lengths is None else int(lengths[i])
+    for k in range(features):
+      ax.plot(np.arange(steps), series[i, :steps, k], linewidth=1.0,
+              label=f'feature {k}')
+    ax.set_title(f'#{i}: label {int(labels[i])} ({steps} steps)', fontsize=9)
+    ax.grid(alpha=0.3)
+  for ax in axes[len(indices):]:
+    ax.set_visible(False)
+  for ax in axes[(nrows - 1) * ncols:]:
+    ax.set_xlabel('time step')
+  if features <= max_legend:
+    axes[0].legend(fontsize=7, ncols=min(features, 4), loc='best')
+  fig.suptitle(f'{split} samples: {features} feature'
+               f'{"s" if features != 1 else ""} per time step')
+  fig.tight_layout()
+  return fig
+
+
 def class_balance(labels_by_split: Mapping[str, np.ndarray],
                   num_classes: int = 10) -> Figure:
   """Share of each class per split, to spot imbalance at a glance."""
