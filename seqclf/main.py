@@ -107,7 +107,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 flags.FLAGS['config'].parser = _ConfigParser()
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.')
 _DATA_DIR = flags.DEFINE_string(
-    'data_dir', None, 'tfds data dir for prepare-data/evaluate (default: '
+    'data_dir', None, 'tfds data dir for prepare-data/evaluate/inspect-data '
+    '(default: '
     "the config's, else $TFDS_DATA_DIR or ~/tensorflow_datasets).")
 _DATASET = flags.DEFINE_string(
     'dataset', 'mnist', f'prepare-data: which dataset to fetch, verify and '

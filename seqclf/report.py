@@ -279,9 +279,10 @@ def describe_series(datasets: Mapping[str, input_pipeline.Split], name: str,
   first = next(iter(datasets.values()))['image']
   num_classes = _num_classes(datasets)
   shown = min(first.shape[2], max_channels)
-  lines = [f'{name}: {first.dtype} sequences of {first.shape[2]} features '
-           'per step', '',
-           f'{"split":<11}{"(N, T, F)":<18}{"lengths min/median/max":<24}']
+  features = first.shape[2]
+  lines = [f'{name}: {first.dtype} sequences of {features} feature'
+           f'{"s" if features != 1 else ""} per step', '',
+           f'{"split":<11}{"(N, T, F)":<18}lengths min / median / max']
   for split_name, data in datasets.items():
     lengths = _valid_steps(data).sum(axis=1)
     spread = (f'{lengths.min()} / {np.median(lengths):g} / {lengths.max()}'
@@ -292,13 +293,13 @@ def describe_series(datasets: Mapping[str, input_pipeline.Split], name: str,
   what = (f'first {shown} of {first.shape[2]} channels'
           if shown < first.shape[2] else 'per channel')
   lines += ['', f'Mean / std over valid steps ({what}):',
-            f'{"":<17}' + ''.join(f'{c:>9}' for c in range(shown))]
+            f'{"":<17}' + ''.join(f'{c:>10}' for c in range(shown))]
   for split_name, data in datasets.items():
     values = data['image'][_valid_steps(data)][:, :shown].astype(np.float64)
     for stat, f in (('mean', np.mean), ('std', np.std)):
       row = f(values, axis=0) if len(values) else np.full(shown, np.nan)
       lines.append(f'{split_name + " " + stat:<17}' +
-                   ''.join(f'{v:>9.3g}' for v in row))
+                   ''.join(f'{v:>10.3g}' for v in row))
   lines += ['', 'Class balance (examples per class):',
             f'{"":<11}' + ''.join(f'{c:>7}' for c in range(num_classes))]
   for split_name, data in datasets.items():

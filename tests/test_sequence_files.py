@@ -195,7 +195,7 @@ def test_series_description_and_figures(series_npz, tmp_path):
   train = data['train']
   valid = np.arange(STEPS)[None] < train['lengths'][:, None]
   mean = train['image'][valid].mean(axis=0)
-  assert 'train mean       ' + ''.join(f'{v:>9.3g}' for v in mean) in text
+  assert 'train mean       ' + ''.join(f'{v:>10.3g}' for v in mean) in text
   assert len(lengths) == sum(len(d['label']) for d in data.values())
   paths = report.write_series_figures(data, 'test', [0, 1], tmp_path)
   assert sorted(paths) == ['class_balance', 'sample_series']
@@ -208,7 +208,7 @@ def test_cli_inspect_data_on_npz_writes_its_pngs(series_npz, tmp_path):
   out = run_cli('inspect-data', f'--dataset=npz:{series_npz}', '--indices',
                 '0', '2', f'--out={tmp_path / "plots"}')
   assert out.returncode == 0, out.stderr
-  assert 'lengths min/median/max' in out.stdout
+  assert 'lengths min / median / max' in out.stdout
   assert {p.name for p in (tmp_path / 'plots').iterdir()} == {
       'sample_series.png', 'class_balance.png'}
   out = run_cli('inspect-data', '--dataset=npz:', f'--out={tmp_path}')
