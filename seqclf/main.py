@@ -161,11 +161,10 @@ COMMAND_HELP = {
                  'checkpoint, as JSON.', '--workdir DIR',
                  ('workdir', 'data_dir', 'compilation_cache')),
     'predict': ("Classify files with a workdir's latest checkpoint: "
-                'sequences (.npy (T, F) or (N, T, F), .npz with x and '
-                'optional lengths, .csv of T rows x F columns) checked '
-                "against the model's input width; for models of images "
-                'also 28x28 grayscale images (others are converted).',
-                '--workdir DIR FILE ...', ('workdir', 'compilation_cache')),
+                '.npy/.npz/.csv sequences of the width it reads (docs/cli.md)'
+                '; for models of images also 28x28 grayscale images (others '
+                'are converted).', '--workdir DIR FILE ...',
+                ('workdir', 'compilation_cache')),
     'export': ("Write a workdir's latest checkpoint as a jax.export "
                'artifact (symbolic batch, CPU/GPU/TPU; models of series '
                'also take seq_lengths) and its JSON (input shape, scaling, '

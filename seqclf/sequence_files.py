@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -114,20 +115,20 @@ def read(path: str | Path) -> list[Example]:
     return _examples(path, _read_csv(path), None, 'its rows')
   try:
     if suffix == '.npy':
-      return _examples(path, np.load(path, allow_pickle=False), None,
-                       'its array')
-    with np.load(path, allow_pickle=False) as f:
-      if 'x' not in f.files:
-        raise SequenceError(f"{path}: needs an array 'x' (and optionally "
-                            f"'lengths'), found {sorted(f.files)}.")
-      return _examples(path, f['x'], f['lengths'] if 'lengths' in f.files
-                       else None, "'x'")
+      arrays = {'x': np.load(path, allow_pickle=False)}
+    else:
+      with np.load(path, allow_pickle=False) as f:
+        names = f.files
+        arrays = {k: f[k] for k in ('x', 'lengths') if k in names}
   except (OSError, ValueError, EOFError) as e:
-    if isinstance(e, SequenceError):
-      raise
     raise SequenceError(f'{path}: not a readable {suffix} file without '
                         f'pickles ({e}); write it with numpy.save/savez.'
                         ) from None
+  if 'x' not in arrays:
+    raise SequenceError(f"{path}: needs an array 'x' (and optionally "
+                        f"'lengths'), found {sorted(names)}.")
+  return _examples(path, arrays['x'], arrays.get('lengths'),
+                   'its array' if suffix == '.npy' else "'x'")
 
 
 def fit(examples: Sequence[Example], shape: tuple[int, int],
@@ -163,7 +164,7 @@ def fit(examples: Sequence[Example], shape: tuple[int, int],
   return x, None if (lengths == longest).all() else lengths
 
 
-def predict_inputs(paths: Sequence[str], params, config
+def predict_inputs(paths: Sequence[str], params: Any, config: Any
                    ) -> tuple[list[str], np.ndarray, np.ndarray | None,
                               list[str]]:
   """(names, inputs, lengths, notes) for ``inference.predict_probabilities``
