@@ -76,15 +76,28 @@ def view_splits(config: Any, data: dict[str, Split]) -> dict[str, Split]:
 
 def load(config: Any, splits: tuple[str, ...] = SPLITS) -> dict[str, Split]:
   """The ``splits`` of ``config.dataset``, checked against ``num_classes``."""
-  name = config.dataset
-  check_name(name, config.task)
+  check_name(config.dataset, config.task)
+  return read(config.dataset, config.data_dir, config.validation_fraction,
+              splits, config.num_classes)
+
+
+def read(name: str, data_dir: str | None, validation_fraction: float,
+         splits: tuple[str, ...] = SPLITS,
+         num_classes: int | None = None) -> dict[str, Split]:
+  """The ``splits`` of dataset ``name``, checked (labels against
+  ``num_classes``; without it, against their own largest, for a look at
+  data no config describes yet: ``seqclf inspect-data``)."""
+  check_name(name)
   if name.startswith(NPZ_PREFIX):
-    data = load_npz(name[len(NPZ_PREFIX):], config.validation_fraction)
+    data = load_npz(name[len(NPZ_PREFIX):], validation_fraction)
   else:
     from seqclf import input_pipeline  # pylint: disable=g-import-not-at-top
-    data = input_pipeline.load_datasets(config.data_dir, splits, name)
+    data = input_pipeline.load_datasets(data_dir, splits, name)
   data = {split: data[split] for split in splits}
-  check(data, config.num_classes, name)
+  if num_classes is None:
+    num_classes = 1 + max((int(d['label'].max()) for d in data.values()
+                           if len(d['label'])), default=0)
+  check(data, num_classes, name)
   for arrays in data.values():
     for key in ('label', 'lengths'):
       if key in arrays:
