@@ -71,6 +71,10 @@ def _compilation_cache(tmp_path_factory):
     patch.setenv('JAX_COMPILATION_CACHE_DIR',
                  str(tmp_path_factory.mktemp('jax_cache')))
     patch.setenv('SEQCLF_AUTOTUNE_CACHE', str(shared / 'autotune.json'))
+    # impl='auto' takes the first eligible path untimed: timing compiles
+    # every path of each new shape, the suite's largest cost, and is tested
+    # on a fake clock (test_autotune.py); `make train` times for real.
+    patch.setenv('SEQCLF_AUTOTUNE', '0')
     yield
 
 

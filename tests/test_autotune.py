@@ -116,6 +116,7 @@ def test_choose_impl_times_the_models_paths_and_caches_by_shape(
     tmp_path, monkeypatch):
   """The real candidates (compiled models) on the fake clock: each builder
   is called once per shape, and the key holds what decides the speed."""
+  monkeypatch.setenv('SEQCLF_AUTOTUNE', '1')  # The suite turns timing off.
   monkeypatch.setattr(autotune, 'eligible_impls',
                       lambda config, sharded: ('fused', 'scan'))
   config = base_config()
@@ -142,3 +143,21 @@ def test_choose_impl_times_the_models_paths_and_caches_by_shape(
                               timer=timer, path=path).cached
   with pytest.raises(ValueError, match='mode must be one of'):
     autotune.choose_impl(config, batch=4, sequence_shape=(5, 3), mode='eval')
+
+
+@pytest.mark.parametrize('setting, timed', [('0', False), ('1', True)])
+def test_autotune_0_takes_the_first_eligible_path_untimed(
+    tmp_path, monkeypatch, setting, timed):
+  monkeypatch.setenv('SEQCLF_AUTOTUNE', setting)
+  monkeypatch.setattr(autotune, 'eligible_impls',
+                      lambda config, sharded: ('fused', 'scan'))
+  built, clock = [], Clock()
+  monkeypatch.setattr(autotune, '_builder', lambda config, impl, *args: (
+      lambda: built.append(impl) or clock.path(impl, {'fused': 1.0,
+                                                      'scan': 2.0}[impl])))
+  choice = autotune.choose_impl(base_config(), batch=4, sequence_shape=(5, 3),
+                                timer=clock, path=tmp_path / 'autotune.json')
+  assert choice.timed == timed and choice.impl == 'fused'
+  assert built == (['fused', 'scan'] if timed else [])
+  assert ('untimed: SEQCLF_AUTOTUNE=0' in choice.summary()) == (not timed)
+  assert (tmp_path / 'autotune.json').exists() == timed  # nothing cached

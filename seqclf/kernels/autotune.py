@@ -9,7 +9,11 @@ compiled and timed for a few calls, interleaved, and the fastest is kept; the
 decision is cached on disk (``$SEQCLF_AUTOTUNE_CACHE``, default
 ``~/.cache/seqclf/autotune.json``; delete it to measure again), so later runs
 read it in milliseconds. Every path gives the same numbers to float rounding,
-so the choice changes speed, never results.
+so the choice changes speed, never results. ``SEQCLF_AUTOTUNE=0`` turns the
+timing off, as ``--xla_gpu_autotune_level=0`` does XLA's: ``auto`` then takes
+the first eligible path (``eligible_impls``' order) untimed, for test suites
+and CI, where compiling every path of each new shape costs more than the
+speed it would find.
 
 ``measure`` and ``choose`` are generic (any named callables) and take the
 clock as an argument, so their logic is tested with a fake one;
@@ -59,9 +63,13 @@ class Choice:
   seconds: dict[str, float]  # empty when only one path was eligible
   cached: bool
   key: dict[str, Any]
+  timed: bool = True  # False: SEQCLF_AUTOTUNE=0 took the first eligible path
 
   def summary(self) -> str:
     """One line: ``impl=auto: scan (kernel 0.38x, fused 1.40x of scan here; cached)``."""
+    if not self.timed:
+      return (f'impl=auto: {self.impl} (the first eligible path, untimed: '
+              'SEQCLF_AUTOTUNE=0)')
     if not self.seconds:
       return f'impl=auto: {self.impl} (the only path for this config)'
     best = self.seconds[self.impl]
@@ -72,6 +80,11 @@ class Choice:
 
   def to_json(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
+
+
+def timing_enabled() -> bool:
+  """Whether ``auto`` times the paths (``SEQCLF_AUTOTUNE`` is not '0')."""
+  return os.environ.get('SEQCLF_AUTOTUNE', '1') != '0'
 
 
 def cache_file() -> Path:
@@ -244,6 +257,8 @@ def timed_choice(config: ml_collections.ConfigDict, *, batch: int,
          **{k: config[k] for k in ('cell', 'hidden_size', 'num_layers',
                                    'bidirectional', 'dtype',
                                    'matmul_precision', 'unroll')}}
+  if not timing_enabled() and len(eligible) > 1:
+    return Choice(eligible[0], {}, False, key, timed=False)
   return choose(key, {impl: _builder(config, impl, batch, sequence_shape,
                                      mode) for impl in eligible},
                 timer=timer, path=path)
