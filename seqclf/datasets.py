@@ -68,6 +68,13 @@ def view(config: Any, images: np.ndarray) -> np.ndarray:
   return tasks.as_sequence(images, config.task, config.permutation_seed)
 
 
+def image_sequence_shape(config: Any) -> tuple[int, int]:
+  """One MNIST image's (T, F) read as ``config.task`` says: the example
+  shape where no data gives one (fresh parameters, ``auto``'s timing)."""
+  from seqclf import tasks  # pylint: disable=g-import-not-at-top
+  return tasks.sequence_shape(config.task, IMAGE_SHAPE)
+
+
 def view_splits(config: Any, data: dict[str, Split]) -> dict[str, Split]:
   """``view`` of every split's sequences (labels and lengths as they are)."""
   return {split: {**arrays, 'image': view(config, arrays['image'])}

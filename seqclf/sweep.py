@@ -54,7 +54,7 @@ def grid(config: ml_collections.ConfigDict, num_seeds: int,
 
 def init_states(config: ml_collections.ConfigDict, seeds: Sequence[int],
                 learning_rates: Sequence[float] | None = None, *,
-                sequence_shape: Sequence[int] = dataset_lib.IMAGE_SHAPE
+                sequence_shape: Sequence[int] | None = None
                 ) -> TrainState:
   """The stacked initial states; leaf k is ``create_train_state(config, key(seeds[k]))``.
 
@@ -64,6 +64,8 @@ def init_states(config: ml_collections.ConfigDict, seeds: Sequence[int],
   inject = learning_rates is not None
   rates = jnp.asarray(learning_rates if inject else [0.0] * len(seeds),
                       jnp.float32)
+  if sequence_shape is None:
+    sequence_shape = dataset_lib.image_sequence_shape(config)
   # Timed (once), so not under vmap.
   impl = autotune.resolve_impl(config, sequence_shape=sequence_shape)
 

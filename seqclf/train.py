@@ -63,12 +63,13 @@ def noise_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, *,
                        inject_learning_rate: bool = False,
                        impl: str | None = None,
-                       sequence_shape: Sequence[int] = dataset_lib.IMAGE_SHAPE
+                       sequence_shape: Sequence[int] | None = None
                        ) -> TrainState:
   """Fresh parameters for ``config`` and an Adam optimizer state.
 
   ``sequence_shape`` is one example's (T, F) as the model reads it (the
-  parameters depend on F only); the default is an MNIST image's rows.
+  parameters depend on F only); the default is an MNIST image read as
+  ``config.task`` says (``datasets.image_sequence_shape``).
 
   ``inject_learning_rate`` keeps the (peak) learning rate in the optimizer
   state (``optax.inject_hyperparams``) at ``opt_state.hyperparams
@@ -76,7 +77,10 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, *,
   ``impl`` runs the LSTM layers (default: ``autotune.resolve_impl``); every
   impl has the same parameters.
   """
-  model = autotune.create_model(config, impl)
+  if sequence_shape is None:
+    sequence_shape = dataset_lib.image_sequence_shape(config)
+  model = models.from_config(config, impl or autotune.resolve_impl(
+      config, sequence_shape=sequence_shape))
   # Jitted: run eagerly, nn.scan's init dispatches op by op (seconds on CPU).
   params = jax.jit(model.init)(rng, jnp.zeros((1, *sequence_shape)))['params']
   if inject_learning_rate:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, small_config
-from seqclf import checkpoint, export, inference, train
+from seqclf import checkpoint, datasets, export, inference, train
 
 # Each test runs `seqclf export` in a subprocess.
 pytestmark = pytest.mark.slow
@@ -18,8 +18,8 @@ pytestmark = pytest.mark.slow
 
 def _saved_workdir(tmp_path, **overrides):
   """A workdir holding one checkpoint of a fresh (perturbed) model."""
-  config = small_config(impl='scan', hidden_size=16, **overrides)
-  state = train.create_train_state(config, jax.random.key(3))
+  config = small_config(**{'impl': 'scan', 'hidden_size': 16, **overrides})
+  state = train.create_train_state(config, jax.random.key(3))  # its task's shape
   leaves, tree = jax.tree.flatten(state.params)
   keys = jax.random.split(jax.random.key(4), len(leaves))
   state = state.replace(params=jax.tree.unflatten(tree, [
@@ -78,3 +78,30 @@ def test_export_needs_out_and_a_checkpoint(tmp_path):
                 str(tmp_path / 'o'))
   assert out.returncode == 2 and 'No checkpoint' in out.stderr
   assert 'Traceback' not in out.stderr
+
+
+def test_a_permuted_pixel_model_is_given_images_everywhere(tmp_path):
+  """The task is the data's view: `predict` and the exported function take
+  28 x 28 images and read them as the run did; the model reads sequences."""
+  workdir = _saved_workdir(tmp_path, task='permuted', permutation_seed=3,
+                           hidden_size=8)
+  model, params, config = inference.load_model(workdir)
+  assert params['lstm_0']['cell']['input']['kernel'].shape[0] == 1
+  images = np.random.default_rng(1).integers(0, 256, (2, 28, 28), np.uint8)
+  pixels = images.astype(np.float32) / 255
+  expected = np.asarray(model.apply({'params': params},
+                                    datasets.view(config, pixels)))
+  assert datasets.view(config, pixels).shape == (2, 784, 1)
+  metadata = export.export_model(workdir, tmp_path / 'served')
+  assert metadata['input']['shape'] == ['batch', 28, 28]
+  assert metadata['input']['read_as'].startswith('permuted')
+  exported = jax.export.deserialize(bytearray(
+      (tmp_path / 'served' / export.ARTIFACT).read_bytes()))
+  np.testing.assert_allclose(exported.call(pixels), expected, rtol=1e-5,
+                             atol=1e-5)
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  Image.fromarray(images[0]).save(tmp_path / 'digit.png')
+  out = run_cli('predict', '--workdir', str(workdir),
+                str(tmp_path / 'digit.png'))
+  assert out.returncode == 0, out.stderr
+  assert f'class {int(np.argmax(expected[0]))} ' in out.stdout, out.stdout

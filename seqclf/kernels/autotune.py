@@ -18,7 +18,7 @@ speed it would find.
 ``measure`` and ``choose`` are generic (any named callables) and take the
 clock as an argument, so their logic is tested with a fake one;
 ``choose_impl`` builds the candidates for a config, and with
-``resolve_impl`` and ``create_model`` it is where the trainer, the sweep and
+``resolve_impl`` it is where the trainer, the sweep and
 inference learn which path runs. Asking never compiles the CPU kernel:
 only an existing build is eligible (``lstm_kernel.available``).
 """
@@ -44,7 +44,6 @@ import optax
 from seqclf import datasets
 from seqclf import models
 from seqclf import parallel
-from seqclf import tasks
 from seqclf.errors import ConfigError
 from seqclf.kernels import lstm_kernel
 
@@ -280,7 +279,7 @@ def choose_impl(config: ml_collections.ConfigDict, batch: int | None = None,
   read as ``config.task`` says).
   """
   if sequence_shape is None:
-    sequence_shape = tasks.sequence_shape(config.task, datasets.IMAGE_SHAPE)
+    sequence_shape = datasets.image_sequence_shape(config)
   dp_mode = parallel.resolve_mode(config.parallelism)
   if sharded is None:
     sharded = dp_mode == 'sharded'
@@ -302,8 +301,3 @@ def resolve_impl(config: ml_collections.ConfigDict, **kwargs: Any) -> str:
   """``choose_impl(config, **kwargs).impl``: the path's name alone."""
   return choose_impl(config, **kwargs).impl
 
-
-def create_model(config: ml_collections.ConfigDict,
-                 impl: str | None = None) -> models.LSTMClassifier:
-  """``models.from_config`` with ``impl`` (default: ``resolve_impl(config)``)."""
-  return models.from_config(config, impl or resolve_impl(config))
