@@ -317,29 +317,11 @@ def readable(mngr: ocp.CheckpointManager, target: Target, step: int) -> bool:
 
 
 def input_shape_from(shapes: dict[str, tuple[int, ...]],
-                     config: ml_collections.ConfigDict,
-                     default: tuple[int, ...]) -> tuple[int, ...]:
-  """One example's (T, F) to rebuild parameters saved with ``shapes``:
-  ``default`` for the image datasets (``datasets.IMAGES``, read through the
-  model's ``task``), else (1, F) with F the saved first layer's input width
-  (the parameters do not depend on T). A KeyError if ``shapes`` lacks it."""
-  if config.dataset in datasets.IMAGES:
-    return default
+                     config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """One example's (T, F) that rebuilds parameters saved with ``shapes``:
+  (1, F), F the saved first layer's input width (the parameters do not
+  depend on T). A KeyError if ``shapes`` lacks it."""
   return (1, shapes[f'{config.cell}_0.cell.input.kernel'][0])
-
-
-def input_shape(mngr: ocp.CheckpointManager, config: ml_collections.ConfigDict,
-                default: tuple[int, ...]) -> tuple[int, ...]:
-  """``input_shape_from`` the newest step whose parameter shapes are
-  readable; ``default`` if none is (restore then reports the damage)."""
-  if config.dataset in datasets.IMAGES:
-    return default
-  for step in sorted(mngr.all_steps(), reverse=True):
-    try:
-      return input_shape_from(saved_param_shapes(mngr, step), config, default)
-    except Exception:  # pylint: disable=broad-except
-      continue  # A damaged step: restore reports and skips it.
-  return default
 
 
 def saved_config(mngr: ocp.CheckpointManager, step: int) -> dict[str, Any] | None:

@@ -91,11 +91,13 @@ def base_config() -> ml_collections.ConfigDict:
   # npz:PATH without a validation (or test) split: the fraction of examples
   # carved out for it, by a fixed permutation.
   c.validation_fraction = 0.1
-  # How the model reads an image (seqclf.tasks): row (28 steps x 28) | pixel
-  # (784 x 1) | permuted (784 x 1 in a fixed order from permutation_seed).
+  # How an image dataset is read (seqclf.datasets.view): row (28 steps x 28)
+  # | pixel (784 x 1) | permuted (784 x 1 in a fixed order from
+  # permutation_seed). Every other dataset is read as it is (row).
   c.task = 'row'
   c.permutation_seed = 0
-  # The model standardizes its [0, 1] pixels as (x - input_mean) / input_std.
+  # The model's preprocessing layer standardizes its inputs (pixels in [0, 1],
+  # or series) as (x - input_mean) / input_std.
   # Identity here, so checkpoints saved before these keys existed load as
   # they were trained; configs/default.py sets MNIST's training-set values.
   c.input_mean = 0.0
@@ -197,13 +199,16 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                       f'input_std > 0, got {config.input_mean}/'
                       f'{config.input_std}.')
   from seqclf import datasets  # pylint: disable=g-import-not-at-top
-  datasets.check_name(config.dataset)
+  datasets.check_name(config.dataset, config.task)
   if not 0.0 < config.validation_fraction < 1.0:
     raise ConfigError('Config key `validation_fraction` must be in (0, 1), got '
                       f'{config.validation_fraction}.')
   if config.cpu_devices < 0:
     raise ConfigError('Config key `cpu_devices` must be >= 0 (0 = one per '
                       f'core), got {config.cpu_devices}.')
+  if config.augment_hflip and config.task != 'row':
+    raise ConfigError("Config key `augment_hflip` mirrors an image's rows: "
+                      f"it needs task='row', got task={config.task!r}.")
   if config.permutation_seed < 0:
     raise ConfigError('Config key `permutation_seed` must be >= 0, got '
                       f'{config.permutation_seed}.')

@@ -9,10 +9,12 @@ and gathers batches there from indices that are a pure function of (seed,
 step), whatever the data.
 
 ``config.dataset`` names it: a prepared tfds dataset (``TFDS``: MNIST and
-Fashion-MNIST, read as the model's ``task`` says; the UEA/UCR series of
-``seqclf.timeseries``) or ``npz:PATH``, the
-user's own arrays (``load_npz``). Bad data is one ``DataError`` line naming
-the array and the fix.
+Fashion-MNIST; the UEA/UCR series of ``seqclf.timeseries``) or ``npz:PATH``,
+the user's own arrays (``load_npz``). Bad data is one ``DataError`` line
+naming the array and the fix. An image dataset is read as ``config.task``
+says (``view``: its rows, or its pixels in raster or a permuted order): the
+model reads sequences and knows nothing of images, and sequential and
+permuted MNIST are MNIST's data read another way.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ SPLITS = ('train', 'validation', 'test')
 # series, per-channel standardized, with lengths.
 TIMESERIES = ('uea_japanese_vowels', 'uea_basic_motions',
               'ucr_pickup_gesture_wiimote_z')
-# 28 x 28 uint8 images, which the classifier reads as its `task` says.
+# 28 x 28 uint8 images, which the classifier reads as `config.task` says.
 IMAGES = ('mnist', 'fashion_mnist')
+IMAGE_SHAPE = (28, 28)  # one image's (T, F) read by rows (task 'row')
 TFDS = (*IMAGES, *TIMESERIES)
 NPZ_PREFIX = 'npz:'
 # Seed of the permutation that carves validation (and test) splits out of an
@@ -40,25 +43,61 @@ SPLIT_SEED = 0
 Split = dict[str, np.ndarray]
 
 
-def check_name(name: str) -> None:
-  """A ConfigError unless ``name`` is a known dataset or ``npz:PATH``."""
-  if name in TFDS or (name.startswith(NPZ_PREFIX) and name[len(NPZ_PREFIX):]):
-    return
-  raise ConfigError(f'Config key `dataset` must be one of {TFDS} or '
-                    f"'npz:PATH' (your own arrays), got {name!r}.")
+def check_name(name: str, task: str = 'row') -> None:
+  """A ConfigError unless ``name`` is a known dataset or ``npz:PATH``, and
+  ``task`` a view it has (the pixel views need images)."""
+  if not (name in TFDS
+          or (name.startswith(NPZ_PREFIX) and name[len(NPZ_PREFIX):])):
+    raise ConfigError(f'Config key `dataset` must be one of {TFDS} or '
+                      f"'npz:PATH' (your own arrays), got {name!r}.")
+  if task != 'row' and name not in IMAGES:
+    raise ConfigError(f"Config key `task`={task!r} reads an image's pixels "
+                      f'one by one: only the image datasets {IMAGES} have '
+                      f"them; {name!r} is read as it is, with task='row'.")
+
+
+def view(config: Any, images: np.ndarray) -> np.ndarray:
+  """``images`` read as ``config.task`` says (``seqclf.tasks``): (N, 28, 28)
+  images become (N, 784, 1) pixel sequences for ``pixel`` and ``permuted``;
+  ``row``, every dataset's default, returns them as they are. Applied where
+  data meets the model (the trainer, evaluation, prediction), on the host,
+  so ``load`` and the stored data stay the images."""
+  if config.task == 'row':
+    return images
+  from seqclf import tasks  # pylint: disable=g-import-not-at-top
+  return tasks.as_sequence(images, config.task, config.permutation_seed)
+
+
+def view_splits(config: Any, data: dict[str, Split]) -> dict[str, Split]:
+  """``view`` of every split's sequences (labels and lengths as they are)."""
+  return {split: {**arrays, 'image': view(config, arrays['image'])}
+          for split, arrays in data.items()}
 
 
 def load(config: Any, splits: tuple[str, ...] = SPLITS) -> dict[str, Split]:
   """The ``splits`` of ``config.dataset``, checked against ``num_classes``."""
-  name = config.dataset
+  check_name(config.dataset, config.task)
+  return read(config.dataset, config.data_dir, config.validation_fraction,
+              splits, config.num_classes)
+
+
+def read(name: str, data_dir: str | None, validation_fraction: float,
+         splits: tuple[str, ...] = SPLITS,
+         num_classes: int | None = None) -> dict[str, Split]:
+  """The ``splits`` of dataset ``name``, checked (labels against
+  ``num_classes``; without it, against their own largest, for a look at
+  data no config describes yet: ``seqclf inspect-data``)."""
   check_name(name)
   if name.startswith(NPZ_PREFIX):
-    data = load_npz(name[len(NPZ_PREFIX):], config.validation_fraction)
+    data = load_npz(name[len(NPZ_PREFIX):], validation_fraction)
   else:
     from seqclf import input_pipeline  # pylint: disable=g-import-not-at-top
-    data = input_pipeline.load_datasets(config.data_dir, splits, name)
+    data = input_pipeline.load_datasets(data_dir, splits, name)
   data = {split: data[split] for split in splits}
-  check(data, config.num_classes, name)
+  if num_classes is None:
+    num_classes = 1 + max((int(d['label'].max()) for d in data.values()
+                           if len(d['label'])), default=0)
+  check(data, num_classes, name)
   for arrays in data.values():
     for key in ('label', 'lengths'):
       if key in arrays:

@@ -45,6 +45,10 @@ class ImageError(SeqclfError, ValueError):
   """An image to classify is missing or unreadable."""
 
 
+class SequenceError(SeqclfError, ValueError):
+  """A sequence file to classify is missing, unreadable or of the wrong shape."""
+
+
 class WorkdirError(SeqclfError, OSError):
   """A run directory cannot be created or written, or lacks a finished run."""
 

@@ -3,20 +3,26 @@
 ``export_model(workdir, out)`` writes two files into ``out``:
 
 * ``model.jax_export``: ``jax.export``'s serialization of the inference
-  function ``images -> logits``, the trained params inside it, for a
-  symbolic batch size, lowered for CPU, CUDA, ROCm and TPU. It runs the
-  portable ``nn.scan`` path (the CPU kernel is a custom call without
-  compatibility guarantees, the fused path is only faster to train), so
-  its numbers are ``load_model``'s to float rounding.
+  function, the trained params inside it, for a symbolic batch size,
+  lowered for CPU, CUDA, ROCm and TPU. For models of the image datasets it
+  is ``images -> logits`` with images (batch, 28, 28); for any other data
+  (series) ``(inputs, seq_lengths) -> logits`` with inputs (batch, T, F) for
+  a symbolic T too and seq_lengths (batch,) int32, each row's valid steps
+  (T for a row without padding), as the trainer reads data with lengths. It
+  runs the portable ``nn.scan`` path (the CPU kernel is a custom call
+  without compatibility guarantees, the fused path is only faster to
+  train), so its numbers are ``load_model``'s to float rounding.
 * ``model.json``: what a caller needs beside it: the input shape and dtype,
-  how pixels are scaled (uint8 / 255, then the model's own
-  ``(x - input_mean) / input_std``, which is inside the function), the class
-  names and the run's config.
+  how values are scaled (pixels: uint8 / 255; series: as the training data
+  held them, e.g. standardized per channel by ``seqclf.timeseries``), the
+  model's own ``(x - input_mean) / input_std`` (inside the function), the
+  class names and the run's config.
 
 Loading needs jax alone::
 
     exported = jax.export.deserialize(open('model.jax_export', 'rb').read())
     logits = exported.call(images.astype('float32') / 255)  # (N, 28, 28)
+    logits = exported.call(series, lengths)  # (N, T, F) float32, (N,) int32
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from seqclf import datasets
 from seqclf import inference
 from seqclf import models
 
@@ -36,12 +43,37 @@ METADATA = 'model.json'
 PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
 
 
-def class_names(dataset: str) -> list[str]:
-  """The names of ``dataset``'s classes, by label."""
-  if dataset == 'fashion_mnist':
+def class_names(config: Any) -> list[str]:
+  """The names of the classes of ``config.dataset``, by label: the
+  dataset's own where it has them, else the label numbers."""
+  if config.dataset == 'fashion_mnist':
     from seqclf import fashion_mnist  # pylint: disable=g-import-not-at-top
-    return list(fashion_mnist.CLASS_NAMES)
-  return [str(d) for d in range(10)]
+    return list(fashion_mnist.CLASS_NAMES)[:config.num_classes]
+  return [str(c) for c in range(config.num_classes)]
+
+
+def input_metadata(config: Any, shape: tuple[int, ...],
+                   fixed: bool) -> dict[str, Any]:
+  """``model.json``'s description of the exported function's arguments."""
+  if fixed:
+    return {'shape': ['batch', *shape], 'dtype': 'float32',
+            'pixels': 'uint8 / 255, in [0, 1]',
+            'read_as': f'{config.task} (seqclf.tasks), inside the function'}
+  if config.dataset in datasets.TIMESERIES:
+    values = ('float32, each channel standardized by the data: (raw - mean) '
+              "/ std with the mean and std of the train split's valid steps "
+              '(seqclf.timeseries), as the prepared dataset holds them; '
+              'padding steps are zeros')
+  else:
+    values = ('float32 as the npz file the model was trained on held them '
+              '(float arrays unscaled, uint8 ones as pixels / 255)')
+  return {'arguments': ['inputs', 'seq_lengths'],
+          'shape': ['batch', 'T', shape[-1]], 'dtype': 'float32',
+          'values': values,
+          'seq_lengths': {'shape': ['batch'], 'dtype': 'int32',
+                          'meaning': "each row's valid steps, in [1, T]; "
+                                     'the steps after them are padding the '
+                                     'model does not read (T for a full row)'}}
 
 
 def export_model(workdir: str | Path, out: str | Path,
@@ -50,26 +82,35 @@ def export_model(workdir: str | Path, out: str | Path,
   checkpoint at ``step`` (default: latest); returns the JSON's contents."""
   _, params, config = inference.load_model(workdir, step)
   model = models.from_config(config, 'scan')  # Portable: no custom calls.
+  shape = inference.input_shape(params, config)
+  fixed = inference.takes_images(config)
+  if fixed:  # The image models' signature, as before.
+    def logits(images: jax.Array) -> jax.Array:
+      # Read as the run read them (its task), inside the function.
+      return model.apply({'params': params}, datasets.view(config, images))
 
-  def logits(images: jax.Array) -> jax.Array:
-    return model.apply({'params': params}, images)
+    batch, = jax.export.symbolic_shape('batch')
+    specs = (jax.ShapeDtypeStruct((batch, *shape), jnp.float32),)
+  else:
+    def logits(inputs: jax.Array, seq_lengths: jax.Array) -> jax.Array:
+      return model.apply({'params': params}, inputs, seq_lengths=seq_lengths)
 
-  batch, = jax.export.symbolic_shape('batch')
-  spec = jax.ShapeDtypeStruct((batch, *models.INPUT_SHAPE), jnp.float32)
-  exported = jax.export.export(jax.jit(logits), platforms=PLATFORMS)(spec)
+    batch, steps = jax.export.symbolic_shape('batch, T')
+    specs = (jax.ShapeDtypeStruct((batch, steps, shape[-1]), jnp.float32),
+             jax.ShapeDtypeStruct((batch,), jnp.int32))
+  exported = jax.export.export(jax.jit(logits), platforms=PLATFORMS)(*specs)
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   (out / ARTIFACT).write_bytes(exported.serialize())
   metadata = {
       'artifact': ARTIFACT,
-      'input': {'shape': ['batch', *models.INPUT_SHAPE], 'dtype': 'float32',
-                'pixels': 'uint8 / 255, in [0, 1]'},
+      'input': input_metadata(config, shape, fixed),
       'normalization': {'input_mean': config.input_mean,
                         'input_std': config.input_std,
                         'applied': 'inside the function'},
       'output': {'shape': ['batch', config.num_classes], 'dtype': 'float32',
                  'meaning': 'logits'},
-      'class_names': class_names(config.dataset)[:config.num_classes],
+      'class_names': class_names(config),
       'platforms': list(PLATFORMS),
       'config': config.to_dict(),
   }

@@ -1,4 +1,5 @@
-"""Restore a trained model from a workdir and classify images with it."""
+"""Restore a trained model from a workdir and classify sequences or images
+with it (sequence files: ``seqclf.sequence_files``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import ml_collections
 import numpy as np
 
 from seqclf import checkpoint
+from seqclf import datasets
 from seqclf import errors
 from seqclf import input_pipeline
 from seqclf import models
@@ -49,7 +51,7 @@ def load_model(workdir: str | Path, step: int | None = None
                       shapes: dict[str, tuple[int, ...]]) -> Any:
     # Every impl has the same parameters: the abstract ones need no choice.
     config = _config_of(saved)
-    shape = checkpoint.input_shape_from(shapes, config, models.INPUT_SHAPE)
+    shape = checkpoint.input_shape_from(shapes, config)
     return jax.eval_shape(
         lambda: models.from_config(config, 'scan').init(
             jax.random.key(0), jax.numpy.zeros((1, *shape))))['params']
@@ -58,6 +60,26 @@ def load_model(workdir: str | Path, step: int | None = None
   config = _config_of(saved)
   impl = autotune.resolve_impl(config, mode='forward')
   return models.from_config(config, impl), state['params'], config
+
+
+def takes_images(config: ml_collections.ConfigDict) -> bool:
+  """Whether a model's callers (``seqclf predict``, the exported function)
+  give it 28 x 28 images, read as its run's ``task`` says
+  (``datasets.view``), or sequences of its input width and any length."""
+  return config.dataset in datasets.IMAGES
+
+
+def input_shape(params: Any, config: ml_collections.ConfigDict
+                ) -> tuple[int, int]:
+  """One example's (T, F) as callers give it to ``load_model``'s model: an
+  image's where ``takes_images``, else (1, F), F the width its params read
+  (``checkpoint.input_shape_from``; T is free)."""
+  if takes_images(config):
+    return datasets.IMAGE_SHAPE
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  shapes = {'.'.join(k.key for k in path): tuple(leaf.shape)
+            for path, leaf in flat}
+  return checkpoint.input_shape_from(shapes, config)
 
 
 def predict_probabilities(model: LSTMClassifier, params: Any,

@@ -3,9 +3,9 @@
   seqclf prepare-data [--data_dir DIR] [--dataset NAME] [--force]
   seqclf train --config default --workdir runs/default [--config.KEY=VALUE …]
   seqclf evaluate --workdir runs/default
-  seqclf predict --workdir runs/default digit.png …
+  seqclf predict --workdir runs/default FILE …   # images, or .npy/.npz/.csv series
   seqclf report --workdir runs/default          # plots + report.md (train does it too)
-  seqclf inspect-data [--split test --indices 100 101 102] [--out DIR]
+  seqclf inspect-data [--dataset NAME|npz:PATH] [--split test --indices 1 2 3] [--out DIR]
   seqclf sweep --config default --workdir runs/sweep --seeds 5 [--learning_rates 1e-3,3e-3]
 
 ``--config`` is a packaged config's name (``seqclf/configs/NAME.py``) or a
@@ -107,11 +107,13 @@ _CONFIG = config_flags.DEFINE_config_file(
 flags.FLAGS['config'].parser = _ConfigParser()
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.')
 _DATA_DIR = flags.DEFINE_string(
-    'data_dir', None, 'tfds data dir for prepare-data/evaluate (default: '
+    'data_dir', None, 'tfds data dir for prepare-data/evaluate/inspect-data '
+    '(default: '
     "the config's, else $TFDS_DATA_DIR or ~/tensorflow_datasets).")
-_DATASET = flags.DEFINE_enum(
-    'dataset', 'mnist', list(datasets.TFDS),
-    'prepare-data: which dataset to fetch, verify and prepare.')
+_DATASET = flags.DEFINE_string(
+    'dataset', 'mnist', f'prepare-data: which dataset to fetch, verify and '
+    f'prepare, one of {", ".join(datasets.TFDS)}; inspect-data: which to '
+    "describe, one of those (prepared) or 'npz:PATH' (your own arrays).")
 _FORCE = flags.DEFINE_bool(
     'force', False, 'prepare-data: build the prepared files again from the '
     'verified source files (after a damaged or truncated one).')
@@ -158,18 +160,23 @@ COMMAND_HELP = {
     'evaluate': ("Validation and test metrics of a workdir's latest "
                  'checkpoint, as JSON.', '--workdir DIR',
                  ('workdir', 'data_dir', 'compilation_cache')),
-    'predict': ("Classify 28x28 grayscale images (others are converted) with "
-                "a workdir's latest checkpoint.", '--workdir DIR IMAGE ...',
+    'predict': ("Classify files with a workdir's latest checkpoint: "
+                '.npy/.npz/.csv sequences of the width it reads (docs/cli.md)'
+                '; for models of images also 28x28 grayscale images (others '
+                'are converted).', '--workdir DIR FILE ...',
                 ('workdir', 'compilation_cache')),
     'export': ("Write a workdir's latest checkpoint as a jax.export "
-               'artifact (symbolic batch, CPU/GPU/TPU) and its JSON, to '
-               'serve with jax alone.', '--workdir DIR --out DIR',
+               'artifact (symbolic batch, CPU/GPU/TPU; models of series '
+               'also take seq_lengths) and its JSON (input shape, scaling, '
+               'classes), to serve with jax alone.', '--workdir DIR --out DIR',
                ('workdir', 'out')),
     'report': ('(Re)write WORKDIR/report.md and WORKDIR/plots/.',
                '--workdir DIR', ('workdir',)),
-    'inspect-data': ('Describe dataset samples and plot them as PNGs.',
-                     '[--split test] [--indices 100 101 102] [--out DIR]',
-                     ('split', 'indices', 'out', 'data_dir')),
+    'inspect-data': ('Describe a dataset (shapes, lengths, channel '
+                     'statistics, classes) and plot samples as PNGs.',
+                     '[--dataset NAME|npz:PATH] [--split test] '
+                     '[--indices 100 101 102] [--out DIR]',
+                     ('dataset', 'split', 'indices', 'out', 'data_dir')),
     'sweep': ('Train models for several seeds (and learning rates) at once '
               'under jax.vmap; mean and std of their test accuracy.',
               '--config NAME|FILE --workdir DIR [--seeds N] '
@@ -191,6 +198,10 @@ def _require(flag: flags.FlagHolder, command: str):
 
 def _prepare_data() -> None:
   from seqclf import input_pipeline  # pylint: disable=g-import-not-at-top
+  if _DATASET.value not in datasets.TFDS:
+    raise UsageError(f'--dataset must be one of {", ".join(datasets.TFDS)} '
+                     f'to prepare, got {_DATASET.value!r} (npz files need no '
+                     'preparing).')
   builder = input_pipeline.prepare(_DATA_DIR.value, _DATASET.value,
                                    force=_FORCE.value)
   splits = {k: v.num_examples for k, v in builder.info.splits.items()}
@@ -284,7 +295,8 @@ def _evaluate() -> None:
   from flax.training import train_state  # pylint: disable=g-import-not-at-top
   model, params, config = inference.load_model(_require(_WORKDIR, 'evaluate'))
   config.data_dir = _DATA_DIR.value or config.data_dir
-  data = datasets.load(config, ('validation', 'test'))
+  data = datasets.view_splits(config, datasets.load(config, ('validation',
+                                                            'test')))
   state = train_state.TrainState(step=0, apply_fn=model.apply, params=params,
                                  tx=None, opt_state=None)
   results = {split: train.evaluate(state, data[split], config.eval_batch_size)
@@ -294,20 +306,20 @@ def _evaluate() -> None:
 
 def _predict(paths: list[str]) -> None:
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from seqclf import inference  # pylint: disable=g-import-not-at-top
+  from seqclf import inference, sequence_files  # pylint: disable=g-import-not-at-top
   if not paths:
-    raise UsageError('`seqclf predict` needs one or more image files.')
-  images = []
-  for path in paths:
-    image, note = inference.load_image(path)
-    if note:
-      print(f'note: {path}: {note}', file=sys.stderr)
-    images.append(image)
-  model, params, _ = inference.load_model(_require(_WORKDIR, 'predict'))
-  probs = inference.predict_probabilities(model, params, np.stack(images))
-  for path, p in zip(paths, probs):
+    raise UsageError('`seqclf predict` needs one or more files to classify '
+                     '(images, or .npy/.npz/.csv sequences).')
+  model, params, config = inference.load_model(_require(_WORKDIR, 'predict'))
+  names, inputs, lengths, notes = sequence_files.predict_inputs(
+      paths, params, config)
+  for note in notes:
+    print(f'note: {note}', file=sys.stderr)
+  probs = inference.predict_probabilities(
+      model, params, datasets.view(config, inputs), lengths=lengths)
+  for name, p in zip(names, probs):
     top = ' '.join(f'{c}:{p[c]:.3f}' for c in np.argsort(-p)[:3])
-    print(f'{path}: class {int(np.argmax(p))} (p={p.max():.3f}; top-3 {top})')
+    print(f'{name}: class {int(np.argmax(p))} (p={p.max():.3f}; top-3 {top})')
 
 
 def _export() -> None:
@@ -331,17 +343,30 @@ def _report(quiet: bool = False) -> None:
 
 
 def _inspect_data(extra: list[str]) -> None:
-  from seqclf import input_pipeline, report  # pylint: disable=g-import-not-at-top
+  from seqclf import report  # pylint: disable=g-import-not-at-top
+  from seqclf.config import base_config  # pylint: disable=g-import-not-at-top
   try:
     indices = [int(i) for i in [*_INDICES.value, *extra]]
   except ValueError as e:
     raise UsageError(f'--indices takes whole numbers, e.g. --indices 100 101 '
                      f'102 ({e}).') from e
-  data = input_pipeline.load_datasets(_DATA_DIR.value)
+  name = _DATASET.value
+  try:
+    datasets.check_name(name)
+  except SeqclfError:
+    raise UsageError(f'--dataset must be one of {", ".join(datasets.TFDS)} '
+                     f"or 'npz:PATH', got {name!r}.") from None
+  data = datasets.read(name, _DATA_DIR.value,
+                       base_config().validation_fraction)
   report.check_indices(data, _SPLIT.value, indices)
   writable_dir(_OUT.value, '--out')
-  print(report.describe_data(data, _SPLIT.value, indices))
-  paths = report.write_data_figures(data, _SPLIT.value, indices, _OUT.value)
+  if name in datasets.IMAGES:
+    print(report.describe_data(data, _SPLIT.value, indices))
+    paths = report.write_data_figures(data, _SPLIT.value, indices, _OUT.value)
+  else:
+    print(report.describe_series(data, name, _SPLIT.value, indices))
+    paths = report.write_series_figures(data, _SPLIT.value, indices,
+                                        _OUT.value)
   print('Wrote ' + ', '.join(str(p) for p in paths.values()))
 
 

@@ -30,7 +30,6 @@ from seqclf import initializers
 from seqclf.kernels import fast_lstm
 from seqclf.kernels import lstm_kernel
 from seqclf.kernels import reference
-from seqclf import tasks
 
 Array = jax.Array
 Carry = tuple[Array, Array]  # (c, h)
@@ -39,8 +38,6 @@ Dtype = Any
 # seqclf.kernels.fast_lstm | its CPU kernel (seqclf.kernels.lstm_kernel).
 IMPLS = ('scan', 'fused', 'kernel')
 FAST_IMPLS = ('fused', 'kernel')  # LSTM cells only
-# The images the classifier reads; ``tasks`` turns them into sequences.
-INPUT_SHAPE = (28, 28)
 # config.dtype, the compute dtype (float32: the parameters' own, None).
 DTYPES = ('float32', 'bfloat16')
 
@@ -384,11 +381,13 @@ class LSTMClassifier(nn.Module):
   forward ones, and the head sees the forward last step beside the backward
   first step (each direction's summary of the whole sequence).
   ``dropout_rate`` drops between stacked layers when ``train=True`` (needs a
-  ``'dropout'`` rng). ``task`` decides how (..., 28, 28) images are read
-  (``seqclf.tasks``): the default ``row`` passes inputs through unchanged.
-  Inputs are first standardized as ``(x - input_mean) / input_std`` (identity
-  by default); inside the model, so every caller of ``apply`` (training,
-  evaluation, prediction, your own code) feeds it the same [0, 1] pixels.
+  ``'dropout'`` rng). It reads float (batch, time, features) sequences and
+  knows nothing of where they come from: how a dataset's examples become
+  sequences (an image's rows, or its pixels in some order) is the data's
+  (``seqclf.datasets.view``). Its one preprocessing layer standardizes the
+  inputs as ``(x - input_mean) / input_std`` (identity by default), inside
+  the model so that every caller of ``apply`` (training, evaluation,
+  prediction, an exported function, your own code) feeds it the same data.
   """
 
   num_classes: int = 10
@@ -405,8 +404,6 @@ class LSTMClassifier(nn.Module):
   head_bias_init: str = 'zeros'
   bidirectional: bool = False
   dropout_rate: float = 0.0
-  task: str = 'row'
-  permutation_seed: int = 0
   impl: str = 'scan'  # 'scan' | 'fused' | 'kernel' (IMPLS; the last two: LSTM)
   matmul_precision: str = 'float32'  # LSTM layers with impl='kernel'
   input_mean: float = 0.0
@@ -417,9 +414,9 @@ class LSTMClassifier(nn.Module):
                seq_lengths: Array | None = None) -> Array:
     """Maps (batch, time, features) sequences to (batch, num_classes) logits.
 
-    ``seq_lengths`` (batch,) int counts each row's valid steps of the
-    sequence the layers read (after ``task``); the head then sees each row's
-    last valid step (and, bidirectional, the reverse direction's first).
+    ``seq_lengths`` (batch,) int counts each row's valid steps; the head then
+    sees each row's last valid step (and, bidirectional, the reverse
+    direction's first).
     """
     if self.cell not in CELLS:
       raise ValueError(f'cell must be one of {CELLS}, got {self.cell!r}.')
@@ -432,8 +429,7 @@ class LSTMClassifier(nn.Module):
           input_init=self.input_init, impl=self.impl,
           matmul_precision=self.matmul_precision, name=name, **extra)
 
-    x = tasks.as_sequence((inputs - self.input_mean) / self.input_std,
-                          self.task, self.permutation_seed)
+    x = (inputs - self.input_mean) / self.input_std
     for k in range(self.num_layers):
       if k:
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib import colors
 from matplotlib import ticker
 from matplotlib.figure import Figure
@@ -135,6 +136,47 @@ def row_sequences(image: np.ndarray, label: int | None = None) -> Figure:
     right.spines[side].set_visible(False)
   fig.suptitle('How the LSTM reads an image: one row per time step')
   fig.tight_layout()
+  return fig
+
+
+def sample_series(series: np.ndarray, labels: np.ndarray,
+                  indices: Sequence[int], lengths: np.ndarray | None = None,
+                  *, split: str = 'test', max_legend: int = 20) -> Figure:
+  """The sequences at ``indices``, one panel each: every feature (channel) a
+  line over the example's valid steps (its ``lengths``; the padding is not
+  drawn), so shapes, scales and lengths compare at a glance."""
+  indices = list(indices)
+  features = series.shape[2]
+  ncols = min(len(indices), 3)
+  nrows = -(-len(indices) // ncols)
+  fig = Figure(figsize=(4.2 * ncols, 2.8 * nrows + 0.6))
+  axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False,
+                                 sharex=True)).ravel()
+  # Distinct colours while there are few features, a gradient past 20.
+  cmap = colormaps['tab10' if features <= 10 else 'tab20' if features <= 20
+                   else 'viridis']
+  shade = [cmap(k if features <= 20 else k / (features - 1))
+           for k in range(features)]
+  for ax, i in zip(axes, indices):
+    steps = series.shape[1] if lengths is None else int(lengths[i])
+    for k in range(features):
+      ax.plot(np.arange(steps), series[i, :steps, k], color=shade[k],
+              linewidth=1.0, label=f'feature {k}')
+    ax.set_title(f'#{i}: label {int(labels[i])} ({steps} steps)', fontsize=9)
+    ax.grid(alpha=0.3)
+  for ax in axes[len(indices):]:
+    ax.set_visible(False)
+  for k, ax in enumerate(axes[:len(indices)]):
+    if k + ncols >= len(indices):  # the lowest panel of its column
+      ax.set_xlabel('time step')
+      ax.xaxis.set_tick_params(labelbottom=True)
+      ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+  fig.suptitle(f'{split} samples: {features} feature'
+               f'{"s" if features != 1 else ""} per time step')
+  fig.tight_layout()
+  if 1 < features <= max_legend:  # below the panels, hiding no data
+    fig.legend(*axes[0].get_legend_handles_labels(), loc='upper center',
+               bbox_to_anchor=(0.5, 0.0), ncols=min(features, 6), fontsize=8)
   return fig
 
 

@@ -159,7 +159,9 @@ def write_report(workdir: str | Path, *,
     test = datasets['test']
   else:
     test = dataset_lib.load(config, ('test',))['test']
-  probs = inference.predict_probabilities(model, params, test['image'])
+  probs = inference.predict_probabilities(
+      model, params, dataset_lib.view(config, test['image']),
+      lengths=test.get('lengths'))
   matrix = plots.confusion_matrix(test['label'], probs.argmax(-1),
                                   config.num_classes)
   accuracy = float(np.trace(matrix) / matrix.sum())
@@ -252,6 +254,81 @@ def write_data_figures(datasets: Mapping[str, input_pipeline.Split],
                                                    int(labels[indices[0]])),
       'class_balance': lambda: plots.class_balance(
           {name: d['label'] for name, d in datasets.items()}),
+  }
+  return {name: plots.save(make(), out / f'{name}.png')
+          for name, make in figures.items()}
+
+
+def _num_classes(datasets: Mapping[str, input_pipeline.Split]) -> int:
+  """Classes 0..K-1 up to the largest label any split holds."""
+  return 1 + max(int(d['label'].max()) for d in datasets.values()
+                 if len(d['label']))
+
+
+def _valid_steps(data: input_pipeline.Split) -> np.ndarray:
+  """(N, T) True where a step is the example's own (not padding)."""
+  n, steps = data['image'].shape[:2]
+  lengths = data.get('lengths', np.full(n, steps))
+  return np.arange(steps)[None, :] < np.asarray(lengths)[:, None]
+
+
+def describe_series(datasets: Mapping[str, input_pipeline.Split], name: str,
+                    split: str, indices: Sequence[int],
+                    max_channels: int = 16) -> str:
+  """What sequence data holds: per split its shape, dtype and lengths
+  (min / median / max), each channel's mean and std over the valid steps,
+  the class counts, and the chosen samples' classes and lengths."""
+  first = next(iter(datasets.values()))['image']
+  num_classes = _num_classes(datasets)
+  shown = min(first.shape[2], max_channels)
+  features = first.shape[2]
+  lines = [f'{name}: {first.dtype} sequences of {features} feature'
+           f'{"s" if features != 1 else ""} per step', '',
+           f'{"split":<11}{"(N, T, F)":<18}lengths min / median / max']
+  for split_name, data in datasets.items():
+    lengths = _valid_steps(data).sum(axis=1)
+    spread = (f'{lengths.min()} / {np.median(lengths):g} / {lengths.max()}'
+              if len(lengths) else '-')
+    given = '' if 'lengths' in data else ' (no lengths: all T)'
+    lines.append(f'{split_name:<11}{str(data["image"].shape):<18}'
+                 f'{spread}{given}')
+  what = (f'first {shown} of {first.shape[2]} channels'
+          if shown < first.shape[2] else 'per channel')
+  lines += ['', f'Mean / std over valid steps ({what}):',
+            f'{"":<17}' + ''.join(f'{c:>10}' for c in range(shown))]
+  for split_name, data in datasets.items():
+    values = data['image'][_valid_steps(data)][:, :shown].astype(np.float64)
+    for stat, f in (('mean', np.mean), ('std', np.std)):
+      row = f(values, axis=0) if len(values) else np.full(shown, np.nan)
+      lines.append(f'{split_name + " " + stat:<17}' +
+                   ''.join(f'{v:>10.3g}' for v in row))
+  lines += ['', 'Class balance (examples per class):',
+            f'{"":<11}' + ''.join(f'{c:>7}' for c in range(num_classes))]
+  for split_name, data in datasets.items():
+    counts = np.bincount(data['label'], minlength=num_classes)
+    lines.append(f'{split_name:<11}' + ''.join(f'{c:>7}' for c in counts))
+  lines.append('')
+  data = datasets[split]
+  lengths = _valid_steps(data).sum(axis=1)
+  lines += [f'Sample: {i} - Class: {data["label"][i]} - Length: {lengths[i]}'
+            for i in indices]
+  return '\n'.join(lines)
+
+
+def write_series_figures(datasets: Mapping[str, input_pipeline.Split],
+                         split: str, indices: Sequence[int],
+                         out: str | Path) -> dict[str, Path]:
+  """Line plots of the chosen sequences and the class balance, as PNGs."""
+  check_indices(datasets, split, indices)
+  out = Path(out).expanduser()
+  data = datasets[split]
+  num_classes = _num_classes(datasets)
+  figures = {
+      'sample_series': lambda: plots.sample_series(
+          data['image'], data['label'], indices, data.get('lengths'),
+          split=split),
+      'class_balance': lambda: plots.class_balance(
+          {name: d['label'] for name, d in datasets.items()}, num_classes),
   }
   return {name: plots.save(make(), out / f'{name}.png')
           for name, make in figures.items()}

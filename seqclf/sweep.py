@@ -30,7 +30,6 @@ from seqclf import datasets as dataset_lib
 from seqclf import errors
 from seqclf import input_pipeline
 from seqclf import loop
-from seqclf import models
 from seqclf import train
 from seqclf.kernels import autotune
 from seqclf.config import ConfigError, validate
@@ -55,7 +54,7 @@ def grid(config: ml_collections.ConfigDict, num_seeds: int,
 
 def init_states(config: ml_collections.ConfigDict, seeds: Sequence[int],
                 learning_rates: Sequence[float] | None = None, *,
-                sequence_shape: Sequence[int] = models.INPUT_SHAPE
+                sequence_shape: Sequence[int] = dataset_lib.IMAGE_SHAPE
                 ) -> TrainState:
   """The stacked initial states; leaf k is ``create_train_state(config, key(seeds[k]))``.
 
@@ -65,7 +64,8 @@ def init_states(config: ml_collections.ConfigDict, seeds: Sequence[int],
   inject = learning_rates is not None
   rates = jnp.asarray(learning_rates if inject else [0.0] * len(seeds),
                       jnp.float32)
-  impl = autotune.resolve_impl(config)  # Timed (once), so not under vmap.
+  # Timed (once), so not under vmap.
+  impl = autotune.resolve_impl(config, sequence_shape=sequence_shape)
 
   def init(seed, rate):
     state = train.create_train_state(config, jax.random.key(seed),
@@ -155,7 +155,9 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
   config = validate(config)
   seeds, rates = grid(config, num_seeds, learning_rates)
   workdir = errors.writable_dir(workdir)
-  data = datasets or dataset_lib.load(config)
+  data = dataset_lib.view_splits(config,
+                                datasets or dataset_lib.load(config))
+  shape = data['train']['image'].shape[1:]
   states, timing = train_models(
       config, seeds, None if learning_rates is None else rates, data['train'],
       quiet=quiet)
@@ -178,7 +180,8 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
       'examples_seen_per_model': total * batch_size,
       'machine': machine(),
       **loop.results(timing['chunks'], config, step=total,
-                     impl=autotune.resolve_impl(config), wall_start=wall_start),
+                     impl=autotune.resolve_impl(config, sequence_shape=shape),
+                     wall_start=wall_start),
   }
   if learning_rates is not None:
     results['by_learning_rate'] = {

@@ -1,13 +1,15 @@
 """How a classifier reads an image: row by row, pixel by pixel, or permuted.
 
-The data pipeline always yields (..., 28, 28) images; the task is a view of
-them taken inside the model (so inside the jitted step, on the device), which
-keeps one prepared dataset for every task and lets inference feed plain
-images to any trained model. The permutation is a pure function of its seed,
-which lives in the config and hence in every checkpoint.
+An image dataset is stored and loaded as (N, 28, 28) images; the task is a
+view of them taken where data meets the model (``seqclf.datasets.view``),
+which keeps one prepared dataset for every task while the model reads plain
+sequences. The permutation is a pure function of its seed, which lives in
+the config and hence in every checkpoint.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -36,3 +38,8 @@ def as_sequence(images, task: str, permutation_seed: int = 0):
   if task == 'pixel':
     return pixels
   return pixels[..., permutation(permutation_seed, height * width), :]
+
+
+def sequence_shape(task: str, image_shape: tuple[int, int]) -> tuple[int, int]:
+  """The (time, features) of one ``image_shape`` image read as ``task``."""
+  return tuple(image_shape) if task == 'row' else (math.prod(image_shape), 1)

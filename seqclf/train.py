@@ -63,12 +63,12 @@ def noise_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, *,
                        inject_learning_rate: bool = False,
                        impl: str | None = None,
-                       sequence_shape: Sequence[int] = models.INPUT_SHAPE
+                       sequence_shape: Sequence[int] = dataset_lib.IMAGE_SHAPE
                        ) -> TrainState:
   """Fresh parameters for ``config`` and an Adam optimizer state.
 
-  ``sequence_shape`` is one example's (T, F), as the data has it (the
-  parameters depend on F only); the default is MNIST's images.
+  ``sequence_shape`` is one example's (T, F) as the model reads it (the
+  parameters depend on F only); the default is an MNIST image's rows.
 
   ``inject_learning_rate`` keeps the (peak) learning rate in the optimizer
   state (``optax.inject_hyperparams``) at ``opt_state.hyperparams
@@ -240,7 +240,8 @@ def train_and_evaluate(
   """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint).
 
   ``datasets`` (train/validation/test splits, ``seqclf.datasets``' contract)
-  defaults to ``datasets.load(config)``, the data ``config.dataset`` names.
+  defaults to ``datasets.load(config)``, the data ``config.dataset`` names;
+  either is read as ``config.task`` says (``datasets.view``).
   Returns the results also written to ``workdir/results.json``; for a run
   that had already finished, its saved results (and ``already_finished:
   True``), leaving every file as it was. On SIGTERM or SIGINT it finishes the
@@ -251,7 +252,8 @@ def train_and_evaluate(
   config = validate(config)
   # Every check of the config against the data runs before anything is
   # written: bad input leaves no workdir behind.
-  datasets = datasets or dataset_lib.load(config)
+  datasets = dataset_lib.view_splits(config,
+                                    datasets or dataset_lib.load(config))
   input_pipeline.check_batch_size(config.batch_size,
                                   len(datasets['train']['label']))
   dp = parallel.setup(config.parallelism, config.batch_size)
@@ -299,9 +301,11 @@ def _check_resume(mngr: Any, config: ml_collections.ConfigDict,
 
 
 def _finished_results(workdir: Path, mngr: Any,
-                      config: ml_collections.ConfigDict) -> dict[str, Any] | None:
-  """``results.json`` of a run that already finished ``config``'s steps
-  (None if its final checkpoint is damaged: the run then trains it again)."""
+                      config: ml_collections.ConfigDict,
+                      sequence_shape: Sequence[int]) -> dict[str, Any] | None:
+  """``results.json`` of a run that already finished ``config``'s steps on
+  data of ``sequence_shape`` (None if its final checkpoint is damaged: the
+  run then trains it again)."""
   try:
     saved = json.loads((workdir / 'results.json').read_text())
   except (OSError, ValueError):
@@ -312,8 +316,7 @@ def _finished_results(workdir: Path, mngr: Any,
           and checkpoint.readable(mngr, jax.eval_shape(
               lambda: create_train_state(
                   config, jax.random.key(0), impl='scan',
-                  sequence_shape=checkpoint.input_shape(
-                      mngr, config, models.INPUT_SHAPE))), total)):
+                  sequence_shape=sequence_shape)), total)):
     return None
   return {**saved, 'already_finished': True}
 
@@ -329,7 +332,8 @@ def _train_and_evaluate(
   if jax.process_count() > 1 or checkpoint.checkpoint_dir(workdir).is_dir():
     mngr = checkpoint.manager(workdir, config.max_to_keep)
     _check_resume(mngr, config, quiet)
-    finished = _finished_results(workdir, mngr, config)
+    finished = _finished_results(workdir, mngr, config,
+                                 datasets['train']['image'].shape[1:])
     if finished is not None:
       if not quiet and jax.process_index() == 0:
         print(f'{workdir} holds a finished run of {finished["step"]} steps: '

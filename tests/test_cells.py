@@ -1,5 +1,6 @@
 """GRU/Elman cells, the classifier's options, the task views, optimizer options, Fashion-MNIST."""
 
+import dataclasses
 import gzip
 import importlib.util
 
@@ -9,8 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from seqclf import (cells, fashion_mnist, initializers, input_pipeline, models,
-                    optim, tasks, train)
+from seqclf import (cells, datasets, fashion_mnist, initializers, input_pipeline,
+                    models, optim, tasks, train)
 from seqclf.config import ConfigError, base_config, validate
 from seqclf.mnist_files import DataError
 from seqclf.models import LSTMClassifier
@@ -66,10 +67,10 @@ def test_identity_recurrent_init():
 
 
 @pytest.mark.parametrize('cell,gates', [('lstm', 4), ('gru', 3), ('elman', 1)])
-def test_classifier_cells_bidirectional_and_pixel_task(cell, gates):
+def test_classifier_cells_bidirectional_on_pixel_sequences(cell, gates):
   model = LSTMClassifier(hidden_size=8, num_layers=2, cell=cell,
-                         bidirectional=True, task='pixel')
-  x = jnp.ones((2, 28, 28))
+                         bidirectional=True)
+  x = jnp.ones((2, 784, 1))
   # Shapes only: tracing (eval_shape) checks them without running 784 steps.
   params = jax.eval_shape(model.init, jax.random.key(0), x)['params']
   assert jax.eval_shape(model.apply, {'params': params}, x).shape == (2, 10)
@@ -116,15 +117,34 @@ def test_row_pixel_permuted_are_the_same_pixels():
   np.testing.assert_array_equal(on_device, permuted)
 
 
-def test_model_reads_images_through_its_task():
-  """A permuted model on images == a row-layout model on the permuted sequence."""
-  images = jax.random.uniform(jax.random.key(0), (2, 28, 28))
-  permuted = LSTMClassifier(hidden_size=8, task='permuted', permutation_seed=3)
-  params = jax.jit(permuted.init)(jax.random.key(0), images)
-  sequence = tasks.as_sequence(np.asarray(images), 'permuted', 3)
-  row = LSTMClassifier(hidden_size=8)
-  np.testing.assert_allclose(jax.jit(permuted.apply)(params, images),
-                             jax.jit(row.apply)(params, sequence), rtol=1e-6)
+def test_the_task_is_the_datas_view_and_the_model_reads_sequences():
+  """``datasets.view`` reads every split as the config's task; labels and
+  lengths are untouched, and the stored images are never modified."""
+  images = np.random.default_rng(0).integers(0, 256, (3, 28, 28), np.uint8)
+  data = {'train': {'image': images, 'label': np.arange(3)}}
+  config = base_config()
+  assert datasets.view_splits(config, data)['train']['image'] is images
+  config.task, config.permutation_seed = 'permuted', 3
+  viewed = datasets.view_splits(config, data)['train']
+  np.testing.assert_array_equal(viewed['image'],
+                                tasks.as_sequence(images, 'permuted', 3))
+  assert viewed['label'] is data['train']['label']
+  assert data['train']['image'] is images and images.shape == (3, 28, 28)
+  assert tasks.sequence_shape('permuted', (28, 28)) == (784, 1)
+  assert tasks.sequence_shape('row', (28, 28)) == (28, 28)
+  assert not {'task', 'permutation_seed'} & {
+      f.name for f in dataclasses.fields(LSTMClassifier)}
+
+
+def test_task_needs_images_and_mirroring_needs_rows():
+  config = base_config()
+  config.dataset, config.task = 'uea_basic_motions', 'pixel'
+  with pytest.raises(ConfigError, match="task.*only the image datasets"):
+    validate(config)
+  config = base_config()
+  config.task, config.augment_hflip = 'pixel', True
+  with pytest.raises(ConfigError, match="augment_hflip.*needs task='row'"):
+    validate(config)
 
 
 def test_default_optimizer_is_plain_adam_and_options_change_it():
@@ -194,8 +214,12 @@ def test_new_config_keys_are_validated(key, value, match):
 
 
 def _loss_before_after(config, mnist, steps):
-  """Mean loss on 500 fixed validation images before and after ``steps`` steps."""
-  state = train.create_train_state(config, jax.random.key(0))
+  """Mean loss on 500 fixed validation images before and after ``steps`` steps
+  (the images read as the config's task says)."""
+  mnist = datasets.view_splits(config, mnist)
+  state = train.create_train_state(
+      config, jax.random.key(0),
+      sequence_shape=mnist['train']['image'].shape[1:])
   split = jax.device_put(mnist['train'])
   idx = input_pipeline.train_indices(0, len(split['label']), config.batch_size,
                                      0, steps)

@@ -80,7 +80,7 @@ def test_predict_bad_inputs(trained_workdir, tmp_path):
   png_header_only(huge, 15000, 15000)
   cases = [((str(text),), 'not a readable image'),
            ((str(tmp_path / 'missing.png'),), 'no such file'),
-           ((), 'needs one or more image files'),
+           ((), 'needs one or more files to classify'),
            ((str(huge),), 'too large to open'),
            ((str(tmp_path),), 'is a directory: give image files')]
   for paths, message in cases:

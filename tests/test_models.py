@@ -339,8 +339,8 @@ def test_from_config_reads_every_classifier_field_by_name():
   from seqclf.config import base_config  # pylint: disable=g-import-not-at-top
   changed = dict(num_classes=7, hidden_size=24, num_layers=2, forget_bias=0.5,
                  unroll=2, cell='gru', recurrent_init='identity',
-                 bidirectional=True, dropout_rate=0.1, task='pixel',
-                 permutation_seed=3, input_mean=0.5, input_std=2.0,
+                 bidirectional=True, dropout_rate=0.1,
+                 input_mean=0.5, input_std=2.0,
                  matmul_precision='bfloat16', dtype='bfloat16',
                  input_init='glorot_uniform', head_init='normal',
                  head_bias_init='normal')

@@ -37,8 +37,10 @@ import ml_collections
 import numpy as np
 import optax
 
+from seqclf import datasets
 from seqclf import models
 from seqclf import parallel
+from seqclf import tasks
 from seqclf.errors import ConfigError
 from seqclf.kernels import lstm_kernel
 
@@ -239,7 +241,7 @@ def timed_choice(config: ml_collections.ConfigDict, *, batch: int,
                     else None),
          'jax': jax.__version__, 'code': _code(), 'mode': mode, 'batch': batch,
          'sequence_shape': list(sequence_shape),
-         **{k: config[k] for k in ('cell', 'task', 'hidden_size', 'num_layers',
+         **{k: config[k] for k in ('cell', 'hidden_size', 'num_layers',
                                    'bidirectional', 'dtype',
                                    'matmul_precision', 'unroll')}}
   return choose(key, {impl: _builder(config, impl, batch, sequence_shape,
@@ -249,7 +251,7 @@ def timed_choice(config: ml_collections.ConfigDict, *, batch: int,
 
 def choose_impl(config: ml_collections.ConfigDict, batch: int | None = None,
                 mode: str = 'train', sharded: bool | None = None,
-                sequence_shape: tuple[int, int] = models.INPUT_SHAPE,
+                sequence_shape: tuple[int, int] | None = None,
                 **kwargs: Any) -> Choice:
   """How the recurrent layers run: ``config.impl``, with ``auto`` resolved by
   timing the eligible paths once per machine and shape (``timed_choice``).
@@ -258,8 +260,12 @@ def choose_impl(config: ml_collections.ConfigDict, batch: int | None = None,
   devices ``parallelism`` would use, or ``eval_batch_size`` for ``mode=
   'forward'``); ``sharded`` defaults to whether ``parallelism`` resolves to
   ``'sharded'``. A ``matmul_precision`` other than float32 runs only in the
-  kernel: a config that cannot run it is a ConfigError.
+  kernel: a config that cannot run it is a ConfigError. ``sequence_shape``
+  is one example's (T, F) as the model reads it (default: an MNIST image
+  read as ``config.task`` says).
   """
+  if sequence_shape is None:
+    sequence_shape = tasks.sequence_shape(config.task, datasets.IMAGE_SHAPE)
   dp_mode = parallel.resolve_mode(config.parallelism)
   if sharded is None:
     sharded = dp_mode == 'sharded'
