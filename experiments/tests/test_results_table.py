@@ -77,7 +77,12 @@ def test_study_rows_pair_seeds_and_print_their_overrides(tmp_path, monkeypatch):
 
 def test_timeseries_rows_and_splice_keep_the_other_rows(tmp_path, monkeypatch):
   monkeypatch.setattr(results_table, 'RUNS', tmp_path)
-  _sweep_json(tmp_path / 'japanese_vowels', [0.98, 0.97, 0.975, 0.972, 0.96])
+  _sweep_json(tmp_path / 'japanese_vowels', [0.98, 0.97, 0.975, 0.972, 0.96],
+              val_accuracies=[1.0, 0.98, 0.98, 0.96, 1.0],
+              config={'hidden_size': 64, 'bidirectional': True,
+                      'num_layers': 2, 'dropout_rate': 0.1,
+                      'learning_rate': 3e-3, 'lr_schedule': 'cosine',
+                      'num_train_steps': 450, 'batch_size': 24})
   old = ('# Results\n\n| default | kept row |\n\n## UEA/UCR time series\n\n'
          'stale\n\n## Published figures\n\n| kept |\n')
   text = results_table.splice_timeseries(old)
@@ -86,6 +91,10 @@ def test_timeseries_rows_and_splice_keep_the_other_rows(tmp_path, monkeypatch):
   row = next(line for line in text.splitlines()
              if line.startswith('| japanese_vowels |'))
   assert '**97.14 ± 0.74** (n=5)' in row and 'mean ≥ 97.00 (met)' in row
+  assert '| 98.40 ± 1.67 |' in row  # The validation accuracy beside it.
+  # What ran, from the run's own config.
+  assert ('2 x bidirectional LSTM-64, dropout 0.1, 3e-3 cosine, 450 x 24'
+          in row)
   assert '--config=configs/japanese_vowels.py' in row
   assert 'not run yet' in next(line for line in text.splitlines()
                                if line.startswith('| basic_motions |'))
