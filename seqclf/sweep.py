@@ -77,7 +77,13 @@ def init_states(config: ml_collections.ConfigDict, seeds: Sequence[int],
       state.opt_state.hyperparams['learning_rate'] = rate
     return state
 
-  return jax.jit(jax.vmap(init))(jnp.asarray(seeds, jnp.uint32), rates)
+  # One model at a time, not vmapped: a batch of orthogonal initializers is a
+  # batched LAPACK QR, which deadlocked XLA's CPU threads for five or more
+  # bidirectional models (each waiting for work queued on the other). One
+  # compiled init serves every seed, and its outputs share one tree.
+  init = jax.jit(init)
+  states = [init(jnp.uint32(seed), rate) for seed, rate in zip(seeds, rates)]
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
 
 
 def sweep_steps_fn(noise: bool = False, hflip: bool = False,

@@ -1,6 +1,8 @@
 """seqclf.sweep: model k of a vmapped sweep is the single run with seed k."""
 
 import json
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 from seqclf import inference, optim, sweep, train
 from seqclf.config import ConfigError
 
-from conftest import run_cli, small_config
+from conftest import REPO, run_cli, small_config
 
 
 def test_grid_crosses_rates_with_seeds():
@@ -93,3 +95,27 @@ def test_cosine_schedule_takes_a_sweeps_traced_peak():
       optim.learning_rate_schedule(config, peak))(steps))
   np.testing.assert_allclose(traced(jax.numpy.float32(4e-3)), expected,
                              rtol=1e-6)
+
+
+_INIT_MANY = """
+import jax, numpy as np
+from seqclf import sweep, train
+from seqclf.config import base_config
+config = base_config()
+config.update(hidden_size=128, bidirectional=True, impl='scan')
+states = sweep.init_states(config, [0, 1, 2, 3, 4], sequence_shape=(29, 12))
+one = train.create_train_state(config, jax.random.key(3), impl='scan',
+                               sequence_shape=(29, 12))
+for a, b in zip(jax.tree.leaves(states.params), jax.tree.leaves(one.params)):
+  np.testing.assert_array_equal(a[3], b)
+print('equal')
+"""
+
+
+@pytest.mark.slow
+def test_init_states_of_five_bidirectional_models_finish_as_single_inits():
+  """A vmapped init (a batched LAPACK QR for the orthogonal initializers)
+  deadlocked XLA's two CPU threads here; a subprocess, so a hang fails."""
+  out = subprocess.run([sys.executable, '-c', _INIT_MANY], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0 and out.stdout.strip() == 'equal', out.stderr
