@@ -187,6 +187,17 @@ def write_report(workdir: str | Path, *,
   return Report(path=path, plots=images, confusion_matrix=matrix)
 
 
+def _class_balance(datasets: dict[str, dict[str, np.ndarray]],
+                   num_classes: int) -> list[str]:
+  """The examples per class of each split, as text lines (then a blank)."""
+  lines = ['', 'Class balance (examples per class):',
+           f'{"":<11}' + ''.join(f'{c:>7}' for c in range(num_classes))]
+  for name, data in datasets.items():
+    counts = np.bincount(data['label'], minlength=num_classes)
+    lines.append(f'{name:<11}' + ''.join(f'{c:>7}' for c in counts))
+  return [*lines, '']
+
+
 def describe_data(datasets: Mapping[str, input_pipeline.Split], split: str,
                   indices: Sequence[int], num_classes: int = 10) -> str:
   """The reference notebook's printout: split shapes, class balance, samples.
@@ -203,12 +214,7 @@ def describe_data(datasets: Mapping[str, input_pipeline.Split], split: str,
                  'features)')
     lines.append(f'{title + " Labels:":<19} {str((n, num_classes)):<14} '
                  '(one-hot)')
-  lines += ['', 'Class balance (examples per class):',
-            f'{"":<11}' + ''.join(f'{c:>7}' for c in range(num_classes))]
-  for name, data in datasets.items():
-    counts = np.bincount(data['label'], minlength=num_classes)
-    lines.append(f'{name:<11}' + ''.join(f'{c:>7}' for c in counts))
-  lines.append('')
+  lines += _class_balance(datasets, num_classes)
   labels = datasets[split]['label']
   for i in indices:
     vector = np.eye(num_classes, dtype=int)[labels[i]]
@@ -302,12 +308,7 @@ def describe_series(datasets: Mapping[str, input_pipeline.Split], name: str,
       row = f(values, axis=0) if len(values) else np.full(shown, np.nan)
       lines.append(f'{split_name + " " + stat:<17}' +
                    ''.join(f'{v:>10.3g}' for v in row))
-  lines += ['', 'Class balance (examples per class):',
-            f'{"":<11}' + ''.join(f'{c:>7}' for c in range(num_classes))]
-  for split_name, data in datasets.items():
-    counts = np.bincount(data['label'], minlength=num_classes)
-    lines.append(f'{split_name:<11}' + ''.join(f'{c:>7}' for c in counts))
-  lines.append('')
+  lines += _class_balance(datasets, num_classes)
   data = datasets[split]
   lengths = _valid_steps(data).sum(axis=1)
   lines += [f'Sample: {i} - Class: {data["label"][i]} - Length: {lengths[i]}'
