@@ -26,7 +26,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
-from seqclf import datasets
 from seqclf import errors
 from seqclf.logs import absl_silenced, abandoned_reads_silenced
 from seqclf.errors import CheckpointError

@@ -9,6 +9,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from flax import traverse_util
 
 from seqclf import checkpoint
 from seqclf import datasets
@@ -76,9 +77,8 @@ def input_shape(params: Any, config: ml_collections.ConfigDict
   (``checkpoint.input_shape_from``; T is free)."""
   if takes_images(config):
     return datasets.IMAGE_SHAPE
-  flat = jax.tree_util.tree_flatten_with_path(params)[0]
-  shapes = {'.'.join(k.key for k in path): tuple(leaf.shape)
-            for path, leaf in flat}
+  shapes = {name: leaf.shape for name, leaf
+            in traverse_util.flatten_dict(params, sep='.').items()}
   return checkpoint.input_shape_from(shapes, config)
 
 

@@ -60,12 +60,11 @@ def init_states(config: ml_collections.ConfigDict, seeds: Sequence[int],
 
   With ``learning_rates`` each model's peak rate is injected into its
   optimizer state; without, the optimizer is exactly the single run's.
+  ``sequence_shape`` as in ``create_train_state`` (the same default).
   """
   inject = learning_rates is not None
   rates = jnp.asarray(learning_rates if inject else [0.0] * len(seeds),
                       jnp.float32)
-  if sequence_shape is None:
-    sequence_shape = dataset_lib.image_sequence_shape(config)
   # Timed (once), so not under vmap.
   impl = autotune.resolve_impl(config, sequence_shape=sequence_shape)
 

@@ -330,27 +330,25 @@ def _train_and_evaluate(
     stop: preemption.StopRequest, *, quiet: bool,
     datasets: dict[str, input_pipeline.Split]) -> dict[str, Any]:
   wall_start = time.perf_counter()
-  mngr = None
+  data, mngr = datasets, None
+  train = data['train']
+  shape = train['image'].shape[1:]  # (T, F): the data's, not a constant
   # Alone, a process leaves a fresh workdir without checkpoints/ on bad input;
   # processes of a job must not decide by a directory another may be making.
   if jax.process_count() > 1 or checkpoint.checkpoint_dir(workdir).is_dir():
     mngr = checkpoint.manager(workdir, config.max_to_keep)
     _check_resume(mngr, config, quiet)
-    finished = _finished_results(workdir, mngr, config,
-                                 datasets['train']['image'].shape[1:])
+    finished = _finished_results(workdir, mngr, config, shape)
     if finished is not None:
       if not quiet and jax.process_index() == 0:
         print(f'{workdir} holds a finished run of {finished["step"]} steps: '
               'its saved results follow, no file changed (raise '
               '--config.num_train_steps to train on).', file=sys.stderr)
       return finished
-  data = datasets
-  train = data['train']
   num_examples, batch_size = len(train['label']), config.batch_size
   total = config.num_train_steps
 
   dp = parallel.setup(config.parallelism, batch_size)
-  shape = train['image'].shape[1:]  # (T, F): the data's, not a constant
   choice = autotune.choose_impl(config, batch=batch_size // dp.num_devices,
                                 sharded=dp.mode == 'sharded',
                                 sequence_shape=shape)
