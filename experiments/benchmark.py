@@ -2,16 +2,16 @@
 
 Each implementation trains the same LSTM-128 (row-wise MNIST, Adam 1e-3) in
 its own worker process (so peak RSS is its own and torch's threads never
-share a process with XLA's), on the same batches (``input_pipeline.
+share a process with XLA's), on the same batches (``seqclf.data.order.
 train_indices``). The parent interleaves timed calls round by round, A B C A B
 C ..., rotating the order, and reports medians, so load from anything else on
 the machine hits every implementation alike. Implementations:
 
-- ``seqclf``: ``seqclf.train.train_steps`` compiled as ``seqclf train`` runs
+- ``seqclf``: ``seqclf.training.steps.train_steps`` compiled as ``seqclf train`` runs
   it (one ``lax.scan`` over the chunk, batches gathered on the device, the
   CPU split into one single-threaded device per core, ``parallelism='auto'``),
   with the default config: ``impl='auto'``, decided afresh by timing (its own
-  empty ``seqclf.kernels.autotune`` cache) and reported beside the table;
+  empty ``seqclf.training.autotune`` cache) and reported beside the table;
   ``seqclf-kernel``, ``seqclf-fused`` and ``seqclf-scan`` force each path,
   ``seqclf-kernel-v3`` forces the kernel built for ``-march=x86-64-v3`` (the
   AVX2 + FMA variant, beside the native build; skipped where it cannot run),
@@ -80,9 +80,9 @@ def _peak_rss_mb() -> float:
 
 
 def _load_train(num_examples: int | None):
-  from seqclf import input_pipeline  # pylint: disable=g-import-not-at-top
+  from seqclf.data import prepared  # pylint: disable=g-import-not-at-top
   try:
-    train = input_pipeline.load_datasets(None, splits=('train',))['train']
+    train = prepared.load_datasets(None, splits=('train',))['train']
   except Exception as e:  # pylint: disable=broad-except
     print(f'benchmark: MNIST not available ({e}); using random data of the '
           'same shape.', file=sys.stderr)
@@ -95,8 +95,8 @@ def _load_train(num_examples: int | None):
 
 
 def _indices(n: int, batch: int, steps: int, call: int) -> np.ndarray:
-  from seqclf import input_pipeline  # pylint: disable=g-import-not-at-top
-  return input_pipeline.train_indices(0, n, batch, call * steps, steps)
+  from seqclf.data import order as order_lib  # pylint: disable=g-import-not-at-top
+  return order_lib.train_indices(0, n, batch, call * steps, steps)
 
 
 class _Seqclf:
@@ -122,12 +122,13 @@ class _Seqclf:
     os.environ['SEQCLF_AUTOTUNE_CACHE'] = os.path.join(
         tempfile.mkdtemp(prefix='seqclf-bench-'), 'autotune.json')
     from configs import default  # pylint: disable=g-import-not-at-top
-    from seqclf import parallel  # pylint: disable=g-import-not-at-top
+    from seqclf.training import parallel  # pylint: disable=g-import-not-at-top
     self.config = default.get_config()
     self.config.update(self.VARIANTS[variant])
     parallel.configure_cpu_devices(self.config.cpu_devices,
                                    self.config.batch_size)
     import jax  # pylint: disable=g-import-not-at-top
+
     from seqclf.kernels import lstm_kernel  # pylint: disable=g-import-not-at-top
     if self.config.impl in ('kernel', 'auto'):
       try:  # An explicit build: asking `available` never compiles.
@@ -146,20 +147,20 @@ class _Seqclf:
     self.runs, self.choices = {}, {}
 
   def setup(self, batch: int, steps: int) -> None:
-    from seqclf import loop  # pylint: disable=g-import-not-at-top
-    from seqclf import train as train_lib  # pylint: disable=g-import-not-at-top
-    from seqclf.kernels import autotune  # pylint: disable=g-import-not-at-top
+    from seqclf.training import autotune  # pylint: disable=g-import-not-at-top
+    from seqclf.training import loop  # pylint: disable=g-import-not-at-top
+    from seqclf.training import state as state_lib, steps as steps_lib  # pylint: disable=g-import-not-at-top
     config = self.config.copy_and_resolve_references()
     config.batch_size = batch
     dp = self.parallel.setup(config.parallelism, batch)
     choice = autotune.choose_impl(config, batch=batch // dp.num_devices,
                                   sharded=dp.mode == 'sharded')
     self.choices[batch] = choice.to_json()
-    state = dp.canonical(train_lib.create_train_state(
+    state = dp.canonical(state_lib.create_train_state(
         config, self.jax.random.key(0), impl=choice.impl))
     # The trainer's chunk runner, set up as train_and_evaluate sets it up.
     runner = loop.Chunks(
-        dp.chunk_fn(train_lib.train_steps),
+        dp.chunk_fn(steps_lib.train_steps),
         dp.put_data(self.train['image'], self.train['label']), 0,
         len(self.train['label']), batch, put_indices=dp.put_indices,
         to_run=dp.to_run, from_run=dp.from_run, metrics=dp.metrics)
@@ -357,7 +358,7 @@ def time_to_accuracy(workdir: Path, cache: Path, target: float) -> dict:
   ``cache`` is its compilation cache: empty for a first run on a machine,
   filled by an earlier run for a repeated one.
   """
-  cmd = [sys.executable, '-m', 'seqclf.main', 'train', '--config',
+  cmd = [sys.executable, '-m', 'seqclf', 'train', '--config',
          str(REPO / 'configs' / 'default.py'), '--workdir', str(workdir),
          f'--compilation_cache={cache}', '--quiet']
   t = time.perf_counter()
@@ -393,7 +394,7 @@ def run_benchmark(args) -> dict:
   for name in impls:
     if name.startswith('torch'):
       try:
-        import torch  # pylint: disable=g-import-not-at-top,unused-import
+        import torch  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
       except ImportError:
         skipped[name] = ('torch is not installed: pip install torch==2.13.0 '
                          "(or '.[bench]') to compare with PyTorch.")

@@ -33,8 +33,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from seqclf import checkpoint, train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from seqclf.config import base_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+from seqclf.training import checkpoint, state as state_lib
 
 # Long enough (compare --max_delay) that 20 random kills land in start-up,
 # training steps, evaluation and checkpoint writes alike
@@ -45,7 +45,7 @@ OVERRIDES = {'hidden_size': 64, 'num_train_steps': 600, 'steps_per_call': 5,
 
 
 def command(workdir: Path) -> list[str]:
-  return [sys.executable, '-m', 'seqclf.main', 'train', '--config',
+  return [sys.executable, '-m', 'seqclf', 'train', '--config',
           str(REPO / 'configs/default.py'), '--workdir', str(workdir),
           '--noreport',
           *(f'--config.{k}={v}' for k, v in OVERRIDES.items())]
@@ -54,7 +54,7 @@ def command(workdir: Path) -> list[str]:
 def final_state(workdir: Path):
   config = base_config()
   config.update(OVERRIDES)
-  target = train.create_train_state(config, jax.random.key(0))
+  target = state_lib.create_train_state(config, jax.random.key(0))
   state, _ = checkpoint.restore(checkpoint.manager(workdir, create=False),
                                 target, OVERRIDES['num_train_steps'])
   return state
@@ -81,7 +81,7 @@ def unreadable_steps(workdir: Path,
   mngr = checkpoint.manager(workdir, create=False)
   config = base_config()
   config.update(OVERRIDES)
-  target = train.create_train_state(config, jax.random.key(0))
+  target = state_lib.create_train_state(config, jax.random.key(0))
   bad = []
   steps = [s for s in mngr.all_steps() if s not in pending]
   for step in steps:

@@ -25,8 +25,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 SEQ, FEATURES, HIDDEN = 28, 28, 128
 
 
@@ -35,7 +33,8 @@ def seqclf_layer(impl: str, batch: int, march: str | None = None,
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from seqclf.models import LSTM  # pylint: disable=g-import-not-at-top
+
+  from seqclf.nn import LSTM  # pylint: disable=g-import-not-at-top
 
   if march:
     os.environ['SEQCLF_KERNEL_MARCH'] = march  # read when traced, below
@@ -77,7 +76,7 @@ def torch_layer(batch: int) -> Callable[[], object]:
 def measure(fns: dict[str, Callable[[], object]], rounds: int,
             reps: int) -> dict[str, list[float]]:
   """Milliseconds per call, ``reps`` calls per timing, after one warm-up."""
-  from seqclf.kernels import autotune  # pylint: disable=g-import-not-at-top
+  from seqclf.training import autotune  # pylint: disable=g-import-not-at-top
   for fn in fns.values():
     fn()
   times = autotune.timed_rounds(fns, timer=time.perf_counter, rounds=rounds,

@@ -18,7 +18,7 @@ import optax
 from flax import traverse_util
 
 from seqclf import config as config_lib
-from seqclf import models
+from seqclf.nn import classifier
 
 CASES = {
     'default': {},
@@ -39,7 +39,7 @@ def fingerprint() -> dict[str, np.ndarray]:
   for name, overrides in CASES.items():
     config = config_lib.base_config()
     config.update({'impl': 'scan', **overrides})
-    model = models.from_config(config, config.impl)
+    model = classifier.from_config(config, config.impl)
     params = jax.jit(model.init)(jax.random.key(config.seed),
                                  jnp.zeros((1, 28, 28)))['params']
     logits = jax.jit(model.apply)({'params': params}, x)

@@ -23,8 +23,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from seqclf import inference, input_pipeline, sweep, train
+from seqclf import inference, sweep, train
 from seqclf.config import base_config
+from seqclf.data import prepared
 
 # impl is forced in each: 'auto' decides by timing, and the paths agree to
 # float rounding, not bitwise.
@@ -62,7 +63,7 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--out', help='also write the JSON here')
   args = parser.parse_args()
-  data = input_pipeline.load_datasets(None)
+  data = prepared.load_datasets(None)
   data = {'train': {k: v[:2000] for k, v in data['train'].items()},
           'validation': {k: v[:1000] for k, v in data['validation'].items()},
           'test': {k: v[:1000] for k, v in data['test'].items()}}

@@ -145,7 +145,7 @@ SCREENS = {
                              'grad_clip_norm': 1.0}),
 }
 
-# UEA/UCR archive series (seqclf.timeseries): config -> (seeds, what,
+# UEA/UCR archive series (seqclf.data.timeseries): config -> (seeds, what,
 # target mean test accuracy or None). Their own table, with the archive's
 # published figures on the same official splits beside them.
 TIMESERIES = {
@@ -295,7 +295,7 @@ def run(name: str) -> None:
   seeds = range(CONFIGS[name][0]) if name in PER_SEED else [0]
   for k in seeds:  # PER_SEED results are gathered by write_table().
     cmd = command(name, str(k))
-    subprocess.run([sys.executable, '-m', 'seqclf.main', *cmd[1:]], cwd=REPO,
+    subprocess.run([sys.executable, '-m', 'seqclf', *cmd[1:]], cwd=REPO,
                    check=True)
   (workdir / 'command.txt').write_text(
       f'{command_text(name)}\n# finished in {time.perf_counter() - start:.0f} s '
@@ -539,7 +539,7 @@ def write_table() -> str:
       '`smnist`/`psmnist` (784 steps, 30,000 x 100) are too long for this '
       '2-core CPU and no accelerator was lent to the session that made this '
       'table: their commands are ready above; on CPU they get a smoke test '
-      '(`tests/test_cells.py::test_long_sequence_configs_smoke`: 30 steps of '
+      '(`tests/test_configs.py::test_long_sequence_configs_smoke`: 30 steps of '
       'a 16-unit model, the validation loss must drop).',
       '',
       *(line for study in STUDIES for line in study_lines(study)),

@@ -9,7 +9,7 @@ measures correctness and overhead (index transfer, replication, collectives),
 not a speedup. On a GPU/TPU host pass ``--real`` to use the real devices.
 
 Per chunk of ``steps_per_call`` steps, the trainer's chunk runner
-(``seqclf.loop.Chunks``, as ``train.train_and_evaluate`` sets it up) does: host indices (``input_pipeline.train_indices``), their placement
+(``seqclf.training.loop.Chunks``, as ``train.train_and_evaluate`` sets it up) does: host indices (``seqclf.data.order.train_indices``), their placement
 (``DataParallel.put_indices``), state layout conversion (``to_run``), the
 compiled chunk (timed to ``block_until_ready``), and the way back
 (``from_run`` + ``metrics``). Each is reported in ms per training step. The
@@ -23,7 +23,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 MODES = ('single', 'pmap', 'sharded')
@@ -34,8 +33,11 @@ def measure(mode: str, steps_per_call: int, chunks: int) -> dict:
   """Times ``chunks`` chunks (after one warm-up) of ``mode`` on this process's devices."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from seqclf import loop, parallel, train  # pylint: disable=g-import-not-at-top
+
   from seqclf.config import base_config  # pylint: disable=g-import-not-at-top
+  from seqclf.training import loop  # pylint: disable=g-import-not-at-top
+  from seqclf.training import parallel  # pylint: disable=g-import-not-at-top
+  from seqclf.training import state as state_lib, steps as steps_lib  # pylint: disable=g-import-not-at-top
 
   config = base_config()  # The reference model: LSTM-128, batch 100.
   rng = np.random.default_rng(0)
@@ -43,9 +45,9 @@ def measure(mode: str, steps_per_call: int, chunks: int) -> dict:
   labels = rng.integers(0, 10, 55_000).astype(np.int32)
   batch = config.batch_size
   dp = parallel.setup(mode, batch)
-  state = dp.canonical(train.create_train_state(config, jax.random.key(0)))
+  state = dp.canonical(state_lib.create_train_state(config, jax.random.key(0)))
   # The trainer's own chunk runner, laid out as train_and_evaluate lays it out.
-  runner = loop.Chunks(dp.chunk_fn(train.train_steps),
+  runner = loop.Chunks(dp.chunk_fn(steps_lib.train_steps),
                        dp.put_data(images, labels), 0, len(labels), batch,
                        put_indices=dp.put_indices, to_run=dp.to_run,
                        from_run=dp.from_run, metrics=dp.metrics)

@@ -1,7 +1,7 @@
 """Why seqclf's ``nn.scan`` LSTM was slower than flax's: variants, interleaved.
 
 Each variant is one LSTM-128 layer over (batch, 28, 28), the parameters of
-``seqclf.models.LSTM`` (``cell/input/{kernel,bias}``, ``cell/hidden/kernel``),
+``seqclf.nn.LSTM`` (``cell/input/{kernel,bias}``, ``cell/hidden/kernel``),
 differing in one thing at a time:
 
 - ``hoisted``: the input projection for all steps in one matmul before the
@@ -49,8 +49,9 @@ def _layer(name: str):
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   from seqclf.kernels import fast_lstm  # pylint: disable=g-import-not-at-top
-  from seqclf.models import LSTM  # pylint: disable=g-import-not-at-top
+  from seqclf.nn import LSTM  # pylint: disable=g-import-not-at-top
 
   if name == 'flax':
     return nn.RNN(nn.OptimizedLSTMCell(HIDDEN)), lambda out: out

@@ -18,8 +18,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from seqclf import input_pipeline, sweep, train
+from seqclf import sweep
 from seqclf.config import base_config
+from seqclf.data import order as order_lib, prepared
+from seqclf.training import state as state_lib, steps as steps_lib
 
 
 def main() -> None:
@@ -31,18 +33,18 @@ def main() -> None:
   args = parser.parse_args()
   config = base_config()
   k, steps, chunk = args.models, args.steps, config.steps_per_call
-  split = input_pipeline.load_datasets(None, ('train',))['train']
+  split = prepared.load_datasets(None, ('train',))['train']
   n, batch = len(split['label']), config.batch_size
   images, labels = jax.device_put((split['image'], split['label']))
   seeds = list(range(k))
-  indices = [np.stack([input_pipeline.train_indices(s, n, batch, i, chunk)
+  indices = [np.stack([order_lib.train_indices(s, n, batch, i, chunk)
                        for s in seeds]) for i in range(0, steps, chunk)]
 
-  single = jax.jit(train.train_steps)
-  singles = [train.create_train_state(config, jax.random.key(s)) for s in seeds]
+  single = jax.jit(steps_lib.train_steps)
+  singles = [state_lib.create_train_state(config, jax.random.key(s)) for s in seeds]
   many = sweep.sweep_steps_fn()
   states = sweep.init_states(config, seeds)
-  rngs = jax.vmap(train.train_key)(np.asarray(seeds, np.uint32))
+  rngs = jax.vmap(steps_lib.train_key)(np.asarray(seeds, np.uint32))
   jax.block_until_ready(single(singles[0], images, labels, indices[0][0]))
   jax.block_until_ready(many(jax.tree.map(np.copy, states), images, labels,
                              rngs, indices[0]))

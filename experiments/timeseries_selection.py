@@ -27,15 +27,16 @@ import argparse
 import json
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import ml_collections
 import numpy as np
-
 import results_table
-from seqclf import datasets, sweep, train
-from seqclf import main as seqclf_main
+
+from seqclf import sweep
+from seqclf.cli import common as cli_common
+from seqclf.data import registry, splits as splits_lib, views
+from seqclf.training import steps as steps_lib
 
 OUT = results_table.REPO / 'experiments' / 'results' / 'timeseries_selection'
 
@@ -73,7 +74,7 @@ def pick(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
 
 
 def folds(labels: np.ndarray, k: int,
-          seed: int = datasets.SPLIT_SEED) -> list[np.ndarray]:
+          seed: int = splits_lib.SPLIT_SEED) -> list[np.ndarray]:
   """``k`` disjoint index sets covering ``labels``, each class dealt round-robin
   over them in an order fixed by ``seed`` (so every fold holds each class)."""
   rng = np.random.default_rng(seed)
@@ -84,12 +85,12 @@ def folds(labels: np.ndarray, k: int,
   return [np.flatnonzero(fold_of == i) for i in range(k)]
 
 
-def _take(split: datasets.Split, index: np.ndarray) -> datasets.Split:
+def _take(split: splits_lib.Split, index: np.ndarray) -> splits_lib.Split:
   return {key: value[index] for key, value in split.items()}
 
 
-def held_out_pairs(data: dict[str, datasets.Split], k: int | None
-                   ) -> list[tuple[datasets.Split, datasets.Split]]:
+def held_out_pairs(data: dict[str, splits_lib.Split], k: int | None
+                   ) -> list[tuple[splits_lib.Split, splits_lib.Split]]:
   """(train, held-out) pairs: the carved split, or k folds of train + it."""
   if not k:
     return [(data['train'], data['validation'])]
@@ -101,7 +102,7 @@ def held_out_pairs(data: dict[str, datasets.Split], k: int | None
 
 
 def score(config: ml_collections.ConfigDict, rates: Sequence[float],
-          num_seeds: int, pairs: list[tuple[datasets.Split, datasets.Split]]
+          num_seeds: int, pairs: list[tuple[splits_lib.Split, splits_lib.Split]]
           ) -> dict[float, dict[str, Any]]:
   """Per rate: validation accuracy and loss of each seed over all held-out
   series (summed over the pairs), and the mean wall time of one pair."""
@@ -110,7 +111,7 @@ def score(config: ml_collections.ConfigDict, rates: Sequence[float],
   count, start = 0, time.perf_counter()
   for fit, held_out in pairs:
     states, _ = sweep.train_models(config, seeds, model_rates, fit, quiet=True)
-    metrics = train.evaluate(states, held_out, config.eval_batch_size,
+    metrics = steps_lib.evaluate(states, held_out, config.eval_batch_size,
                              stacked=True)
     correct = correct + np.asarray(metrics['accuracy']) * metrics['count']
     loss = loss + np.asarray(metrics['loss']) * metrics['count']
@@ -127,12 +128,12 @@ def score(config: ml_collections.ConfigDict, rates: Sequence[float],
 
 def select(name: str, num_seeds: int) -> dict[str, Any]:
   """Every candidate of ``name``'s grid, scored, and the one picked."""
-  base = seqclf_main.load_config_file(
+  base = cli_common.load_config_file(
       str(results_table.REPO / 'configs' / f'{name}.py'))
   rates, variants = GRID[name]
   # Never the test split; viewed as run_sweep views its data.
-  data = datasets.view_splits(base,
-                              datasets.load(base, ('train', 'validation')))
+  data = views.view_splits(base,
+                              registry.load(base, ('train', 'validation')))
   pairs = held_out_pairs(data, FOLDS.get(name))
   rows = []
   for values in variants:

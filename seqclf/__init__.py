@@ -1,6 +1,6 @@
 """seqclf: recurrent sequence classifiers in JAX/Flax, trained fast."""
 
-from seqclf.models import GRU, LSTM, RNN, Elman, LSTMCell, LSTMClassifier
+from seqclf.nn import GRU, LSTM, RNN, Elman, LSTMCell, LSTMClassifier
 
 __all__ = ['Elman', 'GRU', 'LSTM', 'LSTMCell', 'LSTMClassifier', 'RNN']
-__version__ = '0.1.0'
+__version__ = '0.2.0'

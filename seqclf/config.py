@@ -3,6 +3,8 @@
 Config files under ``configs/`` start from ``base_config()`` and change
 values; ``validate`` rejects what would otherwise fail late (or silently):
 unknown keys, wrong types and out-of-range values, naming the key and a fix.
+Each key's allowed values come from the module that uses it; ``check_resume``
+says which keys a resumed run may change.
 """
 
 from __future__ import annotations
@@ -13,43 +15,23 @@ import math
 
 import ml_collections
 
+from seqclf.data import registry, views
 from seqclf.errors import CheckpointError, ConfigError
+from seqclf.kernels import lstm_kernel, paths
+from seqclf.nn import classifier, initializers
+from seqclf.training import optim, parallel
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """All keys with library defaults (the reference's hyperparameters)."""
+  """All keys with library defaults (the reference's hyperparameters).
+
+  The model's keys are ``LSTMClassifier``'s fields, declared there once
+  (``seqclf.nn.classifier.config_defaults``); the rest follow.
+  """
   c = ml_collections.ConfigDict()
-  # Model.
-  c.hidden_size = 128
-  c.forget_bias = 1.0
-  c.num_layers = 1
-  c.num_classes = 10
-  c.dtype = 'float32'       # compute dtype of the matmuls: float32 | bfloat16
-  c.unroll = 1              # time steps unrolled per nn.scan iteration
-  # LSTM recurrence, all giving the same numbers to float rounding
-  # (docs/design.md): scan (nn.scan of LSTMCell, portable) | fused
-  # (seqclf.kernels.fast_lstm, hand-written backward) | kernel (the same as a
-  # compiled CPU kernel, seqclf.kernels.lstm_kernel) | auto (the fastest that can
-  # run the config here, timed once per machine and shape and cached:
-  # seqclf.kernels.autotune).
-  c.impl = 'auto'
-  # Precision of the CPU kernel's matmuls: float32 | bfloat16 (operands
-  # rounded to bfloat16, float32 accumulation, on Intel AMX; faster training
-  # on CPUs that have it, docs/performance.md). Needs impl kernel
-  # (or auto resolving to it); gates and state stay float32. Unlike `dtype`,
-  # which runs the whole model in bfloat16 on any backend.
-  c.matmul_precision = 'float32'
-  c.cell = 'lstm'           # recurrence: lstm | gru | elman (seqclf.cells)
-  # Initializers by name (the choices: seqclf.initializers.TABLES): the
-  # cells' input and recurrent kernels, the output layer's kernel and bias.
-  c.input_init = 'lecun_normal'
-  c.recurrent_init = 'orthogonal'
-  c.head_init = 'lecun_normal'
-  c.head_bias_init = 'zeros'
-  c.bidirectional = False   # add a backward layer beside each forward one
-  c.dropout_rate = 0.0      # dropout between stacked layers (training only)
+  c.update(classifier.config_defaults())
   # Optimisation. optimizer: adam (optax.adam) | tf1_adam (TF1's
-  # AdamOptimizer, bias corrections on the step size: seqclf.optim).
+  # AdamOptimizer, bias corrections on the step size: seqclf.training.optim).
   c.optimizer = 'adam'
   c.learning_rate = 1e-3
   # Schedule of the learning rate (its peak): constant | cosine (decay to 0
@@ -85,13 +67,13 @@ def base_config() -> ml_collections.ConfigDict:
   # mnist | fashion_mnist (same 55k/5k/10k splits, prepared by `seqclf
   # prepare-data`) | uea_japanese_vowels | uea_basic_motions |
   # ucr_pickup_gesture_wiimote_z (archive series with lengths, prepared the
-  # same way: seqclf.timeseries) | npz:PATH, your own arrays
-  # (seqclf.datasets.load_npz).
+  # same way: seqclf.data.timeseries) | npz:PATH, your own arrays
+  # (seqclf.data.npz).
   c.dataset = 'mnist'
   # npz:PATH without a validation (or test) split: the fraction of examples
   # carved out for it, by a fixed permutation.
   c.validation_fraction = 0.1
-  # How an image dataset is read (seqclf.datasets.view): row (28 steps x 28)
+  # How an image dataset is read (seqclf.data.views): row (28 steps x 28)
   # | pixel (784 x 1) | permuted (784 x 1 in a fixed order from
   # permutation_seed). Every other dataset is read as it is (row).
   c.task = 'row'
@@ -115,24 +97,16 @@ _POSITIVE_INTS = ('hidden_size', 'num_layers', 'num_classes', 'unroll',
 
 
 def choices() -> dict[str, tuple[str, ...]]:
-  """The values each string key may take, from the module that uses it.
-
-  Imported here, not at the top: importing ``seqclf.config`` stays cheap
-  (config files import it), and none of these imports compiles anything.
-  """
-  # pylint: disable=g-import-not-at-top
-  from seqclf import initializers, models, optim
-  from seqclf.kernels import lstm_kernel
-  from seqclf import parallel, tasks
+  """The values each string key may take, from the module that uses it."""
   return {
       'parallelism': parallel.MODES,
-      'dtype': models.DTYPES,
-      'cell': models.CELLS,
+      'dtype': classifier.DTYPES,
+      'cell': classifier.CELLS,
       **{role: tuple(table) for role, table in initializers.TABLES.items()},
       'optimizer': tuple(optim.OPTIMIZERS),
       'lr_schedule': optim.SCHEDULES,
-      'task': tasks.TASKS,
-      'impl': ('auto', *models.IMPLS),
+      'task': views.TASKS,
+      'impl': ('auto', *paths.IMPLS),
       'matmul_precision': lstm_kernel.PRECISIONS,
   }
 
@@ -166,23 +140,14 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if config[key] not in allowed:
       raise ConfigError(f'Config key `{key}` must be one of {allowed}, '
                         f'got {config[key]!r}.')
-  if config.impl in ('fused', 'kernel') and config.cell != 'lstm':
-    # The GRU and Elman layers have only the nn.scan path: running them
-    # anyway would record an impl that never ran.
-    raise ConfigError(f"Config key `impl`={config.impl!r} runs only the LSTM "
-                      f"cell, got cell={config.cell!r}: use impl='scan' (or "
-                      f"'auto') with cell={config.cell!r}, or cell='lstm'.")
-  if config.impl == 'kernel':
-    from seqclf.kernels import lstm_kernel  # pylint: disable=g-import-not-at-top
-    if config.hidden_size % lstm_kernel.LANES:
-      raise ConfigError(f"Config key `impl`='kernel' needs `hidden_size` to "
-                        f"be a multiple of {lstm_kernel.LANES}, got "
-                        f"{config.hidden_size}: change it, or use impl="
-                        f"'fused', 'scan' or 'auto'.")
-    if config.dtype != 'float32':
-      raise ConfigError(f"Config key `impl`='kernel' computes in float32, got "
-                        f"dtype={config.dtype!r}: use impl='fused', 'scan' or "
-                        f"'auto' for {config.dtype}.")
+  if config.impl != 'auto':  # What a forced path needs on any backend.
+    layer = paths.Layer(cell=config.cell, hidden_size=config.hidden_size,
+                        dtype=config.dtype,
+                        matmul_precision=config.matmul_precision)
+    try:
+      paths.check(config.impl, layer)
+    except ConfigError as e:
+      raise ConfigError(f'Config key `impl`: {e}', arg='config.impl') from None
   if not 0.0 <= config.dropout_rate < 1.0:
     raise ConfigError('Config key `dropout_rate` must be in [0, 1), got '
                       f'{config.dropout_rate}.')
@@ -198,8 +163,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError('Config keys `input_mean`/`input_std` must be finite and '
                       f'input_std > 0, got {config.input_mean}/'
                       f'{config.input_std}.')
-  from seqclf import datasets  # pylint: disable=g-import-not-at-top
-  datasets.check_name(config.dataset, config.task)
+  registry.check_name(config.dataset, config.task)
   if not 0.0 < config.validation_fraction < 1.0:
     raise ConfigError('Config key `validation_fraction` must be in (0, 1), got '
                       f'{config.validation_fraction}.')

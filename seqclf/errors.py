@@ -1,17 +1,17 @@
 """seqclf's own error types: bad input that the message explains, not a bug.
 
-``seqclf`` (``seqclf.main``) turns each ``SeqclfError`` into one line on
-stderr and exit status 2; any other exception is a bug and keeps its
+The command line (``seqclf.cli``) turns each ``SeqclfError`` into one line
+on stderr and exit status 2; any other exception is a bug and keeps its
 traceback. So raise one of these only for a mistake the user can fix (a
 config value, a missing or corrupt file, a foreign checkpoint, an unreadable
-image, a workdir that cannot be written), with a message naming the fix.
+image, a workdir that cannot be written), with a message naming the fix in
+the library's terms (argument names, config keys); ``arg`` names the
+argument at fault, so the command line can add its flag.
 
 Each subclass also derives from the built-in type it replaced, so code that
-caught ``ValueError``, ``RuntimeError`` or ``OSError`` still catches it. The
-modules that raise them re-export their names (``seqclf.config.ConfigError``,
-``seqclf.mnist_files.DataError``, ``seqclf.checkpoint.CheckpointError``);
-``seqclf.kernels.lstm_kernel.KernelError`` (the CPU kernel cannot be built or run
-here) is one too.
+caught ``ValueError``, ``RuntimeError`` or ``OSError`` still catches it.
+``seqclf.kernels.lstm_kernel.KernelError`` (the CPU kernel cannot be built
+or run here) is one too.
 """
 
 from __future__ import annotations
@@ -22,7 +22,17 @@ from pathlib import Path
 
 
 class SeqclfError(Exception):
-  """Bad input to seqclf; the message says what is wrong and how to fix it."""
+  """Bad input to seqclf; the message says what is wrong and how to fix it.
+
+  Args:
+    message: one line naming the problem and the fix, in API terms.
+    arg: the argument or config key at fault, as the API names it
+      (``'num_seeds'``, ``'workdir'``, ``'config.batch_size'``), or None.
+  """
+
+  def __init__(self, message: str = '', *, arg: str | None = None):
+    super().__init__(message)
+    self.arg = arg
 
 
 class UsageError(SeqclfError, ValueError):
@@ -74,14 +84,23 @@ def disk_full(error: BaseException) -> OSError | bool:
   return False
 
 
-def writable_dir(path: str | Path, flag: str = '--workdir') -> Path:
-  """``path`` resolved and created if needed; ``WorkdirError`` unless writable."""
+def writable_dir(path: str | Path, arg: str = 'workdir') -> Path:
+  """``path`` resolved and created if needed; ``WorkdirError`` unless writable.
+
+  Args:
+    path: the directory.
+    arg: the argument that named it, for the error.
+
+  Returns:
+    The resolved path.
+  """
   path = Path(path).expanduser().resolve()
   try:
     path.mkdir(parents=True, exist_ok=True)
   except OSError as e:
     raise WorkdirError(f'Cannot create {path} ({e.strerror or e}): choose '
-                       f'another {flag}.') from e
+                       f'another {arg}.', arg=arg) from e
   if not os.access(path, os.W_OK):
-    raise WorkdirError(f'{path} is not writable: choose another {flag}.')
+    raise WorkdirError(f'{path} is not writable: choose another {arg}.',
+                       arg=arg)
   return path

@@ -14,7 +14,7 @@
   train), so its numbers are ``load_model``'s to float rounding.
 * ``model.json``: what a caller needs beside it: the input shape and dtype,
   how values are scaled (pixels: uint8 / 255; series: as the training data
-  held them, e.g. standardized per channel by ``seqclf.timeseries``), the
+  held them, e.g. standardized per channel by ``seqclf.data.timeseries``), the
   model's own ``(x - input_mean) / input_std`` (inside the function), the
   class names and the run's config.
 
@@ -34,22 +34,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from seqclf import datasets
 from seqclf import inference
-from seqclf import models
+from seqclf.data import registry, views
 
 ARTIFACT = 'model.jax_export'
 METADATA = 'model.json'
 PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
-
-
-def class_names(config: Any) -> list[str]:
-  """The names of the classes of ``config.dataset``, by label: the
-  dataset's own where it has them, else the label numbers."""
-  if config.dataset == 'fashion_mnist':
-    from seqclf import fashion_mnist  # pylint: disable=g-import-not-at-top
-    return list(fashion_mnist.CLASS_NAMES)[:config.num_classes]
-  return [str(c) for c in range(config.num_classes)]
 
 
 def input_metadata(config: Any, shape: tuple[int, ...],
@@ -58,11 +48,11 @@ def input_metadata(config: Any, shape: tuple[int, ...],
   if fixed:
     return {'shape': ['batch', *shape], 'dtype': 'float32',
             'pixels': 'uint8 / 255, in [0, 1]',
-            'read_as': f'{config.task} (seqclf.tasks), inside the function'}
-  if config.dataset in datasets.TIMESERIES:
+            'read_as': f'{config.task} (seqclf.data.views), inside the function'}
+  if config.dataset in registry.TIMESERIES:
     values = ('float32, each channel standardized by the data: (raw - mean) '
               "/ std with the mean and std of the train split's valid steps "
-              '(seqclf.timeseries), as the prepared dataset holds them; '
+              '(seqclf.data.timeseries), as the prepared dataset holds them; '
               'padding steps are zeros')
   else:
     values = ('float32 as the npz file the model was trained on held them '
@@ -78,16 +68,25 @@ def input_metadata(config: Any, shape: tuple[int, ...],
 
 def export_model(workdir: str | Path, out: str | Path,
                  step: int | None = None) -> dict[str, Any]:
-  """Writes ``out/model.jax_export`` and ``out/model.json`` for the
-  checkpoint at ``step`` (default: latest); returns the JSON's contents."""
-  _, params, config = inference.load_model(workdir, step)
-  model = models.from_config(config, 'scan')  # Portable: no custom calls.
+  """Writes ``out/model.jax_export`` and ``out/model.json``.
+
+  Args:
+    workdir: a run's directory.
+    out: the directory to write (created).
+    step: the checkpoint (default: the latest).
+
+  Returns:
+    The contents of ``model.json``.
+  """
+  # The portable path: the kernel is a custom call without compatibility
+  # guarantees, and the fused path is only faster to train.
+  model, params, config = inference.load_model(workdir, step, impl='scan')
   shape = inference.input_shape(params, config)
   fixed = inference.takes_images(config)
   if fixed:  # The image models' signature, as before.
     def logits(images: jax.Array) -> jax.Array:
       # Read as the run read them (its task), inside the function.
-      return model.apply({'params': params}, datasets.view(config, images))
+      return model.apply({'params': params}, views.view(config, images))
 
     batch, = jax.export.symbolic_shape('batch')
     specs = (jax.ShapeDtypeStruct((batch, *shape), jnp.float32),)
@@ -110,7 +109,7 @@ def export_model(workdir: str | Path, out: str | Path,
                         'applied': 'inside the function'},
       'output': {'shape': ['batch', config.num_classes], 'dtype': 'float32',
                  'meaning': 'logits'},
-      'class_names': class_names(config),
+      'class_names': registry.class_names(config.dataset, config.num_classes),
       'platforms': list(PLATFORMS),
       'config': config.to_dict(),
   }

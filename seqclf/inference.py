@@ -1,5 +1,10 @@
-"""Restore a trained model from a workdir and classify sequences or images
-with it (sequence files: ``seqclf.sequence_files``)."""
+"""A trained model from its workdir: restore it, evaluate it, classify with it.
+
+``load_model`` needs only the workdir: the model is rebuilt from the config
+saved beside the params, restored without the optimizer. What the model is
+given comes from files through ``seqclf.data.sequence_files`` and
+``seqclf.data.images``.
+"""
 
 from __future__ import annotations
 
@@ -9,44 +14,54 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+import optax
 from flax import traverse_util
 
-from seqclf import checkpoint
-from seqclf import datasets
-from seqclf import errors
-from seqclf import input_pipeline
-from seqclf import models
-from seqclf.config import ConfigError, base_config
-from seqclf.kernels import autotune
-from seqclf.models import LSTMClassifier
+from seqclf.config import base_config
+from seqclf.data import order, registry, views
+from seqclf.errors import CheckpointError
+from seqclf.kernels import paths
+from seqclf.nn import classifier
+from seqclf.nn.classifier import LSTMClassifier
+from seqclf.training import autotune, checkpoint, steps
+from seqclf.training.state import TrainState
 
 
 def _config_of(saved: dict[str, Any]) -> ml_collections.ConfigDict:
-  """The run's config from its saved dict, runnable here."""
+  """The run's config from its saved dict, runnable here: a matmul
+  precision no path runs on this backend is a speed choice, not part of the
+  model, so the same params run in float32 instead."""
   config = base_config()
   config.update(saved)
-  if config.matmul_precision != 'float32':
-    try:
-      autotune.choose_impl(config, mode='forward')
-    except ConfigError:  # A speed choice, not part of the model: the same
-      config.matmul_precision = 'float32'  # params run in float32 here.
+  if not paths.eligible(autotune.layer_of(config), jax.default_backend()):
+    config.matmul_precision = 'float32'
   return config
 
 
-def load_model(workdir: str | Path, step: int | None = None
+def load_model(workdir: str | Path, step: int | None = None, *,
+               impl: str = 'auto'
                ) -> tuple[LSTMClassifier, Any, ml_collections.ConfigDict]:
-  """(model, params, config) of the checkpoint at ``step`` (default: latest).
+  """The model of the checkpoint at ``step``, ready to apply.
 
-  The model is rebuilt from the config saved beside the params, so this needs
-  only the workdir, not the config file the run was started with. Without
-  ``step``, a damaged newest checkpoint (any part) is skipped for the newest
-  readable one, with one line saying so (``checkpoint.restore``).
+  Without ``step``, a damaged newest checkpoint (any part) is skipped for the
+  newest readable one, with one line saying so (``checkpoint.restore``).
+
+  Args:
+    workdir: a run's directory.
+    step: the checkpoint (default: the latest).
+    impl: the path the recurrent layers run here; ``'auto'`` (default) times
+      the forward pass of the paths that can run it (``autotune``), as the
+      path is a choice of speed on this machine, not part of the model.
+
+  Returns:
+    ``(model, params, config)``: ``model.apply({'params': params}, x)``
+    gives logits; ``config`` is the run's.
   """
   mngr = checkpoint.manager(workdir, create=False, process_local=True)
   if not mngr.all_steps():
-    raise checkpoint.CheckpointError(
-        f'No checkpoint in {mngr.directory}: train first with '
-        f'`seqclf train --workdir {Path(workdir)}`.')
+    raise CheckpointError(
+        f'No checkpoint in {mngr.directory}: train a model in this workdir '
+        'first.', arg='workdir')
 
   def abstract_params(saved: dict[str, Any],
                       shapes: dict[str, tuple[int, ...]]) -> Any:
@@ -54,20 +69,21 @@ def load_model(workdir: str | Path, step: int | None = None
     config = _config_of(saved)
     shape = checkpoint.input_shape_from(shapes, config)
     return jax.eval_shape(
-        lambda: models.from_config(config, 'scan').init(
+        lambda: classifier.from_config(config, 'scan').init(
             jax.random.key(0), jax.numpy.zeros((1, *shape))))['params']
 
   state, saved = checkpoint.restore(mngr, None, step, params=abstract_params)
   config = _config_of(saved)
+  config.impl = impl
   impl = autotune.resolve_impl(config, mode='forward')
-  return models.from_config(config, impl), state['params'], config
+  return classifier.from_config(config, impl), state['params'], config
 
 
 def takes_images(config: ml_collections.ConfigDict) -> bool:
   """Whether a model's callers (``seqclf predict``, the exported function)
   give it 28 x 28 images, read as its run's ``task`` says
-  (``datasets.view``), or sequences of its input width and any length."""
-  return config.dataset in datasets.IMAGES
+  (``views.view``), or sequences of its input width and any length."""
+  return config.dataset in registry.IMAGES
 
 
 def input_shape(params: Any, config: ml_collections.ConfigDict
@@ -76,10 +92,32 @@ def input_shape(params: Any, config: ml_collections.ConfigDict
   image's where ``takes_images``, else (1, F), F the width its params read
   (``checkpoint.input_shape_from``; T is free)."""
   if takes_images(config):
-    return datasets.IMAGE_SHAPE
+    return views.IMAGE_SHAPE
   shapes = {name: leaf.shape for name, leaf
             in traverse_util.flatten_dict(params, sep='.').items()}
   return checkpoint.input_shape_from(shapes, config)
+
+
+def evaluate(workdir: str | Path, splits: tuple[str, ...] = ('validation',
+                                                           'test'),
+             data_dir: str | None = None) -> dict[str, dict[str, Any]]:
+  """Loss and accuracy of a workdir's latest checkpoint on its data.
+
+  Args:
+    workdir: a run's directory.
+    splits: the splits of the run's dataset to evaluate.
+    data_dir: where the prepared data is (default: the run's config's).
+
+  Returns:
+    ``{split: {'loss', 'accuracy', 'count'}}``.
+  """
+  model, params, config = load_model(workdir)
+  config.data_dir = data_dir or config.data_dir
+  data = views.view_splits(config, registry.load(config, splits))
+  state = TrainState.create(apply_fn=model.apply, params=params,
+                            tx=optax.identity())
+  return {split: steps.evaluate(state, data[split], config.eval_batch_size)
+          for split in splits}
 
 
 def predict_probabilities(model: LSTMClassifier, params: Any,
@@ -88,12 +126,20 @@ def predict_probabilities(model: LSTMClassifier, params: Any,
                           lengths: np.ndarray | None = None) -> np.ndarray:
   """Class probabilities for (N, T, F) sequences (uint8 images or float).
 
-  ``lengths`` (N,) ints: each sequence's valid steps (the model reads each
-  up to its length, as the trainer does for data with lengths).
-
-  Runs ``batch_size`` images at a time (the last batch zero-padded, so one
-  compiled program serves all): the whole test set at once would hold
+  Runs ``batch_size`` sequences at a time (the last batch zero-padded, so
+  one compiled program serves all): the whole test set at once would hold
   (N, 28, 512) gate activations, over half a gigabyte for N = 10,000.
+
+  Args:
+    model: from ``load_model``.
+    params: its parameters.
+    images: (N, T, F) sequences as the model reads them.
+    batch_size: sequences per call.
+    lengths: (N,) ints, each sequence's valid steps (read up to its length,
+      as the trainer does for data with lengths), or None.
+
+  Returns:
+    (N, num_classes) probabilities.
   """
   apply = jax.jit(lambda x, n: jax.nn.softmax(model.apply(
       {'params': params}, x, seq_lengths=n)))
@@ -103,70 +149,6 @@ def predict_probabilities(model: LSTMClassifier, params: Any,
     split['lengths'] = np.asarray(lengths, np.int32)
   size = max(1, min(batch_size, len(images)))
   out = [np.asarray(apply(batch['image'], batch.get('lengths')))[batch['mask']]
-         for batch in input_pipeline.eval_batches(split, size)]
+         for batch in order.eval_batches(split, size)]
   return np.concatenate(out) if out else np.zeros((0, model.num_classes),
                                                   np.float32)
-
-
-# What MNIST digits look like: a dark background (its border pixels are 0)
-# and strokes reaching full white. An image unlike that is adjusted, with a
-# note: a bright border means a dark digit on a light ground (inverted); a
-# narrow range of grey levels is stretched to 0-255 (PIL's autocontrast).
-BRIGHT_BORDER = 128  # mean of the outermost rows and columns, 0-255
-LOW_CONTRAST = 128   # max - min grey level below this is stretched
-
-
-def match_mnist(pixels: np.ndarray) -> tuple[np.ndarray, list[str]]:
-  """``pixels`` (28x28 uint8) made to look like an MNIST digit, and a note
-  for each change; an MNIST-like image comes back unchanged."""
-  from PIL import Image, ImageOps  # pylint: disable=g-import-not-at-top
-  notes = []
-  border = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0],
-                           pixels[1:-1, -1]])
-  if border.mean() >= BRIGHT_BORDER:
-    pixels = 255 - pixels
-    notes.append(f'inverted it: its border is light (mean grey '
-                 f'{border.mean():.0f}), MNIST digits are light on dark')
-  low, high = int(pixels.min()), int(pixels.max())
-  if low == high:
-    notes.append(f'every pixel is {low}: there is no digit to classify')
-  elif high - low < LOW_CONTRAST:
-    pixels = np.asarray(ImageOps.autocontrast(Image.fromarray(pixels)),
-                        np.uint8)
-    notes.append(f'stretched its grey levels {low}-{high} to 0-255 (low '
-                 'contrast)')
-  return pixels, notes
-
-
-def load_image(path: str | Path) -> tuple[np.ndarray, str | None]:
-  """A 28x28 uint8 grayscale array from an image file, and a note if changed.
-
-  MNIST digits are white on black; other images are converted to grayscale,
-  resized and adjusted (``match_mnist``), never silently.
-  """
-  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
-  path = Path(path)
-  if path.is_dir():
-    raise errors.ImageError(f'{path} is a directory: give image files, e.g. '
-                            f'{path}/*.png.')
-  if not path.is_file():
-    raise errors.ImageError(f'{path}: no such file.')
-  try:
-    with Image.open(path) as image:
-      image.load()
-      notes = []
-      if image.mode != 'L':
-        notes.append(f'converted {image.mode} to grayscale')
-        image = image.convert('L')
-      if image.size != (28, 28):
-        notes.append(f'resized {image.size[0]}x{image.size[1]} to 28x28')
-        image = image.resize((28, 28), Image.Resampling.BILINEAR)
-      pixels, adjusted = match_mnist(np.asarray(image, np.uint8))
-      return pixels, '; '.join(notes + adjusted) or None
-  except Image.DecompressionBombError as e:
-    raise errors.ImageError(
-        f'{path}: too large to open ({e}). Crop or shrink it to the digit, '
-        'ideally 28x28.') from e
-  except (UnidentifiedImageError, OSError) as e:
-    raise errors.ImageError(f'{path}: not a readable image ({e}); give '
-                            'PNG/JPEG/… files of 28x28 grayscale digits.') from e

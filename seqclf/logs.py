@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 
 from absl import logging as absl_logging
 
+from seqclf.errors import disk_full
+
 
 @contextlib.contextmanager
 def absl_silenced() -> Iterator[None]:
@@ -82,3 +84,12 @@ def abandoned_reads_silenced() -> Iterator[None]:
     gc.collect()
     asyncio_logger.removeFilter(not_abandoned_read)
     sys.unraisablehook = previous
+
+
+def not_disk_full(record: logging.LogRecord) -> bool:
+  """A logging filter: False for orbax's own reports of a full disk (a
+  traceback from each background thread), which
+  ``seqclf.training.checkpoint``'s ``save`` and ``wait`` turn into one
+  ``DiskFullError``; the CLI installs it on absl's logger."""
+  return not (disk_full(record.exc_info[1]) if record.exc_info
+              else 'No space left on device' in str(record.msg))

@@ -26,15 +26,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from seqclf import datasets as dataset_lib
 from seqclf import errors
-from seqclf import input_pipeline
-from seqclf import loop
-from seqclf import train
-from seqclf.kernels import autotune
-from seqclf.config import ConfigError, validate
-
-TrainState = train.TrainState
+from seqclf.config import validate
+from seqclf.data import registry, views
+from seqclf.data.splits import Split
+from seqclf.errors import ConfigError
+from seqclf.training import autotune, loop, steps
+from seqclf.training.state import TrainState, create_train_state
 
 
 def grid(config: ml_collections.ConfigDict, num_seeds: int,
@@ -42,36 +40,45 @@ def grid(config: ml_collections.ConfigDict, num_seeds: int,
          ) -> tuple[list[int], list[float]]:
   """(seed, learning rate) of every model: seeds ``config.seed + k``, per rate."""
   if num_seeds < 1:
-    raise ConfigError(f'--seeds must be >= 1, got {num_seeds}.')
+    raise ConfigError(f'num_seeds must be >= 1, got {num_seeds}.',
+                      arg='num_seeds')
   rates = [config.learning_rate] if learning_rates is None else list(
       learning_rates)
   bad = [r for r in rates if not (np.isfinite(r) and r > 0)]
   if not rates or bad:
-    raise ConfigError(f'--learning_rates must be numbers > 0, got {rates}.')
+    raise ConfigError(f'learning_rates must be numbers > 0, got {rates}.',
+                      arg='learning_rates')
   seeds = [config.seed + k for k in range(num_seeds)]
   return [s for _ in rates for s in seeds], [r for r in rates for _ in seeds]
 
 
 def init_states(config: ml_collections.ConfigDict, seeds: Sequence[int],
                 learning_rates: Sequence[float] | None = None, *,
+                impl: str | None = None,
                 sequence_shape: Sequence[int] | None = None
                 ) -> TrainState:
   """The stacked initial states; leaf k is ``create_train_state(config, key(seeds[k]))``.
 
-  With ``learning_rates`` each model's peak rate is injected into its
-  optimizer state; without, the optimizer is exactly the single run's.
-  ``sequence_shape`` as in ``create_train_state`` (the same default).
+  Args:
+    config: the models' config.
+    seeds: one model per seed.
+    learning_rates: each model's peak rate, injected into its optimizer
+      state; None: the optimizer is exactly the single run's.
+    impl: the path the recurrent layers run (default: ``config.impl``, as
+      ``create_train_state`` resolves it).
+    sequence_shape: as in ``create_train_state`` (the same default).
+
+  Returns:
+    The states stacked on a leading axis.
   """
   inject = learning_rates is not None
   rates = jnp.asarray(learning_rates if inject else [0.0] * len(seeds),
                       jnp.float32)
-  # Timed (once), so not under vmap.
-  impl = autotune.resolve_impl(config, sequence_shape=sequence_shape)
 
   def init(seed, rate):
-    state = train.create_train_state(config, jax.random.key(seed),
-                                     inject_learning_rate=inject, impl=impl,
-                                     sequence_shape=sequence_shape)
+    state = create_train_state(config, jax.random.key(seed),
+                               inject_learning_rate=inject, impl=impl,
+                               sequence_shape=sequence_shape)
     if inject:
       state.opt_state.hyperparams['learning_rate'] = rate
     return state
@@ -87,22 +94,22 @@ def init_states(config: ml_collections.ConfigDict, seeds: Sequence[int],
 
 def sweep_steps_fn(noise: bool = False, hflip: bool = False,
                    lengths: bool = False):
-  """``train.train_steps`` vmapped over (state, noise key, indices), jitted:
+  """``steps.train_steps`` vmapped over (state, noise key, indices), jitted:
   ``fn(states, images, labels, rngs, indices)``, the calling convention of
   ``loop.Chunks`` (indices last); with ``lengths``,
   ``fn(states, images, labels, lengths, rngs, indices)``.
 
   ``noise`` passes each model its key (for dropout or ``hflip`` flips).
   """
-  run = train.steps_fn(lengths)
+  run = steps.steps_fn(lengths)
 
-  def steps(states, *args):
+  def every_model(states, *args):
     *data, rngs, indices = args
     def one(state, rng, idx):
       return run(state, *data, idx, rng=rng if noise else None, hflip=hflip)
     return jax.vmap(one)(states, rngs, indices)
 
-  return jax.jit(steps, donate_argnums=0)
+  return jax.jit(every_model, donate_argnums=0)
 
 
 def _std(values: np.ndarray) -> float:
@@ -119,21 +126,36 @@ def machine() -> str:
 
 
 def train_models(config: ml_collections.ConfigDict, seeds: Sequence[int],
-                 learning_rates: Sequence[float] | None,
-                 train_split: input_pipeline.Split, *, quiet: bool = False
+                 learning_rates: Sequence[float] | None, train_split: Split,
+                 *, impl: str | None = None, quiet: bool = False
                  ) -> tuple[TrainState, dict[str, Any]]:
   """Trains one model per seed (per rate, if given) side by side.
 
   The single run's loop over a stacked state: the same chunk boundaries and
-  runner (``seqclf.loop``), model k's batches those of seed ``seeds[k]``.
-  Returns the stacked final states and ``{'chunks': loop.Chunks}`` (its
-  timing) with per-model ``diverged`` flags.
+  runner (``seqclf.training.loop``), model k's batches those of seed
+  ``seeds[k]``.
+
+  Args:
+    config: the models' config.
+    seeds: one model per seed (per rate).
+    learning_rates: each model's peak rate, or None (the config's).
+    train_split: the training data, as the models read it.
+    impl: the path the recurrent layers run; default: ``config.impl``
+      resolved here (``autotune.resolve_impl``).
+    quiet: print nothing.
+
+  Returns:
+    The stacked final states and ``{'chunks': loop.Chunks}`` (its timing)
+    with per-model ``diverged`` flags.
   """
-  states = init_states(config, seeds, learning_rates,
-                       sequence_shape=train_split['image'].shape[1:])
-  rngs = jax.vmap(train.train_key)(jnp.asarray(seeds, jnp.uint32))
-  arrays = train.data_args(train_split)
-  run = sweep_steps_fn(bool(train.noise_kwargs(config)), config.augment_hflip,
+  shape = train_split['image'].shape[1:]
+  if impl is None:
+    impl = autotune.resolve_impl(config, sequence_shape=shape)
+  states = init_states(config, seeds, learning_rates, impl=impl,
+                       sequence_shape=shape)
+  rngs = jax.vmap(steps.train_key)(jnp.asarray(seeds, jnp.uint32))
+  arrays = steps.data_args(train_split)
+  run = sweep_steps_fn(bool(steps.noise_kwargs(config)), config.augment_hflip,
                        lengths=len(arrays) == 3)
   chunks = loop.Chunks(
       run, (*jax.device_put(arrays), rngs), list(seeds),
@@ -155,23 +177,34 @@ def train_models(config: ml_collections.ConfigDict, seeds: Sequence[int],
 def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
               num_seeds: int, learning_rates: Sequence[float] | None = None, *,
               quiet: bool = False,
-              datasets: dict[str, input_pipeline.Split] | None = None
-              ) -> dict[str, Any]:
-  """Trains the grid side by side; writes and returns ``workdir/results.json``."""
+              datasets: dict[str, Split] | None = None) -> dict[str, Any]:
+  """Trains the grid side by side; writes ``workdir/results.json``.
+
+  Args:
+    config: the models' config (validated here).
+    workdir: where ``results.json`` goes (no checkpoints).
+    num_seeds: models per learning rate, seeds ``config.seed + k``.
+    learning_rates: rates to cross with the seeds; None: the config's.
+    quiet: print nothing.
+    datasets: the splits, as ``train.train_and_evaluate`` takes them.
+
+  Returns:
+    The results: per-model and summary test accuracies, timing, config.
+  """
   wall_start = time.perf_counter()
   config = validate(config)
   seeds, rates = grid(config, num_seeds, learning_rates)
   workdir = errors.writable_dir(workdir)
-  data = dataset_lib.view_splits(config,
-                                datasets or dataset_lib.load(config))
-  shape = data['train']['image'].shape[1:]
+  data = views.view_splits(config, datasets or registry.load(config))
+  impl = autotune.resolve_impl(
+      config, sequence_shape=data['train']['image'].shape[1:])
   states, timing = train_models(
       config, seeds, None if learning_rates is None else rates, data['train'],
-      quiet=quiet)
+      impl=impl, quiet=quiet)
   total, batch_size = config.num_train_steps, config.batch_size
-  val = train.evaluate(states, data['validation'], config.eval_batch_size,
+  val = steps.evaluate(states, data['validation'], config.eval_batch_size,
                        stacked=True)
-  test = train.evaluate(states, data['test'], config.eval_batch_size,
+  test = steps.evaluate(states, data['test'], config.eval_batch_size,
                         stacked=True)
   acc = np.asarray(test['accuracy'], np.float64)
   results: dict[str, Any] = {
@@ -186,8 +219,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
       'num_models': len(seeds),
       'examples_seen_per_model': total * batch_size,
       'machine': machine(),
-      **loop.results(timing['chunks'], config, step=total,
-                     impl=autotune.resolve_impl(config, sequence_shape=shape),
+      **loop.results(timing['chunks'], config, step=total, impl=impl,
                      wall_start=wall_start),
   }
   if learning_rates is not None:

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from seqclf import input_pipeline
 from seqclf.config import base_config
+from seqclf.data import prepared
 from seqclf.kernels import lstm_kernel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +57,7 @@ needs_compiler = pytest.mark.skipif(
 @pytest.fixture(scope='session')
 def mnist():
   """All three splits of the prepared MNIST (``make setup`` prepares it)."""
-  return input_pipeline.load_datasets(None)
+  return prepared.load_datasets(None)
 
 
 @pytest.fixture(scope='session', autouse=True)
@@ -155,7 +159,20 @@ def pytest_collection_modifyitems(config, items):
 
 def run_cli(*args: str, env: dict[str, str] | None = None,
             cwd: Path = REPO) -> subprocess.CompletedProcess:
-  """Runs ``python -m seqclf.main ARGS`` and captures its output."""
-  return subprocess.run([sys.executable, '-m', 'seqclf.main', *args], cwd=cwd,
+  """Runs ``python -m seqclf ARGS`` and captures its output."""
+  return subprocess.run([sys.executable, '-m', 'seqclf', *args], cwd=cwd,
                         capture_output=True, text=True, timeout=300,
                         env={**os.environ, **(env or {})})
+
+
+def png_header_only(path, width, height):
+  """A PNG whose header declares ``width`` x ``height`` and holds no pixels:
+  PIL's size check sees a huge image without one being made."""
+  buf = io.BytesIO()
+  Image.new('L', (1, 1)).save(buf, 'PNG')
+  data = bytearray(buf.getvalue())
+  ihdr = bytearray(data[12:29])  # b'IHDR' and its 13 bytes
+  ihdr[4:12] = struct.pack('>II', width, height)
+  data[12:29] = ihdr
+  data[29:33] = struct.pack('>I', zlib.crc32(bytes(ihdr)))
+  path.write_bytes(bytes(data))

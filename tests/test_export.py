@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, small_config
-from seqclf import checkpoint, datasets, export, inference, train
+from seqclf import export, inference
+from seqclf.data import views
+from seqclf.training import checkpoint, state as state_lib
 
 # Each test runs `seqclf export` in a subprocess.
 pytestmark = pytest.mark.slow
@@ -19,7 +21,7 @@ pytestmark = pytest.mark.slow
 def _saved_workdir(tmp_path, **overrides):
   """A workdir holding one checkpoint of a fresh (perturbed) model."""
   config = small_config(**{'impl': 'scan', 'hidden_size': 16, **overrides})
-  state = train.create_train_state(config, jax.random.key(3))  # its task's shape
+  state = state_lib.create_train_state(config, jax.random.key(3))  # its task's shape
   leaves, tree = jax.tree.flatten(state.params)
   keys = jax.random.split(jax.random.key(4), len(leaves))
   state = state.replace(params=jax.tree.unflatten(tree, [
@@ -90,8 +92,8 @@ def test_a_permuted_pixel_model_is_given_images_everywhere(tmp_path):
   images = np.random.default_rng(1).integers(0, 256, (2, 28, 28), np.uint8)
   pixels = images.astype(np.float32) / 255
   expected = np.asarray(model.apply({'params': params},
-                                    datasets.view(config, pixels)))
-  assert datasets.view(config, pixels).shape == (2, 784, 1)
+                                    views.view(config, pixels)))
+  assert views.view(config, pixels).shape == (2, 784, 1)
   metadata = export.export_model(workdir, tmp_path / 'served')
   assert metadata['input']['shape'] == ['batch', 28, 28]
   assert metadata['input']['read_as'].startswith('permuted')

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from seqclf import checkpoint, datasets, inference, sweep, train
+from seqclf import inference, sweep, train
+from seqclf.data import registry
+from seqclf.training import checkpoint, state as state_lib
 
 
 def _ragged(n, seed, steps=12, features=3, classes=4):
@@ -45,7 +47,7 @@ def _config(dataset, **overrides):
 
 
 def _restored(workdir, config):
-  state = train.create_train_state(config, jax.random.key(0),
+  state = state_lib.create_train_state(config, jax.random.key(0),
                                    sequence_shape=(12, 3))
   restored, _ = checkpoint.restore(checkpoint.manager(workdir), state)
   return restored
@@ -79,7 +81,7 @@ def test_evaluation_with_lengths_equals_each_row_cropped_alone(tmp_path):
                    checkpoint_every=10)
   results = train.train_and_evaluate(config, tmp_path / 'run', quiet=True)
   model, params, _ = inference.load_model(tmp_path / 'run')
-  test = datasets.load(config)['test']
+  test = registry.load(config)['test']
   # Each row cropped to its length, without padding: rows of one length
   # run together (one program per length, not per row).
   alone = np.zeros((len(test['label']), 4), np.float32)
@@ -102,7 +104,7 @@ def test_evaluation_with_lengths_equals_each_row_cropped_alone(tmp_path):
 def test_sweep_on_lengths_model_k_equals_single_run(tmp_path):
   name = _dataset(tmp_path)
   config = _config(name, num_train_steps=20, dropout_rate=0.1, seed=3)
-  data = datasets.load(config)
+  data = registry.load(config)
   states, _ = sweep.train_models(config, [3, 4], None, data['train'],
                                  quiet=True)
   for k, seed in enumerate((3, 4)):
@@ -120,9 +122,12 @@ _MODES_SCRIPT = '''
 import sys, jax, numpy as np
 sys.path.insert(0, sys.argv[2])
 from test_lengths import _config
-from seqclf import datasets, inference, train
+from seqclf import inference
+from seqclf import train
+from seqclf.data import registry
+from seqclf.training import state as state_lib
 name = sys.argv[1]
-data = datasets.load(_config(name))
+data = registry.load(_config(name))
 params = {}
 for mode in ('single', 'pmap', 'sharded'):
   workdir = f'{sys.argv[3]}/{mode}'

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import DEFAULT_INPUT, REPO, built_once, run_cli, small_config
-from seqclf import checkpoint, errors, inference, optim, train
+from seqclf import errors, inference, train
+from seqclf.training import checkpoint, optim, state as state_lib
 
 # Trainings, subprocesses, signals.
 pytestmark = pytest.mark.slow
@@ -29,13 +30,13 @@ def _small(**overrides):
 
 
 def _cli_train(workdir, **overrides):
-  return [sys.executable, '-m', 'seqclf.main', 'train', '--config',
+  return [sys.executable, '-m', 'seqclf', 'train', '--config',
           'configs/default.py', '--workdir', str(workdir), '--noreport',
           *(f'--config.{k}={v}' for k, v in {**SMALL, **overrides}.items())]
 
 
 def _state(workdir, step=None):
-  target = train.create_train_state(_small(), jax.random.key(0))
+  target = state_lib.create_train_state(_small(), jax.random.key(0))
   return checkpoint.restore(checkpoint.manager(workdir, create=False), target,
                             step)[0]
 
@@ -96,7 +97,9 @@ def test_ctrl_c_says_when_it_stops_and_a_second_one_exits_130(tmp_path):
     if line.startswith(f'step {chunk} '):
       break
   while not (workdir / 'checkpoints' / str(chunk)).is_dir():
-    time.sleep(0.05)  # Saved: the next chunk is running.
+    # Saved: the next chunk is running. A run that ended first fails here.
+    assert proc.poll() is None, ''.join(seen) + proc.stdout.read()
+    time.sleep(0.05)
   proc.send_signal(signal.SIGINT)
   for line in proc.stdout:
     seen.append(line)
@@ -114,15 +117,16 @@ def test_ctrl_c_says_when_it_stops_and_a_second_one_exits_130(tmp_path):
   assert 'Traceback' not in output
   mngr = checkpoint.manager(workdir, create=False)
   assert mngr.all_steps() == [chunk]
-  target = train.create_train_state(_small(hidden_size=128), jax.random.key(0))
+  target = state_lib.create_train_state(_small(hidden_size=128), jax.random.key(0))
   assert int(checkpoint.restore(mngr, target)[0].step) == chunk
 
 
 def test_sigkill_cycles_lose_nothing(tmp_path):
   """A short version of experiments/fault_injection.py."""
   sys.path.insert(0, str(REPO / 'experiments'))
-  import fault_injection  # pylint: disable=g-import-not-at-top
   import random  # pylint: disable=g-import-not-at-top
+
+  import fault_injection  # pylint: disable=g-import-not-at-top
   stats = fault_injection.run_cycles(tmp_path / 'faulty', 3,
                                      random.Random(1), max_delay=14.0)
   assert stats['checkpoints_lost_or_corrupt'] == 0, stats
@@ -276,7 +280,7 @@ def test_disk_full_while_saving_is_one_error_and_keeps_previous(
   monkeypatch.undo()
   assert str(e.value).startswith(
       f'No space left on the device writing checkpoint {workdir}/checkpoints/30'
-      f': free space there (or use another --workdir); checkpoint '
+      f': free space there (or use another workdir); checkpoint '
       f'{workdir}/checkpoints/20 is intact')
   assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == [
       '10', '20']  # no *.orbax-checkpoint-tmp left behind
@@ -285,7 +289,7 @@ def test_disk_full_while_saving_is_one_error_and_keeps_previous(
 
 def test_disk_full_while_logging_names_the_file(small_run, tmp_path, mnist,
                                                 monkeypatch):
-  from seqclf import metric_logging  # pylint: disable=g-import-not-at-top
+  from seqclf.training import metric_logging  # pylint: disable=g-import-not-at-top
   workdir = _copy_run(small_run, tmp_path)
   metrics = workdir / 'metrics.jsonl'
 
@@ -305,9 +309,9 @@ from orbax.checkpoint._src.handlers import json_checkpoint_handler as j
 async def full_disk(self, item, directory):
   raise OSError(errno.ENOSPC, 'No space left on device', str(directory))
 j.JsonCheckpointHandler._save_fn = full_disk
-from seqclf import main
+from seqclf.cli import main as cli_main
 sys.argv = ['seqclf', *sys.argv[1:]]
-main.run()
+cli_main.run()
 """
 
 
@@ -331,7 +335,7 @@ def test_skip_nonfinite_updates_option(tmp_path, mnist):
   results = train.train_and_evaluate(config, tmp_path, quiet=True,
                                      datasets=mnist)
   assert results['step'] == 10
-  state = train.create_train_state(config, jax.random.key(0))
+  state = state_lib.create_train_state(config, jax.random.key(0))
   restored, _ = checkpoint.restore(checkpoint.manager(tmp_path), state)
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(restored.params))
 

@@ -7,12 +7,12 @@ import sys
 import textwrap
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from conftest import REPO, small_config
-from seqclf import checkpoint, train
+from seqclf import train
+from seqclf.training import checkpoint, state as state_lib, steps as steps_lib
 
 
 @pytest.mark.slow
@@ -36,7 +36,7 @@ def test_short_run_learns_mnist(trained_workdir):
 
 
 def _params(workdir):
-  state = train.create_train_state(small_config(), jax.random.key(0))
+  state = state_lib.create_train_state(small_config(), jax.random.key(0))
   restored, _ = checkpoint.restore(checkpoint.manager(workdir), state)
   return restored
 
@@ -70,21 +70,6 @@ def test_same_seed_same_result_other_seed_differs(tmp_path, mnist):
   assert runs[0]['test_loss'] != runs[2]['test_loss']
 
 
-def test_eval_step_ignores_masked_examples():
-  state = train.create_train_state(small_config(hidden_size=8),
-                                   jax.random.key(0))
-  x = jax.random.uniform(jax.random.key(1), (6, 28, 28))
-  labels = jnp.arange(6) % 10
-  eval_step = jax.jit(train.eval_step)
-  full = eval_step(state, {'image': x[:4], 'label': labels[:4]})
-  padded = eval_step(state, {
-      'image': x.at[4:].set(0.5), 'label': labels,
-      'mask': jnp.arange(6) < 4})
-  assert int(padded['count']) == 4
-  np.testing.assert_allclose(padded['loss'], full['loss'], rtol=1e-5)
-  assert int(padded['correct']) == int(full['correct'])
-
-
 @pytest.mark.slow
 def test_divergence_stops_with_error_naming_step(tmp_path, mnist):
   with pytest.raises(FloatingPointError, match='Non-finite loss by step'):
@@ -94,20 +79,22 @@ def test_divergence_stops_with_error_naming_step(tmp_path, mnist):
 
 PMAP_SCRIPT = textwrap.dedent('''
     import functools, jax, jax.numpy as jnp, numpy as np
-    from seqclf import train
+    from seqclf import train  # pylint: disable=g-import-not-at-top
+    from seqclf.training import state as state_lib  # pylint: disable=g-import-not-at-top
+    from seqclf.training import steps as steps_lib  # pylint: disable=g-import-not-at-top
     from seqclf.config import base_config
     assert jax.device_count() == 2, jax.devices()
     config = base_config(); config.hidden_size = 16
-    state = train.create_train_state(config, jax.random.key(0))
+    state = state_lib.create_train_state(config, jax.random.key(0))
     rng = np.random.default_rng(0)
     batches = [{'image': rng.random((8, 28, 28), np.float32),
                 'label': rng.integers(0, 10, 8).astype(np.int32)}
                for _ in range(3)]
     single = state
-    step = jax.jit(train.train_step)
+    step = jax.jit(steps_lib.train_step)
     for b in batches:
       single, m1 = step(single, b)
-    pstep = jax.pmap(functools.partial(train.train_step, axis_name='batch'),
+    pstep = jax.pmap(functools.partial(steps_lib.train_step, axis_name='batch'),
                      axis_name='batch')
     replicated = jax.tree.map(lambda a: jnp.broadcast_to(a, (2, *jnp.shape(a))),
                               state)
@@ -132,14 +119,14 @@ def test_pmap_over_two_devices_matches_one_device():
 
 
 def test_hflip_mirrors_training_images_and_nothing_else(mnist):
-  state = train.create_train_state(small_config(hidden_size=16),
+  state = state_lib.create_train_state(small_config(hidden_size=16),
                                    jax.random.key(0))
   images = mnist['train']['image'][:50].astype(np.float32) / 255
   labels = mnist['train']['label'][:50]
   symmetric = (images + images[..., ::-1]) / 2
-  key = train.train_key(0)
-  flip = jax.jit(lambda s, b: train.train_step(s, b, rng=key, hflip=True))
-  plain = jax.jit(lambda s, b: train.train_step(s, b, rng=key))
+  key = steps_lib.train_key(0)
+  flip = jax.jit(lambda s, b: steps_lib.train_step(s, b, rng=key, hflip=True))
+  plain = jax.jit(lambda s, b: steps_lib.train_step(s, b, rng=key))
 
   def params(step, x):
     return jax.tree.leaves(step(state, {'image': x, 'label': labels})[0].params)
@@ -150,11 +137,9 @@ def test_hflip_mirrors_training_images_and_nothing_else(mnist):
   assert not all(np.array_equal(a, b) for a, b in
                  zip(params(flip, images), params(plain, images)))
   with pytest.raises(ValueError, match='rng'):
-    train.train_step(state, {'image': images, 'label': labels}, hflip=True)
+    steps_lib.train_step(state, {'image': images, 'label': labels}, hflip=True)
 
 
-# Stands in for an installed torch: it records being imported. tensorboardX
-# needs only `torch.Tensor` at import time.
 TORCH_STUB = """
 import os
 open(os.environ['TORCH_STUB_MARKER'], 'w').close()
@@ -165,7 +150,7 @@ class Tensor:
 
 def test_trainer_does_not_import_torch(tmp_path):
   """tensorboardX imports torch where it is installed (~4 s on every `seqclf`
-  command); seqclf.metric_logging hides it. A stub torch on the path makes
+  command); seqclf.training.metric_logging hides it. A stub torch on the path makes
   this check run, and able to fail, whether or not torch is installed."""
   (tmp_path / 'torch').mkdir()
   (tmp_path / 'torch' / '__init__.py').write_text(TORCH_STUB)
@@ -178,7 +163,7 @@ def test_trainer_does_not_import_torch(tmp_path):
     return subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
 
-  out = python('import sys, seqclf.train, seqclf.metric_logging; '
+  out = python('import sys, seqclf.train, seqclf.training.metric_logging; '
                'print("torch" in sys.modules)')
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.strip() == 'False' and not marker.exists()

@@ -1,7 +1,7 @@
 """UEA BasicMotions (4 activities, 6 watch channels, 100 steps): 2 x bidirectional LSTM-32.
 
 Needs `seqclf prepare-data --dataset=uea_basic_motions` (the aeon wheel's
-files, seqclf.timeseries). Channels come standardized with the train split's
+files, seqclf.data.timeseries). Channels come standardized with the train split's
 statistics. 32 training series: a small model, dropout between its two
 layers, batches of 16, a cosine schedule. Depth, peak rate and length were
 chosen by cross-validation over the train split (never test) in

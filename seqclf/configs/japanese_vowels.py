@@ -1,7 +1,7 @@
 """UEA JapaneseVowels (9 speakers, 12 LPC channels, lengths 7-29): bidirectional LSTM-64, each utterance read to its length.
 
 Needs the aeon wheel's files: `seqclf prepare-data --dataset=uea_japanese_vowels`
-(seqclf.timeseries says how to get them). The channels come standardized
+(seqclf.data.timeseries says how to get them). The channels come standardized
 with the train split's statistics, so the model's input_mean/input_std stay
 the identity. 216 training utterances are few: one small bidirectional
 layer and a cosine-decayed rate. Width, peak rate and length were chosen on

@@ -1,7 +1,7 @@
 """UCR PickupGestureWiimoteZ (10 gestures, univariate, lengths 29-361): bidirectional LSTM-32.
 
 Needs `seqclf prepare-data --dataset=ucr_pickup_gesture_wiimote_z` (the aeon wheel's
-files, seqclf.timeseries). Channels come standardized with the train split's
+files, seqclf.data.timeseries). Channels come standardized with the train split's
 statistics. 40 training series of very different lengths, each read to
 its own; one small bidirectional layer, batches of 16, a cosine schedule.
 Depth, width and peak rate were chosen on validation (never test) by

@@ -1,7 +1,7 @@
 """Permuted sequential MNIST: pixels in a fixed random order (seed stored here).
 
 The same recipe as smnist.py; the permutation is
-`seqclf.tasks.permutation(permutation_seed, 784)`, a pure function of the seed,
+`seqclf.data.views.permutation(permutation_seed, 784)`, a pure function of the seed,
 so the config (saved with every checkpoint) pins it.
 Config files are Python and are executed when loaded: only load ones you trust.
 """

@@ -1,4 +1,4 @@
-"""How seqclf's recurrent layers run: the recurrences and the choice among them.
+"""The recurrences: how a recurrent layer's time loop runs (``impl``).
 
 * ``reference``: the portable path (``impl='scan'``), ``nn.scan`` of any
   cell's step; what every other path is tested against.
@@ -6,9 +6,11 @@
   (``impl='fused'``).
 * ``lstm_kernel`` and ``csrc/lstm_kernel.cc``: the same recurrence as a
   compiled CPU kernel called through the XLA FFI (``impl='kernel'``).
-* ``autotune``: which of them runs (``impl='auto'`` times the eligible ones
-  once per machine and shape), for the trainer, the sweep and inference.
+* ``paths``: which of them can run a given layer on a given backend, each
+  path's limits stated once.
 
-The layers that call them are in ``seqclf.models``. Importing this package, or
-asking ``lstm_kernel.available()``, never compiles C++.
+These modules are leaves: they import nothing of seqclf but its errors. The
+layers that call them are in ``seqclf.nn``; which path ``impl='auto'`` runs
+is timed by ``seqclf.training.autotune``. Importing this package, or asking
+``lstm_kernel.available()``, never compiles C++.
 """

@@ -12,9 +12,9 @@ Two things make autodiff of a scanned ``LSTMCell`` slow on XLA:CPU:
   ``sigmoid(x) = (1 + tanh(x / 2)) / 2``, and its derivative has one form
   ``k·(1 - t²)`` for every gate.
 
-The arithmetic is ``seqclf.models.LSTMCell.step``'s (gate order i, j, f, o;
+The arithmetic is ``seqclf.nn.cells.LSTMCell.step``'s (gate order i, j, f, o;
 matmul in the compute dtype; cell state and nonlinearities in float32), so
-the two agree to float rounding; ``tests/test_fast_paths.py`` checks values
+the two agree to float rounding; ``tests/kernels/test_fast_lstm.py`` checks values
 and gradients against ``jax.grad`` of the ``nn.scan`` version.
 """
 

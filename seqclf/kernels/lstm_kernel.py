@@ -22,7 +22,7 @@ or portable 128-bit vectors); ``build_info`` says which a build got. Float32 and
 ``precision='bfloat16'`` as bfloat16 products on Intel AMX (float32
 accumulation). First derivatives only: forward mode (``jax.jvp``) and a
 second derivative are errors naming the path that has them (``'scan'``:
-every transform). ``models.LSTM(impl='kernel')`` is the way in, ``available()``
+every transform). ``seqclf.nn.LSTM(impl='kernel')`` is the way in, ``available()``
 says whether it can run here: it only looks for an existing build, so
 asking (``impl='auto'``, config validation) never compiles.
 """
@@ -83,7 +83,7 @@ def _compiler() -> str:
   return cxx
 
 
-def _cpu_signature() -> str:
+def cpu_signature() -> str:
   """What -march=native depends on: the CPU model and its feature flags."""
   try:
     lines = Path('/proc/cpuinfo').read_text().splitlines()
@@ -105,7 +105,7 @@ def _build_key(cxx: str, march: str) -> str:
                            text=True, check=False).stdout
   return hashlib.sha256('\0'.join([
       SOURCE.read_text(), ' '.join(_flags(march)), version,
-      jaxlib.__version__, _cpu_signature()]).encode()).hexdigest()[:16]
+      jaxlib.__version__, cpu_signature()]).encode()).hexdigest()[:16]
 
 
 def _library_path(cxx: str, march: str) -> Path:
@@ -162,7 +162,7 @@ def runs_here(march: str) -> bool:
     macros = subprocess.run(
         [_compiler(), f'-march={march}', '-dM', '-E', '-x', 'c++', '/dev/null'],
         capture_output=True, text=True, check=True).stdout
-    flags = set(_cpu_signature().split())
+    flags = set(cpu_signature().split())
   except (KernelError, subprocess.CalledProcessError, OSError):
     return False
   defined = {line.split()[1] for line in macros.splitlines()
@@ -257,17 +257,40 @@ def check_precision(precision: str, march: str | None = None) -> None:
         f"matmul_precision='float32'.")
 
 
+def why_not(hidden_size: int, dtype: str, precision: str,
+            backend: str | None, sharded: bool = False, *,
+            need_build: bool = False) -> str | None:
+  """Why the kernel cannot run an LSTM layer here, or None if it can: the
+  kernel's limits, stated once (``seqclf.kernels.paths`` asks for every
+  layer). ``backend`` None checks only what holds on every backend;
+  ``need_build`` also requires an existing build (never compiles)."""
+  if backend is not None and backend != 'cpu':
+    return f'the CPU kernel runs on the CPU backend only, this is {backend}'
+  if hidden_size % LANES:
+    return (f'it needs hidden_size to be a multiple of {LANES}, got '
+            f'{hidden_size}')
+  if dtype != 'float32':
+    return f'it computes in float32, got dtype={dtype!r}'
+  if precision not in PRECISIONS:
+    return f'matmul_precision must be one of {PRECISIONS}, got {precision!r}'
+  if sharded:
+    return ('a sharded jax.jit would replicate its custom call on every '
+            'device, not partition it')
+  if backend is not None and need_build and not available(precision):
+    return ('it is not built here (`make kernel`)' if not available()
+            else f'matmul_precision={precision!r} needs Intel AMX, which '
+            'this CPU (or its Linux kernel) does not offer')
+  return None
+
+
 def check_shapes(w_h: Array, *arrays: Array) -> None:
-  """Raises what the kernel cannot do, naming the fix."""
-  if w_h.shape[0] % LANES:
-    raise ValueError(f"impl='kernel' needs hidden_size to be a multiple of "
-                     f"{LANES}, got {w_h.shape[0]}; use impl='fused' or "
-                     f"'scan'.")
-  for a in (w_h, *arrays):
-    if a.dtype != jnp.float32:
-      raise ValueError(f"impl='kernel' computes in float32, got dtype "
-                       f"{a.dtype}; use impl='fused' or 'scan' for "
-                       f"{a.dtype}.")
+  """Raises what the kernel cannot do with these arrays, naming the fix."""
+  dtypes = {str(a.dtype) for a in (w_h, *arrays)} - {'float32'}
+  reason = why_not(w_h.shape[0], min(dtypes, default='float32'), 'float32',
+                   backend=None)
+  if reason:
+    raise ValueError(f"impl='kernel' cannot run this layer: {reason}; use "
+                     "impl='fused' or 'scan'.")
 
 
 def _call(name: str, march: str, results, *args, **attrs):

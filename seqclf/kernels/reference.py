@@ -1,7 +1,7 @@
 """The portable recurrence (``impl='scan'``): ``nn.scan`` of a cell's step.
 
 Runs on every backend and under every transform, for every cell
-(``seqclf.models.LSTMCell``, ``seqclf.cells``); the fused and kernel paths
+(``seqclf.nn.cells``); the fused and kernel paths
 are tested against it. The parameters are broadcast into the loop, so the
 scanned layer has exactly the cell's parameters.
 """

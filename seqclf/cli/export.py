@@ -1,0 +1,31 @@
+"""``seqclf export``: a checkpoint as a ``jax.export`` artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from absl import flags
+
+from seqclf import export
+from seqclf.cli import common
+from seqclf.errors import writable_dir
+
+SUMMARY = ("Write a workdir's latest checkpoint as a jax.export artifact "
+           '(symbolic batch, CPU/GPU/TPU; models of series also take '
+           'seq_lengths) and its JSON (input shape, scaling, classes), to '
+           'serve with jax alone.')
+USAGE = '--workdir DIR --out DIR'
+FLAGS = flags.FlagValues()
+_WORKDIR = common.define_workdir(FLAGS)
+_OUT = flags.DEFINE_string(
+    'out', None, f'Directory to write {export.ARTIFACT} and {export.METADATA} '
+    'into (created).', flag_values=FLAGS)
+
+
+def main(args: list[str]) -> None:
+  del args
+  workdir = common.require(_WORKDIR, 'export')
+  out = writable_dir(common.require(_OUT, 'export'), 'out')
+  export.export_model(workdir, out)
+  print(f'Exported {Path(_OUT.value) / export.ARTIFACT} and '
+        f'{Path(_OUT.value) / export.METADATA}')

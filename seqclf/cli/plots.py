@@ -1,0 +1,313 @@
+"""Figures of the data and of a training run, rendered headless.
+
+Every function takes numpy arrays or metric records and returns a
+``matplotlib.figure.Figure`` built without pyplot, so nothing depends on a
+display or on the global backend (figures render with Agg wherever they are
+saved), and callers choose where a figure goes: a PNG, TensorBoard, a test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps, colors, ticker
+from matplotlib.figure import Figure
+
+Record = Mapping[str, Any]
+_GOOD, _BAD = '#1a7f37', '#cf222e'  # title colours: right / wrong prediction
+
+
+def save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+  """Writes ``fig`` as a PNG (Agg, tight bounding box) and returns the path."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=dpi, bbox_inches='tight', facecolor='white')
+  return path
+
+
+def _image(ax, image: np.ndarray) -> None:
+  ax.imshow(image, cmap='gray', vmin=0, vmax=255 if image.dtype == np.uint8
+            else 1.0, interpolation='nearest')
+  ax.set_xticks([])
+  ax.set_yticks([])
+
+
+def digit_grid(images: np.ndarray, titles: Sequence[str], *, ncols: int = 8,
+               title: str | None = None,
+               title_colors: Sequence[str] | None = None) -> Figure:
+  """Images (N, 28, 28) in a grid, each with its own caption."""
+  n = len(images)
+  ncols = max(1, min(ncols, n))
+  nrows = max(1, -(-n // ncols))
+  fig = Figure(figsize=(1.3 * ncols, 1.7 * nrows + (0.4 if title else 0)))
+  axes = fig.subplots(nrows, ncols, squeeze=False)
+  for k, ax in enumerate(axes.flat):
+    if k >= n:
+      ax.set_axis_off()
+      continue
+    _image(ax, images[k])
+    ax.set_title(titles[k], fontsize=8,
+                 color=title_colors[k] if title_colors else 'black')
+  if title:
+    fig.suptitle(title, fontsize=11)
+  fig.tight_layout()
+  return fig
+
+
+def sample_grid(images: np.ndarray, labels: np.ndarray,
+                indices: Sequence[int], *, split: str = 'test') -> Figure:
+  """The digits at ``indices`` of a split, captioned with index and label."""
+  indices = list(indices)
+  return digit_grid(images[indices],
+                    [f'#{i}: label {int(labels[i])}' for i in indices],
+                    title=f'{split} samples')
+
+
+def stacked_contours(images: np.ndarray, labels: np.ndarray,
+                     indices: Sequence[int]) -> Figure:
+  """The reference notebook's view: one digit flat, the chosen ones stacked in 3D.
+
+  Each digit is a filled contour plane at its own height, the first on top,
+  as in the notebook's ``contourf(..., zdir='z', offset=...)`` cell.
+  """
+  indices = list(indices)
+  fig = Figure(figsize=(10, 4.6))
+  ax = fig.add_subplot(1, 2, 1)
+  _image(ax, images[indices[0]])
+  ax.set_title(f'#{indices[0]}: label {int(labels[indices[0]])}')
+  ax3 = fig.add_subplot(1, 2, 2, projection='3d')
+  size = images.shape[1]
+  # x runs along the columns, y up the rows, so each plane reads upright.
+  x, y = np.meshgrid(np.arange(size), np.arange(size)[::-1])
+  gap = 100
+  top = gap * (len(indices) - 1)
+  for k, i in enumerate(indices):
+    z = top - gap * k
+    ax3.contourf(x, y, images[i].astype(np.float32), 20, zdir='z', offset=z,
+                 cmap='gray')
+    ax3.text(-2, 0, z, f'#{i}: label {int(labels[i])}', fontsize=9,
+             ha='right', va='center')
+  ax3.set_xlim(0, size)
+  ax3.set_ylim(0, size)
+  ax3.set_zlim(0, max(top, 1))
+  ax3.set_xticks([])
+  ax3.set_yticks([])
+  ax3.set_zticks([])
+  ax3.view_init(elev=22, azim=-65)
+  ax3.set_title('stacked as contour planes')
+  fig.tight_layout()
+  return fig
+
+
+def row_sequences(image: np.ndarray, label: int | None = None) -> Figure:
+  """One image as the LSTM reads it: 28 time steps, each a row of 28 pixels.
+
+  Left: the image with its rows numbered; right: each row's intensities as
+  a trace, time step 0 at the top, so the sequence reads top to bottom.
+  """
+  steps, features = image.shape
+  values = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
+  fig = Figure(figsize=(10, 5.6))
+  left, right = fig.subplots(1, 2, gridspec_kw={'width_ratios': [1, 1.2]})
+  _image(left, image)
+  left.set_yticks(range(0, steps, 3))
+  left.set_yticklabels([f't={t}' for t in range(0, steps, 3)], fontsize=8)
+  left.set_title('image' + (f' (label {label})' if label is not None else ''))
+  cmap = colors.LinearSegmentedColormap.from_list('rows', ['#4c72b0', '#dd8452'])
+  cols = np.arange(features)
+  for t in range(steps):
+    base = steps - 1 - t
+    color = cmap(t / max(steps - 1, 1))
+    right.fill_between(cols, base, base + 0.9 * values[t], color=color,
+                       alpha=0.55, linewidth=0)
+    right.plot(cols, base + 0.9 * values[t], color=color, linewidth=0.8)
+  right.set_yticks([steps - 1 - t for t in range(0, steps, 3)])
+  right.set_yticklabels([f't={t}' for t in range(0, steps, 3)], fontsize=8)
+  right.set_xlim(0, features - 1)
+  right.set_ylim(-0.2, steps + 0.2)
+  right.set_xlabel('feature (pixel column)')
+  right.set_title(f'{steps} time steps x {features} features')
+  for side in ('top', 'right'):
+    right.spines[side].set_visible(False)
+  fig.suptitle('How the LSTM reads an image: one row per time step')
+  fig.tight_layout()
+  return fig
+
+
+def sample_series(series: np.ndarray, labels: np.ndarray,
+                  indices: Sequence[int], lengths: np.ndarray | None = None,
+                  *, split: str = 'test', max_legend: int = 20) -> Figure:
+  """The sequences at ``indices``, one panel each: every feature (channel) a
+  line over the example's valid steps (its ``lengths``; the padding is not
+  drawn), so shapes, scales and lengths compare at a glance."""
+  indices = list(indices)
+  features = series.shape[2]
+  ncols = min(len(indices), 3)
+  nrows = -(-len(indices) // ncols)
+  fig = Figure(figsize=(4.2 * ncols, 2.8 * nrows + 0.6))
+  axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False,
+                                 sharex=True)).ravel()
+  # Distinct colours while there are few features, a gradient past 20.
+  cmap = colormaps['tab10' if features <= 10 else 'tab20' if features <= 20
+                   else 'viridis']
+  shade = [cmap(k if features <= 20 else k / (features - 1))
+           for k in range(features)]
+  for ax, i in zip(axes, indices):
+    steps = series.shape[1] if lengths is None else int(lengths[i])
+    for k in range(features):
+      ax.plot(np.arange(steps), series[i, :steps, k], color=shade[k],
+              linewidth=1.0, label=f'feature {k}')
+    ax.set_title(f'#{i}: label {int(labels[i])} ({steps} steps)', fontsize=9)
+    ax.grid(alpha=0.3)
+  for ax in axes[len(indices):]:
+    ax.set_visible(False)
+  for k, ax in enumerate(axes[:len(indices)]):
+    if k + ncols >= len(indices):  # the lowest panel of its column
+      ax.set_xlabel('time step')
+      ax.xaxis.set_tick_params(labelbottom=True)
+      ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+  fig.suptitle(f'{split} samples: {features} feature'
+               f'{"s" if features != 1 else ""} per time step')
+  fig.tight_layout()
+  if 1 < features <= max_legend:  # below the panels, hiding no data
+    fig.legend(*axes[0].get_legend_handles_labels(), loc='upper center',
+               bbox_to_anchor=(0.5, 0.0), ncols=min(features, 6), fontsize=8)
+  return fig
+
+
+def class_balance(labels_by_split: Mapping[str, np.ndarray],
+                  num_classes: int = 10) -> Figure:
+  """Share of each class per split, to spot imbalance at a glance."""
+  fig = Figure(figsize=(8, 3.4))
+  ax = fig.subplots()
+  width = 0.8 / max(len(labels_by_split), 1)
+  for k, (split, labels) in enumerate(labels_by_split.items()):
+    counts = np.bincount(labels, minlength=num_classes)
+    ax.bar(np.arange(num_classes) + (k - (len(labels_by_split) - 1) / 2) * width,
+           100 * counts / counts.sum(), width, label=f'{split} ({len(labels):,})')
+  ax.axhline(100 / num_classes, color='gray', linewidth=0.8, linestyle='--')
+  ax.set_xticks(range(num_classes))
+  ax.set_xlabel('class')
+  ax.set_ylabel('% of split')
+  ax.set_title('Class balance')
+  ax.set_ylim(0, ax.get_ylim()[1] * 1.2)  # headroom for the legend
+  ax.legend(fontsize=8, ncols=len(labels_by_split), loc='upper center')
+  fig.tight_layout()
+  return fig
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+  """Trailing moving average (shorter at the start), so curves stay aligned."""
+  if len(values) == 0 or window <= 1:
+    return values
+  cumsum = np.cumsum(np.insert(values, 0, 0.0))
+  counts = np.minimum(np.arange(1, len(values) + 1), window)
+  starts = np.arange(1, len(values) + 1) - counts
+  return (cumsum[1:] - cumsum[starts]) / counts
+
+
+def training_curves(metrics: Mapping[str, Sequence[Record]],
+                    batch_size: int) -> Figure:
+  """Loss and accuracy against examples seen: train (raw and smoothed),
+  validation, and the final test point.
+
+  ``metrics`` maps a kind (``train``, ``validation``, ``test``) to records
+  with ``step`` and the metric values, as in ``metrics.jsonl``.
+  """
+  fig = Figure(figsize=(11, 4))
+  axes = fig.subplots(1, 2)
+  train = list(metrics.get('train', ()))
+  for ax, name in zip(axes, ('loss', 'accuracy')):
+    if train:
+      x = np.array([r['step'] for r in train]) * batch_size
+      y = np.array([r[name] for r in train], np.float64)
+      ax.plot(x, y, color='#4c72b0', alpha=0.3, linewidth=0.8)
+      ax.plot(x, _smooth(y, max(1, len(y) // 20)), color='#4c72b0',
+              linewidth=1.8, label='train (minibatch, smoothed)')
+    for kind, style in (('validation', dict(color='#dd8452', marker='o')),
+                        ('test', dict(color='#c44e52', marker='*',
+                                      markersize=12, linestyle='none'))):
+      records = list(metrics.get(kind, ()))
+      if records:
+        x = np.array([r['step'] for r in records]) * batch_size
+        y = [r[name] for r in records]
+        label = kind if kind != 'test' else f'test ({y[-1]:.4g})'
+        ax.plot(x, y, label=label, **style)
+    ax.set_xlabel('examples seen')
+    ax.set_title(name)
+    ax.grid(alpha=0.3)
+    ax.xaxis.set_major_formatter(
+        lambda v, _: f'{v / 1000:g}k' if v else '0')
+  losses = [y for line in axes[0].get_lines() for y in line.get_ydata()]
+  low, high = (min(losses), max(losses)) if losses else (0, 0)
+  if low > 0 and high / low > 10:  # log scale only when it spans a decade
+    axes[0].set_yscale('log')
+    axes[0].yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes[0].yaxis.set_major_formatter(ticker.FormatStrFormatter('%g'))
+    axes[0].yaxis.set_minor_formatter(ticker.NullFormatter())
+  axes[0].set_ylabel('cross-entropy' + (' (log scale)'
+                                        if axes[0].get_yscale() == 'log' else ''))
+  axes[1].set_ylabel('fraction correct')
+  axes[1].set_ylim(top=1.0)
+  if axes[1].get_legend_handles_labels()[0]:  # an empty metrics.jsonl has none
+    axes[1].legend(loc='best', fontsize=9)
+  fig.tight_layout()
+  return fig
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray,
+                     num_classes: int) -> np.ndarray:
+  """Counts (num_classes, num_classes); row = true class, column = predicted."""
+  labels, predictions = np.asarray(labels), np.asarray(predictions)
+  flat = labels.astype(np.int64) * num_classes + predictions
+  return np.bincount(flat, minlength=num_classes ** 2).reshape(
+      num_classes, num_classes)
+
+
+def plot_confusion_matrix(matrix: np.ndarray, title: str = '') -> Figure:
+  """Counts in every cell; colour on a log scale so rare mistakes still show."""
+  n = len(matrix)
+  fig = Figure(figsize=(6.2, 5.4))
+  ax = fig.subplots()
+  shown = np.ma.masked_equal(matrix, 0)
+  image = ax.imshow(shown, cmap='Blues',
+                    norm=colors.LogNorm(vmin=1, vmax=max(matrix.max(), 2)))
+  threshold = np.sqrt(max(matrix.max(), 1))  # the colour scale's midpoint
+  for i in range(n):
+    for j in range(n):
+      if matrix[i, j]:
+        ax.text(j, i, str(matrix[i, j]), ha='center', va='center', fontsize=8,
+                color='white' if matrix[i, j] > threshold else 'black')
+  ax.set_xticks(range(n))
+  ax.set_yticks(range(n))
+  ax.set_xlabel('predicted class')
+  ax.set_ylabel('true class')
+  ax.set_title(title)
+  fig.colorbar(image, ax=ax, label='examples (log scale)', shrink=0.85)
+  fig.tight_layout()
+  return fig
+
+
+def worst_classified(images: np.ndarray, labels: np.ndarray,
+                     probabilities: np.ndarray, count: int = 24, *,
+                     ncols: int = 8) -> Figure:
+  """The ``count`` examples with the lowest probability on their true class.
+
+  Captions give the true and predicted class and the model's confidence in
+  its prediction, so confident mistakes stand out from near-ties.
+  """
+  true_prob = probabilities[np.arange(len(labels)), labels]
+  order = np.argsort(true_prob, kind='stable')[:count]
+  predicted = probabilities[order].argmax(-1)
+  titles = [f'#{i}: {labels[i]} → {p}\np={probabilities[i, p]:.2f}'
+            for i, p in zip(order, predicted)]
+  wrong = int(np.sum(probabilities.argmax(-1) != labels))
+  return digit_grid(
+      images[order], titles, ncols=ncols,
+      title_colors=[_BAD if p != labels[i] else _GOOD
+                    for i, p in zip(order, predicted)],
+      title=f'Worst-classified test digits (true → predicted, confidence); '
+      f'{wrong:,} of {len(labels):,} wrong')

@@ -1,0 +1,40 @@
+"""``seqclf predict``: classify files with a workdir's latest checkpoint."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from absl import flags
+
+from seqclf import inference
+from seqclf.cli import common
+from seqclf.data import sequence_files, views
+from seqclf.errors import UsageError
+
+SUMMARY = ("Classify files with a workdir's latest checkpoint: .npy/.npz/.csv "
+           'sequences of the width it reads (docs/cli.md); for models of '
+           'images also 28x28 grayscale images (others are converted).')
+USAGE = '--workdir DIR FILE ...'
+TAKES_ARGS = True  # the files
+FLAGS = flags.FlagValues()
+_WORKDIR = common.define_workdir(FLAGS)
+COMPILATION_CACHE = common.define_compilation_cache(FLAGS)
+
+
+def main(paths: list[str]) -> None:
+  if not paths:
+    raise UsageError('`seqclf predict` needs one or more files to classify '
+                     '(images, or .npy/.npz/.csv sequences).')
+  model, params, config = inference.load_model(
+      common.require(_WORKDIR, 'predict'))
+  names, inputs, lengths, notes = sequence_files.predict_inputs(
+      paths, inference.input_shape(params, config),
+      inference.takes_images(config), config.dataset)
+  for note in notes:
+    print(f'note: {note}', file=sys.stderr)
+  probs = inference.predict_probabilities(
+      model, params, views.view(config, inputs), lengths=lengths)
+  for name, p in zip(names, probs):
+    top = ' '.join(f'{c}:{p[c]:.3f}' for c in np.argsort(-p)[:3])
+    print(f'{name}: class {int(np.argmax(p))} (p={p.max():.3f}; top-3 {top})')

@@ -1,0 +1,202 @@
+"""``seqclf report``: a trained run's plots and ``report.md``.
+
+``write_report(workdir)`` needs only the workdir (``results.json``,
+``metrics.jsonl`` and the latest checkpoint) plus the test split, so it runs
+after ``train`` and again later from ``seqclf report``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorboardX
+from absl import flags
+from PIL import Image
+
+from seqclf import errors, inference
+from seqclf.cli import common, plots
+from seqclf.data import registry, views
+from seqclf.data.splits import Split
+
+SUMMARY = '(Re)write WORKDIR/report.md and WORKDIR/plots/.'
+USAGE = '--workdir DIR'
+FLAGS = flags.FlagValues()
+_WORKDIR = common.define_workdir(FLAGS)
+PLOTS_DIR = 'plots'
+REPORT_FILE = 'report.md'
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+  """What ``write_report`` produced."""
+  path: Path                    # report.md
+  plots: dict[str, Path]        # name -> PNG
+  confusion_matrix: np.ndarray  # test counts, row = true, column = predicted
+
+
+def read_metrics(path: str | Path) -> dict[str, list[dict[str, Any]]]:
+  """``metrics.jsonl`` grouped by kind, sorted by step, one record per step.
+
+  A resumed run appends again from its checkpoint's step; the later record
+  of a step wins, so the curves show the run that produced the checkpoint.
+  """
+  by_kind: dict[str, dict[int, dict[str, Any]]] = {}
+  path = Path(path)
+  if path.exists():
+    for line in path.read_text(encoding='utf-8').splitlines():
+      if line.strip():
+        record = json.loads(line)
+        by_kind.setdefault(record['kind'], {})[record['step']] = record
+  return {kind: [records[s] for s in sorted(records)]
+          for kind, records in by_kind.items()}
+
+
+def _log_images(workdir: Path, images: Mapping[str, Path], step: int) -> None:
+  """Adds the PNGs to the run's TensorBoard events (IMAGES tab), as saved."""
+  writer = tensorboardX.SummaryWriter(str(workdir / 'tensorboard'))
+  try:
+    for name, path in images.items():
+      with Image.open(path) as image:
+        pixels = np.asarray(image.convert('RGB'))
+      writer.add_image(f'report/{name}', pixels, step, dataformats='HWC')
+  finally:
+    writer.close()
+
+
+def _top_confusions(matrix: np.ndarray, count: int = 5) -> list[tuple[int, int, int]]:
+  off = matrix.copy()
+  np.fill_diagonal(off, 0)
+  flat = np.argsort(-off, axis=None, kind='stable')[:count]
+  pairs = [(*np.unravel_index(k, off.shape), ) for k in flat]
+  return [(int(t), int(p), int(off[t, p])) for t, p in pairs if off[t, p]]
+
+
+def _fmt(value: Any) -> str:
+  if isinstance(value, float):
+    return f'{value:.4g}' if abs(value) < 1e5 else f'{value:,.0f}'
+  if isinstance(value, int) and not isinstance(value, bool):
+    return f'{value:,}'
+  return '`' + json.dumps(value) + '`' if not isinstance(value, str) else f'`{value}`'
+
+
+def _markdown(workdir: Path, results: Mapping[str, Any], matrix: np.ndarray,
+              images: Mapping[str, Path], recomputed_accuracy: float) -> str:
+  """The report text; images are linked relative to the workdir."""
+  config = results.get('config', {})
+  speed = results.get('train_examples_per_second')
+  lines = [
+      f'# Training report: `{workdir.name}`', '',
+      f'Test accuracy **{100 * results["test_accuracy"]:.2f}%** (loss '
+      f'{results["test_loss"]:.4f}) after {results["step"]:,} steps '
+      f'({results["examples_seen"]:,} examples seen); validation '
+      f'{100 * results["val_accuracy"]:.2f}%. Wall time '
+      f'{results["wall_seconds"]:.1f} s'
+      + (f', training at {speed:,.0f} examples/s' if speed else '')
+      + f' on {", ".join(results.get("devices", [])) or "?"}.', '']
+  if abs(recomputed_accuracy - results['test_accuracy']) > 1e-6:
+    lines += [f'> Note: the plots below come from the latest checkpoint, '
+              f'whose test accuracy is {100 * recomputed_accuracy:.2f}%; '
+              '`results.json` is from another run of this workdir.', '']
+  lines += ['## How training went', '',
+            'Loss and accuracy against the number of training examples seen: '
+            'minibatch values (faint), their moving average, validation at '
+            'each evaluation and the final test point.', '',
+            f'![Training curves]({images["training_curves"].relative_to(workdir)})',
+            '', '## What the model gets wrong', '']
+  confusions = _top_confusions(matrix)
+  if confusions:
+    lines += ['Most frequent mistakes on the test set (true → predicted: '
+              'count): ' + ', '.join(f'{t} → {p}: {n}' for t, p, n in confusions)
+              + '.', '']
+  per_class = np.diag(matrix) / np.maximum(matrix.sum(1), 1)
+  lines += ['| class | ' + ' | '.join(map(str, range(len(matrix)))) + ' |',
+            '|---|' + '---|' * len(matrix),
+            '| test accuracy | ' + ' | '.join(f'{100 * a:.1f}%' for a in per_class)
+            + ' |', '',
+            f'![Confusion matrix]({images["confusion_matrix"].relative_to(workdir)})',
+            '',
+            'The test digits with the lowest probability on their true class '
+            '(caption: index, true → predicted, confidence in the prediction):',
+            '',
+            f'![Worst-classified test digits]'
+            f'({images["worst_classified"].relative_to(workdir)})', '',
+            '## Final metrics', '', '| metric | value |', '|---|---|']
+  for key in sorted(results):
+    if key != 'config':
+      lines.append(f'| {key} | {_fmt(results[key])} |')
+  lines += ['', '## Config', '', '| key | value |', '|---|---|']
+  lines += [f'| {key} | `{json.dumps(config[key])}` |' for key in sorted(config)]
+  lines += ['', 'Scalars and these plots are also in TensorBoard: '
+            f'`tensorboard --logdir {workdir}` (`pip install '
+            'tensorboard`).', '']
+  return '\n'.join(lines)
+
+
+def write_report(workdir: str | Path, *,
+                 datasets: Mapping[str, Split] | None = None,
+                 tensorboard: bool = True, num_worst: int = 24) -> Report:
+  """Writes ``workdir/plots/*.png`` and ``workdir/report.md``.
+
+  Plots: training curves (from ``metrics.jsonl``), and, from the latest
+  checkpoint's predictions on the test split, the confusion matrix and the
+  worst-classified digits. ``datasets`` (as from ``load_datasets``) saves
+  reloading MNIST; with ``tensorboard`` the plots also go into the run's
+  TensorBoard events as images.
+  """
+  workdir = Path(workdir).expanduser().resolve()
+  results_path = workdir / 'results.json'
+  if not results_path.exists():
+    raise errors.WorkdirError(
+        f'{results_path} not found: train first with `seqclf train --workdir '
+        f'{workdir}` (a report needs a finished run).')
+  errors.writable_dir(workdir)  # for plots/ and report.md
+  results = json.loads(results_path.read_text(encoding='utf-8'))
+  model, params, config = inference.load_model(workdir)
+  if datasets is not None and 'test' in datasets:
+    test = datasets['test']
+  else:
+    test = registry.load(config, ('test',))['test']
+  probs = inference.predict_probabilities(
+      model, params, views.view(config, test['image']),
+      lengths=test.get('lengths'))
+  matrix = plots.confusion_matrix(test['label'], probs.argmax(-1),
+                                  config.num_classes)
+  accuracy = float(np.trace(matrix) / matrix.sum())
+
+  out = workdir / PLOTS_DIR
+  metrics = read_metrics(workdir / 'metrics.jsonl')
+  figures = {
+      'training_curves': lambda: plots.training_curves(metrics,
+                                                       config.batch_size),
+      'confusion_matrix': lambda: plots.plot_confusion_matrix(
+          matrix, f'Test confusion matrix: {int(np.trace(matrix)):,} of '
+          f'{int(matrix.sum()):,} right ({100 * accuracy:.2f}%)'),
+      'worst_classified': lambda: plots.worst_classified(
+          test['image'], test['label'], probs, num_worst),
+  }
+  images = {name: plots.save(make(), out / f'{name}.png')
+            for name, make in figures.items()}
+  if tensorboard:
+    _log_images(workdir, images, int(results['step']))
+  path = workdir / REPORT_FILE
+  path.write_text(_markdown(workdir, results, matrix, images, accuracy),
+                  encoding='utf-8')
+  return Report(path=path, plots=images, confusion_matrix=matrix)
+
+
+def write_and_say(workdir: str | Path, quiet: bool = False) -> Report:
+  """``write_report``, then one line saying where it is (unless quiet)."""
+  written = write_report(workdir)
+  if not quiet:
+    print(f'Report: {written.path} (plots in {written.path.parent / PLOTS_DIR})')
+  return written
+
+
+def main(args: list[str]) -> None:
+  del args
+  write_and_say(common.require(_WORKDIR, 'report'))

@@ -1,0 +1,104 @@
+"""The user's own arrays: an ``.npz`` file as a dataset (``npz:PATH``).
+
+Either explicit splits, ``x_train``/``y_train``, ``x_test``/``y_test`` and
+optionally ``x_validation``/``y_validation`` (with ``lengths_SPLIT`` beside
+any of them); or one set ``x``/``y``/``lengths``. Missing splits are carved
+by a fixed permutation (``splits.SPLIT_SEED``). Arrays are loaded without
+pickles; ``seqclf.data.registry.check`` then checks them like any dataset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from seqclf.data.splits import SPLIT_SEED, Split
+from seqclf.errors import DataError
+
+
+def _fail(where: str, message: str) -> None:
+  raise DataError(f'{where}: {message}', arg='config.dataset')
+
+
+def _split_arrays(arrays: dict[str, np.ndarray], suffix: str,
+                  where: str) -> Split:
+  """One set of arrays, checked for one label (and length) per sequence
+  before any split is carved from it."""
+  out = {'image': arrays[f'x{suffix}'], 'label': arrays[f'y{suffix}']}
+  if f'lengths{suffix}' in arrays:
+    out['lengths'] = arrays[f'lengths{suffix}']
+  if out['image'].ndim < 1:
+    _fail(where, f'x{suffix} must be (N, T, F), got a scalar.')
+  n = len(out['image'])
+  for key, name in (('label', 'y'), ('lengths', 'lengths')):
+    if key in out and out[key].shape != (n,):
+      _fail(where, f'{name}{suffix} must be {n} integers (one per sequence '
+            f'of x{suffix}), got shape {out[key].shape}.')
+  return out
+
+
+def _take(split: Split, index: np.ndarray) -> Split:
+  return {k: v[index] for k, v in split.items()}
+
+
+def load(path: str | Path, validation_fraction: float) -> dict[str, Split]:
+  """The splits of an ``.npz`` file of the user's own data.
+
+  Either explicit splits, ``x_train``/``y_train``, ``x_test``/``y_test``
+  and optionally ``x_validation``/``y_validation`` (with ``lengths_SPLIT``
+  beside any of them); or one set ``x``/``y``/``lengths``. Missing splits are
+  carved by a fixed permutation (``SPLIT_SEED``): validation from train, and
+  for a single set first test, then validation, each ``validation_fraction``
+  of the examples. Arrays are loaded without pickles.
+  """
+  path = Path(path).expanduser()
+  where = f'npz:{path}'
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      arrays = {k: f[k] for k in f.files}
+  except FileNotFoundError:
+    raise DataError(f'{where}: no such file; set config key `dataset` to '
+                    "'npz:PATH' of an existing .npz file.",
+                    arg='config.dataset') from None
+  except (OSError, ValueError) as e:
+    raise DataError(f'{where}: not a readable .npz file without pickles '
+                    f'({e}); write it with numpy.savez.',
+                    arg='config.dataset') from None
+  for key, value in arrays.items():
+    if value.dtype == object:
+      _fail(where, f'array {key!r} holds Python objects: save numeric arrays.')
+  rng = np.random.default_rng(SPLIT_SEED)
+
+  def carve(split: Split, what: str) -> tuple[Split, Split]:
+    n = len(split['label'])
+    k = int(round(n * validation_fraction))
+    if not 0 < k < n:
+      _fail(where, f'carving a {what} split of validation_fraction='
+            f'{validation_fraction} from {n} examples leaves one side empty: '
+            f'give x_{what}/y_{what} or change the fraction.')
+    order = rng.permutation(n)
+    return _take(split, np.sort(order[k:])), _take(split, np.sort(order[:k]))
+
+  if 'x_train' in arrays or 'y_train' in arrays:
+    required = ('x_train', 'y_train', 'x_test', 'y_test')
+    missing = [k for k in required if k not in arrays]
+    if missing:
+      _fail(where, f'explicit splits need {required}; missing {missing}.')
+    data = {'train': _split_arrays(arrays, '_train', where),
+            'test': _split_arrays(arrays, '_test', where)}
+    if 'x_validation' in arrays:
+      data['validation'] = _split_arrays(arrays, '_validation', where)
+    else:
+      data['train'], data['validation'] = carve(data['train'], 'validation')
+  elif 'x' in arrays and 'y' in arrays:
+    rest, test = carve(_split_arrays(arrays, '', where), 'test')
+    train, validation = carve(rest, 'validation')
+    data = {'train': train, 'validation': validation, 'test': test}
+  else:
+    _fail(where, f"needs arrays 'x' and 'y' (or x_train/y_train and "
+          f'x_test/y_test), found {sorted(arrays)}.')
+  for split in data.values():
+    if np.issubdtype(split['image'].dtype, np.floating):
+      split['image'] = split['image'].astype(np.float32)
+  return data

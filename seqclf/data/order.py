@@ -1,0 +1,80 @@
+"""The data order: batches as a pure function of (seed, step).
+
+The trainer keeps the training set on the device and gathers each batch
+there from indices computed here, so a run resumed at step k sees exactly
+the batches an uninterrupted run sees. Evaluation covers each example once,
+in fixed-size batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from seqclf.data.ops import to_float
+from seqclf.data.splits import Split
+from seqclf.errors import ConfigError
+
+
+def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
+  """The example order of one epoch: a pure function of (seed, epoch)."""
+  return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def check_batch_size(batch_size: int, num_examples: int) -> None:
+  """A ``ConfigError`` unless a batch fits in the training examples."""
+  if batch_size > num_examples:
+    raise ConfigError(f'batch_size={batch_size} exceeds the {num_examples} '
+                      'training examples: lower config key `batch_size`.',
+                      arg='config.batch_size')
+
+
+def train_indices(seed: int, num_examples: int, batch_size: int,
+                  first_step: int, num_steps: int) -> np.ndarray:
+  """Example indices of steps [first_step, first_step + num_steps), (steps, B).
+
+  Each epoch is a fresh permutation; the last partial batch of an epoch is
+  dropped so every batch has the same shape (the jitted step needs it).
+  """
+  check_batch_size(batch_size, num_examples)
+  steps_per_epoch = num_examples // batch_size
+  rows, perms = [], {}
+  for step in range(first_step, first_step + num_steps):
+    epoch, pos = divmod(step, steps_per_epoch)
+    if epoch not in perms:
+      perms[epoch] = epoch_permutation(seed, epoch, num_examples)
+    rows.append(perms[epoch][pos * batch_size:(pos + 1) * batch_size])
+  return np.asarray(rows, np.int32).reshape(num_steps, batch_size)
+
+
+def train_batches(split: Split, seed: int, batch_size: int,
+                  first_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """Host-side training batches in the trainer's order, for use outside seqclf."""
+  step = first_step
+  while True:
+    (idx,) = train_indices(seed, len(split['label']), batch_size, step, 1)
+    batch = {'image': to_float(split['image'][idx]),
+             'label': split['label'][idx]}
+    if 'lengths' in split:
+      batch['lengths'] = split['lengths'][idx]
+    yield batch
+    step += 1
+
+
+def eval_batches(split: Split, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+  """Covers every example once; the last batch is zero-padded and masked."""
+  n = len(split['label'])
+  for start in range(0, n, batch_size):
+    image = split['image'][start:start + batch_size]
+    label = split['label'][start:start + batch_size]
+    pad = batch_size - len(label)
+    batch = {
+        'image': to_float(np.pad(image, ((0, pad), (0, 0), (0, 0)))),
+        'label': np.pad(label, (0, pad)),
+        'mask': np.arange(batch_size) < len(label),
+    }
+    if 'lengths' in split:  # Padding examples count as full length.
+      batch['lengths'] = np.pad(split['lengths'][start:start + batch_size],
+                                (0, pad), constant_values=image.shape[1])
+    yield batch

@@ -1,0 +1,130 @@
+"""The dataset registry: which data a config names, loaded and checked.
+
+A dataset is three splits (``seqclf.data.splits``). ``config.dataset``
+names it: a prepared tfds dataset (``TFDS``: MNIST and Fashion-MNIST, the
+UEA/UCR series of ``seqclf.data.timeseries``; ``seqclf.data.prepared``) or
+``npz:PATH``, the user's own arrays (``seqclf.data.npz``). Every split is
+checked against the contract before training: bad data is one ``DataError``
+line naming the array and the fix. How an image dataset is read (its rows,
+or its pixels in raster or a permuted order) is ``seqclf.data.views``'.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from seqclf.data import fashion_mnist, npz, prepared, timeseries
+from seqclf.data.splits import SPLITS, Split
+from seqclf.errors import ConfigError, DataError
+
+# 28 x 28 uint8 images, which a classifier reads as `config.task` says.
+IMAGES = ('mnist', 'fashion_mnist')
+# The UEA/UCR archive problems: float series, per-channel standardized, with
+# lengths.
+TIMESERIES = tuple(timeseries.PROBLEMS)
+TFDS = tuple(prepared.BUILDERS)  # prepared by `prepare_data`
+NPZ_PREFIX = 'npz:'
+
+
+def check_name(name: str, task: str = 'row') -> None:
+  """A ConfigError unless ``name`` is a known dataset or ``npz:PATH``, and
+  ``task`` a view it has (the pixel views need images)."""
+  if not (name in TFDS
+          or (name.startswith(NPZ_PREFIX) and name[len(NPZ_PREFIX):])):
+    raise ConfigError(f'Config key `dataset` must be one of {TFDS} or '
+                      f"'npz:PATH' (your own arrays), got {name!r}.",
+                      arg='config.dataset')
+  if task != 'row' and name not in IMAGES:
+    raise ConfigError(f"Config key `task`={task!r} reads an image's pixels "
+                      f'one by one: only the image datasets {IMAGES} have '
+                      f"them; {name!r} is read as it is, with task='row'.",
+                      arg='config.task')
+
+
+def load(config: Any, splits: tuple[str, ...] = SPLITS) -> dict[str, Split]:
+  """The ``splits`` of ``config.dataset``, checked against ``num_classes``."""
+  check_name(config.dataset, config.task)
+  return read(config.dataset, config.data_dir, config.validation_fraction,
+              splits, config.num_classes)
+
+
+def read(name: str, data_dir: str | None, validation_fraction: float,
+         splits: tuple[str, ...] = SPLITS,
+         num_classes: int | None = None) -> dict[str, Split]:
+  """The ``splits`` of dataset ``name``, checked (labels against
+  ``num_classes``; without it, against their own largest, for a look at
+  data no config describes yet: ``seqclf inspect-data``)."""
+  check_name(name)
+  if name.startswith(NPZ_PREFIX):
+    data = npz.load(name[len(NPZ_PREFIX):], validation_fraction)
+  else:
+    data = prepared.load_datasets(data_dir, splits, name)
+  data = {split: data[split] for split in splits}
+  if num_classes is None:
+    num_classes = 1 + max((int(d['label'].max()) for d in data.values()
+                           if len(d['label'])), default=0)
+  check(data, num_classes, name)
+  for arrays in data.values():
+    for key in ('label', 'lengths'):
+      if key in arrays:
+        arrays[key] = arrays[key].astype(np.int32)
+  return data
+
+
+def _fail(where: str, message: str, arg: str | None = None) -> None:
+  raise DataError(f'{where}: {message}', arg=arg)
+
+
+def check(data: dict[str, Split], num_classes: int, where: str) -> None:
+  """DataError (one line) unless every split follows the module's contract."""
+  shape = None
+  for split, arrays in data.items():
+    x, y = arrays.get('image'), arrays.get('label')
+    if x is None or y is None:
+      _fail(where, f"split {split!r} lacks its sequences or labels.")
+    if x.ndim != 3 or 0 in x.shape[1:]:
+      _fail(where, f'{split} sequences must be (N, T, F) with T, F >= 1, got '
+            f'shape {x.shape}: reshape univariate (N, T) data to (N, T, 1).')
+    if not (x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating)):
+      _fail(where, f'{split} sequences must be uint8 or float, got {x.dtype}.')
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+      _fail(where, f'{split} sequences hold NaN or inf: fill or drop them.')
+    if shape is not None and x.shape[1:] != shape:
+      _fail(where, f'{split} sequences are {x.shape[1:]} per example but '
+            f'{next(iter(data))} ones {shape}: every split needs the same '
+            '(T, F), padded to the longest T.')
+    shape = x.shape[1:]
+    if y.shape != (len(x),):
+      _fail(where, f'{split} labels must be {len(x)} integers (one per '
+            f'sequence), got shape {y.shape}.')
+    if not np.issubdtype(y.dtype, np.integer):
+      _fail(where, f'{split} labels must be integer classes 0..K-1, got '
+            f'{y.dtype}: store them as int.')
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+      _fail(where, f'{split} labels must be in [0, num_classes={num_classes}),'
+            f' got {y.min()}..{y.max()}: set config key `num_classes` to '
+            f'{max(int(y.max()) + 1, num_classes)} (labels 0..K-1).',
+            arg='config.num_classes')
+    lengths = arrays.get('lengths')
+    if lengths is not None:
+      if lengths.shape != (len(x),) or not np.issubdtype(lengths.dtype,
+                                                         np.integer):
+        _fail(where, f'{split} lengths must be {len(x)} integers (one per '
+              f'sequence), got {lengths.dtype} of shape {lengths.shape}.')
+      if len(lengths) and (lengths.min() < 1 or lengths.max() > x.shape[1]):
+        _fail(where, f'{split} lengths must be in [1, T={x.shape[1]}], got '
+              f'{lengths.min()}..{lengths.max()}.')
+  if not len(data.get('train', {'label': [0]})['label']):
+    _fail(where, 'the train split is empty.')
+
+
+
+
+def class_names(dataset: str, num_classes: int) -> list[str]:
+  """The names of ``dataset``'s classes by label: its own where it has them
+  (Fashion-MNIST), else the label numbers."""
+  if dataset == 'fashion_mnist':
+    return list(fashion_mnist.CLASS_NAMES)[:num_classes]
+  return [str(c) for c in range(num_classes)]

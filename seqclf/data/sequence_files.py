@@ -1,0 +1,197 @@
+"""Sequences to classify, read from files: ``.npy``, ``.npz`` and ``.csv``.
+
+``seqclf predict`` gives a model the examples of the data it was trained on
+(``seqclf.data.splits``' contract): (T, F) sequences, uint8 (pixels, read as
+/ 255) or float (used as they are, so standardized as the training data
+were). A file holds
+
+* ``.npy``: one (T, F) sequence or an (N, T, F) batch;
+* ``.npz``: array ``x``, (T, F) or (N, T, F), and optionally ``lengths``
+  (one int, or N), the valid steps of each (the rest is padding);
+* ``.csv``: one sequence, T rows of F comma-separated numbers, optionally
+  after one header line.
+
+Arrays are loaded without pickles. ``fit`` checks the sequences against the
+example shape a checkpoint's model reads (``seqclf.inference.input_shape``) and stacks
+them, padding shorter ones with their lengths, the way the trainer reads
+data with lengths. Bad input is one ``SequenceError`` line naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from seqclf.data import images
+from seqclf.data.ops import to_float
+from seqclf.errors import SequenceError
+
+SUFFIXES = ('.npy', '.npz', '.csv')
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  """One sequence of a file: where it came from, its values, valid steps."""
+  name: str          # the file, or FILE[i] for the i-th of a batch
+  values: np.ndarray  # (T, F) uint8 or float
+  length: int         # valid steps, in [1, T]
+
+
+def is_sequence_file(path: str | Path) -> bool:
+  return Path(path).suffix.lower() in SUFFIXES
+
+
+def _check_values(path: Path, x: np.ndarray, what: str) -> np.ndarray:
+  if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
+    raise SequenceError(f'{path}: {what} must be float (values as the model '
+                        f'was trained on) or uint8 (pixels), got {x.dtype}: '
+                        'save it as float32.')
+  if x.ndim not in (2, 3) or 0 in x.shape:
+    raise SequenceError(
+        f'{path}: {what} must be one (T, F) sequence or an (N, T, F) batch '
+        f'with T, F >= 1, got shape {x.shape}: reshape univariate (T,) data '
+        'to (T, 1).')
+  if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+    raise SequenceError(f'{path}: {what} holds NaN or inf: pad with zeros and '
+                        'give lengths (.npz) instead, or drop those steps.')
+  return x
+
+
+def _examples(path: Path, x: np.ndarray, lengths: np.ndarray | None,
+              what: str) -> list[Example]:
+  x = _check_values(path, x, what)
+  single = x.ndim == 2
+  batch = x[None] if single else x
+  steps = batch.shape[1]
+  if lengths is None:
+    lengths = np.full(len(batch), steps)
+  lengths = np.asarray(lengths).reshape(-1)
+  if not np.issubdtype(lengths.dtype, np.integer) or len(lengths) != len(
+      batch):
+    raise SequenceError(f'{path}: lengths must be {len(batch)} integer(s), '
+                        f'one per sequence of x, got {lengths.dtype} of shape '
+                        f'{lengths.shape}.')
+  if lengths.min() < 1 or lengths.max() > steps:
+    raise SequenceError(f'{path}: lengths must be in [1, T={steps}], got '
+                        f'{lengths.min()}..{lengths.max()}.')
+  return [Example(str(path) if single else f'{path}[{i}]', seq, int(n))
+          for i, (seq, n) in enumerate(zip(batch, lengths))]
+
+
+def _read_csv(path: Path) -> np.ndarray:
+  lines = [line for line in path.read_text(encoding='utf-8').splitlines()
+           if line.strip()]
+  if lines:
+    try:
+      [float(v) for v in lines[0].split(',')]
+    except ValueError:
+      lines = lines[1:]  # a header line
+  if not lines:
+    raise SequenceError(f'{path}: no rows of numbers: write one sequence as '
+                        'T rows of F comma-separated numbers.')
+  try:
+    return np.loadtxt(lines, delimiter=',', dtype=np.float32, ndmin=2)
+  except ValueError as e:
+    raise SequenceError(f'{path}: not T rows of F comma-separated numbers '
+                        f'({e}).') from None
+
+
+def read(path: str | Path) -> list[Example]:
+  """The sequences of one ``.npy``, ``.npz`` or ``.csv`` file."""
+  path = Path(path)
+  if path.is_dir():
+    raise SequenceError(f'{path} is a directory: give sequence files, e.g. '
+                        f'{path}/*.npy.')
+  if not path.is_file():
+    raise SequenceError(f'{path}: no such file.')
+  suffix = path.suffix.lower()
+  if suffix not in SUFFIXES:
+    raise SequenceError(f'{path}: not a sequence file: give {", ".join(SUFFIXES)}'
+                        ' files (image files are for models of images).')
+  if suffix == '.csv':
+    return _examples(path, _read_csv(path), None, 'its rows')
+  try:
+    if suffix == '.npy':
+      arrays = {'x': np.load(path, allow_pickle=False)}
+    else:
+      with np.load(path, allow_pickle=False) as f:
+        names = f.files
+        arrays = {k: f[k] for k in ('x', 'lengths') if k in names}
+  except (OSError, ValueError, EOFError) as e:
+    raise SequenceError(f'{path}: not a readable {suffix} file without '
+                        f'pickles ({e}); write it with numpy.save/savez.'
+                        ) from None
+  if 'x' not in arrays:
+    raise SequenceError(f"{path}: needs an array 'x' (and optionally "
+                        f"'lengths'), found {sorted(names)}.")
+  return _examples(path, arrays['x'], arrays.get('lengths'),
+                   'its array' if suffix == '.npy' else "'x'")
+
+
+def fit(examples: Sequence[Example], shape: tuple[int, int],
+        fixed: bool, trained_on: str
+        ) -> tuple[np.ndarray, np.ndarray | None]:
+  """(N, T, F) float32 inputs and their (N,) lengths (None if every example
+  is full-length) for a model reading examples of ``shape``.
+
+  ``fixed`` (``inference.takes_images``): every example must be
+  ``shape``; else only F must match and shorter examples are zero-padded to
+  the longest, their lengths saying how many steps are theirs. uint8 values
+  become pixels / 255, as the trainer reads them.
+  """
+  steps, features = shape
+  for e in examples:
+    t, f = e.values.shape
+    if fixed and (t, f) != (steps, features):
+      raise SequenceError(
+          f'{e.name}: a ({t}, {f}) sequence, but this model (trained on '
+          f'{trained_on}) reads ({steps}, {features}): give sequences of '
+          f'{steps} steps x {features} features.')
+    if f != features:
+      hint = (': the file looks transposed, write T rows of F columns'
+              if t == features else '')
+      raise SequenceError(
+          f'{e.name}: {f} features per step, but this model (trained on '
+          f'{trained_on}) reads {features}{hint}.')
+  longest = max(e.values.shape[0] for e in examples)
+  x = np.zeros((len(examples), longest, features), np.float32)
+  for i, e in enumerate(examples):
+    x[i, :e.length] = to_float(e.values[:e.length])
+  lengths = np.array([e.length for e in examples], np.int32)
+  return x, None if (lengths == longest).all() else lengths
+
+
+def predict_inputs(paths: Sequence[str], shape: tuple[int, int],
+                   fixed: bool, trained_on: str
+                   ) -> tuple[list[str], np.ndarray, np.ndarray | None,
+                              list[str]]:
+  """(names, inputs, lengths, notes) for ``inference.predict_probabilities``
+  from the files ``paths``, checked against a model's example ``shape``.
+
+  Args:
+    paths: files to read: sequence files (``SUFFIXES``) and, for a model of
+      images (``fixed``), image files, read as MNIST-like digits
+      (``seqclf.data.images.load_image``).
+    shape: one example's (T, F) as the model reads it.
+    fixed: every example must be ``shape`` (a model of images); else only F
+      must match.
+    trained_on: the model's dataset, for the messages.
+
+  Returns:
+    The examples' names, their (N, T, F) float32 values, their lengths (None
+    when all are full) and a note for each image that was adjusted.
+  """
+  examples, notes = [], []
+  for path in paths:
+    if fixed and not is_sequence_file(path):
+      image, note = images.load_image(path)
+      if note:
+        notes.append(f'{path}: {note}')
+      examples.append(Example(str(path), image, len(image)))
+    else:
+      examples += read(path)
+  x, lengths = fit(examples, shape, fixed, trained_on)
+  return [e.name for e in examples], x, lengths, notes

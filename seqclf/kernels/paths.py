@@ -1,0 +1,100 @@
+"""Which recurrence paths (``impl``) can run a layer, decided in one place.
+
+Every recurrent layer runs by one of ``IMPLS``. Whether a path can run a
+layer depends on the layer (its cell, size, compute dtype and matmul
+precision), on the backend and on how the program is partitioned, and each
+path states its own limits here, once. The layers (``seqclf.nn``) ask
+``check`` before running a forced path, so a path that cannot run is one
+line naming those that can; ``config.validate`` asks it without a backend;
+``impl='auto'`` (``seqclf.training.autotune``) times only what ``eligible``
+returns. Asking never compiles the CPU kernel: ``eligible`` counts it only
+when a build exists (``lstm_kernel.available``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from seqclf.errors import ConfigError
+from seqclf.kernels import lstm_kernel
+
+# scan: nn.scan of the cell (seqclf.kernels.reference), every cell and backend
+# | fused: seqclf.kernels.fast_lstm | kernel: the CPU kernel (lstm_kernel).
+IMPLS = ('scan', 'fused', 'kernel')
+# The order `auto` lists candidates in, and takes the first of untimed
+# (SEQCLF_AUTOTUNE=0): the fastest on the CPUs measured so far first.
+PREFERENCE = ('kernel', 'fused', 'scan')
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+  """What decides whether a path can run a recurrent layer.
+
+  ``cell`` is ``'lstm'`` for seqclf's ``LSTMCell`` (the fast paths' cell),
+  else the cell's name; ``dtype`` the compute dtype's name; ``sharded``:
+  the layer runs inside a ``jax.jit`` partitioned over several devices.
+  """
+
+  cell: str = 'lstm'
+  hidden_size: int = 128
+  dtype: str = 'float32'
+  matmul_precision: str = 'float32'
+  sharded: bool = False
+
+
+def why_not(impl: str, layer: Layer, backend: str | None = None, *,
+            need_build: bool = False) -> str | None:
+  """Why ``impl`` cannot run ``layer`` on ``backend``, or None if it can.
+
+  Args:
+    impl: one of ``IMPLS``.
+    layer: the layer to run.
+    backend: ``jax.default_backend()``'s name, or None to check only what
+      holds on every backend (a config before any device exists).
+    need_build: count the CPU kernel only if a build exists (``auto``);
+      a forced ``impl='kernel'`` builds it on first use instead.
+
+  Returns:
+    A reason that completes "impl=... cannot run here: ...", or None.
+  """
+  if impl not in IMPLS:
+    return f'it is not one of {IMPLS}'
+  if impl != 'kernel' and layer.matmul_precision != 'float32':
+    return (f'matmul_precision={layer.matmul_precision!r} runs only in the '
+            "CPU kernel (impl='kernel'); dtype=jnp.bfloat16 computes in "
+            'bfloat16 on the other paths')
+  if impl == 'scan':
+    return None
+  if layer.cell != 'lstm':
+    return (f"it runs only seqclf's LSTMCell (cell='lstm'), got "
+            f"{layer.cell!r}")
+  if impl == 'fused':
+    return None
+  return lstm_kernel.why_not(layer.hidden_size, layer.dtype,
+                             layer.matmul_precision, backend, layer.sharded,
+                             need_build=need_build)
+
+
+def eligible(layer: Layer, backend: str) -> tuple[str, ...]:
+  """The paths that can run ``layer`` on ``backend`` now, in ``PREFERENCE``
+  order (the CPU kernel only if already built)."""
+  return tuple(impl for impl in PREFERENCE
+               if why_not(impl, layer, backend, need_build=True) is None)
+
+
+def check(impl: str, layer: Layer, backend: str | None = None) -> None:
+  """Raises a one-line ``ConfigError`` unless ``impl`` can run ``layer`` on
+  ``backend`` (None: on some backend), naming the paths that can."""
+  if impl not in IMPLS:
+    raise ConfigError(f'impl must be one of {IMPLS}, got {impl!r}.',
+                      arg='impl')
+  reason = why_not(impl, layer, backend)
+  if reason is None:
+    return
+  others = [i for i in PREFERENCE if i != impl and why_not(i, layer, backend)
+            is None]
+  where = f' on the {backend} backend' if backend else ''
+  fix = (f"use impl={' or '.join(repr(i) for i in others)}"
+         if others else 'no path can')
+  raise ConfigError(f'impl={impl!r} cannot run this layer{where}: {reason}; '
+                    f'{fix}.', arg='impl')

@@ -1,0 +1,16 @@
+"""seqclf's Flax linen layers: cells, recurrent layers, the classifier.
+
+* ``cells``: one time step (``LSTMCell``, ``GRUCell``, ``ElmanCell``);
+* ``recurrent``: ``RNN`` (any cell over time, by any recurrence path of
+  ``seqclf.kernels``), and ``LSTM``, ``GRU``, ``Elman``;
+* ``classifier``: ``LSTMClassifier``, whose fields are the model's config
+  keys;
+* ``initializers``: the initializers a config names.
+"""
+
+from seqclf.nn.cells import ElmanCell, GRUCell, LSTMCell
+from seqclf.nn.classifier import LSTMClassifier
+from seqclf.nn.recurrent import GRU, LSTM, RNN, Elman
+
+__all__ = ['Elman', 'ElmanCell', 'GRU', 'GRUCell', 'LSTM', 'LSTMCell',
+           'LSTMClassifier', 'RNN']

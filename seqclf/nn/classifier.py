@@ -1,0 +1,175 @@
+"""The classifier: stacked recurrent layers and a dense head on the last step.
+
+``LSTMClassifier``'s fields are the model's whole description, declared once:
+``seqclf.config`` takes its model keys and defaults from them
+(``config_defaults``) and ``from_config`` builds the model from those keys,
+so a new model field is one line and its default here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from seqclf.nn import initializers
+from seqclf.nn.recurrent import LAYERS
+
+Array = jax.Array
+Dtype = Any
+CELLS = tuple(LAYERS)  # LSTMClassifier.cell
+# The compute dtypes a config names (`dtype`); float32 is the parameters' own.
+DTYPES = ('float32', 'bfloat16')
+
+
+class LSTMClassifier(nn.Module):
+  """Stacked recurrent layers, then a dense layer on the last time step's output.
+
+  ``cell`` picks the recurrence (``lstm``, ``gru`` or ``elman``); layer ``k``
+  is named ``{cell}_{k}``, so the default LSTM's parameters keep their
+  names. ``bidirectional`` adds a ``{cell}_{k}_reverse`` layer reading the
+  sequence backwards; its outputs are concatenated to the forward ones, and
+  the head sees the forward last step beside the backward first step (each
+  direction's summary of the whole sequence). ``dropout_rate`` drops between
+  stacked layers when ``train=True`` (needs a ``'dropout'`` rng). It reads
+  float (batch, time, features) sequences and knows nothing of where they
+  come from: how a dataset's examples become sequences (an image's rows, or
+  its pixels in some order) is the data's (``seqclf.data.views``). Its one
+  preprocessing layer standardizes the inputs as ``(x - input_mean) /
+  input_std`` (identity by default), inside the model so that every caller of
+  ``apply`` (training, evaluation, prediction, an exported function, your own
+  code) feeds it the same data. Each layer gets every field of the
+  classifier that the layer declares (``hidden_size``, ``impl``, …).
+
+  >>> import jax, jax.numpy as jnp
+  >>> model = LSTMClassifier(num_classes=3, hidden_size=8)
+  >>> x = jnp.ones((2, 5, 4))                       # (batch, time, features)
+  >>> params = model.init(jax.random.key(0), x)
+  >>> model.apply(params, x, seq_lengths=jnp.array([5, 2])).shape
+  (2, 3)
+  """
+
+  num_classes: int = 10
+  hidden_size: int = 128
+  num_layers: int = 1
+  forget_bias: float = 1.0  # added to the LSTM's forget gate (Gers et al.)
+  # The matmuls' compute dtype (a config names it: DTYPES); None computes in
+  # the parameters' dtype. Cell state and nonlinearities stay float32.
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32  # flax's; no config key
+  unroll: int = 1  # time steps unrolled per nn.scan iteration
+  cell: str = 'lstm'  # CELLS
+  # Initializers by name (seqclf.nn.initializers.TABLES): the cells' input
+  # and recurrent kernels, the head's kernel and bias.
+  recurrent_init: str = 'orthogonal'
+  input_init: str = 'lecun_normal'
+  head_init: str = 'lecun_normal'
+  head_bias_init: str = 'zeros'
+  bidirectional: bool = False  # a backward layer beside each forward one
+  dropout_rate: float = 0.0  # between stacked layers, training only
+  # The recurrence (seqclf.kernels.paths.IMPLS; 'fused' and 'kernel': LSTM
+  # only), the same numbers to float rounding. A config may say 'auto': the
+  # fastest here, timed by seqclf.training.autotune.
+  impl: str = 'scan'
+  # The CPU kernel's matmuls: float32 | bfloat16 (operands rounded to
+  # bfloat16, float32 accumulation, on Intel AMX). Unlike `dtype`, which
+  # runs the whole model in bfloat16 on any backend.
+  matmul_precision: str = 'float32'
+  # (x - input_mean) / input_std: identity by default, so checkpoints saved
+  # before these fields existed load as they were trained.
+  input_mean: float = 0.0
+  input_std: float = 1.0
+
+  @nn.compact
+  def __call__(self, inputs: Array, train: bool = False,
+               seq_lengths: Array | None = None) -> Array:
+    """Maps (batch, time, features) sequences to (batch, num_classes) logits.
+
+    Args:
+      inputs: (batch, time, features) floats.
+      train: dropout between layers (needs a ``'dropout'`` rng).
+      seq_lengths: (batch,) ints, each row's valid steps; the head then sees
+        each row's last valid step (and, bidirectional, the reverse
+        direction's first). None: every step is valid.
+
+    Returns:
+      (batch, num_classes) float32 logits.
+    """
+    if self.cell not in CELLS:
+      raise ValueError(f'cell must be one of {CELLS}, got {self.cell!r}.')
+    layer_type = LAYERS[self.cell]
+    options = {name: getattr(self, name) for name in _shared_fields(layer_type)}
+
+    x = (inputs - self.input_mean) / self.input_std
+    for k in range(self.num_layers):
+      if k:
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      name = f'{self.cell}_{k}'
+      _, forward = layer_type(**options, name=name)(x, seq_lengths=seq_lengths)
+      last = last_valid(forward, seq_lengths)
+      if not self.bidirectional:
+        x = forward
+        continue
+      _, backward = layer_type(**options, name=f'{name}_reverse')(
+          x, seq_lengths=seq_lengths, reverse=True, keep_order=True)
+      x = jnp.concatenate([forward, backward], -1)
+      last = jnp.concatenate([last, backward[..., 0, :]], -1)
+    logits = nn.Dense(
+        self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=initializers.resolve('head_init', self.head_init),
+        bias_init=initializers.resolve('head_bias_init', self.head_bias_init),
+        name='head')(last)
+    return logits.astype(jnp.float32)
+
+
+def _field_names(cls: type) -> set[str]:
+  return {f.name for f in dataclasses.fields(cls)} - {'parent', 'name'}
+
+
+def _shared_fields(layer_type: type[nn.Module]) -> list[str]:
+  """The classifier's fields that ``layer_type`` declares too."""
+  return sorted(_field_names(layer_type) & _field_names(LSTMClassifier))
+
+
+def last_valid(outputs: Array, seq_lengths: Array | None) -> Array:
+  """Each row's output at its last valid step (the last step without
+  lengths; zeros for an empty row) from (..., time, features) outputs."""
+  if seq_lengths is None:
+    return outputs[..., -1, :]
+  index = jnp.maximum(jnp.asarray(seq_lengths) - 1, 0)[..., None, None]
+  return jnp.take_along_axis(outputs, index, axis=-2)[..., 0, :]
+
+
+# What a config says differently from the fields: `impl` may be 'auto'
+# (resolved by the entry point, which knows the devices and the batch), and
+# `dtype` is a name (DTYPES) where the field is a dtype or None.
+_CONFIG_DEFAULTS = {'impl': 'auto', 'dtype': 'float32'}
+_NOT_IN_CONFIG = frozenset({'param_dtype'})
+
+
+def config_defaults() -> dict[str, Any]:
+  """The model's config keys (``seqclf.config``) and their defaults: every
+  field of ``LSTMClassifier`` but ``param_dtype``, in declaration order."""
+  return {f.name: _CONFIG_DEFAULTS.get(f.name, f.default)
+          for f in dataclasses.fields(LSTMClassifier)
+          if f.name in _field_names(LSTMClassifier) - _NOT_IN_CONFIG}
+
+
+def from_config(config: Any, impl: str) -> LSTMClassifier:
+  """The classifier ``config`` describes (its keys of ``config_defaults``).
+
+  Args:
+    config: a ``seqclf.config`` config (or any mapping with those keys).
+    impl: the path the recurrent layers run (``seqclf.kernels.paths.IMPLS``;
+      a config's ``'auto'`` is resolved by the caller first).
+
+  Returns:
+    The model (unbound).
+  """
+  fields = {name: config[name] for name in config_defaults()}
+  fields['dtype'] = (None if config.dtype == 'float32'
+                     else jnp.dtype(config.dtype))
+  return LSTMClassifier(**{**fields, 'impl': impl})

@@ -1,0 +1,184 @@
+"""The pure training and evaluation steps.
+
+``train_step`` is one update; with ``axis_name`` set it averages gradients
+and metrics with ``lax.pmean``, so the same function runs under ``jax.pmap``.
+``train_steps`` scans it over a chunk of batches gathered from the
+device-resident training set, so the host dispatches once per chunk, not
+once per step (``seqclf.training.loop`` runs the chunks). ``evaluate`` sums
+one model's (or a stacked sweep's) metrics over a split.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from seqclf.data import ops, order
+from seqclf.data.splits import Split
+from seqclf.training import parallel
+from seqclf.training.state import TrainState
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+def train_key(seed: int) -> jax.Array:
+  """Base key of a run's training noise (dropout, flips), not its ``key(seed)``."""
+  return jax.random.fold_in(jax.random.key(seed), 1)
+
+
+def noise_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """``train_steps`` keyword arguments for the config's dropout and flips."""
+  if not (config.dropout_rate or config.augment_hflip):
+    return {}
+  return {'rng': train_key(config.seed), 'hflip': config.augment_hflip}
+
+
+def _length_kwargs(batch: Batch) -> dict[str, jax.Array]:
+  """``seq_lengths`` for the model when the batch has ``lengths``; else
+  nothing, so data without lengths traces exactly the program it always did."""
+  return {'seq_lengths': batch['lengths']} if 'lengths' in batch else {}
+
+
+def train_step(state: TrainState, batch: Batch, *,
+               axis_name: str | None = None,
+               rng: jax.Array | None = None,
+               hflip: bool = False) -> tuple[TrainState, Metrics]:
+  """One Adam step on mean softmax cross-entropy; pmap-ready via ``axis_name``.
+
+  ``rng`` (needed for dropout or ``hflip``) runs the model in training mode
+  with a key folded from it, the step and the replica; ``hflip`` mirrors a
+  random half of the batch's images left-right first (augmentation). A
+  batch with ``lengths`` passes them as the model's ``seq_lengths``.
+  """
+  kwargs, images = _length_kwargs(batch), batch['image']
+  if rng is not None:
+    rng = jax.random.fold_in(rng, state.step)
+    if axis_name is not None:
+      rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+    if hflip:
+      images = ops.random_hflip(images, jax.random.fold_in(rng, 1))
+    kwargs = {**kwargs, 'train': True, 'rngs': {'dropout': rng}}
+  elif hflip:
+    raise ValueError('hflip=True needs an `rng` to draw the flips from.')
+
+  def loss_fn(params):
+    logits = state.apply_fn({'params': params}, images, **kwargs)
+    loss = optax.softmax_cross_entropy_with_integer_labels(
+        logits, batch['label']).mean()
+    return loss, logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  metrics = {'loss': loss,
+             'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label'])}
+  if axis_name is not None:
+    grads = jax.lax.pmean(grads, axis_name)
+    metrics = jax.lax.pmean(metrics, axis_name)
+  return state.apply_gradients(grads=grads), metrics
+
+
+def train_steps(state: TrainState, images: jax.Array, labels: jax.Array,
+                indices: jax.Array, *,
+                axis_name: str | None = None,
+                rng: jax.Array | None = None,
+                hflip: bool = False,
+                lengths: jax.Array | None = None
+                ) -> tuple[TrainState, Metrics]:
+  """``len(indices)`` steps in one ``lax.scan``; batch k is ``images[indices[k]]``.
+
+  ``lengths`` (N,), the training set's valid steps per example, are gathered
+  with the images (``train_steps_with_lengths`` takes them positionally, for
+  the chunk runners). Returns the new state and per-step metrics stacked
+  along axis 0.
+  """
+
+  def body(state, idx):
+    batch = {'image': ops.to_float(images[idx]),
+             'label': labels[idx]}
+    if lengths is not None:
+      batch['lengths'] = lengths[idx]
+    return train_step(state, batch, axis_name=axis_name,
+                      rng=rng, hflip=hflip)
+
+  return jax.lax.scan(body, state, indices)
+
+
+def train_steps_with_lengths(state: TrainState, images: jax.Array,
+                             labels: jax.Array, lengths: jax.Array,
+                             indices: jax.Array, **kwargs: Any
+                             ) -> tuple[TrainState, Metrics]:
+  """``train_steps`` with the lengths a positional (device-placed, sharded
+  like the labels) argument before the indices, as ``loop.Chunks`` passes
+  its data arguments."""
+  return train_steps(state, images, labels, indices, lengths=lengths, **kwargs)
+
+
+def data_args(split: Split) -> tuple[np.ndarray, ...]:
+  """The arrays a chunk function gathers batches from: images, labels and,
+  when the split has them, lengths (then ``steps_fn(True)`` takes them)."""
+  arrays = (split['image'], split['label'])
+  return (*arrays, split['lengths']) if 'lengths' in split else arrays
+
+
+def steps_fn(has_lengths: bool) -> Any:
+  """The chunk function for data with or without ``lengths``."""
+  return train_steps_with_lengths if has_lengths else train_steps
+
+
+def eval_step(state: TrainState, batch: Batch) -> Metrics:
+  """Summed loss, correct count and example count over the unmasked examples
+  (each read up to its ``lengths`` when the batch has them)."""
+  logits = state.apply_fn({'params': state.params}, batch['image'],
+                          **_length_kwargs(batch))
+  mask = batch.get('mask', jnp.ones(batch['label'].shape, bool))
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
+  correct = jnp.argmax(logits, -1) == batch['label']
+  return {'loss': jnp.sum(jnp.where(mask, loss, 0.0)),
+          'correct': jnp.sum(correct & mask),
+          'count': jnp.sum(mask)}
+
+
+_jit_eval_step = jax.jit(eval_step)
+_jit_eval_stacked = jax.jit(jax.vmap(eval_step, in_axes=(0, None)))
+
+
+def evaluate(state: TrainState, split: Split, batch_size: int,
+             devices: Sequence[jax.Device] | None = None, *,
+             stacked: bool = False) -> dict[str, Any]:
+  """Loss and accuracy over every example of ``split`` exactly once.
+
+  With several ``devices`` (this process's own, e.g. the CPU split by
+  ``parallel.configure_cpu_devices``) each batch is split across them and the
+  parameters replicated, so evaluation uses every core as training does.
+  ``stacked``: ``state`` is a stack of models (``seqclf.sweep``), each
+  evaluated on the same batches by the same ``eval_step`` (vmapped); loss and
+  accuracy are then arrays, one entry per model.
+  """
+  put = lambda batch: batch
+  if devices is not None and len(devices) > 1 and batch_size % len(devices) == 0:
+    mesh = parallel.make_mesh(list(devices))
+    state = jax.device_put(state, NamedSharding(mesh, P()))
+    put = functools.partial(jax.device_put,
+                            device=NamedSharding(mesh, P(parallel.AXIS)))
+  # Summed on the host: adding device arrays would compile a program per
+  # sharding, which costs more than the whole evaluation on CPU.
+  step = _jit_eval_stacked if stacked else _jit_eval_step
+  sums = jax.device_get([step(state, put(batch)) for batch in
+                         order.eval_batches(split, batch_size)])
+  totals = jax.tree.map(
+      lambda *parts: np.sum(parts, axis=0, dtype=np.float64), *sums)
+  count = int(np.ravel(totals['count'])[0])
+  if stacked:
+    return {'loss': totals['loss'] / count,
+            'accuracy': totals['correct'] / count, 'count': count}
+  return {'loss': float(totals['loss']) / count,
+          'accuracy': float(totals['correct']) / count, 'count': count}

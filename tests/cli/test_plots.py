@@ -1,0 +1,154 @@
+"""Plots, report.md, TensorBoard images and `seqclf inspect-data`."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import built_once, run_cli
+from seqclf.cli import inspect_data, plots, report
+
+REPORT_PLOTS = ('training_curves', 'confusion_matrix', 'worst_classified')
+DATA_PLOTS = ('sample_digits', 'stacked_contours', 'row_sequences',
+              'class_balance')
+
+
+@pytest.fixture(scope='module')
+def reported(trained_workdir, mnist, tmp_path_factory):
+  """A copy of the shared trained run, with its report written (once per
+  test run; its Report kept beside it)."""
+
+  def build(directory):
+    shutil.copytree(trained_workdir, directory / 'run')
+    written = report.write_report(directory / 'run', datasets=mnist)
+    (directory / 'report.pickle').write_bytes(pickle.dumps(written))
+
+  directory = built_once(tmp_path_factory, 'reported', build)
+  return (directory / 'run',
+          pickle.loads((directory / 'report.pickle').read_bytes()))
+
+
+def assert_sensible_png(path: Path) -> None:
+  assert path.is_file(), path
+  with Image.open(path) as image:
+    assert image.format == 'PNG'
+    width, height = image.size
+    assert 300 <= width <= 3000 and 200 <= height <= 3000, (path, image.size)
+    low, high = image.convert('L').getextrema()
+    assert high - low > 100, f'{path} is (nearly) blank'
+
+
+@pytest.mark.slow
+def test_report_writes_valid_pngs(reported):
+  workdir, written = reported
+  assert set(written.plots) == set(REPORT_PLOTS)
+  for name in REPORT_PLOTS:
+    assert written.plots[name] == workdir / 'plots' / f'{name}.png'
+    assert_sensible_png(written.plots[name])
+
+
+@pytest.mark.slow
+def test_confusion_matrix_covers_the_test_set(reported, mnist):
+  workdir, written = reported
+  labels = mnist['test']['label']
+  matrix = written.confusion_matrix
+  assert matrix.shape == (10, 10)
+  assert matrix.sum() == len(labels)
+  np.testing.assert_array_equal(matrix.sum(axis=1),
+                                np.bincount(labels, minlength=10))
+  # The plotted predictions are the run's: same accuracy as train measured
+  # (up to an example or two flipped by a different eval batch size).
+  results = json.loads((workdir / 'results.json').read_text())
+  assert abs(np.trace(matrix) / len(labels) - results['test_accuracy']) <= 2e-4
+
+
+@pytest.mark.slow
+def test_report_md_embeds_plots_config_and_metrics(reported):
+  workdir, written = reported
+  text = written.path.read_text()
+  assert written.path == workdir / 'report.md'
+  for name in REPORT_PLOTS:
+    assert f'](plots/{name}.png)' in text
+  results = json.loads((workdir / 'results.json').read_text())
+  assert f'**{100 * results["test_accuracy"]:.2f}%**' in text
+  assert f'| hidden_size | `{results["config"]["hidden_size"]}` |' in text
+
+
+def _event_values(logdir: Path) -> dict[str, set[str]]:
+  """Tag -> kinds ('image'/'scalar') in a TensorBoard log dir (TFRecord framing)."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  tags: dict[str, set[str]] = {}
+  for path in logdir.glob('events.out.tfevents.*'):
+    data, pos = path.read_bytes(), 0
+    while pos < len(data):
+      (length,) = struct.unpack('<Q', data[pos:pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      pos += 12 + length + 4
+      for value in event.summary.value:
+        kind = 'image' if value.HasField('image') else 'scalar'
+        tags.setdefault(value.tag, set()).add(kind)
+  return tags
+
+
+@pytest.mark.slow
+def test_tensorboard_has_plots_and_scalars(reported):
+  workdir, _ = reported
+  tags = _event_values(workdir / 'tensorboard')
+  for name in REPORT_PLOTS:
+    assert tags.get(f'report/{name}') == {'image'}, sorted(tags)
+  for name in ('loss', 'accuracy', 'learning_rate', 'examples_per_second'):
+    assert tags.get(f'train/{name}') == {'scalar'}, sorted(tags)
+
+
+def test_read_metrics_keeps_the_last_record_of_a_step(tmp_path):
+  lines = [{'step': 20, 'kind': 'train', 'loss': 2.0},
+           {'step': 10, 'kind': 'train', 'loss': 1.0},
+           {'step': 20, 'kind': 'validation', 'loss': 5.0},
+           {'step': 20, 'kind': 'train', 'loss': 0.5}]  # a resumed run
+  path = tmp_path / 'metrics.jsonl'
+  path.write_text(''.join(json.dumps(r) + '\n' for r in lines))
+  metrics = report.read_metrics(path)
+  assert [(r['step'], r['loss']) for r in metrics['train']] == [(10, 1.0),
+                                                                (20, 0.5)]
+  assert [r['loss'] for r in metrics['validation']] == [5.0]
+
+
+def test_confusion_matrix_counts_true_rows_predicted_columns():
+  matrix = plots.confusion_matrix(np.array([0, 1, 1, 2, 2]),
+                                  np.array([0, 2, 1, 2, 2]), 3)
+  expected = np.zeros((3, 3), int)
+  for true, pred in [(0, 0), (1, 2), (1, 1), (2, 2), (2, 2)]:
+    expected[true, pred] += 1
+  np.testing.assert_array_equal(matrix, expected)
+
+
+def test_check_indices_names_the_problem(mnist):
+  with pytest.raises(ValueError, match=r'outside the test split \(0\.\.9999\)'):
+    inspect_data.check_indices(mnist, 'test', [5, len(mnist['test']['label'])])
+  with pytest.raises(ValueError, match="Unknown split 'tset'"):
+    inspect_data.check_indices(mnist, 'tset', [1])
+
+
+@pytest.mark.slow
+def test_inspect_data_cli(tmp_path, mnist):
+  out = tmp_path / 'inspect'
+  proc = run_cli('inspect-data', '--split', 'test', '--indices', '100', '101',
+                 '102', '--out', str(out))
+  assert proc.returncode == 0, proc.stderr
+  n_train = len(mnist['train']['label'])
+  assert f'Train Images:       ({n_train}, 784)' in proc.stdout
+  assert f'Train Labels:       ({n_train}, 10)' in proc.stdout
+  labels = mnist['test']['label']
+  for i in (100, 101, 102):
+    assert f'Sample: {i} - Class: {labels[i]} -' in proc.stdout
+  counts = ''.join(f'{c:>7}' for c in np.bincount(labels, minlength=10))
+  assert f'test       {counts}' in proc.stdout
+  for name in DATA_PLOTS:
+    assert_sensible_png(out / f'{name}.png')

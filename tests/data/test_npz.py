@@ -1,0 +1,192 @@
+"""seqclf.data.npz: the user's own (N, T, F) arrays from an .npz file."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli, small_config
+from seqclf import inference, train
+from seqclf.config import ConfigError, validate
+from seqclf.data import ops, order as order_lib, registry, splits as splits_lib
+from seqclf.errors import DataError
+from seqclf.training import state as state_lib, steps as steps_lib
+
+
+def _series(n, seed, steps=12, features=3, classes=4):
+  """Learnable toy series: the class sets which channel drifts upwards."""
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, classes, n)
+  x = rng.normal(0, 0.3, (n, steps, features)).astype(np.float32)
+  x[np.arange(n), :, y % features] += np.linspace(0, 2, steps) * (
+      1 + y[:, None] // features)
+  return x, y
+
+
+def _npz(path, **arrays):
+  np.savez(path, **arrays)
+  return f'npz:{path}'
+
+
+def _config(dataset, **overrides):
+  config = dict(dataset=dataset, num_classes=4, hidden_size=16, batch_size=20,
+                eval_batch_size=50, impl='scan')
+  return small_config(**{**config, **overrides})
+
+
+def test_explicit_splits_train_evaluate_and_load(tmp_path):
+  (x, y), (xt, yt) = _series(300, 0), _series(100, 1)
+  name = _npz(tmp_path / 'd.npz', x_train=x, y_train=y, x_test=xt, y_test=yt)
+  config = _config(name, num_train_steps=40, eval_every=40,
+                   checkpoint_every=40, learning_rate=1e-2)
+  data = registry.load(config)
+  assert len(data['train']['label']) + len(data['validation']['label']) == 300
+  assert len(data['validation']['label']) == 30  # validation_fraction=0.1
+  np.testing.assert_array_equal(data['test']['image'], xt)  # not scaled
+  results = train.train_and_evaluate(config, tmp_path / 'run', quiet=True)
+  assert results['test_accuracy'] > 0.5  # chance is 0.25
+  model, params, saved = inference.load_model(tmp_path / 'run')
+  assert saved.dataset == name and params['lstm_0']['cell']['input'][
+      'kernel'].shape == (3, 64)
+  state = state_lib.TrainState(step=0, apply_fn=model.apply, params=params,
+                           tx=None, opt_state=None)
+  again = steps_lib.evaluate(state, data['test'], 50)
+  assert again['accuracy'] == results['test_accuracy']
+
+
+def test_single_set_is_split_by_a_fixed_permutation(tmp_path):
+  x, y = _series(200, 2)
+  x[:, 0, 0] = np.arange(200)  # tags each example
+  name = _npz(tmp_path / 'one.npz', x=x, y=y)
+  a = registry.load(_config(name, validation_fraction=0.2))
+  b = registry.load(_config(name, validation_fraction=0.2))
+  tags = {s: set(a[s]['image'][:, 0, 0].astype(int)) for s in a}
+  assert [len(tags[s]) for s in splits_lib.SPLITS] == [128, 32, 40]
+  assert set.union(*tags.values()) == set(range(200))
+  for split in splits_lib.SPLITS:
+    np.testing.assert_array_equal(a[split]['image'], b[split]['image'])
+    assert a[split]['label'].dtype == np.int32
+
+
+@pytest.mark.parametrize('arrays, message', [
+    (dict(x=np.zeros((10, 5), np.float32), y=np.zeros(10, int)),
+     r'\(N, T, F\).*reshape univariate'),
+    (dict(x=np.zeros((10, 5, 2), np.int64), y=np.zeros(10, int)),
+     'must be uint8 or float, got int64'),
+    (dict(x=np.zeros((10, 5, 2)), y=np.arange(10)),
+     r'labels must be in \[0, num_classes=4\).*`num_classes` to 10'),
+    (dict(x=np.zeros((10, 5, 2)), y=np.zeros(9, int)),
+     r'y must be 10 integers \(one per sequence of x\)'),
+    (dict(x=np.zeros((10, 5, 2)), y=np.zeros(10)),
+     'labels must be integer classes 0..K-1, got float64'),
+    (dict(x=np.full((10, 5, 2), np.nan), y=np.zeros(10, int)), 'NaN'),
+    (dict(x=np.zeros((10, 5, 2)), y=np.zeros(10, int),
+          lengths=np.full(10, 6)), r'lengths must be in \[1, T=5\]'),
+    (dict(x=np.zeros((10, 5, 2)), y=np.zeros(10, int),
+          lengths=np.ones(4, int)), 'lengths must be 10 integers'),
+    (dict(x_train=np.zeros((10, 5, 2)), y_train=np.zeros(10, int),
+          x_test=np.zeros((4, 5, 2)), y_test=np.zeros(4, int),
+          lengths_test=np.ones((4, 1), int)), 'lengths_test must be 4'),
+    (dict(images=np.zeros((10, 5, 2))), "needs arrays 'x' and 'y'"),
+    (dict(x_train=np.zeros((10, 5, 2)), y_train=np.zeros(10, int)),
+     r"missing \['x_test', 'y_test'\]"),
+    (dict(x_train=np.zeros((10, 5, 2)), y_train=np.zeros(10, int),
+          x_test=np.zeros((4, 6, 2)), y_test=np.zeros(4, int)),
+     'same \\(T, F\\)'),
+])
+def test_bad_arrays_are_one_line_naming_the_problem(tmp_path, arrays,
+                                                    message):
+  name = _npz(tmp_path / 'bad.npz', **arrays)
+  with pytest.raises(DataError, match=message) as info:
+    registry.load(_config(name))
+  assert str(info.value).startswith(name) and '\n' not in str(info.value)
+
+
+def test_missing_or_unreadable_file(tmp_path):
+  with pytest.raises(DataError, match='no such file'):
+    registry.load(_config(f'npz:{tmp_path}/absent.npz'))
+  (tmp_path / 'text.npz').write_text('not a zip')
+  with pytest.raises(DataError, match='not a readable .npz'):
+    registry.load(_config(f'npz:{tmp_path}/text.npz'))
+
+
+def test_dataset_names_and_validation_fraction_are_validated():
+  for bad in ('npz:', 'mnits', 'cifar'):
+    with pytest.raises(ConfigError, match="`dataset` must be one of"):
+      validate(small_config(dataset=bad))
+  with pytest.raises(ConfigError, match='validation_fraction'):
+    validate(small_config(validation_fraction=1.0))
+  validate(small_config(dataset='npz:/any/path.npz'))
+
+
+def test_lengths_are_carried_and_eval_batches_pad_them(tmp_path):
+  x, y = _series(30, 3)
+  lengths = np.arange(30) % 12 + 1
+  name = _npz(tmp_path / 'len.npz', x=x, y=y, lengths=lengths)
+  data = registry.load(_config(name, validation_fraction=0.2))
+  split = data['test']
+  batches = list(order_lib.eval_batches(split, 4))
+  got = np.concatenate([b['lengths'][b['mask']] for b in batches])
+  np.testing.assert_array_equal(got, split['lengths'])
+  assert batches[-1]['lengths'][~batches[-1]['mask']].tolist() == [12] * (
+      -len(split['label']) % 4)
+  batch = next(order_lib.train_batches(data['train'], 0, 5))
+  assert batch['lengths'].shape == (5,)
+
+
+def test_float_sequences_are_not_scaled_like_pixels():
+  pixels = np.array([0, 255], np.uint8)
+  np.testing.assert_array_equal(ops.to_float(pixels), [0.0, 1.0])
+  values = np.array([-3.5, 200.0])
+  out = ops.to_float(values)
+  assert out.dtype == np.float32
+  np.testing.assert_array_equal(out, values)
+
+
+@pytest.mark.slow
+def test_cli_trains_on_npz_and_bad_npz_is_one_line(tmp_path):
+  (x, y), (xt, yt) = _series(200, 5), _series(60, 6)
+  name = _npz(tmp_path / 'd.npz', x_train=x, y_train=y, x_test=xt, y_test=yt)
+  common = ['--config=configs/default.py', f'--config.dataset={name}',
+            '--config.num_classes=4', '--config.hidden_size=16',
+            '--config.batch_size=20', '--config.num_train_steps=20',
+            '--config.eval_every=20', '--config.checkpoint_every=20',
+            '--config.input_mean=0.0', '--config.input_std=1.0', '--noreport']
+  out = run_cli('train', *common, f'--workdir={tmp_path}/run')
+  assert out.returncode == 0, out.stderr
+  results = json.loads((tmp_path / 'run' / 'results.json').read_text())
+  assert results['step'] == 20 and results['config']['dataset'] == name
+  out = run_cli('train', *common[:-1], '--config.num_classes=3',
+                f'--workdir={tmp_path}/bad', '--noreport')
+  assert out.returncode == 2, out.stderr
+  assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+  assert 'set --config.num_classes to 4' in out.stderr
+
+
+@pytest.mark.slow
+def test_npz_run_resumes_bitwise_and_sweeps(tmp_path):
+  """The order is (seed, step) for any data: 20 + 10 steps == 30 steps, and
+  a sweep's model k is the single run with seed k."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from seqclf import sweep  # pylint: disable=g-import-not-at-top
+  from seqclf.training import checkpoint  # pylint: disable=g-import-not-at-top
+  x, y = _series(200, 7, steps=6, features=2)
+  name = _npz(tmp_path / 'd.npz', x=x, y=y)
+  config = _config(name, hidden_size=8)
+  train.train_and_evaluate(config, tmp_path / 'full', quiet=True)
+  part = _config(name, hidden_size=8, num_train_steps=20)
+  train.train_and_evaluate(part, tmp_path / 'part', quiet=True)
+  resumed = train.train_and_evaluate(config, tmp_path / 'part', quiet=True)
+  assert resumed['resumed_from_step'] == 20
+  target = state_lib.create_train_state(config, jax.random.key(0),
+                                    sequence_shape=(6, 2))
+  a, _ = checkpoint.restore(checkpoint.manager(tmp_path / 'full'), target)
+  b, _ = checkpoint.restore(checkpoint.manager(tmp_path / 'part'), target)
+  for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(u, v)
+  again = train.train_and_evaluate(config, tmp_path / 'full', quiet=True)
+  assert again['already_finished'] and again['step'] == 30
+  swept = sweep.run_sweep(config, tmp_path / 'sweep', 1, quiet=True)
+  assert swept['test_accuracies'][0] == pytest.approx(
+      resumed['test_accuracy'], abs=1 / len(y))

@@ -1,0 +1,241 @@
+"""Series beyond MNIST in the CLI: predict on sequence files, inspect-data on
+series, export of a series model (seqclf.sequence_files, report, export)."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import run_cli, small_config
+from seqclf import export, inference
+from seqclf.cli import inspect_data
+from seqclf.data import registry, sequence_files
+from seqclf.errors import SequenceError
+from seqclf.training import checkpoint, state as state_lib
+
+STEPS, FEATURES, CLASSES = 9, 3, 4
+
+
+def _series(n, seed, steps=STEPS, features=FEATURES):
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, CLASSES, n)
+  x = rng.normal(0, 0.3, (n, steps, features)).astype(np.float32)
+  x[np.arange(n), :, y % features] += np.linspace(0, 2, steps)
+  return x, y
+
+
+@pytest.fixture(scope='module')
+def series_npz(tmp_path_factory):
+  """An npz dataset with lengths: (N, STEPS, FEATURES) float32, 4 classes."""
+  x, y = _series(60, 0)
+  lengths = np.arange(60) % STEPS + 1
+  x *= np.arange(STEPS)[None, :, None] < lengths[:, None, None]
+  path = tmp_path_factory.mktemp('data') / 'series.npz'
+  np.savez(path, x=x, y=y, lengths=lengths)
+  return path
+
+
+@pytest.fixture(scope='module')
+def series_workdir(tmp_path_factory, series_npz):
+  """A workdir with one checkpoint of a fresh (perturbed) model of the npz
+  data: every prediction test needs a checkpoint, none a trained one."""
+  config = small_config(impl='scan', hidden_size=8, num_classes=CLASSES,
+                        dataset=f'npz:{series_npz}')
+  state = state_lib.create_train_state(config, jax.random.key(3),
+                                   sequence_shape=(STEPS, FEATURES))
+  leaves, tree = jax.tree.flatten(state.params)
+  keys = jax.random.split(jax.random.key(4), len(leaves))
+  state = state.replace(params=jax.tree.unflatten(tree, [
+      p + 0.5 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]))
+  workdir = tmp_path_factory.mktemp('series') / 'run'
+  mngr = checkpoint.manager(workdir)
+  checkpoint.save(mngr, state, config)
+  mngr.wait_until_finished()
+  return workdir
+
+
+def _csv(path, x, header=None):
+  lines = ([header] if header else []) + [
+      ','.join(repr(float(v)) for v in row) for row in x]
+  path.write_text('\n'.join(lines) + '\n')
+  return path
+
+
+def test_each_file_kind_reads_its_sequences(tmp_path):
+  x, _ = _series(3, 1)
+  np.save(tmp_path / 'one.npy', x[0])
+  np.save(tmp_path / 'batch.npy', x)
+  np.savez(tmp_path / 'len.npz', x=x, lengths=[9, 4, 1])
+  _csv(tmp_path / 'plain.csv', x[1])
+  _csv(tmp_path / 'head.csv', x[2], header='a,b,c')
+  one, = sequence_files.read(tmp_path / 'one.npy')
+  assert one.name == str(tmp_path / 'one.npy') and one.length == STEPS
+  np.testing.assert_array_equal(one.values, x[0])
+  batch = sequence_files.read(tmp_path / 'batch.npy')
+  assert [e.name for e in batch] == [f'{tmp_path}/batch.npy[{i}]'
+                                     for i in range(3)]
+  assert [e.length for e in sequence_files.read(tmp_path / 'len.npz')] == [
+      9, 4, 1]
+  for name, row in (('plain.csv', 1), ('head.csv', 2)):
+    got, = sequence_files.read(tmp_path / name)
+    np.testing.assert_array_equal(got.values, x[row])
+
+
+def test_fit_pads_shorter_sequences_with_their_lengths(tmp_path):
+  x, _ = _series(2, 2)
+  np.save(tmp_path / 'long.npy', x[0])
+  np.save(tmp_path / 'short.npy', x[1, :4])
+  examples = [*sequence_files.read(tmp_path / 'long.npy'),
+              *sequence_files.read(tmp_path / 'short.npy')]
+  inputs, lengths = sequence_files.fit(examples, (1, FEATURES), False, 'd')
+  assert inputs.shape == (2, STEPS, FEATURES) and lengths.tolist() == [9, 4]
+  np.testing.assert_array_equal(inputs[1, :4], x[1, :4])
+  assert not inputs[1, 4:].any()
+  same, none = sequence_files.fit(examples[:1], (1, FEATURES), False, 'd')
+  assert none is None and same.shape == (1, STEPS, FEATURES)
+  pixels = sequence_files.Example('p', np.full((28, 28), 255, np.uint8), 28)
+  scaled, _ = sequence_files.fit([pixels], (28, 28), True, 'mnist')
+  np.testing.assert_array_equal(scaled, np.ones((1, 28, 28), np.float32))
+
+
+@pytest.mark.parametrize('make, message', [
+    (lambda p: np.save(p / 'f.npy', np.zeros((5, 2), np.float32)),
+     '2 features per step, but this model (trained on d) reads 3'),
+    (lambda p: np.save(p / 'f.npy', np.zeros((3, 7), np.float32)),
+     'the file looks transposed'),
+    (lambda p: np.save(p / 'f.npy', np.zeros((5, 3), np.int64)),
+     'must be float'),
+    (lambda p: np.save(p / 'f.npy', np.zeros(5, np.float32)),
+     'reshape univariate (T,) data to (T, 1)'),
+    (lambda p: np.save(p / 'f.npy', np.full((5, 3), np.nan, np.float32)),
+     'holds NaN or inf'),
+    (lambda p: np.savez(p / 'f.npz', y=np.zeros(3)), "needs an array 'x'"),
+    (lambda p: np.savez(p / 'f.npz', x=np.zeros((2, 5, 3), np.float32),
+                        lengths=[5, 6]), 'lengths must be in [1, T=5]'),
+    (lambda p: (p / 'f.csv').write_text('1,2,3\n4,x,6\n'),
+     'not T rows of F comma-separated numbers'),
+    (lambda p: (p / 'f.csv').write_text('a,b,c\n'), 'no rows of numbers'),
+    (lambda p: (p / 'f.npy').write_text('not numpy'), 'not a readable .npy'),
+    (lambda p: (p / 'f.png').write_bytes(b''), 'not a sequence file'),
+], ids=['width', 'transposed', 'int', 'ndim', 'nan', 'no_x', 'lengths',
+        'csv_text', 'csv_empty', 'npy_junk', 'image_for_series'])
+def test_bad_files_are_one_error_naming_the_file(tmp_path, make, message):
+  make(tmp_path)
+  path, = tmp_path.iterdir()
+  with pytest.raises(SequenceError, match='^' + str(path)) as e:
+    sequence_files.fit(sequence_files.read(path), (1, FEATURES), False, 'd')
+  assert message in str(e.value)
+
+
+def test_fixed_shape_models_need_that_shape(tmp_path):
+  np.save(tmp_path / 'rows.npy', np.zeros((20, 28), np.uint8))
+  with pytest.raises(SequenceError, match=r'a \(20, 28\) sequence, but this '
+                     r'model \(trained on mnist\) reads \(28, 28\)'):
+    sequence_files.fit(sequence_files.read(tmp_path / 'rows.npy'), (28, 28),
+                       True, 'mnist')
+
+
+def test_predict_inputs_match_predicting_the_arrays(series_workdir, tmp_path):
+  """Files in, the same probabilities as the arrays given to the model, each
+  shorter sequence read as the trainer reads data with lengths."""
+  x, _ = _series(3, 5)
+  np.save(tmp_path / 'b.npy', x)
+  np.savez(tmp_path / 'c.npz', x=x[0, :5])
+  _csv(tmp_path / 'd.csv', x[1, :7], header='f0,f1,f2')
+  model, params, config = inference.load_model(series_workdir)
+  assert inference.input_shape(params, config) == (1, FEATURES)
+  names, inputs, lengths, notes = sequence_files.predict_inputs(
+      [str(tmp_path / n) for n in ('b.npy', 'c.npz', 'd.csv')],
+      inference.input_shape(params, config), inference.takes_images(config),
+      config.dataset)
+  assert len(names) == 5 and not notes and lengths.tolist() == [9, 9, 9, 5, 7]
+  probs = inference.predict_probabilities(model, params, inputs,
+                                          lengths=lengths)
+  full = inference.predict_probabilities(model, params, x)
+  short = inference.predict_probabilities(model, params, x[None, 0, :5])
+  np.testing.assert_allclose(probs[:3], full, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(probs[3], short[0], rtol=1e-5, atol=1e-6)
+  assert not np.allclose(probs[3], full[0], atol=1e-3)  # lengths were read
+
+
+@pytest.mark.slow
+def test_cli_predicts_series_files_and_rejects_a_wrong_width(series_workdir,
+                                                             tmp_path):
+  x, _ = _series(2, 6)
+  np.save(tmp_path / 'b.npy', x)
+  _csv(tmp_path / 'one.csv', x[0, :6])
+  out = run_cli('predict', '--workdir', str(series_workdir),
+                str(tmp_path / 'b.npy'), str(tmp_path / 'one.csv'))
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.strip().splitlines()
+  assert [line.split(': class ')[0] for line in lines] == [
+      f'{tmp_path}/b.npy[0]', f'{tmp_path}/b.npy[1]', f'{tmp_path}/one.csv']
+  assert all('top-3' in line for line in lines)
+  np.save(tmp_path / 'wide.npy', np.zeros((6, 5), np.float32))
+  out = run_cli('predict', '--workdir', str(series_workdir),
+                str(tmp_path / 'wide.npy'))
+  assert out.returncode == 2, out.stderr
+  assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+  assert out.stderr.startswith(f'seqclf predict: error: {tmp_path}/wide.npy')
+  assert '5 features per step' in out.stderr and 'reads 3' in out.stderr
+  (tmp_path / 'digit.png').write_bytes(b'')
+  out = run_cli('predict', '--workdir', str(series_workdir),
+                str(tmp_path / 'digit.png'))
+  assert out.returncode == 2 and 'not a sequence file' in out.stderr
+
+
+def test_series_description_and_figures(series_npz, tmp_path):
+  data = registry.read(f'npz:{series_npz}', None, 0.2)
+  text = inspect_data.describe_series(data, 'npz:d', 'test', [0, 1])
+  lengths = np.load(series_npz)['lengths']
+  assert f'({len(data["test"]["label"])}, {STEPS}, {FEATURES})' in text
+  test_lengths = data['test']['lengths']
+  assert (f'{test_lengths.min()} / {np.median(test_lengths):g} / '
+          f'{test_lengths.max()}') in text
+  assert f'Sample: 1 - Class: {data["test"]["label"][1]} - Length: ' \
+         f'{test_lengths[1]}' in text
+  train = data['train']
+  valid = np.arange(STEPS)[None] < train['lengths'][:, None]
+  mean = train['image'][valid].mean(axis=0)
+  assert 'train mean       ' + ''.join(f'{v:>10.3g}' for v in mean) in text
+  assert len(lengths) == sum(len(d['label']) for d in data.values())
+  paths = inspect_data.write_series_figures(data, 'test', [0, 1], tmp_path)
+  assert sorted(paths) == ['class_balance', 'sample_series']
+  for path in paths.values():
+    assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+@pytest.mark.slow
+def test_cli_inspect_data_on_npz_writes_its_pngs(series_npz, tmp_path):
+  out = run_cli('inspect-data', f'--dataset=npz:{series_npz}', '--indices',
+                '0', '2', f'--out={tmp_path / "plots"}')
+  assert out.returncode == 0, out.stderr
+  assert 'lengths min / median / max' in out.stdout
+  assert {p.name for p in (tmp_path / 'plots').iterdir()} == {
+      'sample_series.png', 'class_balance.png'}
+  out = run_cli('inspect-data', '--dataset=npz:', f'--out={tmp_path}')
+  assert out.returncode == 2 and "or 'npz:PATH'" in out.stderr, out.stderr
+  out = run_cli('prepare-data', f'--dataset=npz:{series_npz}')
+  assert out.returncode == 2 and 'need no preparing' in out.stderr
+
+
+@pytest.mark.slow
+def test_exported_series_model_takes_lengths(series_workdir, tmp_path):
+  meta = export.export_model(series_workdir, tmp_path / 'served')
+  assert meta['input']['shape'] == ['batch', 'T', FEATURES]
+  assert meta['input']['arguments'] == ['inputs', 'seq_lengths']
+  assert meta['class_names'] == ['0', '1', '2', '3']
+  assert json.loads((tmp_path / 'served' / export.METADATA).read_text()) == (
+      json.loads(json.dumps(meta)))
+  exported = jax.export.deserialize(bytearray(
+      (tmp_path / 'served' / export.ARTIFACT).read_bytes()))
+  model, params, _ = inference.load_model(series_workdir)
+  for n, steps in ((5, STEPS), (2, 13)):  # any batch, any T
+    x, _ = _series(n, 7, steps=steps)
+    lengths = np.arange(n, dtype=np.int32) % steps + 1
+    logits = np.asarray(exported.call(x, lengths))
+    probs = inference.predict_probabilities(model, params, x, lengths=lengths)
+    np.testing.assert_array_equal(logits.argmax(-1), probs.argmax(-1))
+    np.testing.assert_allclose(jax.nn.softmax(logits), probs, rtol=1e-5,
+                               atol=1e-6)

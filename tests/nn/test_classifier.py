@@ -1,0 +1,105 @@
+"""The classifier: shapes, parameter layout, preprocessing, its fields as config keys."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seqclf.nn import LSTMClassifier
+
+
+def _init(module, *args):
+  # Jitted: eager init dispatches nn.scan's ops one by one (seconds).
+  return jax.jit(module.init)(jax.random.key(0), *args)
+
+
+def test_classifier_shapes_and_param_layout():
+  model = LSTMClassifier(num_classes=10, hidden_size=32, num_layers=2)
+  x = jnp.ones((5, 28, 28))
+  variables = _init(model, x)
+  assert model.apply(variables, x).shape == (5, 10)
+  p = variables['params']
+  assert p['lstm_0']['cell']['input']['kernel'].shape == (28, 128)
+  assert p['lstm_0']['cell']['hidden']['kernel'].shape == (32, 128)
+  assert p['lstm_1']['cell']['input']['kernel'].shape == (32, 128)
+  assert p['head']['kernel'].shape == (32, 10)
+
+
+def test_inputs_are_standardized_inside_the_model():
+  raw = LSTMClassifier(hidden_size=8)
+  std = LSTMClassifier(hidden_size=8, input_mean=0.1307, input_std=0.3081)
+  x = jax.random.uniform(jax.random.key(1), (3, 28, 28))
+  params = _init(raw, x)
+  std_apply, raw_apply = jax.jit(std.apply), jax.jit(raw.apply)
+  np.testing.assert_allclose(std_apply(params, x),
+                             raw_apply(params, (x - 0.1307) / 0.3081),
+                             rtol=1e-6, atol=1e-6)
+  assert not np.allclose(std_apply(params, x), raw_apply(params, x))
+
+
+def _sigmoid(z):
+  return 1 / (1 + np.exp(-z))
+
+
+def _tf_lstm(x, w_x, b, w_h, forget_bias):
+  """TF ``BasicLSTMCell`` over (B, T, I) ``x``: gates [i, j, f, o] =
+  x W_x + h W_h + b; c' = s(f + forget_bias) c + s(i) tanh(j); h' = s(o)
+  tanh(c'). Returns ((c_T, h_T), hs)."""
+  c = h = np.zeros((x.shape[0], w_h.shape[0]))
+  hs = []
+  for t in range(x.shape[1]):
+    i, j, f, o = np.split(x[:, t] @ w_x + h @ w_h + b, 4, axis=-1)
+    c = _sigmoid(f + forget_bias) * c + _sigmoid(i) * np.tanh(j)
+    h = _sigmoid(o) * np.tanh(c)
+    hs.append(h)
+  return (c, h), np.stack(hs, 1)
+
+
+def _random_lstm_params(i, h, seed=0):
+  rng = np.random.default_rng(seed)
+  return {'cell': {
+      'input': {'kernel': rng.normal(0, 1 / np.sqrt(i), (i, 4 * h)),
+                'bias': rng.normal(0, 0.5, 4 * h)},
+      'hidden': {'kernel': rng.normal(0, 1 / np.sqrt(h), (h, 4 * h))}}}
+
+
+def test_classifier_is_the_reference_lstm_then_a_dense_head():
+  b, i, h = 4, 28, 16
+  rng = np.random.default_rng(3)
+  x = rng.uniform(0, 1, (b, 28, i))
+  model = LSTMClassifier(hidden_size=h, input_mean=0.1307, input_std=0.3081)
+  params = {'lstm_0': _random_lstm_params(i, h, seed=4),
+            'head': {'kernel': rng.normal(0, 0.3, (h, 10)),
+                     'bias': rng.normal(0, 0.3, 10)}}
+  logits = model.apply({'params': jax.tree.map(jnp.float32, params)},
+                       jnp.asarray(x, jnp.float32))
+  p = params['lstm_0']['cell']
+  (_, last), _ = _tf_lstm((x - 0.1307) / 0.3081, p['input']['kernel'],
+                          p['input']['bias'], p['hidden']['kernel'], 1.0)
+  want = last @ params['head']['kernel'] + params['head']['bias']
+  np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
+
+
+def test_from_config_reads_every_classifier_field_by_name():
+  """A model field is set by the config key of its name: change each key and
+  the built model follows (a field the config lacks would fail here)."""
+  from seqclf.config import base_config  # pylint: disable=g-import-not-at-top
+  from seqclf.nn import classifier  # pylint: disable=g-import-not-at-top
+  changed = dict(num_classes=7, hidden_size=24, num_layers=2, forget_bias=0.5,
+                 unroll=2, cell='gru', recurrent_init='identity',
+                 bidirectional=True, dropout_rate=0.1,
+                 input_mean=0.5, input_std=2.0,
+                 matmul_precision='bfloat16', dtype='bfloat16',
+                 input_init='glorot_uniform', head_init='normal',
+                 head_bias_init='normal')
+  config = base_config()
+  config.update(changed)
+  model = classifier.from_config(config, 'kernel')
+  fields = {f.name for f in dataclasses.fields(LSTMClassifier)} - {
+      'parent', 'name', 'param_dtype', 'impl'}
+  assert fields == set(changed)  # every configurable field is tested here
+  for name in fields - {'dtype'}:
+    assert getattr(model, name) == changed[name], name
+  assert model.dtype == jnp.bfloat16 and model.impl == 'kernel'
+  assert classifier.from_config(base_config(), 'scan').dtype is None

@@ -1,0 +1,52 @@
+"""A trained model from its workdir: restored without the trainer, as it was trained."""
+
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import small_config
+from seqclf import inference
+from seqclf.training import checkpoint, state as state_lib
+
+
+@pytest.mark.slow
+def test_load_model_reproduces_training_accuracy(trained_workdir, mnist):
+  model, params, config = inference.load_model(trained_workdir)
+  assert config.hidden_size == 128
+  probs = inference.predict_probabilities(model, params,
+                                          mnist['test']['image'][:2000])
+  accuracy = np.mean(probs.argmax(-1) == mnist['test']['label'][:2000])
+  assert accuracy >= 0.88
+  np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_load_model_restores_the_params_alone_without_the_trainer(tmp_path):
+  """Inference rebuilds the model and reads only the params (the optimizer
+  state is left on disk): a saved state comes back bitwise."""
+  config = small_config(impl='scan', hidden_size=16)
+  state = state_lib.create_train_state(config, jax.random.key(3))
+  mngr = checkpoint.manager(tmp_path)
+  checkpoint.save(mngr, state, config)
+  mngr.wait_until_finished()
+  model, params, saved = inference.load_model(tmp_path)
+  jax.tree.map(np.testing.assert_array_equal, params, state.params)
+  assert saved.hidden_size == 16 and model.hidden_size == 16
+
+
+def test_modules_below_the_trainer_do_not_import_it():
+  """`seqclf predict` loads models and checkpoints, not the trainer (nor
+  tensorboardX); `parallel` takes its error type from `errors`."""
+  code = ('import sys, seqclf.inference, seqclf.training.parallel; '
+          'print(sorted(m for m in ("seqclf.train", "seqclf.sweep", '
+          '"tensorboardX", "seqclf.training.metric_logging") if m in sys.modules))')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                       text=True, check=True).stdout
+  assert out.strip() == '[]'
+  code = ('import sys, seqclf.training.parallel; '
+          'print("seqclf.config" in sys.modules)')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                       text=True, check=True).stdout
+  assert out.strip() == 'False'

@@ -1,0 +1,125 @@
+"""Checkpoints: orbax-only restore, foreign-model errors, the saved config,
+and checkpoints of earlier versions."""
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO, small_config
+from seqclf import inference, train
+from seqclf.training import checkpoint, state as state_lib
+
+
+def _readme_recipe() -> str:
+  """The orbax-only restore recipe, exactly as the README shows it."""
+  readme = (REPO / 'README.md').read_text()
+  block = re.search(r'Restore with orbax alone.*?```python\n(.*?)```', readme,
+                    re.S)
+  assert block, 'README lost its orbax-only restore recipe'
+  return block.group(1)
+
+
+@pytest.mark.slow
+def test_orbax_only_restore_matches_flax_model(trained_workdir, mnist,
+                                               tmp_path):
+  images = mnist['test']['image'][:64].astype(np.float32) / 255.0
+  np.save(tmp_path / 'images.npy', images)
+  script = _readme_recipe().replace(
+      "'runs/default/checkpoints/1000'",
+      repr(str(trained_workdir / 'checkpoints' / '300')))
+  script += (
+      '\nimport sys\n'
+      f"logits = classify(np.load({str(tmp_path / 'images.npy')!r}))\n"
+      "assert not any(m.startswith('seqclf') for m in sys.modules), 'imported'\n"
+      f"np.save({str(tmp_path / 'logits.npy')!r}, logits)\n")
+  out = subprocess.run([sys.executable, '-c', script], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  model, params, _ = inference.load_model(trained_workdir)
+  expected = model.apply({'params': params}, images)
+  np.testing.assert_allclose(np.load(tmp_path / 'logits.npy'), expected,
+                             rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_restore_into_other_model_names_shapes(trained_workdir):
+  other = state_lib.create_train_state(small_config(hidden_size=64),
+                                   jax.random.key(0))
+  with pytest.raises(checkpoint.CheckpointError) as e:
+    checkpoint.restore(checkpoint.manager(trained_workdir, create=False), other)
+  assert 'lstm_0.cell.hidden.kernel: checkpoint (128, 512) vs model (64, 256)' \
+      in str(e.value)
+
+
+@pytest.mark.slow
+def test_training_on_foreign_checkpoint_fails_and_keeps_it(trained_workdir,
+                                                           tmp_path, mnist):
+  import shutil
+  workdir = tmp_path / 'w'
+  shutil.copytree(trained_workdir, workdir)
+  before = sorted(p.name for p in (workdir / 'checkpoints').iterdir())
+  with pytest.raises(checkpoint.CheckpointError, match='different model'):
+    train.train_and_evaluate(small_config(num_layers=2), workdir, quiet=True,
+                             datasets=mnist)
+  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == before
+  model, params, _ = inference.load_model(workdir)  # still restores
+  assert params['head']['kernel'].shape == (128, 10)
+
+
+def test_no_checkpoint_is_a_clear_error(tmp_path):
+  with pytest.raises(checkpoint.CheckpointError, match='No checkpoint'):
+    inference.load_model(tmp_path)
+
+
+@pytest.mark.slow
+def test_saved_config_is_json(trained_workdir):
+  saved = json.loads(
+      (trained_workdir / 'checkpoints' / '300' / 'config' / 'metadata')
+      .read_text())
+  assert saved['hidden_size'] == 128 and saved['forget_bias'] == 1.0
+
+
+FIXTURE = Path(__file__).resolve().parents[1] / 'fixtures' / 'v0_1_0_run'
+
+
+def _fixture_module():
+  spec = importlib.util.spec_from_file_location('make_fixture',
+                                                FIXTURE / 'make_fixture.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_a_v0_1_0_checkpoint_restores_and_resumes_to_its_own_result(
+    tmp_path):
+  """A run written by seqclf 0.1.0 (before the subpackages) loads for
+  inference, and resumed from its step 2 trains to its own step 4: bitwise
+  on the jax it was written with, to float rounding on another."""
+  fixture = _fixture_module()
+  workdir = tmp_path / 'run'
+  shutil.copytree(FIXTURE, workdir)
+  model, params, config = inference.load_model(workdir)
+  assert config.hidden_size == 16 and model.impl in ('kernel', 'fused', 'scan')
+  saved = checkpoint.restore_params(checkpoint.manager(workdir, create=False),
+                                    params, step=4)
+  shutil.rmtree(workdir / 'checkpoints' / '4')
+  (workdir / 'results.json').unlink()
+  results = train.train_and_evaluate(fixture.config(), workdir, quiet=True,
+                                     datasets=fixture.data())
+  assert results['resumed_from_step'] == 2 and results['step'] == 4
+  _, resumed, _ = inference.load_model(workdir)
+  same_jax = json.loads((FIXTURE / 'results.json').read_text())[
+      'jax_version'] == jax.__version__
+  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(saved)):
+    if same_jax:
+      np.testing.assert_array_equal(a, b)
+    else:
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
