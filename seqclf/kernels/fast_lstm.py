@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seqclf.kernels import precision
+
 Array = jax.Array
 
 
@@ -43,7 +45,8 @@ def _gate_constants(hidden: int, forget_bias: float):
   return scale, shift, k
 
 
-def _forward(projected, w_h, c0, h0, valid, forget_bias, unroll, keep):
+def _forward(projected, w_h, c0, h0, valid, forget_bias, unroll, keep,
+             matmul_precision):
   """Scans the cell over time-major ``projected``; ``keep`` saves residuals.
   ``valid`` (T, B, 1) bool or None: where False, the state is kept and the
   output is zero."""
@@ -54,7 +57,7 @@ def _forward(projected, w_h, c0, h0, valid, forget_bias, unroll, keep):
   def step(carry, xs):
     p_t, valid_t = xs
     c, h = carry
-    hidden_part = jnp.dot(h.astype(w_h.dtype), w_h)
+    hidden_part = precision.matmul(h.astype(w_h.dtype), w_h, matmul_precision)
     gates = (p_t + hidden_part).astype(jnp.float32)
     t = jnp.tanh(gates * scale + shift)
     act = t * scale + offset
@@ -77,7 +80,8 @@ def _forward(projected, w_h, c0, h0, valid, forget_bias, unroll, keep):
 
 def lstm_recurrence(projected: Array, w_h: Array, c0: Array, h0: Array,
                     forget_bias: float = 1.0, unroll: int = 1,
-                    lengths: Array | None = None
+                    lengths: Array | None = None,
+                    matmul_precision: str = 'float32'
                     ) -> tuple[tuple[Array, Array], Array]:
   """Runs the LSTM over time-major inputs that are already projected.
 
@@ -91,6 +95,8 @@ def lstm_recurrence(projected: Array, w_h: Array, c0: Array, h0: Array,
     lengths: (B,) int, or None: row b's steps from ``lengths[b]`` on are
       padding, where its state is kept (its ``(c_T, h_T)`` is the state after
       its last valid step) and its outputs are zero.
+    matmul_precision: the recurrent matmuls', forward and backward
+      (``precision.PRECISIONS``).
 
   Returns:
     ``((c_T, h_T), hs)`` with hs of shape (T, B, H), float32.
@@ -99,23 +105,27 @@ def lstm_recurrence(projected: Array, w_h: Array, c0: Array, h0: Array,
   if lengths is not None:
     valid = (jnp.arange(projected.shape[0])[:, None]
              < jnp.asarray(lengths)[None, :])[..., None]
-  return _recurrence(projected, w_h, c0, h0, valid, forget_bias, unroll)
+  precision.check(matmul_precision)
+  return _recurrence(projected, w_h, c0, h0, valid, forget_bias, unroll,
+                     matmul_precision)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _recurrence(projected, w_h, c0, h0, valid, forget_bias, unroll):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _recurrence(projected, w_h, c0, h0, valid, forget_bias, unroll,
+                matmul_precision):
   return _forward(projected, w_h, c0, h0, valid, forget_bias, unroll,
-                  keep=False)
+                  False, matmul_precision)
 
 
-def _fwd(projected, w_h, c0, h0, valid, forget_bias, unroll):
+def _fwd(projected, w_h, c0, h0, valid, forget_bias, unroll,
+         matmul_precision):
   (c, h), (hs, res) = _forward(projected, w_h, c0, h0, valid, forget_bias,
-                               unroll, keep=True)
+                               unroll, True, matmul_precision)
   # A zero-size array carries the projection's dtype (residuals must be arrays).
   return ((c, h), hs), (jnp.zeros((0,), projected.dtype), w_h, valid, res)
 
 
-def _bwd(forget_bias, unroll, saved, cotangents):
+def _bwd(forget_bias, unroll, matmul_precision, saved, cotangents):
   dtype_carrier, w_h, valid, (ts, c_prev, h_prev, tanh_cs) = saved
   projected_dtype = dtype_carrier.dtype
   (dc_last, dh_last), dhs = cotangents
@@ -138,7 +148,8 @@ def _bwd(forget_bias, unroll, saved, cotangents):
     dgates = (upstream * (k * (1.0 - t * t))).astype(projected_dtype)
     if valid_t is not None:  # Padding: no gate gradient, the state's passes.
       dgates = jnp.where(valid_t, dgates, jnp.zeros_like(dgates))
-    dh_prev = jnp.dot(dgates.astype(w_t.dtype), w_t).astype(jnp.float32)
+    dh_prev = precision.matmul(dgates.astype(w_t.dtype), w_t,
+                               matmul_precision).astype(jnp.float32)
     dc_prev = dc * f
     if valid_t is not None:
       dc_prev = jnp.where(valid_t, dc_prev, dc_in)
@@ -149,9 +160,9 @@ def _bwd(forget_bias, unroll, saved, cotangents):
       step, (dc_last, dh_last), (dhs, ts, c_prev, tanh_cs, valid),
       reverse=True, unroll=unroll)
   # One (H, T·B) @ (T·B, 4H) matmul instead of T accumulations in the loop.
-  dw_h = jnp.einsum('tbh,tbg->hg', h_prev.astype(w_h.dtype),
-                    dgates.astype(w_h.dtype),
-                    preferred_element_type=jnp.float32).astype(w_h.dtype)
+  dw_h = precision.einsum('tbh,tbg->hg', h_prev.astype(w_h.dtype),
+                          dgates.astype(w_h.dtype), matmul_precision,
+                          preferred_element_type=jnp.float32).astype(w_h.dtype)
   return dgates, dw_h, dc0, dh0, None
 
 

@@ -272,7 +272,8 @@ def why_not(hidden_size: int, dtype: str, precision: str,
   if dtype != 'float32':
     return f'it computes in float32, got dtype={dtype!r}'
   if precision not in PRECISIONS:
-    return f'matmul_precision must be one of {PRECISIONS}, got {precision!r}'
+    return (f'its matmuls run in one of {PRECISIONS}, not '
+            f'matmul_precision={precision!r}')
   if sharded:
     return ('a sharded jax.jit would replicate its custom call on every '
             'device, not partition it')

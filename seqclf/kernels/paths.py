@@ -17,6 +17,7 @@ import dataclasses
 
 from seqclf.errors import ConfigError
 from seqclf.kernels import lstm_kernel
+from seqclf.kernels import precision
 
 # scan: nn.scan of the cell (seqclf.kernels.reference), every cell and backend
 # | fused: seqclf.kernels.fast_lstm | kernel: the CPU kernel (lstm_kernel).
@@ -59,10 +60,14 @@ def why_not(impl: str, layer: Layer, backend: str | None = None, *,
   """
   if impl not in IMPLS:
     return f'it is not one of {IMPLS}'
-  if impl != 'kernel' and layer.matmul_precision != 'float32':
-    return (f'matmul_precision={layer.matmul_precision!r} runs only in the '
-            "CPU kernel (impl='kernel'); dtype=jnp.bfloat16 computes in "
-            'bfloat16 on the other paths')
+  if layer.matmul_precision not in precision.PRECISIONS:
+    return (f'matmul_precision must be one of {precision.PRECISIONS}, got '
+            f'{layer.matmul_precision!r}')
+  if (layer.matmul_precision == 'tensorfloat32' and backend is not None
+      and backend != 'gpu'):
+    return ("matmul_precision='tensorfloat32' runs TF32 matmuls, which only "
+            f"GPUs have (this is the {backend} backend): use 'float32' or "
+            "'bfloat16'")
   if impl == 'scan':
     return None
   if layer.cell != 'lstm':

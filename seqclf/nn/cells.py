@@ -5,9 +5,10 @@ pre-activations, for any number of leading axes, so a layer can project all
 time steps in one matmul), ``step(carry, projected)`` (what must stay inside
 the recurrence), ``__call__(carry, x)`` (both, flax's cell call) and
 ``initialize_carry(batch_shape)``. ``seqclf.nn.recurrent.RNN`` runs any of
-them over time. Matmuls run in ``dtype``; the nonlinearities and the carry
-stay in float32, so bfloat16 compute does not erode the memory over long
-sequences. Initializers: ``seqclf.nn.initializers``.
+them over time. Matmuls run in ``dtype`` at ``matmul_precision``
+(``seqclf.kernels.precision``); the nonlinearities and the carry stay in
+float32, so bfloat16 compute does not erode the memory over long sequences.
+Initializers: ``seqclf.nn.initializers``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seqclf.kernels import precision
 from seqclf.nn import initializers
 
 Array = jax.Array
@@ -43,6 +45,7 @@ class LSTMCell(nn.Module):
   kernel_init: Initializer = nn.initializers.lecun_normal()
   recurrent_kernel_init: Initializer = initializers.in_float32(
       nn.initializers.orthogonal())
+  matmul_precision: str = 'float32'  # precision.PRECISIONS
 
   # reference.scan projects each step inside the loop (docs/scan_path.md).
   project_in_loop = True
@@ -50,7 +53,8 @@ class LSTMCell(nn.Module):
   def setup(self):
     dense = lambda name, init, bias: nn.Dense(
         4 * self.hidden_size, use_bias=bias, kernel_init=init, dtype=self.dtype,
-        param_dtype=self.param_dtype, name=name)
+        param_dtype=self.param_dtype, name=name,
+        dot_general=precision.dot_general(self.matmul_precision))
     self.input_proj = dense('input', self.kernel_init, True)
     self.hidden_proj = dense('hidden', self.recurrent_kernel_init, False)
 
@@ -113,6 +117,7 @@ class _Cell(nn.Module):
   kernel_init: Initializer = nn.initializers.lecun_normal()
   recurrent_kernel_init: Initializer = initializers.in_float32(
       nn.initializers.orthogonal())
+  matmul_precision: str = 'float32'  # precision.PRECISIONS
 
   gates = 1
   hidden_bias = False
@@ -120,7 +125,8 @@ class _Cell(nn.Module):
   def setup(self):
     dense = lambda name, init, bias: nn.Dense(
         self.gates * self.hidden_size, use_bias=bias, kernel_init=init,
-        dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+        dtype=self.dtype, param_dtype=self.param_dtype, name=name,
+        dot_general=precision.dot_general(self.matmul_precision))
     self.input_proj = dense('input', self.kernel_init, True)
     self.hidden_proj = dense('hidden', self.recurrent_kernel_init,
                              self.hidden_bias)

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seqclf.kernels import precision
 from seqclf.nn import initializers
 from seqclf.nn.recurrent import LAYERS
 
@@ -74,9 +75,10 @@ class LSTMClassifier(nn.Module):
   # only), the same numbers to float rounding. A config may say 'auto': the
   # fastest here, timed by seqclf.training.autotune.
   impl: str = 'scan'
-  # The CPU kernel's matmuls: float32 | bfloat16 (operands rounded to
-  # bfloat16, float32 accumulation, on Intel AMX). Unlike `dtype`, which
-  # runs the whole model in bfloat16 on any backend.
+  # Every matmul's, on every path (seqclf.kernels.precision): float32 (true
+  # float32, also on GPUs) | tensorfloat32 (TF32, GPUs only) | bfloat16
+  # (operands rounded to bfloat16, float32 accumulation; the CPU kernel: on
+  # Intel AMX). Unlike `dtype`, parameters, state and gates stay float32.
   matmul_precision: str = 'float32'
   # (x - input_mean) / input_std: identity by default, so checkpoints saved
   # before these fields existed load as they were trained.
@@ -121,6 +123,7 @@ class LSTMClassifier(nn.Module):
         self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
         kernel_init=initializers.resolve('head_init', self.head_init),
         bias_init=initializers.resolve('head_bias_init', self.head_bias_init),
+        dot_general=precision.dot_general(self.matmul_precision),
         name='head')(last)
     return logits.astype(jnp.float32)
 

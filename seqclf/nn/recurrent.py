@@ -33,8 +33,8 @@ Dtype = Any
 class _Layer(nn.Module):
   """What every recurrent layer does with its cell: flax ``nn.RNN``'s call
   API (lengths, direction, layout), the checks, the initial carry and the
-  dispatch to the recurrence ``impl`` names. Subclasses give ``impl``,
-  ``unroll`` and ``matmul_precision`` as fields; the keyword-only fields
+  dispatch to the recurrence ``impl`` names. Subclasses give ``impl`` and
+  ``unroll`` as fields (the cell its ``matmul_precision``); the keyword-only fields
   below are ``nn.RNN``'s defaults for the call's overrides, except
   ``return_carry``, True as seqclf's layers always returned the carry."""
 
@@ -68,8 +68,7 @@ class _Layer(nn.Module):
     if inputs.ndim < 2:
       raise ValueError(f'{type(cell).__name__} layer expects inputs of shape '
                        f'(..., time, features), got {inputs.shape}.')
-    paths.check(self.impl, describe(cell, self.matmul_precision),
-                jax.default_backend())
+    paths.check(self.impl, describe(cell), jax.default_backend())
     if time_major:
       inputs = jnp.moveaxis(inputs, 0, -2)
     batch_shape = inputs.shape[:-2]
@@ -87,7 +86,7 @@ class _Layer(nn.Module):
       initial_carry = cell.initialize_carry(batch_shape)
     if self.impl != 'scan':
       carry, outputs = _fused(cell, inputs, initial_carry, seq_lengths,
-                              self.unroll, self.impl, self.matmul_precision)
+                              self.unroll, self.impl)
     else:
       carry, outputs = reference.scan(cell, initial_carry, inputs,
                                       self.unroll, seq_lengths)
@@ -123,15 +122,13 @@ class RNN(_Layer):
   (``seqclf.kernels.paths.IMPLS``): ``'scan'`` (``nn.scan``, every cell); for an LSTM cell
   ``'fused'`` (``seqclf.kernels.fast_lstm``, time-major, hand-written
   backward pass) and ``'kernel'`` (the same as compiled CPU kernels,
-  ``seqclf.kernels.lstm_kernel``, whose matmuls run at ``matmul_precision``;
-  ``'bfloat16'``: on Intel AMX), which agree with ``'scan'`` to float
-  rounding.
+  ``seqclf.kernels.lstm_kernel``), which agree with ``'scan'`` to float
+  rounding. Every path runs the matmuls at the cell's ``matmul_precision``.
   """
 
   cell: nn.Module
   impl: str = 'scan'  # | 'fused' | 'kernel' (paths.IMPLS)
   unroll: int = 1
-  matmul_precision: str = 'float32'  # | 'bfloat16' (impl='kernel' only)
 
   @nn.compact
   def __call__(self, inputs: Array, initial_carry: Any = None,
@@ -154,15 +151,17 @@ class _CellLayer(_Layer):
   recurrent_init: str = 'orthogonal'  # names in initializers.TABLES
   input_init: str = 'lecun_normal'
   impl: str = 'scan'  # paths.IMPLS; 'fused' and 'kernel': LSTM only
-  matmul_precision: str = 'float32'  # | 'bfloat16' (impl='kernel' only)
+  # The matmuls' (seqclf.kernels.precision.PRECISIONS), on every path.
+  matmul_precision: str = 'float32'
 
   def make_cell(self, name: str, features: int) -> nn.Module:
     """The cell, its initializers resolved for inputs of ``features``."""
     inits = initializers.cell_inits(self.input_init, self.recurrent_init,
                                     features, self.hidden_size)
     return self.cell_type(self.hidden_size, dtype=self.dtype, name=name,
-                          param_dtype=self.param_dtype, **self.cell_fields(),
-                          **inits)
+                          param_dtype=self.param_dtype,
+                          matmul_precision=self.matmul_precision,
+                          **self.cell_fields(), **inits)
 
   def cell_fields(self) -> dict[str, Any]:
     """The cell's own fields beyond the shared ones (``LSTM``: forget_bias)."""
@@ -232,8 +231,7 @@ LAYERS: dict[str, type[_CellLayer]] = {'lstm': LSTM, 'gru': GRU,
                                        'elman': Elman}
 
 
-def describe(cell: nn.Module, matmul_precision: str,
-             sharded: bool = False) -> paths.Layer:
+def describe(cell: nn.Module, sharded: bool = False) -> paths.Layer:
   """What decides which paths can run ``cell`` (``paths.Layer``)."""
   dtype = jnp.dtype(getattr(cell, 'dtype', None)
                     or getattr(cell, 'param_dtype', jnp.float32))
@@ -242,7 +240,8 @@ def describe(cell: nn.Module, matmul_precision: str,
       cell='lstm' if isinstance(cell, LSTMCell) else
       f'{kind.__module__}.{kind.__qualname__}',
       hidden_size=getattr(cell, 'hidden_size', 0), dtype=dtype.name,
-      matmul_precision=matmul_precision, sharded=sharded)
+      matmul_precision=getattr(cell, 'matmul_precision', 'float32'),
+      sharded=sharded)
 
 
 @contextlib.contextmanager
@@ -265,8 +264,8 @@ def _forward_mode_names_scan(impl: str) -> Iterator[None]:
 
 
 def _fused(cell: LSTMCell, inputs: Array, carry: Carry,
-           seq_lengths: Array | None, unroll: int, impl: str,
-           matmul_precision: str) -> tuple[Carry, Array]:
+           seq_lengths: Array | None, unroll: int, impl: str
+           ) -> tuple[Carry, Array]:
   """``LSTM`` via ``fast_lstm`` or its kernel: time-major, one batch axis."""
   batch_shape, hidden = inputs.shape[:-2], cell.hidden_size
   steps, features = inputs.shape[-2:]
@@ -287,11 +286,13 @@ def _fused(cell: LSTMCell, inputs: Array, carry: Carry,
   with _forward_mode_names_scan(impl):
     if impl == 'kernel':
       (c, h), hs = lstm_kernel.lstm_layer(x, w_x, b, w_h, c0, h0,
-                                          cell.forget_bias, matmul_precision,
+                                          cell.forget_bias,
+                                          cell.matmul_precision,
                                           lengths=lengths)
     else:
       (c, h), hs = fast_lstm.lstm_recurrence(cell.project(x), w_h, c0, h0,
-                                             cell.forget_bias, unroll, lengths)
+                                             cell.forget_bias, unroll, lengths,
+                                             cell.matmul_precision)
   outputs = jnp.moveaxis(hs.reshape(steps, *batch_shape, hidden), 0, -2)
   carry = (c.reshape(*batch_shape, hidden), h.reshape(*batch_shape, hidden))
   return carry, outputs

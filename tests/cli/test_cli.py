@@ -29,8 +29,8 @@ TRAIN = ('train', '--config', 'configs/default.py')
     (('--config.batch_size=100000',),
      'batch_size=100000 exceeds the 55000 training examples'),
     (('--config.data_dir=/nonexistent',), 'mnist is not prepared in'),
-    (('--config.matmul_precision=bfloat16', '--config.impl=scan'),
-     "matmul_precision='bfloat16' runs only in the CPU kernel"),
+    (('--config.matmul_precision=tensorfloat32',),
+     "matmul_precision='tensorfloat32' runs TF32 matmuls, which only GPUs"),
 ])
 def test_bad_config_fails_before_anything_is_written(tmp_path, args, message):
   out = run_cli(*TRAIN, '--workdir', str(tmp_path / 'w'), *args)

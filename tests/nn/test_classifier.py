@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import references
 from seqclf.nn import LSTMClassifier
 
 
@@ -38,30 +39,10 @@ def test_inputs_are_standardized_inside_the_model():
   assert not np.allclose(std_apply(params, x), raw_apply(params, x))
 
 
-def _sigmoid(z):
-  return 1 / (1 + np.exp(-z))
 
 
-def _tf_lstm(x, w_x, b, w_h, forget_bias):
-  """TF ``BasicLSTMCell`` over (B, T, I) ``x``: gates [i, j, f, o] =
-  x W_x + h W_h + b; c' = s(f + forget_bias) c + s(i) tanh(j); h' = s(o)
-  tanh(c'). Returns ((c_T, h_T), hs)."""
-  c = h = np.zeros((x.shape[0], w_h.shape[0]))
-  hs = []
-  for t in range(x.shape[1]):
-    i, j, f, o = np.split(x[:, t] @ w_x + h @ w_h + b, 4, axis=-1)
-    c = _sigmoid(f + forget_bias) * c + _sigmoid(i) * np.tanh(j)
-    h = _sigmoid(o) * np.tanh(c)
-    hs.append(h)
-  return (c, h), np.stack(hs, 1)
 
 
-def _random_lstm_params(i, h, seed=0):
-  rng = np.random.default_rng(seed)
-  return {'cell': {
-      'input': {'kernel': rng.normal(0, 1 / np.sqrt(i), (i, 4 * h)),
-                'bias': rng.normal(0, 0.5, 4 * h)},
-      'hidden': {'kernel': rng.normal(0, 1 / np.sqrt(h), (h, 4 * h))}}}
 
 
 def test_classifier_is_the_reference_lstm_then_a_dense_head():
@@ -69,13 +50,13 @@ def test_classifier_is_the_reference_lstm_then_a_dense_head():
   rng = np.random.default_rng(3)
   x = rng.uniform(0, 1, (b, 28, i))
   model = LSTMClassifier(hidden_size=h, input_mean=0.1307, input_std=0.3081)
-  params = {'lstm_0': _random_lstm_params(i, h, seed=4),
+  params = {'lstm_0': references.random_lstm_params(i, h, seed=4),
             'head': {'kernel': rng.normal(0, 0.3, (h, 10)),
                      'bias': rng.normal(0, 0.3, 10)}}
   logits = model.apply({'params': jax.tree.map(jnp.float32, params)},
                        jnp.asarray(x, jnp.float32))
   p = params['lstm_0']['cell']
-  (_, last), _ = _tf_lstm((x - 0.1307) / 0.3081, p['input']['kernel'],
+  (_, last), _ = references.tf_lstm((x - 0.1307) / 0.3081, p['input']['kernel'],
                           p['input']['bias'], p['hidden']['kernel'], 1.0)
   want = last @ params['head']['kernel'] + params['head']['bias']
   np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)

@@ -1,6 +1,5 @@
 """The LSTM layer: forget-bias semantics, scan vs step loop, transforms, references."""
 
-import functools
 
 import flax.linen as nn
 import jax
@@ -8,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import needs_compiler
+import references
 from seqclf.nn import convert
 from seqclf.nn import LSTM, LSTMCell, LSTMClassifier
 
@@ -87,113 +86,6 @@ def test_rejects_inputs_without_time_axis():
     _init(LSTM(4), jnp.ones((3,)))
 
 
-def _sigmoid(z):
-  return 1 / (1 + np.exp(-z))
-
-
-def _tf_lstm(x, w_x, b, w_h, forget_bias):
-  """TF ``BasicLSTMCell`` over (B, T, I) ``x``: gates [i, j, f, o] =
-  x W_x + h W_h + b; c' = s(f + forget_bias) c + s(i) tanh(j); h' = s(o)
-  tanh(c'). Returns ((c_T, h_T), hs)."""
-  c = h = np.zeros((x.shape[0], w_h.shape[0]))
-  hs = []
-  for t in range(x.shape[1]):
-    i, j, f, o = np.split(x[:, t] @ w_x + h @ w_h + b, 4, axis=-1)
-    c = _sigmoid(f + forget_bias) * c + _sigmoid(i) * np.tanh(j)
-    h = _sigmoid(o) * np.tanh(c)
-    hs.append(h)
-  return (c, h), np.stack(hs, 1)
-
-
-def _torch_lstm(x, w_ih, w_hh, b_ih, b_hh):
-  """``torch.nn.LSTM(batch_first=True)``, one layer: gates [i, f, g, o] =
-  W_ih x + b_ih + W_hh h + b_hh; c' = s(f) c + s(i) tanh(g); h' = s(o) tanh(c')."""
-  c = h = np.zeros((x.shape[0], w_hh.shape[1]))
-  hs = []
-  for t in range(x.shape[1]):
-    i, f, g, o = np.split(x[:, t] @ w_ih.T + b_ih + h @ w_hh.T + b_hh, 4, -1)
-    c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
-    h = _sigmoid(o) * np.tanh(c)
-    hs.append(h)
-  return (c, h), np.stack(hs, 1)
-
-
-def _random_lstm_params(i, h, seed=0):
-  rng = np.random.default_rng(seed)
-  return {'cell': {
-      'input': {'kernel': rng.normal(0, 1 / np.sqrt(i), (i, 4 * h)),
-                'bias': rng.normal(0, 0.5, 4 * h)},
-      'hidden': {'kernel': rng.normal(0, 1 / np.sqrt(h), (h, 4 * h))}}}
-
-
-def _f32(tree):
-  return jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), tree)
-
-
-def _tf_loss(x, params, forget_bias, weights):
-  p = params['cell']
-  (c, _), hs = _tf_lstm(x, p['input']['kernel'], p['input']['bias'],
-                        p['hidden']['kernel'], forget_bias)
-  return np.sum(hs * weights) + np.sum(np.sin(c))
-
-
-def _numerical_grad(f, params):
-  """Central differences of float64 ``f`` in every entry of ``params``."""
-  leaves, treedef = jax.tree.flatten(params)
-  grads = []
-  for k, leaf in enumerate(leaves):
-    g = np.zeros_like(leaf)
-    for idx in np.ndindex(leaf.shape):
-      shifted = []
-      for eps in (1e-6, -1e-6):
-        moved = [l.copy() for l in leaves]
-        moved[k][idx] += eps
-        shifted.append(f(jax.tree.unflatten(treedef, moved)))
-      g[idx] = (shifted[0] - shifted[1]) / 2e-6
-    grads.append(g)
-  return jax.tree.unflatten(treedef, grads)
-
-
-REFERENCE_FORGET_BIAS = 0.7  # not the default: it must be passed through
-
-
-@functools.cache
-def _reference_case():
-  """Inputs, params, loss weights, outputs and float64 gradients of one case."""
-  b, t, i, h = 3, 6, 5, 16
-  x = np.random.default_rng(1).uniform(-1, 1, (b, t, i))
-  params = _random_lstm_params(i, h)
-  weights = np.cos(np.arange(b * t * h)).reshape(b, t, h)
-  p = params['cell']
-  outputs = _tf_lstm(x, p['input']['kernel'], p['input']['bias'],
-                     p['hidden']['kernel'], REFERENCE_FORGET_BIAS)
-  grads = _numerical_grad(
-      lambda p: _tf_loss(x, p, REFERENCE_FORGET_BIAS, weights), params)
-  return x, params, weights, outputs, grads
-
-
-@pytest.mark.parametrize('impl', ['scan', 'fused',
-                                  pytest.param('kernel', marks=needs_compiler)])
-def test_lstm_matches_float64_reference_values_and_grads(impl):
-  """Every impl computes TF's BasicLSTMCell, forget bias included, and its
-  gradient (fused and kernel have hand-written backward passes)."""
-  x, params, weights, ((c_ref, last_ref), hs_ref), want = _reference_case()
-  layer = LSTM(params['cell']['hidden']['kernel'].shape[0],
-               forget_bias=REFERENCE_FORGET_BIAS, impl=impl)
-  (c, last), hs = jax.jit(layer.apply)({'params': _f32(params)},
-                                       jnp.asarray(x, jnp.float32))
-  for got, ref in ((hs, hs_ref), (c, c_ref), (last, last_ref)):
-    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
-
-  def loss(p, x):
-    (c, _), hs = layer.apply({'params': p}, x)
-    return jnp.sum(hs * weights) + jnp.sum(jnp.sin(c))
-
-  grads = jax.jit(jax.grad(loss))(_f32(params), jnp.asarray(x, jnp.float32))
-  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4,
-                                                       atol=1e-5), grads, want)
-
-
 def test_torch_lstm_weights_map_onto_lstm_exactly():
   """PyTorch's LSTM is this LSTM with its gates reordered [i, f, g, o] ->
   [i, j=g, f, o], weights transposed, its two biases summed and the forget
@@ -210,8 +102,8 @@ def test_torch_lstm_weights_map_onto_lstm_exactly():
   params = {'cell': {'input': {'kernel': order(w_ih).T, 'bias': bias},
                      'hidden': {'kernel': order(w_hh).T}}}
   (c, last), hs = LSTM(h, forget_bias=forget_bias).apply(
-      {'params': _f32(params)}, jnp.asarray(x, jnp.float32))
-  (c_ref, last_ref), hs_ref = _torch_lstm(x, w_ih, w_hh, b_ih, b_hh)
+      {'params': references.f32(params)}, jnp.asarray(x, jnp.float32))
+  (c_ref, last_ref), hs_ref = references.torch_lstm(x, w_ih, w_hh, b_ih, b_hh)
   for got, want in ((hs, hs_ref), (c, c_ref), (last, last_ref)):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 

@@ -136,6 +136,7 @@ def test_choose_impl_times_the_models_paths_and_caches_by_shape(
   assert choice.key['batch'] == 4 and choice.key['sequence_shape'] == [5, 3]
   assert choice.key['mode'] == 'train' and choice.key['hidden_size'] == 16
   assert choice.key['backend'] == jax.default_backend()
+  assert choice.key['matmul_precision'] == 'float32'  # one decision per precision
   forward = autotune.choose_impl(config, batch=4, sequence_shape=(5, 3),
                                  mode='forward', timer=timer, path=path)
   assert not forward.cached  # Inference is timed on its own.
