@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 WORKDIR ?= runs/default
 CONFIG ?= configs/default.py
 
-.PHONY: setup data data-fashion kernel train test test-fast clean
+.PHONY: setup data data-fashion kernel train test test-fast test-gpu clean
 
 setup: $(VENV)/.installed data kernel
 
@@ -50,6 +50,16 @@ test: setup
 TEST_CACHE ?= $(HOME)/.cache/seqclf/jax-tests
 test-fast: setup
 	SEQCLF_TEST_COMPILATION_CACHE='$(TEST_CACHE)' $(BIN)/python -m pytest -q -n 2 -m 'not slow'
+
+# The GPU tier (-m gpu; docs/gpu.md) where the backend is a GPU: every path
+# against float64 at each precision, nn.RNN's contract, training and resume,
+# a sweep, checkpoints, export. One process (test workers would share one
+# GPU's memory); XLA's GPU ops deterministic, so a resume is exact there too.
+# Runs with $(BIN)/python where setup made it, else $(PYTHON) (a GPU image
+# with seqclf's packages: experiments/gpu_benchmark.sh prepares one).
+test-gpu:
+	XLA_FLAGS="--xla_gpu_deterministic_ops=true $$XLA_FLAGS" \
+	  $(or $(wildcard $(BIN)/python),$(PYTHON)) -m pytest -q -m gpu
 
 clean:
 	rm -rf $(VENV) runs

@@ -16,9 +16,11 @@ the machine hits every implementation alike. Implementations:
   ``seqclf-kernel-v3`` forces the kernel built for ``-march=x86-64-v3`` (the
   AVX2 + FMA variant, beside the native build; skipped where it cannot run),
   ``seqclf-1cpu`` keeps JAX's one multi-threaded CPU device
-  (``cpu_devices=1``), and ``seqclf-bf16`` sets ``matmul_precision=
-  'bfloat16'`` (the kernel's matmuls on Intel AMX; skipped with a message on
-  CPUs without it);
+  (``cpu_devices=1``); a suffix sets ``matmul_precision``: ``-bf16``
+  bfloat16 (``seqclf-bf16`` with ``auto``, ``seqclf-fused-bf16``,
+  ``seqclf-scan-bf16``; the kernel's on Intel AMX only), ``-tf32``
+  tensorfloat32 (GPUs only); variants no path of this machine runs are
+  skipped with a message;
 - ``flax``: ``nn.RNN(nn.OptimizedLSTMCell(128))`` + ``Dense``, one jitted step
   per host batch, the straightforward Flax recipe;
 - ``torch``: ``nn.LSTM(28, 128)`` + ``Linear``, the usual PyTorch loop
@@ -57,8 +59,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 SEQ, FEATURES, HIDDEN, CLASSES = 28, 28, 128, 10
 IMPLS = ('seqclf', 'seqclf-kernel', 'seqclf-kernel-v3', 'seqclf-fused',
-         'seqclf-scan', 'seqclf-1cpu', 'seqclf-bf16', 'flax', 'torch',
-         'torch-bf16')
+         'seqclf-scan', 'seqclf-1cpu', 'seqclf-bf16', 'seqclf-fused-bf16',
+         'seqclf-scan-bf16', 'seqclf-tf32', 'seqclf-fused-tf32',
+         'seqclf-scan-tf32', 'flax', 'torch', 'torch-bf16')
 
 
 class Skip(Exception):
@@ -99,6 +102,11 @@ def _indices(n: int, batch: int, steps: int, call: int) -> np.ndarray:
   return order_lib.train_indices(0, n, batch, call * steps, steps)
 
 
+# A variant's suffix: its matmul_precision.
+_PRECISION_SUFFIXES = {'': 'float32', 'bf16': 'bfloat16',
+                       'tf32': 'tensorfloat32'}
+
+
 class _Seqclf:
   """The trainer's own chunk function, laid out as ``seqclf train`` lays it out.
 
@@ -108,10 +116,13 @@ class _Seqclf:
   kernel's build (``$SEQCLF_KERNEL_MARCH``, this worker process only).
   """
 
-  VARIANTS = {'': {}, 'kernel': {'impl': 'kernel'},
-              'kernel-v3': {'impl': 'kernel'}, 'scan': {'impl': 'scan'},
-              'fused': {'impl': 'fused'}, '1cpu': {'cpu_devices': 1},
-              'bf16': {'matmul_precision': 'bfloat16'}}
+  VARIANTS = {
+      **{'-'.join(filter(None, (path, short))):
+         {**({'impl': path} if path else {}), 'matmul_precision': name}
+         for path in ('', 'fused', 'scan')
+         for short, name in _PRECISION_SUFFIXES.items()},
+      'kernel': {'impl': 'kernel'}, 'kernel-v3': {'impl': 'kernel'},
+      '1cpu': {'cpu_devices': 1}}
   MARCH = {'kernel-v3': 'x86-64-v3'}
 
   def __init__(self, train, variant: str):
@@ -135,10 +146,15 @@ class _Seqclf:
         lstm_kernel.build()
       except lstm_kernel.KernelError:
         pass  # Not available: the checks below say so.
-    if (self.config.matmul_precision != 'float32'
-        and not lstm_kernel.available(self.config.matmul_precision)):
-      raise Skip(f'matmul_precision={self.config.matmul_precision!r} needs '
-                 'the CPU kernel on a CPU with Intel AMX; not available here.')
+    from seqclf.kernels import paths  # pylint: disable=g-import-not-at-top
+    from seqclf.training import autotune  # pylint: disable=g-import-not-at-top
+    layer, backend = autotune.layer_of(self.config), jax.default_backend()
+    if self.config.impl == 'auto' and not paths.eligible(layer, backend):
+      raise Skip(f'no path runs matmul_precision='
+                 f'{self.config.matmul_precision!r} on the {backend} backend.')
+    if (self.config.impl != 'auto'
+        and paths.why_not(self.config.impl, layer, backend)):
+      raise Skip(paths.why_not(self.config.impl, layer, backend))
     if self.config.impl == 'kernel' and not lstm_kernel.available():
       raise Skip(f'the CPU kernel for -march={lstm_kernel.default_march()} '
                  'cannot be built or run here (no C++ compiler, or a CPU '

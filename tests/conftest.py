@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import jax
 import pytest
 from PIL import Image
 
@@ -28,7 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 # that did not change instead of compiling them again. A hit is the same
 # executable, so the same numbers. `make test` (CI) leaves it unset.
 if os.environ.get('SEQCLF_TEST_COMPILATION_CACHE'):
-  import jax  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_compilation_cache_dir', os.path.expanduser(
       os.environ['SEQCLF_TEST_COMPILATION_CACHE']))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
@@ -46,12 +46,18 @@ def _default_input_standardization() -> dict[str, float]:
 
 DEFAULT_INPUT = _default_input_standardization()
 
-# impl='kernel' needs a C++ build (made on first forced use, or by `make
-# kernel`); only a machine without a compiler
-# may skip its tests (the CI machine has g++).
-needs_compiler = pytest.mark.skipif(
-    shutil.which(os.environ.get('CXX', 'c++')) is None,
-    reason="impl='kernel' needs a C++ compiler; none found")
+BACKEND = jax.default_backend()
+# The suite runs on any backend (`make test-gpu` runs its GPU tier there).
+# impl='kernel' is the CPU backend's and needs a C++ build (made on first
+# forced use, or by `make kernel`): only a machine without a compiler, or
+# another backend, may skip its tests (the CI machine has g++).
+needs_cpu_kernel = pytest.mark.skipif(
+    BACKEND != 'cpu' or shutil.which(os.environ.get('CXX', 'c++')) is None,
+    reason="impl='kernel' needs the CPU backend and a C++ compiler")
+# What splits the CPU into devices, or counts them, holds on a CPU backend.
+needs_cpu_backend = pytest.mark.skipif(
+    BACKEND != 'cpu', reason=f'tests CPU devices; this is the {BACKEND} '
+    'backend')
 
 
 @pytest.fixture(scope='session')
@@ -67,7 +73,7 @@ def _compilation_cache(tmp_path_factory):
   session), neither of them the user's."""
   base = tmp_path_factory.getbasetemp()  # One for all xdist workers:
   shared = base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
-  if shutil.which(os.environ.get('CXX', 'c++')):
+  if BACKEND == 'cpu' and shutil.which(os.environ.get('CXX', 'c++')):
     # Asking whether the kernel is available never compiles it (`make
     # kernel` does): built here once, for tests that expect it eligible.
     lstm_kernel.build()

@@ -48,6 +48,7 @@ _SERVE = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.gpu
 def test_exported_model_runs_with_jax_alone(tmp_path):
   workdir = _saved_workdir(tmp_path, bidirectional=True)
   out = run_cli('export', '--workdir', str(workdir), '--out',

@@ -12,6 +12,7 @@ from seqclf import inference
 from seqclf.training import checkpoint, state as state_lib
 
 
+@pytest.mark.gpu
 @pytest.mark.slow
 def test_load_model_reproduces_training_accuracy(trained_workdir, mnist):
   model, params, config = inference.load_model(trained_workdir)

@@ -145,7 +145,7 @@ print('agree', jax.device_count())
 @pytest.mark.slow  # a subprocess with 2 forced CPU devices, 3 trainings
 def test_lengths_train_the_same_under_pmap_and_sharded(tmp_path):
   name = _dataset(tmp_path)
-  env = {**os.environ,
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
          'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
   out = subprocess.run(
       [sys.executable, '-c', _MODES_SCRIPT, name,

@@ -28,6 +28,7 @@ def test_grid_crosses_rates_with_seeds():
   assert e.value.arg == 'learning_rates'
 
 
+@pytest.mark.gpu
 @pytest.mark.slow
 def test_sweep_model_k_equals_single_run_with_seed_k(tmp_path, mnist):
   """Stacked layers, dropout and mirroring: init, batches and noise keys match."""

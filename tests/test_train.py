@@ -15,6 +15,7 @@ from seqclf import train
 from seqclf.training import checkpoint, state as state_lib, steps as steps_lib
 
 
+@pytest.mark.gpu
 @pytest.mark.slow
 def test_short_run_learns_mnist(trained_workdir):
   results = json.loads((trained_workdir / 'results.json').read_text())
@@ -41,6 +42,7 @@ def _params(workdir):
   return restored
 
 
+@pytest.mark.gpu
 @pytest.mark.slow
 def test_resume_equals_uninterrupted_run(tmp_path, mnist):
   full = tmp_path / 'full'

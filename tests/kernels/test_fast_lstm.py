@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from conftest import needs_compiler
+from conftest import needs_cpu_kernel
 from seqclf.kernels import fast_lstm, lstm_kernel
 from seqclf.nn import LSTM, LSTMClassifier
 
-FAST_IMPLS = ['fused', pytest.param('kernel', marks=needs_compiler)]
+FAST_IMPLS = ['fused', pytest.param('kernel', marks=needs_cpu_kernel)]
 
 
 def _inputs(shape, seed=0):
@@ -32,6 +32,7 @@ def _loss(model, params, x):
   return jnp.sum(out * w) + jnp.sum(jnp.tanh(c)) + jnp.sum(h ** 2)
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize('impl', FAST_IMPLS)
 def test_fast_lstm_matches_scan_values_and_grads(impl, unroll=2):
   # unroll=2 over 7 steps also covers the scan's remainder iteration; a batch
@@ -69,7 +70,7 @@ def test_fused_recurrence_passes_numerical_gradient_check():
 
 
 @pytest.mark.slow
-@needs_compiler
+@needs_cpu_kernel
 def test_kernel_layer_passes_numerical_gradient_check():
   t, b, i, h = 5, 7, 3, 16
   args = (_inputs((t, b, i), 0), 0.5 * _inputs((i, 4 * h), 1),
@@ -79,6 +80,7 @@ def test_kernel_layer_passes_numerical_gradient_check():
   check_grads(f, args, order=1, modes=['rev'], atol=2e-2, rtol=2e-2, eps=1e-2)
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize('impl', FAST_IMPLS)
 def test_fast_lstm_handles_initial_carry_and_extra_batch_axes(impl):
   x = _inputs((2, 3, 6, 5))

@@ -10,14 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import needs_compiler
+from conftest import needs_cpu_kernel
 from seqclf import train
 from seqclf.config import ConfigError, base_config, validate
 from seqclf.kernels import fast_lstm, lstm_kernel
 from seqclf.nn import LSTM
 from seqclf.training import autotune
 
-pytestmark = needs_compiler
+pytestmark = needs_cpu_kernel
 
 
 needs_amx = pytest.mark.skipif("not lstm_kernel.available('bfloat16')",

@@ -6,20 +6,18 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from conftest import needs_compiler
+from conftest import needs_cpu_kernel
 from seqclf.config import base_config, validate
 from seqclf.errors import ConfigError
 from seqclf.kernels import lstm_kernel, paths
 from seqclf.nn import LSTM
 from seqclf.training import autotune
 
-pytestmark = needs_compiler
-
-
 def _eligible(config, sharded=False, backend='cpu'):
   return paths.eligible(autotune.layer_of(config, sharded), backend)
 
 
+@needs_cpu_kernel
 @pytest.mark.parametrize('changes,sharded,expected', [
     ({}, False, ('kernel', 'fused', 'scan')),
     ({}, True, ('fused', 'scan')),
@@ -40,6 +38,7 @@ def test_forced_impl_is_used_as_given_without_timing(monkeypatch):
   assert autotune.resolve_impl(config) == 'fused'
 
 
+@needs_cpu_kernel
 def test_asking_never_compiles_and_forced_use_builds(tmp_path, monkeypatch):
   """`available`, `auto`'s eligibility and config validation only look for
   an existing build; forcing impl='kernel' is an explicit build."""
@@ -61,6 +60,7 @@ def test_asking_never_compiles_and_forced_use_builds(tmp_path, monkeypatch):
   assert lstm_kernel.available()
 
 
+@needs_cpu_kernel
 def test_auto_falls_back_to_portable_paths_without_a_compiler(
     tmp_path, monkeypatch):
   monkeypatch.setenv('SEQCLF_KERNEL_CACHE', str(tmp_path))
@@ -70,12 +70,14 @@ def test_auto_falls_back_to_portable_paths_without_a_compiler(
   assert _eligible(base_config()) == ('fused', 'scan')
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize('backend', ['gpu', 'tpu'])
 def test_the_cpu_kernel_is_eligible_on_the_cpu_backend_only(backend):
   assert _eligible(base_config(), backend=backend) == ('fused', 'scan')
   assert 'CPU backend only' in paths.why_not('kernel', paths.Layer(), backend)
 
 
+@pytest.mark.gpu
 def test_a_forced_path_that_cannot_run_is_one_line_naming_the_others():
   with pytest.raises(ConfigError) as e:
     paths.check('kernel', paths.Layer(), 'gpu')
@@ -90,6 +92,7 @@ def test_a_forced_path_that_cannot_run_is_one_line_naming_the_others():
     paths.check('cudnn', paths.Layer())
 
 
+@pytest.mark.gpu
 def test_a_forced_kernel_on_another_backend_fails_in_the_layer(monkeypatch):
   """The layer asks `paths` with the backend it runs on: a forced kernel on
   a GPU is the one-line error, not XLA's missing FFI handler."""

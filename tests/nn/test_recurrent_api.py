@@ -14,17 +14,18 @@ import numpy as np
 import pytest
 from seqclf.nn import convert
 
-from conftest import needs_compiler
+from conftest import needs_cpu_kernel
 from seqclf.kernels import lstm_kernel
 from seqclf.nn import cells, classifier, recurrent
 
-IMPLS = ['scan', 'fused', pytest.param('kernel', marks=needs_compiler)]
+pytestmark = pytest.mark.gpu  # the nn.RNN contract, on every backend
+IMPLS = ['scan', 'fused', pytest.param('kernel', marks=needs_cpu_kernel)]
 # (cell, impl): the LSTM on every path, the other cells on theirs. The fast
 # tier runs the paths with hand-written backward passes; the `nn.scan` ones,
 # whose padding is plain JAX, are in the full suite.
 LAYERS = [pytest.param('lstm', 'scan', marks=pytest.mark.slow),
           ('lstm', 'fused'),
-          pytest.param('lstm', 'kernel', marks=needs_compiler),
+          pytest.param('lstm', 'kernel', marks=needs_cpu_kernel),
           pytest.param('gru', 'scan', marks=pytest.mark.slow),
           pytest.param('elman', 'scan', marks=pytest.mark.slow)]
 LENGTHS = np.array([6, 3, 1, 5, 2])  # of T = 6 steps; 0 is tested apart
@@ -154,13 +155,13 @@ def _row_loss(carry, out):
 # The fast tier keeps the kernel's and fused path's backward passes.
 ROW_CASES = [
     ('lstm', 'fused', False),
-    pytest.param('lstm', 'kernel', False, marks=needs_compiler),
+    pytest.param('lstm', 'kernel', False, marks=needs_cpu_kernel),
     *(pytest.param(*case, marks=pytest.mark.slow) for case in (
         ('lstm', 'scan', False), ('gru', 'scan', False),
         ('elman', 'scan', False), ('lstm', 'scan', True),
         ('lstm', 'fused', True), ('gru', 'scan', True))),
     pytest.param('lstm', 'kernel', True,
-                 marks=[needs_compiler, pytest.mark.slow]),
+                 marks=[needs_cpu_kernel, pytest.mark.slow]),
 ]
 
 
@@ -288,7 +289,7 @@ def test_classifier_reads_each_rows_last_valid_step():
         model.apply(params, images), rtol=1e-5, atol=1e-6)
 
 
-@needs_compiler
+@needs_cpu_kernel
 def test_every_transform_works_or_names_the_path_that_has_it():
   """scan: forward mode and second order; fused: second order (reverse over
   reverse) equal to scan's; the custom-VJP paths under forward mode and the

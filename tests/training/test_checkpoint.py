@@ -27,6 +27,7 @@ def _readme_recipe() -> str:
   return block.group(1)
 
 
+@pytest.mark.gpu
 @pytest.mark.slow
 def test_orbax_only_restore_matches_flax_model(trained_workdir, mnist,
                                                tmp_path):
@@ -98,6 +99,7 @@ def _fixture_module():
   return module
 
 
+@pytest.mark.gpu
 def test_a_v0_1_0_checkpoint_restores_and_resumes_to_its_own_result(
     tmp_path):
   """A run written by seqclf 0.1.0 (before the subpackages) loads for
@@ -123,3 +125,27 @@ def test_a_v0_1_0_checkpoint_restores_and_resumes_to_its_own_result(
       np.testing.assert_array_equal(a, b)
     else:
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_checkpoint_saved_on_another_backend_restores_here(tmp_path):
+  """Checkpoints record each array's device (`cuda:0` for one saved on a
+  GPU); restores always give orbax this process's target shardings, so a
+  GPU's checkpoint loads and resumes on a CPU (and the CPU fixture above
+  on a GPU, in the GPU tier)."""
+  fixture = _fixture_module()
+  workdir = tmp_path / 'run'
+  shutil.copytree(FIXTURE, workdir)
+  here = jax.devices()[0]
+  elsewhere = 'cuda:0' if here.platform == 'cpu' else 'cpu:0'
+  for sharding in workdir.glob('checkpoints/*/state/_sharding'):
+    text = sharding.read_text()
+    assert '\\"device_str\\": \\"cpu:0\\"' in text
+    sharding.write_text(text.replace('cpu:0', elsewhere))
+  _, params, _ = inference.load_model(workdir)
+  assert jax.tree.leaves(params)[0].devices() == {here}
+  (workdir / 'results.json').unlink()
+  config = fixture.config()
+  config.num_train_steps = 6
+  results = train.train_and_evaluate(config, workdir, quiet=True,
+                                     datasets=fixture.data())
+  assert results['resumed_from_step'] == 4 and results['step'] == 6
