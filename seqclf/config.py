@@ -27,6 +27,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   The model's keys are ``LSTMClassifier``'s fields, declared there once
   (``seqclf.nn.classifier.config_defaults``); the rest follow.
+
+  Returns:
+    A new, unlocked ConfigDict; config files change its values.
   """
   c = ml_collections.ConfigDict()
   c.update(classifier.config_defaults())
@@ -112,7 +115,16 @@ def choices() -> dict[str, tuple[str, ...]]:
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Checks keys, types and ranges; returns the config unchanged if valid."""
+  """Checks keys, types, ranges and choices, and what a forced ``impl`` needs
+  on any backend.
+
+  Args:
+    config: the config to check.
+
+  Returns:
+    ``config`` unchanged; a one-line ``ConfigError`` naming the key and the
+    fix if it is not valid.
+  """
   base = base_config()
   for key in config.keys():
     if key not in base:
@@ -191,13 +203,21 @@ RESUMABLE_KEYS = frozenset({
 
 def check_resume(saved: dict, config: ml_collections.ConfigDict, step: int,
                  where: str) -> list[str]:
-  """The accepted changes from the config ``saved`` with checkpoint ``where``
-  (at ``step``) to ``config``, as ``key: old -> new``; a ``CheckpointError``
-  (the checkpoint does not fit the config) listing each key (with both values) that a resume cannot change.
+  """What a resume of checkpoint ``where`` with ``config`` changes.
 
   Keys absent from ``saved`` (added to seqclf after it was written) are not
   compared. ``num_train_steps`` may grow, unless ``lr_schedule='cosine'``
   (whose decay it sets), but not fall below the checkpoint's step.
+
+  Args:
+    saved: the config saved with the checkpoint.
+    config: the config of the run resuming it.
+    step: the checkpoint's step.
+    where: the checkpoint's directory, for the messages.
+
+  Returns:
+    The accepted changes as ``key: old -> new``; a ``CheckpointError``
+    listing each key (with both values) a resume cannot change.
   """
   now = json.loads(json.dumps(config.to_dict()))  # tuples as JSON saved them
   changed = {k: (saved[k], now[k]) for k in sorted(now)

@@ -81,16 +81,30 @@ def load_model(workdir: str | Path, step: int | None = None, *,
 
 def takes_images(config: ml_collections.ConfigDict) -> bool:
   """Whether a model's callers (``seqclf predict``, the exported function)
-  give it 28 x 28 images, read as its run's ``task`` says
-  (``views.view``), or sequences of its input width and any length."""
+  give it images or sequences.
+
+  Args:
+    config: the model's run's config.
+
+  Returns:
+    True for 28 x 28 images, read as the run's ``task`` says
+    (``views.view``); False for sequences of its input width, any length.
+  """
   return config.dataset in registry.IMAGES
 
 
 def input_shape(params: Any, config: ml_collections.ConfigDict
                 ) -> tuple[int, int]:
-  """One example's (T, F) as callers give it to ``load_model``'s model: an
-  image's where ``takes_images``, else (1, F), F the width its params read
-  (``checkpoint.input_shape_from``; T is free)."""
+  """One example's (T, F) as callers give it to ``load_model``'s model.
+
+  Args:
+    params: the model's parameters.
+    config: its run's config.
+
+  Returns:
+    An image's (28, 28) where ``takes_images``, else (1, F): F the width the
+    params read (``checkpoint.input_shape_from``), T free.
+  """
   if takes_images(config):
     return views.IMAGE_SHAPE
   shapes = {name: leaf.shape for name, leaf

@@ -38,7 +38,16 @@ from seqclf.training.state import TrainState, create_train_state
 def grid(config: ml_collections.ConfigDict, num_seeds: int,
          learning_rates: Sequence[float] | None = None
          ) -> tuple[list[int], list[float]]:
-  """(seed, learning rate) of every model: seeds ``config.seed + k``, per rate."""
+  """(seed, learning rate) of every model of a sweep.
+
+  Args:
+    config: the sweep's config (its ``seed`` and ``learning_rate``).
+    num_seeds: models per learning rate, seeds ``config.seed + k``.
+    learning_rates: rates to cross with the seeds; None: the config's.
+
+  Returns:
+    ``(seeds, rates)``, one entry per model, rate-major.
+  """
   if num_seeds < 1:
     raise ConfigError(f'num_seeds must be >= 1, got {num_seeds}.',
                       arg='num_seeds')
@@ -94,12 +103,17 @@ def init_states(config: ml_collections.ConfigDict, seeds: Sequence[int],
 
 def sweep_steps_fn(noise: bool = False, hflip: bool = False,
                    lengths: bool = False):
-  """``steps.train_steps`` vmapped over (state, noise key, indices), jitted:
-  ``fn(states, images, labels, rngs, indices)``, the calling convention of
-  ``loop.Chunks`` (indices last); with ``lengths``,
-  ``fn(states, images, labels, lengths, rngs, indices)``.
+  """``steps.train_steps`` vmapped over (state, noise key, indices), jitted.
 
-  ``noise`` passes each model its key (for dropout or ``hflip`` flips).
+  Args:
+    noise: pass each model its key (for dropout or ``hflip`` flips).
+    hflip: mirror a random half of each batch's images.
+    lengths: the data has lengths (a positional argument before the keys).
+
+  Returns:
+    ``fn(states, images, labels, rngs, indices)`` (with ``lengths``:
+    ``fn(states, images, labels, lengths, rngs, indices)``), the calling
+    convention of ``loop.Chunks`` (indices last), states donated.
   """
   run = steps.steps_fn(lengths)
 

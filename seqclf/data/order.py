@@ -32,10 +32,21 @@ def check_batch_size(batch_size: int, num_examples: int) -> None:
 
 def train_indices(seed: int, num_examples: int, batch_size: int,
                   first_step: int, num_steps: int) -> np.ndarray:
-  """Example indices of steps [first_step, first_step + num_steps), (steps, B).
+  """Example indices of steps ``[first_step, first_step + num_steps)``.
 
-  Each epoch is a fresh permutation; the last partial batch of an epoch is
-  dropped so every batch has the same shape (the jitted step needs it).
+  Each epoch is a fresh permutation from (seed, epoch); the last partial
+  batch of an epoch is dropped so every batch has the same shape (the jitted
+  step needs it).
+
+  Args:
+    seed: the run's seed.
+    num_examples: the training set's size.
+    batch_size: examples per step.
+    first_step: the first step (0-based).
+    num_steps: how many steps.
+
+  Returns:
+    (num_steps, batch_size) int32 indices.
   """
   check_batch_size(batch_size, num_examples)
   steps_per_epoch = num_examples // batch_size
@@ -50,7 +61,19 @@ def train_indices(seed: int, num_examples: int, batch_size: int,
 
 def train_batches(split: Split, seed: int, batch_size: int,
                   first_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-  """Host-side training batches in the trainer's order, for use outside seqclf."""
+  """Host-side training batches in the trainer's order, for use outside
+  seqclf (the trainer gathers them on the device).
+
+  Args:
+    split: the training split's arrays.
+    seed: the run's seed.
+    batch_size: examples per step.
+    first_step: the step to start at.
+
+  Yields:
+    One batch per step, forever: ``image`` (float32), ``label`` and, where
+    the split has them, ``lengths``.
+  """
   step = first_step
   while True:
     (idx,) = train_indices(seed, len(split['label']), batch_size, step, 1)
@@ -63,7 +86,16 @@ def train_batches(split: Split, seed: int, batch_size: int,
 
 
 def eval_batches(split: Split, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-  """Covers every example once; the last batch is zero-padded and masked."""
+  """Batches covering every example of ``split`` once.
+
+  Args:
+    split: the split's arrays.
+    batch_size: examples per batch.
+
+  Yields:
+    ``image`` (float32), ``label``, ``mask`` (False for the zero padding of
+    the last batch) and, where the split has them, ``lengths``.
+  """
   n = len(split['label'])
   for start in range(0, n, batch_size):
     image = split['image'][start:start + batch_size]

@@ -44,7 +44,16 @@ def check_name(name: str, task: str = 'row') -> None:
 
 
 def load(config: Any, splits: tuple[str, ...] = SPLITS) -> dict[str, Split]:
-  """The ``splits`` of ``config.dataset``, checked against ``num_classes``."""
+  """The data a config names, checked.
+
+  Args:
+    config: its ``dataset``, ``task``, ``data_dir``, ``validation_fraction``
+      and ``num_classes`` are read.
+    splits: the splits to load.
+
+  Returns:
+    ``{split: arrays}``, each checked against ``num_classes``.
+  """
   check_name(config.dataset, config.task)
   return read(config.dataset, config.data_dir, config.validation_fraction,
               splits, config.num_classes)
@@ -53,9 +62,19 @@ def load(config: Any, splits: tuple[str, ...] = SPLITS) -> dict[str, Split]:
 def read(name: str, data_dir: str | None, validation_fraction: float,
          splits: tuple[str, ...] = SPLITS,
          num_classes: int | None = None) -> dict[str, Split]:
-  """The ``splits`` of dataset ``name``, checked (labels against
-  ``num_classes``; without it, against their own largest, for a look at
-  data no config describes yet: ``seqclf inspect-data``)."""
+  """The splits of dataset ``name``, checked.
+
+  Args:
+    name: a ``TFDS`` name or ``npz:PATH``.
+    data_dir: the tfds data dir (None: $TFDS_DATA_DIR or the default).
+    validation_fraction: for an npz file without a validation split.
+    splits: the splits to read.
+    num_classes: the labels' bound; None: their own largest (a look at data
+      no config describes yet: ``seqclf inspect-data``).
+
+  Returns:
+    ``{split: arrays}``, labels and lengths as int32.
+  """
   check_name(name)
   if name.startswith(NPZ_PREFIX):
     data = npz.load(name[len(NPZ_PREFIX):], validation_fraction)
@@ -78,7 +97,16 @@ def _fail(where: str, message: str, arg: str | None = None) -> None:
 
 
 def check(data: dict[str, Split], num_classes: int, where: str) -> None:
-  """DataError (one line) unless every split follows the module's contract."""
+  """Checks every split against the contract (``seqclf.data.splits``).
+
+  Args:
+    data: ``{split: arrays}``.
+    num_classes: labels must be in ``[0, num_classes)``.
+    where: the data's name, for the message.
+
+  Returns:
+    None; a one-line ``DataError`` naming the array and the fix otherwise.
+  """
   shape = None
   for split, arrays in data.items():
     x, y = arrays.get('image'), arrays.get('label')

@@ -27,12 +27,18 @@ def permutation(seed: int, length: int) -> np.ndarray:
 
 
 def as_sequence(images, task: str, permutation_seed: int = 0):
-  """(..., H, W) images -> (..., time, features) sequences for ``task``.
+  """(..., H, W) images as (..., time, features) sequences; numpy or jax.
 
-  ``row``: H steps of W features (unchanged). ``pixel``: H*W steps of 1
-  feature in raster order (sequential MNIST). ``permuted``: the pixel
-  sequence in the fixed order ``permutation(permutation_seed, H*W)``.
-  Works on numpy and jax arrays alike.
+  Args:
+    images: (..., H, W) arrays.
+    task: ``row`` (H steps of W features, unchanged), ``pixel`` (H*W steps
+      of 1 feature, raster order: sequential MNIST) or ``permuted`` (the
+      pixel sequence in the fixed order ``permutation(permutation_seed,
+      H*W)``).
+    permutation_seed: the ``permuted`` order's seed.
+
+  Returns:
+    The sequences.
   """
   if task == 'row':
     return images
@@ -51,9 +57,16 @@ def sequence_shape(task: str, image_shape: tuple[int, int]) -> tuple[int, int]:
 
 
 def view(config: Any, images: np.ndarray) -> np.ndarray:
-  """``images`` read as ``config.task`` says: (N, 28, 28) images become
-  (N, 784, 1) pixel sequences for ``pixel`` and ``permuted``; ``row``,
-  every dataset's default, returns them as they are."""
+  """``images`` read as ``config.task`` says.
+
+  Args:
+    config: its ``task`` and ``permutation_seed`` are read.
+    images: (N, 28, 28) images (or any data, for task ``row``).
+
+  Returns:
+    (N, 784, 1) pixel sequences for ``pixel`` and ``permuted``; for ``row``,
+    every dataset's default, ``images`` as they are.
+  """
   if config.task == 'row':
     return images
   return as_sequence(images, config.task, config.permutation_seed)

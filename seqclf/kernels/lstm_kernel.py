@@ -346,16 +346,22 @@ def lstm_layer(x: Array, w_x: Array, b: Array, w_h: Array, c0: Array,
   """An LSTM layer over time-major ``x``: ``fast_lstm.lstm_recurrence`` of
   ``x @ w_x + b`` with the input projection inside the kernel.
 
-  All arrays float32: x (T, B, I), w_x (I, 4H), b (4H,), w_h (H, 4H), c0 and
-  h0 (B, H). Returns ``((c_T, h_T), hs)`` with hs of shape (T, B, H).
-  ``lengths`` (B,) int: row b's steps from ``lengths[b]`` on are padding, its
-  state is kept from its last valid step (that is its ``(c_T, h_T)``) and its
-  outputs there are zero; None: every step is valid.
-  ``precision`` is the matmuls' (PRECISIONS): ``'float32'``, or
-  ``'bfloat16'``: operands rounded to bfloat16 (8 mantissa bits) and
-  multiplied on Intel AMX with float32 accumulation; state, gates and the
-  elementwise arithmetic stay float32 either way. ``march`` picks the build
-  (default ``default_march()``, read when the call is traced).
+  Args:
+    x: (T, B, I) float32 inputs.
+    w_x, b, w_h: (I, 4H), (4H,), (H, 4H) float32 weights.
+    c0, h0: (B, H) float32 initial state.
+    forget_bias: added to the forget gate's pre-activation.
+    precision: the matmuls' (``PRECISIONS``): ``'float32'``, or
+      ``'bfloat16'``: operands rounded to bfloat16 and multiplied on Intel
+      AMX with float32 accumulation; state, gates and the elementwise
+      arithmetic stay float32 either way.
+    march: the build (default ``default_march()``, read when traced).
+    lengths: (B,) int: row b's steps from ``lengths[b]`` on are padding, its
+      state kept from its last valid step and its outputs zero; None: every
+      step is valid.
+
+  Returns:
+    ``((c_T, h_T), hs)`` with hs of shape (T, B, H).
   """
   steps, batch = x.shape[:2]
   padded = lengths is not None

@@ -81,15 +81,30 @@ def why_not(impl: str, layer: Layer, backend: str | None = None, *,
 
 
 def eligible(layer: Layer, backend: str) -> tuple[str, ...]:
-  """The paths that can run ``layer`` on ``backend`` now, in ``PREFERENCE``
-  order (the CPU kernel only if already built)."""
+  """The paths that can run ``layer`` on ``backend`` now.
+
+  Args:
+    layer: the layer to run.
+    backend: ``jax.default_backend()``'s name.
+
+  Returns:
+    Their names in ``PREFERENCE`` order (the CPU kernel only if built).
+  """
   return tuple(impl for impl in PREFERENCE
                if why_not(impl, layer, backend, need_build=True) is None)
 
 
 def check(impl: str, layer: Layer, backend: str | None = None) -> None:
-  """Raises a one-line ``ConfigError`` unless ``impl`` can run ``layer`` on
-  ``backend`` (None: on some backend), naming the paths that can."""
+  """Whether ``impl`` can run ``layer`` on ``backend``.
+
+  Args:
+    impl: one of ``IMPLS``.
+    layer: the layer to run.
+    backend: the backend's name, or None (what holds on any backend).
+
+  Returns:
+    None; a one-line ``ConfigError`` naming the paths that can, otherwise.
+  """
   if impl not in IMPLS:
     raise ConfigError(f'impl must be one of {IMPLS}, got {impl!r}.',
                       arg='impl')

@@ -52,12 +52,20 @@ def train_step(state: TrainState, batch: Batch, *,
                axis_name: str | None = None,
                rng: jax.Array | None = None,
                hflip: bool = False) -> tuple[TrainState, Metrics]:
-  """One Adam step on mean softmax cross-entropy; pmap-ready via ``axis_name``.
+  """One optimizer step on mean softmax cross-entropy; pmap-ready.
 
-  ``rng`` (needed for dropout or ``hflip``) runs the model in training mode
-  with a key folded from it, the step and the replica; ``hflip`` mirrors a
-  random half of the batch's images left-right first (augmentation). A
-  batch with ``lengths`` passes them as the model's ``seq_lengths``.
+  Args:
+    state: the model's state.
+    batch: ``image`` (B, T, F) floats, ``label`` (B,) ints and optionally
+      ``lengths`` (B,), passed as the model's ``seq_lengths``.
+    axis_name: average gradients and metrics over this mapped axis
+      (``lax.pmean``: ``jax.pmap``).
+    rng: run the model in training mode (dropout) with a key folded from it,
+      the step and the replica; needed for dropout or ``hflip``.
+    hflip: mirror a random half of the batch's images left-right first.
+
+  Returns:
+    The new state and the step's ``loss`` and ``accuracy``.
   """
   kwargs, images = _length_kwargs(batch), batch['image']
   if rng is not None:
@@ -95,10 +103,18 @@ def train_steps(state: TrainState, images: jax.Array, labels: jax.Array,
                 ) -> tuple[TrainState, Metrics]:
   """``len(indices)`` steps in one ``lax.scan``; batch k is ``images[indices[k]]``.
 
-  ``lengths`` (N,), the training set's valid steps per example, are gathered
-  with the images (``train_steps_with_lengths`` takes them positionally, for
-  the chunk runners). Returns the new state and per-step metrics stacked
-  along axis 0.
+  Args:
+    state: the model's state.
+    images: (N, T, F) the device-resident training sequences.
+    labels: (N,) their labels.
+    indices: (steps, B) example indices of each step's batch.
+    axis_name, rng, hflip: as ``train_step``.
+    lengths: (N,) the training set's valid steps per example, gathered with
+      the images (``train_steps_with_lengths`` takes them positionally, for
+      the chunk runners).
+
+  Returns:
+    The new state and per-step metrics stacked along axis 0.
   """
 
   def body(state, idx):
@@ -135,8 +151,16 @@ def steps_fn(has_lengths: bool) -> Any:
 
 
 def eval_step(state: TrainState, batch: Batch) -> Metrics:
-  """Summed loss, correct count and example count over the unmasked examples
-  (each read up to its ``lengths`` when the batch has them)."""
+  """Summed metrics of one evaluation batch.
+
+  Args:
+    state: anything with ``apply_fn`` and ``params`` (a ``TrainState``).
+    batch: ``image``, ``label``, optionally ``mask`` (False: a padding
+      example) and ``lengths`` (each row read up to its length).
+
+  Returns:
+    ``loss`` (summed), ``correct`` and ``count`` over the unmasked examples.
+  """
   logits = state.apply_fn({'params': state.params}, batch['image'],
                           **_length_kwargs(batch))
   mask = batch.get('mask', jnp.ones(batch['label'].shape, bool))
@@ -156,12 +180,19 @@ def evaluate(state: TrainState, split: Split, batch_size: int,
              stacked: bool = False) -> dict[str, Any]:
   """Loss and accuracy over every example of ``split`` exactly once.
 
-  With several ``devices`` (this process's own, e.g. the CPU split by
-  ``parallel.configure_cpu_devices``) each batch is split across them and the
-  parameters replicated, so evaluation uses every core as training does.
-  ``stacked``: ``state`` is a stack of models (``seqclf.sweep``), each
-  evaluated on the same batches by the same ``eval_step`` (vmapped); loss and
-  accuracy are then arrays, one entry per model.
+  Args:
+    state: the model's state (anything with ``apply_fn`` and ``params``).
+    split: the split's arrays (``seqclf.data.splits``).
+    batch_size: examples per call (the last batch padded and masked).
+    devices: this process's devices to split each batch across (e.g. the
+      CPU split by ``parallel.configure_cpu_devices``), the parameters
+      replicated, so evaluation uses every core as training does.
+    stacked: ``state`` is a stack of models (``seqclf.sweep``), each
+      evaluated on the same batches by the same ``eval_step`` (vmapped).
+
+  Returns:
+    ``loss``, ``accuracy`` (arrays, one entry per model, when stacked) and
+    ``count``.
   """
   put = lambda batch: batch
   if devices is not None and len(devices) > 1 and batch_size % len(devices) == 0:

@@ -1,0 +1,41 @@
+"""The public API states its contract: Args and Returns (or Yields)."""
+
+import importlib
+import inspect
+
+import pytest
+
+# What users call (README "Library", docs/design.md): the entry points, the
+# steps, the data interface, the decision and conversion helpers.
+API = {
+    'seqclf.train': ['train_and_evaluate'],
+    'seqclf.sweep': ['grid', 'init_states', 'train_models', 'run_sweep',
+                     'sweep_steps_fn'],
+    'seqclf.inference': ['load_model', 'evaluate', 'predict_probabilities',
+                         'input_shape', 'takes_images'],
+    'seqclf.export': ['export_model'],
+    'seqclf.config': ['base_config', 'validate', 'check_resume'],
+    'seqclf.training.state': ['create_train_state'],
+    'seqclf.training.steps': ['train_step', 'train_steps', 'eval_step',
+                              'evaluate'],
+    'seqclf.training.autotune': ['choose_impl', 'timed_choice'],
+    'seqclf.data.registry': ['load', 'read', 'check'],
+    'seqclf.data.views': ['view', 'as_sequence'],
+    'seqclf.data.order': ['train_indices', 'eval_batches', 'train_batches'],
+    'seqclf.nn.classifier': ['from_config'],
+    'seqclf.nn.convert': ['to_flax_lstm', 'from_flax_lstm'],
+    'seqclf.kernels.paths': ['why_not', 'eligible', 'check'],
+    'seqclf.kernels.fast_lstm': ['lstm_recurrence'],
+    'seqclf.kernels.lstm_kernel': ['lstm_layer'],
+}
+
+
+@pytest.mark.parametrize('module,name', [(m, n) for m, names in API.items()
+                                         for n in names])
+def test_public_functions_document_args_and_returns(module, name):
+  function = getattr(importlib.import_module(module), name)
+  doc = inspect.getdoc(function) or ''
+  if inspect.signature(function).parameters:
+    assert '\nArgs:\n' in doc, f'{module}.{name} lacks Args:'
+  assert '\nReturns:\n' in doc or '\nYields:\n' in doc, (
+      f'{module}.{name} lacks Returns:')
