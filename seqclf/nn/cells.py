@@ -13,6 +13,7 @@ Initializers: ``seqclf.nn.initializers``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -29,7 +30,45 @@ Dtype = Any
 Initializer = nn.initializers.Initializer
 
 
-class LSTMCell(nn.Module):
+class _Cell(nn.Module):
+  """What every cell shares: its fields, declared once (after
+  ``hidden_size`` keyword-only, but for ``LSTMCell``'s ``forget_bias``), the
+  input and recurrent projections of its ``gates`` gates, and flax's call."""
+
+  hidden_size: int
+  _: dataclasses.KW_ONLY
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+  kernel_init: Initializer = nn.initializers.lecun_normal()
+  recurrent_kernel_init: Initializer = initializers.in_float32(
+      nn.initializers.orthogonal())
+  matmul_precision: str = 'float32'  # precision.PRECISIONS
+
+  gates = 1
+  hidden_bias = False
+
+  def setup(self):
+    dense = lambda name, init, bias: nn.Dense(
+        self.gates * self.hidden_size, use_bias=bias, kernel_init=init,
+        dtype=self.dtype, param_dtype=self.param_dtype, name=name,
+        dot_general=precision.dot_general(self.matmul_precision))
+    self.input_proj = dense('input', self.kernel_init, True)
+    self.hidden_proj = dense('hidden', self.recurrent_kernel_init,
+                             self.hidden_bias)
+
+  def __call__(self, carry: Any, x: Array) -> tuple[Any, Array]:
+    """One step from raw input ``x`` of shape (..., features)."""
+    return self.step(carry, self.project(x))
+
+  def project(self, x: Array) -> Array:
+    """The input half of the pre-activations, for any leading axes."""
+    return self.input_proj(x)
+
+  def initialize_carry(self, batch_shape: tuple[int, ...]) -> Any:
+    return jnp.zeros((*batch_shape, self.hidden_size), jnp.float32)
+
+
+class LSTMCell(_Cell):
   """An LSTM step in the reference's (TF ``BasicLSTMCell``) gate order i, j, f, o.
 
   ``forget_bias`` is added to the forget gate's pre-activation, so a fresh
@@ -38,33 +77,11 @@ class LSTMCell(nn.Module):
   float32 so bfloat16 compute does not erode the memory over long sequences.
   """
 
-  hidden_size: int
   forget_bias: float = 1.0
-  dtype: Dtype | None = None
-  param_dtype: Dtype = jnp.float32
-  kernel_init: Initializer = nn.initializers.lecun_normal()
-  recurrent_kernel_init: Initializer = initializers.in_float32(
-      nn.initializers.orthogonal())
-  matmul_precision: str = 'float32'  # precision.PRECISIONS
 
+  gates = 4
   # reference.scan projects each step inside the loop (docs/scan_path.md).
   project_in_loop = True
-
-  def setup(self):
-    dense = lambda name, init, bias: nn.Dense(
-        4 * self.hidden_size, use_bias=bias, kernel_init=init, dtype=self.dtype,
-        param_dtype=self.param_dtype, name=name,
-        dot_general=precision.dot_general(self.matmul_precision))
-    self.input_proj = dense('input', self.kernel_init, True)
-    self.hidden_proj = dense('hidden', self.recurrent_kernel_init, False)
-
-  def __call__(self, carry: Carry, x: Array) -> tuple[Carry, Array]:
-    """One step from raw input ``x`` of shape (..., features)."""
-    return self.step(carry, self.input_proj(x))
-
-  def project(self, x: Array) -> Array:
-    """The input half of the gates, for any number of leading axes."""
-    return self.input_proj(x)
 
   def step(self, carry: Carry, projected: Array) -> tuple[Carry, Array]:
     """One step from an already projected input (``project(x)``).
@@ -96,7 +113,7 @@ class LSTMCell(nn.Module):
     return kernel.astype(self.dtype or kernel.dtype)
 
   def initialize_carry(self, batch_shape: tuple[int, ...]) -> Carry:
-    zeros = jnp.zeros((*batch_shape, self.hidden_size), jnp.float32)
+    zeros = super().initialize_carry(batch_shape)
     return zeros, zeros
 
 
@@ -106,40 +123,6 @@ def _cell_update(gates: Array, c: Array, forget_bias: float) -> Carry:
   i, j, f, o = jnp.split(gates, 4, axis=-1)
   c = nn.sigmoid(f + forget_bias) * c + nn.sigmoid(i) * jnp.tanh(j)
   return c, nn.sigmoid(o) * jnp.tanh(c)
-
-
-class _Cell(nn.Module):
-  """Shared fields and the two projections of a ``gates``-gate cell."""
-
-  hidden_size: int
-  dtype: Dtype | None = None
-  param_dtype: Dtype = jnp.float32
-  kernel_init: Initializer = nn.initializers.lecun_normal()
-  recurrent_kernel_init: Initializer = initializers.in_float32(
-      nn.initializers.orthogonal())
-  matmul_precision: str = 'float32'  # precision.PRECISIONS
-
-  gates = 1
-  hidden_bias = False
-
-  def setup(self):
-    dense = lambda name, init, bias: nn.Dense(
-        self.gates * self.hidden_size, use_bias=bias, kernel_init=init,
-        dtype=self.dtype, param_dtype=self.param_dtype, name=name,
-        dot_general=precision.dot_general(self.matmul_precision))
-    self.input_proj = dense('input', self.kernel_init, True)
-    self.hidden_proj = dense('hidden', self.recurrent_kernel_init,
-                             self.hidden_bias)
-
-  def __call__(self, carry: Array, x: Array) -> tuple[Array, Array]:
-    """One step from raw input ``x`` of shape (..., features)."""
-    return self.step(carry, self.project(x))
-
-  def project(self, x: Array) -> Array:
-    return self.input_proj(x)
-
-  def initialize_carry(self, batch_shape: tuple[int, ...]) -> Array:
-    return jnp.zeros((*batch_shape, self.hidden_size), jnp.float32)
 
 
 class GRUCell(_Cell):
