@@ -166,81 +166,86 @@ def _train_and_evaluate(
   first_step = int(state.step)
   logger = MetricLogger(workdir, total, first_step, quiet=quiet,
                         enabled=jax.process_index() == 0)
-  if first_step:
-    logger.message(f'Resumed from {mngr.directory}/{first_step}.')
-  if config.impl == 'auto':
-    logger.message(choice.summary())
-  arrays = steps.data_args(train)
-  chunks = loop.Chunks(
-      dp.chunk_fn(functools.partial(steps.steps_fn(len(arrays) == 3),
-                                    **steps.noise_kwargs(config)),
-                  len(arrays)),
-      dp.put_data(*arrays), config.seed, num_examples,
-      batch_size, put_indices=dp.put_indices, to_run=dp.to_run,
-      from_run=dp.from_run, metrics=dp.metrics)
-  # Evaluation shards batches over the local devices with jax.jit, which
-  # would replicate the CPU kernel's calls; the kernel spreads one device's
-  # batch over the cores itself.
-  eval_devices = jax.local_devices()
-  if impl == 'kernel':
-    eval_devices = eval_devices[:1]
-  setup_seconds = time.perf_counter() - wall_start
-  eval_and_save_seconds = 0.0
-  val = None
-  # What a first Ctrl-C says; updated once each chunk's signal check is done.
-  stop.stop_after = loop.next_boundary(first_step, config)
-  for start, step in loop.boundaries(first_step, config):
-    state, metrics = chunks(state, start, step)
-    speed = chunks.examples_per_second
-    eta = (total - step) * batch_size / speed
-    for k, s in enumerate(range(start + 1, step + 1)):
-      if s % config.log_every and s != total:
-        continue
-      loss, acc = float(metrics['loss'][k]), float(metrics['accuracy'][k])
-      logger.write(s, 'train', {'loss': loss, 'accuracy': acc,
-                                'examples_per_second': speed,
-                                'learning_rate': optim.learning_rate_at(
-                                    config, s)})
-      logger.progress(
-          s, f'step {s} ({s * batch_size}/{total * batch_size}) '
-          f'Minibatch loss={loss:.4f} Accuracy={acc:.4f} | '
-          f'{speed:,.0f} ex/s, ETA {_format_eta(eta)}',
-          {'loss': f'{loss:.4f}', 'acc': f'{acc:.3f}', 'ex/s': f'{speed:,.0f}'})
-    nonfinite = int(np.sum(~np.isfinite(metrics['loss'])))
-    if nonfinite and config.skip_nonfinite_updates:
-      logger.message(f'warning: skipped {nonfinite} non-finite update(s) '
-                     f'in steps {start + 1}-{step}.')
-    elif nonfinite:
-      raise FloatingPointError(
-          f'Non-finite loss by step {step}; the last good checkpoint in '
-          f'{mngr.directory} is untouched. Lower learning_rate.')
+  # Closed however the run ends: on Python >= 3.12 a writer left open makes
+  # tensorboardX's exit hook start a thread at interpreter shutdown (an error).
+  try:
+    if first_step:
+      logger.message(f'Resumed from {mngr.directory}/{first_step}.')
+    if config.impl == 'auto':
+      logger.message(choice.summary())
+    arrays = steps.data_args(train)
+    chunks = loop.Chunks(
+        dp.chunk_fn(functools.partial(steps.steps_fn(len(arrays) == 3),
+                                      **steps.noise_kwargs(config)),
+                    len(arrays)),
+        dp.put_data(*arrays), config.seed, num_examples,
+        batch_size, put_indices=dp.put_indices, to_run=dp.to_run,
+        from_run=dp.from_run, metrics=dp.metrics)
+    # Evaluation shards batches over the local devices with jax.jit, which
+    # would replicate the CPU kernel's calls; the kernel spreads one device's
+    # batch over the cores itself.
+    eval_devices = jax.local_devices()
+    if impl == 'kernel':
+      eval_devices = eval_devices[:1]
+    setup_seconds = time.perf_counter() - wall_start
+    eval_and_save_seconds = 0.0
+    val = None
+    # What a first Ctrl-C says; updated once each chunk's signal check is done.
+    stop.stop_after = loop.next_boundary(first_step, config)
+    for start, step in loop.boundaries(first_step, config):
+      state, metrics = chunks(state, start, step)
+      speed = chunks.examples_per_second
+      eta = (total - step) * batch_size / speed
+      for k, s in enumerate(range(start + 1, step + 1)):
+        if s % config.log_every and s != total:
+          continue
+        loss, acc = float(metrics['loss'][k]), float(metrics['accuracy'][k])
+        logger.write(s, 'train', {'loss': loss, 'accuracy': acc,
+                                  'examples_per_second': speed,
+                                  'learning_rate': optim.learning_rate_at(
+                                      config, s)})
+        logger.progress(
+            s, f'step {s} ({s * batch_size}/{total * batch_size}) '
+            f'Minibatch loss={loss:.4f} Accuracy={acc:.4f} | '
+            f'{speed:,.0f} ex/s, ETA {_format_eta(eta)}',
+            {'loss': f'{loss:.4f}', 'acc': f'{acc:.3f}',
+             'ex/s': f'{speed:,.0f}'})
+      nonfinite = int(np.sum(~np.isfinite(metrics['loss'])))
+      if nonfinite and config.skip_nonfinite_updates:
+        logger.message(f'warning: skipped {nonfinite} non-finite update(s) '
+                       f'in steps {start + 1}-{step}.')
+      elif nonfinite:
+        raise FloatingPointError(
+            f'Non-finite loss by step {step}; the last good checkpoint in '
+            f'{mngr.directory} is untouched. Lower learning_rate.')
+      t = time.perf_counter()
+      if step % config.eval_every == 0 or step == total:
+        val = steps.evaluate(dp.local(state), data['validation'],
+                             config.eval_batch_size, eval_devices)
+        logger.write(step, 'validation', val)
+        logger.message(f'step {step}: validation loss={val["loss"]:.4f} '
+                       f'accuracy={val["accuracy"]:.4f}')
+      # All processes stop together; stop_after: what a signal from now on says.
+      signum = parallel.agreed_signal(stop.signum)
+      stop.stop_after = loop.next_boundary(step, config)
+      if (step % config.checkpoint_every == 0 or step == total
+          or signum is not None):
+        checkpoint.save(mngr, state, config)
+      eval_and_save_seconds += time.perf_counter() - t
+      if signum is not None and step < total:
+        checkpoint.wait(mngr)
+        raise preemption.Preempted(signum, step, str(mngr.directory))
     t = time.perf_counter()
-    if step % config.eval_every == 0 or step == total:
+    checkpoint.wait(mngr)
+    if val is None:  # Resumed a finished run: nothing was trained this time.
       val = steps.evaluate(dp.local(state), data['validation'],
                            config.eval_batch_size, eval_devices)
-      logger.write(step, 'validation', val)
-      logger.message(f'step {step}: validation loss={val["loss"]:.4f} '
-                     f'accuracy={val["accuracy"]:.4f}')
-    signum = parallel.agreed_signal(stop.signum)  # All processes stop together.
-    stop.stop_after = loop.next_boundary(step, config)  # A signal from now on.
-    if (step % config.checkpoint_every == 0 or step == total
-        or signum is not None):
-      checkpoint.save(mngr, state, config)
+    test = steps.evaluate(dp.local(state), data['test'], config.eval_batch_size,
+                          eval_devices)
     eval_and_save_seconds += time.perf_counter() - t
-    if signum is not None and step < total:
-      checkpoint.wait(mngr)
-      logger.close()
-      raise preemption.Preempted(signum, step, str(mngr.directory))
-  t = time.perf_counter()
-  checkpoint.wait(mngr)
-  if val is None:  # Resumed a finished run: nothing was trained this time.
-    val = steps.evaluate(dp.local(state), data['validation'],
-                         config.eval_batch_size, eval_devices)
-  test = steps.evaluate(dp.local(state), data['test'], config.eval_batch_size,
-                        eval_devices)
-  eval_and_save_seconds += time.perf_counter() - t
-  logger.write(int(state.step), 'test', test)
-  logger.close()
+    logger.write(int(state.step), 'test', test)
+  finally:
+    logger.close()
   results = {
       'test_accuracy': test['accuracy'], 'test_loss': test['loss'],
       'val_accuracy': val['accuracy'], 'val_loss': val['loss'],
