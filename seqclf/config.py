@@ -17,7 +17,7 @@ import ml_collections
 
 from seqclf.data import registry, views
 from seqclf.errors import CheckpointError, ConfigError
-from seqclf.kernels import lstm_kernel, paths
+from seqclf.kernels import paths
 from seqclf.nn import classifier, initializers
 from seqclf.training import optim, parallel
 
@@ -107,7 +107,7 @@ def choices() -> dict[str, tuple[str, ...]]:
       'lr_schedule': optim.SCHEDULES,
       'task': views.TASKS,
       'impl': ('auto', *paths.IMPLS),
-      'matmul_precision': lstm_kernel.PRECISIONS,
+      'matmul_precision': paths.PRECISIONS,
   }
 
 

@@ -8,7 +8,9 @@ path states its own limits here, once. The layers (``seqclf.nn``) ask
 line naming those that can; ``config.validate`` asks it without a backend;
 ``impl='auto'`` (``seqclf.training.autotune``) times only what ``eligible``
 returns. Asking never compiles the CPU kernel: ``eligible`` counts it only
-when a build exists (``lstm_kernel.available``).
+when a build exists (``lstm_kernel.available``). The GPU kernels
+(``gpu_lstm``) are compiled by jax itself on first use, so on the gpu
+backend they need no build.
 """
 
 from __future__ import annotations
@@ -16,14 +18,22 @@ from __future__ import annotations
 import dataclasses
 
 from seqclf.errors import ConfigError
-from seqclf.kernels import lstm_kernel
+from seqclf.kernels import gpu_lstm, lstm_kernel
 
 # scan: nn.scan of the cell (seqclf.kernels.reference), every cell and backend
-# | fused: seqclf.kernels.fast_lstm | kernel: the CPU kernel (lstm_kernel).
-IMPLS = ('scan', 'fused', 'kernel')
+# | fused: seqclf.kernels.fast_lstm | kernel: the CPU kernel (lstm_kernel)
+# | gpu: the GPU kernels (gpu_lstm).
+IMPLS = ('scan', 'fused', 'kernel', 'gpu')
 # The order `auto` lists candidates in, and takes the first of untimed
-# (SEQCLF_AUTOTUNE=0): the fastest on the CPUs measured so far first.
-PREFERENCE = ('kernel', 'fused', 'scan')
+# (SEQCLF_AUTOTUNE=0): the fastest on the CPUs measured so far first; the
+# GPU kernels (never eligible beside the CPU kernel) ahead of 'fused', which
+# timing confirms or overrules on each GPU.
+PREFERENCE = ('gpu', 'kernel', 'fused', 'scan')
+# The paths that run matmuls at a matmul_precision other than float32, and
+# every matmul_precision some path runs (jax.default_matmul_precision's names).
+_PRECISE = ('kernel', 'gpu')
+PRECISIONS = tuple(dict.fromkeys((*lstm_kernel.PRECISIONS,
+                                  *gpu_lstm.PRECISIONS)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,10 +69,10 @@ def why_not(impl: str, layer: Layer, backend: str | None = None, *,
   """
   if impl not in IMPLS:
     return f'it is not one of {IMPLS}'
-  if impl != 'kernel' and layer.matmul_precision != 'float32':
+  if impl not in _PRECISE and layer.matmul_precision != 'float32':
     return (f'matmul_precision={layer.matmul_precision!r} runs only in the '
-            "CPU kernel (impl='kernel'); dtype=jnp.bfloat16 computes in "
-            'bfloat16 on the other paths')
+            "CPU kernel (impl='kernel') or the GPU kernels (impl='gpu'); "
+            'dtype=jnp.bfloat16 computes in bfloat16 on the other paths')
   if impl == 'scan':
     return None
   if layer.cell != 'lstm':
@@ -70,6 +80,9 @@ def why_not(impl: str, layer: Layer, backend: str | None = None, *,
             f"{layer.cell!r}")
   if impl == 'fused':
     return None
+  if impl == 'gpu':
+    return gpu_lstm.why_not(layer.hidden_size, layer.dtype,
+                            layer.matmul_precision, backend, layer.sharded)
   return lstm_kernel.why_not(layer.hidden_size, layer.dtype,
                              layer.matmul_precision, backend, layer.sharded,
                              need_build=need_build)

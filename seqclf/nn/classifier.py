@@ -70,13 +70,14 @@ class LSTMClassifier(nn.Module):
   head_bias_init: str = 'zeros'
   bidirectional: bool = False  # a backward layer beside each forward one
   dropout_rate: float = 0.0  # between stacked layers, training only
-  # The recurrence (seqclf.kernels.paths.IMPLS; 'fused' and 'kernel': LSTM
-  # only), the same numbers to float rounding. A config may say 'auto': the
+  # The recurrence (seqclf.kernels.paths.IMPLS; 'fused', 'kernel' and 'gpu':
+  # LSTM only), the same numbers to float rounding. A config may say 'auto': the
   # fastest here, timed by seqclf.training.autotune.
   impl: str = 'scan'
-  # The CPU kernel's matmuls: float32 | bfloat16 (operands rounded to
-  # bfloat16, float32 accumulation, on Intel AMX). Unlike `dtype`, which
-  # runs the whole model in bfloat16 on any backend.
+  # The CPU and GPU kernels' matmuls: float32 | bfloat16 (operands rounded
+  # to bfloat16, float32 accumulation; on the CPU with Intel AMX) |
+  # tensorfloat32 (the GPU kernels' TF32). Unlike `dtype`, which runs the
+  # whole model in bfloat16 on any backend.
   matmul_precision: str = 'float32'
   # (x - input_mean) / input_std: identity by default, so checkpoints saved
   # before these fields existed load as they were trained.

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from seqclf.kernels import fast_lstm, lstm_kernel, paths, reference
+from seqclf.kernels import fast_lstm, gpu_lstm, lstm_kernel, paths, reference
 from seqclf.nn import cells, initializers
 from seqclf.nn.cells import Carry, LSTMCell
 
@@ -122,16 +122,18 @@ class RNN(_Layer):
   composes with ``nn.Bidirectional``. ``impl`` picks the recurrence
   (``seqclf.kernels.paths.IMPLS``): ``'scan'`` (``nn.scan``, every cell); for an LSTM cell
   ``'fused'`` (``seqclf.kernels.fast_lstm``, time-major, hand-written
-  backward pass) and ``'kernel'`` (the same as compiled CPU kernels,
+  backward pass), ``'kernel'`` (the same as compiled CPU kernels,
   ``seqclf.kernels.lstm_kernel``, whose matmuls run at ``matmul_precision``;
-  ``'bfloat16'``: on Intel AMX), which agree with ``'scan'`` to float
-  rounding.
+  ``'bfloat16'``: on Intel AMX) and ``'gpu'`` (the same as GPU kernels with
+  the time loop inside, ``seqclf.kernels.gpu_lstm``, matmuls at
+  ``matmul_precision``), which agree with ``'scan'`` to float rounding.
   """
 
   cell: nn.Module
-  impl: str = 'scan'  # | 'fused' | 'kernel' (paths.IMPLS)
+  impl: str = 'scan'  # | 'fused' | 'kernel' | 'gpu' (paths.IMPLS)
   unroll: int = 1
-  matmul_precision: str = 'float32'  # | 'bfloat16' (impl='kernel' only)
+  # | 'bfloat16' (impl='kernel' or 'gpu') | 'tensorfloat32' (impl='gpu')
+  matmul_precision: str = 'float32'
 
   @nn.compact
   def __call__(self, inputs: Array, initial_carry: Any = None,
@@ -153,8 +155,9 @@ class _CellLayer(_Layer):
   unroll: int = 1
   recurrent_init: str = 'orthogonal'  # names in initializers.TABLES
   input_init: str = 'lecun_normal'
-  impl: str = 'scan'  # paths.IMPLS; 'fused' and 'kernel': LSTM only
-  matmul_precision: str = 'float32'  # | 'bfloat16' (impl='kernel' only)
+  impl: str = 'scan'  # paths.IMPLS; 'fused', 'kernel', 'gpu': LSTM only
+  # | 'bfloat16' (impl='kernel' or 'gpu') | 'tensorfloat32' (impl='gpu')
+  matmul_precision: str = 'float32'
 
   def make_cell(self, name: str, features: int) -> nn.Module:
     """The cell, its initializers resolved for inputs of ``features``."""
@@ -267,7 +270,7 @@ def _forward_mode_names_scan(impl: str) -> Iterator[None]:
 def _fused(cell: LSTMCell, inputs: Array, carry: Carry,
            seq_lengths: Array | None, unroll: int, impl: str,
            matmul_precision: str) -> tuple[Carry, Array]:
-  """``LSTM`` via ``fast_lstm`` or its kernel: time-major, one batch axis."""
+  """``LSTM`` via ``fast_lstm`` or a kernel: time-major, one batch axis."""
   batch_shape, hidden = inputs.shape[:-2], cell.hidden_size
   steps, features = inputs.shape[-2:]
   batch = math.prod(batch_shape)
@@ -289,6 +292,10 @@ def _fused(cell: LSTMCell, inputs: Array, carry: Carry,
       (c, h), hs = lstm_kernel.lstm_layer(x, w_x, b, w_h, c0, h0,
                                           cell.forget_bias, matmul_precision,
                                           lengths=lengths)
+    elif impl == 'gpu':
+      (c, h), hs = gpu_lstm.lstm_recurrence(cell.project(x), w_h, c0, h0,
+                                            cell.forget_bias, lengths,
+                                            matmul_precision)
     else:
       (c, h), hs = fast_lstm.lstm_recurrence(cell.project(x), w_h, c0, h0,
                                              cell.forget_bias, unroll, lengths)
