@@ -79,13 +79,14 @@ def why_not(hidden_size: int, dtype: str, precision: str,
 
 
 def default_tiling(hidden: int, precision: str) -> Tiling:
-  """The launch the layers use: 16-row tiles (the most programs per batch);
-  weights held across the loop when they fit ``RESIDENT_BYTES``, with 8
-  warps so each thread holds a smaller share. Chosen by reasoning, not yet
-  by measurement (``experiments/gpu_kernel_tune.py`` times the options)."""
+  """The launch the layers use: 16-row tiles (the most programs per batch,
+  Triton's smallest dot), 8 warps, the weights held across the loop when
+  they fit ``RESIDENT_BYTES``. Chosen from compiling every option for sm_90a
+  on a CPU (``experiments/gpu_kernel_compile.py``, ``docs/gpu_kernel.md``:
+  the fewest register spills, shared memory within an H100/H200's), not yet
+  from timing them (``experiments/gpu_kernel_tune.py`` does, on a GPU)."""
   resident = 4 * hidden * hidden * _operand_bytes(precision) <= RESIDENT_BYTES
-  return Tiling(block_rows=16, resident=resident,
-                num_warps=8 if resident else 4)
+  return Tiling(block_rows=16, resident=resident, num_warps=8)
 
 
 def lstm_recurrence(projected: Array, w_h: Array, c0: Array, h0: Array,
