@@ -37,9 +37,9 @@ HIDDEN = 128
 Tiling = gpu_lstm.Tiling
 # The launch options timed (experiments/gpu_kernel_compile.py compiles the
 # same): row tile, weights held or read per step, warps, Triton's pipeline
-# stages (3: it may prefetch the next step's weights while this one runs).
+# stages (2: it may prefetch the next step's weights while this one runs).
 CANDIDATES = (Tiling(16, True, 8), Tiling(16, True, 4), Tiling(16, False, 4),
-              Tiling(16, False, 8), Tiling(16, False, 8, 3),
+              Tiling(16, False, 8), Tiling(16, False, 8, 2),
               Tiling(32, False, 8), Tiling(32, True, 8), Tiling(64, False, 8))
 
 

@@ -57,7 +57,7 @@ class Tiling:
 
   block_rows: int = 16
   resident: bool = True
-  num_warps: int = 4
+  num_warps: int = 8
   num_stages: int = 1
 
 

@@ -373,7 +373,7 @@ def test_on_the_gpu_matches_fast_lstm_at_highest_precision(precision, rel):
 @on_gpu
 @pytest.mark.parametrize('tiling', [
     gpu_lstm.Tiling(16, True, 8), gpu_lstm.Tiling(16, False, 4),
-    gpu_lstm.Tiling(32, False, 8), gpu_lstm.Tiling(64, False, 4)])
+    gpu_lstm.Tiling(32, False, 8), gpu_lstm.Tiling(64, False, 8)])
 def test_on_the_gpu_every_tiling_matches_bfloat16_reference(tiling):
   steps, batch, hidden = 28, 1000, 128
   args = _args(steps, batch, hidden)
