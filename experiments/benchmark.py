@@ -16,11 +16,11 @@ the machine hits every implementation alike. Implementations:
   ``seqclf-kernel-v3`` forces the kernel built for ``-march=x86-64-v3`` (the
   AVX2 + FMA variant, beside the native build; skipped where it cannot run),
   ``seqclf-1cpu`` keeps JAX's one multi-threaded CPU device
-  (``cpu_devices=1``); a suffix sets ``matmul_precision``: ``-bf16``
-  bfloat16 (``seqclf-bf16`` with ``auto``, ``seqclf-fused-bf16``,
-  ``seqclf-scan-bf16``; the kernel's on Intel AMX only), ``-tf32``
-  tensorfloat32 (GPUs only); variants no path of this machine runs are
-  skipped with a message;
+  (``cpu_devices=1``), ``seqclf-gpu`` forces the GPU kernels
+  (``impl='gpu'``); a suffix sets ``matmul_precision``: ``-bf16`` bfloat16
+  (``seqclf-bf16`` with ``auto``, ``seqclf-fused-bf16``, ...; the CPU
+  kernel's on Intel AMX only), ``-tf32`` tensorfloat32 (GPUs only);
+  variants no path of this machine runs are skipped with a message;
 - ``flax``: ``nn.RNN(nn.OptimizedLSTMCell(128))`` + ``Dense``, one jitted step
   per host batch, the straightforward Flax recipe;
 - ``torch``: ``nn.LSTM(28, 128)`` + ``Linear``, the usual PyTorch loop
@@ -30,12 +30,15 @@ the machine hits every implementation alike. Implementations:
 
 Also measured: compile/warm-up seconds, peak RSS, the fp32 GEMM peak of the
 machine (the LSTM's own matmul shape and a large square one) and each
-implementation's achieved training FLOP/s as a fraction of it, and the time to
-train ``configs/default.py`` with the ``seqclf`` CLI (time-to-accuracy).
+implementation's achieved training FLOP/s, also as a fraction of it, and the
+time to train ``configs/default.py`` with the ``seqclf`` CLI
+(time-to-accuracy). ``--task pixel`` trains on sequential MNIST (784 steps of
+one pixel, ``configs/smnist.py``'s view) instead of rows.
 Writes ``benchmark.json``, ``benchmark.md`` and ``benchmark.png`` to ``--out``.
 
   python experiments/benchmark.py                      # a few minutes
   python experiments/benchmark.py --steps 2 --rounds 1 --batch_sizes 8 --no_tta
+  python experiments/benchmark.py --task pixel --impls seqclf-fused,torch ...
 """
 
 from __future__ import annotations
@@ -58,20 +61,24 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 SEQ, FEATURES, HIDDEN, CLASSES = 28, 28, 128, 10
+# Each task's (steps, features) of an MNIST image (seqclf.data.views).
+TASKS = {'row': (SEQ, FEATURES), 'pixel': (SEQ * FEATURES, 1)}
 IMPLS = ('seqclf', 'seqclf-kernel', 'seqclf-kernel-v3', 'seqclf-fused',
          'seqclf-scan', 'seqclf-1cpu', 'seqclf-bf16', 'seqclf-fused-bf16',
          'seqclf-scan-bf16', 'seqclf-tf32', 'seqclf-fused-tf32',
-         'seqclf-scan-tf32', 'flax', 'torch', 'torch-bf16')
+         'seqclf-scan-tf32', 'seqclf-gpu', 'seqclf-gpu-tf32',
+         'seqclf-gpu-bf16', 'flax', 'torch', 'torch-bf16')
 
 
 class Skip(Exception):
   """An implementation this machine cannot run; the message says why."""
 
 
-def train_flops_per_example(hidden: int = HIDDEN) -> float:
+def train_flops_per_example(hidden: int = HIDDEN, task: str = 'row') -> float:
   """Matmul FLOPs of one training example: forward, and twice that backward."""
   gates = 4 * hidden
-  forward = SEQ * 2 * (FEATURES * gates + hidden * gates) + 2 * hidden * CLASSES
+  steps, features = TASKS[task]
+  forward = steps * 2 * (features * gates + hidden * gates) + 2 * hidden * CLASSES
   return 3.0 * forward
 
 
@@ -80,6 +87,11 @@ def _peak_rss_mb() -> float:
 
 
 # ----------------------------------------------------------------- workers
+
+
+def _as_task(images: np.ndarray, task: str) -> np.ndarray:
+  """(N, 28, 28) images read as ``task`` reads them: (N, T, F)."""
+  return images.reshape(len(images), *TASKS[task])
 
 
 def _load_train(num_examples: int | None):
@@ -119,13 +131,13 @@ class _Seqclf:
   VARIANTS = {
       **{'-'.join(filter(None, (path, short))):
          {**({'impl': path} if path else {}), 'matmul_precision': name}
-         for path in ('', 'fused', 'scan')
+         for path in ('', 'fused', 'scan', 'gpu')
          for short, name in _PRECISION_SUFFIXES.items()},
       'kernel': {'impl': 'kernel'}, 'kernel-v3': {'impl': 'kernel'},
       '1cpu': {'cpu_devices': 1}}
   MARCH = {'kernel-v3': 'x86-64-v3'}
 
-  def __init__(self, train, variant: str):
+  def __init__(self, train, variant: str, task: str = 'row'):
     sys.path.insert(0, str(REPO))
     if variant in self.MARCH:
       os.environ['SEQCLF_KERNEL_MARCH'] = self.MARCH[variant]
@@ -136,12 +148,19 @@ class _Seqclf:
     from seqclf.training import parallel  # pylint: disable=g-import-not-at-top
     self.config = default.get_config()
     self.config.update(self.VARIANTS[variant])
+    self.config.task = task
     parallel.configure_cpu_devices(self.config.cpu_devices,
                                    self.config.batch_size)
     import jax  # pylint: disable=g-import-not-at-top
 
+    from seqclf.data import views  # pylint: disable=g-import-not-at-top
     from seqclf.kernels import lstm_kernel  # pylint: disable=g-import-not-at-top
-    if self.config.impl in ('kernel', 'auto'):
+    train = {**train, 'image': views.view(self.config, train['image'])}
+    if self.config.impl == 'gpu':
+      if jax.default_backend() != 'gpu':
+        raise Skip("impl='gpu' runs on a GPU backend only; this is "
+                   f'{jax.default_backend()}.')
+    elif self.config.impl in ('kernel', 'auto'):
       try:  # An explicit build: asking `available` never compiles.
         lstm_kernel.build()
       except lstm_kernel.KernelError:
@@ -198,8 +217,7 @@ class _Seqclf:
 class _Flax:
   """The straightforward Flax recipe: nn.RNN(OptimizedLSTMCell), jit per step."""
 
-  def __init__(self, train, impl=None):
-    del impl
+  def __init__(self, train, task: str = 'row'):
     import flax.linen as nn  # pylint: disable=g-import-not-at-top
     import jax  # pylint: disable=g-import-not-at-top
     import optax  # pylint: disable=g-import-not-at-top
@@ -219,12 +237,12 @@ class _Flax:
       return state.apply_gradients(grads=grads), loss
 
     model = Model()
-    params = model.init(jax.random.key(0), np.zeros((1, SEQ, FEATURES),
+    params = model.init(jax.random.key(0), np.zeros((1, *TASKS[task]),
                                                     np.float32))['params']
     self.state = train_state.TrainState.create(
         apply_fn=model.apply, params=params, tx=optax.adam(1e-3))
     self.step = jax.jit(step, donate_argnums=0)
-    self.images = train['image'].astype(np.float32) / 255.0
+    self.images = _as_task(train['image'], task).astype(np.float32) / 255.0
     self.labels = train['label']
 
   def setup(self, batch: int, steps: int) -> None:
@@ -245,7 +263,8 @@ class _Flax:
 class _Torch:
   """The usual PyTorch loop: nn.LSTM + Linear, Adam, CPU build."""
 
-  def __init__(self, train, device='cpu', threads=0, bf16=False):
+  def __init__(self, train, device='cpu', threads=0, bf16=False,
+               task: str = 'row'):
     import torch  # pylint: disable=g-import-not-at-top
     self.torch, self.bf16 = torch, bf16
     if threads:
@@ -253,13 +272,14 @@ class _Torch:
       # (one waits for a descheduled sibling at every op); 1 thread avoids it.
       torch.set_num_threads(threads)
     torch.manual_seed(0)
-    self.lstm = torch.nn.LSTM(FEATURES, HIDDEN, batch_first=True).to(device)
+    self.lstm = torch.nn.LSTM(TASKS[task][1], HIDDEN,
+                              batch_first=True).to(device)
     self.head = torch.nn.Linear(HIDDEN, CLASSES).to(device)
     self.opt = torch.optim.Adam(
         list(self.lstm.parameters()) + list(self.head.parameters()), lr=1e-3)
     # The data lives on the device, as seqclf's does (cuDNN on a GPU).
     self.images = torch.from_numpy(
-        train['image'].astype(np.float32) / 255.0).to(device)
+        _as_task(train['image'], task).astype(np.float32) / 255.0).to(device)
     self.labels = torch.from_numpy(train['label'].astype(np.int64)).to(device)
     self.device = device
     if bf16:
@@ -295,15 +315,16 @@ class _Torch:
 
 
 def _worker(name: str, conn, num_examples: int | None,
-            torch_device: str, torch_threads: int) -> None:
+            torch_device: str, torch_threads: int, task: str = 'row') -> None:
   """Serves ('setup', batch, steps) and ('run', batch, idx) from the parent."""
   try:
     train = _load_train(num_examples)
     if name.startswith('seqclf'):
-      impl = _Seqclf(train, name.partition('-')[2])
+      impl = _Seqclf(train, name.partition('-')[2], task)
     else:
-      impl = (_Flax(train) if name == 'flax' else
-              _Torch(train, torch_device, torch_threads, name == 'torch-bf16'))
+      impl = (_Flax(train, task) if name == 'flax' else
+              _Torch(train, torch_device, torch_threads, name == 'torch-bf16',
+                     task))
     versions = {}
     for module in ('jax', 'flax', 'torch'):
       if module in sys.modules:
@@ -419,7 +440,7 @@ def run_benchmark(args) -> dict:
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_worker, args=(name, child, args.num_examples,
                                                args.torch_device,
-                                               args.torch_threads))
+                                               args.torch_threads, args.task))
     proc.start()
     workers[name] = (proc, parent)
   for name, (proc, conn) in list(workers.items()):
@@ -465,7 +486,7 @@ def run_benchmark(args) -> dict:
     results[name]['peak_rss_mb'] = conn.recv()[1]
     proc.join()
 
-  flops = train_flops_per_example()
+  flops = train_flops_per_example(HIDDEN, args.task)
   peaks = gemm_peak([(100, HIDDEN, 4 * HIDDEN), (1024, HIDDEN, 4 * HIDDEN),
                      (2048, 2048, 2048)], args.gemm_gflop)
   peak = max(peaks.values())
@@ -474,9 +495,10 @@ def run_benchmark(args) -> dict:
         b: [steps[b] * b / s for s in secs] for b, secs in res['seconds'].items()}
     res['median_examples_per_second'] = {
         b: statistics.median(v) for b, v in res['examples_per_second'].items()}
+    res['achieved_gflops'] = {
+        b: v * flops / 1e9 for b, v in res['median_examples_per_second'].items()}
     res['fraction_of_peak'] = {
-        b: v * flops / 1e9 / peak
-        for b, v in res['median_examples_per_second'].items()}
+        b: v / peak for b, v in res['achieved_gflops'].items()}
   tta = None
   if args.tta:
     with tempfile.TemporaryDirectory() as tmp:
@@ -488,7 +510,8 @@ def run_benchmark(args) -> dict:
       'machine': _machine(),
       'versions': {'python': platform.python_version(), 'jax': jax.__version__,
                    **{k: v for d in versions.values() for k, v in d.items()}},
-      'protocol': {'batch_sizes': batch_sizes, 'steps_per_call': steps,
+      'protocol': {'task': args.task, 'batch_sizes': batch_sizes,
+                   'steps_per_call': steps,
                    'rounds': args.rounds, 'num_examples': n,
                    'statistic': 'median over rounds, calls interleaved'},
       'train_flops_per_example': flops,
@@ -570,11 +593,18 @@ def markdown(report: dict) -> str:
                f'{", ".join(forced)}: {fastest}')
   for a, b in (('seqclf', 'seqclf-scan'), ('seqclf-kernel-v3', 'seqclf-kernel'),
                ('seqclf-kernel-v3', 'seqclf-scan'),
-               ('seqclf-kernel-v3', 'seqclf-fused')):
+               ('seqclf-kernel-v3', 'seqclf-fused'),
+               ('seqclf-gpu', 'seqclf-fused'), ('seqclf-gpu-tf32', 'seqclf-fused'),
+               ('seqclf-gpu-bf16', 'seqclf-fused')):
     if a in res and b in res:
       out.append(f'- {a} / {b}: {ratios(a, b)}')
   for name, why in report['skipped'].items():
     out.append(f'- {name} skipped: {why}')
+  out.append(f'- achieved training GFLOP/s at batch {sizes[-1]} '
+             f'({report["train_flops_per_example"]:,.0f} matmul FLOPs an '
+             'example): ' + ', '.join(
+                 f'{name} {r["achieved_gflops"][sizes[-1]]:,.0f}'
+                 for name, r in res.items() if 'achieved_gflops' in r))
   out.append(f'- fp32 GEMM peak (best measured): {report["gemm_peak_gflops"]:.0f} '
              'GFLOP/s; ' + ', '.join(f'{k}: {v:.0f}'
                                       for k, v in report['gemm_gflops'].items()))
@@ -593,6 +623,9 @@ def markdown(report: dict) -> str:
         f'({"reaches" if tta["reached_target"] else "misses"} {tta["target"]:.0%}), '
         f'peak RSS {tta["peak_rss_mb"]:,.0f} MB')
   p = report['protocol']
+  task = TASKS[p.get('task', 'row')]
+  out.append(f'- task {p.get("task", "row")} ({task[0]} steps x {task[1]} '
+             'features a sequence)')
   out.append(f'- {report["date"]}, {report["machine"]}; '
              + ', '.join(f'{k} {v}' for k, v in report['versions'].items())
              + f'; steps per timed call {p["steps_per_call"]}, {p["rounds"]} '
@@ -639,6 +672,9 @@ def main(argv=None) -> int:
   parser.add_argument('--impls', default=','.join(IMPLS),
                       help=f'comma-separated subset of {IMPLS}')
   parser.add_argument('--batch_sizes', default='100,256,1024')
+  parser.add_argument('--task', default='row', choices=sorted(TASKS),
+                      help='row: 28 steps of 28 pixels; pixel: 784 steps of '
+                      'one (sequential MNIST)')
   parser.add_argument('--steps', type=int, default=0,
                       help='steps per timed call (default: ~examples_per_call/batch)')
   parser.add_argument('--examples_per_call', type=int, default=5000)

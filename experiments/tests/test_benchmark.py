@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope='module')
@@ -82,3 +82,23 @@ def test_benchmark_skips_bf16_where_the_kernel_cannot_run(benchmark, tmp_path,
   assert list(report['results']) == ['seqclf']
   assert 'Intel AMX' in report['skipped']['seqclf-bf16']
   assert 'seqclf-bf16 skipped' in (tmp_path / 'benchmark.md').read_text()
+
+
+def test_benchmark_pixel_task_and_gpu_kernels_skipped_off_a_gpu(benchmark,
+                                                                 tmp_path):
+  """--task pixel trains 784 one-pixel steps; impl='gpu' rows say why they
+  cannot run on a CPU rather than failing the run."""
+  rc = benchmark.main([
+      '--impls', 'seqclf-gpu,seqclf-gpu-bf16,flax', '--task', 'pixel',
+      '--batch_sizes', '2', '--steps', '1', '--rounds', '1', '--num_examples',
+      '50', '--no_tta', '--gemm_gflop', '0.02', '--out', str(tmp_path)])
+  assert rc == 0
+  report = json.loads((tmp_path / 'benchmark.json').read_text())
+  assert list(report['results']) == ['flax']
+  assert report['protocol']['task'] == 'pixel'
+  assert report['train_flops_per_example'] == pytest.approx(
+      3 * (784 * 2 * (1 * 512 + 128 * 512) + 2 * 128 * 10))
+  assert report['results']['flax']['achieved_gflops']['2'] > 0
+  for name in ('seqclf-gpu', 'seqclf-gpu-bf16'):
+    assert 'GPU backend only' in report['skipped'][name]
+  assert 'task pixel (784 steps x 1' in (tmp_path / 'benchmark.md').read_text()

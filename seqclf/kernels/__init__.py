@@ -6,6 +6,8 @@
   (``impl='fused'``).
 * ``lstm_kernel`` and ``csrc/lstm_kernel.cc``: the same recurrence as a
   compiled CPU kernel called through the XLA FFI (``impl='kernel'``).
+* ``gpu_lstm`` and ``gpu_lstm_pallas``: the same recurrence as two Pallas
+  kernels for the GPU with the time loop inside (``impl='gpu'``).
 * ``paths``: which of them can run a given layer on a given backend, each
   path's limits stated once.
 

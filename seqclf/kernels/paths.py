@@ -8,7 +8,9 @@ path states its own limits here, once. The layers (``seqclf.nn``) ask
 line naming those that can; ``config.validate`` asks it without a backend;
 ``impl='auto'`` (``seqclf.training.autotune``) times only what ``eligible``
 returns. Asking never compiles the CPU kernel: ``eligible`` counts it only
-when a build exists (``lstm_kernel.available``).
+when a build exists (``lstm_kernel.available``). The GPU kernels
+(``gpu_lstm``) are compiled by jax itself on first use, so on the gpu
+backend they need no build.
 """
 
 from __future__ import annotations
@@ -16,15 +18,17 @@ from __future__ import annotations
 import dataclasses
 
 from seqclf.errors import ConfigError
-from seqclf.kernels import lstm_kernel
-from seqclf.kernels import precision
+from seqclf.kernels import gpu_lstm, lstm_kernel, precision
 
 # scan: nn.scan of the cell (seqclf.kernels.reference), every cell and backend
-# | fused: seqclf.kernels.fast_lstm | kernel: the CPU kernel (lstm_kernel).
-IMPLS = ('scan', 'fused', 'kernel')
+# | fused: seqclf.kernels.fast_lstm | kernel: the CPU kernel (lstm_kernel)
+# | gpu: the GPU kernels (gpu_lstm).
+IMPLS = ('scan', 'fused', 'kernel', 'gpu')
 # The order `auto` lists candidates in, and takes the first of untimed
-# (SEQCLF_AUTOTUNE=0): the fastest on the CPUs measured so far first.
-PREFERENCE = ('kernel', 'fused', 'scan')
+# (SEQCLF_AUTOTUNE=0): the fastest measured so far first. The GPU kernels
+# (never eligible beside the CPU kernel) come after 'fused' until a GPU has
+# measured them: timed, `auto` compares them with 'fused' on each GPU.
+PREFERENCE = ('kernel', 'fused', 'gpu', 'scan')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +79,9 @@ def why_not(impl: str, layer: Layer, backend: str | None = None, *,
             f"{layer.cell!r}")
   if impl == 'fused':
     return None
+  if impl == 'gpu':
+    return gpu_lstm.why_not(layer.hidden_size, layer.dtype,
+                            layer.matmul_precision, backend, layer.sharded)
   return lstm_kernel.why_not(layer.hidden_size, layer.dtype,
                              layer.matmul_precision, backend, layer.sharded,
                              need_build=need_build)

@@ -71,8 +71,8 @@ class LSTMClassifier(nn.Module):
   head_bias_init: str = 'zeros'
   bidirectional: bool = False  # a backward layer beside each forward one
   dropout_rate: float = 0.0  # between stacked layers, training only
-  # The recurrence (seqclf.kernels.paths.IMPLS; 'fused' and 'kernel': LSTM
-  # only), the same numbers to float rounding. A config may say 'auto': the
+  # The recurrence (seqclf.kernels.paths.IMPLS; 'fused', 'kernel' and 'gpu':
+  # LSTM only), the same numbers to float rounding. A config may say 'auto': the
   # fastest here, timed by seqclf.training.autotune.
   impl: str = 'scan'
   # Every matmul's, on every path (seqclf.kernels.precision): float32 (true

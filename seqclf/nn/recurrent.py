@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from seqclf.kernels import fast_lstm, lstm_kernel, paths, reference
+from seqclf.kernels import fast_lstm, gpu_lstm, lstm_kernel, paths, reference
 from seqclf.nn import cells, initializers
 from seqclf.nn.cells import Carry, LSTMCell
 
@@ -121,13 +121,15 @@ class RNN(_Layer):
   composes with ``nn.Bidirectional``. ``impl`` picks the recurrence
   (``seqclf.kernels.paths.IMPLS``): ``'scan'`` (``nn.scan``, every cell); for an LSTM cell
   ``'fused'`` (``seqclf.kernels.fast_lstm``, time-major, hand-written
-  backward pass) and ``'kernel'`` (the same as compiled CPU kernels,
-  ``seqclf.kernels.lstm_kernel``), which agree with ``'scan'`` to float
-  rounding. Every path runs the matmuls at the cell's ``matmul_precision``.
+  backward pass), ``'kernel'`` (the same as compiled CPU kernels,
+  ``seqclf.kernels.lstm_kernel``) and ``'gpu'`` (GPU kernels with the time
+  loop inside, ``seqclf.kernels.gpu_lstm``), which agree with ``'scan'`` to
+  float rounding. Every path runs the matmuls at the cell's
+  ``matmul_precision``.
   """
 
   cell: nn.Module
-  impl: str = 'scan'  # | 'fused' | 'kernel' (paths.IMPLS)
+  impl: str = 'scan'  # | 'fused' | 'kernel' | 'gpu' (paths.IMPLS)
   unroll: int = 1
 
   @nn.compact
@@ -150,7 +152,7 @@ class _CellLayer(_Layer):
   unroll: int = 1
   recurrent_init: str = 'orthogonal'  # names in initializers.TABLES
   input_init: str = 'lecun_normal'
-  impl: str = 'scan'  # paths.IMPLS; 'fused' and 'kernel': LSTM only
+  impl: str = 'scan'  # paths.IMPLS; 'fused', 'kernel', 'gpu': LSTM only
   # The matmuls' (seqclf.kernels.precision.PRECISIONS), on every path.
   matmul_precision: str = 'float32'
 
@@ -289,6 +291,10 @@ def _fused(cell: LSTMCell, inputs: Array, carry: Carry,
                                           cell.forget_bias,
                                           cell.matmul_precision,
                                           lengths=lengths)
+    elif impl == 'gpu':
+      (c, h), hs = gpu_lstm.lstm_recurrence(cell.project(x), w_h, c0, h0,
+                                            cell.forget_bias, lengths,
+                                            cell.matmul_precision)
     else:
       (c, h), hs = fast_lstm.lstm_recurrence(cell.project(x), w_h, c0, h0,
                                              cell.forget_bias, unroll, lengths,

@@ -43,7 +43,8 @@ import optax
 
 from seqclf.data import views
 from seqclf.errors import ConfigError
-from seqclf.kernels import fast_lstm, lstm_kernel, paths, reference
+from seqclf.kernels import (fast_lstm, gpu_lstm, gpu_lstm_pallas, lstm_kernel,
+                            paths, reference)
 from seqclf.nn import cells, classifier, recurrent
 from seqclf.training import parallel
 
@@ -188,7 +189,7 @@ def _code() -> str:
   """The Python that the timed paths run: a change to it is measured anew."""
   digest = hashlib.sha256()
   for module in (cells, recurrent, classifier, fast_lstm, reference,
-                 lstm_kernel):
+                 lstm_kernel, gpu_lstm, gpu_lstm_pallas):
     digest.update(Path(module.__file__).read_bytes())
   return digest.hexdigest()[:16]
 
