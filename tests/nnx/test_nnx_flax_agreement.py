@@ -47,10 +47,11 @@ def _flax_cell_grads(grads, kind):
   return convert.from_flax_lstm(cell, forget_bias=0.0)
 
 
-# (flax cell, impl, reverse): the fast tier keeps the hand-written backward
-# passes against OptimizedLSTMCell; the full suite every combination.
+# (flax cell, impl, reverse): the fast tier keeps one hand-written backward
+# pass against OptimizedLSTMCell; the full suite every combination.
 CASES = [('optimized', 'fused', True),
-         pytest.param('optimized', 'kernel', False, marks=needs_compiler),
+         pytest.param('optimized', 'kernel', False,
+                      marks=[needs_compiler, pytest.mark.slow]),
          *(pytest.param(kind, impl, reverse, marks=pytest.mark.slow)
            for kind in ('optimized', 'lstm') for impl in ('scan', 'fused')
            for reverse in (False, True)
@@ -79,7 +80,8 @@ def test_values_and_gradients_match_flax_nnx_rnn(kind, impl, reverse):
 
 
 @pytest.mark.parametrize('impl', [
-    'fused', pytest.param('scan', marks=pytest.mark.slow),
+    pytest.param('fused', marks=pytest.mark.slow),
+    pytest.param('scan', marks=pytest.mark.slow),
     pytest.param('kernel', marks=[needs_compiler, pytest.mark.slow])])
 def test_bidirectional_matches_flax_nnx_bidirectional(impl):
   forward, backward = layer(impl=impl), layer(impl=impl, seed=1)

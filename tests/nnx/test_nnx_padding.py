@@ -14,9 +14,10 @@ from flax import nnx
 from conftest import needs_compiler
 from nnx_cases import HIDDEN, LENGTHS, assert_close, inputs, layer, valid
 
-# The fast tier keeps one path (tests/nn/test_recurrent_api.py runs the
-# same linen code on every path there); the full suite every one.
-CASES = [pytest.param('lstm', 'kernel', False, marks=needs_compiler),
+# The full suite only: tests/nn/test_recurrent_api.py runs the same linen
+# code on the paths of the fast tier.
+CASES = [pytest.param('lstm', 'kernel', False,
+                      marks=[needs_compiler, pytest.mark.slow]),
          *(pytest.param(*case, marks=pytest.mark.slow) for case in (
              ('lstm', 'scan', False), ('lstm', 'fused', False),
              ('lstm', 'fused', True),

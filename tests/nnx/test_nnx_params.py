@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from flax import nnx, traverse_util
 
-from nnx_cases import HIDDEN, IMPLS, assert_equal, inputs, layer, perturbed
+from conftest import needs_compiler
+from nnx_cases import HIDDEN, assert_equal, inputs, layer, perturbed
 from seqclf import nnx as seqnnx
 from seqclf.errors import UsageError
 from seqclf.nn import classifier, recurrent
@@ -20,7 +21,9 @@ def _paths(tree):
   return sorted(traverse_util.flatten_dict(tree, sep='/'))
 
 
-@pytest.mark.parametrize('cell', ['lstm', 'gru', 'elman'])
+@pytest.mark.parametrize('cell', [
+    'lstm', pytest.param('gru', marks=pytest.mark.slow),
+    pytest.param('elman', marks=pytest.mark.slow)])
 def test_a_layer_draws_linen_init_values_at_linen_paths(cell):
   """The same key (rngs.params()) gives the values linen's init gives, at
   the linen tree's paths, for any sequence length."""
@@ -38,9 +41,11 @@ def test_a_layer_draws_linen_init_values_at_linen_paths(cell):
 
 
 @pytest.mark.parametrize('options', [
-    {}, {'bidirectional': True, 'num_layers': 2},
-    {'cell': 'gru', 'head_init': 'normal', 'input_mean': 0.5}],
-    ids=['default', 'bidirectional-2', 'gru'])
+    pytest.param({}, id='default'),
+    pytest.param({'bidirectional': True, 'num_layers': 2},
+                 id='bidirectional-2', marks=pytest.mark.slow),
+    pytest.param({'cell': 'gru', 'head_init': 'normal', 'input_mean': 0.5},
+                 id='gru', marks=pytest.mark.slow)])
 def test_the_classifier_draws_and_computes_what_linen_does(options):
   """Paths lstm_0/…, lstm_0_reverse/…, head/…; values of linen's jitted
   init; logits bitwise linen's apply on them, lengths or not."""
@@ -58,7 +63,9 @@ def test_the_classifier_draws_and_computes_what_linen_does(options):
                jax.jit(linen.apply)({'params': params}, x))
 
 
-@pytest.mark.parametrize('impl', IMPLS)
+@pytest.mark.parametrize('impl', [
+    'fused', pytest.param('scan', marks=pytest.mark.slow),
+    pytest.param('kernel', marks=[needs_compiler, pytest.mark.slow])])
 def test_to_linen_params_runs_in_the_linen_layer_bitwise(impl):
   model = layer(impl=impl)
   x = inputs()
@@ -78,7 +85,7 @@ def test_from_linen_params_fills_a_model_or_builds_one_abstractly():
   for target in (build(), build):
     model = seqnnx.from_linen_params(target, params)
     assert_equal(seqnnx.to_linen_params(model), params)
-    assert_equal(model(x), linen.apply({'params': params}, x))
+  assert_equal(model(x), linen.apply({'params': params}, x))
   # Round trip, NNX -> linen -> NNX.
   again = seqnnx.from_linen_params(build, seqnnx.to_linen_params(model))
   assert_equal(nnx.state(again, nnx.Param), nnx.state(model, nnx.Param))
@@ -114,6 +121,7 @@ def test_unknown_options_are_one_error_listing_the_options():
     seqnnx.LSTMClassifier(3, 2, cell='tcn', rngs=nnx.Rngs(0))
 
 
+@pytest.mark.slow
 def test_dropout_follows_nnx_train_and_eval_with_linens_masks():
   """Training mode (nnx's default) drops as linen's train=True does with
   the same key; eval() turns it off; the construction's stream advances."""

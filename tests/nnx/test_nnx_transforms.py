@@ -22,7 +22,7 @@ def _loss(model, x):
 
 @pytest.mark.parametrize('impl', [
     'fused', pytest.param('scan', marks=pytest.mark.slow),
-    pytest.param('kernel', marks=needs_compiler)])
+    pytest.param('kernel', marks=[needs_compiler, pytest.mark.slow])])
 def test_jit_grad_and_value_and_grad_equal_linens(impl):
   """nnx.jit(nnx.value_and_grad) of the NNX layer gives bitwise what
   jax.jit(jax.value_and_grad) of the linen layer gives on its params."""
@@ -39,6 +39,7 @@ def test_jit_grad_and_value_and_grad_equal_linens(impl):
                jax.jit(linen.apply)({'params': params}, x)[1])
 
 
+@pytest.mark.slow
 def test_remat_gives_the_same_gradients():
   model, x = layer(impl='fused'), inputs()
   remat_loss = lambda m, x: nnx.remat(_loss)(m, x)
