@@ -133,7 +133,8 @@ class RNN(_Layer):
   ``nn.OptimizedLSTMCell``, ...), its parameters under ``cell/`` as in
   ``nn.RNN(cell)``. Returns ``(final_carry, outputs)`` with outputs of
   shape (..., time, hidden_size), like ``flax.linen.RNN(...,
-  return_carry=True)``, and takes ``nn.RNN``'s call keywords
+  return_carry=True)`` (``nn.RNN``'s default returns the outputs alone;
+  ``return_carry=False`` here), and takes ``nn.RNN``'s call keywords
   (``seq_lengths``, ``reverse``, ``keep_order``, ``return_carry``,
   ``time_major``, ``initial_carry``, ``init_key``: ``_Layer.run``), so it
   composes with ``nn.Bidirectional``. ``impl`` picks the recurrence
@@ -196,8 +197,10 @@ class _CellLayer(_Layer):
 class LSTM(_CellLayer):
   """An LSTM layer over (batch, time, features) inputs: ``RNN(LSTMCell(...))``.
 
-  Returns ``(final_carry, outputs)``, ``final_carry = (c, h)``; ``impl`` as
-  in ``RNN`` (``'scan'``, ``'fused'``, ``'kernel'``).
+  Returns ``(final_carry, outputs)``, ``final_carry = (c, h)`` (by default,
+  unlike ``nn.RNN`` and ``seqclf.nnx.LSTM``, which return the outputs
+  unless ``return_carry=True``); ``impl`` as in ``RNN`` (``'scan'``,
+  ``'fused'``, ``'kernel'``).
 
   >>> import jax, jax.numpy as jnp
   >>> layer = LSTM(8, forget_bias=1.0)
