@@ -122,8 +122,16 @@ def from_config(config: Any, in_features: int, *, rngs: nnx.Rngs,
 
 
 def config_fields(model: LSTMClassifier) -> dict[str, Any]:
-  """The config keys that describe ``model`` (``config_defaults``' keys but
-  ``impl``), valued as a config writes them (``dtype`` by name)."""
+  """The config keys that describe ``model``, for its saved config.
+
+  Args:
+    model: an NNX classifier.
+
+  Returns:
+    ``classifier.config_defaults()``' keys but ``impl`` (a speed choice of
+    the machine that runs it), valued as a config writes them (``dtype`` by
+    name).
+  """
   linen = model.linen_module
   fields = {name: getattr(linen, name) for name in classifier.config_defaults()
             if name not in _NOT_MODEL}

@@ -25,7 +25,6 @@ from flax import traverse_util
 
 from seqclf.errors import UsageError
 
-Array = jax.Array
 M = TypeVar('M', bound=nnx.Module)
 
 

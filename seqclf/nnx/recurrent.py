@@ -5,10 +5,10 @@
 and called as ``nnx.RNN`` is: they return the outputs, and ``(carry,
 outputs)`` with ``return_carry=True``; they compose with
 ``nnx.Bidirectional`` and run under ``nnx.jit``, ``nnx.grad``, ``nnx.vmap``
-and ``nnx.remat``. Each holds its linen twin's parameters (``cell/input/
-kernel``, …) and runs its ``apply`` (``seqclf.nnx.params``): every path
-(``scan``, ``fused``, ``kernel``) and option of ``seqclf.nn.LSTM`` is the
-same code here, with the same numbers.
+and ``nnx.remat``. Each holds its linen twin's parameters
+(``cell/input/kernel``, …) and runs its ``apply`` (``seqclf.nnx.params``):
+every path (``scan``, ``fused``, ``kernel``) and option of
+``seqclf.nn.LSTM`` is the same code here, with the same numbers.
 """
 
 from __future__ import annotations
@@ -34,11 +34,22 @@ _OWN = frozenset({'parent', 'name', 'hidden_size', 'return_carry',
 
 def resolve_impl(impl: str, cell: str, hidden_size: int, dtype: Any,
                  param_dtype: Any, matmul_precision: str) -> str:
-  """``impl``, with ``'auto'`` resolved untimed: the first path of
-  ``paths.PREFERENCE`` that can run the layer here (the CPU kernel only if
-  already built, ``make kernel``). A forced path that cannot run is one
-  ``ConfigError`` line, now rather than at the first call. For a timed
-  choice, resolve it first with ``seqclf.training.autotune``."""
+  """``impl``, with ``'auto'`` resolved untimed, checked on this backend.
+
+  ``'auto'`` is the first path of ``paths.PREFERENCE`` that can run the
+  layer here (the CPU kernel only if already built, ``make kernel``); for a
+  timed choice resolve it first with ``seqclf.training.autotune``. A forced
+  path that cannot run is one ``ConfigError`` line, at construction rather
+  than at the first call.
+
+  Args:
+    impl: ``'auto'`` or one of ``paths.IMPLS``.
+    cell: the config's cell name (``'lstm'``, ``'gru'``, ``'elman'``).
+    hidden_size, dtype, param_dtype, matmul_precision: the layer's fields.
+
+  Returns:
+    The path to run, one of ``paths.IMPLS``.
+  """
   layer = paths.Layer(cell=cell, hidden_size=hidden_size,
                       dtype=jnp.dtype(dtype or param_dtype).name,
                       matmul_precision=matmul_precision)
@@ -67,8 +78,8 @@ def check_fields(owner: str, linen_type: type, fields: dict[str, Any],
 class _Layer(LinenParams):
   """A seqclf linen cell layer (``linen_type``) as an NNX module."""
 
-  linen_type: type[recurrent._CellLayer]
-  cell_name: str
+  linen_type: type  # the linen layer: recurrent.LSTM, GRU or Elman
+  cell_name: str  # its config `cell`, as paths.Layer names it
 
   def __init__(self, in_features: int, hidden_size: int, *, rngs: nnx.Rngs,
                time_major: bool = False, return_carry: bool = False,
