@@ -21,6 +21,12 @@ the machine hits every implementation alike. Implementations:
   (``seqclf-bf16`` with ``auto``, ``seqclf-fused-bf16``, ...; the CPU
   kernel's on Intel AMX only), ``-tf32`` tensorfloat32 (GPUs only);
   variants no path of this machine runs are skipped with a message;
+- ``seqclf-nnx`` and ``seqclf-nnx-kernel``: the same model as the NNX
+  classifier (``seqclf.nnx``), trained by an NNX step (``nnx.value_and_grad``,
+  ``nnx.Optimizer`` with the config's optax optimizer) in the same layout as
+  ``seqclf-fused`` and ``seqclf-kernel`` (the same devices, chunks and batches;
+  ``nnx.split`` once, ``nnx.merge`` inside the compiled chunk), so the ratio
+  to those rows is the cost of the NNX API;
 - ``flax``: ``nn.RNN(nn.OptimizedLSTMCell(128))`` + ``Dense``, one jitted step
   per host batch, the straightforward Flax recipe;
 - ``torch``: ``nn.LSTM(28, 128)`` + ``Linear``, the usual PyTorch loop
@@ -67,7 +73,8 @@ IMPLS = ('seqclf', 'seqclf-kernel', 'seqclf-kernel-v3', 'seqclf-fused',
          'seqclf-scan', 'seqclf-1cpu', 'seqclf-bf16', 'seqclf-fused-bf16',
          'seqclf-scan-bf16', 'seqclf-tf32', 'seqclf-fused-tf32',
          'seqclf-scan-tf32', 'seqclf-gpu', 'seqclf-gpu-tf32',
-         'seqclf-gpu-bf16', 'flax', 'torch', 'torch-bf16')
+         'seqclf-gpu-bf16', 'seqclf-nnx', 'seqclf-nnx-kernel', 'flax',
+         'torch', 'torch-bf16')
 
 
 class Skip(Exception):
@@ -214,6 +221,64 @@ class _Seqclf:
     return f'{self.jax.device_count()} x {self.jax.devices()[0].platform}'
 
 
+def _nnx_train_steps(graphdef, state, images, labels, indices, *,
+                    axis_name=None):
+  """``steps.train_steps`` for an NNX (model, optimizer): one ``lax.scan``
+  over the chunk's batches, gradients averaged over ``axis_name``."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from seqclf.data import ops  # pylint: disable=g-import-not-at-top
+
+  def body(state, idx):
+    model, optimizer = nnx.merge(graphdef, state)
+    x, y = ops.to_float(images[idx]), labels[idx]
+
+    def loss_fn(model):
+      logits = model(x)
+      return optax.softmax_cross_entropy_with_integer_labels(
+          logits, y).mean(), logits
+
+    (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    metrics = {'loss': loss,
+               'accuracy': jnp.mean(jnp.argmax(logits, -1) == y)}
+    if axis_name is not None:
+      grads = jax.lax.pmean(grads, axis_name)
+      metrics = jax.lax.pmean(metrics, axis_name)
+    optimizer.update(model, grads)
+    return nnx.state((model, optimizer)), metrics
+
+  return jax.lax.scan(body, state, indices)
+
+
+class _SeqclfNNX(_Seqclf):
+  """The NNX classifier, trained in ``_Seqclf``'s layout by an NNX step."""
+
+  VARIANTS = {'nnx': {'impl': 'fused'}, 'nnx-kernel': {'impl': 'kernel'}}
+
+  def setup(self, batch: int, steps: int) -> None:
+    import functools  # pylint: disable=g-import-not-at-top
+    from flax import nnx  # pylint: disable=g-import-not-at-top
+    from seqclf.nnx import classifier  # pylint: disable=g-import-not-at-top
+    from seqclf.training import loop, optim  # pylint: disable=g-import-not-at-top
+    config = self.config.copy_and_resolve_references()
+    config.batch_size = batch
+    dp = self.parallel.setup(config.parallelism, batch)
+    model = classifier.from_config(config, FEATURES, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optim.optimizer(config), wrt=nnx.Param)
+    graphdef, state = nnx.split((model, optimizer))
+    runner = loop.Chunks(
+        dp.chunk_fn(functools.partial(_nnx_train_steps, graphdef)),
+        dp.put_data(self.train['image'], self.train['label']), 0,
+        len(self.train['label']), batch, put_indices=dp.put_indices,
+        to_run=dp.to_run, from_run=dp.from_run, metrics=dp.metrics)
+    state = dp.canonical(state)
+    runner.compile(state, dp.put_indices(
+        _indices(len(self.train['label']), batch, steps, 0)))
+    self.runs[batch] = [runner, state]
+
+
 class _Flax:
   """The straightforward Flax recipe: nn.RNN(OptimizedLSTMCell), jit per step."""
 
@@ -319,7 +384,9 @@ def _worker(name: str, conn, num_examples: int | None,
   """Serves ('setup', batch, steps) and ('run', batch, idx) from the parent."""
   try:
     train = _load_train(num_examples)
-    if name.startswith('seqclf'):
+    if name.startswith('seqclf-nnx'):
+      impl = _SeqclfNNX(train, name.partition('-')[2], task)
+    elif name.startswith('seqclf'):
       impl = _Seqclf(train, name.partition('-')[2], task)
     else:
       impl = (_Flax(train, task) if name == 'flax' else
@@ -591,7 +658,9 @@ def markdown(report: dict) -> str:
         for n in sizes)
     out.append(f'- seqclf (auto) / the fastest forced path of '
                f'{", ".join(forced)}: {fastest}')
-  for a, b in (('seqclf', 'seqclf-scan'), ('seqclf-kernel-v3', 'seqclf-kernel'),
+  for a, b in (('seqclf', 'seqclf-scan'), ('seqclf-nnx', 'seqclf-fused'),
+               ('seqclf-nnx-kernel', 'seqclf-kernel'),
+               ('seqclf-kernel-v3', 'seqclf-kernel'),
                ('seqclf-kernel-v3', 'seqclf-scan'),
                ('seqclf-kernel-v3', 'seqclf-fused'),
                ('seqclf-gpu', 'seqclf-fused'), ('seqclf-gpu-tf32', 'seqclf-fused'),

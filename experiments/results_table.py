@@ -509,6 +509,21 @@ def throughput_lines() -> list[str]:
   ]
 
 
+# Sections measured by scripts outside this table's runs (each names its
+# commands): kept from the existing results.md as they are.
+KEPT_TITLES = ('## seqclf in Flax NNX',)
+
+
+def kept_lines(title: str) -> list[str]:
+  """Section ``title`` of the existing results.md, unchanged; [] if absent."""
+  text = OUT.read_text() if OUT.exists() else ''
+  if title not in text:
+    return []
+  rest = text.partition(title)[2]
+  end = rest.find('\n## ')
+  return [title + (rest[:end] if end >= 0 else rest).rstrip('\n'), '']
+
+
 def write_table() -> str:
   for name in PER_SEED:  # Gather per-seed runs finished outside `--run`.
     gather(RUNS / name, CONFIGS[name][0])
@@ -547,6 +562,7 @@ def write_table() -> str:
       *earlier_lines(),
       *throughput_lines(),
       *timeseries_lines(),
+      *(line for title in KEPT_TITLES for line in kept_lines(title)),
       '## Published figures',
       '',
       '| Source | Task | Test accuracy |',

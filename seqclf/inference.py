@@ -1,8 +1,10 @@
 """A trained model from its workdir: restore it, evaluate it, classify with it.
 
 ``load_model`` needs only the workdir: the model is rebuilt from the config
-saved beside the params, restored without the optimizer. What the model is
-given comes from files through ``seqclf.data.sequence_files`` and
+saved beside the params, restored without the optimizer; ``load_nnx_model``
+gives the same model as a ``seqclf.nnx`` module, and ``save_nnx_model``
+writes an NNX model's params back as a checkpoint. What the model is given
+comes from files through ``seqclf.data.sequence_files`` and
 ``seqclf.data.images``.
 """
 
@@ -15,15 +17,19 @@ import jax
 import ml_collections
 import numpy as np
 import optax
+from flax import nnx
 from flax import traverse_util
 
+from seqclf import errors
+from seqclf import nnx as seqnnx
 from seqclf.config import base_config
 from seqclf.data import order, registry, views
-from seqclf.errors import CheckpointError
+from seqclf.errors import CheckpointError, UsageError
 from seqclf.kernels import paths
 from seqclf.nn import classifier
 from seqclf.nn.classifier import LSTMClassifier
-from seqclf.training import autotune, checkpoint, steps
+from seqclf.nnx import classifier as nnx_classifier
+from seqclf.training import autotune, checkpoint, optim, steps
 from seqclf.training.state import TrainState
 
 
@@ -77,6 +83,80 @@ def load_model(workdir: str | Path, step: int | None = None, *,
   config.impl = impl
   impl = autotune.resolve_impl(config, mode='forward')
   return classifier.from_config(config, impl), state['params'], config
+
+
+def load_nnx_model(workdir: str | Path, step: int | None = None, *,
+                   impl: str = 'auto'
+                   ) -> tuple[seqnnx.LSTMClassifier, ml_collections.ConfigDict]:
+  """``load_model``'s model as a ``seqclf.nnx.LSTMClassifier``.
+
+  The same parameters (the NNX module holds the linen layout) on the same
+  path, so its logits are bitwise ``load_model``'s. It is returned in
+  evaluation mode (``model.eval()``; ``model.train()`` to fine-tune).
+
+  Args:
+    workdir, step, impl: as ``load_model``'s.
+
+  Returns:
+    ``(model, config)``: ``model(x)`` gives logits; ``config`` is the run's.
+  """
+  linen, params, config = load_model(workdir, step, impl=impl)
+  in_features = params[f'{config.cell}_0']['cell']['input']['kernel'].shape[0]
+  model = seqnnx.from_linen_params(
+      lambda: nnx_classifier.from_config(config, in_features,
+                                         rngs=nnx.Rngs(config.seed),
+                                         impl=linen.impl), params)
+  model.eval()
+  return model, config
+
+
+def save_nnx_model(model: seqnnx.LSTMClassifier, workdir: str | Path, *,
+                   config: ml_collections.ConfigDict | None = None,
+                   step: int | None = None) -> int:
+  """Saves an NNX classifier's params as a checkpoint of ``workdir``.
+
+  The checkpoint is the trainer's (orbax ``state`` and ``config``), so
+  ``seqclf evaluate``, ``predict``, ``export`` and ``load_model`` read it.
+  In a workdir that holds a run, the latest checkpoint's state (its
+  optimizer state) and config are kept and only the params replaced, saved
+  as a new step; in a fresh one, ``config`` describes the run (default
+  ``base_config()``: MNIST read by rows) with a fresh optimizer state. Either
+  way the saved config's model keys are set from ``model``
+  (``seqclf.nnx.classifier.config_fields``).
+
+  Args:
+    model: the classifier.
+    workdir: the run directory (created if needed).
+    config: the run's config, for a fresh workdir only.
+    step: the step to save as (default: the latest + 1, or 0 in a fresh
+      workdir).
+
+  Returns:
+    The step saved.
+  """
+  workdir = errors.writable_dir(workdir)
+  params = seqnnx.to_linen_params(model)
+  mngr = checkpoint.manager(workdir)
+  latest = mngr.latest_step()
+  if latest is not None and config is not None:
+    raise UsageError(f'{workdir} already holds a run, whose config the new '
+                     'checkpoint keeps: omit config, or use a fresh workdir.',
+                     arg='config')
+  saved = {} if latest is None else checkpoint.saved_config(mngr, latest)
+  if saved is None:
+    raise CheckpointError(f'The config of {mngr.directory}/{latest} cannot '
+                          'be read: use a fresh workdir.', arg='workdir')
+  run = base_config()
+  run.update(config.to_dict() if config is not None else saved)
+  run.update(nnx_classifier.config_fields(model))
+  state = TrainState.create(apply_fn=None, params=params,
+                            tx=optim.optimizer(run))
+  if latest is not None:  # Its step count and optimizer state, these params.
+    state = checkpoint.restore(mngr, state, latest)[0].replace(params=params)
+  step = (0 if latest is None else latest + 1) if step is None else step
+  checkpoint.save(mngr, state.replace(step=step), run)
+  checkpoint.wait(mngr)
+  return step
 
 
 def takes_images(config: ml_collections.ConfigDict) -> bool:

@@ -29,7 +29,8 @@ def benchmark():
 
 def test_benchmark_runs_and_writes_table(benchmark, tmp_path):
   rc = benchmark.main([
-      '--impls', 'seqclf,seqclf-bf16,flax,torch,torch-bf16', '--batch_sizes',
+      '--impls', 'seqclf,seqclf-bf16,seqclf-nnx,flax,torch,torch-bf16',
+      '--batch_sizes',
       '8', '--steps', '2',
       '--rounds', '2', '--num_examples', '200', '--no_tta', '--gemm_gflop',
       '0.05', '--out', str(tmp_path)])
@@ -38,7 +39,7 @@ def test_benchmark_runs_and_writes_table(benchmark, tmp_path):
   table = (tmp_path / 'benchmark.md').read_text()
   assert (tmp_path / 'benchmark.png').stat().st_size > 1000
   measured = set(report['results'])
-  assert {'seqclf', 'flax'} <= measured
+  assert {'seqclf', 'seqclf-nnx', 'flax'} <= measured
   # torch is an optional extra, AMX an optional CPU feature: each measured,
   # or skipped with what to do.
   # (oneDNN has a bfloat16 LSTM only on some CPUs: skipped there too).
@@ -102,3 +103,37 @@ def test_benchmark_pixel_task_and_gpu_kernels_skipped_off_a_gpu(benchmark,
   for name in ('seqclf-gpu', 'seqclf-gpu-bf16'):
     assert 'GPU backend only' in report['skipped'][name]
   assert 'task pixel (784 steps x 1' in (tmp_path / 'benchmark.md').read_text()
+
+
+def test_the_nnx_rows_train_bitwise_as_the_linen_rows(benchmark):
+  """seqclf-nnx's chunk (an NNX step: nnx.value_and_grad, nnx.Optimizer)
+  computes exactly the trainer's chunk on the same model and batches: the
+  rows differ in the API alone, so their ratio is its cost."""
+  import functools  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from seqclf import nnx as seqnnx  # pylint: disable=g-import-not-at-top
+  from seqclf.config import base_config  # pylint: disable=g-import-not-at-top
+  from seqclf.nnx import classifier  # pylint: disable=g-import-not-at-top
+  from seqclf.training import optim, state as state_lib, steps  # pylint: disable=g-import-not-at-top
+  config = base_config()
+  config.update(hidden_size=16, impl='fused', learning_rate=1e-2)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (64, 28, 28), np.uint8)
+  labels = rng.integers(0, 10, 64).astype(np.int32)
+  indices = benchmark._indices(64, 16, 4, 0)
+  linen = state_lib.create_train_state(config, jax.random.key(0),
+                                       impl='fused')
+  model = seqnnx.from_linen_params(
+      classifier.from_config(config, 28, rngs=nnx.Rngs(0)), linen.params)
+  graphdef, state = nnx.split(
+      (model, nnx.Optimizer(model, optim.optimizer(config), wrt=nnx.Param)))
+  linen, linen_metrics = jax.jit(steps.train_steps)(linen, images, labels,
+                                                    indices)
+  state, metrics = jax.jit(functools.partial(
+      benchmark._nnx_train_steps, graphdef))(state, images, labels, indices)
+  jax.tree.map(np.testing.assert_array_equal, metrics, linen_metrics)
+  trained, _ = nnx.merge(graphdef, state)
+  jax.tree.map(np.testing.assert_array_equal,
+               seqnnx.to_linen_params(trained), linen.params)

@@ -103,3 +103,18 @@ def test_timeseries_rows_and_splice_keep_the_other_rows(tmp_path, monkeypatch):
   fresh = results_table.splice_timeseries('# R\n\n## Published figures\n')
   assert fresh.index('## UEA/UCR') < fresh.index('## Published figures')
   assert results_table.splice_timeseries(text) == text
+
+
+def test_a_kept_section_survives_a_rewrite(tmp_path, monkeypatch):
+  """The NNX comparison, measured outside the table's runs, is carried over
+  unchanged, before the published figures; absent, nothing is added."""
+  monkeypatch.setattr(results_table, 'RUNS', tmp_path)
+  monkeypatch.setattr(results_table, 'OUT', tmp_path / 'results.md')
+  assert '## seqclf in Flax NNX' not in results_table.write_table()
+  section = '## seqclf in Flax NNX\n\nmeasured by hand\n\n| a | b |\n'
+  results_table.OUT.write_text(f'# Results\n\n{section}\n## Published '
+                               'figures\n\n| old |\n')
+  text = results_table.write_table()
+  assert text.count(section) == 1
+  assert text.index(section) < text.index('## Published figures')
+  assert results_table.write_table() == text

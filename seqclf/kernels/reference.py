@@ -1,9 +1,11 @@
 """The portable recurrence (``impl='scan'``): ``nn.scan`` of a cell's step.
 
-Runs on every backend and under every transform, for every cell
-(``seqclf.nn.cells``); the fused and kernel paths
-are tested against it. The parameters are broadcast into the loop, so the
-scanned layer has exactly the cell's parameters.
+Runs on every backend and under every transform, for every cell: seqclf's
+(``seqclf.nn.cells``: ``project`` and ``step``) and flax's own
+(``nn.RNNCellBase``: ``LSTMCell``, ``GRUCell``, ``OptimizedLSTMCell``, ...,
+called as ``cell(carry, x)``, as ``nn.RNN`` calls them). The fused and
+kernel paths are tested against it. The parameters are broadcast into the
+loop, so the scanned layer has exactly the cell's parameters.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ Array = jax.Array
 
 def _raw_step(cell: nn.Module, carry: Any, x: Array):
   return cell.step(carry, cell.project(x))
+
+
+def _call_step(cell: nn.Module, carry: Any, x: Array):
+  return cell(carry, x)
 
 
 def _projected_step(cell: nn.Module, carry: Any, projected: Array):
@@ -45,9 +51,12 @@ def scan(cell: nn.Module, carry: Any, inputs: Array, unroll: int = 1,
   ``project_in_loop`` (the LSTM) projects each step's input inside the loop,
   as flax's ``nn.RNN`` does: on XLA:CPU one large projection before the loop
   measured slower for it (docs/scan_path.md). The others project every step
-  in one matmul before the loop.
+  in one matmul before the loop; flax's cells, which have no ``project``,
+  run their own ``__call__`` each step.
   """
-  if getattr(cell, 'project_in_loop', False):
+  if isinstance(cell, nn.RNNCellBase):
+    step, xs = _call_step, inputs
+  elif getattr(cell, 'project_in_loop', False):
     step, xs = _raw_step, inputs
   else:
     step, xs = _projected_step, cell.project(inputs)

@@ -5,7 +5,10 @@
   ``seqclf.kernels``), and ``LSTM``, ``GRU``, ``Elman``;
 * ``classifier``: ``LSTMClassifier``, whose fields are the model's config
   keys;
-* ``initializers``: the initializers a config names.
+* ``initializers``: the initializers a config names;
+* ``convert``: LSTM parameters to and from flax's LSTM cells (linen, NNX).
+
+The same layers as Flax NNX modules: ``seqclf.nnx``.
 """
 
 from seqclf.nn.cells import ElmanCell, GRUCell, LSTMCell

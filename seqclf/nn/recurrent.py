@@ -57,10 +57,9 @@ class _Layer(nn.Module):
     its outputs there are zero, on every ``impl``, forward and backward.
     ``reverse`` reads each row's valid steps last to first (padding stays at
     the end); ``keep_order`` then puts the outputs back in input order.
-    ``init_key`` is accepted for ``nn.Bidirectional`` and unused: carries
-    start at zero.
+    ``init_key``: seqclf's cells start from zeros and ignore it; flax's
+    cells draw their initial carry from it as ``nn.RNN`` does.
     """
-    del init_key
     return_carry = self.return_carry if return_carry is None else return_carry
     time_major = self.time_major if time_major is None else time_major
     reverse = self.reverse if reverse is None else reverse
@@ -68,6 +67,10 @@ class _Layer(nn.Module):
     if inputs.ndim < 2:
       raise ValueError(f'{type(cell).__name__} layer expects inputs of shape '
                        f'(..., time, features), got {inputs.shape}.')
+    if getattr(cell, 'num_feature_axes', 1) != 1:
+      raise ValueError(f'{type(cell).__name__} has {cell.num_feature_axes} '
+                       "feature axes; seqclf's RNN runs cells of one, over "
+                       "(..., time, features): use flax's nn.RNN for it.")
     paths.check(self.impl, describe(cell), jax.default_backend())
     if time_major:
       inputs = jnp.moveaxis(inputs, 0, -2)
@@ -83,7 +86,8 @@ class _Layer(nn.Module):
     if reverse:
       inputs = flip_sequences(inputs, seq_lengths)
     if initial_carry is None:
-      initial_carry = cell.initialize_carry(batch_shape)
+      initial_carry = _initial_carry(cell, batch_shape, inputs.shape[-1],
+                                     init_key)
     if self.impl != 'scan':
       carry, outputs = _fused(cell, inputs, initial_carry, seq_lengths,
                               self.unroll, self.impl)
@@ -95,6 +99,17 @@ class _Layer(nn.Module):
     if time_major:
       outputs = jnp.moveaxis(outputs, -2, 0)
     return (carry, outputs) if return_carry else outputs
+
+
+def _initial_carry(cell: nn.Module, batch_shape: tuple[int, ...],
+                   features: int, init_key: jax.Array | None) -> Any:
+  """Zeros for seqclf's cells (``initialize_carry(batch_shape)``); flax's
+  cells (``nn.RNNCellBase``) as ``nn.RNN`` asks them, from ``init_key``
+  (default ``jax.random.key(0)``) and one step's input shape."""
+  if isinstance(cell, nn.RNNCellBase):
+    key = jax.random.key(0) if init_key is None else init_key
+    return cell.initialize_carry(key, (*batch_shape, features))
+  return cell.initialize_carry(batch_shape)
 
 
 def flip_sequences(x: Array, seq_lengths: Array | None) -> Array:
@@ -112,10 +127,13 @@ def flip_sequences(x: Array, seq_lengths: Array | None) -> Array:
 class RNN(_Layer):
   """Any cell over (..., time, features) inputs: seqclf's one recurrent layer.
 
-  ``cell`` is a ``seqclf.nn.cells`` cell (its parameters live under
-  ``cell/``). Returns ``(final_carry, outputs)`` with outputs of
+  ``cell`` is a ``seqclf.nn.cells`` cell or, on the ``'scan'`` path, any
+  of flax's (``nn.RNNCellBase``: ``nn.LSTMCell``, ``nn.GRUCell``,
+  ``nn.OptimizedLSTMCell``, ...), its parameters under ``cell/`` as in
+  ``nn.RNN(cell)``. Returns ``(final_carry, outputs)`` with outputs of
   shape (..., time, hidden_size), like ``flax.linen.RNN(...,
-  return_carry=True)``, and takes ``nn.RNN``'s call keywords
+  return_carry=True)`` (``nn.RNN``'s default returns the outputs alone;
+  ``return_carry=False`` here), and takes ``nn.RNN``'s call keywords
   (``seq_lengths``, ``reverse``, ``keep_order``, ``return_carry``,
   ``time_major``, ``initial_carry``, ``init_key``: ``_Layer.run``), so it
   composes with ``nn.Bidirectional``. ``impl`` picks the recurrence
@@ -180,8 +198,10 @@ class _CellLayer(_Layer):
 class LSTM(_CellLayer):
   """An LSTM layer over (batch, time, features) inputs: ``RNN(LSTMCell(...))``.
 
-  Returns ``(final_carry, outputs)``, ``final_carry = (c, h)``; ``impl`` as
-  in ``RNN`` (``'scan'``, ``'fused'``, ``'kernel'``).
+  Returns ``(final_carry, outputs)``, ``final_carry = (c, h)`` (by default,
+  unlike ``nn.RNN`` and ``seqclf.nnx.LSTM``, which return the outputs
+  unless ``return_carry=True``); ``impl`` as in ``RNN`` (``'scan'``,
+  ``'fused'``, ``'kernel'``).
 
   >>> import jax, jax.numpy as jnp
   >>> layer = LSTM(8, forget_bias=1.0)
