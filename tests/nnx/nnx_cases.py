@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import needs_compiler
+from conftest import needs_cpu_kernel
 from seqclf import nnx as seqnnx
 
-IMPLS = ['scan', 'fused', pytest.param('kernel', marks=needs_compiler)]
+IMPLS = ['scan', 'fused', pytest.param('kernel', marks=needs_cpu_kernel)]
 LENGTHS = np.array([6, 3, 1, 5, 2])  # of T = 6 steps
 HIDDEN = 16  # the kernel's sizes are multiples of 16
 LAYERS = {'lstm': seqnnx.LSTM, 'gru': seqnnx.GRU, 'elman': seqnnx.Elman}

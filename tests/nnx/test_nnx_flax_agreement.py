@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import needs_compiler
+from conftest import needs_cpu_kernel
 from nnx_cases import HIDDEN, LENGTHS, assert_close, inputs, layer, valid
 from seqclf import nnx as seqnnx
 from seqclf.nn import convert
@@ -51,13 +51,13 @@ def _flax_cell_grads(grads, kind):
 # pass against OptimizedLSTMCell; the full suite every combination.
 CASES = [('optimized', 'fused', True),
          pytest.param('optimized', 'kernel', False,
-                      marks=[needs_compiler, pytest.mark.slow]),
+                      marks=[needs_cpu_kernel, pytest.mark.slow]),
          *(pytest.param(kind, impl, reverse, marks=pytest.mark.slow)
            for kind in ('optimized', 'lstm') for impl in ('scan', 'fused')
            for reverse in (False, True)
            if (kind, impl, reverse) != ('optimized', 'fused', True)),
          *(pytest.param(kind, 'kernel', reverse,
-                        marks=[needs_compiler, pytest.mark.slow])
+                        marks=[needs_cpu_kernel, pytest.mark.slow])
            for kind, reverse in (('optimized', True), ('lstm', False),
                                  ('lstm', True)))]
 
@@ -82,7 +82,7 @@ def test_values_and_gradients_match_flax_nnx_rnn(kind, impl, reverse):
 @pytest.mark.parametrize('impl', [
     pytest.param('fused', marks=pytest.mark.slow),
     pytest.param('scan', marks=pytest.mark.slow),
-    pytest.param('kernel', marks=[needs_compiler, pytest.mark.slow])])
+    pytest.param('kernel', marks=[needs_cpu_kernel, pytest.mark.slow])])
 def test_bidirectional_matches_flax_nnx_bidirectional(impl):
   forward, backward = layer(impl=impl), layer(impl=impl, seed=1)
   ours = nnx.Bidirectional(forward, backward, return_carry=True)

@@ -11,19 +11,19 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import needs_compiler
+from conftest import needs_cpu_kernel
 from nnx_cases import HIDDEN, LENGTHS, assert_close, inputs, layer, valid
 
 # The full suite only: tests/nn/test_recurrent_api.py runs the same linen
 # code on the paths of the fast tier.
 CASES = [pytest.param('lstm', 'kernel', False,
-                      marks=[needs_compiler, pytest.mark.slow]),
+                      marks=[needs_cpu_kernel, pytest.mark.slow]),
          *(pytest.param(*case, marks=pytest.mark.slow) for case in (
              ('lstm', 'scan', False), ('lstm', 'fused', False),
              ('lstm', 'fused', True),
              ('gru', 'scan', True), ('elman', 'scan', False))),
          pytest.param('lstm', 'kernel', True,
-                      marks=[needs_compiler, pytest.mark.slow])]
+                      marks=[needs_cpu_kernel, pytest.mark.slow])]
 
 
 def _row_loss(carry, out):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx, traverse_util
 
-from conftest import needs_compiler
+from conftest import needs_cpu_kernel
 from nnx_cases import HIDDEN, assert_equal, inputs, layer, perturbed
 from seqclf import nnx as seqnnx
 from seqclf.errors import UsageError
@@ -65,7 +65,7 @@ def test_the_classifier_draws_and_computes_what_linen_does(options):
 
 @pytest.mark.parametrize('impl', [
     'fused', pytest.param('scan', marks=pytest.mark.slow),
-    pytest.param('kernel', marks=[needs_compiler, pytest.mark.slow])])
+    pytest.param('kernel', marks=[needs_cpu_kernel, pytest.mark.slow])])
 def test_to_linen_params_runs_in_the_linen_layer_bitwise(impl):
   model = layer(impl=impl)
   x = inputs()

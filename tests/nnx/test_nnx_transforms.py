@@ -8,7 +8,7 @@ import optax
 import pytest
 from flax import nnx
 
-from conftest import needs_compiler
+from conftest import needs_cpu_kernel
 from nnx_cases import HIDDEN, assert_close, assert_equal, inputs, layer
 from seqclf import nnx as seqnnx
 from seqclf.nn import classifier
@@ -22,7 +22,7 @@ def _loss(model, x):
 
 @pytest.mark.parametrize('impl', [
     'fused', pytest.param('scan', marks=pytest.mark.slow),
-    pytest.param('kernel', marks=[needs_compiler, pytest.mark.slow])])
+    pytest.param('kernel', marks=[needs_cpu_kernel, pytest.mark.slow])])
 def test_jit_grad_and_value_and_grad_equal_linens(impl):
   """nnx.jit(nnx.value_and_grad) of the NNX layer gives bitwise what
   jax.jit(jax.value_and_grad) of the linen layer gives on its params."""
