@@ -69,20 +69,21 @@ def test_benchmark_rejects_unknown_impl(benchmark, capsys):
   assert 'unknown --impls' in capsys.readouterr().err
 
 
-def test_benchmark_skips_bf16_where_the_kernel_cannot_run(benchmark, tmp_path,
-                                                          monkeypatch):
-  # No compiler, no kernel: what a CPU without AMX sees too; the float32
-  # default still runs (impl='auto' falls back to nn.scan).
+def test_benchmark_skips_rows_no_path_here_can_run(benchmark, tmp_path,
+                                                  monkeypatch):
+  # No compiler, no CPU kernel: the auto rows still run (bfloat16 on the XLA
+  # paths); the forced kernel and tensorfloat32 (GPUs only) are skipped.
   monkeypatch.setenv('CXX', 'no-such-compiler')
   rc = benchmark.main([
-      '--impls', 'seqclf,seqclf-bf16', '--batch_sizes', '8', '--steps', '2',
-      '--rounds', '1', '--num_examples', '200', '--no_tta', '--gemm_gflop',
-      '0.05', '--out', str(tmp_path)])
+      '--impls', 'seqclf,seqclf-bf16,seqclf-kernel,seqclf-tf32',
+      '--batch_sizes', '8', '--steps', '2', '--rounds', '1', '--num_examples',
+      '200', '--no_tta', '--gemm_gflop', '0.05', '--out', str(tmp_path)])
   assert rc == 0
   report = json.loads((tmp_path / 'benchmark.json').read_text())
-  assert list(report['results']) == ['seqclf']
-  assert 'Intel AMX' in report['skipped']['seqclf-bf16']
-  assert 'seqclf-bf16 skipped' in (tmp_path / 'benchmark.md').read_text()
+  assert list(report['results']) == ['seqclf', 'seqclf-bf16']
+  assert set(report['skipped']) == {'seqclf-kernel', 'seqclf-tf32'}
+  assert 'tensorfloat32' in report['skipped']['seqclf-tf32']
+  assert 'seqclf-kernel skipped' in (tmp_path / 'benchmark.md').read_text()
 
 
 def test_benchmark_pixel_task_and_gpu_kernels_skipped_off_a_gpu(benchmark,
