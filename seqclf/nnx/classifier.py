@@ -21,7 +21,7 @@ from flax import nnx
 from seqclf.errors import UsageError
 from seqclf.nn import classifier
 from seqclf.nnx.params import LinenParams
-from seqclf.nnx.recurrent import check_fields, resolve_impl
+from seqclf.nnx.recurrent import check_fields
 
 Array = jax.Array
 
@@ -57,12 +57,7 @@ class LSTMClassifier(LinenParams):
     if module.cell not in classifier.CELLS:
       raise UsageError(f'cell must be one of {classifier.CELLS}, got '
                        f'{module.cell!r}.', arg='cell')
-    module = module.clone(impl=resolve_impl(
-        module.impl, module.cell, module.hidden_size, module.dtype,
-        module.param_dtype, module.matmul_precision))
-    self.init_params(module, module.clone(impl='scan',
-                                          matmul_precision='float32'),
-                     in_features, rngs)
+    self.init_params(module, module.cell, in_features, rngs)
     self.in_features = in_features
     self.num_classes = num_classes
     self.deterministic = deterministic
@@ -110,7 +105,7 @@ def from_config(config: Any, in_features: int, *, rngs: nnx.Rngs,
     in_features: the inputs' width (28 for row-wise MNIST).
     rngs: where the parameters are drawn from.
     impl: the path (default ``config.impl``; ``'auto'`` is resolved
-      untimed, ``recurrent.resolve_impl``).
+      untimed, ``params.resolve_impl``).
 
   Returns:
     The model, in training mode (``deterministic=False``).

@@ -24,6 +24,37 @@ from flax import nnx
 from flax import traverse_util
 
 from seqclf.errors import UsageError
+from seqclf.kernels import paths
+
+
+def resolve_impl(impl: str, cell: str, hidden_size: int, dtype: Any,
+                 param_dtype: Any, matmul_precision: str) -> str:
+  """``impl``, with ``'auto'`` resolved untimed, checked on this backend.
+
+  ``'auto'`` is the first path of ``paths.PREFERENCE`` that can run the
+  layer here (the CPU kernel only if already built, ``make kernel``); for a
+  timed choice resolve it first with ``seqclf.training.autotune``. A forced
+  path that cannot run is one ``ConfigError`` line, at construction rather
+  than at the first call.
+
+  Args:
+    impl: ``'auto'`` or one of ``paths.IMPLS``.
+    cell: the config's cell name (``'lstm'``, ``'gru'``, ``'elman'``).
+    hidden_size, dtype, param_dtype, matmul_precision: the layer's fields.
+
+  Returns:
+    The path to run, one of ``paths.IMPLS``.
+  """
+  layer = paths.Layer(cell=cell, hidden_size=hidden_size,
+                      dtype=jnp.dtype(dtype or param_dtype).name,
+                      matmul_precision=matmul_precision)
+  backend = jax.default_backend()
+  if impl == 'auto':
+    found = paths.eligible(layer, backend)
+    impl = found[0] if found else 'kernel'  # Built on first use, if it can.
+  paths.check(impl, layer, backend)
+  return impl
+
 
 M = TypeVar('M', bound=nnx.Module)
 
@@ -43,15 +74,20 @@ class LinenParams(nnx.Module):
 
   linen_module: nn.Module
 
-  def init_params(self, module: nn.Module, init_module: nn.Module,
-                  in_features: int, rngs: nnx.Rngs) -> None:
-    """Draws ``init_module``'s parameters (one key from ``rngs.params()``)
-    for inputs of ``in_features`` and keeps them as ``nnx.Param`` at their
-    linen paths; ``module`` is what ``apply`` runs (the same parameters:
-    every path has ``init_module``'s)."""
+  def init_params(self, module: nn.Module, cell: str, in_features: int,
+                  rngs: nnx.Rngs) -> None:
+    """Draws ``module``'s parameters (one key from ``rngs.params()``) for
+    inputs of ``in_features`` and keeps them as ``nnx.Param`` at their
+    linen paths; ``apply`` then runs ``module`` with its ``impl`` resolved
+    (``resolve_impl``; ``cell``: its config name). Every path has the same
+    parameters, so they are drawn on ``scan``."""
+    module = module.clone(impl=resolve_impl(
+        module.impl, cell, module.hidden_size, module.dtype,
+        module.param_dtype, module.matmul_precision))
+    init = module.clone(impl='scan', matmul_precision='float32')
     example = jnp.zeros((1, 1, in_features), jnp.float32)
     # Jitted: eager, nn.scan's init dispatches op by op.
-    params = jax.jit(init_module.init)(rngs.params(), example)['params']
+    params = jax.jit(init.init)(rngs.params(), example)['params']
     self.linen_module = module
     self._linen_names = tuple(params)
     for name, tree in params.items():

@@ -17,11 +17,9 @@ import dataclasses
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from seqclf.errors import UsageError
-from seqclf.kernels import paths
 from seqclf.nn import recurrent
 from seqclf.nnx.params import LinenParams
 
@@ -30,35 +28,6 @@ Array = jax.Array
 # The linen layer fields an NNX layer sets itself or takes as nnx.RNN's.
 _OWN = frozenset({'parent', 'name', 'hidden_size', 'return_carry',
                   'time_major', 'reverse', 'keep_order'})
-
-
-def resolve_impl(impl: str, cell: str, hidden_size: int, dtype: Any,
-                 param_dtype: Any, matmul_precision: str) -> str:
-  """``impl``, with ``'auto'`` resolved untimed, checked on this backend.
-
-  ``'auto'`` is the first path of ``paths.PREFERENCE`` that can run the
-  layer here (the CPU kernel only if already built, ``make kernel``); for a
-  timed choice resolve it first with ``seqclf.training.autotune``. A forced
-  path that cannot run is one ``ConfigError`` line, at construction rather
-  than at the first call.
-
-  Args:
-    impl: ``'auto'`` or one of ``paths.IMPLS``.
-    cell: the config's cell name (``'lstm'``, ``'gru'``, ``'elman'``).
-    hidden_size, dtype, param_dtype, matmul_precision: the layer's fields.
-
-  Returns:
-    The path to run, one of ``paths.IMPLS``.
-  """
-  layer = paths.Layer(cell=cell, hidden_size=hidden_size,
-                      dtype=jnp.dtype(dtype or param_dtype).name,
-                      matmul_precision=matmul_precision)
-  backend = jax.default_backend()
-  if impl == 'auto':
-    found = paths.eligible(layer, backend)
-    impl = found[0] if found else 'kernel'  # Built on first use, if it can.
-  paths.check(impl, layer, backend)
-  return impl
 
 
 def check_fields(owner: str, linen_type: type, fields: dict[str, Any],
@@ -87,12 +56,7 @@ class _Layer(LinenParams):
                **fields: Any):
     check_fields(type(self).__name__, self.linen_type, fields, _OWN,
                  ('time_major', 'return_carry', 'reverse', 'keep_order'))
-    module = self.linen_type(hidden_size, **fields)
-    module = module.clone(impl=resolve_impl(
-        module.impl, self.cell_name, hidden_size, module.dtype,
-        module.param_dtype, module.matmul_precision))
-    self.init_params(module, module.clone(impl='scan',
-                                          matmul_precision='float32'),
+    self.init_params(self.linen_type(hidden_size, **fields), self.cell_name,
                      in_features, rngs)
     self.in_features = in_features
     self.hidden_size = hidden_size
