@@ -66,12 +66,18 @@ def triton_ir(hidden: int, steps: int, batch: int, precision: str,
                                           tiling=tiling)
     return jnp.sum(hs) + jnp.sum(c) + jnp.sum(h)
 
+  # jax >= 0.12 reads the target's compute capability from the device, or
+  # from an abstract one where there is none: an H100 (sm_90, as compiled).
+  h100 = jax.sharding.AbstractDevice(
+      device_kind='NVIDIA H100', num_cores=None, platform='gpu')
   registration.lowering.lower_jaxpr_to_triton_module = capture
   try:
-    jax.jit(jax.grad(loss, (0, 1, 2, 3))).trace(
-        f32(steps, batch, 4 * hidden), f32(hidden, 4 * hidden),
-        f32(batch, hidden), f32(batch, hidden)).lower(
-            lowering_platforms=('cuda',))
+    with jax.sharding.use_abstract_mesh(
+        jax.sharding.AbstractMesh((1,), ('batch',), abstract_device=h100)):
+      jax.jit(jax.grad(loss, (0, 1, 2, 3))).trace(
+          f32(steps, batch, 4 * hidden), f32(hidden, 4 * hidden),
+          f32(batch, hidden), f32(batch, hidden)).lower(
+              lowering_platforms=('cuda',))
   finally:
     registration.lowering.lower_jaxpr_to_triton_module = lower
   return modules

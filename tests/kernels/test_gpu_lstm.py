@@ -330,15 +330,24 @@ def test_every_precision_and_hidden_size_it_claims_is_eligible_on_a_gpu():
 
 def _lower_for_cuda(precision, lengths):
   """The training step's kernels lowered for CUDA on this machine: Pallas
-  traces the kernels and emits them as Triton IR, as on a GPU."""
+  traces the kernels and emits them as Triton IR, as on a GPU.
+
+  The target is an abstract H100 (jax >= 0.12 reads the GPU's compute
+  capability from the device, or from an abstract one where there is none).
+  """
   steps, batch, hidden = 28, 100, 128
   f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
   run = lambda *a: gpu_lstm.lstm_recurrence(*a, 1.0, lengths, precision)
   grad = jax.jit(jax.grad(functools.partial(_loss, run), (0, 1, 2, 3)))
+  h100 = jax.sharding.AbstractDevice(
+      device_kind='NVIDIA H100', num_cores=None, platform='gpu')
   try:
-    lowered = grad.trace(f32(steps, batch, 4 * hidden), f32(hidden, 4 * hidden),
-                         f32(batch, hidden), f32(batch, hidden)).lower(
-                             lowering_platforms=('cuda',))
+    with jax.sharding.use_abstract_mesh(
+        jax.sharding.AbstractMesh((1,), ('batch',), abstract_device=h100)):
+      lowered = grad.trace(
+          f32(steps, batch, 4 * hidden), f32(hidden, 4 * hidden),
+          f32(batch, hidden), f32(batch, hidden)).lower(
+              lowering_platforms=('cuda',))
   except RuntimeError as e:
     # jax >= 0.11 compiles the Triton IR while lowering, which needs the CUDA
     # plugin's compiler; without it this check cannot run here.
