@@ -40,7 +40,8 @@ train: setup
 	$(BIN)/seqclf train --config $(CONFIG) --workdir $(WORKDIR)
 
 # Every test (what CI runs). Expensive fixtures are built once per run and
-# shared by the xdist workers (tests/conftest.py, built_once).
+# shared by the xdist workers (tests/conftest.py, built_once); each worker
+# caches the programs it compiles for the run.
 test: setup
 	$(BIN)/python -m pytest -q -n 2
 

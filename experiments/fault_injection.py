@@ -44,11 +44,18 @@ OVERRIDES = {'hidden_size': 64, 'num_train_steps': 600, 'steps_per_call': 5,
              'max_to_keep': 2}
 
 
-def command(workdir: Path) -> list[str]:
+def command(workdir: Path, **overrides) -> list[str]:
+  """The run's command line: OVERRIDES, then ``overrides``."""
   return [sys.executable, '-m', 'seqclf', 'train', '--config',
           str(REPO / 'configs/default.py'), '--workdir', str(workdir),
-          '--noreport',
-          *(f'--config.{k}={v}' for k, v in OVERRIDES.items())]
+          '--noreport', *(f'--config.{k}={v}'
+                          for k, v in {**OVERRIDES, **overrides}.items())]
+
+
+def reference_command(workdir: Path) -> list[str]:
+  """The uninterrupted run: the same training (the chunks follow log_every
+  and eval_every), saving only its final step."""
+  return command(workdir, checkpoint_every=OVERRIDES['num_train_steps'])
 
 
 def final_state(workdir: Path):
@@ -222,7 +229,7 @@ def main() -> None:
   for d in (reference, faulty):
     shutil.rmtree(d, ignore_errors=True)
   t = time.perf_counter()
-  subprocess.run(command(reference), cwd=REPO, check=True)
+  subprocess.run(reference_command(reference), cwd=REPO, check=True)
   stats = run_cycles(faulty, args.cycles, random.Random(args.seed),
                      args.max_delay)
   final = subprocess.run(command(faulty), cwd=REPO, capture_output=True,

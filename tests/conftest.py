@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jax
 import pytest
+from jax.experimental.compilation_cache import compilation_cache
 from PIL import Image
 
 from seqclf.config import base_config
@@ -24,14 +25,6 @@ from seqclf.kernels import lstm_kernel
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Opt-in (`make test-fast` sets it): this run's own programs go to a
-# persistent JAX compilation cache there, so a rerun loads the XLA programs
-# that did not change instead of compiling them again. A hit is the same
-# executable, so the same numbers. `make test` (CI) leaves it unset.
-if os.environ.get('SEQCLF_TEST_COMPILATION_CACHE'):
-  jax.config.update('jax_compilation_cache_dir', os.path.expanduser(
-      os.environ['SEQCLF_TEST_COMPILATION_CACHE']))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
 
 
 def _default_input_standardization() -> dict[str, float]:
@@ -68,18 +61,30 @@ def mnist():
 
 @pytest.fixture(scope='session', autouse=True)
 def _compilation_cache(tmp_path_factory):
-  """CLI runs of this test worker share one compilation cache, and the test
-  workers one impl='auto' cache (each decision is measured once per
-  session), neither of them the user's."""
+  """This test worker's programs, its own and its CLI runs', go to one
+  compilation cache, and the test workers share one impl='auto' cache (each
+  decision is measured once per session), none of them the user's.
+
+  Many tests compile the same programs (a small model's train step, its
+  evaluation): a cache hit is the same executable, so the same numbers, at
+  a fraction of the compile time. The cache is new for each run unless
+  SEQCLF_TEST_COMPILATION_CACHE names one to keep (`make test-fast` does:
+  a rerun then compiles only what changed).
+  """
   base = tmp_path_factory.getbasetemp()  # One for all xdist workers:
   shared = base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
   if BACKEND == 'cpu' and shutil.which(os.environ.get('CXX', 'c++')):
     # Asking whether the kernel is available never compiles it (`make
     # kernel` does): built here once, for tests that expect it eligible.
     lstm_kernel.build()
+  runs = tmp_path_factory.mktemp('jax_cache')
+  kept = os.environ.get('SEQCLF_TEST_COMPILATION_CACHE')
+  compilation_cache.set_cache_dir(os.path.expanduser(kept) if kept else
+                                  str(runs))
+  compilation_cache.reset_cache()  # in case collection compiled something
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   with pytest.MonkeyPatch.context() as patch:
-    patch.setenv('JAX_COMPILATION_CACHE_DIR',
-                 str(tmp_path_factory.mktemp('jax_cache')))
+    patch.setenv('JAX_COMPILATION_CACHE_DIR', str(runs))
     patch.setenv('SEQCLF_AUTOTUNE_CACHE', str(shared / 'autotune.json'))
     # impl='auto' takes the first eligible path untimed: timing compiles
     # every path of each new shape, the suite's largest cost, and is tested
@@ -152,15 +157,18 @@ def trained_workdir(tmp_path_factory, mnist):
 
 
 # The fast tier (`make test-fast`: -m 'not slow') never waits for the
-# trained workdir: whatever uses it is slow, marked or not. test_benchmark.py
-# (experiments/benchmark.py's smoke test) is marked here rather than in the
-# file while benchmark.py is being rewritten.
+# trained workdir: whatever uses it is slow, marked or not.
 def pytest_collection_modifyitems(config, items):
   del config
   for item in items:
-    if ('trained_workdir' in getattr(item, 'fixturenames', ())
-        or item.path.name == 'test_benchmark.py'):
+    if 'trained_workdir' in getattr(item, 'fixturenames', ()):
       item.add_marker(pytest.mark.slow)
+
+
+def packaged_configs() -> list[str]:
+  """The names of seqclf/configs/*.py, read off the files."""
+  return sorted(p.stem for p in (REPO / 'seqclf' / 'configs').glob('*.py')
+                if not p.stem.startswith('_'))
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None,

@@ -8,7 +8,7 @@ import jax
 from absl import flags
 
 from seqclf import config as config_lib, train
-from seqclf.cli import common, report
+from seqclf.cli import common
 from seqclf.errors import UsageError
 from seqclf.training import parallel
 
@@ -62,6 +62,9 @@ def main(args: list[str]) -> None:
   if jax.process_index() != 0:
     return
   if _REPORT.value and not results.get('already_finished'):
+    # Imported here: matplotlib is a third of the command's start-up, and
+    # runs with --noreport never need it.
+    from seqclf.cli import report  # pylint: disable=g-import-not-at-top
     report.write_and_say(workdir, quiet=_QUIET.value)  # A finished run's
   print(f'Test accuracy: {results["test_accuracy"]:.4f} '  # stays as it was.
         f'(validation {results["val_accuracy"]:.4f}, step {results["step"]}, '

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import png_header_only, REPO, run_cli
+from conftest import packaged_configs, png_header_only, REPO, run_cli
 from seqclf.cli import common as cli_common, main as cli_main
 
 # Every test runs `seqclf` in a subprocess.
@@ -103,44 +103,7 @@ def test_predict_inverts_a_black_on_white_digit_with_a_note(trained_workdir,
   assert first.split(': ', 1)[1] == second.split(': ', 1)[1]
 
 
-def test_no_command_is_usage_error():
-  for args in ((), ('bogus',)):
-    out = run_cli(*args)
-    assert out.returncode == 2, out.stderr
-    assert 'give a command: prepare-data, train' in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
-
-
-@pytest.mark.parametrize('args', [('--help',), ('-h',), ('train', '-h'),
-                                  ('--config', 'default', '--help')])
-def test_help_lists_the_commands_or_a_commands_flags(args):
-  out = run_cli(*args)
-  assert out.returncode == 0 and not out.stderr, out.stderr
-  if 'train' in args:
-    assert out.stdout.startswith('usage: seqclf train --config NAME|FILE')
-    assert '--workdir' in out.stdout and '--[no]report' in out.stdout
-    assert 'configs: ' + ', '.join(_packaged_configs()) in out.stdout
-  else:
-    assert out.stdout.startswith('usage: seqclf COMMAND')
-    for command in cli_main.COMMANDS:
-      assert f'\n  {command} ' in out.stdout
-
-
-@pytest.mark.parametrize('command', cli_main.COMMANDS)
-def test_every_command_has_help_with_one_line_per_flag(command):
-  out = run_cli(command, '--help')
-  assert out.returncode == 0, out.stderr
-  assert out.stdout.startswith(f'usage: seqclf {command} ')
-  flag_lines = out.stdout.split('flags:\n', 1)[1].split('\n\n')[0]
-  flags = cli_main.command_module(command).FLAGS
-  names = [name for name in flags if flags[name].name == name]
-  assert len(flag_lines.splitlines()) == len(names)
-  for line, name in zip(flag_lines.splitlines(), names):
-    assert line.split()[0] in (f'--{name}', f'--[no]{name}')
-
-
 @pytest.mark.parametrize('args, message', [
-    (('evaluate', 'extra'), "unexpected arguments ['extra']"),
     (('evaluate',), '`seqclf evaluate` needs --workdir'),
     (('train', '--workdir', 'W'), '`seqclf train` needs --config'),
     ((*TRAIN, '--workdir', 'W', '--num_processes', '0'),
@@ -152,7 +115,7 @@ def test_every_command_has_help_with_one_line_per_flag(command):
     (('inspect-data', '--indices', 'x'), '--indices takes whole numbers'),
     (('sweep', '--config', 'default', '--workdir', 'W', '--learning_rates',
       'abc'), '--learning_rates takes numbers'),
-], ids=['unexpected_argument', 'evaluate_without_workdir',
+], ids=['evaluate_without_workdir',
         'train_without_config', 'num_processes_0', 'process_id_out_of_range',
         'coordinator_without_port', 'indices_not_numbers',
         'learning_rates_not_numbers'])
@@ -171,12 +134,6 @@ def test_version():
   assert out.stdout.strip() == f'seqclf {importlib.metadata.version("seqclf")}'
 
 
-def test_unknown_flag_is_quoted_whole():
-  out = run_cli('train', '--bogus')
-  assert out.returncode == 2
-  assert out.stderr.strip() == "seqclf: error: Unknown command line flag 'bogus'"
-
-
 def test_packaged_config_by_name_from_any_directory(tmp_path):
   assert {'default', 'gru_row', 'smnist'} <= set(cli_common.config_names())
   # configs/NAME.py in a checkout is the packaged file (a link to it).
@@ -192,16 +149,11 @@ def test_packaged_config_by_name_from_any_directory(tmp_path):
     assert '`batch_size` must be > 0' in out.stderr
 
 
-def _packaged_configs() -> list[str]:
-  return sorted(p.stem for p in (REPO / 'seqclf' / 'configs').glob('*.py')
-                if not p.stem.startswith('_'))
-
-
 def test_unknown_config_name_lists_the_names(tmp_path):
   out = run_cli('train', '--config', 'defualt', '--workdir', str(tmp_path))
   assert out.returncode == 2
   assert ("Unknown config 'defualt': use one of "
-          + ', '.join(_packaged_configs()) + ', or a path') in out.stderr
+          + ', '.join(packaged_configs()) + ', or a path') in out.stderr
   assert len(out.stderr.strip().splitlines()) == 1
 
 

@@ -76,26 +76,6 @@ def test_unprepared_data_dir_says_how_to_prepare(tmp_path):
     prepared.load_datasets(str(tmp_path))
 
 
-@pytest.mark.slow
-def test_prepare_from_manual_files_in_fresh_dir(tmp_path, raw_dir, mnist):
-  """A data dir with the files in its manual dir prepares without network."""
-  manual = prepared.manual_dir(tmp_path)
-  manual.mkdir(parents=True)
-  for name in mnist_files.FILES:
-    shutil.copy(raw_dir / name, manual / name)
-  builder = prepared.prepare(str(tmp_path))
-  test = prepared.load_datasets(str(tmp_path), ('test',))['test']
-  np.testing.assert_array_equal(test['label'], mnist['test']['label'])
-  # The decoded-array cache is written, and a damaged one is rebuilt.
-  cache = tmp_path / 'seqclf_mnist' / '1.0.0' / 'test-arrays.npz'
-  assert cache.exists() and str(builder.data_dir) == str(cache.parent)
-  for damage in (b'garbage', cache.read_bytes()[:100_000]):  # junk, truncated
-    cache.write_bytes(damage)
-    again = prepared.load_datasets(str(tmp_path), ('test',))['test']
-    np.testing.assert_array_equal(again['image'], mnist['test']['image'])
-  assert cache.stat().st_size > 1000
-
-
 def _prepared_copy(tmp_path):
   """The prepared MNIST files (not the decoded caches) in a fresh data dir,
   its manual dir linked to the shared source files."""
@@ -109,6 +89,20 @@ def _prepared_copy(tmp_path):
   manual.parent.mkdir(parents=True)
   manual.symlink_to(prepared.manual_dir(shared))
   return version
+
+
+def test_decoded_array_cache_is_written_and_a_damaged_one_rebuilt(
+    tmp_path, mnist):
+  version = _prepared_copy(tmp_path)
+  test = prepared.load_datasets(str(tmp_path), ('test',))['test']
+  np.testing.assert_array_equal(test['label'], mnist['test']['label'])
+  cache = version / 'test-arrays.npz'
+  assert cache.exists()
+  for damage in (b'garbage', cache.read_bytes()[:100_000]):  # junk, truncated
+    cache.write_bytes(damage)
+    again = prepared.load_datasets(str(tmp_path), ('test',))['test']
+    np.testing.assert_array_equal(again['image'], mnist['test']['image'])
+  assert cache.stat().st_size > 1000
 
 
 def _truncate(path):
@@ -136,6 +130,7 @@ def test_damaged_prepared_split_names_the_file_and_the_fix(tmp_path, damage,
 
 @pytest.mark.slow
 def test_prepare_data_force_rebuilds_a_truncated_split(tmp_path, mnist):
+  """From the manual files (no network), bitwise the prepared MNIST."""
   from conftest import run_cli  # pylint: disable=g-import-not-at-top
   version = _prepared_copy(tmp_path)
   file = version / 'seqclf_mnist-train.array_record-00000-of-00001'

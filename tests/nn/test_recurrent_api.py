@@ -279,14 +279,15 @@ def test_classifier_reads_each_rows_last_valid_step():
     model = classifier.LSTMClassifier(hidden_size=16, num_layers=2,
                                   bidirectional=bidirectional)
     params = jax.jit(model.init)(jax.random.key(0), images)
-    padded = model.apply(params, images, seq_lengths=lengths)
+    apply = jax.jit(model.apply)
+    padded = apply(params, images, seq_lengths=lengths)
     for b, n in enumerate(np.asarray(lengths)):
-      alone = model.apply(params, images[b:b + 1, :n])
+      alone = apply(params, images[b:b + 1, :n])
       np.testing.assert_allclose(padded[b:b + 1], alone, rtol=1e-5,
                                  atol=1e-6)
     np.testing.assert_allclose(
-        model.apply(params, images, seq_lengths=jnp.full((3,), 28)),
-        model.apply(params, images), rtol=1e-5, atol=1e-6)
+        apply(params, images, seq_lengths=jnp.full((3,), 28)),
+        apply(params, images), rtol=1e-5, atol=1e-6)
 
 
 @needs_cpu_kernel
@@ -304,11 +305,12 @@ def test_every_transform_works_or_names_the_path_that_has_it():
     losses[impl] = lambda x, layer=layer: _row_loss(
         *layer.apply({'params': params}, x, seq_lengths=jnp.array([4, 2, 0])))
   scan = losses['scan']
-  _, tangent = jax.jvp(scan, (x,), (v,))
-  np.testing.assert_allclose(tangent, jnp.vdot(jax.grad(scan)(x), v),
+  # Jitted: each is one program (run eagerly, each op compiles on its own).
+  _, tangent = jax.jit(lambda x: jax.jvp(scan, (x,), (v,)))(x)
+  np.testing.assert_allclose(tangent, jnp.vdot(jax.jit(jax.grad(scan))(x), v),
                              rtol=1e-4)
-  assert jax.jacfwd(scan)(x).shape == x.shape
-  hvp = lambda f: jax.grad(lambda x: jnp.vdot(jax.grad(f)(x), v))(x)
+  assert jax.jit(jax.jacfwd(scan))(x).shape == x.shape
+  hvp = lambda f: jax.jit(jax.grad(lambda x: jnp.vdot(jax.grad(f)(x), v)))(x)
   np.testing.assert_allclose(hvp(losses['fused']), hvp(scan), rtol=1e-4,
                              atol=1e-5)
   for impl in ('fused', 'kernel'):

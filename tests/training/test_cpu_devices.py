@@ -73,7 +73,8 @@ def test_train_cli_uses_every_core(tmp_path):
   expected = parallel.cpu_device_count(0, 100, cores)
   for name, extra in (('auto', []), ('one', ['--config.cpu_devices=1'])):
     out = run_cli('train', '--config', 'configs/default.py', '--workdir',
-                  str(tmp_path / name), '--config.num_train_steps=20',
+                  str(tmp_path / name), '--config.hidden_size=32',
+                  '--config.num_train_steps=20',
                   '--config.steps_per_call=10', '--config.eval_every=20',
                   '--config.checkpoint_every=20', '--quiet', '--noreport',
                   *extra, env={'XLA_FLAGS': '', 'JAX_PLATFORMS': 'cpu'})
