@@ -2,8 +2,11 @@
 
 These exit while parsing, before a command changes any process state, so
 they run in this process (``cli.main.run``); test_cli.py runs the commands
-themselves in subprocesses.
+themselves in subprocesses (config overrides among them: ml_collections
+defines their flags once per process).
 """
+
+import sys
 
 import pytest
 
@@ -11,17 +14,22 @@ from conftest import packaged_configs
 from seqclf.cli import main as cli_main
 
 
-def _run(capsys, *args: str) -> tuple[int, str, str]:
-  """``seqclf ARGS`` here: its exit status, stdout and stderr."""
-  with pytest.raises(SystemExit) as e:
-    cli_main.run(['seqclf', *args])
-  out = capsys.readouterr()
-  return e.value.code, out.out, out.err
+@pytest.fixture
+def run(capsys, monkeypatch):
+  """``seqclf ARGS`` here, as the console script runs it (ml_collections
+  reads config overrides from sys.argv): its exit status, stdout, stderr."""
+  def run_(*args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, 'argv', ['seqclf', *args])
+    with pytest.raises(SystemExit) as e:
+      cli_main.run()
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+  return run_
 
 
 @pytest.mark.parametrize('args', [(), ('bogus',)])
-def test_no_command_is_usage_error(capsys, args):
-  status, _, err = _run(capsys, *args)
+def test_no_command_is_usage_error(run, args):
+  status, _, err = run(*args)
   assert status == 2, err
   assert 'give a command: prepare-data, train' in err
   assert len(err.strip().splitlines()) == 1, err
@@ -29,8 +37,8 @@ def test_no_command_is_usage_error(capsys, args):
 
 @pytest.mark.parametrize('args', [('--help',), ('-h',), ('train', '-h'),
                                   ('--config', 'default', '--help')])
-def test_help_lists_the_commands_or_a_commands_flags(capsys, args):
-  status, out, err = _run(capsys, *args)
+def test_help_lists_the_commands_or_a_commands_flags(run, args):
+  status, out, err = run(*args)
   assert status == 0 and not err, err
   if 'train' in args:
     assert out.startswith('usage: seqclf train --config NAME|FILE')
@@ -43,8 +51,8 @@ def test_help_lists_the_commands_or_a_commands_flags(capsys, args):
 
 
 @pytest.mark.parametrize('command', cli_main.COMMANDS)
-def test_every_command_has_help_with_one_line_per_flag(capsys, command):
-  status, out, err = _run(capsys, command, '--help')
+def test_every_command_has_help_with_one_line_per_flag(run, command):
+  status, out, err = run(command, '--help')
   assert status == 0, err
   assert out.startswith(f'usage: seqclf {command} ')
   flag_lines = out.split('flags:\n', 1)[1].split('\n\n')[0]
@@ -55,15 +63,16 @@ def test_every_command_has_help_with_one_line_per_flag(capsys, command):
     assert line.split()[0] in (f'--{name}', f'--[no]{name}')
 
 
-def test_unknown_flag_is_quoted_whole(capsys):
-  status, _, err = _run(capsys, 'train', '--bogus')
+def test_unknown_flag_is_quoted_whole(run):
+  status, _, err = run('train', '--bogus')
   assert status == 2
   assert err.strip() == "seqclf: error: Unknown command line flag 'bogus'"
 
 
-def test_unexpected_argument_is_one_line(capsys):
-  status, _, err = _run(capsys, 'evaluate', 'extra')
+def test_unexpected_argument_is_one_line(run):
+  status, _, err = run('evaluate', 'extra')
   assert status == 2
   assert err.strip() == ("seqclf evaluate: error: unexpected arguments "
                          "['extra'] (`seqclf evaluate --help` lists its "
                          "flags).")
+
