@@ -26,7 +26,6 @@ from seqclf.kernels import lstm_kernel
 REPO = Path(__file__).resolve().parents[1]
 
 
-
 def _default_input_standardization() -> dict[str, float]:
   """configs/default.py's input_mean/input_std, so CLI-like tests follow it."""
   spec = importlib.util.spec_from_file_location(
