@@ -75,4 +75,3 @@ def test_unexpected_argument_is_one_line(run):
   assert err.strip() == ("seqclf evaluate: error: unexpected arguments "
                          "['extra'] (`seqclf evaluate --help` lists its "
                          "flags).")
-
