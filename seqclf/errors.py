@@ -84,6 +84,19 @@ def disk_full(error: BaseException) -> OSError | bool:
   return False
 
 
+def out_of_memory(error: BaseException) -> str | None:
+  """XLA's report that a device ran out of memory (``RESOURCE_EXHAUSTED``)
+  in ``error``'s chain, as its first line; None if there is none."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    for line in str(error).splitlines():
+      if 'RESOURCE_EXHAUSTED' in line:
+        return line.strip()
+    error = error.__cause__ or error.__context__
+  return None
+
+
 def writable_dir(path: str | Path, arg: str = 'workdir') -> Path:
   """``path`` resolved and created if needed; ``WorkdirError`` unless writable.
 

@@ -244,6 +244,13 @@ def _train_and_evaluate(
                           eval_devices)
     eval_and_save_seconds += time.perf_counter() - t
     logger.write(int(state.step), 'test', test)
+  except Exception:
+    # Out of memory, a full disk or a bug: a checkpoint still being written
+    # is finished first, so nothing saved is lost (a failed write stays
+    # incomplete, and a resume skips it).
+    with contextlib.suppress(Exception):
+      checkpoint.wait(mngr)
+    raise
   finally:
     logger.close()
   results = {

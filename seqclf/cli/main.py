@@ -18,7 +18,8 @@ file. Config files are Python and are executed when loaded: only name files
 you trust.
 
 Exit status: 0 done; 2 bad input (a ``seqclf.errors.SeqclfError``: one line
-on stderr naming the fix, a full disk included); 3 a diverged run; 75
+on stderr naming the fix, a full disk and a device out of memory
+included); 3 a diverged run; 75
 stopped by a first SIGTERM or Ctrl-C after saving a checkpoint (resume by
 running the same command); 130 (143 for SIGTERM) a second Ctrl-C, which
 stops at once, the newest complete checkpoint kept. Any other exception is a
@@ -35,7 +36,7 @@ from types import ModuleType
 
 from absl import flags, logging
 
-from seqclf import logs
+from seqclf import errors, logs
 from seqclf.cli import common
 from seqclf.errors import SeqclfError
 from seqclf.training.preemption import EXIT_PREEMPTED, Preempted
@@ -54,6 +55,16 @@ COMMANDS = {
 HELP_FLAGS = ('-h', '--help', '-help', '--helpshort', '-helpshort')
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3  # non-finite loss; the last good checkpoint is kept
+# What to lower when an accelerator runs out of memory (exit EXIT_BAD_INPUT).
+OUT_OF_MEMORY_FIX = {
+    'train': ('lower --config.batch_size (the examples of a training step) '
+              'or --config.eval_batch_size (of an evaluation batch), then run '
+              'the same command to resume'),
+    'sweep': ('lower --config.batch_size or --config.eval_batch_size, or '
+              'sweep fewer models at once (--seeds, grid values)'),
+    None: ("the run's eval_batch_size sets the batches: free the device's "
+           'memory, or run on the CPU (JAX_PLATFORMS=cpu)'),
+}
 
 
 def command_module(command: str) -> ModuleType:
@@ -195,6 +206,13 @@ def run(argv: list[str] | None = None) -> None:
     _fail(f'seqclf {command}', with_flag(e, module))
   except FloatingPointError as e:
     _fail(f'seqclf {command}', e, EXIT_DIVERGED)
+  except Exception as e:  # pylint: disable=broad-except
+    report = errors.out_of_memory(e)
+    if report is None:
+      raise
+    _fail(f'seqclf {command}', f'the device ran out of memory ({report}): '
+          f'{OUT_OF_MEMORY_FIX.get(command, OUT_OF_MEMORY_FIX[None])}; '
+          'checkpoints already saved are kept.')
   except Preempted as e:
     print(f'seqclf {command}: {e}', file=sys.stderr)
     sys.exit(EXIT_PREEMPTED)

@@ -21,7 +21,9 @@ the other hand-written backward passes: forward mode is an error naming
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -54,11 +56,118 @@ def max_hidden(precision: str) -> int:
   return h
 
 
+@dataclasses.dataclass(frozen=True)
+class Device:
+  """What decides whether a GPU can run the kernels, read from a jax device
+  (``Device.of``) or stated by a test.
+
+  ``platform``: ``'cuda'`` or ``'rocm'`` (jax names both backends ``gpu``);
+  ``kind``: jax's ``device_kind``; ``compute_capability``: (major, minor),
+  None where the device does not say.
+  """
+
+  platform: str
+  kind: str
+  compute_capability: tuple[int, int] | None
+
+  @classmethod
+  def of(cls, device: Any) -> 'Device':
+    """The facts of a jax device."""
+    version = str(getattr(device.client, 'platform_version', '')).lower()
+    platform = ('rocm' if 'rocm' in version or 'hip' in version else
+                'cuda' if 'cuda' in version else device.platform)
+    try:
+      capability = tuple(int(part) for part in str(
+          device.compute_capability).split('.')[:2])
+    except (AttributeError, ValueError):
+      capability = None
+    return cls(platform, device.device_kind,
+               capability if capability and len(capability) == 2 else None)
+
+
+# Triton compiles the kernels' dots for tensor cores from Ampere (sm_80) on.
+MIN_COMPUTE_CAPABILITY = (8, 0)
+# The shared memory one block may use (opt-in), KiB, per compute capability:
+# the CUDA C++ Programming Guide's table of technical specifications.
+SHARED_MEMORY_KIB = {(7, 0): 96, (7, 2): 96, (7, 5): 64, (8, 0): 163,
+                     (8, 6): 99, (8, 7): 163, (8, 9): 99, (9, 0): 227,
+                     (10, 0): 227, (10, 3): 227, (12, 0): 99, (12, 1): 99}
+# Beside the weights, the kernels stage a few KiB (tiles of h, c and gates):
+# with it the estimate matches the sm_90a compile table
+# (experiments/results/gpu-kernel/compile_sm90a.md) or is above it.
+STAGING_BYTES = 8 * 1024
+
+
+def shared_memory_bytes(hidden: int, precision: str, tiling: Tiling) -> int:
+  """The shared memory a block of the kernels needs: the recurrent weights'
+  four gate blocks when held across the loop, one when read per step, and
+  the staging."""
+  blocks = 4 if tiling.resident else 1
+  return blocks * hidden * hidden * _operand_bytes(precision) + STAGING_BYTES
+
+
+def pallas_knows(kind: str) -> bool:
+  """Whether the installed jax's Pallas Triton lowering knows ``kind``.
+
+  Recent jax looks the device kind up in a fixed table (and derives other
+  NVIDIA parts from their name), raising "Unsupported GPU device kind" for
+  the rest; older jax reads the compute capability from the device, so it
+  knows every kind.
+  """
+  try:  # pylint: disable=import-outside-toplevel
+    from jax._src.pallas.triton import gpu_info
+  except ImportError:
+    return True
+  find = getattr(gpu_info, 'gpu_version_from_device_kind', None)
+  return find is None or kind.startswith('NVIDIA') or find(kind) is not None
+
+
+def device_reason(device: Device, hidden_size: int, precision: str
+                  ) -> str | None:
+  """Why ``device`` cannot run the kernels at this size and precision (the
+  default tiling), or None if it can: the platform, the compute capability,
+  the device kinds Pallas knows and the shared memory, in that order."""
+  if device.platform != 'cuda':
+    return ('the kernels are compiled by Triton for NVIDIA GPUs (CUDA); this '
+            f'GPU ({device.kind}) runs {device.platform}')
+  capability = device.compute_capability
+  if capability is None or capability < MIN_COMPUTE_CAPABILITY:
+    have = ('an unknown compute capability' if capability is None else
+            'compute capability {}.{}'.format(*capability))
+    return ("Triton's tensor-core dots need compute capability "
+            '{}.{} or newer; this {} has {}'.format(
+                *MIN_COMPUTE_CAPABILITY, device.kind, have))
+  if not pallas_knows(device.kind):
+    return (f"the installed jax's Pallas (Triton) does not know the device "
+            f'kind {device.kind!r}')
+  need = shared_memory_bytes(hidden_size, precision,
+                             default_tiling(hidden_size, precision))
+  have = SHARED_MEMORY_KIB.get(capability)
+  if have is None or need > have * 1024:
+    known = f'{have} KiB' if have is not None else 'an unknown amount'
+    return (f'at hidden_size={hidden_size} and matmul_precision='
+            f'{precision!r} its tiling needs {-(-need // 1024)} KiB of shared '
+            f'memory a block; this {device.kind} (sm_'
+            f'{capability[0]}{capability[1]}) has {known}')
+  return None
+
+
 def why_not(hidden_size: int, dtype: str, precision: str,
-            backend: str | None, sharded: bool = False) -> str | None:
+            backend: str | None, sharded: bool = False,
+            device: Device | None = None) -> str | None:
   """Why the GPU kernels cannot run an LSTM layer here, or None if they
-  can: their limits, stated once (``seqclf.kernels.paths`` asks). ``backend``
-  None checks only what holds on every backend."""
+  can: their limits, stated once (``seqclf.kernels.paths`` asks).
+
+  Args:
+    hidden_size, dtype, precision: the layer's.
+    backend: the backend's name; None checks only what holds on every
+      backend (no device).
+    sharded: the layer runs under a sharded ``jax.jit``.
+    device: the GPU to check on the gpu backend (default: the first).
+
+  Returns:
+    A reason, or None.
+  """
   if backend is not None and backend != 'gpu':
     return f'the GPU kernels run on the gpu backend only, this is {backend}'
   if dtype != 'float32':
@@ -75,6 +184,9 @@ def why_not(hidden_size: int, dtype: str, precision: str,
   if sharded:
     return ('a sharded jax.jit would replicate its kernels on every device, '
             'not partition them')
+  if backend == 'gpu':
+    return device_reason(device or Device.of(jax.local_devices()[0]),
+                         hidden_size, precision)
   return None
 
 

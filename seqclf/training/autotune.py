@@ -8,8 +8,12 @@ autotunes its GPU kernels and cuDNN searches its algorithms, the first time a
 compiled and timed for a few calls, interleaved, and the fastest is kept; the
 decision is cached on disk (``$SEQCLF_AUTOTUNE_CACHE``, default
 ``~/.cache/seqclf/autotune.json``; delete it to measure again), so later runs
-read it in milliseconds. Every path gives the same numbers to float rounding,
-so the choice changes speed, never results. ``SEQCLF_AUTOTUNE=0`` turns the
+read it in milliseconds. The choice must change speed, never results, and
+no path is trusted to: before timing, each candidate's first call is checked
+against the reference path's (``scan``): one that fails to trace, compile or
+run, or whose loss and gradients disagree beyond the precision's tolerance,
+is skipped with one line, and remembered in the cache as skipped, so the
+run goes on with the paths that work. ``SEQCLF_AUTOTUNE=0`` turns the
 timing off, as ``--xla_gpu_autotune_level=0`` does XLA's: ``auto`` then takes
 the first eligible path (``paths.PREFERENCE``' order) untimed, for test suites
 and CI, where compiling every path of each new shape costs more than the
@@ -50,9 +54,19 @@ from seqclf.training import parallel
 
 Timer = Callable[[], float]
 # Each candidate's builder compiles it and returns one call of it (blocking
-# until done), so compilation is never part of what is timed.
+# until done, returning its outputs), so compilation is never timed.
 Builders = Mapping[str, Callable[[], Callable[[], Any]]]
+# (a candidate's outputs, the reference's) -> why they disagree, or None.
+Agreement = Callable[[Any, Any], 'str | None']
 MODES = ('train', 'forward')  # what is timed: a gradient step, or inference
+REFERENCE = 'scan'  # the path every other is checked against
+# How far a candidate's loss and gradients may be from the reference's, as a
+# fraction of each array's largest magnitude, by the precision the matmuls
+# run at, and with every op in bfloat16 (dtype='bfloat16'): room for float
+# rounding in another order (docs/performance.md gives the differences
+# measured), never for a wrong result (outputs 5% off are caught at each).
+TOLERANCE = {'float32': 1e-3, 'tensorfloat32': 1e-2, 'bfloat16': 1e-2}
+BFLOAT16_DTYPE_TOLERANCE = 3e-2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,19 +78,33 @@ class Choice:
   cached: bool
   key: dict[str, Any]
   timed: bool = True  # False: SEQCLF_AUTOTUNE=0 took the first eligible path
+  # Candidates that failed or disagreed with the reference: name -> why.
+  skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+  # Measured now: seconds the agreement check cost (each candidate's first
+  # call and the comparison), and the whole decision (builds included).
+  check_seconds: float | None = None
+  total_seconds: float | None = None
 
   def summary(self) -> str:
-    """One line: ``impl=auto: scan (kernel 0.38x, fused 1.40x of scan here; cached)``."""
+    """A line per skipped path (``impl=auto: gpu skipped: ...``), then
+    ``impl=auto: scan (kernel 0.38x, fused 1.40x of scan here; cached)``."""
+    skipped = [f'impl=auto: {name} skipped: {why}'
+               for name, why in self.skipped.items()]
     if not self.timed:
-      return (f'impl=auto: {self.impl} (the first eligible path, untimed: '
+      line = (f'impl=auto: {self.impl} (the first eligible path, untimed: '
               'SEQCLF_AUTOTUNE=0)')
-    if not self.seconds:
-      return f'impl=auto: {self.impl} (the only path for this config)'
-    best = self.seconds[self.impl]
-    others = ', '.join(f'{name} {best / s:.2f}x'
-                       for name, s in self.seconds.items() if name != self.impl)
-    how = 'cached' if self.cached else 'measured now'
-    return f'impl=auto: {self.impl} ({others} of {self.impl} here; {how})'
+    elif len(self.seconds) < 2:
+      line = f'impl=auto: {self.impl} (the only path for this config)'
+    else:
+      best = self.seconds[self.impl]
+      others = ', '.join(f'{name} {best / s:.2f}x' for name, s in
+                         self.seconds.items() if name != self.impl)
+      how = 'cached' if self.cached else (
+          f'measured now in {self.total_seconds:.1f} s, '
+          f'{self.check_seconds:.1f} s of it checking' if self.total_seconds
+          is not None else 'measured now')
+      line = f'impl=auto: {self.impl} ({others} of {self.impl} here; {how})'
+    return '\n'.join([*skipped, line])
 
   def to_json(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -144,24 +172,157 @@ def _write(path: Path, entry_id: str, entry: dict[str, Any]) -> None:
     pass
 
 
+class _Failed(Exception):
+  """A candidate that raised while being timed (its name and error)."""
+
+  def __init__(self, name: str, error: Exception):
+    super().__init__(name)
+    self.name, self.error = name, error
+
+
+def _reason(error: Exception) -> str:
+  """An exception as one short line: its type and first line."""
+  lines = str(error).strip().splitlines()
+  text = f'{type(error).__name__}: {lines[0] if lines else ""}'.rstrip(': ')
+  return text if len(text) <= 300 else text[:297] + '...'
+
+
+def _trials(builders: Builders, reference: str | None,
+            agree: Agreement | None, timer: Timer
+            ) -> tuple[dict[str, Callable[[], Any]], dict[str, str], float]:
+  """Builds each candidate and runs it once; returns those that ran and
+  agree with ``reference``'s outputs, why each other was skipped, and the
+  seconds the check cost beyond building (the first calls, the comparison).
+
+  The reference's own failure is raised: without it nothing can be checked,
+  and every path of the config depends on it.
+  """
+  runs, outputs, skipped, cost = {}, {}, {}, 0.0
+  for name, build in builders.items():
+    try:
+      run = build()
+      start = timer()
+      outputs[name] = run()
+      cost += timer() - start
+    except Exception as e:  # pylint: disable=broad-except
+      if name == reference:
+        raise
+      skipped[name] = _reason(e)
+      continue
+    runs[name] = run
+  start = timer()
+  if agree is not None and reference in outputs:
+    for name in [n for n in runs if n != reference]:
+      why = agree(outputs[name], outputs[reference])
+      if why:
+        skipped[name] = why
+        del runs[name]
+  return runs, skipped, cost + timer() - start
+
+
+def _guarded(runs: Mapping[str, Callable[[], Any]]
+             ) -> dict[str, Callable[[], Any]]:
+  def guard(name, run):
+    def call():
+      try:
+        return run()
+      except Exception as e:  # pylint: disable=broad-except
+        raise _Failed(name, e) from e
+    return call
+  return {name: guard(name, run) for name, run in runs.items()}
+
+
 def choose(key: dict[str, Any], builders: Builders, *, timer: Timer,
-           path: Path | None = None, rounds: int = 5) -> Choice:
-  """The fastest of ``builders``, from the cache at ``path`` when ``key``
-  (anything that decides the speeds, JSON-serializable) was seen before."""
+           path: Path | None = None, rounds: int = 5,
+           reference: str | None = None,
+           agree: Agreement | None = None) -> Choice:
+  """The fastest of ``builders`` that run and agree with ``reference``,
+  from the cache at ``path`` when ``key`` (anything that decides the speeds,
+  JSON-serializable) was seen before.
+
+  Args:
+    key: what the decision depends on.
+    builders: the candidates by name.
+    timer: the clock.
+    path: the cache file (default ``cache_file()``).
+    rounds: timing rounds.
+    reference: the candidate the others are checked against; its failure is
+      raised, any other's skips that candidate.
+    agree: compares a candidate's first outputs with the reference's.
+
+  Returns:
+    The choice, with the skipped candidates and why (remembered in the cache
+    with the decision, so they are not tried again for ``key``).
+  """
   path = cache_file() if path is None else path
   if len(builders) == 1:
     return Choice(next(iter(builders)), {}, False, key)
   entry_id = hashlib.sha256(json.dumps(key, sort_keys=True).encode()
                             ).hexdigest()[:16]
   entry = _read(path).get(entry_id)
-  if (isinstance(entry, dict) and entry.get('impl') in builders
-      and set(entry.get('seconds', ())) == set(builders)):
-    return Choice(entry['impl'], entry['seconds'], True, key)
-  runs = {name: build() for name, build in builders.items()}
-  seconds = measure(runs, timer=timer, rounds=rounds)
+  if isinstance(entry, dict):
+    seconds, skipped = entry.get('seconds', {}), entry.get('skipped', {})
+    if (entry.get('impl') in seconds and isinstance(skipped, dict)
+        and set(seconds) | set(skipped) == set(builders)):
+      return Choice(entry['impl'], seconds, True, key, skipped=skipped)
+  start = timer()
+  runs, skipped, check_seconds = _trials(builders, reference, agree, timer)
+  while True:
+    if not runs:  # Only a failed reference raises; this is for safety.
+      raise RuntimeError('No candidate path ran: ' + '; '.join(
+          f'{name}: {why}' for name, why in skipped.items()))
+    try:
+      seconds = measure(_guarded(runs), timer=timer, rounds=rounds)
+      break
+    except _Failed as failed:
+      skipped[failed.name] = _reason(failed.error)
+      del runs[failed.name]
   impl = min(seconds, key=seconds.get)
-  _write(path, entry_id, {'impl': impl, 'seconds': seconds, 'key': key})
-  return Choice(impl, seconds, False, key)
+  _write(path, entry_id, {'impl': impl, 'seconds': seconds,
+                          'skipped': skipped, 'key': key})
+  return Choice(impl, seconds, False, key, skipped=skipped,
+                check_seconds=check_seconds, total_seconds=timer() - start)
+
+
+def agreement(tolerance: float) -> Agreement:
+  """Compares two pytrees of arrays leaf by leaf: a candidate disagrees
+  where it is not finite, or where its largest difference from the
+  reference exceeds ``tolerance`` times the reference leaf's largest
+  magnitude.
+
+  Args:
+    tolerance: the allowed difference, a fraction of each leaf's scale.
+
+  Returns:
+    ``agree(outputs, reference_outputs) -> reason or None``.
+  """
+  def agree(outputs: Any, reference: Any) -> str | None:
+    worst = (0.0, 0.0, '')
+    pairs = zip(jax.tree_util.tree_leaves_with_path(outputs),
+                jax.tree_util.tree_leaves(reference))
+    for (where, got), want in pairs:
+      got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+      name = jax.tree_util.keystr(where) or 'the output'
+      if got.shape != want.shape:
+        return f'{name} has shape {got.shape}, {REFERENCE} gives {want.shape}'
+      if not np.all(np.isfinite(got)):
+        return f'{name} is not finite where {REFERENCE} is'
+      diff = float(np.max(np.abs(got - want), initial=0.0))
+      scale = max(float(np.max(np.abs(want), initial=0.0)), 1e-12)
+      if diff / scale > worst[0]:
+        worst = (diff / scale, diff, name)
+    if worst[0] <= tolerance:
+      return None
+    return (f'disagrees with {REFERENCE}: largest difference {worst[1]:.3g} '
+            f'in {worst[2]} ({worst[0]:.2%} of its scale; tolerance '
+            f'{tolerance:.2%})')
+  return agree
+
+
+def tolerance_of(config: ml_collections.ConfigDict) -> float:
+  """``TOLERANCE`` for the config's matmul precision and compute dtype."""
+  return max(TOLERANCE[config.matmul_precision],
+             BFLOAT16_DTYPE_TOLERANCE if config.dtype == 'bfloat16' else 0.0)
 
 
 # ---------------------------------------------------------- seqclf's paths
@@ -187,7 +348,7 @@ def _machine() -> str:
 
 def _code() -> str:
   """The Python that the timed paths run: a change to it is measured anew."""
-  digest = hashlib.sha256()
+  digest = hashlib.sha256(Path(__file__).read_bytes())  # how it is checked
   for module in (cells, recurrent, classifier, fast_lstm, reference,
                  lstm_kernel, gpu_lstm, gpu_lstm_pallas):
     digest.update(Path(module.__file__).read_bytes())
@@ -197,18 +358,19 @@ def _code() -> str:
 def _builder(config: ml_collections.ConfigDict, impl: str, batch: int,
              sequence_shape: tuple[int, int], mode: str
              ) -> Callable[[], Callable[[], Any]]:
-  """Compiles ``impl``'s gradient step (train) or forward pass (forward)."""
+  """Compiles ``impl``'s loss and gradients (train) or forward pass
+  (forward) on one batch; each call returns them, for the check."""
   def build():
     model = classifier.from_config(config, impl)
     x = jax.random.uniform(jax.random.key(0), (batch, *sequence_shape))
-    y = jnp.zeros((batch,), jnp.int32)
+    y = jax.random.randint(jax.random.key(2), (batch,), 0, config.num_classes)
     params = jax.jit(model.init)(jax.random.key(1), x[:1])
     if mode == 'forward':
       fn = jax.jit(model.apply).lower(params, x).compile()
       return lambda: jax.block_until_ready(fn(params, x))
     loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
         model.apply(p, x), y).mean()
-    fn = jax.jit(jax.grad(loss)).lower(params).compile()
+    fn = jax.jit(jax.value_and_grad(loss)).lower(params).compile()
     return lambda: jax.block_until_ready(fn(params))
   return build
 
@@ -240,7 +402,8 @@ def timed_choice(config: ml_collections.ConfigDict, *, batch: int,
   if config.impl != 'auto':
     paths.check(config.impl, layer, backend)
     return Choice(config.impl, {}, False, {})
-  eligible = paths.eligible(layer, backend)
+  device_kind = jax.local_devices()[0].device_kind
+  eligible = paths.eligible(layer, backend, device_kind)
   if not eligible:
     reasons = '; '.join(f'{impl}: {paths.why_not(impl, layer, backend)}'
                         for impl in paths.PREFERENCE)
@@ -260,7 +423,8 @@ def timed_choice(config: ml_collections.ConfigDict, *, batch: int,
     return Choice(eligible[0], {}, False, key, timed=False)
   return choose(key, {impl: _builder(config, impl, batch, sequence_shape,
                                      mode) for impl in eligible},
-                timer=timer, path=path)
+                timer=timer, path=path, reference=REFERENCE,
+                agree=agreement(tolerance_of(config)))
 
 
 def choose_impl(config: ml_collections.ConfigDict, batch: int | None = None,

@@ -286,12 +286,64 @@ def test_layer_matches_scan_with_lengths(gpu_layers, reverse):
                 rtol=1e-4, atol=1e-5)
 
 
+H100 = gpu_lstm.Device('cuda', 'NVIDIA H100 80GB HBM3', (9, 0))
+
+
+@pytest.mark.parametrize('device, precision, reason', [
+    (H100, 'bfloat16', None),
+    (H100, 'float32', None),
+    (gpu_lstm.Device('rocm', 'AMD Instinct MI300X', (9, 4)), 'bfloat16',
+     'the kernels are compiled by Triton for NVIDIA GPUs (CUDA); this GPU '
+     '(AMD Instinct MI300X) runs rocm'),
+    (gpu_lstm.Device('cuda', 'Tesla T4', (7, 5)), 'bfloat16',
+     "Triton's tensor-core dots need compute capability 8.0 or newer; this "
+     'Tesla T4 has compute capability 7.5'),
+    (gpu_lstm.Device('cuda', 'NVIDIA L4', (8, 9)), 'bfloat16',
+     "at hidden_size=128 and matmul_precision='bfloat16' its tiling needs 136 "
+     'KiB of shared memory a block; this NVIDIA L4 (sm_89) has 99 KiB'),
+    (gpu_lstm.Device('cuda', 'NVIDIA L4', (8, 9)), 'float32', None),
+])
+def test_the_device_decides_whether_the_kernels_run(device, precision, reason):
+  assert gpu_lstm.device_reason(device, 128, precision) == reason
+  assert gpu_lstm.why_not(128, 'float32', precision, 'gpu',
+                          device=device) == reason
+
+
+def test_a_device_kind_pallas_does_not_know_is_refused(monkeypatch):
+  monkeypatch.setattr(gpu_lstm, 'pallas_knows', lambda kind: False)
+  assert gpu_lstm.device_reason(H100, 128, 'bfloat16') == (
+      "the installed jax's Pallas (Triton) does not know the device kind "
+      "'NVIDIA H100 80GB HBM3'")
+
+
+def test_the_shared_memory_estimate_matches_the_sm90a_compile_table():
+  """experiments/results/gpu-kernel/compile_sm90a.md, 16 rows, 1 stage."""
+  held = gpu_lstm.Tiling(block_rows=16, resident=True, num_warps=8)
+  per_step = gpu_lstm.Tiling(block_rows=16, resident=False, num_warps=8)
+  kib = lambda *a: gpu_lstm.shared_memory_bytes(*a) / 1024
+  assert kib(128, 'bfloat16', held) == 136
+  assert kib(128, 'tensorfloat32', held) == 264
+  assert kib(128, 'tensorfloat32', per_step) == 72
+  assert kib(128, 'bfloat16', per_step) >= 36  # never below what it needs
+
+
+def test_auto_leaves_the_kernels_out_until_a_gpu_measured_them(monkeypatch):
+  """Forced, they run; timed auto considers them only on device kinds in
+  GPU_KERNEL_MEASURED_FASTER_ON, where a GPU measured them faster."""
+  layer = paths.Layer()
+  monkeypatch.setattr(gpu_lstm.Device, 'of', classmethod(lambda cls, d: H100))
+  assert paths.why_not('gpu', layer, 'gpu') is None
+  assert paths.eligible(layer, 'gpu', H100.kind) == ('fused', 'scan')
+  monkeypatch.setattr(paths, 'GPU_KERNEL_MEASURED_FASTER_ON',
+                      frozenset({H100.kind}))
+  assert paths.eligible(layer, 'gpu', H100.kind) == ('fused', 'gpu', 'scan')
+  assert paths.eligible(layer, 'gpu', 'NVIDIA A100-SXM4-40GB') == (
+      'fused', 'scan')
+
+
 def test_only_a_gpu_backend_runs_it_and_a_forced_use_elsewhere_is_one_line():
   layer = paths.Layer()
   assert 'gpu' not in paths.eligible(layer, 'cpu')
-  assert 'gpu' in paths.eligible(layer, 'gpu')
-  config = base_config()
-  assert 'gpu' in paths.eligible(autotune.layer_of(config), 'gpu')
   with pytest.raises(ConfigError) as e:
     paths.check('gpu', layer, 'cpu')
   assert str(e.value) == (
@@ -317,7 +369,9 @@ def test_what_it_cannot_run_is_said_once_in_paths(layer, reason):
   assert 'gpu' not in paths.eligible(layer, 'gpu')
 
 
-def test_every_precision_and_hidden_size_it_claims_is_eligible_on_a_gpu():
+def test_every_precision_and_hidden_size_it_claims_is_eligible_on_a_gpu(
+    monkeypatch):
+  monkeypatch.setattr(gpu_lstm.Device, 'of', classmethod(lambda cls, d: H100))
   for precision in gpu_lstm.PRECISIONS:
     for hidden in (16, 32, 64, 128):
       layer = paths.Layer(hidden_size=hidden, matmul_precision=precision)

@@ -8,6 +8,7 @@ checked without depending on the machine's speed.
 import json
 
 import jax
+import numpy as np
 import pytest
 
 from seqclf.config import base_config
@@ -118,7 +119,7 @@ def test_choose_impl_times_the_models_paths_and_caches_by_shape(
   is called once per shape, and the key holds what decides the speed."""
   monkeypatch.setenv('SEQCLF_AUTOTUNE', '1')  # The suite turns timing off.
   monkeypatch.setattr(autotune.paths, 'eligible',
-                      lambda layer, backend: ('fused', 'scan'))
+                      lambda layer, backend, kind=None: ('fused', 'scan'))
   config = base_config()
   config.hidden_size = 16
 
@@ -128,7 +129,7 @@ def test_choose_impl_times_the_models_paths_and_caches_by_shape(
             for name, run in runs.items()}
 
   monkeypatch.setattr(autotune, 'measure', measure)
-  timer = pytest.fail
+  timer = Clock()  # measure is faked: the clock only brackets it
   path = tmp_path / 'autotune.json'
   choice = autotune.choose_impl(config, batch=4, sequence_shape=(5, 3),
                                 timer=timer, path=path)
@@ -151,7 +152,7 @@ def test_autotune_0_takes_the_first_eligible_path_untimed(
     tmp_path, monkeypatch, setting, timed):
   monkeypatch.setenv('SEQCLF_AUTOTUNE', setting)
   monkeypatch.setattr(autotune.paths, 'eligible',
-                      lambda layer, backend: ('fused', 'scan'))
+                      lambda layer, backend, kind=None: ('fused', 'scan'))
   built, clock = [], Clock()
   monkeypatch.setattr(autotune, '_builder', lambda config, impl, *args: (
       lambda: built.append(impl) or clock.path(impl, {'fused': 1.0,
@@ -162,3 +163,99 @@ def test_autotune_0_takes_the_first_eligible_path_untimed(
   assert built == (['fused', 'scan'] if timed else [])
   assert ('untimed: SEQCLF_AUTOTUNE=0' in choice.summary()) == (not timed)
   assert (tmp_path / 'autotune.json').exists() == timed  # nothing cached
+
+
+def test_a_candidate_that_fails_to_build_or_run_is_skipped_and_remembered(
+    tmp_path):
+  """Failing at trace/compile (the builder raises), at its first call, or
+  later while timed: each is skipped with its reason, the run goes on, and
+  the cache says so, so the next run neither builds nor runs it."""
+  clock, path = Clock(), tmp_path / 'autotune.json'
+  builders = clock.builders({'scan': 2, 'fused': 1})
+
+  def trace_error():
+    raise TypeError('cannot trace this\nsecond line')
+
+  def first_call_error():
+    def run():
+      raise RuntimeError('INTERNAL: kernel launch failed')
+    return run
+
+  calls = []
+
+  def later_error():  # runs once (the check), then fails while timed
+    def run():
+      calls.append(1)
+      if len(calls) > 1:
+        raise RuntimeError('illegal memory access')
+      clock.now += 0.1
+    return run
+
+  builders.update(kernel=trace_error, gpu=first_call_error, other=later_error)
+  choice = autotune.choose({'k': 1}, builders, timer=clock, path=path,
+                           reference='scan')
+  assert choice.impl == 'fused' and set(choice.seconds) == {'scan', 'fused'}
+  assert choice.skipped == {'kernel': 'TypeError: cannot trace this',
+                            'gpu': 'RuntimeError: INTERNAL: kernel launch failed',
+                            'other': 'RuntimeError: illegal memory access'}
+  lines = choice.summary().splitlines()
+  assert lines[:3] == [f'impl=auto: {n} skipped: {choice.skipped[n]}'
+                       for n in ('kernel', 'gpu', 'other')]
+  assert lines[3].startswith('impl=auto: fused (scan 0.50x of fused here; '
+                             'measured now in ')
+  again = autotune.choose({'k': 1}, {n: pytest.fail for n in builders},
+                          timer=pytest.fail, path=path, reference='scan')
+  assert again.cached and again.impl == 'fused'
+  assert again.skipped == choice.skipped
+  assert 'gpu skipped: RuntimeError' in again.summary()
+
+
+def test_the_references_failure_is_raised(tmp_path):
+  clock = Clock()
+
+  def broken():
+    raise ValueError('the reference is broken')
+
+  with pytest.raises(ValueError, match='reference is broken'):
+    autotune.choose({}, {'scan': broken, **clock.builders({'fused': 1})},
+                    timer=clock, path=tmp_path / 'c.json', reference='scan')
+
+
+def test_a_candidate_that_disagrees_is_skipped_however_fast(tmp_path):
+  clock, path = Clock(), tmp_path / 'autotune.json'
+  outputs = {'scan': {'w': np.array([1.0, -2.0])},
+             'fused': {'w': np.array([1.0005, -2.0])},   # 0.025%: rounding
+             'kernel': {'w': np.array([1.05, -2.1])}}    # 5% off, fastest
+  costs = {'scan': 2.0, 'fused': 1.0, 'kernel': 0.1}
+
+  def builder(name):
+    def run():
+      clock.now += costs[name]
+      return outputs[name]
+    return lambda: run
+
+  choice = autotune.choose({}, {n: builder(n) for n in costs}, timer=clock,
+                           path=path, reference='scan',
+                           agree=autotune.agreement(1e-3))
+  assert choice.impl == 'fused'
+  assert choice.skipped == {'kernel': (
+      "disagrees with scan: largest difference 0.1 in ['w'] (5.00% of its "
+      'scale; tolerance 0.10%)')}
+  assert autotune.choose({}, {n: pytest.fail for n in costs},
+                         timer=pytest.fail, path=path).skipped == choice.skipped
+
+
+@pytest.mark.parametrize('got, reason', [
+    ({'w': np.array([np.nan, 1.0])}, "['w'] is not finite where scan is"),
+    ({'w': np.zeros(3)}, "['w'] has shape (3,), scan gives (2,)")])
+def test_agreement_names_what_differs(got, reason):
+  assert autotune.agreement(0.5)(got, {'w': np.array([1.0, 2.0])}) == reason
+
+
+@pytest.mark.parametrize('precision, dtype, tolerance', [
+    ('float32', 'float32', 1e-3), ('bfloat16', 'float32', 1e-2),
+    ('float32', 'bfloat16', 3e-2)])
+def test_tolerance_follows_the_precision_in_use(precision, dtype, tolerance):
+  config = base_config()
+  config.matmul_precision, config.dtype = precision, dtype
+  assert autotune.tolerance_of(config) == tolerance
