@@ -9,11 +9,13 @@ as a JSON item written atomically with the state, so a resumed run restores
 the same best and patience counter as the one it continues and computes what
 an uninterrupted run does.
 
-``best/`` is pruned to the best step the newest committed training
-checkpoint names (and the newer best it is about to name): a step there is
-never deleted while a checkpoint a resume could start from refers to it, and
-best steps a resume recomputes (newer than its checkpoint's) are deleted on
-resume, so they are saved again, bitwise the same.
+``best/`` is pruned to the best steps the training checkpoints on disk name
+and the current one: a step there is never deleted while a checkpoint a
+resume could start from (the newest, or an older one past a damaged newest)
+refers to it; once the newest ``max_to_keep`` checkpoints all name the same
+best, it is the only one. Best steps a resume recomputes (after its
+checkpoint's step) are deleted on resume, so they are saved again, bitwise
+the same.
 """
 
 from __future__ import annotations
@@ -43,19 +45,34 @@ class Best:
 
   def resume(self, mngr: Any, step: int) -> None:
     """Takes the progress saved with training checkpoint ``step`` (0: a fresh
-    start) and deletes the best steps it does not name."""
+    start), deletes the best steps after it (the resumed run saves them
+    again) and those no training checkpoint names."""
     if not self.enabled:
       return
     progress = checkpoint.saved_progress(mngr, step) if step else None
     if progress and progress.get('monitor') == self.monitor:
       self.step, self.score = progress['best_step'], progress['best_score']
       self.since = int(progress['evaluations_without_improvement'])
-    checkpoint.prune(self.mngr, {self.step} - {None})
+    keep = {s for s in self._named(mngr) if s <= step}
+    checkpoint.prune(self.mngr, keep)
     if self.step is not None and self.step not in self.mngr.all_steps():
       raise CheckpointError(
           f'Checkpoint {mngr.directory}/{step} names best step {self.step}, '
           f'which {self.mngr.directory} lacks: restore it there, or use a '
           'fresh workdir.', arg='workdir')
+
+  def _named(self, mngr: Any) -> set[int]:
+    """The current best step and those the training checkpoints in
+    ``mngr`` name (any a resume could start from, damage fallback too)."""
+    named = {self.step} - {None}
+    for step in mngr.all_steps():
+      try:
+        progress = checkpoint.saved_progress(mngr, step)
+      except Exception:  # pylint: disable=broad-except
+        continue  # being rotated away, or damaged: resumes skip it
+      if progress and progress.get('best_step') is not None:
+        named.add(int(progress['best_step']))
+    return named
 
   def progress(self) -> dict[str, Any] | None:
     """The ``progress`` item of a training checkpoint (None: not tracking)."""
@@ -91,12 +108,10 @@ class Best:
                 and self.since >= self.patience)
 
   def saved(self, mngr: Any) -> None:
-    """After a training checkpoint (naming ``self.step``) was saved: once it
-    is complete, deletes the older best steps."""
-    if not self.enabled or not set(self.mngr.all_steps()) - {self.step}:
-      return
-    checkpoint.wait(mngr)
-    checkpoint.prune(self.mngr, {self.step})
+    """After a training checkpoint (naming ``self.step``) was saved: deletes
+    the best steps no training checkpoint names any more."""
+    if self.enabled and set(self.mngr.all_steps()) - {self.step}:
+      checkpoint.prune(self.mngr, self._named(mngr))
 
   def restore(self, target: Any) -> Any:
     """The best state, restored into ``target``'s structure and layout."""
