@@ -47,12 +47,17 @@ def _config_of(saved: dict[str, Any]) -> ml_collections.ConfigDict:
 
 def which_checkpoint(workdir: str | Path, step: int | None = None
                      ) -> tuple[Any, int | None, str]:
-  """The checkpoint inference reads: (manager, step, description).
+  """The checkpoint inference reads, and words saying which.
 
-  The run's best checkpoint (``checkpoints/best/``, a run with a
-  ``monitor``) where it has one, else the latest (step None: the newest
-  readable). An explicit ``step`` is a training checkpoint, else the best
-  one of that step; a ``CheckpointError`` lists the steps there are.
+  Args:
+    workdir: a run's directory.
+    step: a training checkpoint's step, else the best one of that step;
+      None: the run's best checkpoint (``checkpoints/best/``, a run with a
+      ``monitor``) where it has one, else the latest.
+
+  Returns:
+    ``(manager, step, description)``: step None means the newest readable
+    step of the manager. A ``CheckpointError`` lists the steps there are.
   """
   mngr = checkpoint.manager(workdir, create=False, process_local=True)
   best = checkpoint.best_step(workdir)

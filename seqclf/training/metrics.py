@@ -116,8 +116,17 @@ MONITORED = {'loss': False, 'accuracy': True, 'macro_f1': True,
 
 
 def improved(score: float, best: float | None, higher_is_better: bool) -> bool:
-  """Whether ``score`` beats ``best`` strictly (None: nothing yet); a tie
-  keeps the earlier checkpoint, a NaN never wins."""
+  """Whether ``score`` beats ``best`` strictly.
+
+  Args:
+    score: this evaluation's value of the monitored metric.
+    best: the best so far (None: nothing yet).
+    higher_is_better: ``MONITORED[metric]``.
+
+  Returns:
+    True for a better score; a tie keeps the earlier checkpoint, a NaN
+    never wins.
+  """
   if not np.isfinite(score):
     return False
   if best is None:
