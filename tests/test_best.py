@@ -65,6 +65,7 @@ def scripted(monkeypatch):
   return scores
 
 
+@pytest.mark.slow
 def test_best_kept_while_newer_rotate_early_stop_and_inference(
     npz, tmp_path, scripted, capsys):
   scripted.update({10: 0.5, 20: 0.7, 30: 0.6, 40: 0.65, 50: 0.69, 60: 0.9})
@@ -107,6 +108,10 @@ def test_best_kept_while_newer_rotate_early_stop_and_inference(
   assert meta['checkpoint'].endswith('best/20')
   with pytest.raises(CheckpointError, match='use one of 20, 40, 50'):
     inference.load_model(tmp_path, step=7)
+  out = run_cli('evaluate', f'--workdir={tmp_path}', '--step=50')
+  shown = json.loads(out.stdout)
+  assert shown['checkpoint'].endswith('checkpoints/50'), out.stderr
+  assert shown['test']['loss'] == pytest.approx(results['last_test_loss'])
 
 
 @pytest.mark.slow
