@@ -53,6 +53,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_every = 200
   c.checkpoint_every = 500
   c.max_to_keep = 3
+  # Which checkpoint is the run's result: last (the final step) | val_loss |
+  # val_accuracy | val_macro_f1 | val_balanced_accuracy (the best-scoring
+  # one at an evaluation, kept in checkpoints/best/ beside the newest
+  # max_to_keep; evaluate, predict, export and load_model read it).
+  c.monitor = 'last'
+  # Stop after this many evaluations in a row without a better `monitor`
+  # score (early stopping); 0 = off.
+  c.patience = 0
+  # Per-class loss weights: none | balanced (n_samples / (n_classes *
+  # count) on the training split) | a list of one positive number per
+  # class. The objective is the batch mean of weight[label] * cross-entropy.
+  c.class_weight = ml_collections.FieldReference('none', field_type=object)
   c.steps_per_call = 100    # training steps per jitted call (a lax.scan)
   c.eval_batch_size = 1000
   # Data parallelism: auto (single on one device; on several, pmap for one
@@ -99,6 +111,10 @@ _POSITIVE_INTS = ('hidden_size', 'num_layers', 'num_classes', 'unroll',
                   'eval_batch_size')
 
 
+MONITORS = ('last', 'val_loss', 'val_accuracy', 'val_macro_f1',
+            'val_balanced_accuracy')
+
+
 def choices() -> dict[str, tuple[str, ...]]:
   """The values each string key may take, from the module that uses it."""
   return {
@@ -111,6 +127,7 @@ def choices() -> dict[str, tuple[str, ...]]:
       'task': views.TASKS,
       'impl': ('auto', *paths.IMPLS),
       'matmul_precision': precision.PRECISIONS,
+      'monitor': MONITORS,
   }
 
 
@@ -137,6 +154,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       raise ConfigError(f'Config lacks key `{key}`: start config files from '
                         '`seqclf.config.base_config()`.')
     value = config[key]
+    if key == 'class_weight':
+      continue  # a name or a list: _check_class_weight
     expected = (int, float) if isinstance(default, float) else type(default)
     if isinstance(value, bool) != isinstance(default, bool) or not isinstance(
         value, expected):
@@ -188,7 +207,39 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if config.permutation_seed < 0:
     raise ConfigError('Config key `permutation_seed` must be >= 0, got '
                       f'{config.permutation_seed}.')
+  _check_best(config)
   return config
+
+
+def _check_best(config: ml_collections.ConfigDict) -> None:
+  """``monitor``'s companions ``patience`` and ``class_weight``."""
+  if config.patience < 0:
+    raise ConfigError('Config key `patience` must be >= 0 (evaluations '
+                      f'without improvement; 0 = off), got {config.patience}.')
+  if config.patience and config.monitor == 'last':
+    raise ConfigError('Config key `patience` stops on a validation metric: '
+                      "set `monitor` (e.g. 'val_loss'), or patience=0.")
+  weight = config.class_weight
+  if isinstance(weight, str):
+    if weight not in ('none', 'balanced'):
+      raise ConfigError("Config key `class_weight` must be 'none', "
+                        "'balanced' or a list of one positive number per "
+                        f'class, got {weight!r}.')
+    return
+  if not isinstance(weight, (list, tuple)) or not all(
+      isinstance(w, (int, float)) and not isinstance(w, bool) for w in weight):
+    raise ConfigError("Config key `class_weight` must be 'none', 'balanced' "
+                      'or a list of one positive number per class, got '
+                      f'{weight!r}.')
+  if len(weight) != config.num_classes:
+    raise ConfigError(f'Config key `class_weight` has {len(weight)} '
+                      f'entries: give one per class (num_classes='
+                      f'{config.num_classes}).')
+  bad = [w for w in weight if not (math.isfinite(w) and w > 0)]
+  if bad:
+    raise ConfigError('Config key `class_weight` entries must be finite and '
+                      f'> 0, got {bad[0]!r}: give each class a positive '
+                      'weight.')
 
 
 # Keys a resumed run may change: how the same computation is run, logged,
@@ -198,7 +249,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 RESUMABLE_KEYS = frozenset({
     'num_train_steps', 'log_every', 'eval_every', 'checkpoint_every',
     'max_to_keep', 'steps_per_call', 'eval_batch_size', 'impl', 'parallelism',
-    'cpu_devices', 'data_dir'})
+    'cpu_devices', 'data_dir', 'patience'})
 
 
 def check_resume(saved: dict, config: ml_collections.ConfigDict, step: int,

@@ -73,13 +73,15 @@ def export_model(workdir: str | Path, out: str | Path,
   Args:
     workdir: a run's directory.
     out: the directory to write (created).
-    step: the checkpoint (default: the latest).
+    step: the checkpoint (default: the best where the run has one, else
+      the latest: ``inference.load_model``).
 
   Returns:
-    The contents of ``model.json``.
+    The contents of ``model.json`` (``checkpoint`` names the one exported).
   """
   # The portable path: the kernel is a custom call without compatibility
   # guarantees, and the fused path is only faster to train.
+  _, _, what = inference.which_checkpoint(workdir, step)
   model, params, config = inference.load_model(workdir, step, impl='scan')
   shape = inference.input_shape(params, config)
   fixed = inference.takes_images(config)
@@ -111,6 +113,7 @@ def export_model(workdir: str | Path, out: str | Path,
                  'meaning': 'logits'},
       'class_names': registry.class_names(config.dataset, config.num_classes),
       'platforms': list(PLATFORMS),
+      'checkpoint': what,
       'config': config.to_dict(),
   }
   (out / METADATA).write_text(json.dumps(metadata, indent=1) + '\n')

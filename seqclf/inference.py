@@ -10,6 +10,7 @@ comes from files through ``seqclf.data.sequence_files`` and
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,30 +45,68 @@ def _config_of(saved: dict[str, Any]) -> ml_collections.ConfigDict:
   return config
 
 
-def load_model(workdir: str | Path, step: int | None = None, *,
-               impl: str = 'auto'
-               ) -> tuple[LSTMClassifier, Any, ml_collections.ConfigDict]:
-  """The model of the checkpoint at ``step``, ready to apply.
-
-  Without ``step``, a damaged newest checkpoint (any part) is skipped for the
-  newest readable one, with one line saying so (``checkpoint.restore``).
+def which_checkpoint(workdir: str | Path, step: int | None = None
+                     ) -> tuple[Any, int | None, str]:
+  """The checkpoint inference reads, and words saying which.
 
   Args:
     workdir: a run's directory.
-    step: the checkpoint (default: the latest).
+    step: a training checkpoint's step, else the best one of that step;
+      None: the run's best checkpoint (``checkpoints/best/``, a run with a
+      ``monitor``) where it has one, else the latest.
+
+  Returns:
+    ``(manager, step, description)``: step None means the newest readable
+    step of the manager. A ``CheckpointError`` lists the steps there are.
+  """
+  mngr = checkpoint.manager(workdir, create=False, process_local=True)
+  best = checkpoint.best_step(workdir)
+  if not mngr.all_steps() and best is None:
+    raise CheckpointError(
+        f'No checkpoint in {mngr.directory}: train a model in this workdir '
+        'first.', arg='workdir')
+  best_mngr = (checkpoint.manager(workdir, create=False, process_local=True,
+                                  best=True) if best is not None else None)
+  if step is None and best is not None:
+    return best_mngr, best, f'the best checkpoint {best_mngr.directory}/{best}'
+  if step is None:
+    return mngr, None, f'the latest checkpoint in {mngr.directory}'
+  if step in mngr.all_steps():
+    return mngr, step, f'checkpoint {mngr.directory}/{step}'
+  if best_mngr is not None and step in best_mngr.all_steps():
+    return best_mngr, step, f'the best checkpoint {best_mngr.directory}/{step}'
+  steps_there = sorted(set(mngr.all_steps())
+                       | set(best_mngr.all_steps() if best_mngr else ()))
+  raise CheckpointError(
+      f'No checkpoint of step {step} in {mngr.directory}: use one of '
+      f'{", ".join(map(str, steps_there))}.', arg='step')
+
+
+def load_model(workdir: str | Path, step: int | None = None, *,
+               impl: str = 'auto', quiet: bool = False
+               ) -> tuple[LSTMClassifier, Any, ml_collections.ConfigDict]:
+  """The model of the checkpoint at ``step``, ready to apply.
+
+  Without ``step``, the run's best checkpoint where it has one (a run with a
+  ``monitor``: ``which_checkpoint``), saying so on stderr; else the latest,
+  a damaged newest checkpoint (any part) skipped for the newest readable
+  one, with one line saying so (``checkpoint.restore``).
+
+  Args:
+    workdir: a run's directory.
+    step: the checkpoint (default: the best, else the latest).
     impl: the path the recurrent layers run here; ``'auto'`` (default) times
       the forward pass of the paths that can run it (``autotune``), as the
       path is a choice of speed on this machine, not part of the model.
+    quiet: do not say which checkpoint was read.
 
   Returns:
     ``(model, params, config)``: ``model.apply({'params': params}, x)``
     gives logits; ``config`` is the run's.
   """
-  mngr = checkpoint.manager(workdir, create=False, process_local=True)
-  if not mngr.all_steps():
-    raise CheckpointError(
-        f'No checkpoint in {mngr.directory}: train a model in this workdir '
-        'first.', arg='workdir')
+  mngr, step, what = which_checkpoint(workdir, step)
+  if not quiet and mngr.directory.name == checkpoint.BEST_DIR:
+    print(f'note: using {what}.', file=sys.stderr)
 
   def abstract_params(saved: dict[str, Any],
                       shapes: dict[str, tuple[int, ...]]) -> Any:
@@ -86,7 +125,7 @@ def load_model(workdir: str | Path, step: int | None = None, *,
 
 
 def load_nnx_model(workdir: str | Path, step: int | None = None, *,
-                   impl: str = 'auto'
+                   impl: str = 'auto', quiet: bool = False
                    ) -> tuple[seqnnx.LSTMClassifier, ml_collections.ConfigDict]:
   """``load_model``'s model as a ``seqclf.nnx.LSTMClassifier``.
 
@@ -95,12 +134,12 @@ def load_nnx_model(workdir: str | Path, step: int | None = None, *,
   evaluation mode (``model.eval()``; ``model.train()`` to fine-tune).
 
   Args:
-    workdir, step, impl: as ``load_model``'s.
+    workdir, step, impl, quiet: as ``load_model``'s.
 
   Returns:
     ``(model, config)``: ``model(x)`` gives logits; ``config`` is the run's.
   """
-  linen, params, config = load_model(workdir, step, impl=impl)
+  linen, params, config = load_model(workdir, step, impl=impl, quiet=quiet)
   in_features = params[f'{config.cell}_0']['cell']['input']['kernel'].shape[0]
   model = seqnnx.from_linen_params(
       lambda: nnx_classifier.from_config(config, in_features,
@@ -194,18 +233,22 @@ def input_shape(params: Any, config: ml_collections.ConfigDict
 
 def evaluate(workdir: str | Path, splits: tuple[str, ...] = ('validation',
                                                            'test'),
-             data_dir: str | None = None) -> dict[str, dict[str, Any]]:
-  """Loss and accuracy of a workdir's latest checkpoint on its data.
+             data_dir: str | None = None, step: int | None = None, *,
+             quiet: bool = False) -> dict[str, dict[str, Any]]:
+  """Metrics of a workdir's checkpoint (``load_model``'s) on its data.
 
   Args:
     workdir: a run's directory.
     splits: the splits of the run's dataset to evaluate.
     data_dir: where the prepared data is (default: the run's config's).
+    step: the checkpoint (default: the best, else the latest).
+    quiet: as ``load_model``'s.
 
   Returns:
-    ``{split: {'loss', 'accuracy', 'count'}}``.
+    ``{split: metrics}`` (``steps.evaluate``'s: loss, accuracy, macro_f1,
+    balanced_accuracy, per-class precision/recall/f1, confusion, count).
   """
-  model, params, config = load_model(workdir)
+  model, params, config = load_model(workdir, step, quiet=quiet)
   config.data_dir = data_dir or config.data_dir
   data = views.view_splits(config, registry.load(config, splits))
   state = TrainState.create(apply_fn=model.apply, params=params,

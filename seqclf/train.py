@@ -26,7 +26,8 @@ from seqclf.config import check_resume, validate
 from seqclf.data import order, registry, views
 from seqclf.data.splits import Split
 from seqclf.kernels import paths
-from seqclf.training import autotune, checkpoint, loop, optim, parallel, preemption, steps
+from seqclf.training import (autotune, best as best_lib, checkpoint, loop,
+                             optim, parallel, preemption, steps)
 from seqclf.training.metric_logging import MetricLogger
 from seqclf.training.state import create_train_state
 from seqclf.training.workdir import WorkdirLock
@@ -66,6 +67,9 @@ def train_and_evaluate(
   # `impl`, run before anything is written: bad input leaves no workdir.
   datasets = views.view_splits(config, datasets or registry.load(config))
   order.check_batch_size(config.batch_size, len(datasets['train']['label']))
+  class_weight = steps.class_weights(config.class_weight,
+                                     datasets['train']['label'],
+                                     config.num_classes)
   dp = parallel.setup(config.parallelism, config.batch_size)
   choice = autotune.choose_impl(
       config, batch=config.batch_size // dp.num_devices,
@@ -80,7 +84,8 @@ def train_and_evaluate(
     with (WorkdirLock(workdir, enabled=jax.process_index() == 0),
           preemption.StopRequest() as stop):
       return _train_and_evaluate(config, workdir, stop, dp, choice, impl,
-                                 wall_start, quiet=quiet, datasets=datasets)
+                                 wall_start, quiet=quiet, datasets=datasets,
+                                 class_weight=class_weight)
   except errors.SeqclfError:
     if fresh:  # Bad input found later (a kernel that cannot be built):
       with contextlib.suppress(OSError):  # leave no empty workdir behind.
@@ -123,22 +128,62 @@ def _finished_results(workdir: Path, mngr: Any,
     saved = json.loads((workdir / 'results.json').read_text())
   except (OSError, ValueError):
     return None  # None yet (or killed while finishing): finish it now.
-  total = config.num_train_steps
-  if not (isinstance(saved, dict) and saved.get('step') == total
-          and mngr.latest_step() == total
+  if not isinstance(saved, dict):
+    return None
+  step = saved.get('step')
+  # Stopped early, and the patience it ran out of is still the config's.
+  stopped = (saved.get('stopped_early') and config.patience
+             and saved.get('evaluations_without_improvement', 0)
+             >= config.patience)
+  if not ((step == config.num_train_steps or stopped)
+          and mngr.latest_step() == step
+          and saved.get('monitor', 'last') == config.monitor
           and checkpoint.readable(mngr, jax.eval_shape(
               lambda: create_train_state(
                   config, jax.random.key(0), impl='scan',
-                  sequence_shape=sequence_shape)), total)):
+                  sequence_shape=sequence_shape)), step)):
     return None
+  if (config.monitor != 'last'
+      and checkpoint.best_step(workdir) != saved.get('best_step')):
+    return None  # its best checkpoint is gone: finish it again
   return {**saved, 'already_finished': True}
+
+
+def _metric_results(val: dict[str, Any], test: dict[str, Any],
+                    prefix: str = '') -> dict[str, Any]:
+  """results.json's metric keys: ``val_``/``test_`` + each scalar metric,
+  and ``validation``/``test``: every metric (per-class lists, confusion)."""
+  out = {}
+  for name, split in (('val', val), ('test', test)):
+    out.update({f'{prefix}{name}_{k}': split[k] for k in
+                ('loss', 'accuracy', 'macro_f1', 'balanced_accuracy')})
+  return {**out, f'{prefix}validation': val, f'{prefix}test': test}
+
+
+def _best_results(best: best_lib.Best, last: dict[str, Any] | None,
+                  class_weight: np.ndarray | None) -> dict[str, Any]:
+  """results.json's keys of a monitored run (the last step's metrics under
+  ``last_``) and of class weights."""
+  out: dict[str, Any] = {'monitor': best.monitor}
+  if class_weight is not None:
+    out['class_weights'] = class_weight.tolist()
+    out['loss_definition'] = ('loss: unweighted mean cross-entropy; '
+                              'train weighted_loss (the objective): mean of '
+                              'class_weights[label] * cross-entropy')
+  if best.enabled:
+    out.update({'best_step': best.step, 'best_score': best.score,
+                'stopped_early': best.stop,
+                'evaluations_without_improvement': best.since,
+                **_metric_results(last['val'], last['test'], 'last_')})
+  return out
 
 
 def _train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: Path,
     stop: preemption.StopRequest, dp: parallel.DataParallel,
     choice: autotune.Choice, impl: str, wall_start: float, *, quiet: bool,
-    datasets: dict[str, Split]) -> dict[str, Any]:
+    datasets: dict[str, Split], class_weight: np.ndarray | None
+    ) -> dict[str, Any]:
   data, mngr = datasets, None
   train = data['train']
   shape = train['image'].shape[1:]  # (T, F): the data's, not a constant
@@ -150,9 +195,11 @@ def _train_and_evaluate(
     finished = _finished_results(workdir, mngr, config, shape)
     if finished is not None:
       if not quiet and jax.process_index() == 0:
+        more = ('`patience`' if finished.get('stopped_early')
+                else '`num_train_steps`')
         print(f'{workdir} holds a finished run of {finished["step"]} steps: '
               'its saved results follow, no file changed (raise '
-              'config key `num_train_steps` to train on).', file=sys.stderr)
+              f'config key {more} to train on).', file=sys.stderr)
       return finished
   num_examples, batch_size = len(train['label']), config.batch_size
   total = config.num_train_steps
@@ -164,6 +211,8 @@ def _train_and_evaluate(
   if mngr.latest_step() is not None:
     state, _ = checkpoint.restore(mngr, state, move_damaged=True)
   first_step = int(state.step)
+  best = best_lib.Best(workdir, config)
+  best.resume(mngr, first_step)
   logger = MetricLogger(workdir, total, first_step, quiet=quiet,
                         enabled=jax.process_index() == 0)
   # Closed however the run ends: on Python >= 3.12 a writer left open makes
@@ -174,9 +223,12 @@ def _train_and_evaluate(
     if config.impl == 'auto':
       logger.message(choice.summary())
     arrays = steps.data_args(train)
+    # No class_weight keyword without weights: the same program as before.
+    weighting = {} if class_weight is None else {'class_weight': class_weight}
     chunks = loop.Chunks(
         dp.chunk_fn(functools.partial(steps.steps_fn(len(arrays) == 3),
-                                      **steps.noise_kwargs(config)),
+                                      **steps.noise_kwargs(config),
+                                      **weighting),
                     len(arrays)),
         dp.put_data(*arrays), config.seed, num_examples,
         batch_size, put_indices=dp.put_indices, to_run=dp.to_run,
@@ -192,7 +244,9 @@ def _train_and_evaluate(
     val = None
     # What a first Ctrl-C says; updated once each chunk's signal check is done.
     stop.stop_after = loop.next_boundary(first_step, config)
-    for start, step in loop.boundaries(first_step, config):
+    # A run whose patience ran out before its last save has nothing to train.
+    for start, step in ([] if best.stop else
+                        loop.boundaries(first_step, config)):
       state, metrics = chunks(state, start, step)
       speed = chunks.examples_per_second
       eta = (total - step) * batch_size / speed
@@ -200,7 +254,9 @@ def _train_and_evaluate(
         if s % config.log_every and s != total:
           continue
         loss, acc = float(metrics['loss'][k]), float(metrics['accuracy'][k])
-        logger.write(s, 'train', {'loss': loss, 'accuracy': acc,
+        weighted = ({'weighted_loss': float(metrics['weighted_loss'][k])}
+                    if 'weighted_loss' in metrics else {})
+        logger.write(s, 'train', {'loss': loss, 'accuracy': acc, **weighted,
                                   'examples_per_second': speed,
                                   'learning_rate': optim.learning_rate_at(
                                       config, s)})
@@ -223,15 +279,25 @@ def _train_and_evaluate(
         val = steps.evaluate(dp.local(state), data['validation'],
                              config.eval_batch_size, eval_devices)
         logger.write(step, 'validation', val)
+        new_best = best.update(step, val, state, config)
         logger.message(f'step {step}: validation loss={val["loss"]:.4f} '
-                       f'accuracy={val["accuracy"]:.4f}')
+                       f'accuracy={val["accuracy"]:.4f} macro_f1='
+                       f'{val["macro_f1"]:.4f} balanced_accuracy='
+                       f'{val["balanced_accuracy"]:.4f}'
+                       + (' (new best)' if new_best else ''))
       # All processes stop together; stop_after: what a signal from now on says.
       signum = parallel.agreed_signal(stop.signum)
       stop.stop_after = loop.next_boundary(step, config)
       if (step % config.checkpoint_every == 0 or step == total
-          or signum is not None):
-        checkpoint.save(mngr, state, config)
+          or signum is not None or best.stop):
+        checkpoint.save(mngr, state, config, best.progress())
+        best.saved(mngr)
       eval_and_save_seconds += time.perf_counter() - t
+      if best.stop:
+        logger.message(f'step {step}: stopping early, no better '
+                       f'{config.monitor} in {best.since} evaluations '
+                       f'(patience {config.patience}).')
+        break
       if signum is not None and step < total:
         checkpoint.wait(mngr)
         raise preemption.Preempted(signum, step, str(mngr.directory))
@@ -242,6 +308,14 @@ def _train_and_evaluate(
                            config.eval_batch_size, eval_devices)
     test = steps.evaluate(dp.local(state), data['test'], config.eval_batch_size,
                           eval_devices)
+    last = None
+    if best.enabled:  # The best checkpoint's metrics are the run's result.
+      last, kept = {'val': val, 'test': test}, best.restore(state)
+      val = steps.evaluate(dp.local(kept), data['validation'],
+                           config.eval_batch_size, eval_devices)
+      test = steps.evaluate(dp.local(kept), data['test'],
+                            config.eval_batch_size, eval_devices)
+      logger.message(f'Result: the {best.note()}.')
     eval_and_save_seconds += time.perf_counter() - t
     logger.write(int(state.step), 'test', test)
   except Exception:
@@ -254,8 +328,8 @@ def _train_and_evaluate(
   finally:
     logger.close()
   results = {
-      'test_accuracy': test['accuracy'], 'test_loss': test['loss'],
-      'val_accuracy': val['accuracy'], 'val_loss': val['loss'],
+      **_metric_results(val, test),
+      **_best_results(best, last, class_weight),
       'examples_seen': int(state.step) * batch_size,
       # Where the rest went: data, model init and restore before the loop;
       # evaluations and checkpoint writes during and after it.

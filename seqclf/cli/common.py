@@ -98,6 +98,13 @@ def define_data_dir(fv: flags.FlagValues) -> flags.FlagHolder:
       '$TFDS_DATA_DIR or ~/tensorflow_datasets).', flag_values=fv)
 
 
+def define_step(fv: flags.FlagValues) -> flags.FlagHolder:
+  return flags.DEFINE_integer(
+      'step', None, "The checkpoint's step (default: the run's best "
+      'checkpoint where it has one, a run with a `monitor`; else the '
+      'latest).', flag_values=fv)
+
+
 def define_quiet(fv: flags.FlagValues) -> flags.FlagHolder:
   return flags.DEFINE_bool('quiet', False, 'Print only the final results.',
                            flag_values=fv)

@@ -10,13 +10,15 @@ from seqclf import export
 from seqclf.cli import common
 from seqclf.errors import writable_dir
 
-SUMMARY = ("Write a workdir's latest checkpoint as a jax.export artifact "
+SUMMARY = ("Write a workdir's best checkpoint (else its latest; --step picks "
+           'one) as a jax.export artifact '
            '(symbolic batch, CPU/GPU/TPU; models of series also take '
            'seq_lengths) and its JSON (input shape, scaling, classes), to '
            'serve with jax alone.')
-USAGE = '--workdir DIR --out DIR'
+USAGE = '--workdir DIR --out DIR [--step N]'
 FLAGS = flags.FlagValues()
 _WORKDIR = common.define_workdir(FLAGS)
+_STEP = common.define_step(FLAGS)
 _OUT = flags.DEFINE_string(
     'out', None, f'Directory to write {export.ARTIFACT} and {export.METADATA} '
     'into (created).', flag_values=FLAGS)
@@ -26,6 +28,6 @@ def main(args: list[str]) -> None:
   del args
   workdir = common.require(_WORKDIR, 'export')
   out = writable_dir(common.require(_OUT, 'export'), 'out')
-  export.export_model(workdir, out)
+  export.export_model(workdir, out, _STEP.value)
   print(f'Exported {Path(_OUT.value) / export.ARTIFACT} and '
         f'{Path(_OUT.value) / export.METADATA}')

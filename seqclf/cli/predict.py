@@ -1,4 +1,5 @@
-"""``seqclf predict``: classify files with a workdir's latest checkpoint."""
+"""``seqclf predict``: classify files with a workdir's best (else latest)
+checkpoint."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ from seqclf.cli import common
 from seqclf.data import sequence_files, views
 from seqclf.errors import UsageError
 
-SUMMARY = ("Classify files with a workdir's latest checkpoint: .npy/.npz/.csv "
+SUMMARY = ("Classify files with a workdir's best checkpoint (else its latest; "
+           '--step picks one): .npy/.npz/.csv '
            'sequences of the width it reads (docs/cli.md); for models of '
            'images also 28x28 grayscale images (others are converted).')
-USAGE = '--workdir DIR FILE ...'
+USAGE = '--workdir DIR [--step N] FILE ...'
 TAKES_ARGS = True  # the files
 FLAGS = flags.FlagValues()
 _WORKDIR = common.define_workdir(FLAGS)
+_STEP = common.define_step(FLAGS)
 COMPILATION_CACHE = common.define_compilation_cache(FLAGS)
 
 
@@ -27,7 +30,7 @@ def main(paths: list[str]) -> None:
     raise UsageError('`seqclf predict` needs one or more files to classify '
                      '(images, or .npy/.npz/.csv sequences).')
   model, params, config = inference.load_model(
-      common.require(_WORKDIR, 'predict'))
+      common.require(_WORKDIR, 'predict'), _STEP.value)
   names, inputs, lengths, notes = sequence_files.predict_inputs(
       paths, inference.input_shape(params, config),
       inference.takes_images(config), config.dataset)

@@ -22,6 +22,7 @@ from seqclf import errors, inference
 from seqclf.cli import common, plots
 from seqclf.data import registry, views
 from seqclf.data.splits import Split
+from seqclf.training import metrics
 
 SUMMARY = '(Re)write WORKDIR/report.md and WORKDIR/plots/.'
 USAGE = '--workdir DIR'
@@ -98,8 +99,21 @@ def _markdown(workdir: Path, results: Mapping[str, Any], matrix: np.ndarray,
       f'{results["wall_seconds"]:.1f} s'
       + (f', training at {speed:,.0f} examples/s' if speed else '')
       + f' on {", ".join(results.get("devices", [])) or "?"}.', '']
+  if 'test_macro_f1' in results:
+    lines += [f'Test macro-F1 {100 * results["test_macro_f1"]:.2f}%, '
+              f'balanced accuracy '
+              f'{100 * results["test_balanced_accuracy"]:.2f}%.', '']
+  if results.get('best_step') is not None:
+    lines += [f'These are the best checkpoint\'s (step '
+              f'{results["best_step"]:,}, by {results["monitor"]}'
+              + (', stopped early' if results.get('stopped_early') else '')
+              + f'); the last step\'s: test accuracy '
+              f'{100 * results["last_test_accuracy"]:.2f}%, macro-F1 '
+              f'{100 * results["last_test_macro_f1"]:.2f}%, balanced '
+              f'accuracy {100 * results["last_test_balanced_accuracy"]:.2f}%.',
+              '']
   if abs(recomputed_accuracy - results['test_accuracy']) > 1e-6:
-    lines += [f'> Note: the plots below come from the latest checkpoint, '
+    lines += [f'> Note: the plots below come from the checkpoint read, '
               f'whose test accuracy is {100 * recomputed_accuracy:.2f}%; '
               '`results.json` is from another run of this workdir.', '']
   lines += ['## How training went', '',
@@ -113,11 +127,14 @@ def _markdown(workdir: Path, results: Mapping[str, Any], matrix: np.ndarray,
     lines += ['Most frequent mistakes on the test set (true → predicted: '
               'count): ' + ', '.join(f'{t} → {p}: {n}' for t, p, n in confusions)
               + '.', '']
-  per_class = np.diag(matrix) / np.maximum(matrix.sum(1), 1)
+  per_class = metrics.per_class(matrix)
+  row = lambda name, values: (f'| {name} | ' + ' | '.join(
+      f'{100 * a:.1f}%' for a in values) + ' |')
   lines += ['| class | ' + ' | '.join(map(str, range(len(matrix)))) + ' |',
             '|---|' + '---|' * len(matrix),
-            '| test accuracy | ' + ' | '.join(f'{100 * a:.1f}%' for a in per_class)
-            + ' |', '',
+            row('test accuracy (recall)', per_class['recall']),
+            row('precision', per_class['precision']),
+            row('F1', per_class['f1']), '',
             f'![Confusion matrix]({images["confusion_matrix"].relative_to(workdir)})',
             '',
             'The test digits with the lowest probability on their true class '
@@ -126,8 +143,8 @@ def _markdown(workdir: Path, results: Mapping[str, Any], matrix: np.ndarray,
             f'![Worst-classified test digits]'
             f'({images["worst_classified"].relative_to(workdir)})', '',
             '## Final metrics', '', '| metric | value |', '|---|---|']
-  for key in sorted(results):
-    if key != 'config':
+  for key in sorted(results):  # per-split dicts: results.json
+    if key != 'config' and not isinstance(results[key], dict):
       lines.append(f'| {key} | {_fmt(results[key])} |')
   lines += ['', '## Config', '', '| key | value |', '|---|---|']
   lines += [f'| {key} | `{json.dumps(config[key])}` |' for key in sorted(config)]
@@ -142,7 +159,7 @@ def write_report(workdir: str | Path, *,
                  tensorboard: bool = True, num_worst: int = 24) -> Report:
   """Writes ``workdir/plots/*.png`` and ``workdir/report.md``.
 
-  Plots: training curves (from ``metrics.jsonl``), and, from the latest
+  Plots: training curves (from ``metrics.jsonl``), and, from the best (else latest)
   checkpoint's predictions on the test split, the confusion matrix and the
   worst-classified digits. ``datasets`` (as from ``load_datasets``) saves
   reloading MNIST; with ``tensorboard`` the plots also go into the run's
@@ -156,7 +173,7 @@ def write_report(workdir: str | Path, *,
         f'{workdir}` (a report needs a finished run).')
   errors.writable_dir(workdir)  # for plots/ and report.md
   results = json.loads(results_path.read_text(encoding='utf-8'))
-  model, params, config = inference.load_model(workdir)
+  model, params, config = inference.load_model(workdir, quiet=True)
   if datasets is not None and 'test' in datasets:
     test = datasets['test']
   else:

@@ -66,6 +66,9 @@ def main(args: list[str]) -> None:
     # runs with --noreport never need it.
     from seqclf.cli import report  # pylint: disable=g-import-not-at-top
     report.write_and_say(workdir, quiet=_QUIET.value)  # A finished run's
+  best = results.get('best_step')
+  at = (f'best step {best} of {results["step"]} by {results["monitor"]}'
+        if best is not None else f'step {results["step"]}')
   print(f'Test accuracy: {results["test_accuracy"]:.4f} '  # stays as it was.
-        f'(validation {results["val_accuracy"]:.4f}, step {results["step"]}, '
+        f'(validation {results["val_accuracy"]:.4f}, {at}, '
         f'{results["wall_seconds"]:.1f} s)')

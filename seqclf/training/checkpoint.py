@@ -30,6 +30,7 @@ from seqclf.errors import CheckpointError
 from seqclf.logs import abandoned_reads_silenced, absl_silenced
 
 DAMAGED_DIR = 'damaged'  # checkpoints/damaged/STEP: steps moved aside
+BEST_DIR = 'best'  # checkpoints/best/STEP: the best-scoring step (`monitor`)
 
 
 def checkpoint_dir(workdir: str | Path) -> Path:
@@ -38,9 +39,17 @@ def checkpoint_dir(workdir: str | Path) -> Path:
 
 def manager(workdir: str | Path, max_to_keep: int | None = None,
             create: bool = True,
-            process_local: bool = False) -> ocp.CheckpointManager:
+            process_local: bool = False, *,
+            best: bool = False) -> ocp.CheckpointManager:
   """``process_local``: this process reads alone (inference in a multi-process
-  job); otherwise every process must make the same calls (orbax syncs them)."""
+  job); otherwise every process must make the same calls (orbax syncs them).
+  ``best``: the manager of ``checkpoints/best/`` (the best-scoring step of a
+  run with a ``monitor``; its own manager, so the training manager's
+  rotation never sees it and it never deletes a newer step, as orbax's
+  ``best_fn`` can: orbax issue 526)."""
+  directory = checkpoint_dir(workdir)
+  if best:
+    directory, max_to_keep = directory / BEST_DIR, None  # pruned by train
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
                                          create=create)
   if process_local:
@@ -48,22 +57,71 @@ def manager(workdir: str | Path, max_to_keep: int | None = None,
     options.multiprocessing_options = ocp.options.MultiprocessingOptions(
         primary_host=me, active_processes={me})
   return ocp.CheckpointManager(
-      checkpoint_dir(workdir), options=options,
+      directory, options=options,
       item_handlers={'state': ocp.StandardCheckpointHandler(),
-                     'config': ocp.JsonCheckpointHandler()})
+                     'config': ocp.JsonCheckpointHandler(),
+                     'progress': ocp.JsonCheckpointHandler()})
 
 
 TMP_GLOB = '*.orbax-checkpoint-tmp*'  # orbax's name for a step being written
 
 
 def save(mngr: ocp.CheckpointManager, state: Any,
-         config: ml_collections.ConfigDict) -> None:
+         config: ml_collections.ConfigDict,
+         progress: dict[str, Any] | None = None) -> None:
   """Saves asynchronously; call ``wait(mngr)`` before exit. A full disk (here
-  or in the previous save, which orbax reports now) is a ``DiskFullError``."""
+  or in the previous save, which orbax reports now) is a ``DiskFullError``.
+  ``progress``: JSON saved as a third item (a monitored run's best step,
+  score and evaluations since: ``saved_progress``), atomic with the state."""
+  items = {'state': ocp.args.StandardSave(state),
+           'config': ocp.args.JsonSave(config.to_dict())}
+  if progress is not None:
+    items['progress'] = ocp.args.JsonSave(progress)
   with _disk_full_is_one_error(mngr, int(state.step)):
-    mngr.save(int(state.step), args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        config=ocp.args.JsonSave(config.to_dict())))
+    mngr.save(int(state.step), args=ocp.args.Composite(**items))
+
+
+def saved_progress(mngr: ocp.CheckpointManager,
+                   step: int) -> dict[str, Any] | None:
+  """The ``progress`` item of checkpoint ``step`` (None: it has none, as
+  with ``monitor='last'`` or a checkpoint older than the item)."""
+  if not (Path(mngr.directory) / str(step) / 'progress').is_dir():
+    return None
+  with absl_silenced():
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        progress=ocp.args.JsonRestore()))
+  progress = restored['progress']
+  return progress if isinstance(progress, dict) else None
+
+
+def prune(mngr: ocp.CheckpointManager, keep: set[int]) -> None:
+  """Deletes every step of ``mngr`` not in ``keep`` (process 0's files;
+  every process calls it, as orbax's ``delete`` syncs them)."""
+  for step in sorted(set(mngr.all_steps()) - keep):
+    mngr.delete(step)
+
+
+def best_step(workdir: str | Path) -> int | None:
+  """The step of the run's best checkpoint (``checkpoints/best/``), or None.
+
+  The newest training checkpoint's ``progress`` names it; while a run is
+  saving a newer best, ``best/`` can briefly hold two steps.
+  """
+  if not (checkpoint_dir(workdir) / BEST_DIR).is_dir():
+    return None
+  best = manager(workdir, create=False, process_local=True, best=True)
+  steps = set(best.all_steps())
+  if not steps:
+    return None
+  mngr = manager(workdir, create=False, process_local=True)
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      progress = saved_progress(mngr, step)
+    except Exception:  # pylint: disable=broad-except
+      continue  # damaged: an older step's progress says
+    if progress and progress.get('best_step') in steps:
+      return int(progress['best_step'])
+  return max(steps)
 
 
 def wait(mngr: ocp.CheckpointManager) -> None:

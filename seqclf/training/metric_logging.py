@@ -54,11 +54,18 @@ class MetricLogger:
       self._bar = tqdm.tqdm(total=total_steps, initial=initial_step,
                             unit='step', dynamic_ncols=True)
 
-  def write(self, step: int, kind: str, scalars: dict[str, float]) -> None:
+  def write(self, step: int, kind: str, scalars: dict[str, Any]) -> None:
+    """Logs ``scalars`` at ``step``: numbers, and per-class lists (TensorBoard
+    ``KIND/NAME/CLASS``); a ``confusion`` matrix is left to ``results.json``."""
     if not self.enabled:
       return
+    scalars = {k: v for k, v in scalars.items() if k != 'confusion'}
     for name, value in scalars.items():
-      self._tb.add_scalar(f'{kind}/{name}', value, step)
+      if isinstance(value, (list, tuple)):
+        for c, v in enumerate(value):
+          self._tb.add_scalar(f'{kind}/{name}/{c}', v, step)
+      else:
+        self._tb.add_scalar(f'{kind}/{name}', value, step)
     record = {'step': step, 'kind': kind, 'time': time.time(), **scalars}
     self._jsonl.write(json.dumps(record) + '\n')
     self._jsonl.flush()

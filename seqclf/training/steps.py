@@ -21,9 +21,10 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from seqclf import errors
 from seqclf.data import ops, order
 from seqclf.data.splits import Split
-from seqclf.training import parallel
+from seqclf.training import metrics as metrics_lib, parallel
 from seqclf.training.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -48,10 +49,44 @@ def _length_kwargs(batch: Batch) -> dict[str, jax.Array]:
   return {'seq_lengths': batch['lengths']} if 'lengths' in batch else {}
 
 
+def class_weights(spec: Any, labels: np.ndarray,
+                  num_classes: int) -> np.ndarray | None:
+  """The per-class loss weights config key ``class_weight`` asks for.
+
+  Args:
+    spec: ``'none'``, ``'balanced'`` (n_samples / (n_classes * count), as
+      sklearn's ``compute_class_weight``: the mean weight over the training
+      examples is then 1) or one positive number per class.
+    labels: the training split's labels (what 'balanced' counts).
+    num_classes: the model's classes.
+
+  Returns:
+    (num_classes,) float32 weights, or None for ``'none'`` (the unweighted
+    program, unchanged). A class without training examples under
+    'balanced' is a one-line ``DataError``.
+  """
+  if isinstance(spec, str) and spec == 'none':
+    return None
+  if isinstance(spec, str):  # 'balanced' (validate admits nothing else)
+    counts = np.bincount(np.asarray(labels), minlength=num_classes)
+    empty = np.flatnonzero(counts == 0)
+    if len(empty):
+      raise errors.DataError(
+          f"class_weight='balanced' needs training examples of every class; "
+          f'class(es) {", ".join(map(str, empty))} have none: give '
+          '`class_weight` as a list of one weight per class.',
+          arg='config.class_weight')
+    return (len(labels) / (num_classes * counts.astype(np.float64))
+            ).astype(np.float32)
+  return np.asarray(spec, np.float64).astype(np.float32)
+
+
 def train_step(state: TrainState, batch: Batch, *,
                axis_name: str | None = None,
                rng: jax.Array | None = None,
-               hflip: bool = False) -> tuple[TrainState, Metrics]:
+               hflip: bool = False,
+               class_weight: jax.Array | None = None
+               ) -> tuple[TrainState, Metrics]:
   """One optimizer step on mean softmax cross-entropy; pmap-ready.
 
   Args:
@@ -63,9 +98,15 @@ def train_step(state: TrainState, batch: Batch, *,
     rng: run the model in training mode (dropout) with a key folded from it,
       the step and the replica; needed for dropout or ``hflip``.
     hflip: mirror a random half of the batch's images left-right first.
+    class_weight: (C,) per-class weights: the objective is then the batch
+      mean of ``class_weight[label] * cross_entropy`` (Keras' reduction, not
+      ``sum(w l) / sum(w)``: the mean of per-replica means is the global
+      mean, so every parallelism mode computes the same update).
 
   Returns:
-    The new state and the step's ``loss`` and ``accuracy``.
+    The new state and the step's ``loss`` (the unweighted mean cross-entropy)
+    and ``accuracy``; with ``class_weight`` also ``weighted_loss``, the
+    objective minimized.
   """
   kwargs, images = _length_kwargs(batch), batch['image']
   if rng is not None:
@@ -80,14 +121,19 @@ def train_step(state: TrainState, batch: Batch, *,
 
   def loss_fn(params):
     logits = state.apply_fn({'params': params}, images, **kwargs)
-    loss = optax.softmax_cross_entropy_with_integer_labels(
-        logits, batch['label']).mean()
-    return loss, logits
+    losses = optax.softmax_cross_entropy_with_integer_labels(
+        logits, batch['label'])
+    if class_weight is None:
+      return losses.mean(), (logits, None)
+    weights = jnp.asarray(class_weight)[batch['label']]
+    return (losses * weights).mean(), (logits, losses.mean())
 
-  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+  (loss, (logits, plain)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
   metrics = {'loss': loss,
              'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label'])}
+  if class_weight is not None:
+    metrics = {**metrics, 'loss': plain, 'weighted_loss': loss}
   if axis_name is not None:
     grads = jax.lax.pmean(grads, axis_name)
     metrics = jax.lax.pmean(metrics, axis_name)
@@ -99,7 +145,8 @@ def train_steps(state: TrainState, images: jax.Array, labels: jax.Array,
                 axis_name: str | None = None,
                 rng: jax.Array | None = None,
                 hflip: bool = False,
-                lengths: jax.Array | None = None
+                lengths: jax.Array | None = None,
+                class_weight: jax.Array | None = None
                 ) -> tuple[TrainState, Metrics]:
   """``len(indices)`` steps in one ``lax.scan``; batch k is ``images[indices[k]]``.
 
@@ -108,7 +155,7 @@ def train_steps(state: TrainState, images: jax.Array, labels: jax.Array,
     images: (N, T, F) the device-resident training sequences.
     labels: (N,) their labels.
     indices: (steps, B) example indices of each step's batch.
-    axis_name, rng, hflip: as ``train_step``.
+    axis_name, rng, hflip, class_weight: as ``train_step``.
     lengths: (N,) the training set's valid steps per example, gathered with
       the images (``train_steps_with_lengths`` takes them positionally, for
       the chunk runners).
@@ -123,7 +170,7 @@ def train_steps(state: TrainState, images: jax.Array, labels: jax.Array,
     if lengths is not None:
       batch['lengths'] = lengths[idx]
     return train_step(state, batch, axis_name=axis_name,
-                      rng=rng, hflip=hflip)
+                      rng=rng, hflip=hflip, class_weight=class_weight)
 
   return jax.lax.scan(body, state, indices)
 
@@ -159,7 +206,8 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
       example) and ``lengths`` (each row read up to its length).
 
   Returns:
-    ``loss`` (summed), ``correct`` and ``count`` over the unmasked examples.
+    ``loss`` (summed), ``correct``, ``count`` and ``confusion`` (C, C
+    counts, ``metrics.confusion``) over the unmasked examples.
   """
   logits = state.apply_fn({'params': state.params}, batch['image'],
                           **_length_kwargs(batch))
@@ -168,7 +216,9 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
   correct = jnp.argmax(logits, -1) == batch['label']
   return {'loss': jnp.sum(jnp.where(mask, loss, 0.0)),
           'correct': jnp.sum(correct & mask),
-          'count': jnp.sum(mask)}
+          'count': jnp.sum(mask),
+          'confusion': metrics_lib.confusion(logits, batch['label'],
+                                             logits.shape[-1], mask)}
 
 
 _jit_eval_step = jax.jit(eval_step)
@@ -191,8 +241,11 @@ def evaluate(state: TrainState, split: Split, batch_size: int,
       evaluated on the same batches by the same ``eval_step`` (vmapped).
 
   Returns:
-    ``loss``, ``accuracy`` (arrays, one entry per model, when stacked) and
-    ``count``.
+    ``loss`` (mean unweighted cross-entropy), ``accuracy``, ``count``,
+    ``balanced_accuracy``, ``macro_f1``, per-class ``precision``,
+    ``recall``, ``f1``, ``support`` lists and the ``confusion`` matrix
+    (``metrics.summary``; numpy arrays with one entry per model when
+    stacked).
   """
   put = lambda batch: batch
   if devices is not None and len(devices) > 1 and batch_size % len(devices) == 0:
@@ -208,8 +261,13 @@ def evaluate(state: TrainState, split: Split, batch_size: int,
   totals = jax.tree.map(
       lambda *parts: np.sum(parts, axis=0, dtype=np.float64), *sums)
   count = int(np.ravel(totals['count'])[0])
+  matrix = totals['confusion'].astype(np.int64)
+  more = {k: v for k, v in metrics_lib.summary(matrix).items()
+          if k != 'accuracy'}  # computed as before, from `correct`
   if stacked:
     return {'loss': totals['loss'] / count,
-            'accuracy': totals['correct'] / count, 'count': count}
+            'accuracy': totals['correct'] / count, 'count': count,
+            **more, 'confusion': matrix}
   return {'loss': float(totals['loss']) / count,
-          'accuracy': float(totals['correct']) / count, 'count': count}
+          'accuracy': float(totals['correct']) / count, 'count': count,
+          **more, 'confusion': matrix.tolist()}

@@ -26,12 +26,12 @@ STEPS = 20
 SIZES = {'train': 800, 'validation': 200, 'test': 200}
 
 
-def _config(mode: str, steps: int, batch_size: int = 8):
+def _config(mode: str, steps: int, batch_size: int = 8, **overrides):
   from seqclf.config import base_config  # pylint: disable=g-import-not-at-top
   c = base_config()
   c.update(hidden_size=16, batch_size=batch_size, num_train_steps=steps,
            steps_per_call=10, eval_every=10, checkpoint_every=10, log_every=10,
-           eval_batch_size=100, parallelism=mode)
+           eval_batch_size=100, parallelism=mode, **overrides)
   return c
 
 
@@ -59,9 +59,9 @@ def _worker(spec: dict) -> None:
   saved = {}
   save = checkpoint.save
 
-  def spy(mngr, state, config):  # The state the trainer holds at each save.
-    saved['state'] = state
-    save(mngr, state, config)
+  def spy(mngr, state, config, *rest):  # The state the trainer holds at each
+    saved['state'] = state              # save.
+    save(mngr, state, config, *rest)
 
   checkpoint.save = spy
   with np.load(spec['data']) as f:
@@ -80,7 +80,8 @@ def _worker(spec: dict) -> None:
     out = Path(job['out'])
     try:
       results = train.train_and_evaluate(
-          _config(job['mode'], job['steps'], job.get('batch_size', 8)),
+          _config(job['mode'], job['steps'], job.get('batch_size', 8),
+                  **job.get('overrides', {})),
           job['workdir'], quiet=True, datasets=data)
     except ConfigError as e:
       if not job.get('expect_error'):
@@ -103,6 +104,8 @@ def _worker(spec: dict) -> None:
         'resumed_from_step': results['resumed_from_step'],
         'step': results['step'],
         'test_loss': results['test_loss'],
+        'test_macro_f1': results['test_macro_f1'],
+        'best_step': results.get('best_step'),
         'local_replicas_equal': all(np.array_equal(r, replicas[0])
                                     for r in replicas)}))
   if jax.process_index() == 0:  # Alone, as the report after `train` does.
@@ -167,6 +170,11 @@ def _four_device_runs(tmp: Path, mnist) -> None:
                     for s, n in SIZES.items() for k in ('image', 'label')})
   jobs = [{'mode': m, 'steps': STEPS, 'workdir': str(tmp / m),
            'out': str(tmp / f'out_{m}')} for m in ('single', 'pmap', 'sharded')]
+  # Class weights and a monitored best checkpoint in every mode.
+  weighted = {'class_weight': 'balanced', 'monitor': 'val_macro_f1'}
+  jobs += [{'mode': m, 'steps': STEPS, 'workdir': str(tmp / f'w_{m}'),
+            'out': str(tmp / f'out_w_{m}'), 'overrides': weighted}
+           for m in ('single', 'pmap', 'sharded')]
   jobs.append({'mode': 'sharded', 'steps': STEPS // 2,
                'workdir': str(tmp / 'from4'), 'out': str(tmp / 'out_half4')})
   jobs += [{'mode': m, 'steps': 1, 'batch_size': 6, 'workdir': str(tmp / 'bad'),
@@ -187,6 +195,20 @@ def test_modes_agree_on_four_devices(runs):
   # The 10-step run must differ, or the comparison above proves nothing.
   half, _ = _load(runs / 'out_half4')
   assert not np.allclose(half['head.kernel'], single['head.kernel'])
+
+
+@pytest.mark.slow
+def test_class_weights_and_best_checkpoint_agree_across_modes(runs):
+  single, info = _load(runs / 'out_w_single')
+  plain, _ = _load(runs / 'out_single')
+  assert not np.allclose(single['head.kernel'], plain['head.kernel'])
+  for mode in ('pmap', 'sharded'):
+    params, other = _load(runs / f'out_w_{mode}')
+    assert other['parallelism'] == mode
+    _assert_close(params, single)
+    assert other['best_step'] == info['best_step'] is not None
+    assert other['test_macro_f1'] == pytest.approx(info['test_macro_f1'],
+                                                   abs=0.02)
 
 
 @pytest.mark.slow
