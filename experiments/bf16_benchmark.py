@@ -12,7 +12,8 @@ torch.bfloat16)``. Rows this CPU cannot run are skipped with the reason.
 
 Also measures the cores' multiply-add peaks on data held in registers
 (``experiments/csrc/bf16_peak.cc``: float32 FMAs, AVX512_BF16's vdpbf16ps,
-AMX's tdpbf16ps, on every core at once) and reports each kernel row's
+AMX's tdpbf16ps, on every core at once, each core's best of many short
+bursts, so a shared machine's load hides less of them) and reports each kernel row's
 training GFLOP/s as a fraction of the peak of the unit it runs on.
 Writes ``bf16_benchmark.json`` and ``bf16_benchmark.md`` to ``--out``.
 
@@ -43,7 +44,7 @@ MARCHES = {'seqclf-kernel': 'native', 'seqclf-kernel-bf16': 'native',
 PEAK_SOURCE = Path(__file__).resolve().parent / 'csrc' / 'bf16_peak.cc'
 
 
-def unit_peaks(repeats: int = 9) -> dict[str, float]:
+def unit_peaks(repeats: int = 300) -> dict[str, float]:
   """GFLOP/s of each multiply-add unit on all cores: ``fp32_fma``,
   ``avx512_bf16``, ``amx_bf16`` (those the CPU has), from bf16_peak.cc."""
   cxx = os.environ.get('CXX', 'c++')
