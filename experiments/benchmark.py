@@ -18,8 +18,12 @@ the machine hits every implementation alike. Implementations:
   ``seqclf-1cpu`` keeps JAX's one multi-threaded CPU device
   (``cpu_devices=1``), ``seqclf-gpu`` forces the GPU kernels
   (``impl='gpu'``); a suffix sets ``matmul_precision``: ``-bf16`` bfloat16
-  (``seqclf-bf16`` with ``auto``, ``seqclf-fused-bf16``, ...; the CPU
-  kernel's on Intel AMX only), ``-tf32`` tensorfloat32 (GPUs only);
+  (``seqclf-bf16`` with ``auto``, ``seqclf-fused-bf16``,
+  ``seqclf-kernel-bf16``, ...; the CPU kernel's on AVX512_BF16 or Intel AMX
+  only), ``-tf32`` tensorfloat32 (GPUs only); ``seqclf-kernel-cpl`` and
+  ``seqclf-kernel-cpl-bf16`` force the kernel built for ``-march=cooperlake``
+  (AVX512_BF16 without AMX: on an AMX CPU the AVX512_BF16 variant beside the
+  native, AMX one);
   variants no path of this machine runs are skipped with a message;
 - ``seqclf-nnx`` and ``seqclf-nnx-kernel``: the same model as the NNX
   classifier (``seqclf.nnx``), trained by an NNX step (``nnx.value_and_grad``,
@@ -70,7 +74,8 @@ SEQ, FEATURES, HIDDEN, CLASSES = 28, 28, 128, 10
 # Each task's (steps, features) of an MNIST image (seqclf.data.views).
 TASKS = {'row': (SEQ, FEATURES), 'pixel': (SEQ * FEATURES, 1)}
 IMPLS = ('seqclf', 'seqclf-kernel', 'seqclf-kernel-v3', 'seqclf-fused',
-         'seqclf-scan', 'seqclf-1cpu', 'seqclf-bf16', 'seqclf-fused-bf16',
+         'seqclf-scan', 'seqclf-1cpu', 'seqclf-bf16', 'seqclf-kernel-bf16',
+         'seqclf-kernel-cpl', 'seqclf-kernel-cpl-bf16', 'seqclf-fused-bf16',
          'seqclf-scan-bf16', 'seqclf-tf32', 'seqclf-fused-tf32',
          'seqclf-scan-tf32', 'seqclf-gpu', 'seqclf-gpu-tf32',
          'seqclf-gpu-bf16', 'seqclf-nnx', 'seqclf-nnx-kernel', 'flax',
@@ -138,11 +143,13 @@ class _Seqclf:
   VARIANTS = {
       **{'-'.join(filter(None, (path, short))):
          {**({'impl': path} if path else {}), 'matmul_precision': name}
-         for path in ('', 'fused', 'scan', 'gpu')
+         for path in ('', 'fused', 'scan', 'gpu', 'kernel')
          for short, name in _PRECISION_SUFFIXES.items()},
-      'kernel': {'impl': 'kernel'}, 'kernel-v3': {'impl': 'kernel'},
+      'kernel-v3': {'impl': 'kernel'}, 'kernel-cpl': {'impl': 'kernel'},
+      'kernel-cpl-bf16': {'impl': 'kernel', 'matmul_precision': 'bfloat16'},
       '1cpu': {'cpu_devices': 1}}
-  MARCH = {'kernel-v3': 'x86-64-v3'}
+  MARCH = {'kernel-v3': 'x86-64-v3', 'kernel-cpl': 'cooperlake',
+           'kernel-cpl-bf16': 'cooperlake'}
 
   def __init__(self, train, variant: str, task: str = 'row'):
     sys.path.insert(0, str(REPO))
@@ -181,8 +188,10 @@ class _Seqclf:
     if (self.config.impl != 'auto'
         and paths.why_not(self.config.impl, layer, backend)):
       raise Skip(paths.why_not(self.config.impl, layer, backend))
-    if self.config.impl == 'kernel' and not lstm_kernel.available():
+    if self.config.impl == 'kernel' and not lstm_kernel.available(
+        self.config.matmul_precision):
       raise Skip(f'the CPU kernel for -march={lstm_kernel.default_march()} '
+                 f'at matmul_precision={self.config.matmul_precision!r} '
                  'cannot be built or run here (no C++ compiler, or a CPU '
                  'without that ISA).')
     self.jax, self.parallel, self.train = jax, parallel, train
@@ -663,6 +672,12 @@ def markdown(report: dict) -> str:
                ('seqclf-kernel-v3', 'seqclf-kernel'),
                ('seqclf-kernel-v3', 'seqclf-scan'),
                ('seqclf-kernel-v3', 'seqclf-fused'),
+               ('seqclf-kernel-bf16', 'seqclf-kernel'),
+               ('seqclf-kernel-cpl-bf16', 'seqclf-kernel-cpl'),
+               ('seqclf-kernel-cpl-bf16', 'seqclf-kernel'),
+               ('seqclf-kernel-cpl-bf16', 'seqclf-kernel-bf16'),
+               ('seqclf-kernel-bf16', 'seqclf-fused-bf16'),
+               ('seqclf-kernel-cpl-bf16', 'seqclf-fused-bf16'),
                ('seqclf-gpu', 'seqclf-fused'), ('seqclf-gpu-tf32', 'seqclf-fused'),
                ('seqclf-gpu-bf16', 'seqclf-fused')):
     if a in res and b in res:

@@ -10,7 +10,8 @@ core to compare single-threaded code (``taskset -c 0``; XLA then runs one
 thread, and torch is set to one). ``--lengths_impls`` adds rows for those
 paths given ``seq_lengths``: ``full`` (every row all 28 steps: the masking's
 cost alone) and ``random`` (lengths uniform in 1..28), with the ratio to the
-same path without lengths.
+same path without lengths. ``--precisions float32,bfloat16`` also times
+each kernel build's bfloat16 matmuls.
 
   taskset -c 0 python experiments/layer_benchmark.py --out docs/layer_benchmark.md
 """
@@ -29,7 +30,8 @@ SEQ, FEATURES, HIDDEN = 28, 28, 128
 
 
 def seqclf_layer(impl: str, batch: int, march: str | None = None,
-                 lengths: str | None = None) -> Callable[[], object]:
+                 lengths: str | None = None,
+                 precision: str = 'float32') -> Callable[[], object]:
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -42,7 +44,7 @@ def seqclf_layer(impl: str, batch: int, march: str | None = None,
     layer = nn.RNN(nn.OptimizedLSTMCell(HIDDEN))
     outputs = lambda p, x: layer.apply(p, x)
   else:
-    layer = LSTM(HIDDEN, impl=impl)
+    layer = LSTM(HIDDEN, impl=impl, matmul_precision=precision)
     seq_lengths = None
     if lengths == 'full':
       seq_lengths = jnp.full((batch,), SEQ)
@@ -90,6 +92,10 @@ def main(argv=None) -> int:
   parser.add_argument('--impls', default='kernel,fused,scan,flax,torch')
   parser.add_argument('--marches', default='native,x86-64-v3,x86-64',
                       help='kernel builds to time (those this CPU runs)')
+  parser.add_argument('--precisions', default='float32',
+                      help="the kernel's matmul precisions to time, e.g. "
+                      'float32,bfloat16 (bfloat16: builds with AVX512_BF16 '
+                      'or AMX; -march=cooperlake is AVX512_BF16 alone)')
   parser.add_argument('--lengths_impls', default='kernel',
                       help='paths also timed with seq_lengths (full, random)')
   parser.add_argument('--rounds', type=int, default=7)
@@ -110,8 +116,16 @@ def main(argv=None) -> int:
             continue
           name = f'kernel -march={march}'
           notes.append(f'{name}: {info["lanes"]}-float vectors, '
-                       f'{info["block"][0]}x{info["block"][1]} block')
-          fns[name] = seqclf_layer('kernel', args.batch, march)
+                       f'{info["block"][0]}x{info["block"][1]} block, '
+                       f'bfloat16 on {info["bfloat16"] or "nothing"}')
+          for precision in args.precisions.split(','):
+            if precision != 'float32' and not lstm_kernel.available(
+                precision, march):
+              notes.append(f'{name} {precision}: skipped (not in this build)')
+              continue
+            suffix = '' if precision == 'float32' else f' {precision}'
+            fns[name + suffix] = seqclf_layer('kernel', args.batch, march,
+                                              precision=precision)
         else:
           notes.append(f'kernel -march={march}: skipped (cannot run here)')
     elif impl == 'torch':

@@ -19,8 +19,9 @@ AVX-512 machine) and cached in ``$SEQCLF_KERNEL_CACHE`` (default
 CPU, so later runs load it in milliseconds. The source picks its vector
 width and register block from the target's ISA (AVX-512, AVX2 + FMA, NEON,
 or portable 128-bit vectors); ``build_info`` says which a build got. Float32 and CPU only; its matmuls run in float32, or with
-``precision='bfloat16'`` as bfloat16 products on Intel AMX (float32
-accumulation). First derivatives only: forward mode (``jax.jvp``) and a
+``precision='bfloat16'`` as bfloat16 products with float32 accumulation,
+on Intel AMX tiles or AVX512_BF16 dot products (the build's ISA decides:
+``-march=cooperlake`` is the AVX512_BF16 variant on an AMX machine). First derivatives only: forward mode (``jax.jvp``) and a
 second derivative are errors naming the path that has them (``'scan'``:
 every transform). ``seqclf.nn.LSTM(impl='kernel')`` is the way in, ``available()``
 says whether it can run here: it only looks for an existing build, so
@@ -55,8 +56,14 @@ _TARGETS = {'forward': 'SeqclfLstmForward',
             'backward': 'SeqclfLstmBackward'}
 LANES = 16  # H must be a multiple: whole vectors on every ISA the C++ knows
 # Matmul precisions, named as jax.default_matmul_precision names them:
-# float32 FMAs, or bfloat16 operands with float32 accumulation on Intel AMX.
+# float32 FMAs, or bfloat16 operands with float32 accumulation (AVX512_BF16
+# or Intel AMX).
 PRECISIONS = ('float32', 'bfloat16')
+# What runs a build's bfloat16 matmuls, by SeqclfBf16Engine()'s answer.
+BF16_ENGINES = {0: None, 1: 'avx512_bf16', 2: 'amx'}
+# Where a CPU has neither (named in errors, once).
+NO_BF16 = ('bfloat16 matmuls need AVX512_BF16 or Intel AMX, which this CPU '
+           '(or its Linux kernel, or the kernel build) does not offer')
 
 
 class KernelError(SeqclfError, RuntimeError):
@@ -225,23 +232,27 @@ def _register(march: str) -> ctypes.CDLL:
 
 def available(precision: str = 'float32', march: str | None = None) -> bool:
   """True when a build of the kernel for this process's CPU exists and loads
-  and runs matmuls at ``precision`` (the bfloat16 ones need Intel AMX).
-  Never compiles: without a build the answer is False until ``make kernel``."""
+  and runs matmuls at ``precision`` (the bfloat16 ones need AVX512_BF16 or
+  Intel AMX). Never compiles: without a build the answer is False until
+  ``make kernel``."""
   library = _load(march or default_march(), compile_now=False)
   if isinstance(library, str) or precision not in PRECISIONS:
     return False
-  return precision == 'float32' or bool(library.SeqclfAmxAvailable())
+  return precision == 'float32' or bool(library.SeqclfBf16Engine())
 
 
 def build_info(march: str | None = None) -> dict[str, object]:
   """What the build for ``march`` is: its file, vector width in floats and
-  register block (rows x vectors) as its ISA macros chose them."""
+  register block (rows x vectors) as its ISA macros chose them, and what
+  runs its bfloat16 matmuls in this process (``'amx'``, ``'avx512_bf16'``,
+  or None: it has none)."""
   march = march or default_march()
   library = _register(march)
   return {'march': march, 'library': str(build(march)),
           'lanes': library.SeqclfKernelLanes(),
           'block': (library.SeqclfKernelBlockRows(),
-                    library.SeqclfKernelBlockVecs())}
+                    library.SeqclfKernelBlockVecs()),
+          'bfloat16': BF16_ENGINES[library.SeqclfBf16Engine()]}
 
 
 def check_precision(precision: str, march: str | None = None) -> None:
@@ -252,9 +263,9 @@ def check_precision(precision: str, march: str | None = None) -> None:
   _register(march or default_march())
   if not available(precision, march):
     raise KernelError(
-        f"matmul_precision={precision!r} runs bfloat16 matmuls on Intel AMX, "
-        f"which this CPU (or its Linux kernel) does not offer; use "
-        f"matmul_precision='float32'.")
+        f"impl='kernel' with matmul_precision={precision!r}: {NO_BF16} "
+        f"(-march={march or default_march()}); use matmul_precision="
+        f"'float32', or impl='fused', which runs bfloat16 matmuls anywhere.")
 
 
 def why_not(hidden_size: int, dtype: str, precision: str,
@@ -279,8 +290,7 @@ def why_not(hidden_size: int, dtype: str, precision: str,
             'device, not partition it')
   if backend is not None and need_build and not available(precision):
     return ('it is not built here (`make kernel`)' if not available()
-            else f'matmul_precision={precision!r} needs Intel AMX, which '
-            'this CPU (or its Linux kernel) does not offer')
+            else f'matmul_precision={precision!r}: {NO_BF16}')
   return None
 
 
@@ -353,8 +363,8 @@ def lstm_layer(x: Array, w_x: Array, b: Array, w_h: Array, c0: Array,
     forget_bias: added to the forget gate's pre-activation.
     precision: the matmuls' (``PRECISIONS``): ``'float32'``, or
       ``'bfloat16'``: operands rounded to bfloat16 and multiplied on Intel
-      AMX with float32 accumulation; state, gates and the elementwise
-      arithmetic stay float32 either way.
+      AMX or with AVX512_BF16 with float32 accumulation; state, gates and
+      the elementwise arithmetic stay float32 either way.
     march: the build (default ``default_march()``, read when traced).
     lengths: (B,) int: row b's steps from ``lengths[b]`` on are padding, its
       state kept from its last valid step and its outputs zero; None: every
@@ -429,6 +439,7 @@ def main() -> None:
     info = build_info()
     print(f"seqclf: CPU LSTM kernel for -march={info['march']} at "
           f"{info['library']} ({info['lanes']}-float vectors, "
-          f"{info['block'][0]}x{info['block'][1]} register block)")
+          f"{info['block'][0]}x{info['block'][1]} register block, bfloat16 "
+          f"matmuls: {info['bfloat16'] or 'none'})")
   except KernelError as e:  # Optional: impl='auto' then uses 'scan'.
     print(f'seqclf: note: {e}')

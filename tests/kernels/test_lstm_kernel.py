@@ -1,5 +1,6 @@
 """The compiled CPU kernel (impl='kernel'): numbers, build, errors."""
 
+import functools
 import platform
 import re
 import shutil
@@ -13,15 +14,27 @@ import pytest
 from conftest import needs_cpu_kernel
 from seqclf import train
 from seqclf.config import ConfigError, base_config, validate
-from seqclf.kernels import fast_lstm, lstm_kernel
+from seqclf.kernels import fast_lstm, lstm_kernel, paths
 from seqclf.nn import LSTM
 from seqclf.training import autotune
 
 pytestmark = needs_cpu_kernel
 
 
-needs_amx = pytest.mark.skipif("not lstm_kernel.available('bfloat16')",
-                               reason='bfloat16 matmuls need Intel AMX')
+needs_bf16 = pytest.mark.skipif(
+    "not lstm_kernel.available('bfloat16')",
+    reason='bfloat16 matmuls need AVX512_BF16 or Intel AMX')
+# The AVX512_BF16 variant: a build for Cooper Lake (AVX512_BF16, no AMX),
+# which on an AMX CPU runs beside the native (AMX) build.
+AVX512_BF16_MARCH = 'cooperlake'
+needs_avx512_bf16 = pytest.mark.skipif(
+    "platform.machine() not in ('x86_64', 'AMD64') or not "
+    "lstm_kernel.runs_here(AVX512_BF16_MARCH)",
+    reason='the AVX512_BF16 variant needs an x86 CPU with AVX512_BF16')
+# The bfloat16 builds to test: native (AMX where the CPU has it, else
+# AVX512_BF16), and the AVX512_BF16 variant where the CPU runs it.
+BF16_MARCHES = ['native', pytest.param(AVX512_BF16_MARCH,
+                                       marks=needs_avx512_bf16)]
 
 
 _slow = lambda *shape: pytest.param(*shape, marks=pytest.mark.slow)
@@ -86,28 +99,30 @@ def test_kernel_layer_matches_fast_lstm(t, b, i, h, march):
                                atol=1e-5 * float(jnp.max(jnp.abs(u))))
 
 
-def _micro_kernels(library) -> dict[tuple[int, int], list[str]]:
-  """Disassembly of each ``MicroKernel<rows, vecs, false>`` in ``library``."""
+def _micro_kernels(library, name='MicroKernel'
+                   ) -> dict[tuple[int, int], list[str]]:
+  """Disassembly of each ``MicroKernel<rows, vecs, false>`` (or ``name``'s
+  ``<rows, vecs>``) in ``library``."""
   asm = subprocess.run(['objdump', '-d', '--no-show-raw-insn', '-C',
                         str(library)], capture_output=True, text=True,
                        check=True).stdout
   kernels = {}
   for function in re.split(r'\n(?=[0-9a-f]+ <)', asm):
     head, _, body = function.partition('\n')
-    if m := re.search(r'MicroKernel<(\d+), (\d+), false>', head):
+    if m := re.search(name + r'<(\d+), (\d+)(, false)?>', head):
       kernels[int(m[1]), int(m[2])] = [l for l in body.splitlines() if '\t' in l]
   return kernels
 
 
-def _fma_loop(lines: list[str]) -> list[str]:
-  """The instructions of the loop that holds the FMAs (its body runs from
-  a backward jump's target to that jump)."""
+def _fma_loop(lines: list[str], fma: str = 'vfmadd') -> list[str]:
+  """The instructions of the loop that holds the FMAs (``fma``: their
+  mnemonic; its body runs from a backward jump's target to that jump)."""
   addr = lambda line: int(line.split(':')[0], 16)
   for k, line in enumerate(lines):
     m = re.search(r'\tj\w+\s+([0-9a-f]+) <', line)
     if m and int(m[1], 16) < addr(line):
       body = [l for l in lines[:k + 1] if addr(l) >= int(m[1], 16)]
-      if any('vfmadd' in l for l in body):
+      if any(fma in l for l in body):
         return body
   return []
 
@@ -125,6 +140,20 @@ def test_micro_kernel_keeps_its_block_in_registers(march, block):
   assert sum('vfmadd' in l for l in loop) == rows * vecs  # Fully unrolled.
   stack = [l for l in loop if re.search(r'\((%rsp|%rbp)', l)]
   assert not stack, f'{march} micro-kernel spills in its loop: {stack[:4]}'
+
+
+@pytest.mark.skipif(platform.machine() not in ('x86_64', 'AMD64')
+                    or shutil.which('objdump') is None,
+                    reason='x86 machine code, read with objdump')
+def test_avx512_bf16_micro_kernel_keeps_its_block_in_registers():
+  """Any x86 machine builds the AVX512_BF16 variant (running it is another
+  matter): its vdpbf16ps block is the float32 block, 6 x 4, unspilled."""
+  kernels = _micro_kernels(lstm_kernel.build(AVX512_BF16_MARCH),
+                           name='DpKernel')
+  assert max(kernels) == (6, 4)
+  loop = _fma_loop(kernels[6, 4], 'vdpbf16ps')
+  assert sum('vdpbf16ps' in l for l in loop) == 24  # Fully unrolled.
+  assert not [l for l in loop if re.search(r'\((%rsp|%rbp)', l)]
 
 
 @pytest.mark.parametrize('march', MARCHES)
@@ -205,16 +234,18 @@ def _bfloat16_reference(x, w_x, b, w_h, c0, h0, forget_bias=1.0):
   return jax.lax.scan(step, (c0, h0), x)
 
 
-def _bfloat16_layer(*args):
-  return lstm_kernel.lstm_layer(*args, 1.0, 'bfloat16')
+def _bfloat16_layer(*args, march=None):
+  return lstm_kernel.lstm_layer(*args, 1.0, 'bfloat16', march=march)
 
 
-@needs_amx
+@needs_bf16
+@pytest.mark.parametrize('march', BF16_MARCHES)
 @pytest.mark.parametrize('t,b,i,h', SHAPES)
-def test_bfloat16_kernel_rounds_only_the_matmul_operands(t, b, i, h):
+def test_bfloat16_kernel_rounds_only_the_matmul_operands(t, b, i, h, march):
   args = _args(t, b, i, h)
+  layer = functools.partial(_bfloat16_layer, march=march)
   expected = jax.tree.leaves(_bfloat16_reference(*args))
-  for u, v in zip(jax.tree.leaves(_bfloat16_layer(*args)), expected):
+  for u, v in zip(jax.tree.leaves(layer(*args)), expected):
     # Float32 matmuls miss this by 4e-4 or more on average; a rounding that
     # lands the other side of a bfloat16 step may stand out alone.
     error = jnp.abs(u - v)
@@ -222,18 +253,44 @@ def test_bfloat16_kernel_rounds_only_the_matmul_operands(t, b, i, h):
   # Gradients: float32's to bfloat16's ~3 significant digits (dgates, [x, h]
   # and w are rounded before their matmuls, accumulation stays float32).
   (l1, g1), (l2, g2) = (_value_and_grads(f, args) for f in (
-      lstm_kernel.lstm_layer, _bfloat16_layer))
+      lstm_kernel.lstm_layer, layer))
   np.testing.assert_allclose(l1, l2, rtol=2e-2, atol=2e-2)
   for u, v in zip(g1, g2):
     np.testing.assert_allclose(u, v, atol=3e-2 * float(jnp.max(jnp.abs(u))))
 
 
-@needs_amx
-def test_bfloat16_kernel_is_deterministic_and_auto_uses_it():
+@needs_bf16
+@needs_avx512_bf16
+@pytest.mark.parametrize('t,b,i,h', [(4, 5, 28, 48), (3, 100, 28, 32)])
+def test_avx512_bf16_and_native_variants_agree_to_rounding(t, b, i, h):
+  """The two engines round the same operands and sum in float32 in another
+  order: a few float32 ulps apart, far inside a bfloat16 step."""
+  info = lstm_kernel.build_info(AVX512_BF16_MARCH)
+  assert info['bfloat16'] == 'avx512_bf16'
+  assert lstm_kernel.build_info()['bfloat16'] in ('amx', 'avx512_bf16')
+  args = _args(t, b, i, h)
+  (l1, g1), (l2, g2) = (_value_and_grads(
+      functools.partial(_bfloat16_layer, march=m), args)
+                        for m in ('native', AVX512_BF16_MARCH))
+  np.testing.assert_allclose(l1, l2, rtol=1e-5)
+  for u, v in zip(g1, g2):
+    np.testing.assert_allclose(u, v, atol=1e-3 * float(jnp.max(jnp.abs(u))))
+  for u, v in zip(*(jax.tree.leaves(_bfloat16_layer(*args, march=m))
+                    for m in ('native', AVX512_BF16_MARCH))):
+    np.testing.assert_allclose(u, v, atol=1e-5)
+
+
+@needs_bf16
+@pytest.mark.parametrize('march', BF16_MARCHES)
+def test_bfloat16_kernel_is_deterministic_and_auto_uses_it(march,
+                                                           monkeypatch):
   args = _args(3, 100, 28, 32)  # Two slices where the pool has two threads.
-  a = _value_and_grads(_bfloat16_layer, args)
-  b = _value_and_grads(_bfloat16_layer, args)
+  layer = functools.partial(_bfloat16_layer, march=march)
+  a = _value_and_grads(layer, args)
+  b = _value_and_grads(layer, args)
   jax.tree.map(np.testing.assert_array_equal, a, b)
+  if march != 'native':
+    monkeypatch.setenv(lstm_kernel.MARCH_ENV, march)
   config = base_config()
   config.matmul_precision = 'bfloat16'
   assert autotune.resolve_impl(config) == 'kernel'
@@ -247,20 +304,41 @@ def test_bfloat16_matmuls_are_clear_errors_where_they_cannot_run(monkeypatch):
   config.matmul_precision = 'float16'
   with pytest.raises(ConfigError, match='matmul_precision.*must be one of'):
     validate(config)
-  # A CPU without AMX: the forced kernel says so, and `auto` takes the
-  # portable paths, which run bfloat16 matmuls anywhere.
+  # A CPU with neither AVX512_BF16 nor AMX: the forced kernel says so in
+  # one line, and `auto` takes the portable paths, which run bfloat16
+  # matmuls anywhere.
   monkeypatch.setattr(lstm_kernel, 'available',
                       lambda precision='float32', march=None:
                       precision == 'float32')
-  with pytest.raises(lstm_kernel.KernelError, match='Intel AMX'):
+  with pytest.raises(lstm_kernel.KernelError,
+                     match='need AVX512_BF16 or Intel AMX') as error:
     LSTM(16, impl='kernel', matmul_precision='bfloat16').init(key, x)
+  assert 'AVX512_BF16' in str(error.value).splitlines()[0]  # One line.
+  layer = paths.Layer(matmul_precision='bfloat16')
+  assert 'AVX512_BF16 or Intel AMX' in paths.why_not('kernel', layer, 'cpu',
+                                                     need_build=True)
+  assert 'kernel' not in paths.eligible(layer, 'cpu')
   config.matmul_precision = 'bfloat16'
   assert autotune.resolve_impl(config) == 'fused'  # untimed in the suite
 
 
 @pytest.mark.slow
-@needs_amx
-def test_bfloat16_trains_and_its_checkpoint_serves_without_amx(
+@pytest.mark.skipif("platform.machine() not in ('x86_64', 'AMD64') or not "
+                    "lstm_kernel.runs_here('x86-64-v4')",
+                    reason='an x86 build without bfloat16 instructions')
+def test_a_build_without_bfloat16_instructions_refuses_them_in_one_line():
+  info = lstm_kernel.build_info('x86-64-v4')  # AVX-512 F/BW/DQ/VL only
+  assert info['bfloat16'] is None
+  assert not lstm_kernel.available('bfloat16', march='x86-64-v4')
+  with pytest.raises(lstm_kernel.KernelError) as error:
+    _bfloat16_layer(*_args(2, 3, 4, 16), march='x86-64-v4')
+  # One line (jax may append a note of its own below it).
+  assert 'need AVX512_BF16 or Intel AMX' in str(error.value).splitlines()[0]
+
+
+@pytest.mark.slow
+@needs_bf16
+def test_bfloat16_trains_and_its_checkpoint_serves_without_bf16_hardware(
     tmp_path, mnist, monkeypatch):
   from conftest import DEFAULT_INPUT, small_config
   from seqclf import inference  # pylint: disable=g-import-not-at-top
@@ -274,13 +352,14 @@ def test_bfloat16_trains_and_its_checkpoint_serves_without_amx(
   model, params, saved = inference.load_model(tmp_path)
   assert saved.matmul_precision == 'bfloat16'
   probs = inference.predict_probabilities(model, params, images)
-  # Precision is a speed choice, not part of the model: a machine without
-  # AMX restores the same params and runs them in float32.
+  # A machine with neither AMX nor AVX512_BF16 restores the same params and
+  # runs them at bfloat16 on a portable path; one where no path runs a
+  # precision would run them in float32 (inference._config_of).
   monkeypatch.setattr(lstm_kernel, 'available',
                       lambda precision='float32', march=None:
                       precision == 'float32')
   model, params, saved = inference.load_model(tmp_path)
-  assert saved.matmul_precision == 'float32'
-  probs32 = inference.predict_probabilities(model, params, images)
-  np.testing.assert_allclose(probs, probs32, atol=3e-2)
-  assert np.mean(probs.argmax(-1) == probs32.argmax(-1)) >= 0.98
+  assert saved.matmul_precision == 'bfloat16' and model.impl != 'kernel'
+  probs_portable = inference.predict_probabilities(model, params, images)
+  np.testing.assert_allclose(probs, probs_portable, atol=3e-2)
+  assert np.mean(probs.argmax(-1) == probs_portable.argmax(-1)) >= 0.98

@@ -1,6 +1,7 @@
 """Matmul precision: every path runs every matmul at ``matmul_precision``,
 forward and backward, and each precision is as accurate as it claims."""
 
+import platform
 import re
 
 import jax
@@ -22,6 +23,11 @@ TOLERANCE = {'float32': {'values': 1e-5, 'grads': 1e-4},
              'bfloat16': {'values': 2e-2, 'grads': 2e-2}}
 
 
+# The CPU kernel's AVX512_BF16 variant (a Cooper Lake build: AVX512_BF16
+# without AMX), which an AMX CPU runs beside its native (AMX) build.
+AVX512_BF16_MARCH = 'cooperlake'
+
+
 def _skip_unless_runnable(impl, precision):
   layer = paths.Layer(hidden_size=16, matmul_precision=precision)
   reason = paths.why_not(impl, layer, jax.default_backend())
@@ -29,7 +35,22 @@ def _skip_unless_runnable(impl, precision):
     pytest.skip(f'{impl} at {precision} cannot run here: {reason}')
   if impl == 'kernel' and not lstm_kernel.available(precision):
     pytest.skip(f'no CPU kernel here for {precision} matmuls (a build, or '
-                'Intel AMX for bfloat16)')
+                'AVX512_BF16 or Intel AMX for bfloat16)')
+
+
+def _use_avx512_bf16_variant(monkeypatch):
+  """Layers forced to impl='kernel' run the AVX512_BF16 build from here on,
+  or the test skips where the CPU lacks AVX512_BF16."""
+  if (jax.default_backend() != 'cpu' or platform.machine() not in (
+      'x86_64', 'AMD64') or not lstm_kernel.runs_here(AVX512_BF16_MARCH)):
+    pytest.skip('the AVX512_BF16 variant needs an x86 CPU with AVX512_BF16 '
+                'on the cpu backend')
+  try:
+    info = lstm_kernel.build_info(AVX512_BF16_MARCH)  # Builds it if need be.
+  except lstm_kernel.KernelError as e:
+    pytest.skip(f'no AVX512_BF16 build here: {e}')
+  assert info['bfloat16'] == 'avx512_bf16'
+  monkeypatch.setenv(lstm_kernel.MARCH_ENV, AVX512_BF16_MARCH)
 
 
 def _assert_close(got, want, precision, kind):
@@ -47,6 +68,42 @@ def test_every_path_matches_the_float64_reference_at_each_precision(
   included), within what the precision keeps: fused and kernel have
   hand-written backward passes."""
   _skip_unless_runnable(impl, precision)
+  _check_against_the_float64_reference(impl, precision)
+
+
+def test_the_kernels_avx512_bf16_variant_matches_the_float64_reference(
+    monkeypatch):
+  """The kernel's bfloat16 on AVX512_BF16, where the CPU has it (on an AMX
+  CPU the test above runs the AMX engine)."""
+  _use_avx512_bf16_variant(monkeypatch)
+  _check_against_the_float64_reference('kernel', 'bfloat16')
+
+
+def test_the_kernels_bfloat16_variants_agree_with_fused(monkeypatch):
+  """The native build's bfloat16 (AMX where the CPU has it), the AVX512_BF16
+  build's and fused's round the same operands to bfloat16 and sum in
+  float32: values and gradients a float32 rounding or two apart."""
+  _skip_unless_runnable('kernel', 'bfloat16')
+  x = jax.random.normal(jax.random.key(1), (6, 20, 12))
+  weights = jnp.cos(jnp.arange(6 * 20 * 32)).reshape(6, 20, 32)
+
+  def run(impl):
+    layer = LSTM(32, impl=impl, matmul_precision='bfloat16')
+    params = layer.init(jax.random.key(0), x)
+    loss = lambda p: jnp.sum(layer.apply(p, x)[1] * weights)
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+  want = run('fused')
+  got = {'native': run('kernel')}
+  _use_avx512_bf16_variant(monkeypatch)
+  got[AVX512_BF16_MARCH] = run('kernel')
+  for variant in got.values():
+    for u, v in zip(jax.tree.leaves(variant), jax.tree.leaves(want)):
+      scale = float(np.max(np.abs(v)))
+      np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-4 * scale)
+
+
+def _check_against_the_float64_reference(impl, precision):
   x, params, weights, ((c_ref, last_ref), hs_ref), want = (
       references.reference_case())
   layer = LSTM(params['cell']['hidden']['kernel'].shape[0],

@@ -42,11 +42,17 @@
 
 #include "xla/ffi/api/ffi.h"
 
-// AMX (bfloat16 tile matmuls) where the compiling CPU has it: the optional
-// matmul_precision='bfloat16' (the AMX section below).
-#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
-#define SEQCLF_AMX 1
+// The optional matmul_precision='bfloat16' (the bfloat16 section below)
+// where the target has bfloat16 dot products: AVX512_BF16's vdpbf16ps
+// (Cooper Lake, Zen 4, Sapphire Rapids and later), and AMX tiles where the
+// target also has those (Sapphire Rapids), AMX being the one used when
+// Linux grants it.
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#define SEQCLF_BF16 1
 #include <immintrin.h>
+#endif
+#if defined(SEQCLF_BF16) && defined(__AMX_TILE__) && defined(__AMX_BF16__)
+#define SEQCLF_AMX 1
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
@@ -332,7 +338,7 @@ class Fp32Gates {
 };
 
 // Forward recurrence of rows `r`: per step gates = [x_t, h] @ [w_x; w_h] + b
-// as one matmul (`Gates`: Fp32Gates or AmxGates). Residuals (tanh of the
+// as one matmul (`Gates`: Fp32Gates or Bf16Gates). Residuals (tanh of the
 // scaled gates, the cell state before each step, tanh of the cell state
 // after it) are written only when `ts` is non-null, i.e. when a backward
 // pass will need them.
@@ -422,7 +428,7 @@ class Fp32Grads {
 };
 
 // Reverse recurrence of rows `r`: carries only (dc, dh) and writes every
-// step's gate gradient; `grads` (Fp32Grads or AmxGrads) forms dh_{t-1} and
+// step's gate gradient; `grads` (Fp32Grads or Bf16Grads) forms dh_{t-1} and
 // the weight gradient dw ((I + H), 4H); the bias gradient db (4H) is summed
 // here.
 template <typename Grads>
@@ -480,19 +486,22 @@ void Backward(const Dims& d, Rows r, Grads& grads, const float* dhs,
   std::memcpy(dh0 + first, dh.data(), state * sizeof(float));
 }
 
-#ifdef SEQCLF_AMX
-// ---------------------------------------------------------------- AMX
+#ifdef SEQCLF_BF16
+// ----------------------------------------------------------- bfloat16
 // matmul_precision='bfloat16': the matmuls' operands rounded to bfloat16
-// (8 mantissa bits), products accumulated in float32 by Intel AMX tiles (a
-// 16x32 by 32x16 block per instruction); gates, state and the elementwise
-// arithmetic stay float32. Three-pass bfloat16 ('bfloat16_3x', near float32)
-// was tried and dropped: tile loads, not the multiplier, bound these small
-// matmuls, so three passes were no faster than the float32 micro-kernel
-// (docs/cpu_kernel.md).
+// (8 mantissa bits), pairs of products summed in float32 by a bfloat16 dot
+// product instruction; gates, state and the elementwise arithmetic stay
+// float32. Two engines share the operands' layout and the steps around the
+// matmuls (Bf16Gates, Bf16Grads): AVX512_BF16's vdpbf16ps in the float32
+// path's register blocks (Dp), and Intel AMX tiles, a 16x32 by 32x16 block
+// per instruction (Amx). Three-pass bfloat16 ('bfloat16_3x', near float32)
+// was tried on AMX and dropped: tile loads, not the multiplier, bound these
+// small matmuls, so three passes were no faster than the float32
+// micro-kernel (docs/cpu_kernel.md).
 
 using bf16 = uint16_t;
-constexpr int kTile = 16;   // rows of every tile, and float32 columns of C
-constexpr int kTileK = 32;  // bfloat16 products per C element per tile
+constexpr int kTile = 16;   // float32 columns of C per vector, rows of a tile
+constexpr int kTileK = 32;  // rows of B per block of the layout below
 inline int RoundUp(int x, int m) { return (x + m - 1) / m * m; }
 
 // bfloat16 of 16 floats (round to nearest even).
@@ -507,35 +516,36 @@ inline void PutBf16(const float* x, int n, bf16* row) {
   }
 }
 
-// B (K x N) in AMX's pair-interleaved tile layout: tile (nt, kt) holds rows
-// 32kt..32kt+31 and columns 16nt..16nt+15, row r of the tile holding rows
-// 2r and 2r + 1 side by side per column; tiles contiguous, 1 KB each. K a
-// multiple of 32, N of 16.
-class AmxB {
+// B (K x N) as both engines read it: pairs of rows interleaved, row k/2 of
+// a strip of 16 columns holding rows k and k + 1 side by side per column
+// (one 64-byte vector, what vdpbf16ps multiplies, a row of an AMX tile);
+// strip nt (columns 16nt..16nt+15) is contiguous, cut into AMX tiles of 32
+// rows of B, 1 KB each. K a multiple of 32, N of 16.
+class Bf16B {
  public:
-  AmxB(int k, int n)
+  Bf16B(int k, int n)
       : kt_(k / kTileK), nt_(n / kTile),
         data_(new uint32_t[static_cast<size_t>(k) / 2 * n]) {}
   // B from float rows, row(k) (N floats, or nullptr for zeros), k < K.
   template <typename Row>
-  AmxB(int k, int n, const Row& row) : AmxB(k, n) {
+  Bf16B(int k, int n, const Row& row) : Bf16B(k, n) {
     for (int k0 = 0; k0 < k; k0 += 2) SetPair(k0, row(k0), row(k0 + 1));
   }
   int k() const { return kt_ * kTileK; }
   int n() const { return nt_ * kTile; }
-  const uint32_t* tile(int nt, int kt) const {
-    return data_.get() + (static_cast<size_t>(nt) * kt_ + kt) * 256;
+  const uint32_t* strip(int nt) const {
+    return data_.get() + static_cast<size_t>(nt) * kt_ * 256;
   }
+  const uint32_t* tile(int nt, int kt) const { return strip(nt) + kt * 256; }
   // Rows k0 and k0 + 1 (k0 even) from float rows r0, r1 (nullptr: zeros).
   void SetPair(int k0, const float* r0, const float* r1) {
-    const int kt = k0 / kTileK, r = (k0 % kTileK) / 2;
     for (int nt = 0; nt < nt_; ++nt) {
       const __m512i pair = _mm512_or_si512(
           _mm512_cvtepu16_epi32(Part(r0, nt)),
           _mm512_slli_epi32(_mm512_cvtepu16_epi32(Part(r1, nt)), 16));
-      _mm512_storeu_si512(
-          data_.get() + (static_cast<size_t>(nt) * kt_ + kt) * 256 + r * 16,
-          pair);
+      _mm512_storeu_si512(data_.get() + static_cast<size_t>(nt) * kt_ * 256 +
+                              k0 / 2 * 16,
+                          pair);
     }
   }
 
@@ -547,6 +557,90 @@ class AmxB {
   std::unique_ptr<uint32_t[]> data_;
 };
 
+// ------------------------------------------------ AVX512_BF16 (vdpbf16ps)
+// C[0:R, 0:16V] = A[0:R, 0:2 pairs] @ B's strips from `b` on (`stride`
+// apart): per pair of B's rows V vectors of B, and per row of A its pair
+// of bfloat16 broadcast to every lane; each vdpbf16ps adds two products to
+// each of its 16 float32 accumulators. The float32 block's registers: 24
+// accumulators + 4 of B + 1 broadcast of 32 zmm.
+template <int R, int V>
+inline void DpKernel(const bf16* a, int lda, const uint32_t* b, size_t stride,
+                     int pairs, float* c, int ldc) {
+  __m512 acc[R][V];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (int p = 0; p < pairs; ++p) {
+    __m512bh bv[V];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v)
+      bv[v] = (__m512bh)_mm512_loadu_si512(b + v * stride + p * 16);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      uint32_t pair;
+      std::memcpy(&pair, a + static_cast<size_t>(r) * lda + 2 * p, 4);
+      const __m512bh x = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v)
+        acc[r][v] = _mm512_dpbf16_ps(acc[r][v], x, bv[v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v)
+      _mm512_storeu_ps(c + static_cast<size_t>(r) * ldc + v * kTile, acc[r][v]);
+}
+
+constexpr int kDpRows = 6, kDpVecs = 4;  // AVX-512's float32 block
+
+// The last rows % kDpRows rows, with a block of exactly that many rows.
+template <int R, int V>
+inline void DpTailRows(int rows, const bf16* a, int lda, const uint32_t* b,
+                       size_t stride, int pairs, float* c, int ldc) {
+  if constexpr (R > 0) {
+    if (rows == R) return DpKernel<R, V>(a, lda, b, stride, pairs, c, ldc);
+    DpTailRows<R - 1, V>(rows, a, lda, b, stride, pairs, c, ldc);
+  }
+}
+
+template <int V>
+void DpPanel(const bf16* a, int lda, int m, const uint32_t* b, size_t stride,
+             int pairs, float* c, int ldc) {
+  int r = 0;
+  for (; r + kDpRows <= m; r += kDpRows)
+    DpKernel<kDpRows, V>(a + static_cast<size_t>(r) * lda, lda, b, stride,
+                         pairs, c + static_cast<size_t>(r) * ldc, ldc);
+  DpTailRows<kDpRows - 1, V>(m - r, a + static_cast<size_t>(r) * lda, lda, b,
+                             stride, pairs, c + static_cast<size_t>(r) * ldc,
+                             ldc);
+}
+
+// C (m x N, float32, leading dimension ldc) = A (m x K, bfloat16 row-major,
+// leading dimension lda, even) @ B, panel of kDpVecs strips by panel.
+struct Dp {
+  static constexpr int kRowAlign = 1;  // any number of rows
+  struct Session {};                   // nothing to set up per thread
+  static void Matmul(const bf16* a, int lda, int m, const Bf16B& b, float* c,
+                     int ldc) {
+    const int nts = b.n() / kTile, pairs = b.k() / 2;
+    const size_t stride = static_cast<size_t>(b.k()) / 2 * kTile;
+    for (int nt = 0; nt < nts; nt += kDpVecs) {
+      const uint32_t* strip = b.strip(nt);
+      float* cn = c + nt * kTile;
+      switch (std::min(kDpVecs, nts - nt)) {
+        case 4: DpPanel<4>(a, lda, m, strip, stride, pairs, cn, ldc); break;
+        case 3: DpPanel<3>(a, lda, m, strip, stride, pairs, cn, ldc); break;
+        case 2: DpPanel<2>(a, lda, m, strip, stride, pairs, cn, ldc); break;
+        default: DpPanel<1>(a, lda, m, strip, stride, pairs, cn, ldc);
+      }
+    }
+  }
+};
+
+#ifdef SEQCLF_AMX
+// ------------------------------------------------------------------ AMX
 // Tile registers 0-3 hold a 2x2 block of C, 4-5 two row tiles of A, 6-7
 // two column tiles of B; configured per thread for the span of one call.
 // The configuration is a constant: built on the stack, GCC 12 let
@@ -584,7 +678,7 @@ class AmxTiles {
 
 // C block (MT x NT tiles, each 1 or 2) at tile (mt, nt) = A @ B.
 template <int MT, int NT>
-void AmxBlock(const bf16* a, int lda, const AmxB& b, int mt, int nt, float* c,
+void AmxBlock(const bf16* a, int lda, const Bf16B& b, int mt, int nt, float* c,
               int ldc) {
   const bf16* a0 = a + static_cast<size_t>(mt) * kTile * lda;
   const bf16* a1 = a0 + static_cast<size_t>(kTile) * lda;
@@ -611,33 +705,49 @@ void AmxBlock(const bf16* a, int lda, const AmxB& b, int mt, int nt, float* c,
   if constexpr (MT == 2 && NT == 2) _tile_stored(3, c1 + kTile, stride_c);
 }
 
-// C (m x N, float32, leading dimension ldc) = A (m x K, bfloat16 row-major,
-// leading dimension lda) @ B; m a multiple of 16.
-void AmxMatmul(const bf16* a, int lda, int m, const AmxB& b, float* c,
-               int ldc) {
-  const int mts = m / kTile, nts = b.n() / kTile;
-  for (int mt = 0; mt < mts; mt += 2)
-    for (int nt = 0; nt < nts; nt += 2) {
-      const bool m2 = mt + 1 < mts, n2 = nt + 1 < nts;
-      if (m2 && n2) AmxBlock<2, 2>(a, lda, b, mt, nt, c, ldc);
-      else if (m2) AmxBlock<2, 1>(a, lda, b, mt, nt, c, ldc);
-      else if (n2) AmxBlock<1, 2>(a, lda, b, mt, nt, c, ldc);
-      else AmxBlock<1, 1>(a, lda, b, mt, nt, c, ldc);
-    }
-}
+// Dp's interface on AMX tiles; rows of A and C padded to 16.
+struct Amx {
+  static constexpr int kRowAlign = kTile;
+  using Session = AmxTiles;
+  static void Matmul(const bf16* a, int lda, int m, const Bf16B& b, float* c,
+                     int ldc) {
+    const int mts = m / kTile, nts = b.n() / kTile;
+    for (int mt = 0; mt < mts; mt += 2)
+      for (int nt = 0; nt < nts; nt += 2) {
+        const bool m2 = mt + 1 < mts, n2 = nt + 1 < nts;
+        if (m2 && n2) AmxBlock<2, 2>(a, lda, b, mt, nt, c, ldc);
+        else if (m2) AmxBlock<2, 1>(a, lda, b, mt, nt, c, ldc);
+        else if (n2) AmxBlock<1, 2>(a, lda, b, mt, nt, c, ldc);
+        else AmxBlock<1, 1>(a, lda, b, mt, nt, c, ldc);
+      }
+  }
+};
 
-// The rows of [x; h] for AMX: x padded to 16, the whole to 32.
-struct AmxLayout {
+// Whether this process may use AMX tiles (Linux asks each process to
+// request them once).
+bool AmxUsable() {
+  static const bool usable = [] {
+    constexpr int kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return usable;
+}
+#else
+bool AmxUsable() { return false; }
+#endif  // SEQCLF_AMX
+
+// The rows of [x; h] in bfloat16: x padded to 16, the whole to 32.
+struct Bf16Layout {
   int kx, k;
-  explicit AmxLayout(const Dims& d)
+  explicit Bf16Layout(const Dims& d)
       : kx(RoundUp(d.in, 16)), k(RoundUp(RoundUp(d.in, 16) + d.h, kTileK)) {}
 };
 
-// [w_x; w_h] in AmxLayout's rows (forward).
-AmxB AmxWeights(const Dims& d, const float* w_x, const float* w_h) {
-  const AmxLayout l(d);
+// [w_x; w_h] in Bf16Layout's rows (forward).
+Bf16B Bf16Weights(const Dims& d, const float* w_x, const float* w_h) {
+  const Bf16Layout l(d);
   const size_t g = 4 * d.h;
-  return AmxB(l.k, g, [&](int k) -> const float* {
+  return Bf16B(l.k, g, [&](int k) -> const float* {
     if (k < d.in) return w_x + k * g;
     if (k >= l.kx && k < l.kx + d.h) return w_h + (k - l.kx) * g;
     return nullptr;
@@ -645,19 +755,21 @@ AmxB AmxWeights(const Dims& d, const float* w_x, const float* w_h) {
 }
 
 // w_hᵀ (4H x H) (backward: dh = dgates @ w_hᵀ).
-AmxB AmxWeightsT(const Dims& d, const float* w_h) {
+Bf16B Bf16WeightsT(const Dims& d, const float* w_h) {
   const size_t h = d.h, g = 4 * d.h;
   std::vector<float> t(g * h);
   for (size_t i = 0; i < h; ++i)
     for (size_t j = 0; j < g; ++j) t[j * h + i] = w_h[i * g + j];
-  return AmxB(g, h, [&](int k) { return &t[k * h]; });
+  return Bf16B(g, h, [&](int k) { return &t[k * h]; });
 }
 
-// Fp32Gates' interface on AMX: rows padded to 16, [x_t, h] in bfloat16.
-class AmxGates {
+// Fp32Gates' interface in bfloat16: [x_t, h] rounded as it is set, rows
+// padded to the engine's multiple.
+template <typename Engine>
+class Bf16Gates {
  public:
-  AmxGates(const Dims& d, int rows, const AmxB& w)
-      : d_(d), l_(d), rows_(RoundUp(rows, kTile)), w_(w),
+  Bf16Gates(const Dims& d, int rows, const Bf16B& w)
+      : d_(d), l_(d), rows_(RoundUp(rows, Engine::kRowAlign)), w_(w),
         xh_(static_cast<size_t>(rows_) * l_.k, 0),
         gates_(static_cast<size_t>(rows_) * 4 * d.h) {}
   void SetX(int b, const float* x) {
@@ -667,26 +779,28 @@ class AmxGates {
     PutBf16(h, d_.h, &xh_[static_cast<size_t>(b) * l_.k + l_.kx]);
   }
   const float* Multiply() {
-    AmxMatmul(xh_.data(), l_.k, rows_, w_, gates_.data(), 4 * d_.h);
+    Engine::Matmul(xh_.data(), l_.k, rows_, w_, gates_.data(), 4 * d_.h);
     return gates_.data();
   }
 
  private:
   const Dims& d_;
-  AmxLayout l_;
+  Bf16Layout l_;
   int rows_;
-  const AmxB& w_;
+  const Bf16B& w_;
   std::vector<bf16> xh_;
   std::vector<float> gates_;
 };
 
-// Fp32Grads' interface on AMX. dh_{t-1} per step; the weight gradient as
-// one matmul after the last step, [x, h]ᵀ (features x steps*rows) @ dgates
-// (steps*rows x 4H): a long contraction that keeps C in tiles.
-class AmxGrads {
+// Fp32Grads' interface in bfloat16. dh_{t-1} per step; the weight gradient
+// as one matmul after the last step, [x, h]ᵀ (features x steps*rows) @
+// dgates (steps*rows x 4H): a long contraction that keeps C in registers
+// (or tiles).
+template <typename Engine>
+class Bf16Grads {
  public:
-  AmxGrads(const Dims& d, int rows, const AmxB& w_t, float* dw)
-      : d_(d), l_(d), rows_(rows), rows_pad_(RoundUp(rows, kTile)),
+  Bf16Grads(const Dims& d, int rows, const Bf16B& w_t, float* dw)
+      : d_(d), l_(d), rows_(rows), rows_pad_(RoundUp(rows, Engine::kRowAlign)),
         cols_(RoundUp(rows, 2)), inner_(RoundUp(d.t * cols_, kTileK)),
         w_t_(w_t), dw_(dw),
         dgates_bf16_(static_cast<size_t>(rows_pad_) * 4 * d.h, 0),
@@ -702,7 +816,7 @@ class AmxGrads {
     const size_t g = 4 * d_.h;
     for (int b = 0; b < rows_; ++b)
       PutBf16(dgates + b * g, g, &dgates_bf16_[b * g]);
-    AmxMatmul(dgates_bf16_.data(), g, rows_pad_, w_t_, dh_.data(), d_.h);
+    Engine::Matmul(dgates_bf16_.data(), g, rows_pad_, w_t_, dh_.data(), d_.h);
     std::memcpy(dh, dh_.data(), static_cast<size_t>(rows_) * d_.h * sizeof(float));
     // This step's rows of dgates and columns of [x, h]ᵀ.
     const int col0 = t * cols_;
@@ -727,7 +841,7 @@ class AmxGrads {
   void Finish() {
     const int g = 4 * d_.h;
     std::vector<float> dw(static_cast<size_t>(l_.k) * g);
-    AmxMatmul(xh_t_.data(), inner_, l_.k, dgates_t_, dw.data(), g);
+    Engine::Matmul(xh_t_.data(), inner_, l_.k, dgates_t_, dw.data(), g);
     for (int k = 0; k < d_.k(); ++k) {
       const float* from = &dw[static_cast<size_t>(k < d_.in ? k : l_.kx + k - d_.in) * g];
       float* to = dw_ + static_cast<size_t>(k) * g;
@@ -737,28 +851,31 @@ class AmxGrads {
 
  private:
   const Dims& d_;
-  AmxLayout l_;
+  Bf16Layout l_;
   int rows_, rows_pad_, cols_, inner_;
-  const AmxB& w_t_;
+  const Bf16B& w_t_;
   float* dw_;
   std::vector<bf16> dgates_bf16_;
   std::vector<float> dh_;
   std::vector<bf16> xh_t_, xh_rows_;
-  AmxB dgates_t_;
+  Bf16B dgates_t_;
 };
 
-// Whether this process may use AMX tiles (Linux asks each process to
-// request them once); false where the kernel was built without AMX.
-bool AmxUsable() {
-  static const bool usable = [] {
-    constexpr int kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
-  }();
-  return usable;
+// Runs fn(Engine()) with the engine this build and process have: AMX
+// where it was built and Linux grants it, else AVX512_BF16.
+template <typename Fn>
+void WithBf16Engine(const Fn& fn) {
+#ifdef SEQCLF_AMX
+  if (AmxUsable()) return fn(Amx());
+#endif
+  fn(Dp());
 }
+
+// 2: bfloat16 matmuls on AMX, 1: on AVX512_BF16.
+int Bf16Engine() { return AmxUsable() ? 2 : 1; }
 #else
-bool AmxUsable() { return false; }
-#endif  // SEQCLF_AMX
+int Bf16Engine() { return 0; }  // no bfloat16 matmuls in this build
+#endif  // SEQCLF_BF16
 
 using Arg = ffi::Buffer<ffi::F32>;
 using Ret = ffi::ResultBuffer<ffi::F32>;
@@ -773,16 +890,17 @@ ffi::Error CheckLengths(const Dims& d, const Lengths& lengths) {
 }
 
 ffi::Error CheckBf16(int bf16) {
-  if (bf16 && !AmxUsable())
+  if (bf16 && !Bf16Engine())
     return ffi::Error::InvalidArgument(
-        "seqclf lstm_kernel: bfloat16 matmuls need AMX, which this CPU or "
-        "build lacks; use matmul_precision='float32'");
+        "seqclf lstm_kernel: bfloat16 matmuls need AVX512_BF16 or AMX, which "
+        "this CPU or build lacks; use matmul_precision='float32'");
   return ffi::Error::Success();
 }
 
 // Inputs: x (T, B, I), w_x (I, 4H), b (4H), w_h (H, 4H), c0, h0 (B, H),
 // lengths (B) int32 (T for rows without padding).
-// Attributes: forget_bias; bf16 (1: bfloat16 matmuls on AMX, 0: float32).
+// Attributes: forget_bias; bf16 (1: bfloat16 matmuls on AMX or AVX512_BF16,
+// 0: float32).
 // Results: hs (T, B, H), c_T (B, H) [, ts (T, B, 4H), c_prev, tanh_cs
 // (T, B, H) when training].
 ffi::Error ForwardAny(ffi::ThreadPool& pool, const Arg& x, const Arg& w_x,
@@ -801,13 +919,16 @@ ffi::Error ForwardAny(ffi::ThreadPool& pool, const Arg& x, const Arg& w_x,
             forget_bias, hs->typed_data(), c_last->typed_data(), ts, c_prev,
             tanh_cs);
   };
-#ifdef SEQCLF_AMX
+#ifdef SEQCLF_BF16
   if (bf16) {
-    const AmxB w = AmxWeights(d, w_x.typed_data(), w_h.typed_data());
-    ParallelFor(pool, slicing.workers, slicing.slices, [&](int i) {
-      AmxTiles tiles;
-      AmxGates gates(d, slicing.rows(i).n(), w);
-      run(i, gates);
+    const Bf16B w = Bf16Weights(d, w_x.typed_data(), w_h.typed_data());
+    WithBf16Engine([&](auto engine) {
+      using Engine = decltype(engine);
+      ParallelFor(pool, slicing.workers, slicing.slices, [&](int i) {
+        [[maybe_unused]] typename Engine::Session session;
+        Bf16Gates<Engine> gates(d, slicing.rows(i).n(), w);
+        run(i, gates);
+      });
     });
   }
 #endif
@@ -865,13 +986,16 @@ ffi::Error BackwardImpl(ffi::ThreadPool pool, Arg dhs, Arg dc_last,
              dgates->typed_data(), dc0->typed_data(), dh0->typed_data(),
              sums[i].data() + static_cast<size_t>(d.k()) * g);
   };
-#ifdef SEQCLF_AMX
+#ifdef SEQCLF_BF16
   if (bf16) {
-    const AmxB w_t = AmxWeightsT(d, w_h.typed_data());
-    ParallelFor(pool, slicing.workers, slicing.slices, [&](int i) {
-      AmxTiles tiles;
-      AmxGrads grads(d, slicing.rows(i).n(), w_t, sums[i].data());
-      run(i, grads);
+    const Bf16B w_t = Bf16WeightsT(d, w_h.typed_data());
+    WithBf16Engine([&](auto engine) {
+      using Engine = decltype(engine);
+      ParallelFor(pool, slicing.workers, slicing.slices, [&](int i) {
+        [[maybe_unused]] typename Engine::Session session;
+        Bf16Grads<Engine> grads(d, slicing.rows(i).n(), w_t, sums[i].data());
+        run(i, grads);
+      });
     });
   }
 #endif
@@ -946,8 +1070,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqclfLstmBackward, BackwardImpl,
                                   .Ret<Arg>()   // dc0
                                   .Ret<Arg>());  // dh0
 
-// 1 when the bfloat16 (AMX) matmuls can run in this process, else 0.
-extern "C" int SeqclfAmxAvailable() { return AmxUsable() ? 1 : 0; }
+// Which engine runs the bfloat16 matmuls in this process: 2 AMX, 1
+// AVX512_BF16, 0 none (the build's target has neither).
+extern "C" int SeqclfBf16Engine() { return Bf16Engine(); }
 
 // The vector width and register block this build uses (set by the -march it
 // was built for, not by the CPU that runs it), for tests and the benchmark.
