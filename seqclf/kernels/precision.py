@@ -5,7 +5,7 @@ otherwise run float32 matmuls as TF32 by default. ``tensorfloat32`` is TF32
 (``Precision.HIGH``), which only GPUs that have it run
 (``seqclf.kernels.paths`` refuses it elsewhere). ``bfloat16`` rounds both
 operands of every matmul, forward and backward, to bfloat16 and accumulates
-and returns float32, on any backend (the CPU kernel: on Intel AMX). The
+and returns float32, on any backend (the CPU kernel: on AMX or AVX512_BF16). The
 names are ``jax.default_matmul_precision``'s. Autodiff keeps a matmul's
 precision in the matmuls of its gradient. Cell state, gates and every
 elementwise op stay float32 whichever is chosen.

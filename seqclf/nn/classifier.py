@@ -78,7 +78,7 @@ class LSTMClassifier(nn.Module):
   # Every matmul's, on every path (seqclf.kernels.precision): float32 (true
   # float32, also on GPUs) | tensorfloat32 (TF32, GPUs only) | bfloat16
   # (operands rounded to bfloat16, float32 accumulation; the CPU kernel: on
-  # Intel AMX). Unlike `dtype`, parameters, state and gates stay float32.
+  # AMX or AVX512_BF16). Unlike `dtype`, parameters, state and gates stay float32.
   matmul_precision: str = 'float32'
   # (x - input_mean) / input_std: identity by default, so checkpoints saved
   # before these fields existed load as they were trained.
