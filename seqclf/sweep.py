@@ -675,11 +675,11 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
   seeds = [config.seed + k for k in range(num_seeds)]
   monitor = monitor_of(config)
   raw = datasets or registry.load(config)
-  workdir = errors.writable_dir(workdir)
-  spec = _spec(config, grid, num_seeds, cv)
   if cv:  # Bad folds fail before anything is written.
     labels = np.concatenate([raw['train']['label'], raw['validation']['label']])
     stratified_folds(labels, cv)
+  workdir = errors.writable_dir(workdir)
+  spec = _spec(config, grid, num_seeds, cv)
   with WorkdirLock(workdir):
     _check_spec(workdir, spec)
     finished = workdir / 'results.json'
