@@ -368,7 +368,7 @@ def test_sweep_killed_resumes_to_the_uninterrupted_results(tmp_path):
   assert other.returncode == 2
   assert other.stderr.strip().endswith(
       'holds another sweep (its seeds differ): run its own command to '
-      'resume it, or use a fresh workdir.'), other.stderr
+      'resume it, or use a fresh --workdir.'), other.stderr
 
 
 @pytest.mark.slow
