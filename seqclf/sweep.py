@@ -542,9 +542,13 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
   configs = [configured(config, settings[i]) for i, _ in models]
   keys = varying_per_model(config, grid_keys)
   model_seeds = [s for _, s in models]
+  # Early stopping (config key `patience`, where it exists): each model's
+  # watch lives in the stacked state, so a resume continues it exactly.
+  patience = int(config.get('patience', 0) or 0)
+  watch = bool(patience) and 'validation' in evals
   states = hyper.init_states(config, model_seeds,
                              [hyper.hparams_of(c, keys) for c in configs],
-                             impl=impl, sequence_shape=shape)
+                             impl=impl, sequence_shape=shape, watch=watch)
   mngr = checkpoint.manager(udir, config.max_to_keep)
   first = 0
   if mngr.latest_step() is not None:
@@ -561,6 +565,9 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
       workdir, names[i], s, unit))) for i, s in models]
   try:
     for start, step in loop.boundaries(first, config):
+      if watch and not np.asarray(states.watch['active']).any():
+        progress.skip(len(models) * (total - start))
+        break  # Every model stopped: the group ends.
       states, metrics = chunks(states, start, step)
       loss = metrics['loss'][:, -1]
       for w, value in zip(writers, loss):
@@ -578,12 +585,23 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
         for k, w in enumerate(writers):
           for name, values in val.items():
             w.add_scalar(f'validation/{name}', float(values[k]), step)
+        if watch:
+          metric = monitor_of(config).removeprefix('val_')
+          sign = -1.0 if metric == 'loss' else 1.0
+          states = hyper.observe(
+              states, jnp.asarray(sign * val[metric], jnp.float32),
+              jnp.int32(patience), jnp.int32(step))
       if step % config.checkpoint_every == 0 or step == total:
         _save(mngr, states, config, step)
     mngr.wait_until_finished()
   finally:
     for w in writers:
       w.close()
+  stopped = {}
+  if watch:  # Each model's result is its best evaluation's parameters.
+    stopped = {'best_step': np.asarray(states.watch['best_step']).tolist(),
+               'stopped_early': (~np.asarray(states.watch['active'])).tolist()}
+    states = states.replace(params=states.best_params)
   finite = np.stack([np.isfinite(np.asarray(x)).reshape(len(models), -1).all(1)
                      for x in jax.tree.leaves(states.params)]).all(0)
   out = {
@@ -594,6 +612,7 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
                   for name, split in evals.items()},
       'count': {name: len(split['label']) for name, split in evals.items()},
       'diverged': (~finite).tolist(), 'resumed_from_step': first or None,
+      **stopped,
       **loop.results(chunks, config, step=total, impl=impl,
                      wall_start=wall_start),
   }

@@ -417,3 +417,34 @@ def test_cli_bad_grid_is_one_line(run_inprocess, tmp_path, grid, message):
   assert status == 2, err
   assert message in err and len(err.strip().splitlines()) == 1, err
   assert not (tmp_path / 'w').exists()
+
+
+@pytest.mark.slow
+def test_early_stopping_freezes_each_model_and_ends_the_group(tmp_path):
+  """With `patience` (read where the config has the key), a model whose
+  validation score stops improving stops changing; when all have, the group
+  ends; each model's result is its best evaluation's parameters."""
+  config = _npz_config(tmp_path, num_train_steps=60, eval_every=10,
+                       checkpoint_every=10, num_layers=1)
+  config.patience = 1
+  grid = {'learning_rate': [1e-9, 1e-2]}
+  settings = sweep.settings_of(small_config(), grid)
+  data = registry.load(config)
+  out = sweep.run_unit(tmp_path / 'w', 'u', config, settings,
+                       [sweep.name_of(s) for s in settings], [0], list(grid),
+                       data['train'], {'validation': data['validation']},
+                       sweep.Progress(1, quiet=True))
+  # A rate of 1e-9 never moves the accuracy: best at the first evaluation,
+  # stopped at the second.
+  assert out['best_step'][0] == 10 and out['stopped_early'][0]
+  mngr = checkpoint.manager(tmp_path / 'w' / 'units' / 'u')
+  state = lambda step: mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore()))['state']
+  last = state(mngr.latest_step())
+  for a, b in zip(jax.tree.leaves(state(20)['params']),
+                  jax.tree.leaves(last['params'])):
+    np.testing.assert_array_equal(np.asarray(a)[0], np.asarray(b)[0])
+  if out['stopped_early'][1]:  # Both stopped: the group ended early.
+    assert mngr.latest_step() < 60
+  else:
+    assert mngr.latest_step() == 60

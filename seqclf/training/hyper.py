@@ -40,8 +40,37 @@ def per_model_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 
 class HyperState(state_lib.TrainState):
-  """A ``TrainState`` with the model's own hyperparameters (a dict of scalars)."""
+  """A ``TrainState`` with the model's own hyperparameters (a dict of scalars)
+  and, with early stopping, its watch (``watch``: active flag, best score,
+  evaluations since it improved) and the parameters that scored best."""
   hparams: dict[str, Any] = struct.field(default_factory=dict)
+  watch: dict[str, Any] = struct.field(default_factory=dict)
+  best_params: Any = None
+
+
+def new_watch() -> dict[str, np.ndarray]:
+  """One model's early-stopping watch before its first evaluation."""
+  return {'active': np.asarray(True), 'best': np.asarray(-np.inf, np.float64
+                                                         ).astype(np.float32),
+          'bad': np.asarray(0, np.int32), 'best_step': np.asarray(0, np.int32)}
+
+
+@jax.jit
+def observe(states: HyperState, score: jax.Array, patience: jax.Array,
+            step: jax.Array) -> HyperState:
+  """The stack after an evaluation whose ``score`` (higher is better) each
+  model got: an improvement keeps its parameters as the best, ``patience``
+  evaluations without one stop it (its state stops changing)."""
+  w = states.watch
+  better = w['active'] & (score > w['best'])
+  bad = jnp.where(better, 0, w['bad'] + w['active'].astype(jnp.int32))
+  pick = lambda new, old: jnp.where(
+      better.reshape(better.shape + (1,) * (new.ndim - 1)), new, old)
+  return states.replace(
+      best_params=jax.tree.map(pick, states.params, states.best_params),
+      watch={'active': w['active'] & (bad < patience),
+             'best': jnp.where(better, score, w['best']), 'bad': bad,
+             'best_step': jnp.where(better, step, w['best_step'])})
 
 
 def hparams_of(config: ml_collections.ConfigDict,
@@ -131,9 +160,10 @@ def _dropout_apply(apply_fn: Any, keep: jax.Array) -> Any:
 
 def init_states(config: ml_collections.ConfigDict, seeds: list[int],
                 hparams: list[dict[str, Any]], *, impl: str,
-                sequence_shape: Any) -> HyperState:
+                sequence_shape: Any, watch: bool = False) -> HyperState:
   """The stacked states of a group: model k has ``create_train_state``'s
-  parameters for ``key(seeds[k])`` and its own ``hparams[k]``.
+  parameters for ``key(seeds[k])`` and its own ``hparams[k]``; with
+  ``watch``, an early-stopping watch and a copy of the parameters as best.
 
   The optimizer state's structure does not depend on the values, so one
   optimizer (the group config's values) initializes every model's.
@@ -145,8 +175,10 @@ def init_states(config: ml_collections.ConfigDict, seeds: list[int],
     base = state_lib.create_train_state(config, jax.random.key(seed),
                                         impl=impl,
                                         sequence_shape=sequence_shape)
-    return HyperState.create(apply_fn=base.apply_fn, params=base.params,
-                             tx=tx, hparams=hp)
+    return HyperState.create(
+        apply_fn=base.apply_fn, params=base.params, tx=tx, hparams=hp,
+        watch=new_watch() if watch else {},
+        best_params=base.params if watch else None)
 
   # One model at a time (a vmapped orthogonal init deadlocked XLA:CPU, see
   # seqclf.sweep.init_states); one compiled init, so one tree for all.
@@ -180,6 +212,11 @@ def steps_fn(config: ml_collections.ConfigDict, noise: bool, lengths: bool):
       inner = state.replace(tx=optimizer(config, hp), apply_fn=apply_fn)
       new, metrics = run(inner, *data, idx, rng=rng if noise else None,
                          hflip=config.augment_hflip)
+      if state.watch:  # Stopped early: nothing changes but the step.
+        keep = lambda n, o: jnp.where(state.watch['active'], n, o)
+        new = new.replace(params=jax.tree.map(keep, new.params, state.params),
+                          opt_state=jax.tree.map(keep, new.opt_state,
+                                                 state.opt_state))
       return new.replace(tx=state.tx, apply_fn=state.apply_fn), metrics
 
     return jax.vmap(one)(states, rngs, indices)
