@@ -25,7 +25,6 @@ import itertools
 import json
 import os
 import platform
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
