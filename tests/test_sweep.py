@@ -385,6 +385,10 @@ def test_cv_scores_folds_then_trains_the_chosen_on_all(tmp_path):
   folds = [json.loads((tmp_path / 'w' / 'units' / f'g0-fold{f}' /
                        'results.json').read_text()) for f in range(3)]
   assert sum(f['count']['validation'] for f in folds) == 240
+  board = tmp_path / 'w' / 'tensorboard'
+  assert len(list((board / 'hparams').rglob('events.out.tfevents.*'))) >= 2
+  assert list((board / 'learning_rate=0.01' / 'seed1' / 'g0-fold2').glob(
+      'events.out.tfevents.*'))
   with pytest.raises(ConfigError, match='--cv 100: class'):
     sweep.run_sweep(config, tmp_path / 'w2', 1, cv=100, quiet=True)
   assert not (tmp_path / 'w2').exists()
