@@ -6,14 +6,23 @@ matmul, so K runs cost far less than K times one. Model k is the single run
 ``seqclf train`` would do with seed ``seeds[k]`` (same initial parameters,
 same batches, same noise keys), only computed side by side, so the sweep's
 mean ± std is a statement about the recipe, not about one lucky seed.
-With ``learning_rates`` the sweep is the grid learning rate × seed; each
-model's rate lives in its optimizer state (``optax.inject_hyperparams``).
-
-The sweep keeps no checkpoints: it is for measuring, and reruns from scratch.
+``run_sweep`` trains a grid over any config keys (``--grid KEY=V1,V2``):
+settings that differ only in numbers of the step (``hyper.PER_MODEL``:
+learning rate, dropout, clipping, warmup) train together in one vmapped
+program, each model with its own values (``seqclf.training.hyper``); keys
+that change the program (width, depth, cell, task, ...) make groups run one
+after the other. Each group (each fold, with ``cv``) checkpoints its stacked
+state, so a killed sweep resumes where it was. Settings are compared in one
+table (``results.json``, ``.md``, ``.csv``) and one is chosen on validation
+(or k-fold cross-validation over the training split), never on test.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import itertools
+import json
 import os
 import platform
 import time
@@ -25,14 +34,17 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 
 from seqclf import errors
-from seqclf.config import validate
-from seqclf.data import registry, views
+from seqclf.config import base_config, validate
+from seqclf.data import order, registry, splits as splits_lib, views
 from seqclf.data.splits import Split
 from seqclf.errors import ConfigError
-from seqclf.training import autotune, loop, steps
+from seqclf.training import autotune, checkpoint, hyper, loop, steps
+from seqclf.training.metric_logging import tensorboardX
 from seqclf.training.state import TrainState, create_train_state
+from seqclf.training.workdir import WorkdirLock
 
 
 def grid(config: ml_collections.ConfigDict, num_seeds: int,
@@ -188,60 +200,648 @@ def train_models(config: ml_collections.ConfigDict, seeds: Sequence[int],
   return states, {'chunks': chunks, 'diverged': diverged}
 
 
-def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
-              num_seeds: int, learning_rates: Sequence[float] | None = None, *,
-              quiet: bool = False,
-              datasets: dict[str, Split] | None = None) -> dict[str, Any]:
-  """Trains the grid side by side; writes ``workdir/results.json``.
+# ---------------------------------------------------------------------------
+# Grids over any config keys.
+
+_NOT_A_HYPERPARAMETER = ('it changes how a run is carried out, not what the '
+                         'models learn')
+# Keys a grid may not vary, and why.
+CANNOT_VARY = {
+    'dataset': 'settings are compared on one validation split: sweep each '
+               'dataset on its own',
+    'data_dir': 'every setting must read the same data',
+    'validation_fraction': 'it changes the validation split the settings '
+                           'are compared on',
+    'seed': "a sweep's seeds are config.seed + 0..N-1: use --seeds",
+    'parallelism': 'a sweep runs its models side by side on one device (vmap)',
+    'cpu_devices': 'a sweep runs its models side by side on one device (vmap)',
+    **dict.fromkeys(('log_every', 'eval_every', 'checkpoint_every',
+                     'max_to_keep', 'eval_batch_size', 'steps_per_call'),
+                    _NOT_A_HYPERPARAMETER),
+}
+
+Setting = dict[str, Any]
+
+
+def _unknown_key(key: str) -> ConfigError:
+  """validate's message for an unknown key."""
+  probe = base_config()
+  probe[key] = 0
+  try:
+    validate(probe)
+  except ConfigError as e:
+    return ConfigError(f'--grid: {e}', arg='grid')
+  return ConfigError(f'--grid: unknown config key `{key}`.', arg='grid')
+
+
+def parse_value(key: str, text: str) -> Any:
+  """``text`` as config key ``key``'s type (``base_config``'s default's)."""
+  default = base_config()[key]
+  text = text.strip()
+  try:
+    if isinstance(default, bool):
+      if text.lower() not in ('true', 'false', '1', '0'):
+        raise ValueError(text)
+      return text.lower() in ('true', '1')
+    if isinstance(default, int):
+      return int(text)
+    if isinstance(default, float):
+      return float(text)
+    if isinstance(default, str):
+      return text
+  except ValueError:
+    pass
+  raise ConfigError(f'--grid {key}={text}: config key `{key}` takes '
+                    f'{type(default).__name__} values, got {text!r}.',
+                    arg='grid')
+
+
+def parse_grid(specs: Sequence[str]) -> dict[str, list[Any]]:
+  """``KEY=V1,V2`` flags as ``{key: [values]}``, each value of the key's type.
 
   Args:
-    config: the models' config (validated here).
-    workdir: where ``results.json`` goes (no checkpoints).
-    num_seeds: models per learning rate, seeds ``config.seed + k``.
-    learning_rates: rates to cross with the seeds; None: the config's.
+    specs: the ``--grid`` values (the flag may repeat; a key at most once).
+
+  Returns:
+    The grid, in the order given; a one-line ``ConfigError`` for bad input.
+  """
+  base, grid = base_config(), {}
+  for spec in specs:
+    key, sep, values = spec.partition('=')
+    key = key.strip()
+    if not sep or not key or not values.strip():
+      raise ConfigError(f'--grid takes KEY=V1,V2 (e.g. --grid '
+                        f'hidden_size=64,128), got {spec!r}.', arg='grid')
+    if key not in base:
+      raise _unknown_key(key)
+    if key in grid:
+      raise ConfigError(f'--grid names `{key}` twice: give its values once, '
+                        f'comma-separated.', arg='grid')
+    grid[key] = [parse_value(key, v) for v in values.split(',')]
+  return grid
+
+
+def settings_of(config: ml_collections.ConfigDict,
+                grid: dict[str, Sequence[Any]]) -> list[Setting]:
+  """Every setting of ``grid`` (its cartesian product), each checked.
+
+  Args:
+    config: the sweep's base config.
+    grid: key -> values (``parse_grid``, or a config file's ``get_grid()``).
+
+  Returns:
+    One dict per setting, the first key varying slowest; a one-line
+    ``ConfigError`` for an unknown key, a value of the wrong type, a key
+    that cannot vary (``CANNOT_VARY``) or a setting ``validate`` refuses.
+  """
+  base = base_config()
+  for key, values in grid.items():
+    if key not in base:
+      raise _unknown_key(key)
+    if key in CANNOT_VARY:
+      raise ConfigError(f'--grid {key}: `{key}` cannot vary in a sweep: '
+                        f'{CANNOT_VARY[key]}.', arg='grid')
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) \
+        or not values:
+      raise ConfigError(f'--grid {key}: give a list of values, got '
+                        f'{values!r}.', arg='grid')
+  settings = [dict(zip(grid, values))
+              for values in itertools.product(*grid.values())]
+  if len({json.dumps(s, sort_keys=True) for s in settings}) < len(settings):
+    raise ConfigError('--grid repeats a value: give each value once.',
+                      arg='grid')
+  for setting in settings:
+    try:
+      validate(configured(config, setting))
+    except ConfigError as e:
+      raise ConfigError(f'--grid setting {name_of(setting)}: {e}',
+                        arg='grid') from None
+  return settings
+
+
+def configured(config: ml_collections.ConfigDict,
+               setting: Setting) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with ``setting``'s values."""
+  out = ml_collections.ConfigDict(config.to_dict())
+  for key, value in setting.items():
+    out[key] = value
+  return out
+
+
+def name_of(setting: Setting) -> str:
+  """``key=value ...``: a setting's name in the table and on disk."""
+  return ' '.join(f'{k}={v}' for k, v in setting.items()) or 'config'
+
+
+def varying_per_model(config: ml_collections.ConfigDict,
+                      grid_keys: Sequence[str]) -> tuple[str, ...]:
+  """The grid's keys that vary per model inside one program for ``config``."""
+  return tuple(k for k in hyper.per_model_keys(config) if k in grid_keys)
+
+
+def group_settings(config: ml_collections.ConfigDict,
+                   settings: Sequence[Setting]) -> list[list[int]]:
+  """Indices of the settings that train together, one list per program.
+
+  Settings whose configs agree on every key but the per-model ones
+  (``hyper.PER_MODEL``) share a program; groups keep the grid's order.
+  """
+  keys = list(settings[0]) if settings else []
+  groups: dict[str, list[int]] = {}
+  for i, setting in enumerate(settings):
+    c = configured(config, setting)
+    vary = varying_per_model(c, keys)
+    signature = json.dumps({k: v for k, v in c.to_dict().items()
+                            if k not in vary}, sort_keys=True, default=str)
+    groups.setdefault(signature, []).append(i)
+  return list(groups.values())
+
+
+# ---------------------------------------------------------------------------
+# Folds, metrics, selection and the table.
+
+
+def stratified_folds(labels: np.ndarray, k: int,
+                     seed: int = splits_lib.SPLIT_SEED) -> list[np.ndarray]:
+  """``k`` disjoint index sets covering ``labels``, each class dealt
+  round-robin over them in an order fixed by ``seed`` (every fold holds
+  every class); a one-line ``ConfigError`` if a class has fewer than k."""
+  classes, counts = np.unique(labels, return_counts=True)
+  if k < 2:
+    raise ConfigError(f'--cv must be >= 2 folds, got {k}.', arg='cv')
+  if counts.min() < k:
+    c, n = classes[counts.argmin()], int(counts.min())
+    fix = f'use --cv {n} or fewer' if n >= 2 else 'drop --cv'
+    raise ConfigError(f'--cv {k}: class {c} has only {n} training examples, '
+                      f'fewer than {k} folds: {fix}.', arg='cv')
+  rng = np.random.default_rng(seed)
+  fold_of = np.empty(len(labels), int)
+  for c in classes:
+    members = rng.permutation(np.flatnonzero(labels == c))
+    fold_of[members] = np.arange(len(members)) % k
+  return [np.flatnonzero(fold_of == i) for i in range(k)]
+
+
+def _take(split: Split, index: np.ndarray) -> Split:
+  return {key: value[index] for key, value in split.items()}
+
+
+def split_metrics(evaluated: dict[str, Any]) -> dict[str, np.ndarray]:
+  """Per-model metrics of a stacked evaluation (``steps.evaluate``).
+
+  The one place a sweep turns evaluation output into the table's metrics:
+  whatever names evaluation returns (loss, accuracy, and more where it
+  gives them) are compared, none assumed but ``loss``.
+  """
+  return {name: np.asarray(value, np.float64)
+          for name, value in evaluated.items()
+          if name != 'count' and np.ndim(value) == 1}
+
+
+def monitor_of(config: ml_collections.ConfigDict) -> str:
+  """The validation metric settings are chosen by: ``config.monitor`` where
+  it names one; else (``'last'`` or no such key) ``'val_accuracy'``."""
+  monitor = config.get('monitor', 'last')
+  return 'val_accuracy' if monitor in (None, '', 'last') else monitor
+
+
+def choose(rows: Sequence[dict[str, Any]], monitor: str) -> int:
+  """Index of the row with the best mean validation ``monitor`` over seeds
+  (lowest for a loss, else highest), ties to the lowest mean validation loss.
+  Reads each row's ``validation`` figures only: never a test figure."""
+  name = monitor.removeprefix('val_')
+  sign = -1.0 if name == 'loss' else 1.0
+
+  def key(i):
+    val = rows[i]['validation']
+    if name not in val:
+      raise ConfigError(f'Config key `monitor`={monitor!r}: validation gives '
+                        f'{", ".join("val_" + m for m in val)}.',
+                        arg='config.monitor')
+    return (sign * val[name]['mean'], -val['loss']['mean'])
+
+  return max(range(len(rows)), key=key)
+
+
+def _summary(values: np.ndarray) -> dict[str, Any]:
+  values = np.asarray(values, np.float64)
+  return {'mean': float(values.mean()), 'std': _std(values),
+          'values': values.tolist()}
+
+
+def markdown(results: dict[str, Any]) -> str:
+  """The table: one row per setting, mean ± std over seeds, the chosen marked."""
+  rows = results['rows']
+  val = list(rows[0]['validation']) if rows else []
+  test = sorted({m for r in rows for m in r['test']}, key=lambda m: (
+      m != 'loss', m))
+  head = (['setting'] + [f'val {m}' for m in val]
+          + [f'test {m}' for m in test])
+  fmt = lambda s: f'{s["mean"]:.4f} ± {s["std"]:.4f}'
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for r in rows:
+    name = f'**{r["name"]}** (chosen)' if r['chosen'] else r['name']
+    cells = [name] + [fmt(r['validation'][m]) for m in val] + [
+        fmt(r['test'][m]) if m in r['test'] else '–' for m in test]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  where = (f'{results["cv"]}-fold cross-validation over the training split'
+           if results['cv'] else 'the validation split')
+  return '\n'.join([
+      f'Sweep of {len(rows)} settings x {results["num_seeds"]} seeds: mean ± '
+      f'std over seeds; chosen by {results["monitor"]} on {where} (ties: '
+      'lower validation loss), never by test.', '', *lines, ''])
+
+
+def _csv(results: dict[str, Any]) -> str:
+  rows = results['rows']
+  keys = list(results['grid'])
+  metrics = [(split, m) for split in ('validation', 'test')
+             for m in sorted({m for r in rows for m in r[split]})]
+  out = io.StringIO()
+  writer = csv.writer(out)
+  writer.writerow(keys + [f'{"val" if s == "validation" else s}_{m}_{t}'
+                          for s, m in metrics for t in ('mean', 'std')]
+                  + ['chosen'])
+  for r in rows:
+    writer.writerow([r['setting'][k] for k in keys] + [
+        r[s][m][t] if m in r[s] else '' for s, m in metrics
+        for t in ('mean', 'std')] + [int(r['chosen'])])
+  return out.getvalue()
+
+
+# ---------------------------------------------------------------------------
+# Units: one group's models trained on one split, checkpointed.
+
+
+def _format_eta(seconds: float) -> str:
+  return time.strftime('%H:%M:%S', time.gmtime(max(0.0, seconds)))
+
+
+class Progress:
+  """The whole sweep's progress: model-steps done of all, with an ETA."""
+
+  def __init__(self, total: int, quiet: bool):
+    self.total, self.quiet = total, quiet
+    self.done = self.trained = 0
+    self.start = time.perf_counter()
+
+  def skip(self, model_steps: int) -> None:
+    """Work found done on disk (a resumed sweep): counts, but sets no pace."""
+    self.done += model_steps
+
+  def advance(self, model_steps: int, line: str) -> None:
+    self.done += model_steps
+    self.trained += model_steps
+    if self.quiet:
+      return
+    pace = (time.perf_counter() - self.start) / max(self.trained, 1)
+    print(f'{line} | sweep {100 * self.done / max(self.total, 1):.0f}%, '
+          f'ETA {_format_eta((self.total - self.done) * pace)}', flush=True)
+
+
+def _save(mngr: Any, states: Any, config: ml_collections.ConfigDict,
+          step: int) -> None:
+  mngr.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(states),
+      config=ocp.args.JsonSave(config.to_dict())))
+
+
+def _tb_dir(workdir: Path, name: str, seed: int, unit: str) -> Path:
+  safe = name.replace(' ', ',').replace('/', '_')
+  return workdir / 'tensorboard' / safe / f'seed{seed}' / unit
+
+
+def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
+             settings: Sequence[Setting], names: Sequence[str],
+             seeds: Sequence[int], grid_keys: Sequence[str], train: Split,
+             evals: dict[str, Split], progress: Progress) -> dict[str, Any]:
+  """Trains every (setting, seed) of one group on ``train`` side by side,
+  checkpointing in ``workdir/units/UNIT``; evaluates on ``evals``.
+
+  A unit with a ``results.json`` is done and is read, not trained; one with
+  checkpoints resumes from the newest (each batch and noise key is a
+  function of seed and step, so the result is the uninterrupted one's).
+
+  Returns:
+    ``{'models': [[setting index, seed], ...], 'metrics': {split: {name:
+    per-model list}}, ...}``.
+  """
+  udir = workdir / 'units' / unit
+  done = udir / 'results.json'
+  total = config.num_train_steps
+  models = [(i, s) for i in range(len(settings)) for s in seeds]
+  if done.exists():
+    progress.skip(len(models) * total)
+    return json.loads(done.read_text())
+  udir.mkdir(parents=True, exist_ok=True)
+  wall_start = time.perf_counter()
+  shape = train['image'].shape[1:]
+  order.check_batch_size(config.batch_size, len(train['label']))
+  impl = autotune.resolve_impl(config, sequence_shape=shape)
+  configs = [configured(config, settings[i]) for i, _ in models]
+  keys = varying_per_model(config, grid_keys)
+  model_seeds = [s for _, s in models]
+  # Early stopping (config key `patience`, where it exists): each model's
+  # watch lives in the stacked state, so a resume continues it exactly.
+  patience = int(config.get('patience', 0) or 0)
+  watch = bool(patience) and 'validation' in evals
+  states = hyper.init_states(config, model_seeds,
+                             [hyper.hparams_of(c, keys) for c in configs],
+                             impl=impl, sequence_shape=shape, watch=watch)
+  mngr = checkpoint.manager(udir, config.max_to_keep)
+  first = 0
+  if mngr.latest_step() is not None:
+    states, _ = checkpoint.restore(mngr, states, move_damaged=True)
+    first = int(np.asarray(states.step)[0])
+  progress.skip(len(models) * first)
+  noise = any(c.dropout_rate for c in configs) or config.augment_hflip
+  arrays = steps.data_args(train)
+  run = hyper.steps_fn(config, noise, lengths=len(arrays) == 3)
+  rngs = jax.vmap(steps.train_key)(jnp.asarray(model_seeds, jnp.uint32))
+  chunks = loop.Chunks(run, (*jax.device_put(arrays), rngs), model_seeds,
+                       len(train['label']), config.batch_size)
+  writers = [tensorboardX.SummaryWriter(str(_tb_dir(
+      workdir, names[i], s, unit))) for i, s in models]
+  try:
+    for start, step in loop.boundaries(first, config):
+      if watch and not np.asarray(states.watch['active']).any():
+        progress.skip(len(models) * (total - start))
+        break  # Every model stopped: the group ends.
+      states, metrics = chunks(states, start, step)
+      loss = metrics['loss'][:, -1]
+      for w, value in zip(writers, loss):
+        w.add_scalar('train/loss', float(value), step)
+      progress.advance(len(models) * (step - start), (
+          f'{unit}: step {step}/{total}, loss over {len(models)} models '
+          f'mean={np.nanmean(loss):.4f} min={np.nanmin(loss):.4f} '
+          f'max={np.nanmax(loss):.4f} | {chunks.examples_per_second:,.0f} '
+          'ex/s'))
+      if 'validation' in evals and (step % config.eval_every == 0
+                                    or step == total):
+        val = split_metrics(steps.evaluate(
+            states, evals['validation'], config.eval_batch_size,
+            stacked=True))
+        for k, w in enumerate(writers):
+          for name, values in val.items():
+            w.add_scalar(f'validation/{name}', float(values[k]), step)
+        if watch:
+          metric = monitor_of(config).removeprefix('val_')
+          sign = -1.0 if metric == 'loss' else 1.0
+          states = hyper.observe(
+              states, jnp.asarray(sign * val[metric], jnp.float32),
+              jnp.int32(patience), jnp.int32(step))
+      if step % config.checkpoint_every == 0 or step == total:
+        _save(mngr, states, config, step)
+    mngr.wait_until_finished()
+  finally:
+    for w in writers:
+      w.close()
+  stopped = {}
+  if watch:  # Each model's result is its best evaluation's parameters.
+    stopped = {'best_step': np.asarray(states.watch['best_step']).tolist(),
+               'stopped_early': (~np.asarray(states.watch['active'])).tolist()}
+    states = states.replace(params=states.best_params)
+  finite = np.stack([np.isfinite(np.asarray(x)).reshape(len(models), -1).all(1)
+                     for x in jax.tree.leaves(states.params)]).all(0)
+  out = {
+      'unit': unit, 'models': [[i, s] for i, s in models],
+      'metrics': {name: {m: v.tolist() for m, v in split_metrics(
+          steps.evaluate(states, split, config.eval_batch_size,
+                         stacked=True)).items()}
+                  for name, split in evals.items()},
+      'count': {name: len(split['label']) for name, split in evals.items()},
+      'diverged': (~finite).tolist(), 'resumed_from_step': first or None,
+      **stopped,
+      **loop.results(chunks, config, step=total, impl=impl,
+                     wall_start=wall_start),
+  }
+  loop.write_json(done, out)
+  return out
+
+
+# ---------------------------------------------------------------------------
+# The sweep.
+
+
+def _spec(config: ml_collections.ConfigDict, grid: dict[str, list[Any]],
+          num_seeds: int, cv: int) -> dict[str, Any]:
+  return json.loads(json.dumps({'config': config.to_dict(), 'grid': grid,
+                                'seeds': num_seeds, 'cv': cv}, default=str))
+
+
+def _check_spec(workdir: Path, spec: dict[str, Any]) -> None:
+  """Writes ``workdir/sweep.json``, or checks the one there is this sweep's."""
+  path = workdir / 'sweep.json'
+  if path.exists():
+    saved = json.loads(path.read_text())
+    if saved != spec:
+      differ = [k for k in spec if saved.get(k) != spec[k]]
+      if 'config' in differ:
+        differ.remove('config')
+        differ += [f'config.{k}' for k in spec['config']
+                   if saved['config'].get(k) != spec['config'][k]]
+      raise ConfigError(
+          f'{workdir} holds another sweep (its {", ".join(differ)} differ): '
+          'run its own command to resume it, or use a fresh workdir.',
+          arg='workdir')
+  else:
+    loop.write_json(path, spec)
+
+
+def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
+              num_seeds: int, learning_rates: Sequence[float] | None = None,
+              *, grid: dict[str, Sequence[Any]] | None = None, cv: int = 0,
+              quiet: bool = False,
+              datasets: dict[str, Split] | None = None) -> dict[str, Any]:
+  """Trains every setting of ``grid`` × ``num_seeds`` seeds and compares them.
+
+  Resumable: the same call on the same workdir continues a killed sweep (its
+  groups' checkpoints) to the uninterrupted sweep's results, and returns a
+  finished sweep's saved results (``already_finished: True``).
+
+  Args:
+    config: the base config (validated here); ``config.monitor`` (where the
+      key exists and is not ``'last'``) names the validation metric that
+      chooses, else ``val_accuracy``.
+    workdir: the sweep's directory: ``results.json``, ``results.md``,
+      ``results.csv``, ``units/`` (checkpoints), ``tensorboard/``.
+    num_seeds: models per setting, seeds ``config.seed + k``.
+    learning_rates: shorthand for ``grid={'learning_rate': ...}``.
+    grid: config key -> values; the settings are their cartesian product
+      (``settings_of``). None: the config alone.
+    cv: 0: score on the validation split; K >= 2: stratified K-fold
+      cross-validation over the training split (train and validation), then
+      the chosen setting trains on all of it for the test figures.
     quiet: print nothing.
     datasets: the splits, as ``train.train_and_evaluate`` takes them.
 
   Returns:
-    The results: per-model and summary test accuracies, timing, config.
+    The results written to ``workdir/results.json``: ``rows`` (one per
+    setting: ``validation`` and ``test`` metrics as mean, std and per-seed
+    values), ``chosen``, and per-model lists of the chosen or only setting.
   """
   wall_start = time.perf_counter()
   config = validate(config)
-  seeds, rates = grid(config, num_seeds, learning_rates)
-  workdir = errors.writable_dir(workdir)
-  data = views.view_splits(config, datasets or registry.load(config))
-  impl = autotune.resolve_impl(
-      config, sequence_shape=data['train']['image'].shape[1:])
-  states, timing = train_models(
-      config, seeds, None if learning_rates is None else rates, data['train'],
-      impl=impl, quiet=quiet)
-  total, batch_size = config.num_train_steps, config.batch_size
-  val = steps.evaluate(states, data['validation'], config.eval_batch_size,
-                       stacked=True)
-  test = steps.evaluate(states, data['test'], config.eval_batch_size,
-                        stacked=True)
-  acc = np.asarray(test['accuracy'], np.float64)
-  results: dict[str, Any] = {
-      'test_accuracies': acc.tolist(),
-      'test_accuracy_mean': float(acc.mean()),
-      'test_accuracy_std': _std(acc),
-      'test_accuracy_min': float(acc.min()),
-      'test_losses': np.asarray(test['loss']).tolist(),
-      'val_accuracies': np.asarray(val['accuracy']).tolist(),
-      'seeds': seeds, 'learning_rates': rates,
-      'diverged': timing['diverged'].tolist(),
-      'num_models': len(seeds),
-      'examples_seen_per_model': total * batch_size,
-      'machine': machine(),
-      **loop.results(timing['chunks'], config, step=total, impl=impl,
-                     wall_start=wall_start),
-  }
+  grid = dict(grid or {})
   if learning_rates is not None:
-    results['by_learning_rate'] = {
-        repr(r): {'test_accuracies': acc[mask].tolist(),
-                  'test_accuracy_mean': float(acc[mask].mean()),
-                  'test_accuracy_std': _std(acc[mask])}
-        for r in dict.fromkeys(rates)
-        for mask in [np.asarray(rates) == r]}
-  loop.write_results(workdir, results)
+    grid = {'learning_rate': [float(r) for r in learning_rates], **grid}
+  if num_seeds < 1:
+    raise ConfigError(f'num_seeds must be >= 1, got {num_seeds}.',
+                      arg='num_seeds')
+  settings = settings_of(config, grid)
+  grid = {k: list(v) for k, v in grid.items()}
+  seeds = [config.seed + k for k in range(num_seeds)]
+  monitor = monitor_of(config)
+  raw = datasets or registry.load(config)
+  if cv:  # Bad folds fail before anything is written.
+    labels = np.concatenate([raw['train']['label'], raw['validation']['label']])
+    stratified_folds(labels, cv)
+  workdir = errors.writable_dir(workdir)
+  spec = _spec(config, grid, num_seeds, cv)
+  with WorkdirLock(workdir):
+    _check_spec(workdir, spec)
+    finished = workdir / 'results.json'
+    if finished.exists():
+      saved = json.loads(finished.read_text())
+      if saved.get('spec') == spec:
+        return {**saved, 'already_finished': True}
+    results = _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
+                   quiet)
+    results.update(spec=spec, wall_seconds=time.perf_counter() - wall_start)
+    _write(workdir, results)
   return results
+
+
+def _run(config, workdir, settings, grid, seeds, cv, monitor, raw, quiet):
+  names = [name_of(s) for s in settings]
+  groups = group_settings(config, settings)
+  configs = [configured(config, settings[g[0]]) for g in groups]
+  units_per_group = cv or 1
+  total = sum(len(g) * len(seeds) * c.num_train_steps * units_per_group
+              for g, c in zip(groups, configs))
+  progress = Progress(total, quiet)
+  per_setting: list[dict[str, Any]] = [{} for _ in settings]
+  outs = []
+  for gi, (group, gconfig) in enumerate(zip(groups, configs)):
+    data = views.view_splits(gconfig, raw)
+    sub = [settings[i] for i in group]
+    sub_names = [names[i] for i in group]
+    if not cv:
+      pairs = [(f'g{gi}', data['train'],
+                {'validation': data['validation'], 'test': data['test']})]
+    else:
+      pool = {k: np.concatenate([data['train'][k], data['validation'][k]])
+              for k in data['train']}
+      parts = stratified_folds(pool['label'], cv)
+      pairs = [(f'g{gi}-fold{f}',
+                _take(pool, np.sort(np.concatenate(parts[:f] + parts[f + 1:]))),
+                {'validation': _take(pool, part)})
+               for f, part in enumerate(parts)]
+    fold_outs = [run_unit(workdir, unit, gconfig, sub, sub_names, seeds,
+                          list(grid), fit, evals, progress)
+                 for unit, fit, evals in pairs]
+    outs += fold_outs
+    for j, i in enumerate(group):
+      rows_of = slice(j * len(seeds), (j + 1) * len(seeds))
+      for split in ('validation', 'test'):
+        parts = [(np.asarray(o['metrics'][split][m])[rows_of],
+                  o['count'][split], m)
+                 for o in fold_outs if split in o['metrics']
+                 for m in o['metrics'][split]]
+        if not parts:
+          continue
+        metrics = dict.fromkeys(m for _, _, m in parts)
+        # Folds pooled by their sizes: each held-out example counts once.
+        per_setting[i][split] = {m: _summary(
+            sum(v * n for v, n, mm in parts if mm == m)
+            / sum(n for _, n, mm in parts if mm == m)) for m in metrics}
+      per_setting[i]['group'] = gi
+  rows = [{'name': names[i], 'setting': settings[i], 'group': p['group'],
+           'seeds': seeds, 'validation': p['validation'],
+           'test': p.get('test', {}), 'chosen': False}
+          for i, p in enumerate(per_setting)]
+  chosen = choose(rows, monitor)
+  rows[chosen]['chosen'] = True
+  if cv:  # The chosen setting on the whole training split, for test.
+    gi = rows[chosen]['group']
+    cconfig = configured(config, settings[chosen])
+    data = views.view_splits(cconfig, raw)
+    pool = {k: np.concatenate([data['train'][k], data['validation'][k]])
+            for k in data['train']}
+    progress.total += len(seeds) * cconfig.num_train_steps
+    final = run_unit(workdir, f'final-{chosen}', cconfig, [settings[chosen]],
+                     [names[chosen]], seeds, list(grid), pool,
+                     {'test': data['test']}, progress)
+    outs.append(final)
+    rows[chosen]['test'] = {m: _summary(v) for m, v in
+                            final['metrics']['test'].items()}
+  chosen_row = rows[chosen]
+  test = chosen_row['test']
+  models = [(i, s) for i in range(len(settings)) for s in seeds]
+  train_seconds = sum(o['train_seconds'] for o in outs)
+  examples = sum(o['train_examples_per_second'] * o['train_seconds']
+                 for o in outs if o['train_examples_per_second'])
+  results: dict[str, Any] = {
+      'rows': rows, 'chosen': chosen_row['name'],
+      'chosen_setting': chosen_row['setting'], 'monitor': monitor,
+      'selected_on': f'{cv}-fold cross-validation' if cv else 'validation',
+      'grid': grid, 'cv': cv, 'num_seeds': len(seeds),
+      'num_groups': len(groups), 'num_models': len(models),
+      'seeds': [s for _, s in models],
+      'learning_rates': [configured(config, settings[i]).learning_rate
+                         for i, _ in models],
+      'diverged': [d for o in outs[:len(outs) - bool(cv)]
+                   for d in o['diverged']],
+      'examples_seen_per_model': config.num_train_steps * config.batch_size,
+      'train_examples_per_second': examples / train_seconds if train_seconds
+      else None,
+      'train_seconds': train_seconds,
+      'compile_seconds': sum(o['compile_seconds'] for o in outs),
+      'step': outs[-1]['step'], 'impl': outs[-1]['impl'],
+      'devices': outs[-1]['devices'], 'jax_version': jax.__version__,
+      'machine': machine(), 'config': config.to_dict(),
+  }
+  # Every model's test figures in one list (the chosen setting's under cv),
+  # as `seqclf sweep` gave them before grids.
+  acc = np.concatenate([r['test']['accuracy']['values'] for r in rows
+                        if 'accuracy' in r.get('test', {})])
+  if len(acc):
+    results.update(
+        test_accuracies=acc.tolist(), test_accuracy_mean=float(acc.mean()),
+        test_accuracy_std=_std(acc), test_accuracy_min=float(acc.min()),
+        test_losses=[v for r in rows if r['test']
+                     for v in r['test']['loss']['values']])
+  results['val_accuracies'] = [v for r in rows
+                               for v in r['validation']['accuracy']['values']]
+  if list(grid) == ['learning_rate']:
+    results['by_learning_rate'] = {
+        repr(r['setting']['learning_rate']): {
+            'test_accuracies': r['test']['accuracy']['values'],
+            'test_accuracy_mean': r['test']['accuracy']['mean'],
+            'test_accuracy_std': r['test']['accuracy']['std']}
+        for r in rows if r['test']}
+  _hparams(workdir, rows)
+  return results
+
+
+def _hparams(workdir: Path, rows: Sequence[dict[str, Any]]) -> None:
+  """TensorBoard's HParams table: one run per setting, its mean figures."""
+  writer = tensorboardX.SummaryWriter(str(workdir / 'tensorboard' / 'hparams'))
+  try:
+    for r in rows:
+      values = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                for k, v in r['setting'].items()} or {'config': 'base'}
+      metrics = {f'hparam/{"val" if s == "validation" else s}_{m}': f['mean']
+                 for s in ('validation', 'test') for m, f in r[s].items()}
+      writer.add_hparams(values, metrics, name=r['name'].replace(' ', ','))
+  finally:
+    writer.close()
+
+
+def _write(workdir: Path, results: dict[str, Any]) -> None:
+  """The table as Markdown and CSV, then ``results.json`` (last: a sweep
+  with it is finished)."""
+  results['table'] = markdown(results)
+  (workdir / 'results.md').write_text(results['table'])
+  (workdir / 'results.csv').write_text(_csv(results))
+  loop.write_results(workdir, results)

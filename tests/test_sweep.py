@@ -1,18 +1,24 @@
 """seqclf.sweep: model k of a vmapped sweep is the single run with seed k."""
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 
 from conftest import REPO, run_cli, small_config
 from seqclf import inference, sweep, train
 from seqclf.config import ConfigError
-from seqclf.training import optim, steps as steps_lib
+from seqclf.data import registry
+from seqclf.training import checkpoint, optim, steps as steps_lib
 
 
 def test_grid_crosses_rates_with_seeds():
@@ -126,3 +132,324 @@ def test_init_states_of_five_bidirectional_models_finish_as_single_inits():
   out = subprocess.run([sys.executable, '-c', _INIT_MANY], cwd=REPO,
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 0 and out.stdout.strip() == 'equal', out.stderr
+
+
+# --- Grids over any config keys, resume, the table -------------------------
+
+
+def _series(n, seed, steps=8, features=3, classes=3):
+  """Learnable toy series: the class sets which channel drifts upwards."""
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, classes, n)
+  x = rng.normal(0, 0.3, (n, steps, features)).astype(np.float32)
+  x[np.arange(n), :, y % features] += np.linspace(0, 2, steps)
+  return x, y
+
+
+def _npz_config(tmp_path, n=240, **overrides):
+  x, y = _series(n, 0)
+  xt, yt = _series(90, 1)
+  path = tmp_path / 'd.npz'
+  np.savez(path, x_train=x, y_train=y, x_test=xt, y_test=yt)
+  config = small_config(dataset=f'npz:{path}', num_classes=3, hidden_size=8,
+                        batch_size=20, eval_batch_size=100, impl='scan',
+                        num_layers=2)
+  config.update(overrides)
+  return config
+
+
+def test_parse_grid_types_values_and_refuses_bad_input():
+  grid = sweep.parse_grid(['hidden_size=8,16', 'dropout_rate=0,0.2',
+                           'bidirectional=true,false', 'cell=lstm,gru'])
+  assert grid == {'hidden_size': [8, 16], 'dropout_rate': [0.0, 0.2],
+                  'bidirectional': [True, False], 'cell': ['lstm', 'gru']}
+  assert isinstance(grid['dropout_rate'][0], float)
+  bad = {'hidden_sise=8': 'Unknown config key `hidden_sise`. Did you mean '
+                          '`hidden_size`?',
+         'hidden_size=8,wide': 'config key `hidden_size` takes int values, '
+                               "got 'wide'",
+         'hidden_size': '--grid takes KEY=V1,V2',
+         'bidirectional=maybe': 'takes bool values'}
+  for spec, message in bad.items():
+    with pytest.raises(ConfigError, match=re.escape(message)) as e:
+      sweep.parse_grid([spec])
+    assert e.value.arg == 'grid' and '\n' not in str(e.value)
+  with pytest.raises(ConfigError, match='names `seed` twice'):
+    sweep.parse_grid(['seed=1', 'seed=2'])
+
+
+def test_settings_refuse_keys_that_cannot_vary_and_bad_values():
+  config = small_config()
+  for key in ('dataset', 'seed', 'eval_every'):
+    with pytest.raises(ConfigError, match=f'`{key}` cannot vary in a sweep: '
+                       + re.escape(sweep.CANNOT_VARY[key])):
+      sweep.settings_of(config, {key: [1, 2]})
+  with pytest.raises(ConfigError, match=r'--grid setting dropout_rate=1.5: '
+                     r'Config key `dropout_rate` must be in \[0, 1\)'):
+    sweep.settings_of(config, {'dropout_rate': [0.0, 1.5]})
+  with pytest.raises(ConfigError, match='repeats a value'):
+    sweep.settings_of(config, {'hidden_size': [8, 8]})
+  settings = sweep.settings_of(config, {'hidden_size': [8, 16],
+                                        'learning_rate': [1e-3, 3e-3]})
+  assert settings[1] == {'hidden_size': 8, 'learning_rate': 3e-3}
+  assert len(settings) == 4
+
+
+def test_groups_split_on_program_keys_only():
+  """Numbers of the step share a program; shapes (and a cosine schedule's
+  warmup, which sets its decay's length) do not."""
+  config = small_config()
+  grid = {'hidden_size': [8, 16], 'learning_rate': [1e-3, 3e-3],
+          'dropout_rate': [0.0, 0.2], 'grad_clip_norm': [0.0, 1.0],
+          'warmup_steps': [0, 5]}
+  settings = sweep.settings_of(config, grid)
+  groups = sweep.group_settings(config, settings)
+  assert [len(g) for g in groups] == [16, 16]
+  assert {settings[i]['hidden_size'] for i in groups[1]} == {16}
+  cosine = small_config(lr_schedule='cosine')
+  groups = sweep.group_settings(
+      cosine, sweep.settings_of(cosine, {'warmup_steps': [0, 5],
+                                         'learning_rate': [1e-3, 3e-3]}))
+  assert [len(g) for g in groups] == [2, 2]
+
+
+class ValidationOnly(dict):
+  """A table row that fails the test if a test figure is read from it."""
+
+  def __getitem__(self, key):
+    assert key != 'test', f'selection read {key!r}'
+    return super().__getitem__(key)
+
+  def get(self, key, default=None):
+    assert key != 'test', f'selection read {key!r}'
+    return super().get(key, default)
+
+
+def _row(acc, loss, test_acc):
+  return ValidationOnly(
+      validation={'accuracy': {'mean': acc}, 'loss': {'mean': loss}},
+      test={'accuracy': {'mean': test_acc}})
+
+
+def test_choose_by_monitor_on_validation_ties_by_loss_never_test():
+  rows = [_row(0.90, 0.30, 0.99), _row(0.95, 0.40, 0.80),
+          _row(0.95, 0.20, 0.70), _row(0.93, 0.10, 0.99)]
+  assert sweep.choose(rows, 'val_accuracy') == 2  # a tie: the lower loss
+  assert sweep.choose(rows[:2], 'val_accuracy') == 1
+  assert sweep.choose(rows, 'val_loss') == 3
+  with pytest.raises(ConfigError, match='validation gives val_accuracy, '
+                     'val_loss'):
+    sweep.choose(rows, 'val_macro_f1')
+  with pytest.raises(AssertionError, match="'test'"):
+    rows[0]['test']  # The guard works.
+  assert sweep.monitor_of(small_config()) == 'val_accuracy'
+
+
+def test_stratified_folds_partition_and_refuse_small_classes():
+  labels = np.array([0] * 10 + [1] * 7 + [2] * 3)
+  parts = sweep.stratified_folds(labels, 3)
+  assert sorted(np.concatenate(parts).tolist()) == list(range(len(labels)))
+  for part in parts:
+    assert (np.bincount(labels[part], minlength=3) >= 1).all()
+  with pytest.raises(ConfigError, match=r'--cv 4: class 2 has only 3 '
+                     r'training examples, fewer than 4 folds: use --cv 3 or '
+                     'fewer.') as e:
+    sweep.stratified_folds(labels, 4)
+  assert e.value.arg == 'cv'
+
+
+@pytest.mark.slow
+def test_grouped_models_equal_their_single_runs(tmp_path):
+  """Each model of one vmapped program, with its own learning rate, dropout,
+  clipping and warmup (each off in one model, on in the other), trains as
+  `seqclf train` with that setting and seed.
+  On XLA:CPU a vmapped weight gradient sums the batch in another order than
+  the unbatched one, so parameters agree to float rounding, not bitwise."""
+  config = _npz_config(tmp_path, num_train_steps=20, eval_every=20,
+                       checkpoint_every=20)
+  grid = {'learning_rate': [1e-3, 1e-2], 'dropout_rate': [0.0, 0.3],
+          'grad_clip_norm': [0.0, 0.05], 'warmup_steps': [0, 8]}
+  # The first and last settings: every per-model key differs between them.
+  settings = sweep.settings_of(config, grid)[::15]
+  workdir = tmp_path / 'sweep'
+  out = sweep.run_unit(workdir, 'u', config, settings,
+                       [sweep.name_of(s) for s in settings], [0], list(grid),
+                       registry.load(config)['train'],
+                       {'validation': registry.load(config)['validation']},
+                       sweep.Progress(1, quiet=True))
+  saved = checkpoint.manager(workdir / 'units' / 'u').restore(
+      20, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  params = saved['state']['params']
+  digests = set()
+  for k, setting in enumerate(settings):
+    single = train.train_and_evaluate(sweep.configured(config, setting),
+                                      tmp_path / f'single{k}', quiet=True)
+    _, expected, _ = inference.load_model(tmp_path / f'single{k}')
+    swept = jax.tree.map(lambda x, k=k: np.asarray(x)[k], params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0,
+                                                         atol=1e-6),
+                 swept, expected)
+    assert out['metrics']['validation']['loss'][k] == pytest.approx(
+        single['val_loss'], abs=1e-5)
+    digests.add(float(np.sum([np.sum(x) for x in jax.tree.leaves(swept)])))
+  assert len(digests) == len(settings)  # every hyperparameter took effect
+
+
+def _sweep_cli(workdir, config_file, *extra):
+  return [sys.executable, '-m', 'seqclf', 'sweep', f'--config={config_file}',
+          f'--workdir={workdir}', '--seeds=2', '--grid=hidden_size=8,12',
+          '--grid=learning_rate=3e-3,1e-2', *extra]
+
+
+_CONFIG_FILE = """
+from seqclf.config import base_config
+def get_config():
+  c = base_config()
+  c.update({overrides})
+  return c
+"""
+
+
+@pytest.mark.slow
+def test_sweep_killed_resumes_to_the_uninterrupted_results(tmp_path):
+  """kill -9 mid-group, then the same command: the table and every unit's
+  final parameters are bitwise those of a sweep never killed; a finished
+  sweep prints its table again without training."""
+  config = _npz_config(tmp_path, num_train_steps=300, eval_every=100,
+                       checkpoint_every=20, steps_per_call=20, log_every=20,
+                       num_layers=1)
+  config_file = tmp_path / 'c.py'
+  config_file.write_text(_CONFIG_FILE.format(overrides=config.to_dict()))
+  env = {**os.environ, 'SEQCLF_AUTOTUNE_CACHE': str(tmp_path / 'a.json')}
+  killed, whole = tmp_path / 'killed', tmp_path / 'whole'
+  proc = subprocess.Popen(_sweep_cli(killed, config_file), cwd=REPO, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  ckpts = killed / 'units' / 'g1' / 'checkpoints'
+  while time.time() < deadline and proc.poll() is None and not (
+      ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())):
+    time.sleep(0.05)
+  assert proc.poll() is None, 'the sweep ended before it could be killed'
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (killed / 'results.json').exists()
+  resumed = subprocess.run(_sweep_cli(killed, config_file), cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=600)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  full = subprocess.run(_sweep_cli(whole, config_file, '--quiet'), cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=600)
+  assert full.returncode == 0, full.stderr[-3000:]
+  a = json.loads((killed / 'results.json').read_text())
+  b = json.loads((whole / 'results.json').read_text())
+  assert a['rows'] == b['rows'] and a['chosen'] == b['chosen']
+  assert [r['name'] for r in a['rows'] if r['chosen']] == [a['chosen']]
+  for unit in ('g0', 'g1'):
+    u = json.loads((killed / 'units' / unit / 'results.json').read_text())
+    v = json.loads((whole / 'units' / unit / 'results.json').read_text())
+    assert u['metrics'] == v['metrics']
+    restore = lambda w, unit=unit: checkpoint.manager(
+        w / 'units' / unit).restore(300, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore()))['state']
+    for x, y in zip(jax.tree.leaves(restore(killed)),
+                    jax.tree.leaves(restore(whole))):
+      np.testing.assert_array_equal(x, y)
+  assert json.loads((killed / 'units' / 'g1' / 'results.json').read_text()
+                    )['resumed_from_step'] is not None
+  assert (killed / 'results.md').read_text() in resumed.stdout
+  csv_lines = (killed / 'results.csv').read_text().splitlines()
+  assert csv_lines[0].startswith('hidden_size,learning_rate,val_accuracy_mean')
+  assert len(csv_lines) == 5
+  again = subprocess.run(_sweep_cli(killed, config_file), cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0 and 'step ' not in again.stdout
+  assert (killed / 'results.md').read_text() in again.stdout
+  other = subprocess.run(_sweep_cli(killed, config_file, '--seeds=3'),
+                         cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=300)
+  assert other.returncode == 2
+  assert other.stderr.strip().endswith(
+      'holds another sweep (its seeds differ): run its own command to '
+      'resume it, or use a fresh --workdir.'), other.stderr
+
+
+@pytest.mark.slow
+def test_cv_scores_folds_then_trains_the_chosen_on_all(tmp_path):
+  config = _npz_config(tmp_path, num_train_steps=20, eval_every=20,
+                       checkpoint_every=20, num_layers=1)
+  results = sweep.run_sweep(config, tmp_path / 'w', 2, cv=3, quiet=True,
+                            grid={'learning_rate': [1e-9, 1e-2]})
+  units = sorted(p.name for p in (tmp_path / 'w' / 'units').iterdir())
+  assert units == ['final-1', 'g0-fold0', 'g0-fold1', 'g0-fold2']
+  low, high = results['rows']
+  assert high['chosen'] and not low['test']  # test: the chosen setting only
+  assert results['test_accuracies'] == high['test']['accuracy']['values']
+  folds = [json.loads((tmp_path / 'w' / 'units' / f'g0-fold{f}' /
+                       'results.json').read_text()) for f in range(3)]
+  assert sum(f['count']['validation'] for f in folds) == 240
+  board = tmp_path / 'w' / 'tensorboard'
+  assert len(list((board / 'hparams').rglob('events.out.tfevents.*'))) >= 2
+  assert list((board / 'learning_rate=0.01' / 'seed1' / 'g0-fold2').glob(
+      'events.out.tfevents.*'))
+  with pytest.raises(ConfigError, match='--cv 100: class'):
+    sweep.run_sweep(config, tmp_path / 'w2', 1, cv=100, quiet=True)
+  assert not (tmp_path / 'w2').exists()
+
+
+@pytest.fixture
+def run_inprocess(capsys, monkeypatch):
+  """``seqclf ARGS`` in this process: exit status and stderr."""
+  from seqclf.cli import main as cli_main  # pylint: disable=g-import-not-at-top
+  from seqclf.cli import sweep as cli_sweep  # pylint: disable=g-import-not-at-top
+
+  def run_(*args):
+    cli_sweep.FLAGS.unparse_flags()  # --grid accumulates over parses
+    monkeypatch.setattr(sys, 'argv', ['seqclf', *args])
+    with pytest.raises(SystemExit) as e:
+      cli_main.run()
+    return e.value.code, capsys.readouterr().err
+  return run_
+
+
+@pytest.mark.parametrize('grid, message', [
+    ('hidden_sise=8', 'Unknown config key `hidden_sise`.'),
+    ('hidden_size=8,wide', "takes int values, got 'wide'"),
+    ('dataset=mnist', '`dataset` cannot vary in a sweep: settings are '
+                      'compared on one validation split'),
+])
+def test_cli_bad_grid_is_one_line(run_inprocess, tmp_path, grid, message):
+  status, err = run_inprocess('sweep', '--config=default',
+                              f'--workdir={tmp_path / "w"}', f'--grid={grid}')
+  assert status == 2, err
+  assert message in err and len(err.strip().splitlines()) == 1, err
+  assert not (tmp_path / 'w').exists()
+
+
+@pytest.mark.slow
+def test_early_stopping_freezes_each_model_and_ends_the_group(tmp_path):
+  """With `patience` (read where the config has the key), a model whose
+  validation score stops improving stops changing; when all have, the group
+  ends; each model's result is its best evaluation's parameters."""
+  config = _npz_config(tmp_path, num_train_steps=60, eval_every=10,
+                       checkpoint_every=10, num_layers=1)
+  config.patience = 1
+  grid = {'learning_rate': [1e-9, 1e-2]}
+  settings = sweep.settings_of(small_config(), grid)
+  data = registry.load(config)
+  out = sweep.run_unit(tmp_path / 'w', 'u', config, settings,
+                       [sweep.name_of(s) for s in settings], [0], list(grid),
+                       data['train'], {'validation': data['validation']},
+                       sweep.Progress(1, quiet=True))
+  # A rate of 1e-9 never moves the accuracy: best at the first evaluation,
+  # stopped at the second.
+  assert out['best_step'][0] == 10 and out['stopped_early'][0]
+  mngr = checkpoint.manager(tmp_path / 'w' / 'units' / 'u')
+  state = lambda step: mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore()))['state']
+  last = state(mngr.latest_step())
+  for a, b in zip(jax.tree.leaves(state(20)['params']),
+                  jax.tree.leaves(last['params'])):
+    np.testing.assert_array_equal(np.asarray(a)[0], np.asarray(b)[0])
+  if out['stopped_early'][1]:  # Both stopped: the group ended early.
+    assert mngr.latest_step() < 60
+  else:
+    assert mngr.latest_step() == 60

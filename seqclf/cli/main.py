@@ -6,7 +6,7 @@
   seqclf predict --workdir runs/default FILE …   # images, or .npy/.npz/.csv series
   seqclf report --workdir runs/default          # plots + report.md (train does it too)
   seqclf inspect-data [--dataset NAME|npz:PATH] [--split test --indices 1 2 3] [--out DIR]
-  seqclf sweep --config default --workdir runs/sweep --seeds 5 [--learning_rates 1e-3,3e-3]
+  seqclf sweep --config default --workdir runs/sweep --seeds 3 [--grid KEY=V1,V2 ...] [--cv K]
   seqclf export --workdir runs/default --out runs/served
 
 Each command is a module of ``seqclf.cli`` (``COMMANDS``) that defines its

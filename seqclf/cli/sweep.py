@@ -1,6 +1,9 @@
-"""``seqclf sweep``: several seeds (and learning rates) at once, by vmap."""
+"""``seqclf sweep``: a grid over config keys × seeds, vmapped, resumable,
+chosen on validation and compared in one table."""
 
 from __future__ import annotations
+
+import importlib.util
 
 from absl import flags
 
@@ -8,23 +11,51 @@ from seqclf import sweep
 from seqclf.cli import common
 from seqclf.errors import UsageError
 
-SUMMARY = ('Train models for several seeds (and learning rates) at once under '
-           'jax.vmap; mean and std of their test accuracy.')
+SUMMARY = ('Train a grid of settings (any config keys) x seeds, same-shape '
+           'settings side by side under jax.vmap; resumable; one table, the '
+           'setting chosen on validation.')
 USAGE = ('--config NAME|FILE --workdir DIR [--seeds N] '
-         '[--learning_rates A,B]')
+         '[--grid KEY=V1,V2 ...] [--cv K] [--learning_rates A,B]')
 FLAGS = flags.FlagValues()
 CONFIG = common.define_config(FLAGS)
 _WORKDIR = common.define_workdir(FLAGS)
 _SEEDS = flags.DEFINE_integer(
-    'seeds', 5, 'Models per learning rate, seeds config.seed + 0..N-1.',
+    'seeds', 5, 'Models per setting, seeds config.seed + 0..N-1.',
+    flag_values=FLAGS)
+_GRID = flags.DEFINE_multi_string(
+    'grid', [], 'KEY=V1,V2: values of a config key to cross with the others '
+    '(repeat the flag per key), e.g. --grid hidden_size=64,128 --grid '
+    "dropout_rate=0,0.2. A config file's get_grid() gives keys too.",
+    flag_values=FLAGS)
+_CV = flags.DEFINE_integer(
+    'cv', 0, 'Score settings by stratified K-fold cross-validation over the '
+    'training split (0: on the validation split); the chosen setting then '
+    'trains on the whole training split for the test figures.',
     flag_values=FLAGS)
 _LEARNING_RATES = flags.DEFINE_list(
-    'learning_rates', None, "Learning rates to cross with the seeds (default: "
-    "the config's), e.g. --learning_rates=1e-3,3e-3.", flag_values=FLAGS)
+    'learning_rates', None, 'Shorthand for --grid learning_rate=A,B.',
+    flag_values=FLAGS)
 _QUIET = common.define_quiet(FLAGS)
 COMPILATION_CACHE = common.define_compilation_cache(FLAGS)
 # The library's argument names that are spelled otherwise here.
 ARG_FLAGS = {'num_seeds': 'seeds'}
+
+
+def _file_grid() -> dict:
+  """The ``--config`` file's ``get_grid()`` (if it defines one)."""
+  name = FLAGS['config'].config_filename.split(':', 1)[0]
+  path = common.resolve_config(name)
+  spec = importlib.util.spec_from_file_location('seqclf_sweep_grid', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  get_grid = getattr(module, 'get_grid', None)
+  if get_grid is None:
+    return {}
+  grid = get_grid()
+  if not isinstance(grid, dict):
+    raise UsageError(f'get_grid() of {path} must return a dict of key -> '
+                     f'values, got {type(grid).__name__}.')
+  return grid
 
 
 def main(args: list[str]) -> None:
@@ -36,11 +67,15 @@ def main(args: list[str]) -> None:
     except ValueError as e:
       raise UsageError(f'--learning_rates takes numbers, e.g. '
                        f'--learning_rates=1e-3,3e-3 ({e}).') from e
-  results = sweep.run_sweep(common.config_of(CONFIG, 'sweep'),
-                            common.require(_WORKDIR, 'sweep'), _SEEDS.value,
-                            rates, quiet=_QUIET.value)
-  accs = ' '.join(f'{a:.4f}' for a in results['test_accuracies'])
-  print(f'Test accuracy over {results["num_models"]} models: '
-        f'{results["test_accuracy_mean"]:.4f} ± '
-        f'{results["test_accuracy_std"]:.4f} ({accs}; step {results["step"]}, '
-        f'{results["wall_seconds"]:.1f} s)')
+  config = common.config_of(CONFIG, 'sweep')
+  grid = {**_file_grid(), **sweep.parse_grid(_GRID.value)}
+  results = sweep.run_sweep(config, common.require(_WORKDIR, 'sweep'),
+                            _SEEDS.value, rates, grid=grid, cv=_CV.value,
+                            quiet=_QUIET.value)
+  print(results['table'])
+  row = next(r for r in results['rows'] if r['chosen'])
+  figures = lambda split: ', '.join(
+      f'{m} {f["mean"]:.4f} ± {f["std"]:.4f}' for m, f in row[split].items())
+  print(f'Chosen: {row["name"]} (validation: {figures("validation")}; '
+        f'test: {figures("test") or "none"}). {results["num_models"]} models '
+        f'in {results["num_groups"]} groups, {results["wall_seconds"]:.1f} s.')

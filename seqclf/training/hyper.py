@@ -1,0 +1,224 @@
+"""Per-model hyperparameters inside one vmapped training program.
+
+A sweep trains a stack of models in one jitted step (``jax.vmap``); what
+differs between them must then be data, not Python constants baked into the
+program. ``HyperState`` carries each model's numbers (``hparams``: the keys
+of ``PER_MODEL`` that vary in its group) beside its parameters, and
+``steps_fn`` builds, inside the traced step, the optimizer and the dropout
+those numbers describe. Each is written to compute what the single run's
+Python-constant version computes (``seqclf.training.optim``, flax's
+``nn.Dropout``), so model k follows ``seqclf train`` with its setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import struct
+
+from seqclf.training import optim, state as state_lib, steps
+
+# Config keys a model of a vmapped group may hold its own value of (numbers in
+# the step, not shapes), and the dtype each travels in. `warmup_steps` only
+# with lr_schedule='constant': the cosine decay's length depends on it.
+PER_MODEL = {'learning_rate': np.float32, 'dropout_rate': np.float32,
+             'grad_clip_norm': np.float32, 'warmup_steps': np.int32}
+
+
+def per_model_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The ``PER_MODEL`` keys that may vary inside one program for ``config``."""
+  keys = tuple(PER_MODEL)
+  if config.lr_schedule != 'constant':
+    keys = tuple(k for k in keys if k != 'warmup_steps')
+  return keys
+
+
+class HyperState(state_lib.TrainState):
+  """A ``TrainState`` with the model's own hyperparameters (a dict of scalars)
+  and, with early stopping, its watch (``watch``: active flag, best score,
+  evaluations since it improved) and the parameters that scored best."""
+  hparams: dict[str, Any] = struct.field(default_factory=dict)
+  watch: dict[str, Any] = struct.field(default_factory=dict)
+  best_params: Any = None
+
+
+def new_watch() -> dict[str, np.ndarray]:
+  """One model's early-stopping watch before its first evaluation."""
+  return {'active': np.asarray(True), 'best': np.asarray(-np.inf, np.float64
+                                                         ).astype(np.float32),
+          'bad': np.asarray(0, np.int32), 'best_step': np.asarray(0, np.int32)}
+
+
+@jax.jit
+def observe(states: HyperState, score: jax.Array, patience: jax.Array,
+            step: jax.Array) -> HyperState:
+  """The stack after an evaluation whose ``score`` (higher is better) each
+  model got: an improvement keeps its parameters as the best, ``patience``
+  evaluations without one stop it (its state stops changing)."""
+  w = states.watch
+  better = w['active'] & (score > w['best'])
+  bad = jnp.where(better, 0, w['bad'] + w['active'].astype(jnp.int32))
+  pick = lambda new, old: jnp.where(
+      better.reshape(better.shape + (1,) * (new.ndim - 1)), new, old)
+  return states.replace(
+      best_params=jax.tree.map(pick, states.params, states.best_params),
+      watch={'active': w['active'] & (bad < patience),
+             'best': jnp.where(better, score, w['best']), 'bad': bad,
+             'best_step': jnp.where(better, step, w['best_step'])})
+
+
+def hparams_of(config: ml_collections.ConfigDict,
+               keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+  """``config``'s values of ``keys`` as the step reads them. Dropout travels
+  as its keep probability, computed in double as ``nn.Dropout`` does."""
+  out = {k: np.asarray(config[k], PER_MODEL[k]) for k in keys}
+  if 'dropout_rate' in out:
+    out['dropout_rate'] = np.asarray(1.0 - config.dropout_rate, np.float32)
+  return out
+
+
+def _clip(max_norm: jax.Array) -> optax.GradientTransformation:
+  """``optax.clip_by_global_norm(max_norm)`` for a traced bound; 0: off."""
+
+  def update(updates, state, params=None):
+    del params
+    g_norm = optax.tree.norm(updates)
+    trigger = jnp.squeeze(g_norm < max_norm)
+    clip = lambda t: jax.lax.select(
+        trigger, t, (t / g_norm.astype(t.dtype)) * max_norm)
+    clipped = jax.tree.map(clip, updates)
+    return jax.tree.map(lambda c, t: jnp.where(max_norm > 0, c, t),
+                        clipped, updates), state
+
+  return optax.GradientTransformation(optax.init_empty_state, update)
+
+
+def _warmup(peak: jax.Array, warmup: jax.Array):
+  """optim's constant schedule after ``warmup`` steps of linear warmup (an
+  ``optax.join_schedules`` of ``linear_schedule`` and a constant), the same
+  operations for a traced ``warmup``; 0: the peak throughout."""
+
+  def schedule(count):
+    ramp_count = jnp.clip(count, 0, warmup)
+    frac = 1 - ramp_count / warmup
+    ramp = (0.0 - peak) * (frac**1) + peak
+    warm = jnp.where(count < warmup, ramp, peak)
+    return jnp.where(warmup > 0, warm, peak)
+
+  return schedule
+
+
+def optimizer(config: ml_collections.ConfigDict,
+              hparams: dict[str, jax.Array]) -> optax.GradientTransformation:
+  """``optim.optimizer(config)`` with ``hparams``' (traced) values in place of
+  the config's; its state's structure does not depend on those values."""
+  peak = hparams.get('learning_rate', config.learning_rate)
+  if 'warmup_steps' in hparams:
+    rate = _warmup(peak, hparams['warmup_steps'])
+  else:
+    rate = optim.learning_rate_schedule(config, peak)
+  tx = optim.OPTIMIZERS[config.optimizer](rate)
+  if 'grad_clip_norm' in hparams:
+    tx = optax.chain(_clip(hparams['grad_clip_norm']), tx)
+  elif config.grad_clip_norm:
+    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
+  if config.skip_nonfinite_updates:
+    tx = optax.apply_if_finite(tx, max_consecutive_errors=10**9)
+  return tx
+
+
+def _dropout_apply(apply_fn: Any, keep: jax.Array) -> Any:
+  """``apply_fn`` with every ``nn.Dropout`` keeping ``keep`` (traced) of its
+  inputs, as ``nn.Dropout(1 - keep)`` would; keep = 1 returns the inputs."""
+
+  def interceptor(next_fun, args, kwargs, context):
+    module = context.module
+    if not (isinstance(module, nn.Dropout) and context.method_name == '__call__'):
+      return next_fun(*args, **kwargs)
+    inputs = args[0]
+    deterministic = nn.merge_param('deterministic', module.deterministic,
+                                   kwargs.get('deterministic'))
+    if deterministic:
+      return inputs
+    rng = module.make_rng(module.rng_collection)
+    mask = jax.random.bernoulli(rng, p=keep, shape=inputs.shape)
+    dropped = jax.lax.select(mask, inputs / keep, jnp.zeros_like(inputs))
+    return jnp.where(keep < 1, dropped, inputs)
+
+  def apply(*args, **kwargs):
+    with nn.intercept_methods(interceptor):
+      return apply_fn(*args, **kwargs)
+
+  return apply
+
+
+def init_states(config: ml_collections.ConfigDict, seeds: list[int],
+                hparams: list[dict[str, Any]], *, impl: str,
+                sequence_shape: Any, watch: bool = False) -> HyperState:
+  """The stacked states of a group: model k has ``create_train_state``'s
+  parameters for ``key(seeds[k])`` and its own ``hparams[k]``; with
+  ``watch``, an early-stopping watch and a copy of the parameters as best.
+
+  The optimizer state's structure does not depend on the values, so one
+  optimizer (the group config's values) initializes every model's.
+  """
+  keys = tuple(hparams[0])
+  tx = optimizer(config, hparams_of(config, keys))
+
+  def init(seed, hp):
+    base = state_lib.create_train_state(config, jax.random.key(seed),
+                                        impl=impl,
+                                        sequence_shape=sequence_shape)
+    return HyperState.create(
+        apply_fn=base.apply_fn, params=base.params, tx=tx, hparams=hp,
+        watch=new_watch() if watch else {},
+        best_params=base.params if watch else None)
+
+  # One model at a time (a vmapped orthogonal init deadlocked XLA:CPU, see
+  # seqclf.sweep.init_states); one compiled init, so one tree for all.
+  init = jax.jit(init)
+  states = [init(jnp.uint32(s), hp) for s, hp in zip(seeds, hparams)]
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+
+
+def steps_fn(config: ml_collections.ConfigDict, noise: bool, lengths: bool):
+  """``steps.train_steps`` of a stack of ``HyperState``s, vmapped and jitted.
+
+  Args:
+    config: the group's config (the values its models share).
+    noise: pass each model its key (dropout or flips).
+    lengths: the data has lengths (a positional argument before the keys).
+
+  Returns:
+    ``fn(states, *data, rngs, indices)``, ``loop.Chunks``' convention,
+    states donated.
+  """
+  run = steps.steps_fn(lengths)
+
+  def every_model(states, *args):
+    *data, rngs, indices = args
+
+    def one(state, rng, idx):
+      hp = state.hparams
+      apply_fn = state.apply_fn
+      if 'dropout_rate' in hp:
+        apply_fn = _dropout_apply(apply_fn, hp['dropout_rate'])
+      inner = state.replace(tx=optimizer(config, hp), apply_fn=apply_fn)
+      new, metrics = run(inner, *data, idx, rng=rng if noise else None,
+                         hflip=config.augment_hflip)
+      if state.watch:  # Stopped early: nothing changes but the step.
+        keep = lambda n, o: jnp.where(state.watch['active'], n, o)
+        new = new.replace(params=jax.tree.map(keep, new.params, state.params),
+                          opt_state=jax.tree.map(keep, new.opt_state,
+                                                 state.opt_state))
+      return new.replace(tx=state.tx, apply_fn=state.apply_fn), metrics
+
+    return jax.vmap(one)(states, rngs, indices)
+
+  return jax.jit(every_model, donate_argnums=0)
