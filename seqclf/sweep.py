@@ -556,7 +556,10 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
   progress.skip(len(models) * first)
   noise = any(c.dropout_rate for c in configs) or config.augment_hflip
   arrays = steps.data_args(train)
-  run = hyper.steps_fn(config, noise, lengths=len(arrays) == 3)
+  run = hyper.steps_fn(config, noise, lengths=len(arrays) == 3,
+                       class_weight=steps.class_weights(
+                           config.class_weight, train['label'],
+                           config.num_classes))
   rngs = jax.vmap(steps.train_key)(jnp.asarray(model_seeds, jnp.uint32))
   chunks = loop.Chunks(run, (*jax.device_put(arrays), rngs), model_seeds,
                        len(train['label']), config.batch_size)

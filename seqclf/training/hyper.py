@@ -187,19 +187,24 @@ def init_states(config: ml_collections.ConfigDict, seeds: list[int],
   return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
 
 
-def steps_fn(config: ml_collections.ConfigDict, noise: bool, lengths: bool):
+def steps_fn(config: ml_collections.ConfigDict, noise: bool, lengths: bool,
+             class_weight: np.ndarray | None = None):
   """``steps.train_steps`` of a stack of ``HyperState``s, vmapped and jitted.
 
   Args:
     config: the group's config (the values its models share).
     noise: pass each model its key (dropout or flips).
     lengths: the data has lengths (a positional argument before the keys).
+    class_weight: the group's per-class loss weights
+      (``steps.class_weights``), or None: unweighted, the same program as
+      before weights existed.
 
   Returns:
     ``fn(states, *data, rngs, indices)``, ``loop.Chunks``' convention,
     states donated.
   """
   run = steps.steps_fn(lengths)
+  weighting = {} if class_weight is None else {'class_weight': class_weight}
 
   def every_model(states, *args):
     *data, rngs, indices = args
@@ -211,7 +216,7 @@ def steps_fn(config: ml_collections.ConfigDict, noise: bool, lengths: bool):
         apply_fn = _dropout_apply(apply_fn, hp['dropout_rate'])
       inner = state.replace(tx=optimizer(config, hp), apply_fn=apply_fn)
       new, metrics = run(inner, *data, idx, rng=rng if noise else None,
-                         hflip=config.augment_hflip)
+                         hflip=config.augment_hflip, **weighting)
       if state.watch:  # Stopped early: nothing changes but the step.
         keep = lambda n, o: jnp.where(state.watch['active'], n, o)
         new = new.replace(params=jax.tree.map(keep, new.params, state.params),
