@@ -23,7 +23,7 @@ import numpy as np
 
 from seqclf import errors
 from seqclf.config import check_resume, validate
-from seqclf.data import order, registry, views
+from seqclf.data import order, registry, stream, views
 from seqclf.data.splits import Split
 from seqclf.kernels import paths
 from seqclf.training import autotune, checkpoint, loop, optim, parallel, preemption, steps
@@ -64,9 +64,10 @@ def train_and_evaluate(
   config = validate(config)
   # Every check of the config against the data, and the one decision of
   # `impl`, run before anything is written: bad input leaves no workdir.
-  datasets = views.view_splits(config, datasets or registry.load(config))
-  order.check_batch_size(config.batch_size, len(datasets['train']['label']))
   dp = parallel.setup(config.parallelism, config.batch_size)
+  placement, datasets = _placed_data(config, datasets)
+  datasets = views.view_splits(config, datasets)
+  order.check_batch_size(config.batch_size, len(datasets['train']['label']))
   choice = autotune.choose_impl(
       config, batch=config.batch_size // dp.num_devices,
       sharded=dp.mode == 'sharded',
@@ -80,7 +81,8 @@ def train_and_evaluate(
     with (WorkdirLock(workdir, enabled=jax.process_index() == 0),
           preemption.StopRequest() as stop):
       return _train_and_evaluate(config, workdir, stop, dp, choice, impl,
-                                 wall_start, quiet=quiet, datasets=datasets)
+                                 wall_start, quiet=quiet, datasets=datasets,
+                                 placement=placement)
   except errors.SeqclfError:
     if fresh:  # Bad input found later (a kernel that cannot be built):
       with contextlib.suppress(OSError):  # leave no empty workdir behind.
@@ -96,6 +98,25 @@ def train_and_evaluate(
         'free space there (or use another workdir), then run the same '
         'command again to resume from the newest checkpoint.',
         arg='workdir') from e
+
+
+def _placed_data(config: ml_collections.ConfigDict,
+                 datasets: dict[str, Split] | None
+                 ) -> tuple[str, dict[str, Split]]:
+  """``config.data_placement`` resolved (``stream.placement``) and the
+  data: in memory for ``device``, a prepared dataset's sequences left on
+  disk for ``stream``."""
+  requested = config.data_placement
+  if requested != 'device':
+    stream.require_grain()
+  if datasets is None:
+    datasets = registry.load(config, lazy=requested != 'device')
+  where = stream.placement(requested, datasets['train']['image'].nbytes,
+                           stream.device_memory_bytes())
+  if where == 'device' and stream.is_lazy(datasets['train']['image']):
+    datasets = (registry.load(config) if requested == 'auto'
+                else {k: stream.materialize(v) for k, v in datasets.items()})
+  return where, datasets
 
 
 def _check_resume(mngr: Any, config: ml_collections.ConfigDict,
@@ -138,7 +159,7 @@ def _train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: Path,
     stop: preemption.StopRequest, dp: parallel.DataParallel,
     choice: autotune.Choice, impl: str, wall_start: float, *, quiet: bool,
-    datasets: dict[str, Split]) -> dict[str, Any]:
+    datasets: dict[str, Split], placement: str = 'device') -> dict[str, Any]:
   data, mngr = datasets, None
   train = data['train']
   shape = train['image'].shape[1:]  # (T, F): the data's, not a constant
@@ -174,13 +195,25 @@ def _train_and_evaluate(
     if config.impl == 'auto':
       logger.message(choice.summary())
     arrays = steps.data_args(train)
-    chunks = loop.Chunks(
-        dp.chunk_fn(functools.partial(steps.steps_fn(len(arrays) == 3),
-                                      **steps.noise_kwargs(config)),
-                    len(arrays)),
-        dp.put_data(*arrays), config.seed, num_examples,
-        batch_size, put_indices=dp.put_indices, to_run=dp.to_run,
-        from_run=dp.from_run, metrics=dp.metrics)
+    if placement == 'stream':  # Read from disk while the chunk before trains.
+      chunks = loop.StreamChunks(
+          dp.chunk_fn(functools.partial(steps.train_steps_streamed,
+                                        **steps.noise_kwargs(config)),
+                      len(arrays), streamed=True),
+          stream.TrainStream(train, config.seed, batch_size,
+                             dp.local_part(batch_size), config.data_workers),
+          functools.partial(dp.put_batches, batch_size=batch_size),
+          list(loop.boundaries(first_step, config)), config.seed,
+          num_examples, batch_size, to_run=dp.to_run, from_run=dp.from_run,
+          metrics=dp.metrics)
+    else:
+      chunks = loop.Chunks(
+          dp.chunk_fn(functools.partial(steps.steps_fn(len(arrays) == 3),
+                                        **steps.noise_kwargs(config)),
+                      len(arrays)),
+          dp.put_data(*arrays), config.seed, num_examples,
+          batch_size, put_indices=dp.put_indices, to_run=dp.to_run,
+          from_run=dp.from_run, metrics=dp.metrics)
     # Evaluation shards batches over the local devices with jax.jit, which
     # would replicate the CPU kernel's calls; the kernel spreads one device's
     # batch over the cores itself.
@@ -246,6 +279,8 @@ def _train_and_evaluate(
     logger.write(int(state.step), 'test', test)
   finally:
     logger.close()
+    if placement == 'stream' and 'chunks' in locals():
+      chunks.close()
   results = {
       'test_accuracy': test['accuracy'], 'test_loss': test['loss'],
       'val_accuracy': val['accuracy'], 'val_loss': val['loss'],
@@ -256,6 +291,9 @@ def _train_and_evaluate(
       'eval_and_save_seconds': eval_and_save_seconds,
       'resumed_from_step': first_step or None,
       'parallelism': dp.mode, 'impl_choice': choice.to_json(),
+      'data_placement': placement,
+      **({'examples_read_by_process': chunks.examples_read}
+         if placement == 'stream' else {}),
       'process_count': jax.process_count(),
       **loop.results(chunks, config, step=int(state.step), impl=impl,
                      wall_start=wall_start),

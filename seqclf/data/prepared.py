@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from seqclf.data import fashion_mnist, mnist_files, timeseries
+from seqclf.data import fashion_mnist, mnist_files, stream, timeseries
 from seqclf.data.mnist_builder import SeqclfMnist
 from seqclf.data.splits import SPLITS, Split
 from seqclf.errors import ConfigError, DataError
@@ -160,3 +160,16 @@ def load_datasets(data_dir: str | None,
         f'{dataset} is not prepared in {root}. Run '
         f'`{prepare_command(root, dataset)}` (or `make setup`).')
   return {split: load_split(builder, split) for split in splits}
+
+
+def open_datasets(data_dir: str | None, splits: tuple[str, ...] = SPLITS,
+                  dataset: str = 'mnist') -> dict[str, Split]:
+  """Prepared splits with their sequences left on disk, for streaming
+  (``seqclf.data.stream.open_split``), in ``load_datasets``' order."""
+  root = resolve_data_dir(data_dir)
+  builder = _builder(root, dataset)
+  if not _is_prepared(builder):
+    raise DataError(
+        f'{dataset} is not prepared in {root}. Run '
+        f'`{prepare_command(root, dataset)}` (or `make setup`).')
+  return {split: stream.open_split(builder, split) for split in splits}

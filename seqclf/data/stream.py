@@ -1,0 +1,267 @@
+"""Training data read from disk batch by batch, in the trainer's (seed, step) order.
+
+By default (``data_placement='device'``) the trainer puts the whole training
+split on each device and gathers batches there. A split larger than that
+(``'stream'``, or ``'auto'``: ``placement``) stays on disk: ``open_split``
+gives it as a ``LazyImages`` array (random access into the prepared tfds
+dataset's ArrayRecord files, ``tfds.data_source``) beside its labels and
+lengths in memory, and ``TrainStream`` reads each step's batch with grain:
+the batch indices are ``order.train_indices(seed, ...)``, the same as the
+device-resident run's, so both compute the same thing and a resumed run
+starts its reader at its step (nothing more to checkpoint). Each process of
+a job reads only its part of every global batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seqclf.data import order
+from seqclf.data.splits import Split
+from seqclf.errors import ConfigError, DataError
+
+PLACEMENTS = ('device', 'stream', 'auto')
+# 'auto' streams when the training split, as stored, would take more than
+# this share of one device's memory (the rest: model, batches, evaluation).
+DEVICE_SHARE = 0.25
+INDEX_SUFFIX = '-index.npz'  # {split}-index.npz: record, label, lengths
+READ_CHUNK = 4096  # examples per read while indexing a split
+
+
+def require_grain() -> Any:
+  """The ``grain`` module, or a one-line ``ConfigError`` saying how to get it."""
+  try:
+    import grain  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise ConfigError(
+        "data_placement='stream' reads batches with grain, which is not "
+        "installed: `pip install 'seqclf[stream]'` (or `pip install grain`), "
+        "or set config key `data_placement` to 'device'.",
+        arg='config.data_placement') from None
+  return grain
+
+
+def device_memory_bytes(device: Any = None, local_devices: int | None = None
+                        ) -> int:
+  """Memory one device may use: the accelerator's own, or for CPU devices
+  (which share the host's memory) the host's divided among them."""
+  import jax  # pylint: disable=g-import-not-at-top
+  device = device or jax.local_devices()[0]
+  stats = device.memory_stats() if device.platform != 'cpu' else None
+  if stats and stats.get('bytes_limit'):
+    return int(stats['bytes_limit'])
+  host = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  return host // (local_devices or jax.local_device_count())
+
+
+def placement(requested: str, split_bytes: int, device_bytes: int) -> str:
+  """``'device'`` or ``'stream'``: ``auto`` streams a training split that
+  would take more than ``DEVICE_SHARE`` of one device's memory.
+
+  Args:
+    requested: config key ``data_placement``.
+    split_bytes: the training split's sequences as stored.
+    device_bytes: one device's memory (``device_memory_bytes``).
+  """
+  if requested not in PLACEMENTS:
+    raise ConfigError(f'Config key `data_placement` must be one of '
+                      f'{PLACEMENTS}, got {requested!r}.',
+                      arg='config.data_placement')
+  if requested != 'auto':
+    return requested
+  return 'stream' if split_bytes > DEVICE_SHARE * device_bytes else 'device'
+
+
+class LazyImages:
+  """An (N, T, F) array whose rows are read from a random-access source
+  when indexed (a slice or an index array), so evaluation and streaming
+  read only what they use; ``np.asarray`` reads all of it.
+
+  Args:
+    read: maps sorted-or-not record numbers to a list of (T, F) arrays.
+    records: the record number of each example, in the dataset's order.
+    shape: (N, T, F) as stored.
+    dtype: the stored dtype.
+    transform: applied to each batch read ((B, T, F) -> (B, T', F')), e.g. a
+      view of images (``seqclf.data.views``); ``shape`` is then its output's.
+  """
+
+  lazy = True
+
+  def __init__(self, read: Callable[[np.ndarray], list[np.ndarray]],
+               records: np.ndarray, shape: tuple[int, ...], dtype: Any,
+               transform: Callable[[np.ndarray], np.ndarray] | None = None):
+    self.read, self.records = read, np.asarray(records, np.int64)
+    self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+    self.transform = transform
+
+  ndim = property(lambda self: len(self.shape))
+  nbytes = property(lambda self: int(np.prod(self.shape)) * self.dtype.itemsize)
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  def transformed(self, fn: Callable[[np.ndarray], np.ndarray],
+                  shape: tuple[int, ...]) -> LazyImages:
+    """The same rows read through ``fn`` (of output ``shape``)."""
+    inner = self.transform
+    both = fn if inner is None else (lambda x: fn(inner(x)))
+    return LazyImages(self.read, self.records, shape, self.dtype, both)
+
+  def __getitem__(self, index: Any) -> np.ndarray:
+    if isinstance(index, slice):
+      index = np.arange(*index.indices(len(self)))
+    index = np.asarray(index)
+    rows = self.read(self.records[index.ravel()])
+    out = (np.stack(rows).astype(self.dtype, copy=False) if len(rows)
+           else np.zeros((0, *self.shape[1:]), self.dtype))
+    if self.transform is not None and len(rows):
+      out = self.transform(out)
+    return out.reshape(*index.shape, *self.shape[1:])
+
+  def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+    out = np.concatenate([self[i:i + READ_CHUNK]
+                          for i in range(0, max(len(self), 1), READ_CHUNK)])
+    return out if dtype is None else out.astype(dtype)
+
+
+def is_lazy(x: Any) -> bool:
+  return getattr(x, 'lazy', False)
+
+
+def materialize(split: Split) -> Split:
+  """A split with its lazy sequences read into memory."""
+  return {k: np.asarray(v) if is_lazy(v) else v for k, v in split.items()}
+
+
+def _source_reader(source: Any) -> Callable[[np.ndarray], list[np.ndarray]]:
+  def read(records: np.ndarray) -> list[np.ndarray]:
+    if not len(records):
+      return []
+    return [e['image'] for e in source.__getitems__(records.tolist())]
+  return read
+
+
+def _build_index(source: Any) -> dict[str, np.ndarray]:
+  """Record number, label and lengths of each example in ``id`` order, by
+  one pass over the records (``READ_CHUNK`` at a time)."""
+  ids, labels, lengths = [], [], []
+  for start in range(0, len(source), READ_CHUNK):
+    for e in source.__getitems__(range(start, min(start + READ_CHUNK,
+                                                  len(source)))):
+      ids.append(int(e.get('id', len(ids))))
+      labels.append(int(e['label']))
+      if 'lengths' in e:
+        lengths.append(int(e['lengths']))
+  by_id = np.argsort(np.asarray(ids), kind='stable')
+  index = {'record': by_id.astype(np.int64),
+           'label': np.asarray(labels, np.int32)[by_id]}
+  if lengths:
+    index['lengths'] = np.asarray(lengths, np.int32)[by_id]
+  return index
+
+
+def load_index(data_dir: Path, split: str, source: Any) -> dict[str, np.ndarray]:
+  """``{split}-index.npz`` beside the prepared files, built once if missing."""
+  path = Path(data_dir) / f'{split}{INDEX_SUFFIX}'
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      index = {k: f[k] for k in f.files}
+    if len(index['record']) == len(source):
+      return index
+  except (OSError, ValueError, KeyError):
+    pass
+  index = _build_index(source)
+  tmp = path.with_name(f'{path.name}.{os.getpid()}.tmp.npz')
+  try:
+    np.savez(tmp, **index)
+    os.replace(tmp, path)
+  except OSError:
+    tmp.unlink(missing_ok=True)  # Read-only data dir: just don't cache.
+  return index
+
+
+def open_split(builder: Any, split: str) -> Split:
+  """A prepared split with its sequences on disk (``LazyImages``), in the
+  order ``prepared.load_split`` reads it into memory, labels and lengths
+  in memory."""
+  source = builder.as_data_source()[split]
+  index = load_index(Path(builder.data_dir), split, source)
+  feature = builder.info.features['image']
+  shape = (len(index['record']), *feature.shape)
+  out = {'image': LazyImages(_source_reader(source), index['record'], shape,
+                             feature.np_dtype),
+         'label': index['label']}
+  if 'lengths' in index:
+    out['lengths'] = index['lengths']
+  return out
+
+
+# ---- the training reader ------------------------------------------------------
+@functools.lru_cache(maxsize=2)
+def _permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
+  return order.epoch_permutation(seed, epoch, num_examples)
+
+
+def step_indices(seed: int, num_examples: int, batch_size: int,
+                 step: int) -> np.ndarray:
+  """``order.train_indices(seed, ...)`` of one step (its epoch's permutation
+  cached: a reader asks for every step in turn)."""
+  order.check_batch_size(batch_size, num_examples)
+  epoch, pos = divmod(step, num_examples // batch_size)
+  perm = _permutation(seed, epoch, num_examples)
+  return perm[pos * batch_size:(pos + 1) * batch_size].astype(np.int32)
+
+
+class TrainStream:
+  """This process's part of each training batch, read from ``split`` in the
+  trainer's order, step after step from any step.
+
+  Args:
+    split: the training split (lazy or in-memory arrays).
+    seed: the run's seed.
+    batch_size: the global batch.
+    part: the slice of every global batch this process trains on.
+    workers: grain worker processes (0: threads of this process).
+  """
+
+  def __init__(self, split: Split, seed: int, batch_size: int,
+               part: slice = slice(None), workers: int = 0):
+    self.split, self.seed, self.batch_size = split, seed, batch_size
+    self.part, self.workers = part, workers
+    self.keys = tuple(k for k in ('image', 'label', 'lengths') if k in split)
+    self.num_examples = len(split['label'])
+
+  def batch(self, step: int) -> tuple[np.ndarray, ...]:
+    """Step ``step``'s batch (this process's part): image, label[, lengths]."""
+    idx = step_indices(self.seed, self.num_examples, self.batch_size,
+                       step)[self.part]
+    return tuple(self.split[k][idx] for k in self.keys)
+
+  def steps(self, first_step: int, prefetch: int = 4
+            ) -> Iterator[tuple[np.ndarray, ...]]:
+    """Batches of steps ``first_step, first_step + 1, ...`` (forever),
+    read ahead by grain."""
+    grain = require_grain()
+    ds = grain.MapDataset.range(first_step, sys.maxsize).map(self.batch)
+    threads = max(1, min(prefetch, 8))
+    it = ds.to_iter_dataset(grain.ReadOptions(
+        num_threads=threads, prefetch_buffer_size=2 * threads))
+    if self.workers:
+      it = it.mp_prefetch(grain.MultiprocessingOptions(
+          num_workers=self.workers, per_worker_buffer_size=prefetch))
+    return iter(it)
+
+
+def check_prepared(path: Path, what: str, command: str) -> None:
+  """A one-line ``DataError`` unless ``path`` (a prepared dataset) exists."""
+  if not (path / 'dataset_info.json').is_file():
+    raise DataError(f'{what} is not prepared (no {path}/dataset_info.json): '
+                    f'run `{command}` first.', arg='config.dataset')
