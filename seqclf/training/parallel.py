@@ -263,11 +263,12 @@ class DataParallel:
           sharding, a, (a.shape[0], batch_size, *a.shape[2:])) for a in arrays)
     devices = jax.local_devices()
     n = len(devices)
+    stacked = NamedSharding(Mesh(np.array(devices), (AXIS,)), P(AXIS))
 
-    def put(a):
+    def put(a):  # (steps, batch, ...) -> (devices, steps, batch / devices, ...)
       steps, width = a.shape[:2]
-      parts = a.reshape(steps, n, width // n, *a.shape[2:])
-      return jax.device_put_sharded([parts[:, i] for i in range(n)], devices)
+      parts = a.reshape(steps, n, width // n, *a.shape[2:]).swapaxes(0, 1)
+      return jax.device_put(np.ascontiguousarray(parts), stacked)
 
     return tuple(put(a) for a in arrays)
 
