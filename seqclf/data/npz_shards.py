@@ -209,7 +209,7 @@ def prepare(root: str | Path, validation_fraction: float = 0.1,
   for split in SPLITS:
     writers[split] = array_record_module.ArrayRecordWriter(
         str(tmp / f'{NAME}-{split}.array_record-00000-of-00001'),
-        'group_size:1')
+        'group_size:1,uncompressed')
   for split in ('train', 'test', 'validation'):
     if split == 'validation' and carve:
       continue
