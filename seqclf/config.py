@@ -86,6 +86,11 @@ def base_config() -> ml_collections.ConfigDict:
   # Streaming: grain worker processes reading batches (0: threads of the
   # training process, enough when decoding is cheaper than a step).
   c.data_workers = 0
+  # Batches of similar length (seqclf.data.order.bucketed_epoch), each run
+  # only to its longest series rounded up to T/8, T/4, T/2 or T: faster on
+  # series of uneven lengths, but other batches than unbucketed training, so
+  # other results. Needs data with lengths; batches assembled on the host.
+  c.bucket_by_length = False
   # How an image dataset is read (seqclf.data.views): row (28 steps x 28)
   # | pixel (784 x 1) | permuted (784 x 1 in a fixed order from
   # permutation_seed). Every other dataset is read as it is (row).

@@ -68,6 +68,13 @@ def train_and_evaluate(
   placement, datasets = _placed_data(config, datasets)
   datasets = views.view_splits(config, datasets)
   order.check_batch_size(config.batch_size, len(datasets['train']['label']))
+  if config.bucket_by_length:
+    stream.require_grain()
+    if 'lengths' not in datasets['train']:
+      raise errors.ConfigError(
+          'Config key `bucket_by_length` groups examples by their lengths, '
+          'but this data has none (every sequence is full length): set it '
+          'to False.', arg='config.bucket_by_length')
   choice = autotune.choose_impl(
       config, batch=config.batch_size // dp.num_devices,
       sharded=dp.mode == 'sharded',
@@ -195,13 +202,16 @@ def _train_and_evaluate(
     if config.impl == 'auto':
       logger.message(choice.summary())
     arrays = steps.data_args(train)
-    if placement == 'stream':  # Read from disk while the chunk before trains.
+    if placement == 'stream' or config.bucket_by_length:
+      # Batches assembled on the host (from disk when streaming) while the
+      # chunk before trains.
       chunks = loop.StreamChunks(
           dp.chunk_fn(functools.partial(steps.train_steps_streamed,
                                         **steps.noise_kwargs(config)),
                       len(arrays), streamed=True),
           stream.TrainStream(train, config.seed, batch_size,
-                             dp.local_part(batch_size), config.data_workers),
+                             dp.local_part(batch_size), config.data_workers,
+                             bucket=config.bucket_by_length),
           functools.partial(dp.put_batches, batch_size=batch_size),
           list(loop.boundaries(first_step, config)), config.seed,
           num_examples, batch_size, to_run=dp.to_run, from_run=dp.from_run,
@@ -279,7 +289,7 @@ def _train_and_evaluate(
     logger.write(int(state.step), 'test', test)
   finally:
     logger.close()
-    if placement == 'stream' and 'chunks' in locals():
+    if isinstance(locals().get('chunks'), loop.StreamChunks):
       chunks.close()
   results = {
       'test_accuracy': test['accuracy'], 'test_loss': test['loss'],
@@ -293,7 +303,7 @@ def _train_and_evaluate(
       'parallelism': dp.mode, 'impl_choice': choice.to_json(),
       'data_placement': placement,
       **({'examples_read_by_process': chunks.examples_read}
-         if placement == 'stream' else {}),
+         if isinstance(chunks, loop.StreamChunks) else {}),
       'process_count': jax.process_count(),
       **loop.results(chunks, config, step=int(state.step), impl=impl,
                      wall_start=wall_start),

@@ -233,17 +233,43 @@ class TrainStream:
   """
 
   def __init__(self, split: Split, seed: int, batch_size: int,
-               part: slice = slice(None), workers: int = 0):
+               part: slice = slice(None), workers: int = 0,
+               bucket: bool = False):
     self.split, self.seed, self.batch_size = split, seed, batch_size
-    self.part, self.workers = part, workers
+    self.part, self.workers, self.bucket = part, workers, bucket
     self.keys = tuple(k for k in ('image', 'label', 'lengths') if k in split)
     self.num_examples = len(split['label'])
+    self._epochs: dict[int, np.ndarray] = {}
+    if bucket and 'lengths' not in split:
+      raise ConfigError('Config key `bucket_by_length` groups examples by '
+                        'their lengths, but this data has none (every '
+                        'sequence is full length): set it to False.',
+                        arg='config.bucket_by_length')
+
+  def indices(self, step: int) -> np.ndarray:
+    """The global batch of ``step`` (``order``'s, bucketed or not)."""
+    if not self.bucket:
+      return step_indices(self.seed, self.num_examples, self.batch_size, step)
+    epoch, pos = divmod(step, self.num_examples // self.batch_size)
+    if epoch not in self._epochs:
+      table = order.bucketed_epoch(self.seed, epoch,
+                                   np.asarray(self.split['lengths']),
+                                   self.batch_size, self.split['image'].shape[1])
+      self._epochs = {**{k: v for k, v in self._epochs.items()
+                         if k == epoch - 1}, epoch: table}
+    return self._epochs[epoch][pos]
 
   def batch(self, step: int) -> tuple[np.ndarray, ...]:
-    """Step ``step``'s batch (this process's part): image, label[, lengths]."""
-    idx = step_indices(self.seed, self.num_examples, self.batch_size,
-                       step)[self.part]
-    return tuple(self.split[k][idx] for k in self.keys)
+    """Step ``step``'s batch (this process's part): image, label[, lengths];
+    bucketed, the image cut to the global batch's bucket length."""
+    full = self.indices(step)
+    idx = full[self.part]
+    out = [self.split[k][idx] for k in self.keys]
+    if self.bucket:
+      steps = self.split['image'].shape[1]
+      out[0] = out[0][:, :order.bucket_length(
+          int(self.split['lengths'][full].max()), steps)]
+    return tuple(out)
 
   def steps(self, first_step: int, prefetch: int = 4
             ) -> Iterator[tuple[np.ndarray, ...]]:

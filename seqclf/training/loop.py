@@ -146,6 +146,25 @@ class Chunks:
     return self.examples / self.train_seconds if self.examples else None
 
 
+def _whole(rows: list[Any]) -> list[list[Any]]:
+  return [rows]
+
+
+def _pieces(rows: list[Any]) -> list[list[Any]]:
+  """``rows`` (one per step) cut where the batch's shape changes, each run
+  into power-of-two lengths, largest first: few distinct call shapes."""
+  out, start = [], 0
+  while start < len(rows):
+    end = start
+    while end < len(rows) and rows[end][0].shape == rows[start][0].shape:
+      end += 1
+    while start < end:
+      size = 1 << ((end - start).bit_length() - 1)
+      out.append(rows[start:start + size])
+      start += size
+  return out
+
+
 class StreamChunks(Chunks):
   """``Chunks`` whose batches are read from disk (``data_placement='stream'``).
 
@@ -163,6 +182,9 @@ class StreamChunks(Chunks):
                bounds: Sequence[tuple[int, int]], seed: int,
                num_examples: int, batch_size: int, **kwargs: Any):
     super().__init__(fn, (), seed, num_examples, batch_size, **kwargs)
+    # Bucketed batches differ in length: a chunk runs as calls of
+    # consecutive steps of one length, each a power of two steps long.
+    self.pieces = _pieces if getattr(stream, 'bucket', False) else _whole
     self.stream, self.put_batches = stream, put_batches
     self.bounds = list(bounds)
     self._ready: queue.Queue = queue.Queue(maxsize=1)
@@ -175,10 +197,13 @@ class StreamChunks(Chunks):
       steps = self.stream.steps(self.bounds[0][0]) if self.bounds else None
       for start, end in self.bounds:
         rows = [next(steps) for _ in range(end - start)]
-        arrays = tuple(np.stack(col) for col in zip(*rows))
-        self.examples_read += int(np.prod(arrays[0].shape[:2]))
-        del rows
-        item = (start, end, self.put_batches(arrays))
+        placed = []
+        for piece in self.pieces(rows):
+          arrays = tuple(np.stack(col) for col in zip(*piece))
+          self.examples_read += int(np.prod(arrays[0].shape[:2]))
+          placed.append(self.put_batches(arrays))
+        del rows, arrays
+        item = (start, end, placed)
         while not self._closed.is_set():
           try:
             self._ready.put(item, timeout=0.1)
@@ -206,27 +231,33 @@ class StreamChunks(Chunks):
       raise item
     if item[:2] != (step, end):
       raise RuntimeError(f'streamed chunk {item[:2]} read for {(step, end)}')
-    placed = item[2]
     wait = time.perf_counter() - t  # Reading not hidden behind compute.
     self.phase_seconds['indices'] += wait
-    key = tuple(a.shape for a in placed)
-    if key not in self.compiled:
-      t = time.perf_counter()
-      self.compiled[key] = self.fn.lower(self.to_run(state), *placed).compile()
-      self.compile_seconds += time.perf_counter() - t
-    marks = [time.perf_counter()]
-    state = self.to_run(state)
-    marks.append(time.perf_counter())
-    state, metrics = self.compiled[key](state, *placed)
-    jax.block_until_ready((state, metrics))
-    marks.append(time.perf_counter())
-    state, metrics = self.from_run(state), self.fetch_metrics(metrics)
-    marks.append(time.perf_counter())
-    self.train_seconds += wait + marks[-1] - marks[0]
-    for name, a, b in zip(PHASES[2:], marks, marks[1:]):
-      self.phase_seconds[name] += b - a
+    self.train_seconds += wait
+    parts = []
+    for placed in item[2]:
+      key = tuple(a.shape for a in placed)
+      if key not in self.compiled:
+        t = time.perf_counter()
+        self.compiled[key] = self.fn.lower(self.to_run(state),
+                                           *placed).compile()
+        self.compile_seconds += time.perf_counter() - t
+      marks = [time.perf_counter()]
+      state = self.to_run(state)
+      marks.append(time.perf_counter())
+      state, metrics = self.compiled[key](state, *placed)
+      jax.block_until_ready((state, metrics))
+      marks.append(time.perf_counter())
+      state, metrics = self.from_run(state), self.fetch_metrics(metrics)
+      marks.append(time.perf_counter())
+      parts.append(metrics)
+      self.train_seconds += marks[-1] - marks[0]
+      for name, a, b in zip(PHASES[2:], marks, marks[1:]):
+        self.phase_seconds[name] += b - a
     self.examples += (end - step) * self.batch_size
-    return state, metrics
+    if len(parts) == 1:
+      return state, parts[0]
+    return state, jax.tree.map(lambda *m: np.concatenate(m), *parts)
 
 
 def results(chunks: Chunks, config: ml_collections.ConfigDict, *, step: int,

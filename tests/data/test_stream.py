@@ -139,10 +139,11 @@ def prepared_shards(tmp_path_factory):
 
 
 def _config(root, **overrides):
-  return small_config(dataset=f'npz:{root}', num_classes=3, hidden_size=16,
-                      batch_size=16, num_train_steps=20, steps_per_call=5,
-                      eval_every=10, checkpoint_every=10, eval_batch_size=50,
-                      **overrides)
+  return small_config(**{
+      'dataset': f'npz:{root}', 'num_classes': 3, 'hidden_size': 16,
+      'batch_size': 16, 'num_train_steps': 20, 'steps_per_call': 5,
+      'eval_every': 10, 'checkpoint_every': 10, 'eval_batch_size': 50,
+      **overrides})
 
 
 @pytest.mark.slow
@@ -199,3 +200,63 @@ def test_streamed_run_resumes_exactly_after_kill_9(prepared_shards, tmp_path):
   assert int(a.step) == steps
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     np.testing.assert_array_equal(x, y)
+
+
+# ---- length buckets ------------------------------------------------------------
+def test_bucket_sizes():
+  assert order.bucket_sizes(1000) == (125, 250, 500, 1000)
+  assert order.bucket_length(126, 1000) == 250
+  assert order.bucket_length(10, 1000) == 125
+  assert order.bucket_sizes(3) == (1, 2, 3)
+
+
+def test_bucketed_epoch_sees_each_example_once_in_batches_of_like_length():
+  rng = np.random.default_rng(0)
+  lengths = np.clip(10 + rng.exponential(60, 5000).astype(int), 10, 1000)
+  table = order.bucketed_epoch(3, 0, lengths, 32, 1000)
+  assert table.shape == (5000 // 32, 32)
+  assert len(np.unique(table)) == table.size
+  np.testing.assert_array_equal(table, order.bucketed_epoch(3, 0, lengths, 32,
+                                                            1000))
+  assert not np.array_equal(table, order.bucketed_epoch(4, 0, lengths, 32, 1000))
+  plain = order.train_indices(3, 5000, 32, 0, 5000 // 32)
+  cost = lambda t: sum(order.bucket_length(lengths[b].max(), 1000) for b in t)
+  assert cost(table) < 0.5 * cost(plain)
+  spread = lambda t: np.mean([np.ptp(lengths[b]) for b in t])
+  assert spread(table) < 0.2 * spread(plain)
+
+
+def test_bucketed_chunks_run_in_few_shapes():
+  from seqclf.training import loop  # pylint: disable=g-import-not-at-top
+  rows = [(np.zeros((2, t)),) for t in [4] * 13 + [8] * 3 + [4]]
+  pieces = loop._pieces(rows)  # pylint: disable=protected-access
+  assert [len(p) for p in pieces] == [8, 4, 1, 2, 1, 1]
+  assert sum(pieces, []) == rows
+
+
+def test_bucket_by_length_needs_lengths(tmp_path):
+  rng = np.random.default_rng(0)
+  split = {'image': rng.normal(size=(40, 5, 2)).astype(np.float32),
+           'label': rng.integers(0, 2, 40)}
+  with pytest.raises(errors.ConfigError, match='bucket_by_length'):
+    train.train_and_evaluate(
+        small_config(num_classes=2, batch_size=8, bucket_by_length=True),
+        tmp_path / 'run', quiet=True,
+        datasets={'train': split, 'validation': split, 'test': split})
+  assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.slow
+def test_bucketed_run_is_repeatable_and_reads_short_batches(prepared_shards,
+                                                           tmp_path):
+  config = _config(prepared_shards, impl='kernel', bucket_by_length=True,
+                   num_train_steps=10, checkpoint_every=5)
+  first = train.train_and_evaluate(config, tmp_path / 'a', quiet=True)
+  again = train.train_and_evaluate(config, tmp_path / 'b', quiet=True)
+  assert first['test_loss'] == again['test_loss']
+  assert first['examples_read_by_process'] == 10 * 16
+  plain = train.train_and_evaluate(_config(prepared_shards, impl='kernel',
+                                           num_train_steps=10,
+                                           checkpoint_every=5),
+                                   tmp_path / 'c', quiet=True)
+  assert plain['test_loss'] != first['test_loss']
