@@ -15,7 +15,6 @@ training examples are carved out by a fixed permutation
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,6 @@ from seqclf.data.splits import SPLIT_SEED, SPLITS, Split
 from seqclf.errors import DataError
 
 PREPARED = 'prepared'  # DIR/prepared/: the tfds dataset
-NAME = 'seqclf_npz'
-VERSION = '1.0.0'
 
 
 def _fail(where: Any, message: str) -> None:
@@ -44,7 +41,7 @@ def prepare_command(root: str | Path) -> str:
 
 
 def _shards(split_dir: Path) -> list[tuple[Path, Any]]:
-  """(name, opener) of each shard of a split directory, sorted by name."""
+  """The shard files of a split directory (``.npz``, ``_x.npy``), by name."""
   out = []
   for f in sorted(split_dir.iterdir()):
     if f.suffix == '.npz':
@@ -175,8 +172,6 @@ def prepare(root: str | Path, validation_fraction: float = 0.1,
   Returns:
     The prepared dataset's directory.
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
   root = Path(root).expanduser().resolve()
   out = prepared_dir(root)
   if (out / 'dataset_info.json').is_file() and not force:
@@ -184,16 +179,6 @@ def prepare(root: str | Path, validation_fraction: float = 0.1,
   if not root.is_dir():
     _fail(f'npz:{root}', 'no such directory of shards.')
   layout = _scan(root)
-  shape = (layout['steps'], layout['features'])
-  spec = {'image': tfds.features.Tensor(shape=shape, dtype=layout['dtype']),
-          'label': tfds.features.Scalar(dtype=np.int64),
-          'id': tfds.features.Scalar(dtype=np.int64)}
-  if layout['lengths']:
-    spec['lengths'] = tfds.features.Scalar(dtype=np.int32)
-  features = tfds.features.FeaturesDict(spec)
-  tmp = out.with_name(out.name + '.tmp')
-  shutil.rmtree(tmp, ignore_errors=True)
-  tmp.mkdir(parents=True)
   # Without a validation directory: a fixed share of train, chosen by index.
   carve = 'validation' not in layout['splits']
   if carve:
@@ -205,43 +190,17 @@ def prepare(root: str | Path, validation_fraction: float = 0.1,
             'validation/ directory or change the fraction.')
     is_val = np.zeros(n, bool)
     is_val[np.random.default_rng(SPLIT_SEED).permutation(n)[:k]] = True
-  writers, index = {}, {s: {'label': [], 'lengths': []} for s in SPLITS}
-  for split in SPLITS:
-    writers[split] = array_record_module.ArrayRecordWriter(
-        str(tmp / f'{NAME}-{split}.array_record-00000-of-00001'),
-        'group_size:1,uncompressed')
+  writer = stream.Writer(out, (layout['steps'], layout['features']),
+                         layout['dtype'], layout['lengths'], SPLITS,
+                         f'seqclf: shards of {root}')
   for split in ('train', 'test', 'validation'):
     if split == 'validation' and carve:
       continue
     for i, (x, y, length) in enumerate(_examples(layout, split)):
       target = 'validation' if carve and split == 'train' and is_val[i] else split
-      example = {'image': x, 'label': y, 'id': len(index[target]['label'])}
-      if layout['lengths']:
-        example['lengths'] = length
-      writers[target].write(features.serialize_example(example))
-      index[target]['label'].append(y)
-      index[target]['lengths'].append(length)
-  for w in writers.values():
-    w.close()
-  infos = []
-  for split in SPLITS:
-    n = len(index[split]['label'])
-    arrays = {'record': np.arange(n, dtype=np.int64),
-              'label': np.asarray(index[split]['label'], np.int32)}
-    if layout['lengths']:
-      arrays['lengths'] = np.asarray(index[split]['lengths'], np.int32)
-    np.savez(tmp / f'{split}{stream.INDEX_SUFFIX}', **arrays)
-    files = list(tmp.glob(f'{NAME}-{split}.array_record*'))
-    infos.append(tfds.core.SplitInfo(
-        name=split, shard_lengths=[n],
-        num_bytes=sum(f.stat().st_size for f in files)))
-  tfds.folder_dataset.write_metadata(
-      data_dir=tmp, features=features, split_infos=infos,
-      check_data=False, disable_shuffling=True,
-      description=f'seqclf: shards of {root}')
-  (tmp / 'source.json').write_text(json.dumps({'root': str(root)}) + '\n')
-  shutil.rmtree(out, ignore_errors=True)
-  tmp.rename(out)
+      writer.add(target, x, y, length)
+  writer.close()
+  (out / 'source.json').write_text(json.dumps({'root': str(root)}) + '\n')
   return out
 
 

@@ -141,11 +141,29 @@ def materialize(split: Split) -> Split:
   return {k: np.asarray(v) if is_lazy(v) else v for k, v in split.items()}
 
 
-def _source_reader(source: Any) -> Callable[[np.ndarray], list[np.ndarray]]:
+def _image_reader(source: Any, shape: tuple[int, ...], dtype: Any
+                  ) -> Callable[[np.ndarray], list[np.ndarray]]:
+  """Reads records' ``image`` alone: the raw ArrayRecord bytes, then only
+  that feature of the ``tf.train.Example`` (``np.frombuffer`` for
+  bytes-encoded tensors), skipping tfds' decoding of every feature."""
+  from tensorflow_datasets.core.example_parser import tf_example_pb2  # pylint: disable=g-import-not-at-top
+  raw, dtype = source.data_source, np.dtype(dtype)
+
+  def one(record: bytes) -> np.ndarray:
+    f = tf_example_pb2.Example.FromString(record).features.feature['image']
+    kind = f.WhichOneof('kind')
+    if kind == 'bytes_list':
+      x = np.frombuffer(f.bytes_list.value[0], dtype)
+    elif kind == 'int64_list':
+      x = np.asarray(f.int64_list.value, np.int64).astype(dtype)
+    else:
+      x = np.asarray(f.float_list.value, np.float32).astype(dtype)
+    return x.reshape(shape)
+
   def read(records: np.ndarray) -> list[np.ndarray]:
     if not len(records):
       return []
-    return [e['image'] for e in source.__getitems__(records.tolist())]
+    return [one(r) for r in raw.__getitems__(records.tolist())]
   return read
 
 
@@ -196,12 +214,120 @@ def open_split(builder: Any, split: str) -> Split:
   index = load_index(Path(builder.data_dir), split, source)
   feature = builder.info.features['image']
   shape = (len(index['record']), *feature.shape)
-  out = {'image': LazyImages(_source_reader(source), index['record'], shape,
-                             feature.np_dtype),
+  out = {'image': LazyImages(_image_reader(source, feature.shape,
+                                           feature.np_dtype),
+                             index['record'], shape, feature.np_dtype),
          'label': index['label']}
   if 'lengths' in index:
     out['lengths'] = index['lengths']
   return out
+
+
+# ---- a stream-friendly copy ---------------------------------------------------
+STREAM_DIR = 'stream'  # beside a prepared tfds dataset: its stream copy
+NAME = 'seqclf_stream'
+
+
+class Writer:
+  """Writes a tfds dataset that streams fast: ArrayRecord files of one record
+  per group, uncompressed, the sequences as raw bytes, in the order given
+  (``{split}-index.npz`` written beside); ``close`` adds tfds' metadata
+  (``tfds.folder_dataset.write_metadata``) and moves it into place.
+
+  Args:
+    out: the dataset directory to create (replaced on ``close``).
+    shape: one example's (T, F).
+    dtype: uint8 or float32.
+    lengths: whether examples carry ``lengths``.
+    splits: the splits to write.
+  """
+
+  def __init__(self, out: Path, shape: tuple[int, ...], dtype: Any,
+               lengths: bool, splits: tuple[str, ...], description: str = ''):
+    import shutil  # pylint: disable=g-import-not-at-top
+
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+    self.out, self.tmp = Path(out), Path(f'{out}.tmp')
+    self.description, self.lengths = description, lengths
+    spec = {'image': tfds.features.Tensor(
+                shape=tuple(shape), dtype=dtype,
+                encoding=tfds.features.Encoding.BYTES),
+            'label': tfds.features.Scalar(dtype=np.int64),
+            'id': tfds.features.Scalar(dtype=np.int64)}
+    if lengths:
+      spec['lengths'] = tfds.features.Scalar(dtype=np.int32)
+    self.features = tfds.features.FeaturesDict(spec)
+    shutil.rmtree(self.tmp, ignore_errors=True)
+    self.tmp.mkdir(parents=True)
+    self.writers = {split: array_record_module.ArrayRecordWriter(
+        str(self.tmp / f'{NAME}-{split}.array_record-00000-of-00001'),
+        'group_size:1,uncompressed') for split in splits}
+    self.index = {split: {'label': [], 'lengths': []} for split in splits}
+
+  def add(self, split: str, image: np.ndarray, label: int,
+          length: int | None = None) -> None:
+    index = self.index[split]
+    example = {'image': image, 'label': label, 'id': len(index['label'])}
+    if self.lengths:
+      example['lengths'] = length
+      index['lengths'].append(length)
+    self.writers[split].write(self.features.serialize_example(example))
+    index['label'].append(label)
+
+  def close(self) -> Path:
+    import shutil  # pylint: disable=g-import-not-at-top
+
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    infos = []
+    for split, writer in self.writers.items():
+      writer.close()
+      n = len(self.index[split]['label'])
+      arrays = {'record': np.arange(n, dtype=np.int64),
+                'label': np.asarray(self.index[split]['label'], np.int32)}
+      if self.lengths:
+        arrays['lengths'] = np.asarray(self.index[split]['lengths'], np.int32)
+      np.savez(self.tmp / f'{split}{INDEX_SUFFIX}', **arrays)
+      files = list(self.tmp.glob(f'{NAME}-{split}.array_record*'))
+      infos.append(tfds.core.SplitInfo(
+          name=split, shard_lengths=[n],
+          num_bytes=sum(f.stat().st_size for f in files)))
+    tfds.folder_dataset.write_metadata(
+        data_dir=self.tmp, features=self.features, split_infos=infos,
+        check_data=False, disable_shuffling=True,
+        description=self.description)
+    shutil.rmtree(self.out, ignore_errors=True)
+    self.tmp.rename(self.out)
+    return self.out
+
+
+def stream_copy(builder: Any, splits: tuple[str, ...]) -> Any:
+  """A prepared tfds dataset's stream-friendly copy (``Writer``) in its
+  ``stream/`` directory, made once (``READ_CHUNK`` examples in memory at a
+  time): tfds' own files compress each record, which reading a batch at a
+  time pays for again every epoch."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  out = Path(builder.data_dir) / STREAM_DIR
+  expected = {s: builder.info.splits[s].num_examples for s in splits}
+  if (out / 'dataset_info.json').is_file():
+    copy = tfds.builder_from_directory(str(out))
+    if all(s in copy.info.splits and copy.info.splits[s].num_examples == n
+           for s, n in expected.items()):
+      return copy
+  feature = builder.info.features['image']
+  has_lengths = 'lengths' in builder.info.features
+  writer = Writer(out, feature.shape, feature.np_dtype, has_lengths,
+                  tuple(builder.info.splits), f'stream copy of {builder.name}')
+  for split in builder.info.splits:
+    source = builder.as_data_source()[split]
+    index = load_index(Path(builder.data_dir), split, source)
+    for start in range(0, len(index['record']), READ_CHUNK):
+      records = index['record'][start:start + READ_CHUNK].tolist()
+      for e in source.__getitems__(records):
+        writer.add(split, np.asarray(e['image']), int(e['label']),
+                   int(e['lengths']) if has_lengths else None)
+  writer.close()
+  return tfds.builder_from_directory(str(out))
 
 
 # ---- the training reader ------------------------------------------------------
