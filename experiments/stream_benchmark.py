@@ -2,7 +2,7 @@
 
   python experiments/stream_benchmark.py mnist [--rounds 3]
   python experiments/stream_benchmark.py large --dir runs/big [--examples 250000] [--steps 200]
-  python experiments/stream_benchmark.py buckets --dir runs/buckets [--seeds 3]
+  python experiments/stream_benchmark.py buckets --dir runs/buckets [--seeds 3] [--steps 300]
 
 ``mnist``: ``seqclf train --config configs/default.py`` with
 ``data_placement`` device and stream, interleaved ``--rounds`` times; prints
@@ -126,16 +126,18 @@ def large(args: argparse.Namespace) -> None:
 
 
 def long_tailed(root: Path, examples: int, test: int = 2000) -> None:
-  """Lengths 10..1000, long-tailed (most short); the class is the sign of
-  a feature's sum over the valid steps. One .npz per split."""
+  """Lengths 10..1000, long-tailed (10 + an exponential of mean 60, so
+  most are short); noise with feature 0 shifted by +-0.3 over the valid
+  steps by class. One .npz per split."""
   rng = np.random.default_rng(1)
   steps = 1000
   for split, n in (('train', examples), ('test', test),
                    ('validation', test)):
     lengths = np.clip(10 + rng.exponential(60, n).astype(int), 10, steps)
+    y = rng.integers(0, 2, n)
     x = rng.standard_normal((n, steps, 4)).astype(np.float32)
+    x[:, :, 0] += 0.3 * (2 * y[:, None] - 1)
     x *= np.arange(steps)[None, :, None] < lengths[:, None, None]
-    y = (x[:, :, 0].sum(1) / np.sqrt(lengths) > 0).astype(np.int64)
     (root / split).mkdir(parents=True, exist_ok=True)
     np.savez(root / split / 'shard.npz', x=x, y=y, lengths=lengths)
 
@@ -144,7 +146,7 @@ def buckets(args: argparse.Namespace) -> None:
   root = Path(args.dir).resolve()
   if not (root / 'prepared').exists():
     shutil.rmtree(root, ignore_errors=True)
-    long_tailed(root, args.examples)
+    long_tailed(root, args.bucket_examples)
     subprocess.run(seqclf('prepare-data', f'--dataset=npz:{root}'), cwd=REPO,
                    check=True, capture_output=True)
   rows = {False: [], True: []}
@@ -155,6 +157,7 @@ def buckets(args: argparse.Namespace) -> None:
                      f'--config.bucket_by_length={bucket}',
                      f'--config.num_train_steps={args.steps}',
                      '--config.hidden_size=32', '--config.batch_size=32',
+                     '--config.impl=kernel',
                      '--config.steps_per_call=50', '--config.eval_every=100000',
                      '--config.checkpoint_every=100000',
                      '--config.input_mean=0.0', '--config.input_std=1.0',
@@ -180,6 +183,7 @@ def main() -> None:
   parser.add_argument('--rounds', type=int, default=3)
   parser.add_argument('--examples', type=int, default=250_000)
   parser.add_argument('--steps', type=int, default=200)
+  parser.add_argument('--bucket_examples', type=int, default=20_000)
   parser.add_argument('--seeds', type=int, default=3)
   parser.add_argument('--keep', action='store_true')
   args = parser.parse_args()
