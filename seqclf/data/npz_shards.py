@@ -169,6 +169,11 @@ def prepare(root: str | Path, validation_fraction: float = 0.1,
             force: bool = False) -> Path:
   """Converts ``root``'s shards into ``root/prepared`` (a no-op when done).
 
+  Args:
+    root: the directory of ``train/``, ``test/`` (and ``validation/``) shards.
+    validation_fraction: carved from train when there is no validation/.
+    force: convert again even if prepared.
+
   Returns:
     The prepared dataset's directory.
   """

@@ -137,6 +137,16 @@ def bucketed_epoch(seed: int, epoch: int, lengths: np.ndarray,
   batches of each bucket length (``bucket_length``) are grouped into blocks
   of ``BLOCK``, and the blocks shuffled. A pure function of (seed, epoch),
   like the unbucketed order; each example is still seen once an epoch.
+
+  Args:
+    seed: the run's seed.
+    epoch: the epoch.
+    lengths: (N,) each training example's valid steps.
+    batch_size: examples per step.
+    steps: the data's T (the longest a batch can run).
+
+  Returns:
+    (N // batch_size, batch_size) int32 indices, one row per step.
   """
   n = len(lengths)
   check_batch_size(batch_size, n)

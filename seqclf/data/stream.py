@@ -69,6 +69,9 @@ def placement(requested: str, split_bytes: int, device_bytes: int) -> str:
     requested: config key ``data_placement``.
     split_bytes: the training split's sequences as stored.
     device_bytes: one device's memory (``device_memory_bytes``).
+
+  Returns:
+    Where the training split goes.
   """
   if requested not in PLACEMENTS:
     raise ConfigError(f'Config key `data_placement` must be one of '
