@@ -116,13 +116,11 @@ def _placed_data(config: ml_collections.ConfigDict,
   requested = config.data_placement
   if requested != 'device':
     stream.require_grain()
+  nbytes = (datasets['train']['image'].nbytes if datasets is not None
+            else registry.train_nbytes(config) if requested == 'auto' else 0)
+  where = stream.placement(requested, nbytes, stream.device_memory_bytes())
   if datasets is None:
-    datasets = registry.load(config, lazy=requested != 'device')
-  where = stream.placement(requested, datasets['train']['image'].nbytes,
-                           stream.device_memory_bytes())
-  if where == 'device' and stream.is_lazy(datasets['train']['image']):
-    datasets = (registry.load(config) if requested == 'auto'
-                else {k: stream.materialize(v) for k, v in datasets.items()})
+    datasets = registry.load(config, lazy=where == 'stream')
   return where, datasets
 
 

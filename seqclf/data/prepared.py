@@ -179,3 +179,15 @@ def open_datasets(data_dir: str | None, splits: tuple[str, ...] = SPLITS,
         f'`{prepare_command(root, dataset)}` (or `make setup`).')
   copy = stream.stream_copy(builder, splits)
   return {split: stream.open_split(copy, split) for split in splits}
+
+
+def builder_info(data_dir: str | None, dataset: str) -> Any:
+  """A prepared dataset's ``DatasetInfo`` (sizes and features), or the
+  ``DataError`` saying how to prepare it."""
+  root = resolve_data_dir(data_dir)
+  builder = _builder(root, dataset)
+  if not _is_prepared(builder):
+    raise DataError(
+        f'{dataset} is not prepared in {root}. Run '
+        f'`{prepare_command(root, dataset)}` (or `make setup`).')
+  return builder.info

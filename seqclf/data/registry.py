@@ -64,6 +64,22 @@ def load(config: Any, splits: tuple[str, ...] = SPLITS, *,
               splits, config.num_classes, lazy=lazy)
 
 
+def train_nbytes(config: Any) -> int:
+  """The training split's sequences as stored, in bytes, from the prepared
+  dataset's metadata (nothing read); an npz file: its size on disk."""
+  name = config.dataset
+  if is_shard_dir(name):
+    info = npz_shards.builder(name[len(NPZ_PREFIX):]).info
+  elif name.startswith(NPZ_PREFIX):
+    path = Path(name[len(NPZ_PREFIX):]).expanduser()
+    return path.stat().st_size if path.is_file() else 0
+  else:
+    info = prepared.builder_info(config.data_dir, name)
+  feature = info.features['image']
+  return (info.splits['train'].num_examples * int(np.prod(feature.shape))
+          * np.dtype(feature.np_dtype).itemsize)
+
+
 def is_shard_dir(name: str) -> bool:
   """``npz:DIR``: a directory of shards (``seqclf.data.npz_shards``)."""
   return (name.startswith(NPZ_PREFIX)
