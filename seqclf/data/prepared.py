@@ -88,8 +88,7 @@ def prepare(data_dir: str | None, dataset: str = 'mnist',
     for cache in [*Path(builder.data_dir).glob(f'*{CACHE_SUFFIX}'),
                   *Path(builder.data_dir).glob(f'*{stream.INDEX_SUFFIX}')]:
       cache.unlink()
-    shutil.rmtree(Path(builder.data_dir) / stream.STREAM_DIR,
-                  ignore_errors=True)
+    shutil.rmtree(stream.stream_dir(builder), ignore_errors=True)
     builder = _builder(root, dataset)
   for split in SPLITS:
     load_split(builder, split)  # Fills the decoded-array cache.

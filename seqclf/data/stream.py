@@ -227,8 +227,14 @@ def open_split(builder: Any, split: str) -> Split:
 
 
 # ---- a stream-friendly copy ---------------------------------------------------
-STREAM_DIR = 'stream'  # beside a prepared tfds dataset: its stream copy
 NAME = 'seqclf_stream'
+
+
+def stream_dir(builder: Any) -> Path:
+  """Where a prepared dataset's stream copy lives: ``DATA_DIR/NAME-stream/
+  VERSION``, beside (not inside) tfds' own directory of it."""
+  version = Path(builder.data_dir)
+  return version.parent.parent / f'{version.parent.name}-stream' / version.name
 
 
 class Writer:
@@ -305,12 +311,12 @@ class Writer:
 
 
 def stream_copy(builder: Any, splits: tuple[str, ...]) -> Any:
-  """A prepared tfds dataset's stream-friendly copy (``Writer``) in its
-  ``stream/`` directory, made once (``READ_CHUNK`` examples in memory at a
+  """A prepared tfds dataset's stream-friendly copy (``Writer``) in
+  ``stream_dir``, made once (``READ_CHUNK`` examples in memory at a
   time): tfds' own files compress each record, which reading a batch at a
   time pays for again every epoch."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  out = Path(builder.data_dir) / STREAM_DIR
+  out = stream_dir(builder)
   expected = {s: builder.info.splits[s].num_examples for s in splits}
   if (out / 'dataset_info.json').is_file():
     copy = tfds.builder_from_directory(str(out))
