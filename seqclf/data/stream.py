@@ -416,6 +416,9 @@ class TrainStream:
     it = ds.to_iter_dataset(grain.ReadOptions(
         num_threads=threads, prefetch_buffer_size=2 * threads))
     if self.workers:
+      from absl import flags  # pylint: disable=g-import-not-at-top
+      if not flags.FLAGS.is_parsed():  # grain's workers read absl flags;
+        flags.FLAGS.mark_as_parsed()   # seqclf's commands parse their own.
       it = it.mp_prefetch(grain.MultiprocessingOptions(
           num_workers=self.workers, per_worker_buffer_size=prefetch))
     return iter(it)

@@ -193,6 +193,7 @@ class StreamChunks(Chunks):
     self.examples_read = 0  # training examples this process read
 
   def _read(self) -> None:
+    steps = None
     try:
       steps = self.stream.steps(self.bounds[0][0]) if self.bounds else None
       for start, end in self.bounds:
@@ -214,6 +215,9 @@ class StreamChunks(Chunks):
           return
     except BaseException as e:  # pylint: disable=broad-except
       self._ready.put(e)  # Raised where the chunk is asked for.
+    finally:
+      if hasattr(steps, 'close'):  # grain's worker processes and buffers
+        steps.close()
 
   def close(self) -> None:
     """Stops reading ahead (the thread ends at its next batch)."""

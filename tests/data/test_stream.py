@@ -80,6 +80,21 @@ def test_stream_reads_the_trainers_batches_from_any_step():
     np.testing.assert_array_equal(label, split['label'][row[5:]])
 
 
+@pytest.mark.slow  # starting worker processes: seconds
+def test_worker_processes_read_the_same_batches():
+  rng = np.random.default_rng(1)
+  split = {'image': rng.normal(size=(40, 3, 2)).astype(np.float32),
+           'label': rng.integers(0, 3, 40)}
+  reader = stream.TrainStream(split, seed=2, batch_size=8, workers=2)
+  steps = reader.steps(4)
+  try:
+    for step in range(4, 12):
+      for got, expected in zip(next(steps), reader.batch(step)):
+        np.testing.assert_array_equal(got, expected)
+  finally:
+    steps.close()
+
+
 def test_npz_shards_prepare_and_stream(tmp_path):
   root = tmp_path / 'shards'
   arrays = _shards(root)
