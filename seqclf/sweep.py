@@ -207,6 +207,12 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
   """
   wall_start = time.perf_counter()
   config = validate(config)
+  if config.data_placement == 'stream' or config.bucket_by_length:
+    raise ConfigError('seqclf sweep keeps the training set on the device and '
+                      "gathers every model's batches there: set config keys "
+                      "`data_placement` to 'device' and `bucket_by_length` "
+                      'to False (both are for seqclf train).',
+                      arg='config.data_placement')
   seeds, rates = grid(config, num_seeds, learning_rates)
   workdir = errors.writable_dir(workdir)
   data = views.view_splits(config, datasets or registry.load(config))

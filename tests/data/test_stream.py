@@ -278,3 +278,12 @@ def test_bucketed_run_is_repeatable_and_reads_short_batches(prepared_shards,
                                            checkpoint_every=5),
                                    tmp_path / 'c', quiet=True)
   assert plain['test_loss'] != first['test_loss']
+
+
+def test_sweep_refuses_streaming(tmp_path):
+  from seqclf import sweep  # pylint: disable=g-import-not-at-top
+  for key, value in (('data_placement', 'stream'), ('bucket_by_length', True)):
+    with pytest.raises(errors.ConfigError, match='seqclf sweep keeps'):
+      sweep.run_sweep(small_config(**{key: value}), tmp_path / 'sweep',
+                      num_seeds=2, quiet=True)
+  assert not (tmp_path / 'sweep').exists()
