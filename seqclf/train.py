@@ -124,6 +124,33 @@ def _placed_data(config: ml_collections.ConfigDict,
   return where, datasets
 
 
+def _chunks(config: ml_collections.ConfigDict, dp: parallel.DataParallel,
+            train: Split, first_step: int, placement: str) -> loop.Chunks:
+  """The chunk runner: batches gathered from the device-resident training
+  set, or assembled on the host (from disk when streaming, bucketed by
+  length if asked) while the chunk before trains."""
+  arrays = steps.data_args(train)
+  common = {'to_run': dp.to_run, 'from_run': dp.from_run,
+            'metrics': dp.metrics}
+  if placement == 'stream' or config.bucket_by_length:
+    return loop.StreamChunks(
+        dp.chunk_fn(functools.partial(steps.train_steps_streamed,
+                                      **steps.noise_kwargs(config)),
+                    len(arrays), streamed=True),
+        stream.TrainStream(train, config.seed, config.batch_size,
+                           dp.local_part(config.batch_size),
+                           config.data_workers, bucket=config.bucket_by_length),
+        functools.partial(dp.put_batches, batch_size=config.batch_size),
+        list(loop.boundaries(first_step, config)), config.seed,
+        len(train['label']), config.batch_size, **common)
+  return loop.Chunks(
+      dp.chunk_fn(functools.partial(steps.steps_fn(len(arrays) == 3),
+                                    **steps.noise_kwargs(config)),
+                  len(arrays)),
+      dp.put_data(*arrays), config.seed, len(train['label']),
+      config.batch_size, put_indices=dp.put_indices, **common)
+
+
 def _check_resume(mngr: Any, config: ml_collections.ConfigDict,
                   quiet: bool) -> None:
   """Refuses to resume the latest checkpoint with a config that changes the
@@ -180,7 +207,7 @@ def _train_and_evaluate(
               'its saved results follow, no file changed (raise '
               'config key `num_train_steps` to train on).', file=sys.stderr)
       return finished
-  num_examples, batch_size = len(train['label']), config.batch_size
+  batch_size = config.batch_size
   total = config.num_train_steps
   # Placed for this topology first: its shardings are the restore target.
   state = dp.canonical(create_train_state(config, jax.random.key(config.seed),
@@ -199,29 +226,7 @@ def _train_and_evaluate(
       logger.message(f'Resumed from {mngr.directory}/{first_step}.')
     if config.impl == 'auto':
       logger.message(choice.summary())
-    arrays = steps.data_args(train)
-    if placement == 'stream' or config.bucket_by_length:
-      # Batches assembled on the host (from disk when streaming) while the
-      # chunk before trains.
-      chunks = loop.StreamChunks(
-          dp.chunk_fn(functools.partial(steps.train_steps_streamed,
-                                        **steps.noise_kwargs(config)),
-                      len(arrays), streamed=True),
-          stream.TrainStream(train, config.seed, batch_size,
-                             dp.local_part(batch_size), config.data_workers,
-                             bucket=config.bucket_by_length),
-          functools.partial(dp.put_batches, batch_size=batch_size),
-          list(loop.boundaries(first_step, config)), config.seed,
-          num_examples, batch_size, to_run=dp.to_run, from_run=dp.from_run,
-          metrics=dp.metrics)
-    else:
-      chunks = loop.Chunks(
-          dp.chunk_fn(functools.partial(steps.steps_fn(len(arrays) == 3),
-                                        **steps.noise_kwargs(config)),
-                      len(arrays)),
-          dp.put_data(*arrays), config.seed, num_examples,
-          batch_size, put_indices=dp.put_indices, to_run=dp.to_run,
-          from_run=dp.from_run, metrics=dp.metrics)
+    chunks = _chunks(config, dp, train, first_step, placement)
     # Evaluation shards batches over the local devices with jax.jit, which
     # would replicate the CPU kernel's calls; the kernel spreads one device's
     # batch over the cores itself.
