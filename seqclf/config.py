@@ -15,7 +15,7 @@ import math
 
 import ml_collections
 
-from seqclf.data import registry, views
+from seqclf.data import registry, stream, views
 from seqclf.errors import CheckpointError, ConfigError
 from seqclf.kernels import paths, precision
 from seqclf.nn import classifier, initializers
@@ -88,6 +88,21 @@ def base_config() -> ml_collections.ConfigDict:
   # npz:PATH without a validation (or test) split: the fraction of examples
   # carved out for it, by a fixed permutation.
   c.validation_fraction = 0.1
+  # Where the training split lives (seqclf.data.stream): device (all of it on
+  # each device, batches gathered there; fastest) | stream (read from disk
+  # batch by batch with grain, each process its part of each batch, the same
+  # batches in the same order) | auto (stream when the split would take more
+  # than a quarter of one device's memory). stream needs grain
+  # (`pip install 'seqclf[stream]'`) and a prepared dataset (tfds, npz:DIR).
+  c.data_placement = 'device'
+  # Streaming: grain worker processes reading batches (0: threads of the
+  # training process, enough when decoding is cheaper than a step).
+  c.data_workers = 0
+  # Batches of similar length (seqclf.data.order.bucketed_epoch), each run
+  # only to its longest series rounded up to T/8, T/4, T/2 or T: faster on
+  # series of uneven lengths, but other batches than unbucketed training, so
+  # other results. Needs data with lengths; batches assembled on the host.
+  c.bucket_by_length = False
   # How an image dataset is read (seqclf.data.views): row (28 steps x 28)
   # | pixel (784 x 1) | permuted (784 x 1 in a fixed order from
   # permutation_seed). Every other dataset is read as it is (row).
@@ -125,6 +140,7 @@ def choices() -> dict[str, tuple[str, ...]]:
       'optimizer': tuple(optim.OPTIMIZERS),
       'lr_schedule': optim.SCHEDULES,
       'task': views.TASKS,
+      'data_placement': stream.PLACEMENTS,
       'impl': ('auto', *paths.IMPLS),
       'matmul_precision': precision.PRECISIONS,
       'monitor': MONITORS,
@@ -198,6 +214,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not 0.0 < config.validation_fraction < 1.0:
     raise ConfigError('Config key `validation_fraction` must be in (0, 1), got '
                       f'{config.validation_fraction}.')
+  if config.data_workers < 0:
+    raise ConfigError('Config key `data_workers` must be >= 0 (0 = threads '
+                      f'of the training process), got {config.data_workers}.')
   if config.cpu_devices < 0:
     raise ConfigError('Config key `cpu_devices` must be >= 0 (0 = one per '
                       f'core), got {config.cpu_devices}.')
@@ -249,7 +268,7 @@ def _check_best(config: ml_collections.ConfigDict) -> None:
 RESUMABLE_KEYS = frozenset({
     'num_train_steps', 'log_every', 'eval_every', 'checkpoint_every',
     'max_to_keep', 'steps_per_call', 'eval_batch_size', 'impl', 'parallelism',
-    'cpu_devices', 'data_dir', 'patience'})
+    'cpu_devices', 'data_dir', 'patience', 'data_placement', 'data_workers'})
 
 
 def check_resume(saved: dict, config: ml_collections.ConfigDict, step: int,

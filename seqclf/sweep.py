@@ -215,6 +215,9 @@ CANNOT_VARY = {
     'seed': "a sweep's seeds are config.seed + 0..N-1: use --seeds",
     'parallelism': 'a sweep runs its models side by side on one device (vmap)',
     'cpu_devices': 'a sweep runs its models side by side on one device (vmap)',
+    **dict.fromkeys(('data_placement', 'data_workers', 'bucket_by_length'),
+                    'a sweep keeps the training set on its device'),
+    'monitor': 'it is what the settings are chosen by',
     **dict.fromkeys(('log_every', 'eval_every', 'checkpoint_every',
                      'max_to_keep', 'eval_batch_size', 'steps_per_call'),
                     _NOT_A_HYPERPARAMETER),
@@ -685,6 +688,12 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
   """
   wall_start = time.perf_counter()
   config = validate(config)
+  if config.data_placement == 'stream' or config.bucket_by_length:
+    raise ConfigError('seqclf sweep keeps the training set on the device and '
+                      "gathers every model's batches there: set config keys "
+                      "`data_placement` to 'device' and `bucket_by_length` "
+                      'to False (both are for seqclf train).',
+                      arg='config.data_placement')
   grid = dict(grid or {})
   if learning_rates is not None:
     grid = {'learning_rate': [float(r) for r in learning_rates], **grid}

@@ -23,7 +23,7 @@ import numpy as np
 
 from seqclf import errors
 from seqclf.config import check_resume, validate
-from seqclf.data import order, registry, views
+from seqclf.data import order, registry, stream, views
 from seqclf.data.splits import Split
 from seqclf.kernels import paths
 from seqclf.training import (autotune, best as best_lib, checkpoint, loop,
@@ -65,12 +65,20 @@ def train_and_evaluate(
   config = validate(config)
   # Every check of the config against the data, and the one decision of
   # `impl`, run before anything is written: bad input leaves no workdir.
-  datasets = views.view_splits(config, datasets or registry.load(config))
+  dp = parallel.setup(config.parallelism, config.batch_size)
+  placement, datasets = _placed_data(config, datasets)
+  datasets = views.view_splits(config, datasets)
   order.check_batch_size(config.batch_size, len(datasets['train']['label']))
+  if config.bucket_by_length:
+    stream.require_grain()
+    if 'lengths' not in datasets['train']:
+      raise errors.ConfigError(
+          'Config key `bucket_by_length` groups examples by their lengths, '
+          'but this data has none (every sequence is full length): set it '
+          'to False.', arg='config.bucket_by_length')
   class_weight = steps.class_weights(config.class_weight,
                                      datasets['train']['label'],
                                      config.num_classes)
-  dp = parallel.setup(config.parallelism, config.batch_size)
   choice = autotune.choose_impl(
       config, batch=config.batch_size // dp.num_devices,
       sharded=dp.mode == 'sharded',
@@ -85,7 +93,8 @@ def train_and_evaluate(
           preemption.StopRequest() as stop):
       return _train_and_evaluate(config, workdir, stop, dp, choice, impl,
                                  wall_start, quiet=quiet, datasets=datasets,
-                                 class_weight=class_weight)
+                                 class_weight=class_weight,
+                                 placement=placement)
   except errors.SeqclfError:
     if fresh:  # Bad input found later (a kernel that cannot be built):
       with contextlib.suppress(OSError):  # leave no empty workdir behind.
@@ -101,6 +110,53 @@ def train_and_evaluate(
         'free space there (or use another workdir), then run the same '
         'command again to resume from the newest checkpoint.',
         arg='workdir') from e
+
+
+def _placed_data(config: ml_collections.ConfigDict,
+                 datasets: dict[str, Split] | None
+                 ) -> tuple[str, dict[str, Split]]:
+  """``config.data_placement`` resolved (``stream.placement``) and the
+  data: in memory for ``device``, a prepared dataset's sequences left on
+  disk for ``stream``."""
+  requested = config.data_placement
+  if requested != 'device':
+    stream.require_grain()
+  nbytes = (datasets['train']['image'].nbytes if datasets is not None
+            else registry.train_nbytes(config) if requested == 'auto' else 0)
+  where = stream.placement(requested, nbytes, stream.device_memory_bytes())
+  if datasets is None:
+    datasets = registry.load(config, lazy=where == 'stream')
+  return where, datasets
+
+
+def _chunks(config: ml_collections.ConfigDict, dp: parallel.DataParallel,
+            train: Split, first_step: int, placement: str,
+            class_weight: np.ndarray | None) -> loop.Chunks:
+  """The chunk runner: batches gathered from the device-resident training
+  set, or assembled on the host (from disk when streaming, bucketed by
+  length if asked) while the chunk before trains."""
+  arrays = steps.data_args(train)
+  # No class_weight keyword without weights: the same program as before.
+  kwargs = {**steps.noise_kwargs(config),
+            **({} if class_weight is None else {'class_weight': class_weight})}
+  common = {'to_run': dp.to_run, 'from_run': dp.from_run,
+            'metrics': dp.metrics}
+  if placement == 'stream' or config.bucket_by_length:
+    return loop.StreamChunks(
+        dp.chunk_fn(functools.partial(steps.train_steps_streamed, **kwargs),
+                    len(arrays), streamed=True),
+        stream.TrainStream(train, config.seed, config.batch_size,
+                           dp.local_part(config.batch_size),
+                           config.data_workers, bucket=config.bucket_by_length),
+        functools.partial(dp.put_batches, batch_size=config.batch_size),
+        list(loop.boundaries(first_step, config)), config.seed,
+        len(train['label']), config.batch_size, **common)
+  return loop.Chunks(
+      dp.chunk_fn(functools.partial(steps.steps_fn(len(arrays) == 3),
+                                    **kwargs),
+                  len(arrays)),
+      dp.put_data(*arrays), config.seed, len(train['label']),
+      config.batch_size, put_indices=dp.put_indices, **common)
 
 
 def _check_resume(mngr: Any, config: ml_collections.ConfigDict,
@@ -182,8 +238,8 @@ def _train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: Path,
     stop: preemption.StopRequest, dp: parallel.DataParallel,
     choice: autotune.Choice, impl: str, wall_start: float, *, quiet: bool,
-    datasets: dict[str, Split], class_weight: np.ndarray | None
-    ) -> dict[str, Any]:
+    datasets: dict[str, Split], class_weight: np.ndarray | None,
+    placement: str = 'device') -> dict[str, Any]:
   data, mngr = datasets, None
   train = data['train']
   shape = train['image'].shape[1:]  # (T, F): the data's, not a constant
@@ -201,7 +257,7 @@ def _train_and_evaluate(
               'its saved results follow, no file changed (raise '
               f'config key {more} to train on).', file=sys.stderr)
       return finished
-  num_examples, batch_size = len(train['label']), config.batch_size
+  batch_size = config.batch_size
   total = config.num_train_steps
   # Placed for this topology first: its shardings are the restore target.
   state = dp.canonical(create_train_state(config, jax.random.key(config.seed),
@@ -222,17 +278,7 @@ def _train_and_evaluate(
       logger.message(f'Resumed from {mngr.directory}/{first_step}.')
     if config.impl == 'auto':
       logger.message(choice.summary())
-    arrays = steps.data_args(train)
-    # No class_weight keyword without weights: the same program as before.
-    weighting = {} if class_weight is None else {'class_weight': class_weight}
-    chunks = loop.Chunks(
-        dp.chunk_fn(functools.partial(steps.steps_fn(len(arrays) == 3),
-                                      **steps.noise_kwargs(config),
-                                      **weighting),
-                    len(arrays)),
-        dp.put_data(*arrays), config.seed, num_examples,
-        batch_size, put_indices=dp.put_indices, to_run=dp.to_run,
-        from_run=dp.from_run, metrics=dp.metrics)
+    chunks = _chunks(config, dp, train, first_step, placement, class_weight)
     # Evaluation shards batches over the local devices with jax.jit, which
     # would replicate the CPU kernel's calls; the kernel spreads one device's
     # batch over the cores itself.
@@ -327,6 +373,8 @@ def _train_and_evaluate(
     raise
   finally:
     logger.close()
+    if isinstance(locals().get('chunks'), loop.StreamChunks):
+      chunks.close()
   results = {
       **_metric_results(val, test),
       **_best_results(best, last, class_weight),
@@ -337,6 +385,9 @@ def _train_and_evaluate(
       'eval_and_save_seconds': eval_and_save_seconds,
       'resumed_from_step': first_step or None,
       'parallelism': dp.mode, 'impl_choice': choice.to_json(),
+      'data_placement': placement,
+      **({'examples_read_by_process': chunks.examples_read}
+         if isinstance(chunks, loop.StreamChunks) else {}),
       'process_count': jax.process_count(),
       **loop.results(chunks, config, step=int(state.step), impl=impl,
                      wall_start=wall_start),

@@ -110,3 +110,60 @@ def eval_batches(split: Split, batch_size: int) -> Iterator[dict[str, np.ndarray
       batch['lengths'] = np.pad(split['lengths'][start:start + batch_size],
                                 (0, pad), constant_values=image.shape[1])
     yield batch
+
+
+# ---- length buckets (config key `bucket_by_length`) -------------------------
+BUCKETS = 4  # batch lengths: T/8, T/4, T/2, T (rounded up)
+POOL = 64    # batches of similar length are cut from POOL batches' examples
+BLOCK = 16   # consecutive steps of one bucket length (fewer, longer calls)
+
+
+def bucket_sizes(steps: int) -> tuple[int, ...]:
+  """The lengths a bucketed batch runs to: ``steps`` halved ``BUCKETS - 1`` times."""
+  return tuple(sorted({-(-steps // 2**k) for k in range(BUCKETS)}))
+
+
+def bucket_length(longest: int, steps: int) -> int:
+  """``longest`` rounded up to the next of ``bucket_sizes(steps)``."""
+  return next(s for s in bucket_sizes(steps) if s >= longest)
+
+
+def bucketed_epoch(seed: int, epoch: int, lengths: np.ndarray,
+                   batch_size: int, steps: int) -> np.ndarray:
+  """One epoch's batches of similar length: (steps_per_epoch, batch) indices.
+
+  The epoch's permutation (``epoch_permutation``) is cut into pools of
+  ``POOL`` batches; each pool is sorted by length and cut into batches; the
+  batches of each bucket length (``bucket_length``) are grouped into blocks
+  of ``BLOCK``, and the blocks shuffled. A pure function of (seed, epoch),
+  like the unbucketed order; each example is still seen once an epoch.
+
+  Args:
+    seed: the run's seed.
+    epoch: the epoch.
+    lengths: (N,) each training example's valid steps.
+    batch_size: examples per step.
+    steps: the data's T (the longest a batch can run).
+
+  Returns:
+    (N // batch_size, batch_size) int32 indices, one row per step.
+  """
+  n = len(lengths)
+  check_batch_size(batch_size, n)
+  per_epoch = n // batch_size
+  perm = epoch_permutation(seed, epoch, n)[:per_epoch * batch_size]
+  pool = POOL * batch_size
+  batches = []
+  for start in range(0, len(perm), pool):
+    part = perm[start:start + pool]
+    part = part[np.argsort(lengths[part], kind='stable')]
+    batches.extend(part.reshape(-1, batch_size))
+  by_bucket: dict[int, list[np.ndarray]] = {}
+  for b in batches:
+    by_bucket.setdefault(bucket_length(int(lengths[b].max()), steps),
+                         []).append(b)
+  blocks = [group[i:i + BLOCK] for _, group in sorted(by_bucket.items())
+            for i in range(0, len(group), BLOCK)]
+  rng = np.random.default_rng([seed, epoch, 1])
+  return np.asarray([b for k in rng.permutation(len(blocks))
+                     for b in blocks[k]], np.int32)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from seqclf.data import fashion_mnist, mnist_files, timeseries
+from seqclf.data import fashion_mnist, mnist_files, stream, timeseries
 from seqclf.data.mnist_builder import SeqclfMnist
 from seqclf.data.splits import SPLITS, Split
 from seqclf.errors import ConfigError, DataError
@@ -84,8 +85,10 @@ def prepare(data_dir: str | None, dataset: str = 'mnist',
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=str(files), download_mode=mode))
-    for cache in Path(builder.data_dir).glob(f'*{CACHE_SUFFIX}'):
+    for cache in [*Path(builder.data_dir).glob(f'*{CACHE_SUFFIX}'),
+                  *Path(builder.data_dir).glob(f'*{stream.INDEX_SUFFIX}')]:
       cache.unlink()
+    shutil.rmtree(stream.stream_dir(builder), ignore_errors=True)
     builder = _builder(root, dataset)
   for split in SPLITS:
     load_split(builder, split)  # Fills the decoded-array cache.
@@ -160,3 +163,30 @@ def load_datasets(data_dir: str | None,
         f'{dataset} is not prepared in {root}. Run '
         f'`{prepare_command(root, dataset)}` (or `make setup`).')
   return {split: load_split(builder, split) for split in splits}
+
+
+def open_datasets(data_dir: str | None, splits: tuple[str, ...] = SPLITS,
+                  dataset: str = 'mnist') -> dict[str, Split]:
+  """Prepared splits with their sequences left on disk, for streaming
+  (``seqclf.data.stream.open_split`` of its ``stream_copy``), in
+  ``load_datasets``' order."""
+  root = resolve_data_dir(data_dir)
+  builder = _builder(root, dataset)
+  if not _is_prepared(builder):
+    raise DataError(
+        f'{dataset} is not prepared in {root}. Run '
+        f'`{prepare_command(root, dataset)}` (or `make setup`).')
+  copy = stream.stream_copy(builder, splits)
+  return {split: stream.open_split(copy, split) for split in splits}
+
+
+def builder_info(data_dir: str | None, dataset: str) -> Any:
+  """A prepared dataset's ``DatasetInfo`` (sizes and features), or the
+  ``DataError`` saying how to prepare it."""
+  root = resolve_data_dir(data_dir)
+  builder = _builder(root, dataset)
+  if not _is_prepared(builder):
+    raise DataError(
+        f'{dataset} is not prepared in {root}. Run '
+        f'`{prepare_command(root, dataset)}` (or `make setup`).')
+  return builder.info

@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from seqclf.data import fashion_mnist, npz, prepared, timeseries
+from pathlib import Path
+
+from seqclf.data import fashion_mnist, npz, npz_shards, prepared, stream, timeseries
 from seqclf.data.splits import SPLITS, Split
 from seqclf.errors import ConfigError, DataError
 
@@ -43,41 +45,76 @@ def check_name(name: str, task: str = 'row') -> None:
                       arg='config.task')
 
 
-def load(config: Any, splits: tuple[str, ...] = SPLITS) -> dict[str, Split]:
+def load(config: Any, splits: tuple[str, ...] = SPLITS, *,
+         lazy: bool = False) -> dict[str, Split]:
   """The data a config names, checked.
 
   Args:
     config: its ``dataset``, ``task``, ``data_dir``, ``validation_fraction``
       and ``num_classes`` are read.
     splits: the splits to load.
+    lazy: leave a prepared dataset's sequences on disk
+      (``seqclf.data.stream.LazyImages``), for streaming.
 
   Returns:
     ``{split: arrays}``, each checked against ``num_classes``.
   """
   check_name(config.dataset, config.task)
   return read(config.dataset, config.data_dir, config.validation_fraction,
-              splits, config.num_classes)
+              splits, config.num_classes, lazy=lazy)
+
+
+def train_nbytes(config: Any) -> int:
+  """The training split's sequences as stored, in bytes, from the prepared
+  dataset's metadata (nothing read); an npz file: its size on disk."""
+  name = config.dataset
+  if is_shard_dir(name):
+    info = npz_shards.builder(name[len(NPZ_PREFIX):]).info
+  elif name.startswith(NPZ_PREFIX):
+    path = Path(name[len(NPZ_PREFIX):]).expanduser()
+    return path.stat().st_size if path.is_file() else 0
+  else:
+    info = prepared.builder_info(config.data_dir, name)
+  feature = info.features['image']
+  return (info.splits['train'].num_examples * int(np.prod(feature.shape))
+          * np.dtype(feature.np_dtype).itemsize)
+
+
+def is_shard_dir(name: str) -> bool:
+  """``npz:DIR``: a directory of shards (``seqclf.data.npz_shards``)."""
+  return (name.startswith(NPZ_PREFIX)
+          and Path(name[len(NPZ_PREFIX):]).expanduser().is_dir())
 
 
 def read(name: str, data_dir: str | None, validation_fraction: float,
          splits: tuple[str, ...] = SPLITS,
-         num_classes: int | None = None) -> dict[str, Split]:
+         num_classes: int | None = None, *,
+         lazy: bool = False) -> dict[str, Split]:
   """The splits of dataset ``name``, checked.
 
   Args:
-    name: a ``TFDS`` name or ``npz:PATH``.
+    name: a ``TFDS`` name, ``npz:PATH`` of a file, or ``npz:DIR`` of shards
+      (prepared by ``seqclf prepare-data --dataset=npz:DIR``).
     data_dir: the tfds data dir (None: $TFDS_DATA_DIR or the default).
     validation_fraction: for an npz file without a validation split.
     splits: the splits to read.
     num_classes: the labels' bound; None: their own largest (a look at data
       no config describes yet: ``seqclf inspect-data``).
+    lazy: leave a prepared dataset's sequences on disk (an npz file is
+      read whole either way).
 
   Returns:
     ``{split: arrays}``, labels and lengths as int32.
   """
   check_name(name)
-  if name.startswith(NPZ_PREFIX):
+  if is_shard_dir(name):
+    data = npz_shards.open_splits(name[len(NPZ_PREFIX):], splits)
+    if not lazy:
+      data = {k: stream.materialize(v) for k, v in data.items()}
+  elif name.startswith(NPZ_PREFIX):
     data = npz.load(name[len(NPZ_PREFIX):], validation_fraction)
+  elif lazy:
+    data = prepared.open_datasets(data_dir, splits, name)
   else:
     data = prepared.load_datasets(data_dir, splits, name)
   data = {split: data[split] for split in splits}
@@ -117,7 +154,9 @@ def check(data: dict[str, Split], num_classes: int, where: str) -> None:
             f'shape {x.shape}: reshape univariate (N, T) data to (N, T, 1).')
     if not (x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating)):
       _fail(where, f'{split} sequences must be uint8 or float, got {x.dtype}.')
-    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+    # Prepared datasets on disk were checked when prepared.
+    if (np.issubdtype(x.dtype, np.floating) and not stream.is_lazy(x)
+        and not np.isfinite(x).all()):
       _fail(where, f'{split} sequences hold NaN or inf: fill or drop them.')
     if shape is not None and x.shape[1:] != shape:
       _fail(where, f'{split} sequences are {x.shape[1:]} per example but '

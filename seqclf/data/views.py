@@ -69,6 +69,10 @@ def view(config: Any, images: np.ndarray) -> np.ndarray:
   """
   if config.task == 'row':
     return images
+  if hasattr(images, 'transformed'):  # on disk: viewed as each batch is read
+    return images.transformed(
+        lambda x: as_sequence(x, config.task, config.permutation_seed),
+        (len(images), *sequence_shape(config.task, images.shape[1:])))
   return as_sequence(images, config.task, config.permutation_seed)
 
 

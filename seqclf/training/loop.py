@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -142,6 +144,124 @@ class Chunks:
   def examples_per_second(self) -> float | None:
     """Training throughput over the chunks run so far (None before any)."""
     return self.examples / self.train_seconds if self.examples else None
+
+
+def _whole(rows: list[Any]) -> list[list[Any]]:
+  return [rows]
+
+
+def _pieces(rows: list[Any]) -> list[list[Any]]:
+  """``rows`` (one per step) cut where the batch's shape changes, each run
+  into power-of-two lengths, largest first: few distinct call shapes."""
+  out, start = [], 0
+  while start < len(rows):
+    end = start
+    while end < len(rows) and rows[end][0].shape == rows[start][0].shape:
+      end += 1
+    while start < end:
+      size = 1 << ((end - start).bit_length() - 1)
+      out.append(rows[start:start + size])
+      start += size
+  return out
+
+
+class StreamChunks(Chunks):
+  """``Chunks`` whose batches are read from disk (``data_placement='stream'``).
+
+  A background thread reads each chunk's batches with ``stream``
+  (``seqclf.data.stream.TrainStream``: ``order.train_indices``' batches,
+  this process's part of each) and places them on the devices with
+  ``put_batches`` while the previous chunk trains. ``fn(state, *batches)``
+  is the chunk function (``steps.train_steps_streamed`` under
+  ``DataParallel.chunk_fn(streamed=True)``). ``bounds``: every chunk's
+  ``(start, end)`` in the order they will be asked for (``boundaries``).
+  The ``indices`` phase is the time spent waiting for data.
+  """
+
+  def __init__(self, fn: Any, stream: Any, put_batches: Callable[..., Any],
+               bounds: Sequence[tuple[int, int]], seed: int,
+               num_examples: int, batch_size: int, **kwargs: Any):
+    super().__init__(fn, (), seed, num_examples, batch_size, **kwargs)
+    # Bucketed batches differ in length: a chunk runs as calls of
+    # consecutive steps of one length, each a power of two steps long.
+    self.pieces = _pieces if getattr(stream, 'bucket', False) else _whole
+    self.stream, self.put_batches = stream, put_batches
+    self.bounds = list(bounds)
+    self._ready: queue.Queue = queue.Queue(maxsize=1)
+    self._closed = threading.Event()
+    self._thread: threading.Thread | None = None
+    self.examples_read = 0  # training examples this process read
+
+  def _read(self) -> None:
+    steps = None
+    try:
+      steps = self.stream.steps(self.bounds[0][0]) if self.bounds else None
+      for start, end in self.bounds:
+        rows = [next(steps) for _ in range(end - start)]
+        placed = []
+        for piece in self.pieces(rows):
+          arrays = tuple(np.stack(col) for col in zip(*piece))
+          self.examples_read += int(np.prod(arrays[0].shape[:2]))
+          placed.append(self.put_batches(arrays))
+        del rows, arrays
+        item = (start, end, placed)
+        while not self._closed.is_set():
+          try:
+            self._ready.put(item, timeout=0.1)
+            break
+          except queue.Full:
+            continue
+        if self._closed.is_set():
+          return
+    except BaseException as e:  # pylint: disable=broad-except
+      self._ready.put(e)  # Raised where the chunk is asked for.
+    finally:
+      if hasattr(steps, 'close'):  # grain's worker processes and buffers
+        steps.close()
+
+  def close(self) -> None:
+    """Stops reading ahead (the thread ends at its next batch)."""
+    self._closed.set()
+
+  def __call__(self, state: PyTree, step: int,
+               end: int) -> tuple[PyTree, PyTree]:
+    t = time.perf_counter()
+    if self._thread is None:
+      self._thread = threading.Thread(target=self._read, daemon=True,
+                                      name='seqclf-stream')
+      self._thread.start()
+    item = self._ready.get()
+    if isinstance(item, BaseException):
+      raise item
+    if item[:2] != (step, end):
+      raise RuntimeError(f'streamed chunk {item[:2]} read for {(step, end)}')
+    wait = time.perf_counter() - t  # Reading not hidden behind compute.
+    self.phase_seconds['indices'] += wait
+    self.train_seconds += wait
+    parts = []
+    for placed in item[2]:
+      key = tuple(a.shape for a in placed)
+      if key not in self.compiled:
+        t = time.perf_counter()
+        self.compiled[key] = self.fn.lower(self.to_run(state),
+                                           *placed).compile()
+        self.compile_seconds += time.perf_counter() - t
+      marks = [time.perf_counter()]
+      state = self.to_run(state)
+      marks.append(time.perf_counter())
+      state, metrics = self.compiled[key](state, *placed)
+      jax.block_until_ready((state, metrics))
+      marks.append(time.perf_counter())
+      state, metrics = self.from_run(state), self.fetch_metrics(metrics)
+      marks.append(time.perf_counter())
+      parts.append(metrics)
+      self.train_seconds += marks[-1] - marks[0]
+      for name, a, b in zip(PHASES[2:], marks, marks[1:]):
+        self.phase_seconds[name] += b - a
+    self.examples += (end - step) * self.batch_size
+    if len(parts) == 1:
+      return state, parts[0]
+    return state, jax.tree.map(lambda *m: np.concatenate(m), *parts)
 
 
 def results(chunks: Chunks, config: ml_collections.ConfigDict, *, step: int,

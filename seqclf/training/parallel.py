@@ -243,6 +243,35 @@ class DataParallel:
     return np.ascontiguousarray(
         local.reshape(steps, n, width // n).transpose(1, 0, 2))
 
+  def local_part(self, batch_size: int) -> slice:
+    """The slice of every global batch this process's devices train on
+    (what a streaming process reads)."""
+    if self.mode == 'single':
+      return slice(0, batch_size)
+    return local_batch_slice(NamedSharding(self.mesh, P(None, AXIS)),
+                             (1, batch_size), 1)
+
+  def put_batches(self, arrays: tuple[np.ndarray, ...],
+                  batch_size: int) -> tuple[jax.Array, ...]:
+    """This process's part of a chunk's (steps, batch, ...) batches ->
+    placed for the mode's chunk function (``chunk_fn(streamed=True)``)."""
+    if self.mode == 'single':
+      return jax.device_put(arrays, self.devices[0])
+    sharding = NamedSharding(self.mesh, P(None, AXIS))
+    if self.mode == 'sharded':
+      return tuple(jax.make_array_from_process_local_data(
+          sharding, a, (a.shape[0], batch_size, *a.shape[2:])) for a in arrays)
+    devices = jax.local_devices()
+    n = len(devices)
+    stacked = NamedSharding(Mesh(np.array(devices), (AXIS,)), P(AXIS))
+
+    def put(a):  # (steps, batch, ...) -> (devices, steps, batch / devices, ...)
+      steps, width = a.shape[:2]
+      parts = a.reshape(steps, n, width // n, *a.shape[2:]).swapaxes(0, 1)
+      return jax.device_put(np.ascontiguousarray(parts), stacked)
+
+    return tuple(put(a) for a in arrays)
+
   def metrics(self, metrics: PyTree) -> PyTree:
     """Per-step metrics as host numpy (identical on every replica)."""
     if self.mode == 'pmap':
@@ -253,18 +282,20 @@ class DataParallel:
 
   # ---- compute ---------------------------------------------------------------
   def chunk_fn(self, train_steps: Callable[..., Any],
-               num_data: int = 2) -> Any:
+               num_data: int = 2, *, streamed: bool = False) -> Any:
     """``train_steps(state, *data, indices)`` compiled for this mode, state
     donated; has ``.lower``. ``num_data``: the replicated data arguments
-    (images and labels, and lengths when there are 3)."""
+    (images and labels, and lengths when there are 3). ``streamed``:
+    ``train_steps(state, *batches)`` instead, each (steps, batch, ...) and
+    split over the devices on its batch axis (``put_batches``)."""
     if self.mode == 'pmap':
       return jax.pmap(functools.partial(train_steps, axis_name=AXIS),
                       axis_name=AXIS, donate_argnums=0)
     if self.mode == 'sharded':
       rep = NamedSharding(self.mesh, P())
       batch = NamedSharding(self.mesh, P(None, AXIS))
-      return jax.jit(train_steps,
-                     in_shardings=(rep, *[rep] * num_data, batch),
+      data = [batch] * num_data if streamed else [*[rep] * num_data, batch]
+      return jax.jit(train_steps, in_shardings=(rep, *data),
                      out_shardings=(rep, rep), donate_argnums=0)
     return jax.jit(train_steps, donate_argnums=0)
 

@@ -185,6 +185,22 @@ def train_steps_with_lengths(state: TrainState, images: jax.Array,
   return train_steps(state, images, labels, indices, lengths=lengths, **kwargs)
 
 
+def train_steps_streamed(state: TrainState, images: jax.Array,
+                         labels: jax.Array, *lengths: jax.Array,
+                         **kwargs: Any) -> tuple[TrainState, Metrics]:
+  """``train_steps`` on batches read on the host (``data_placement=
+  'stream'``): ``images`` (steps, B, T, F), ``labels`` (steps, B) and
+  optionally ``lengths`` (steps, B), one batch per step; the same
+  ``train_step`` on the same batches, so the same result."""
+
+  def body(state, batch):
+    batch = {'image': ops.to_float(batch[0]), 'label': batch[1],
+             **({'lengths': batch[2]} if len(batch) > 2 else {})}
+    return train_step(state, batch, **kwargs)
+
+  return jax.lax.scan(body, state, (images, labels, *lengths))
+
+
 def data_args(split: Split) -> tuple[np.ndarray, ...]:
   """The arrays a chunk function gathers batches from: images, labels and,
   when the split has them, lengths (then ``steps_fn(True)`` takes them)."""

@@ -83,7 +83,7 @@ def _prepared_copy(tmp_path):
   version = tmp_path / 'seqclf_mnist' / '1.0.0'
   version.mkdir(parents=True)
   for f in (shared / 'seqclf_mnist' / '1.0.0').iterdir():
-    if not f.name.endswith(prepared.CACHE_SUFFIX):
+    if f.is_file() and not f.name.endswith(prepared.CACHE_SUFFIX):
       shutil.copy(f, version / f.name)
   manual = prepared.manual_dir(tmp_path)
   manual.parent.mkdir(parents=True)

@@ -78,11 +78,12 @@ def _worker(spec: dict) -> None:
   load_models(spec.get('load_model', []))
   for job in spec['jobs']:
     out = Path(job['out'])
+    config = _config(job['mode'], job['steps'], job.get('batch_size', 8),
+                     **job.get('overrides', {}))
+    config.data_placement = job.get('placement', 'device')
     try:
-      results = train.train_and_evaluate(
-          _config(job['mode'], job['steps'], job.get('batch_size', 8),
-                  **job.get('overrides', {})),
-          job['workdir'], quiet=True, datasets=data)
+      results = train.train_and_evaluate(config, job['workdir'], quiet=True,
+                                         datasets=data)
     except ConfigError as e:
       if not job.get('expect_error'):
         raise
@@ -106,6 +107,7 @@ def _worker(spec: dict) -> None:
         'test_loss': results['test_loss'],
         'test_macro_f1': results['test_macro_f1'],
         'best_step': results.get('best_step'),
+        'examples_read': results.get('examples_read_by_process'),
         'local_replicas_equal': all(np.array_equal(r, replicas[0])
                                     for r in replicas)}))
   if jax.process_index() == 0:  # Alone, as the report after `train` does.
@@ -247,6 +249,8 @@ def _two_process_runs(runs: Path) -> None:
                     'jobs': [
       {'mode': 'auto', 'steps': STEPS, 'workdir': str(runs / 'multi'),
        'out': str(runs / f'out_multi{i}')},
+      {'mode': 'auto', 'steps': STEPS, 'workdir': str(runs / 'multi_stream'),
+       'placement': 'stream', 'out': str(runs / f'out_multi_stream{i}')},
       {'mode': 'auto', 'steps': 2000, 'workdir': str(stop_dir),
        'out': str(runs / f'out_stop{i}')}]}, devices=2) for i in range(2)]
   deadline = time.monotonic() + 180
@@ -279,6 +283,19 @@ def test_two_processes_match_one(two_processes):
   # Only process 0 logs.
   lines = (runs / 'multi' / 'metrics.jsonl').read_text().splitlines()
   assert len([l for l in lines if '"validation"' in l]) == 2
+
+
+@pytest.mark.slow
+def test_two_processes_stream_their_own_parts(two_processes):
+  runs = two_processes
+  resident, _ = _load(runs / 'out_multi0')
+  for i in range(2):
+    params, info = _load(runs / f'out_multi_stream{i}')
+    # Each process read half of every batch of 8, and nothing else...
+    assert info['examples_read'] == STEPS * 8 // 2
+    # ...and trained exactly what the device-resident job trained.
+    for k in resident:
+      np.testing.assert_array_equal(params[k], resident[k], err_msg=k)
 
 
 @pytest.mark.slow

@@ -1,0 +1,225 @@
+"""The user's data larger than memory: a directory of shards (``npz:DIR``).
+
+``DIR/train/``, ``DIR/test/`` and optionally ``DIR/validation/`` each hold
+shards: ``NAME.npz`` files with arrays ``x`` (n, T, F), ``y`` (n,) and
+optionally ``lengths`` (n,), or ``NAME_x.npy``/``NAME_y.npy``
+(``NAME_lengths.npy``) files, read memory-mapped. ``prepare`` converts them
+once, shard by shard (host memory bounded by one shard), into an ArrayRecord
+tfds dataset in ``DIR/prepared/``, which ``seqclf.data.stream`` reads a batch
+at a time. Shards of different T are zero-padded to the longest, their
+lengths kept; without a validation directory, ``validation_fraction`` of the
+training examples are carved out by a fixed permutation
+(``splits.SPLIT_SEED``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seqclf.data import stream
+from seqclf.data.splits import SPLIT_SEED, SPLITS, Split
+from seqclf.errors import DataError
+
+PREPARED = 'prepared'  # DIR/prepared/: the tfds dataset
+
+
+def _fail(where: Any, message: str) -> None:
+  raise DataError(f'{where}: {message}', arg='config.dataset')
+
+
+def prepared_dir(root: str | Path) -> Path:
+  return Path(root).expanduser().resolve() / PREPARED
+
+
+def prepare_command(root: str | Path) -> str:
+  return f'seqclf prepare-data --dataset=npz:{root}'
+
+
+def _shards(split_dir: Path) -> list[tuple[Path, Any]]:
+  """The shard files of a split directory (``.npz``, ``_x.npy``), by name."""
+  out = []
+  for f in sorted(split_dir.iterdir()):
+    if f.suffix == '.npz':
+      out.append(f)
+    elif f.name.endswith('_x.npy'):
+      out.append(f)
+  return out
+
+
+def _open(shard: Path) -> dict[str, np.ndarray]:
+  """A shard's arrays (``.npy``: memory-mapped; ``.npz``: ``x`` read on use)."""
+  try:
+    if shard.suffix == '.npz':
+      f = np.load(shard, allow_pickle=False)
+      arrays = {k: f[k] for k in ('y', 'lengths') if k in f.files}
+      if 'x' not in f.files or 'y' not in f.files:
+        _fail(shard, f"a shard needs arrays 'x' and 'y', found {f.files}.")
+      arrays['x'] = _LazyMember(f, 'x')
+      return arrays
+    stem = str(shard)[:-len('_x.npy')]
+    arrays = {'x': np.load(shard, mmap_mode='r', allow_pickle=False)}
+    for key in ('y', 'lengths'):
+      path = Path(f'{stem}_{key}.npy')
+      if path.exists():
+        arrays[key] = np.load(path, allow_pickle=False)
+    if 'y' not in arrays:
+      _fail(shard, f'no labels beside it: write {stem}_y.npy.')
+    return arrays
+  except (OSError, ValueError) as e:
+    _fail(shard, f'not a readable numpy file without pickles ({e}).')
+
+
+class _LazyMember:
+  """An .npz member read when first used: its header gives shape and dtype."""
+
+  def __init__(self, f: Any, key: str):
+    self.f, self.key = f, key
+    with f.zip.open(f'{key}.npy') as m:
+      version = np.lib.format.read_magic(m)
+      shape, _, dtype = (np.lib.format.read_array_header_1_0(m)
+                         if version == (1, 0)
+                         else np.lib.format.read_array_header_2_0(m))
+    self.shape, self.dtype, self.ndim = shape, dtype, len(shape)
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+    x = self.f[self.key]
+    return x if dtype is None else x.astype(dtype)
+
+
+def _scan(root: Path) -> dict[str, Any]:
+  """Every shard checked for shape, dtype and labels, without reading ``x``."""
+  splits, features, dtype, steps = {}, None, None, 0
+  for split in SPLITS:
+    split_dir = root / split
+    if not split_dir.is_dir():
+      if split == 'validation':
+        continue
+      _fail(f'npz:{root}', f'no {split}/ directory of shards: put {split} '
+            'shards (NAME.npz with x, y[, lengths]) in DIR/train/ and '
+            'DIR/test/ (DIR/validation/ optional).')
+    shards = []
+    for shard in _shards(split_dir):
+      a = _open(shard)
+      x, y = a['x'], a['y']
+      if x.ndim != 3 or 0 in x.shape[1:]:
+        _fail(shard, f'x must be (n, T, F) with T, F >= 1, got shape {x.shape}.')
+      kind = 'uint8' if x.dtype == np.uint8 else (
+          'float' if np.issubdtype(x.dtype, np.floating) else None)
+      if kind is None:
+        _fail(shard, f'x must be uint8 or float, got {x.dtype}.')
+      if features is None:
+        features, dtype, first = x.shape[2], kind, shard
+      if x.shape[2] != features:
+        _fail(shard, f'{x.shape[2]} features per step, but {first.name} has '
+              f'{features}: every shard needs the same feature count.')
+      if kind != dtype:
+        _fail(shard, f'x is {x.dtype}, but {first.name} is {dtype}: store '
+              'every shard in one dtype.')
+      if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+        _fail(shard, f'y must be {len(x)} integer labels, got {y.dtype} of '
+              f'shape {y.shape}.')
+      lengths = a.get('lengths')
+      if lengths is not None and (
+          lengths.shape != (len(x),) or not len(x)
+          or lengths.min() < 1 or lengths.max() > x.shape[1]):
+        _fail(shard, f'lengths must be {len(x)} integers in [1, '
+              f'T={x.shape[1]}].')
+      steps = max(steps, x.shape[1])
+      shards.append({'path': shard, 'n': len(x), 'steps': x.shape[1],
+                     'lengths': lengths is not None})
+    if not shards:
+      _fail(split_dir, 'holds no shards (NAME.npz or NAME_x.npy).')
+    splits[split] = shards
+  has_lengths = any(s['lengths'] or s['steps'] != steps
+                    for shards in splits.values() for s in shards)
+  return {'splits': splits, 'features': features, 'steps': steps,
+          'dtype': np.uint8 if dtype == 'uint8' else np.float32,
+          'lengths': has_lengths}
+
+
+def _examples(layout: dict[str, Any], split: str
+              ) -> Iterator[tuple[np.ndarray, int, int]]:
+  """(x, label, length) of every example of ``split``, one shard in memory."""
+  steps = layout['steps']
+  for shard in layout['splits'][split]:
+    a = _open(shard['path'])
+    x = np.asarray(a['x'])
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+      _fail(shard['path'], 'x holds NaN or inf: fill or drop them.')
+    lengths = a.get('lengths')
+    pad = steps - x.shape[1]
+    for i in range(len(x)):
+      xi = x[i].astype(layout['dtype'], copy=False)
+      if pad:
+        xi = np.pad(xi, ((0, pad), (0, 0)))
+      yield xi, int(a['y'][i]), int(lengths[i] if lengths is not None
+                                     else shard['steps'])
+    del x, a
+
+
+def prepare(root: str | Path, validation_fraction: float = 0.1,
+            force: bool = False) -> Path:
+  """Converts ``root``'s shards into ``root/prepared`` (a no-op when done).
+
+  Args:
+    root: the directory of ``train/``, ``test/`` (and ``validation/``) shards.
+    validation_fraction: carved from train when there is no validation/.
+    force: convert again even if prepared.
+
+  Returns:
+    The prepared dataset's directory.
+  """
+  root = Path(root).expanduser().resolve()
+  out = prepared_dir(root)
+  if (out / 'dataset_info.json').is_file() and not force:
+    return out
+  if not root.is_dir():
+    _fail(f'npz:{root}', 'no such directory of shards.')
+  layout = _scan(root)
+  # Without a validation directory: a fixed share of train, chosen by index.
+  carve = 'validation' not in layout['splits']
+  if carve:
+    n = sum(s['n'] for s in layout['splits']['train'])
+    k = int(round(n * validation_fraction))
+    if not 0 < k < n:
+      _fail(f'npz:{root}', f'carving validation_fraction={validation_fraction}'
+            f' of {n} training examples leaves one side empty: add a '
+            'validation/ directory or change the fraction.')
+    is_val = np.zeros(n, bool)
+    is_val[np.random.default_rng(SPLIT_SEED).permutation(n)[:k]] = True
+  writer = stream.Writer(out, (layout['steps'], layout['features']),
+                         layout['dtype'], layout['lengths'], SPLITS,
+                         f'seqclf: shards of {root}')
+  for split in ('train', 'test', 'validation'):
+    if split == 'validation' and carve:
+      continue
+    for i, (x, y, length) in enumerate(_examples(layout, split)):
+      target = 'validation' if carve and split == 'train' and is_val[i] else split
+      writer.add(target, x, y, length)
+  writer.close()
+  (out / 'source.json').write_text(json.dumps({'root': str(root)}) + '\n')
+  return out
+
+
+def builder(root: str | Path) -> Any:
+  """The prepared dataset of ``root`` (a ``DataError`` if not prepared)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  root = Path(root).expanduser().resolve()
+  out = prepared_dir(root)
+  stream.check_prepared(out, f'npz:{root}', prepare_command(root))
+  return tfds.builder_from_directory(str(out))
+
+
+def open_splits(root: str | Path, splits: tuple[str, ...] = SPLITS
+                ) -> dict[str, Split]:
+  """The prepared splits of ``root``, their sequences on disk."""
+  b = builder(root)
+  return {split: stream.open_split(b, split) for split in splits}

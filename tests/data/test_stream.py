@@ -1,0 +1,289 @@
+"""Streaming (data_placement='stream'): the same batches as the device-resident
+run, exact resume, npz shard directories, the placement rule."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO, small_config
+from seqclf import errors, train
+from seqclf.data import npz_shards, order, registry, stream
+from seqclf.training import checkpoint, state as state_lib
+
+
+def _shards(root, lengths=True, seed=0):
+  """train/ and test/ shards of float series, the last shard shorter."""
+  rng = np.random.default_rng(seed)
+  arrays = {}
+  for split, sizes in (('train', (70, 50, 40)), ('test', (30, 30))):
+    (root / split).mkdir(parents=True)
+    xs = []
+    for k, n in enumerate(sizes):
+      steps = 12 if k < len(sizes) - 1 else 9
+      x = rng.normal(size=(n, steps, 3)).astype(np.float32)
+      y = (x[:, 0, 0] > 0).astype(np.int64) + (x[:, 1, 1] > 0)
+      extra = {}
+      if lengths and k == 0:
+        extra['lengths'] = rng.integers(1, steps + 1, n)
+      if k == 1:  # memory-mapped .npy pair
+        np.save(root / split / f's{k}_x.npy', x)
+        np.save(root / split / f's{k}_y.npy', y)
+      else:
+        np.savez(root / split / f's{k}.npz', x=x, y=y, **extra)
+      xs.append((x, y))
+    arrays[split] = xs
+  return arrays
+
+
+def test_placement_rule():
+  share = stream.DEVICE_SHARE
+  assert stream.placement('auto', int(share * 1000) + 1, 1000) == 'stream'
+  assert stream.placement('auto', int(share * 1000), 1000) == 'device'
+  assert stream.placement('stream', 1, 10**12) == 'stream'
+  assert stream.placement('device', 10**12, 1) == 'device'
+  with pytest.raises(errors.ConfigError, match='data_placement'):
+    stream.placement('disk', 1, 1)
+
+
+def test_device_memory_of_an_accelerator_and_of_cpu_devices():
+  class Fake:
+    platform = 'gpu'
+    def memory_stats(self):
+      return {'bytes_limit': 80 << 30}
+  assert stream.device_memory_bytes(Fake()) == 80 << 30
+  host = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  assert stream.device_memory_bytes(jax.devices('cpu')[0], 4) == host // 4
+
+
+def test_missing_grain_is_one_line(monkeypatch):
+  monkeypatch.setitem(sys.modules, 'grain', None)
+  with pytest.raises(errors.ConfigError, match=r"pip install 'seqclf\[stream\]'"):
+    stream.require_grain()
+
+
+def test_stream_reads_the_trainers_batches_from_any_step():
+  rng = np.random.default_rng(0)
+  split = {'image': rng.integers(0, 255, (53, 4, 2), dtype=np.uint8),
+           'label': rng.integers(0, 3, 53)}
+  reader = stream.TrainStream(split, seed=7, batch_size=10, part=slice(5, 10))
+  steps = reader.steps(3)
+  expected = order.train_indices(7, 53, 10, 3, 8)  # crosses an epoch
+  for row in expected:
+    image, label = next(steps)
+    np.testing.assert_array_equal(image, split['image'][row[5:]])
+    np.testing.assert_array_equal(label, split['label'][row[5:]])
+
+
+@pytest.mark.slow  # starting worker processes: seconds
+def test_worker_processes_read_the_same_batches():
+  rng = np.random.default_rng(1)
+  split = {'image': rng.normal(size=(40, 3, 2)).astype(np.float32),
+           'label': rng.integers(0, 3, 40)}
+  reader = stream.TrainStream(split, seed=2, batch_size=8, workers=2)
+  steps = reader.steps(4)
+  try:
+    for step in range(4, 12):
+      for got, expected in zip(next(steps), reader.batch(step)):
+        np.testing.assert_array_equal(got, expected)
+  finally:
+    steps.close()
+
+
+def test_npz_shards_prepare_and_stream(tmp_path):
+  root = tmp_path / 'shards'
+  arrays = _shards(root)
+  with pytest.raises(errors.DataError, match='seqclf prepare-data --dataset=npz:'):
+    registry.read(f'npz:{root}', None, 0.1)
+  npz_shards.prepare(root, validation_fraction=0.1)
+  lazy = registry.read(f'npz:{root}', None, 0.1, lazy=True)
+  eager = registry.read(f'npz:{root}', None, 0.1)
+  assert stream.is_lazy(lazy['train']['image'])
+  assert [len(lazy[s]['label']) for s in ('train', 'validation', 'test')] == [
+      144, 16, 60]
+  for split in lazy:
+    np.testing.assert_array_equal(np.asarray(lazy[split]['image']),
+                                  eager[split]['image'])
+  # Test keeps the shards' order; the shorter shard is padded, its lengths kept.
+  x = np.concatenate([np.pad(a, ((0, 0), (0, 12 - a.shape[1]), (0, 0)))
+                      for a, _ in arrays['test']])
+  np.testing.assert_array_equal(eager['test']['image'], x)
+  np.testing.assert_array_equal(eager['test']['label'],
+                                np.concatenate([y for _, y in arrays['test']]))
+  with np.load(root / 'test' / 's0.npz') as f:
+    np.testing.assert_array_equal(eager['test']['lengths'][:30], f['lengths'])
+  assert (eager['test']['lengths'][30:] == 9).all()
+  idx = np.array([[5, 0], [59, 3]])
+  np.testing.assert_array_equal(lazy['test']['image'][idx], x[idx])
+
+
+@pytest.mark.parametrize('change, match', [
+    (lambda x: x[..., :2], '2 features per step, but s0.npz has 3'),
+    (lambda x: x.astype(np.uint8), 'x is uint8, but s0.npz is float'),
+])
+def test_bad_shard_is_named(tmp_path, change, match):
+  root = tmp_path / 'shards'
+  _shards(root, lengths=False)
+  bad = root / 'train' / 's2.npz'
+  with np.load(bad) as f:
+    np.savez(bad, x=change(f['x']), y=f['y'])
+  with pytest.raises(errors.DataError, match=match) as e:
+    npz_shards.prepare(root)
+  assert str(e.value).startswith(str(bad))
+  assert not npz_shards.prepared_dir(root).exists()
+
+
+def _final_params(workdir, config):
+  target = state_lib.create_train_state(config, jax.random.key(0),
+                                        sequence_shape=(12, 3))
+  return checkpoint.restore(checkpoint.manager(workdir, create=False),
+                            target)[0]
+
+
+@pytest.fixture(scope='module')
+def prepared_shards(tmp_path_factory):
+  root = tmp_path_factory.mktemp('stream') / 'shards'
+  _shards(root)
+  npz_shards.prepare(root)
+  return root
+
+
+def _config(root, **overrides):
+  return small_config(**{
+      'dataset': f'npz:{root}', 'num_classes': 3, 'hidden_size': 16,
+      'batch_size': 16, 'num_train_steps': 20, 'steps_per_call': 5,
+      'eval_every': 10, 'checkpoint_every': 10, 'eval_batch_size': 50,
+      **overrides})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('impl', ['scan', 'fused'])
+def test_streamed_run_matches_resident_bitwise(prepared_shards, tmp_path, impl,
+                                              monkeypatch):
+  # 'auto' on a device said to have 1 kB: the split streams.
+  monkeypatch.setattr(stream, 'device_memory_bytes', lambda: 1000)
+  results = {}
+  for placement, requested in (('device', 'device'), ('stream', 'auto')):
+    config = _config(prepared_shards, impl=impl, data_placement=requested)
+    results[placement] = train.train_and_evaluate(
+        config, tmp_path / placement, quiet=True)
+    assert results[placement]['data_placement'] == placement
+  assert results['stream']['examples_read_by_process'] == 20 * 16
+  assert results['stream']['test_loss'] == results['device']['test_loss']
+  a = _final_params(tmp_path / 'device', config)
+  b = _final_params(tmp_path / 'stream', config)
+  for x, y in zip(jax.tree.leaves((a.params, a.opt_state)),
+                  jax.tree.leaves((b.params, b.opt_state))):
+    np.testing.assert_array_equal(x, y)
+
+
+def _cli(workdir, root, steps):
+  return [sys.executable, '-m', 'seqclf', 'train', '--config',
+          'configs/default.py', '--workdir', str(workdir), '--noreport',
+          '--quiet', f'--config.dataset=npz:{root}', '--config.num_classes=3',
+          '--config.hidden_size=16', '--config.batch_size=16',
+          f'--config.num_train_steps={steps}', '--config.steps_per_call=5',
+          '--config.checkpoint_every=5', '--config.eval_every=1000',
+          '--config.impl=scan', '--config.data_placement=stream']
+
+
+@pytest.mark.slow
+def test_streamed_run_resumes_exactly_after_kill_9(prepared_shards, tmp_path):
+  steps = 200
+  killed = tmp_path / 'killed'
+  proc = subprocess.Popen(_cli(killed, prepared_shards, steps), cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  deadline = time.monotonic() + 120
+  while not (killed / 'checkpoints' / '10').exists():
+    assert proc.poll() is None and time.monotonic() < deadline, (
+        proc.stderr.read().decode()[-2000:] if proc.poll() is not None else '')
+    time.sleep(0.05)
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  mngr = checkpoint.manager(killed, create=False)
+  stopped = mngr.latest_step()
+  assert stopped is not None and stopped < steps
+  for workdir in (killed, tmp_path / 'reference'):
+    out = subprocess.run(_cli(workdir, prepared_shards, steps), cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+  config = _config(prepared_shards)
+  a = _final_params(killed, config)
+  b = _final_params(tmp_path / 'reference', config)
+  assert int(a.step) == steps
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_array_equal(x, y)
+
+
+# ---- length buckets ------------------------------------------------------------
+def test_bucket_sizes():
+  assert order.bucket_sizes(1000) == (125, 250, 500, 1000)
+  assert order.bucket_length(126, 1000) == 250
+  assert order.bucket_length(10, 1000) == 125
+  assert order.bucket_sizes(3) == (1, 2, 3)
+
+
+def test_bucketed_epoch_sees_each_example_once_in_batches_of_like_length():
+  rng = np.random.default_rng(0)
+  lengths = np.clip(10 + rng.exponential(60, 5000).astype(int), 10, 1000)
+  table = order.bucketed_epoch(3, 0, lengths, 32, 1000)
+  assert table.shape == (5000 // 32, 32)
+  assert len(np.unique(table)) == table.size
+  np.testing.assert_array_equal(table, order.bucketed_epoch(3, 0, lengths, 32,
+                                                            1000))
+  assert not np.array_equal(table, order.bucketed_epoch(4, 0, lengths, 32, 1000))
+  plain = order.train_indices(3, 5000, 32, 0, 5000 // 32)
+  cost = lambda t: sum(order.bucket_length(lengths[b].max(), 1000) for b in t)
+  assert cost(table) < 0.5 * cost(plain)
+  spread = lambda t: np.mean([np.ptp(lengths[b]) for b in t])
+  assert spread(table) < 0.2 * spread(plain)
+
+
+def test_bucketed_chunks_run_in_few_shapes():
+  from seqclf.training import loop  # pylint: disable=g-import-not-at-top
+  rows = [(np.zeros((2, t)),) for t in [4] * 13 + [8] * 3 + [4]]
+  pieces = loop._pieces(rows)  # pylint: disable=protected-access
+  assert [len(p) for p in pieces] == [8, 4, 1, 2, 1, 1]
+  assert sum(pieces, []) == rows
+
+
+def test_bucket_by_length_needs_lengths(tmp_path):
+  rng = np.random.default_rng(0)
+  split = {'image': rng.normal(size=(40, 5, 2)).astype(np.float32),
+           'label': rng.integers(0, 2, 40)}
+  with pytest.raises(errors.ConfigError, match='bucket_by_length'):
+    train.train_and_evaluate(
+        small_config(num_classes=2, batch_size=8, bucket_by_length=True),
+        tmp_path / 'run', quiet=True,
+        datasets={'train': split, 'validation': split, 'test': split})
+  assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.slow
+def test_bucketed_run_is_repeatable_and_reads_short_batches(prepared_shards,
+                                                           tmp_path):
+  config = _config(prepared_shards, impl='kernel', bucket_by_length=True,
+                   num_train_steps=10, checkpoint_every=5)
+  first = train.train_and_evaluate(config, tmp_path / 'a', quiet=True)
+  again = train.train_and_evaluate(config, tmp_path / 'b', quiet=True)
+  assert first['test_loss'] == again['test_loss']
+  assert first['examples_read_by_process'] == 10 * 16
+  plain = train.train_and_evaluate(_config(prepared_shards, impl='kernel',
+                                           num_train_steps=10,
+                                           checkpoint_every=5),
+                                   tmp_path / 'c', quiet=True)
+  assert plain['test_loss'] != first['test_loss']
+
+
+def test_sweep_refuses_streaming(tmp_path):
+  from seqclf import sweep  # pylint: disable=g-import-not-at-top
+  for key, value in (('data_placement', 'stream'), ('bucket_by_length', True)):
+    with pytest.raises(errors.ConfigError, match='seqclf sweep keeps'):
+      sweep.run_sweep(small_config(**{key: value}), tmp_path / 'sweep',
+                      num_seeds=2, quiet=True)
+  assert not (tmp_path / 'sweep').exists()
