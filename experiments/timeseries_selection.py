@@ -35,7 +35,7 @@ import results_table
 
 from seqclf import sweep
 from seqclf.cli import common as cli_common
-from seqclf.data import registry, splits as splits_lib, views
+from seqclf.data import normalization, registry, splits as splits_lib, views
 from seqclf.training import steps as steps_lib
 
 OUT = results_table.REPO / 'experiments' / 'results' / 'timeseries_selection'
@@ -110,7 +110,9 @@ def score(config: ml_collections.ConfigDict, rates: Sequence[float],
   correct = loss = 0.0
   count, start = 0, time.perf_counter()
   for fit, held_out in pairs:
-    states, _ = sweep.train_models(config, seeds, model_rates, fit, quiet=True)
+    # `normalize`'s statistics from the series this pair trains on.
+    states, _ = sweep.train_models(normalization.fit(config, fit), seeds,
+                                   model_rates, fit, quiet=True)
     metrics = steps_lib.evaluate(states, held_out, config.eval_batch_size,
                              stacked=True)
     correct = correct + np.asarray(metrics['accuracy']) * metrics['count']

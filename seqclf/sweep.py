@@ -28,7 +28,7 @@ import numpy as np
 
 from seqclf import errors
 from seqclf.config import validate
-from seqclf.data import registry, views
+from seqclf.data import normalization, registry, views
 from seqclf.data.splits import Split
 from seqclf.errors import ConfigError
 from seqclf.training import autotune, loop, steps
@@ -210,6 +210,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
   seeds, rates = grid(config, num_seeds, learning_rates)
   workdir = errors.writable_dir(workdir)
   data = views.view_splits(config, datasets or registry.load(config))
+  config = normalization.fit(config, data['train'])  # `normalize`, as train
   impl = autotune.resolve_impl(
       config, sequence_shape=data['train']['image'].shape[1:])
   states, timing = train_models(

@@ -23,7 +23,7 @@ import numpy as np
 
 from seqclf import errors
 from seqclf.config import check_resume, validate
-from seqclf.data import order, registry, views
+from seqclf.data import normalization, order, registry, views
 from seqclf.data.splits import Split
 from seqclf.kernels import paths
 from seqclf.training import autotune, checkpoint, loop, optim, parallel, preemption, steps
@@ -65,6 +65,8 @@ def train_and_evaluate(
   # Every check of the config against the data, and the one decision of
   # `impl`, run before anything is written: bad input leaves no workdir.
   datasets = views.view_splits(config, datasets or registry.load(config))
+  # The model's per-channel statistics (`normalize`), fitted once, here.
+  config = normalization.fit(config, datasets['train'])
   order.check_batch_size(config.batch_size, len(datasets['train']['label']))
   dp = parallel.setup(config.parallelism, config.batch_size)
   choice = autotune.choose_impl(

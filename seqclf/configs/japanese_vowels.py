@@ -1,9 +1,9 @@
 """UEA JapaneseVowels (9 speakers, 12 LPC channels, lengths 7-29): bidirectional LSTM-64, each utterance read to its length.
 
 Needs the aeon wheel's files: `seqclf prepare-data --dataset=uea_japanese_vowels`
-(seqclf.data.timeseries says how to get them). The channels come standardized
-with the train split's statistics, so the model's input_mean/input_std stay
-the identity. 216 training utterances are few: one small bidirectional
+(seqclf.data.timeseries says how to get them). The model standardizes each
+raw channel with the train split's statistics (normalize='per_channel'), so
+it takes raw series. 216 training utterances are few: one small bidirectional
 layer and a cosine-decayed rate. Width, peak rate and length were chosen on
 validation (never test) by experiments/timeseries_selection.py.
 Config files are Python and are executed when loaded: only load ones you trust.
@@ -17,6 +17,7 @@ from seqclf.config import base_config
 def get_config() -> ml_collections.ConfigDict:
   config = base_config()
   config.dataset = 'uea_japanese_vowels'
+  config.normalize = 'per_channel'  # fitted on train, applied in the model
   config.num_classes = 9
   config.hidden_size = 64
   config.bidirectional = True
