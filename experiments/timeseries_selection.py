@@ -46,16 +46,20 @@ OUT = results_table.REPO / 'experiments' / 'results' / 'timeseries_selection'
 # variants are absolute, so the grid stays the same once a choice is shipped.
 Grid = tuple[tuple[float, ...], tuple[dict[str, Any], ...]]
 GRID: dict[str, Grid] = {
-    'japanese_vowels': ((1e-3, 3e-3), (
-        {'hidden_size': 64, 'num_train_steps': 450},
-        {'hidden_size': 32, 'num_train_steps': 450},
-        {'hidden_size': 64, 'num_train_steps': 900},
-    )),
-    'basic_motions': ((1e-3, 3e-3), (
-        {'num_layers': 2, 'dropout_rate': 0.2, 'num_train_steps': 300},
-        {'num_layers': 1, 'dropout_rate': 0.0, 'num_train_steps': 300},
-        {'num_layers': 2, 'dropout_rate': 0.2, 'num_train_steps': 600},
-    )),
+    'japanese_vowels': ((1e-3, 3e-3), tuple(
+        {'cell': cell, 'hidden_size': h, 'num_layers': layers,
+         'dropout_rate': drop, 'num_train_steps': n}
+        for cell, h, layers, drop, n in (
+            ('lstm', 64, 1, 0.0, 900), ('lstm', 128, 1, 0.0, 900),
+            ('gru', 64, 1, 0.0, 900), ('lstm', 64, 2, 0.3, 900),
+            ('lstm', 64, 1, 0.0, 1800)))),
+    'basic_motions': ((1e-3, 3e-3), tuple(
+        {'cell': cell, 'hidden_size': h, 'num_layers': layers,
+         'dropout_rate': drop, 'num_train_steps': n}
+        for cell, h, layers, drop, n in (
+            ('lstm', 32, 2, 0.2, 300), ('lstm', 64, 2, 0.2, 300),
+            ('gru', 32, 2, 0.2, 300), ('lstm', 32, 2, 0.2, 600),
+            ('lstm', 32, 1, 0.0, 600)))),
     'pickup_gesture': ((3e-3, 1e-2), (
         {'num_layers': 2, 'dropout_rate': 0.2, 'hidden_size': 32},
         {'num_layers': 1, 'dropout_rate': 0.0, 'hidden_size': 32},
@@ -64,7 +68,7 @@ GRID: dict[str, Grid] = {
 }
 # config -> k of the stratified k-fold cross-validation over the official
 # train split (carved train + validation); absent: the carved validation.
-FOLDS = {'basic_motions': 5}
+FOLDS = {'basic_motions': 5, 'japanese_vowels': 5}
 
 
 def pick(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
