@@ -1,11 +1,11 @@
 """UEA BasicMotions (4 activities, 6 watch channels, 100 steps): 2 x bidirectional LSTM-32.
 
 Needs `seqclf prepare-data --dataset=uea_basic_motions` (the aeon wheel's
-files, seqclf.data.timeseries). The model standardizes each raw channel with the
-train split's statistics (normalize='per_channel'). 32 training series: a small model, dropout between its two
-layers, batches of 16, a cosine schedule. Depth, peak rate and length were
-chosen by cross-validation over the train split (never test) in
-experiments/timeseries_selection.py.
+files, seqclf.data.timeseries). The model standardizes each raw channel with
+the train split's statistics (normalize='per_channel'). 32 training series: a
+small model, dropout between its two layers, batches of 16, a cosine schedule.
+Depth, peak rate and length were chosen by cross-validation over the train
+split (never test) in experiments/timeseries_selection.py.
 Config files are Python and are executed when loaded: only load ones you trust.
 """
 
