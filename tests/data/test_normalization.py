@@ -93,3 +93,22 @@ def test_bad_normalize_and_missing_keys_are_one_line(overrides, message):
   with pytest.raises(ConfigError, match=message) as e:
     config_lib.validate(config)
   assert '\n' not in str(e.value)
+
+
+@pytest.mark.parametrize('name', ['default', 'reference', 'budget', 'smnist',
+                                  'psmnist', 'fashion_row', 'gru_row'])
+def test_image_configs_build_the_model_they_built_before(name):
+  """The MNIST/Fashion configs fit nothing: their model (input_mean/
+  input_std, no channel statistics, no imputation) is the one a config
+  without these keys built (experiments/model_fingerprint.py: bitwise)."""
+  from seqclf.cli import common  # pylint: disable=g-import-not-at-top
+  from seqclf.data import views  # pylint: disable=g-import-not-at-top
+  from seqclf.nn import classifier  # pylint: disable=g-import-not-at-top
+  config = common.load_config_file(name)
+  pixels = {'image': np.zeros((4, 28, 28), np.uint8),
+            'label': np.zeros(4, int)}
+  viewed = views.view_splits(config, {'train': pixels})['train']
+  fitted = normalization.fit(config, viewed)
+  assert fitted.channel_mean == () and fitted.missing == 'refuse'
+  assert (classifier.from_config(fitted, 'scan')
+          == classifier.from_config(config, 'scan'))
