@@ -53,12 +53,12 @@ GRID: dict[str, Grid] = {
          'dropout_rate': drop}
         for cell, h, layers, drop in (
             ('lstm', 64, 1, 0.0), ('gru', 64, 1, 0.0), ('lstm', 64, 2, 0.3),
-            ('lstm', 128, 1, 0.0)))),
+            ('lstm', 128, 1, 0.0), ('lstm', 256, 1, 0.0)))),
     'basic_motions': ((1e-3,), tuple(
         {'cell': cell, 'hidden_size': h, 'num_train_steps': n}
         for cell, h, n in (
             ('lstm', 32, 300), ('gru', 32, 300), ('lstm', 64, 300),
-            ('lstm', 32, 600)))),
+            ('lstm', 32, 600), ('lstm', 128, 300), ('lstm', 64, 600)))),
     'pickup_gesture': ((3e-3, 1e-2), (
         {'num_layers': 2, 'dropout_rate': 0.2, 'hidden_size': 32},
         {'num_layers': 1, 'dropout_rate': 0.0, 'hidden_size': 32},
@@ -131,8 +131,13 @@ def score(config: ml_collections.ConfigDict, rates: Sequence[float],
           for rate in dict.fromkeys(rates) for m in [rates_arr == rate]}
 
 
-def select(name: str, num_seeds: int) -> dict[str, Any]:
-  """Every candidate of ``name``'s grid, scored, and the one picked."""
+def select(name: str, num_seeds: int,
+           previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """Every candidate of ``name``'s grid, scored, and the one picked.
+
+  A candidate ``previous`` (this config's last selection, same seeds and
+  folds) already scored is taken from it rather than trained again: the
+  same values and seeds give the same figures."""
   base = cli_common.load_config_file(
       str(results_table.REPO / 'configs' / f'{name}.py'))
   rates, variants = GRID[name]
@@ -140,10 +145,24 @@ def select(name: str, num_seeds: int) -> dict[str, Any]:
   data = views.view_splits(base,
                               registry.load(base, ('train', 'validation')))
   pairs = held_out_pairs(data, FOLDS.get(name))
+  known = {}
+  if previous and (previous.get('seeds'), previous.get('folds')) == (
+      num_seeds, FOLDS.get(name)):
+    known = {json.dumps(r['values'], sort_keys=True): r
+             for r in previous['rows']}
   rows = []
   for values in variants:
     config = base.copy_and_resolve_references()
     config.update(values)
+    keys = {rate: json.dumps({**values, 'learning_rate': rate},
+                             sort_keys=True) for rate in rates}
+    if all(k in known for k in keys.values()):
+      for rate in rates:
+        config.learning_rate = rate
+        rows.append({**known[keys[rate]], 'recipe': results_table.recipe(
+            config.to_dict()), 'shipped': all(
+                base[k] == v for k, v in known[keys[rate]]['values'].items())})
+      continue
     for rate, figures in score(config, rates, num_seeds, pairs).items():
       config.learning_rate = rate
       chosen_keys = {**values, 'learning_rate': rate}
@@ -211,7 +230,9 @@ def main() -> None:
       '' if args.only == list(GRID) else f' --only {" ".join(args.only)}') + (
       '' if args.seeds == 3 else f' --seeds {args.seeds}')
   path = OUT.with_suffix('.json')
-  selected = {name: {**select(name, args.seeds), 'command': command}
+  before = json.loads(path.read_text()) if path.exists() else {}
+  selected = {name: {**select(name, args.seeds, before.get(name)),
+                     'command': command}
               for name in ([] if args.markdown_only else args.only)}
   # Read once the selection is done: a run for other configs may have
   # written meanwhile.

@@ -10,6 +10,7 @@ comes from files through ``seqclf.data.sequence_files`` and
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,11 @@ def load_model(workdir: str | Path, step: int | None = None, *,
   state, saved = checkpoint.restore(mngr, None, step, params=abstract_params)
   config = _config_of(saved)
   config.impl = impl
+  if 'normalize' not in saved and config.dataset in registry.TIMESERIES:
+    print(f'note: {workdir} was trained on archive series standardized in '
+          'the prepared data (seqclf_* 1.0.0), which are now prepared raw: '
+          'give this model standardized values, or train it again.',
+          file=sys.stderr)
   # Timed on inputs as wide as the model reads (its per-channel statistics
   # are that wide).
   shape = views.image_sequence_shape(config)
