@@ -150,8 +150,9 @@ SCREENS = {
 # published figures on the same official splits beside them.
 TIMESERIES = {
     'japanese_vowels': (5, 'UEA JapaneseVowels (lengths 7-29, 12 channels)',
-                        0.97),
-    'basic_motions': (5, 'UEA BasicMotions (100 steps, 6 channels)', 0.975),
+                        0.985),
+    # 100% on at least 4 of 5 seeds, the fifth at most one series (of 40) off.
+    'basic_motions': (5, 'UEA BasicMotions (100 steps, 6 channels)', 0.995),
     'pickup_gesture': (5, 'UCR PickupGestureWiimoteZ (lengths 29-361, '
                        'univariate)', None),
 }

@@ -15,7 +15,7 @@ import math
 
 import ml_collections
 
-from seqclf.data import registry, stream, views
+from seqclf.data import normalization, registry, stream, views
 from seqclf.errors import CheckpointError, ConfigError
 from seqclf.kernels import paths, precision
 from seqclf.nn import classifier, initializers
@@ -114,6 +114,18 @@ def base_config() -> ml_collections.ConfigDict:
   # they were trained; configs/default.py sets MNIST's training-set values.
   c.input_mean = 0.0
   c.input_std = 1.0
+  # Per-feature standardization inside the model, fitted when the run starts
+  # on the train split's valid steps (seqclf.data.normalization) and saved
+  # as the model keys channel_mean/channel_std (leave those empty): none |
+  # per_channel | auto (per_channel for float series, UEA/UCR and float
+  # npz:, with the identity input_mean/input_std; none for images).
+  c.normalize = 'auto'
+  # NaN values in the data (model key `missing`): refuse (a one-line error
+  # naming the split and count) | impute (filled inside the model: the
+  # feature's last observed value, else its mean, plus a 0/1 mask channel per
+  # feature; the first layer then reads twice the features). The default
+  # refuses: a NaN is often a bug of the data, and imputing changes the model.
+  c.missing = 'refuse'
   # Augmentation: mirror a random half of each training batch left-right.
   # For Fashion-MNIST (a mirrored shoe is a shoe); never for digits.
   c.augment_hflip = False
@@ -144,6 +156,8 @@ def choices() -> dict[str, tuple[str, ...]]:
       'impl': ('auto', *paths.IMPLS),
       'matmul_precision': precision.PRECISIONS,
       'monitor': MONITORS,
+      'normalize': normalization.NORMALIZE,
+      'missing': classifier.MISSING,
   }
 
 
@@ -172,7 +186,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     value = config[key]
     if key == 'class_weight':
       continue  # a name or a list: _check_class_weight
-    expected = (int, float) if isinstance(default, float) else type(default)
+    expected = ((int, float) if isinstance(default, float)
+                else (tuple, list) if isinstance(default, tuple)
+                else type(default))
     if isinstance(value, bool) != isinstance(default, bool) or not isinstance(
         value, expected):
       raise ConfigError(f'Config key `{key}` must be {type(default).__name__}, '
@@ -210,6 +226,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError('Config keys `input_mean`/`input_std` must be finite and '
                       f'input_std > 0, got {config.input_mean}/'
                       f'{config.input_std}.')
+  _check_channel_stats(config)
   registry.check_name(config.dataset, config.task)
   if not 0.0 < config.validation_fraction < 1.0:
     raise ConfigError('Config key `validation_fraction` must be in (0, 1), got '
@@ -259,6 +276,26 @@ def _check_best(config: ml_collections.ConfigDict) -> None:
     raise ConfigError('Config key `class_weight` entries must be finite and '
                       f'> 0, got {bad[0]!r}: give each class a positive '
                       'weight.')
+def _check_channel_stats(config: ml_collections.ConfigDict) -> None:
+  mean, std = tuple(config.channel_mean), tuple(config.channel_std)
+  if (len(mean) != len(std) or not all(
+      isinstance(v, (int, float)) and math.isfinite(v) for v in mean + std)
+      or not all(v > 0 for v in std)):
+    raise ConfigError('Config keys `channel_mean`/`channel_std` must be '
+                      'finite numbers, as many of each, the std > 0 (the '
+                      "trainer fits them: normalize='per_channel'), got "
+                      f'{list(mean)}/{list(std)}.')
+  if mean and config.normalize == 'none':
+    raise ConfigError("Config keys `channel_mean`/`channel_std` are fitted by "
+                      "`normalize`: with normalize='none' leave them empty, "
+                      f'got {len(mean)} channels.', arg='config.normalize')
+  if config.normalize == 'per_channel' and (config.input_mean != 0.0
+                                            or config.input_std != 1.0):
+    raise ConfigError("Config key `normalize='per_channel'` fits each "
+                      'feature\'s statistics: leave `input_mean`/`input_std` '
+                      f'at 0.0/1.0 (got {config.input_mean}/'
+                      f"{config.input_std}), or set normalize='none'.",
+                      arg='config.normalize')
 
 
 # Keys a resumed run may change: how the same computation is run, logged,

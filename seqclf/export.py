@@ -13,10 +13,11 @@
   without compatibility guarantees, the fused path is only faster to
   train), so its numbers are ``load_model``'s to float rounding.
 * ``model.json``: what a caller needs beside it: the input shape and dtype,
-  how values are scaled (pixels: uint8 / 255; series: as the training data
-  held them, e.g. standardized per channel by ``seqclf.data.timeseries``), the
-  model's own ``(x - input_mean) / input_std`` (inside the function), the
-  class names and the run's config.
+  how values are given (pixels: uint8 / 255; series: raw, as the data held
+  them), the model's own standardization (``input_mean``/``input_std`` and
+  the per-channel ``channel_mean``/``channel_std`` fitted by ``normalize``,
+  inside the function), how NaN is read (``missing``), the class names and
+  the run's config.
 
 Loading needs jax alone::
 
@@ -49,14 +50,10 @@ def input_metadata(config: Any, shape: tuple[int, ...],
     return {'shape': ['batch', *shape], 'dtype': 'float32',
             'pixels': 'uint8 / 255, in [0, 1]',
             'read_as': f'{config.task} (seqclf.data.views), inside the function'}
-  if config.dataset in registry.TIMESERIES:
-    values = ('float32, each channel standardized by the data: (raw - mean) '
-              "/ std with the mean and std of the train split's valid steps "
-              '(seqclf.data.timeseries), as the prepared dataset holds them; '
-              'padding steps are zeros')
-  else:
-    values = ('float32 as the npz file the model was trained on held them '
-              '(float arrays unscaled, uint8 ones as pixels / 255)')
+  values = ('float32, raw: as the data the model was trained on held them '
+            '(uint8 arrays as pixels / 255); the function standardizes them')
+  values += ('; NaN marks a missing value, which the function fills'
+             if config.missing == 'impute' else '; no NaN')
   return {'arguments': ['inputs', 'seq_lengths'],
           'shape': ['batch', 'T', shape[-1]], 'dtype': 'float32',
           'values': values,
@@ -108,7 +105,12 @@ def export_model(workdir: str | Path, out: str | Path,
       'input': input_metadata(config, shape, fixed),
       'normalization': {'input_mean': config.input_mean,
                         'input_std': config.input_std,
-                        'applied': 'inside the function'},
+                        'channel_mean': list(config.channel_mean),
+                        'channel_std': list(config.channel_std),
+                        'missing': config.missing,
+                        'applied': 'inside the function: (x - input_mean) '
+                                   '/ input_std, then per feature (x - '
+                                   'channel_mean) / channel_std where given'},
       'output': {'shape': ['batch', config.num_classes], 'dtype': 'float32',
                  'meaning': 'logits'},
       'class_names': registry.class_names(config.dataset, config.num_classes),

@@ -120,7 +120,17 @@ def load_model(workdir: str | Path, step: int | None = None, *,
   state, saved = checkpoint.restore(mngr, None, step, params=abstract_params)
   config = _config_of(saved)
   config.impl = impl
-  impl = autotune.resolve_impl(config, mode='forward')
+  if 'normalize' not in saved and config.dataset in registry.TIMESERIES:
+    print(f'note: {workdir} was trained on archive series standardized in '
+          'the prepared data (seqclf_* 1.0.0), which are now prepared raw: '
+          'give this model standardized values, or train it again.',
+          file=sys.stderr)
+  # Timed on inputs as wide as the model reads (its per-channel statistics
+  # are that wide).
+  shape = views.image_sequence_shape(config)
+  if not takes_images(config):
+    shape = (shape[0], input_shape(state['params'], config)[-1])
+  impl = autotune.resolve_impl(config, mode='forward', sequence_shape=shape)
   return classifier.from_config(config, impl), state['params'], config
 
 
@@ -140,7 +150,9 @@ def load_nnx_model(workdir: str | Path, step: int | None = None, *,
     ``(model, config)``: ``model(x)`` gives logits; ``config`` is the run's.
   """
   linen, params, config = load_model(workdir, step, impl=impl, quiet=quiet)
-  in_features = params[f'{config.cell}_0']['cell']['input']['kernel'].shape[0]
+  in_features = classifier.features_of(
+      params[f'{config.cell}_0']['cell']['input']['kernel'].shape[0],
+      config.missing)
   model = seqnnx.from_linen_params(
       lambda: nnx_classifier.from_config(config, in_features,
                                          rngs=nnx.Rngs(config.seed),

@@ -38,7 +38,7 @@ import orbax.checkpoint as ocp
 
 from seqclf import errors
 from seqclf.config import base_config, validate
-from seqclf.data import order, registry, splits as splits_lib, views
+from seqclf.data import normalization, order, registry, splits as splits_lib, views
 from seqclf.data.splits import Split
 from seqclf.errors import ConfigError
 from seqclf.training import autotune, checkpoint, hyper, loop, steps
@@ -736,6 +736,7 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw, quiet):
   outs = []
   for gi, (group, gconfig) in enumerate(zip(groups, configs)):
     data = views.view_splits(gconfig, raw)
+    gconfig = normalization.fit(gconfig, data['train'])  # as train does
     sub = [settings[i] for i in group]
     sub_names = [names[i] for i in group]
     if not cv:
@@ -749,8 +750,9 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw, quiet):
                 _take(pool, np.sort(np.concatenate(parts[:f] + parts[f + 1:]))),
                 {'validation': _take(pool, part)})
                for f, part in enumerate(parts)]
-    fold_outs = [run_unit(workdir, unit, gconfig, sub, sub_names, seeds,
-                          list(grid), fit, evals, progress)
+    # Each fold's statistics are its own training part's, as a run's are.
+    fold_outs = [run_unit(workdir, unit, normalization.fit(gconfig, fit), sub,
+                          sub_names, seeds, list(grid), fit, evals, progress)
                  for unit, fit, evals in pairs]
     outs += fold_outs
     for j, i in enumerate(group):
@@ -781,7 +783,8 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw, quiet):
     pool = {k: np.concatenate([data['train'][k], data['validation'][k]])
             for k in data['train']}
     progress.total += len(seeds) * cconfig.num_train_steps
-    final = run_unit(workdir, f'final-{chosen}', cconfig, [settings[chosen]],
+    final = run_unit(workdir, f'final-{chosen}',
+                     normalization.fit(cconfig, pool), [settings[chosen]],
                      [names[chosen]], seeds, list(grid), pool,
                      {'test': data['test']}, progress)
     outs.append(final)

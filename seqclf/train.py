@@ -23,7 +23,7 @@ import numpy as np
 
 from seqclf import errors
 from seqclf.config import check_resume, validate
-from seqclf.data import order, registry, stream, views
+from seqclf.data import normalization, order, registry, stream, views
 from seqclf.data.splits import Split
 from seqclf.kernels import paths
 from seqclf.training import (autotune, best as best_lib, checkpoint, loop,
@@ -68,6 +68,8 @@ def train_and_evaluate(
   dp = parallel.setup(config.parallelism, config.batch_size)
   placement, datasets = _placed_data(config, datasets)
   datasets = views.view_splits(config, datasets)
+  # The model's per-channel statistics (`normalize`), fitted once, here.
+  config = normalization.fit(config, datasets['train'])
   order.check_batch_size(config.batch_size, len(datasets['train']['label']))
   if config.bucket_by_length:
     stream.require_grain()

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import run_cli, small_config
 from seqclf import export, inference
-from seqclf.data import views
+from seqclf.data import registry, views
 from seqclf.training import checkpoint, state as state_lib
 
 # Each test runs `seqclf export` in a subprocess.
@@ -108,3 +108,52 @@ def test_a_permuted_pixel_model_is_given_images_everywhere(tmp_path):
                 str(tmp_path / 'digit.png'))
   assert out.returncode == 0, out.stderr
   assert f'class {int(np.argmax(expected[0]))} ' in out.stdout, out.stdout
+
+
+def test_series_model_takes_raw_values_and_nan_through_every_door(tmp_path):
+  """normalize='auto' (per_channel on float series) and missing='impute':
+  trained on raw values with gaps, the statistics travel in the checkpoint,
+  so load_model, load_nnx_model, the exported function and `seqclf predict`
+  take raw values and NaN; a NaN gives finite logits."""
+  from seqclf import train  # pylint: disable=g-import-not-at-top
+  from seqclf.data import normalization  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  n, steps = 120, 8
+  y, lengths = rng.integers(0, 3, n), rng.integers(3, steps + 1, n)
+  x = (rng.normal(0, 1, (n, steps, 2)) * [2, 50] + [10, -400]).astype(
+      np.float32)
+  x[:, :, 0] += y[:, None] * 3.0
+  x[rng.random(x.shape) < 0.05] = np.nan
+  path = tmp_path / 'gaps.npz'
+  np.savez(path, x=x, y=y, lengths=lengths)
+  config = small_config(dataset=f'npz:{path}', num_classes=3, hidden_size=16,
+                        batch_size=20, eval_batch_size=32, impl='scan',
+                        learning_rate=1e-2, num_train_steps=20,
+                        missing='impute')
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(config, workdir, quiet=True)
+  model, params, saved = inference.load_model(workdir, impl='scan')
+  data = views.view_splits(saved, registry.load(saved))
+  mean, std = normalization.fit_channels(data['train'])
+  np.testing.assert_allclose(saved.channel_mean, mean, rtol=1e-6)
+  np.testing.assert_allclose(saved.channel_std, std, rtol=1e-6)
+  assert params['lstm_0']['cell']['input']['kernel'].shape[0] == 4  # + masks
+  raw = data['test']['image'][:6].copy()
+  raw[0, 0, :] = np.nan  # a row starting with a gap: filled with the mean
+  seq_lengths = data['test']['lengths'][:6]
+  want = np.asarray(model.apply({'params': params}, raw,
+                                seq_lengths=seq_lengths))
+  assert np.isfinite(want).all()
+  nnx_model, _ = inference.load_nnx_model(workdir, impl='scan')
+  np.testing.assert_array_equal(nnx_model(raw, seq_lengths=seq_lengths), want)
+  metadata = export.export_model(workdir, tmp_path / 'served')
+  assert metadata['normalization']['channel_mean'] == list(saved.channel_mean)
+  assert metadata['normalization']['missing'] == 'impute'
+  exported = jax.export.deserialize(bytearray(
+      (tmp_path / 'served' / export.ARTIFACT).read_bytes()))
+  np.testing.assert_allclose(exported.call(raw, seq_lengths), want,
+                             rtol=1e-5, atol=1e-5)
+  np.save(tmp_path / 'one.npy', raw[0, :seq_lengths[0]])
+  out = run_cli('predict', '--workdir', str(workdir), str(tmp_path / 'one.npy'))
+  assert out.returncode == 0, out.stderr
+  assert f'class {int(np.argmax(want[0]))} ' in out.stdout, out.stdout

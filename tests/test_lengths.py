@@ -12,7 +12,7 @@ import pytest
 
 from conftest import small_config
 from seqclf import inference, sweep, train
-from seqclf.data import registry
+from seqclf.data import normalization, registry
 from seqclf.training import checkpoint, state as state_lib
 
 
@@ -105,8 +105,9 @@ def test_sweep_on_lengths_model_k_equals_single_run(tmp_path):
   name = _dataset(tmp_path)
   config = _config(name, num_train_steps=20, dropout_rate=0.1, seed=3)
   data = registry.load(config)
-  states, _ = sweep.train_models(config, [3, 4], None, data['train'],
-                                 quiet=True)
+  # train_models takes the config as run_sweep fits it (normalize).
+  states, _ = sweep.train_models(normalization.fit(config, data['train']),
+                                 [3, 4], None, data['train'], quiet=True)
   for k, seed in enumerate((3, 4)):
     config.seed = seed
     train.train_and_evaluate(config, tmp_path / f'single{seed}', quiet=True,

@@ -33,7 +33,8 @@ def main(paths: list[str]) -> None:
       common.require(_WORKDIR, 'predict'), _STEP.value)
   names, inputs, lengths, notes = sequence_files.predict_inputs(
       paths, inference.input_shape(params, config),
-      inference.takes_images(config), config.dataset)
+      inference.takes_images(config), config.dataset,
+      allow_missing=config.missing == 'impute')
   for note in notes:
     print(f'note: {note}', file=sys.stderr)
   probs = inference.predict_probabilities(

@@ -1,10 +1,11 @@
 """UCR PickupGestureWiimoteZ (10 gestures, univariate, lengths 29-361): bidirectional LSTM-32.
 
-Needs `seqclf prepare-data --dataset=ucr_pickup_gesture_wiimote_z` (the aeon wheel's
-files, seqclf.data.timeseries). Channels come standardized with the train split's
-statistics. 40 training series of very different lengths, each read to
-its own; one small bidirectional layer, batches of 16, a cosine schedule.
-Depth, width and peak rate were chosen on validation (never test) by
+Needs `seqclf prepare-data --dataset=ucr_pickup_gesture_wiimote_z` (the aeon
+wheel's files, seqclf.data.timeseries). The model standardizes each raw
+channel with the train split's statistics (normalize='per_channel'). 40
+training series of very different lengths, each read to its own; one small
+bidirectional layer, batches of 16, a cosine schedule. Depth, width and peak
+rate were chosen on validation (never test) by
 experiments/timeseries_selection.py.
 Config files are Python and are executed when loaded: only load ones you trust.
 """
@@ -17,6 +18,7 @@ from seqclf.config import base_config
 def get_config() -> ml_collections.ConfigDict:
   config = base_config()
   config.dataset = 'ucr_pickup_gesture_wiimote_z'
+  config.normalize = 'per_channel'  # fitted on train, applied in the model
   config.num_classes = 10
   config.hidden_size = 32
   config.num_layers = 1

@@ -17,14 +17,15 @@ import numpy as np
 
 from pathlib import Path
 
-from seqclf.data import fashion_mnist, npz, npz_shards, prepared, stream, timeseries
+from seqclf.data import (fashion_mnist, normalization, npz, npz_shards,
+                         prepared, stream, timeseries)
 from seqclf.data.splits import SPLITS, Split
 from seqclf.errors import ConfigError, DataError
 
 # 28 x 28 uint8 images, which a classifier reads as `config.task` says.
 IMAGES = ('mnist', 'fashion_mnist')
-# The UEA/UCR archive problems: float series, per-channel standardized, with
-# lengths.
+# The UEA/UCR archive problems: raw float series with lengths (the model
+# standardizes them: seqclf.data.normalization).
 TIMESERIES = tuple(timeseries.PROBLEMS)
 TFDS = tuple(prepared.BUILDERS)  # prepared by `prepare_data`
 NPZ_PREFIX = 'npz:'
@@ -50,8 +51,8 @@ def load(config: Any, splits: tuple[str, ...] = SPLITS, *,
   """The data a config names, checked.
 
   Args:
-    config: its ``dataset``, ``task``, ``data_dir``, ``validation_fraction``
-      and ``num_classes`` are read.
+    config: its ``dataset``, ``task``, ``data_dir``, ``validation_fraction``,
+      ``num_classes`` and ``missing`` are read.
     splits: the splits to load.
     lazy: leave a prepared dataset's sequences on disk
       (``seqclf.data.stream.LazyImages``), for streaming.
@@ -61,7 +62,7 @@ def load(config: Any, splits: tuple[str, ...] = SPLITS, *,
   """
   check_name(config.dataset, config.task)
   return read(config.dataset, config.data_dir, config.validation_fraction,
-              splits, config.num_classes, lazy=lazy)
+              splits, config.num_classes, config.missing, lazy=lazy)
 
 
 def train_nbytes(config: Any) -> int:
@@ -88,7 +89,8 @@ def is_shard_dir(name: str) -> bool:
 
 def read(name: str, data_dir: str | None, validation_fraction: float,
          splits: tuple[str, ...] = SPLITS,
-         num_classes: int | None = None, *,
+         num_classes: int | None = None,
+         missing: str = 'impute', *,
          lazy: bool = False) -> dict[str, Split]:
   """The splits of dataset ``name``, checked.
 
@@ -102,6 +104,8 @@ def read(name: str, data_dir: str | None, validation_fraction: float,
       no config describes yet: ``seqclf inspect-data``).
     lazy: leave a prepared dataset's sequences on disk (an npz file is
       read whole either way).
+    missing: ``'refuse'``: NaN values are a ``DataError``; ``'impute'``:
+      allowed (the model fills them).
 
   Returns:
     ``{split: arrays}``, labels and lengths as int32.
@@ -121,7 +125,7 @@ def read(name: str, data_dir: str | None, validation_fraction: float,
   if num_classes is None:
     num_classes = 1 + max((int(d['label'].max()) for d in data.values()
                            if len(d['label'])), default=0)
-  check(data, num_classes, name)
+  check(data, num_classes, name, missing)
   for arrays in data.values():
     for key in ('label', 'lengths'):
       if key in arrays:
@@ -133,13 +137,16 @@ def _fail(where: str, message: str, arg: str | None = None) -> None:
   raise DataError(f'{where}: {message}', arg=arg)
 
 
-def check(data: dict[str, Split], num_classes: int, where: str) -> None:
+def check(data: dict[str, Split], num_classes: int, where: str,
+          missing: str = 'refuse') -> None:
   """Checks every split against the contract (``seqclf.data.splits``).
 
   Args:
     data: ``{split: arrays}``.
     num_classes: labels must be in ``[0, num_classes)``.
     where: the data's name, for the message.
+    missing: the config's ``missing``: NaN values are refused unless
+      ``'impute'``; infinities always.
 
   Returns:
     None; a one-line ``DataError`` naming the array and the fix otherwise.
@@ -154,10 +161,17 @@ def check(data: dict[str, Split], num_classes: int, where: str) -> None:
             f'shape {x.shape}: reshape univariate (N, T) data to (N, T, 1).')
     if not (x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating)):
       _fail(where, f'{split} sequences must be uint8 or float, got {x.dtype}.')
-    # Prepared datasets on disk were checked when prepared.
-    if (np.issubdtype(x.dtype, np.floating) and not stream.is_lazy(x)
-        and not np.isfinite(x).all()):
-      _fail(where, f'{split} sequences hold NaN or inf: fill or drop them.')
+    # Prepared datasets read lazily (streamed) were checked when prepared.
+    if np.issubdtype(x.dtype, np.floating) and not stream.is_lazy(x):
+      if np.isinf(x).any():
+        _fail(where, f'{split} sequences hold inf: fill or drop those values.')
+      nan, rows = normalization.count_missing(x)
+      if nan and missing != 'impute':
+        _fail(where, f'{split} split holds {nan} NaN value(s) (in {rows} '
+              "sequence(s)) and config key `missing` is 'refuse': set "
+              "`missing='impute'` (filled inside the model, with a mask "
+              'channel per feature), or fill or drop them.',
+              arg='config.missing')
     if shape is not None and x.shape[1:] != shape:
       _fail(where, f'{split} sequences are {x.shape[1:]} per example but '
             f'{next(iter(data))} ones {shape}: every split needs the same '

@@ -2,8 +2,9 @@
 
 ``seqclf predict`` gives a model the examples of the data it was trained on
 (``seqclf.data.splits``' contract): (T, F) sequences, uint8 (pixels, read as
-/ 255) or float (used as they are, so standardized as the training data
-were). A file holds
+/ 255) or float (raw values: the model applies its own standardization,
+``normalize``; NaN only for a model trained with ``missing='impute'``). A
+file holds
 
 * ``.npy``: one (T, F) sequence or an (N, T, F) batch;
 * ``.npz``: array ``x``, (T, F) or (N, T, F), and optionally ``lengths``
@@ -44,7 +45,8 @@ def is_sequence_file(path: str | Path) -> bool:
   return Path(path).suffix.lower() in SUFFIXES
 
 
-def _check_values(path: Path, x: np.ndarray, what: str) -> np.ndarray:
+def _check_values(path: Path, x: np.ndarray, what: str,
+                  allow_missing: bool = False) -> np.ndarray:
   if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
     raise SequenceError(f'{path}: {what} must be float (values as the model '
                         f'was trained on) or uint8 (pixels), got {x.dtype}: '
@@ -54,15 +56,21 @@ def _check_values(path: Path, x: np.ndarray, what: str) -> np.ndarray:
         f'{path}: {what} must be one (T, F) sequence or an (N, T, F) batch '
         f'with T, F >= 1, got shape {x.shape}: reshape univariate (T,) data '
         'to (T, 1).')
-  if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-    raise SequenceError(f'{path}: {what} holds NaN or inf: pad with zeros and '
-                        'give lengths (.npz) instead, or drop those steps.')
+  if np.issubdtype(x.dtype, np.floating) and (
+      np.isinf(x).any() or (not allow_missing and np.isnan(x).any())):
+    nan = int(np.isnan(x).sum())
+    raise SequenceError(
+        f'{path}: {what} holds {nan} NaN and {int(np.isinf(x).sum())} inf '
+        'value(s): this model was not trained with missing=\'impute\'; pad '
+        'with zeros and give lengths (.npz) instead, or drop those steps.'
+        if nan and not allow_missing else
+        f'{path}: {what} holds inf: drop those steps.')
   return x
 
 
 def _examples(path: Path, x: np.ndarray, lengths: np.ndarray | None,
-              what: str) -> list[Example]:
-  x = _check_values(path, x, what)
+              what: str, allow_missing: bool) -> list[Example]:
+  x = _check_values(path, x, what, allow_missing)
   single = x.ndim == 2
   batch = x[None] if single else x
   steps = batch.shape[1]
@@ -99,8 +107,9 @@ def _read_csv(path: Path) -> np.ndarray:
                         f'({e}).') from None
 
 
-def read(path: str | Path) -> list[Example]:
-  """The sequences of one ``.npy``, ``.npz`` or ``.csv`` file."""
+def read(path: str | Path, allow_missing: bool = False) -> list[Example]:
+  """The sequences of one ``.npy``, ``.npz`` or ``.csv`` file (NaN values
+  only if ``allow_missing``: a model with ``missing='impute'``)."""
   path = Path(path)
   if path.is_dir():
     raise SequenceError(f'{path} is a directory: give sequence files, e.g. '
@@ -112,7 +121,7 @@ def read(path: str | Path) -> list[Example]:
     raise SequenceError(f'{path}: not a sequence file: give {", ".join(SUFFIXES)}'
                         ' files (image files are for models of images).')
   if suffix == '.csv':
-    return _examples(path, _read_csv(path), None, 'its rows')
+    return _examples(path, _read_csv(path), None, 'its rows', allow_missing)
   try:
     if suffix == '.npy':
       arrays = {'x': np.load(path, allow_pickle=False)}
@@ -128,7 +137,7 @@ def read(path: str | Path) -> list[Example]:
     raise SequenceError(f"{path}: needs an array 'x' (and optionally "
                         f"'lengths'), found {sorted(names)}.")
   return _examples(path, arrays['x'], arrays.get('lengths'),
-                   'its array' if suffix == '.npy' else "'x'")
+                   'its array' if suffix == '.npy' else "'x'", allow_missing)
 
 
 def fit(examples: Sequence[Example], shape: tuple[int, int],
@@ -165,7 +174,7 @@ def fit(examples: Sequence[Example], shape: tuple[int, int],
 
 
 def predict_inputs(paths: Sequence[str], shape: tuple[int, int],
-                   fixed: bool, trained_on: str
+                   fixed: bool, trained_on: str, allow_missing: bool = False
                    ) -> tuple[list[str], np.ndarray, np.ndarray | None,
                               list[str]]:
   """(names, inputs, lengths, notes) for ``inference.predict_probabilities``
@@ -179,6 +188,8 @@ def predict_inputs(paths: Sequence[str], shape: tuple[int, int],
     fixed: every example must be ``shape`` (a model of images); else only F
       must match.
     trained_on: the model's dataset, for the messages.
+    allow_missing: NaN values are allowed (a model trained with
+      ``missing='impute'`` fills them); else refused.
 
   Returns:
     The examples' names, their (N, T, F) float32 values, their lengths (None
@@ -192,6 +203,6 @@ def predict_inputs(paths: Sequence[str], shape: tuple[int, int],
         notes.append(f'{path}: {note}')
       examples.append(Example(str(path), image, len(image)))
     else:
-      examples += read(path)
+      examples += read(path, allow_missing)
   x, lengths = fit(examples, shape, fixed, trained_on)
   return [e.name for e in examples], x, lengths, notes

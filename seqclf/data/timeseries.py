@@ -11,9 +11,10 @@ dir) and pinned by SHA-256.
 Splits: the archive's official test split; validation carved from the
 official train split by a fixed seed (``splits.SPLIT_SEED``), stratified
 by class. Variable-length series are zero-padded to the longest and carry
-``lengths``. Each channel is standardized with the mean and standard
-deviation of the (carved) train split's valid steps, in the prepared data:
-models see features of unit scale and need no normalization of their own.
+``lengths``. The values are the archive's, raw: the model standardizes
+them itself (``normalize='per_channel'``, ``seqclf.data.normalization``), so
+a trained model takes raw series. (Version 1.0.0 held them standardized in
+the prepared data; its prepared files are not read by 2.0.0.)
 """
 
 from __future__ import annotations
@@ -215,7 +216,7 @@ def pad(series: list[np.ndarray], steps: int) -> tuple[np.ndarray, np.ndarray]:
 
 def build_splits(train_text: str, test_text: str, where: str
                  ) -> tuple[dict[str, Split], list[str]]:
-  """The three standardized, padded splits of one problem and its classes."""
+  """The three raw, zero-padded splits of one problem and its classes."""
   train_series, train_labels, classes = parse_ts(train_text, f'{where} train')
   test_series, test_labels, _ = parse_ts(test_text, f'{where} test')
   channels = {s.shape[1] for s in train_series + test_series}
@@ -225,13 +226,9 @@ def build_splits(train_text: str, test_text: str, where: str
   index = {c: i for i, c in enumerate(classes)}
   y = np.array([index[l] for l in train_labels], np.int32)
   train_idx, val_idx = carve_validation(y, VALIDATION_FRACTION)
-  fit = np.concatenate([train_series[i] for i in train_idx])
-  mean, std = fit.mean(axis=0), fit.std(axis=0)
-  std = np.where(std > 0, std, 1.0).astype(np.float32)
 
   def split(series, labels):
-    x, lengths = pad([(s - mean) / std for s in series], steps)
-    x *= (np.arange(steps)[None, :, None] < lengths[:, None, None])
+    x, lengths = pad(series, steps)
     return {'image': x, 'label': np.asarray(labels, np.int32),
             'lengths': lengths}
 
@@ -244,9 +241,11 @@ def build_splits(train_text: str, test_text: str, where: str
 class SeqclfTimeSeries(tfds.core.GeneratorBasedBuilder):
   """One archive problem (``PROBLEM``) from its two pinned ``.ts`` files."""
 
-  VERSION = tfds.core.Version('1.0.0')
+  VERSION = tfds.core.Version('2.0.0')
   RELEASE_NOTES = {'1.0.0': 'Official test split; validation carved from '
-                            'train; per-channel train standardization.'}
+                            'train; per-channel train standardization.',
+                   '2.0.0': 'Raw values (the model standardizes them: '
+                            "normalize='per_channel')."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       f'Put {WHEEL} (`pip download aeon=={AEON_VERSION} --no-deps`) in the '
       'manual dir, or run `seqclf prepare-data --dataset=NAME`.')

@@ -22,6 +22,10 @@ from seqclf.nn.recurrent import LAYERS
 Array = jax.Array
 Dtype = Any
 CELLS = tuple(LAYERS)  # LSTMClassifier.cell
+# LSTMClassifier.missing: how NaN steps are read. 'refuse': not at all (the
+# data layer refuses data with NaN); 'impute': filled inside the model, with
+# a mask channel per feature.
+MISSING = ('refuse', 'impute')
 # The compute dtypes a config names (`dtype`); float32 is the parameters' own.
 DTYPES = ('float32', 'bfloat16')
 
@@ -42,8 +46,15 @@ class LSTMClassifier(nn.Module):
   preprocessing layer standardizes the inputs as ``(x - input_mean) /
   input_std`` (identity by default), inside the model so that every caller of
   ``apply`` (training, evaluation, prediction, an exported function, your own
-  code) feeds it the same data. Each layer gets every field of the
-  classifier that the layer declares (``hidden_size``, ``impl``, …).
+  code) feeds it the same data. ``channel_mean``/``channel_std`` (fitted on
+  the training data by the trainer, ``seqclf.data.normalization``) then
+  standardize each feature, so callers give it raw values. With
+  ``missing='impute'`` a NaN value is replaced by the feature's last observed
+  value in that row (or, before the first, the channel mean: 0 after the
+  standardization) and a 0/1 mask of the observed values is appended to the
+  features: the recurrence reads twice the input width (``input_width``).
+  Each layer gets every field of the classifier that the layer declares
+  (``hidden_size``, ``impl``, …).
 
   >>> import jax, jax.numpy as jnp
   >>> model = LSTMClassifier(num_classes=3, hidden_size=8)
@@ -84,6 +95,12 @@ class LSTMClassifier(nn.Module):
   # before these fields existed load as they were trained.
   input_mean: float = 0.0
   input_std: float = 1.0
+  # Per-feature statistics applied after them, (x - channel_mean) /
+  # channel_std: fitted on the training split by `normalize='per_channel'`
+  # (seqclf.data.normalization), carried in the saved config. Empty: none.
+  channel_mean: tuple[float, ...] = ()
+  channel_std: tuple[float, ...] = ()
+  missing: str = 'refuse'  # MISSING
 
   @nn.compact
   def __call__(self, inputs: Array, train: bool = False,
@@ -102,10 +119,18 @@ class LSTMClassifier(nn.Module):
     """
     if self.cell not in CELLS:
       raise ValueError(f'cell must be one of {CELLS}, got {self.cell!r}.')
+    if self.missing not in MISSING:
+      raise ValueError(f'missing must be one of {MISSING}, got '
+                       f'{self.missing!r}.')
     layer_type = LAYERS[self.cell]
     options = {name: getattr(self, name) for name in _shared_fields(layer_type)}
 
     x = (inputs - self.input_mean) / self.input_std
+    if self.channel_mean or self.channel_std:
+      x = ((x - jnp.asarray(self.channel_mean, jnp.float32))
+           / jnp.asarray(self.channel_std, jnp.float32))
+    if self.missing == 'impute':
+      x = impute(x)
     for k in range(self.num_layers):
       if k:
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
@@ -135,6 +160,31 @@ def _field_names(cls: type) -> set[str]:
 def _shared_fields(layer_type: type[nn.Module]) -> list[str]:
   """The classifier's fields that ``layer_type`` declares too."""
   return sorted(_field_names(layer_type) & _field_names(LSTMClassifier))
+
+
+def impute(x: Array) -> Array:
+  """(batch, time, 2 * features): each NaN of (batch, time, features)
+  ``x`` replaced by its feature's last observed value in that row (0, the
+  standardized channel mean, before the first), then a 1.0/0.0 mask of the
+  observed values."""
+  observed = ~jnp.isnan(x)
+  steps = jnp.arange(x.shape[-2])[:, None]
+  last = jax.lax.cummax(jnp.where(observed, steps, -1), axis=x.ndim - 2)
+  carried = jnp.take_along_axis(x, jnp.maximum(last, 0), axis=-2)
+  filled = jnp.where(last >= 0, carried, 0.0)
+  return jnp.concatenate([filled, observed.astype(x.dtype)], axis=-1)
+
+
+def input_width(features: int, missing: str) -> int:
+  """The width the first recurrent layer reads for inputs of ``features``
+  (doubled by ``missing='impute'``'s mask channels)."""
+  return 2 * features if missing == 'impute' else features
+
+
+def features_of(width: int, missing: str) -> int:
+  """The callers' input width of a first layer reading ``width``
+  (``input_width``'s inverse)."""
+  return width // 2 if missing == 'impute' else width
 
 
 def last_valid(outputs: Array, seq_lengths: Array | None) -> Array:
@@ -175,4 +225,6 @@ def from_config(config: Any, impl: str) -> LSTMClassifier:
   fields = {name: config[name] for name in config_defaults()}
   fields['dtype'] = (None if config.dtype == 'float32'
                      else jnp.dtype(config.dtype))
+  for name in ('channel_mean', 'channel_std'):  # JSON gives lists
+    fields[name] = tuple(float(v) for v in fields[name])
   return LSTMClassifier(**{**fields, 'impl': impl})

@@ -32,7 +32,8 @@ class LSTMClassifier(LinenParams):
   ``seqclf.nn.LSTMClassifier`` as an NNX module. Its keyword options are the
   linen classifier's fields (``hidden_size=128``, ``num_layers=1``,
   ``cell='lstm'``, ``bidirectional``, ``dropout_rate``, ``impl`` (``'auto'``
-  resolved here), ``dtype``, ``input_mean``, ``input_std``, …), with their
+  resolved here), ``dtype``, ``input_mean``, ``input_std``, ``channel_mean``,
+  ``channel_std``, ``missing``, …), with their
   defaults. ``deterministic`` (default False, as ``nnx.Dropout``'s): no
   dropout; ``model.eval()`` sets it, ``model.train()`` clears it. With
   ``dropout_rate`` > 0 the masks are drawn from the ``dropout`` stream of
@@ -75,7 +76,8 @@ class LSTMClassifier(LinenParams):
 
     Args:
       inputs: (batch, time, features) floats, standardized inside as
-        ``(x - input_mean) / input_std``.
+        ``(x - input_mean) / input_std``, then per feature with
+        ``channel_mean``/``channel_std``; NaN filled if ``missing='impute'``.
       seq_lengths: (batch,) ints, each row's valid steps (the head reads
         each row's last valid step); None: every step is valid.
       rngs: the dropout masks' stream for this call (default: the

@@ -28,6 +28,7 @@ from flax import traverse_util
 from seqclf import errors
 from seqclf.errors import CheckpointError
 from seqclf.logs import abandoned_reads_silenced, absl_silenced
+from seqclf.nn import classifier
 
 DAMAGED_DIR = 'damaged'  # checkpoints/damaged/STEP: steps moved aside
 BEST_DIR = 'best'  # checkpoints/best/STEP: the best-scoring step (`monitor`)
@@ -366,9 +367,10 @@ def readable(mngr: ocp.CheckpointManager, target: Target, step: int) -> bool:
 def input_shape_from(shapes: dict[str, tuple[int, ...]],
                      config: ml_collections.ConfigDict) -> tuple[int, int]:
   """One example's (T, F) that rebuilds parameters saved with ``shapes``:
-  (1, F), F the saved first layer's input width (the parameters do not
-  depend on T). A KeyError if ``shapes`` lacks it."""
-  return (1, shapes[f'{config.cell}_0.cell.input.kernel'][0])
+  (1, F), F the inputs' width the saved first layer reads (the parameters
+  do not depend on T). A KeyError if ``shapes`` lacks it."""
+  width = shapes[f'{config.cell}_0.cell.input.kernel'][0]
+  return (1, classifier.features_of(width, config.get('missing', 'refuse')))
 
 
 def saved_config(mngr: ocp.CheckpointManager, step: int) -> dict[str, Any] | None:

@@ -109,7 +109,8 @@ def test_fit_pads_shorter_sequences_with_their_lengths(tmp_path):
     (lambda p: np.save(p / 'f.npy', np.zeros(5, np.float32)),
      'reshape univariate (T,) data to (T, 1)'),
     (lambda p: np.save(p / 'f.npy', np.full((5, 3), np.nan, np.float32)),
-     'holds NaN or inf'),
+     "holds 15 NaN and 0 inf value(s): this model was not trained with "
+     "missing='impute'"),
     (lambda p: np.savez(p / 'f.npz', y=np.zeros(3)), "needs an array 'x'"),
     (lambda p: np.savez(p / 'f.npz', x=np.zeros((2, 5, 3), np.float32),
                         lengths=[5, 6]), 'lengths must be in [1, T=5]'),

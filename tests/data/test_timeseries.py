@@ -64,7 +64,7 @@ def test_parse_ts_cuts_nan_padding_and_reads_labels():
     timeseries.parse_ts('@classLabel true x\n@data\n1,2:z\n', 'mem')
 
 
-def test_splits_are_padded_stratified_and_standardized_by_train():
+def test_splits_are_padded_stratified_and_raw():
   rng = np.random.default_rng(1)
   train_text, test_text = _ts(rng, 60), _ts(rng, 30, nan_pad=False)
   splits, classes = timeseries.build_splits(train_text, test_text, 'tiny')
@@ -77,13 +77,13 @@ def test_splits_are_padded_stratified_and_standardized_by_train():
     np.testing.assert_array_equal(split['image'], again[name]['image'])
     x, n = split['image'], split['lengths']
     valid = np.arange(x.shape[1])[None, :] < n[:, None]
-    assert (x[~valid] == 0).all()  # padding is zero, after scaling
-  train_split = splits['train']
-  valid = (np.arange(9)[None, :] < train_split['lengths'][:, None])
-  np.testing.assert_allclose(train_split['image'][valid].mean(0), 0, atol=1e-5)
-  np.testing.assert_allclose(train_split['image'][valid].std(0), 1, atol=1e-4)
+    assert (x[~valid] == 0).all()  # padding is zero
+  # The archive's values as they are: the model standardizes them.
+  series, _, _ = timeseries.parse_ts(test_text, 'tiny')
+  np.testing.assert_array_equal(
+      splits['test']['image'][0, :len(series[0])], series[0])
   # Every class is in both train and validation (stratified carving).
-  assert set(splits['validation']['label']) == set(train_split['label'])
+  assert set(splits['validation']['label']) == set(splits['train']['label'])
 
 
 def test_prepare_from_a_wheel_loads_and_trains(tmp_path, monkeypatch):
@@ -99,8 +99,13 @@ def test_prepare_from_a_wheel_loads_and_trains(tmp_path, monkeypatch):
   results = train.train_and_evaluate(config, tmp_path / 'run', quiet=True)
   assert results['test_accuracy'] > 0.5  # chance is 1/3
   # The saved model is rebuilt for the series' width, not MNIST's images.
-  _, params, _ = inference.load_model(tmp_path / 'run')
+  _, params, saved = inference.load_model(tmp_path / 'run')
   assert params['lstm_0']['cell']['input']['kernel'].shape[0] == 2
+  # normalize='auto' on series: per-channel statistics of the raw train split.
+  valid = data['train']['image'][np.arange(9)[None, :]
+                                 < data['train']['lengths'][:, None]]
+  np.testing.assert_allclose(saved.channel_mean, valid.mean(0), rtol=1e-5)
+  np.testing.assert_allclose(saved.channel_std, valid.std(0), rtol=1e-4)
   again = train.train_and_evaluate(config, tmp_path / 'run', quiet=True)
   assert again.get('already_finished'), again
 

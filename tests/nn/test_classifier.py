@@ -39,10 +39,60 @@ def test_inputs_are_standardized_inside_the_model():
   assert not np.allclose(std_apply(params, x), raw_apply(params, x))
 
 
+def test_channel_statistics_standardize_each_feature_inside_the_model():
+  """Raw inputs into a model with per-channel statistics give the logits
+  of the same params on inputs standardized outside (identity statistics)."""
+  mean, std = (5.0, -100.0, 0.5), (2.0, 30.0, 0.25)
+  fitted = LSTMClassifier(num_classes=4, hidden_size=8, channel_mean=mean,
+                          channel_std=std)
+  plain = LSTMClassifier(num_classes=4, hidden_size=8)
+  z = jax.random.normal(jax.random.key(1), (3, 7, 3))
+  raw = z * jnp.array(std) + jnp.array(mean)
+  params = _init(plain, z)
+  n = jnp.array([7, 3, 1])
+  want = jax.jit(plain.apply)(params, (raw - jnp.array(mean)) / jnp.array(std),
+                              seq_lengths=n)
+  got = jax.jit(fitted.apply)(params, raw, seq_lengths=n)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  assert not np.allclose(jax.jit(plain.apply)(params, raw, seq_lengths=n), want)
 
 
+def test_impute_carries_forward_then_fills_the_mean_and_marks_the_mask():
+  from seqclf.nn import classifier  # pylint: disable=g-import-not-at-top
+  nan = np.nan
+  x = jnp.array([[[nan, 1.0], [2.0, nan], [nan, nan], [4.0, 5.0]]])
+  out = np.asarray(classifier.impute(x))
+  np.testing.assert_array_equal(out[0, :, :2], [[0.0, 1.0], [2.0, 1.0],
+                                                [2.0, 1.0], [4.0, 5.0]])
+  np.testing.assert_array_equal(out[0, :, 2:], [[0, 1], [1, 0], [0, 0], [1, 1]])
 
 
+def test_impute_model_reads_nan_on_every_path_and_doubles_the_width():
+  """NaN inputs give finite logits, the same on scan, fused and kernel
+  (the imputation is before the recurrence); the first layer reads the
+  values and their mask."""
+  from seqclf.kernels import paths  # pylint: disable=g-import-not-at-top
+  kw = dict(num_classes=3, hidden_size=16, missing='impute',
+            channel_mean=(1.0, 2.0), channel_std=(0.5, 4.0))
+  x = np.array(jax.random.normal(jax.random.key(2), (4, 6, 2)))
+  x[0, :2, 0] = np.nan
+  x[2, 3, 1] = np.nan
+  n = jnp.array([6, 5, 4, 2])
+  params = _init(LSTMClassifier(**kw), x)
+  assert params['params']['lstm_0']['cell']['input']['kernel'].shape[0] == 4
+  eligible = paths.eligible(paths.Layer(hidden_size=16), 'cpu')
+  impls = ['scan', *[i for i in ('fused', 'kernel') if i in eligible]]
+  logits = {impl: np.asarray(jax.jit(LSTMClassifier(**kw, impl=impl).apply)(
+      params, x, seq_lengths=n)) for impl in impls}
+  assert np.isfinite(logits['scan']).all()
+  for impl in impls:
+    np.testing.assert_allclose(logits[impl], logits['scan'], atol=1e-5)
+  # A NaN changes the logits of its row only.
+  clean = np.nan_to_num(x)
+  base = np.asarray(jax.jit(LSTMClassifier(**kw).apply)(params, clean,
+                                                         seq_lengths=n))
+  np.testing.assert_array_equal(base[[1, 3]], logits['scan'][[1, 3]])
+  assert not np.allclose(base[0], logits['scan'][0])
 
 
 def test_classifier_is_the_reference_lstm_then_a_dense_head():
@@ -70,7 +120,8 @@ def test_from_config_reads_every_classifier_field_by_name():
   changed = dict(num_classes=7, hidden_size=24, num_layers=2, forget_bias=0.5,
                  unroll=2, cell='gru', recurrent_init='identity',
                  bidirectional=True, dropout_rate=0.1,
-                 input_mean=0.5, input_std=2.0,
+                 input_mean=0.5, input_std=2.0, channel_mean=(1.0, 2.0),
+                 channel_std=(3.0, 4.0), missing='impute',
                  matmul_precision='bfloat16', dtype='bfloat16',
                  input_init='glorot_uniform', head_init='normal',
                  head_bias_init='normal')

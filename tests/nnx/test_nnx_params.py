@@ -45,7 +45,9 @@ def test_a_layer_draws_linen_init_values_at_linen_paths(cell):
     pytest.param({'bidirectional': True, 'num_layers': 2},
                  id='bidirectional-2', marks=pytest.mark.slow),
     pytest.param({'cell': 'gru', 'head_init': 'normal', 'input_mean': 0.5},
-                 id='gru', marks=pytest.mark.slow)])
+                 id='gru', marks=pytest.mark.slow),
+    pytest.param({'channel_mean': (0.1, 0.2, 0.3, 0.4), 'missing': 'impute',
+                  'channel_std': (1.0, 2.0, 0.5, 4.0)}, id='channels-impute')])
 def test_the_classifier_draws_and_computes_what_linen_does(options):
   """Paths lstm_0/…, lstm_0_reverse/…, head/…; values of linen's jitted
   init; logits bitwise linen's apply on them, lengths or not."""

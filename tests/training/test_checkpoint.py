@@ -149,3 +149,33 @@ def test_a_checkpoint_saved_on_another_backend_restores_here(tmp_path):
   results = train.train_and_evaluate(config, workdir, quiet=True,
                                      datasets=fixture.data())
   assert results['resumed_from_step'] == 4 and results['step'] == 6
+
+
+@pytest.mark.slow
+def test_orbax_only_restore_of_a_per_channel_series_model(tmp_path):
+  """The README's recipe applies the fitted per-channel statistics the
+  config carries: raw series in, the model's logits out."""
+  rng = np.random.default_rng(0)
+  x = (rng.normal(0, 1, (60, 6, 3)) * [1, 20, 300] + [2, -50, 900]).astype(
+      np.float32)
+  y = rng.integers(0, 2, 60)
+  np.savez(tmp_path / 'd.npz', x=x, y=y)
+  config = small_config(dataset=f'npz:{tmp_path / "d.npz"}', num_classes=2,
+                        hidden_size=8, batch_size=10, num_train_steps=10,
+                        checkpoint_every=10, eval_every=10, impl='scan',
+                        eval_batch_size=16)
+  train.train_and_evaluate(config, tmp_path / 'run', quiet=True)
+  np.save(tmp_path / 'x.npy', x[:5])
+  script = _readme_recipe().replace(
+      "'runs/default/checkpoints/1000'",
+      repr(str(tmp_path / 'run' / 'checkpoints' / '10')))
+  script += (f"\nnp.save({str(tmp_path / 'logits.npy')!r}, "
+             f"classify(np.load({str(tmp_path / 'x.npy')!r})))\n")
+  out = subprocess.run([sys.executable, '-c', script], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  model, params, saved = inference.load_model(tmp_path / 'run', impl='scan')
+  assert len(saved.channel_mean) == 3  # normalize='auto' on float series
+  expected = model.apply({'params': params}, x[:5])
+  np.testing.assert_allclose(np.load(tmp_path / 'logits.npy'), expected,
+                             rtol=1e-4, atol=1e-4)
