@@ -538,6 +538,9 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
     return json.loads(done.read_text())
   udir.mkdir(parents=True, exist_ok=True)
   wall_start = time.perf_counter()
+  # The model's statistics (`normalize`) from the data it trains on (a
+  # fold's training part under --cv), as `seqclf train` fits them.
+  config = normalization.fit(config, train)
   shape = train['image'].shape[1:]
   order.check_batch_size(config.batch_size, len(train['label']))
   impl = autotune.resolve_impl(config, sequence_shape=shape)
@@ -736,7 +739,6 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw, quiet):
   outs = []
   for gi, (group, gconfig) in enumerate(zip(groups, configs)):
     data = views.view_splits(gconfig, raw)
-    gconfig = normalization.fit(gconfig, data['train'])  # as train does
     sub = [settings[i] for i in group]
     sub_names = [names[i] for i in group]
     if not cv:
@@ -750,9 +752,8 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw, quiet):
                 _take(pool, np.sort(np.concatenate(parts[:f] + parts[f + 1:]))),
                 {'validation': _take(pool, part)})
                for f, part in enumerate(parts)]
-    # Each fold's statistics are its own training part's, as a run's are.
-    fold_outs = [run_unit(workdir, unit, normalization.fit(gconfig, fit), sub,
-                          sub_names, seeds, list(grid), fit, evals, progress)
+    fold_outs = [run_unit(workdir, unit, gconfig, sub, sub_names, seeds,
+                          list(grid), fit, evals, progress)
                  for unit, fit, evals in pairs]
     outs += fold_outs
     for j, i in enumerate(group):
@@ -783,8 +784,7 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw, quiet):
     pool = {k: np.concatenate([data['train'][k], data['validation'][k]])
             for k in data['train']}
     progress.total += len(seeds) * cconfig.num_train_steps
-    final = run_unit(workdir, f'final-{chosen}',
-                     normalization.fit(cconfig, pool), [settings[chosen]],
+    final = run_unit(workdir, f'final-{chosen}', cconfig, [settings[chosen]],
                      [names[chosen]], seeds, list(grid), pool,
                      {'test': data['test']}, progress)
     outs.append(final)

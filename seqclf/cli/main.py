@@ -206,6 +206,9 @@ def run(argv: list[str] | None = None) -> None:
     _fail(f'seqclf {command}', with_flag(e, module))
   except FloatingPointError as e:
     _fail(f'seqclf {command}', e, EXIT_DIVERGED)
+  except Preempted as e:
+    print(f'seqclf {command}: {e}', file=sys.stderr)
+    sys.exit(EXIT_PREEMPTED)
   except Exception as e:  # pylint: disable=broad-except
     report = errors.out_of_memory(e)
     if report is None:
@@ -213,9 +216,6 @@ def run(argv: list[str] | None = None) -> None:
     _fail(f'seqclf {command}', f'the device ran out of memory ({report}): '
           f'{OUT_OF_MEMORY_FIX.get(command, OUT_OF_MEMORY_FIX[None])}; '
           'checkpoints already saved are kept.')
-  except Preempted as e:
-    print(f'seqclf {command}: {e}', file=sys.stderr)
-    sys.exit(EXIT_PREEMPTED)
 
 
 if __name__ == '__main__':

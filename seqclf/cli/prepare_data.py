@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from absl import flags
 
 from seqclf.cli import common
@@ -29,6 +31,10 @@ _FORCE = flags.DEFINE_bool(
 def main(args: list[str]) -> None:
   del args
   if _DATASET.value.startswith('npz:') and _DATASET.value[4:]:
+    if Path(_DATASET.value[4:]).expanduser().is_file():
+      raise UsageError(f'{_DATASET.value} is one npz file, read as it is: '
+                       'npz files need no preparing (npz:DIR, a directory of '
+                       'shards, does).')
     out = npz_shards.prepare(_DATASET.value[4:], _VALIDATION_FRACTION.value,
                              force=_FORCE.value)
     splits = {k: v.num_examples for k, v in

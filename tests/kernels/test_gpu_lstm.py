@@ -255,6 +255,8 @@ def gpu_layers(monkeypatch):
   when there is none."""
   if not ON_GPU:
     monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+    monkeypatch.setattr(gpu_lstm.Device, 'of', classmethod(
+        lambda cls, device: gpu_lstm.Device('cuda', 'NVIDIA H100', (9, 0))))
     monkeypatch.setattr(gpu_lstm, 'lstm_recurrence', functools.partial(
         gpu_lstm.lstm_recurrence, interpret=True))
 
