@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 from jax.experimental.compilation_cache import compilation_cache
 from PIL import Image
@@ -90,6 +91,16 @@ def _compilation_cache(tmp_path_factory):
     # on a fake clock (test_autotune.py); `make train` times for real.
     patch.setenv('SEQCLF_AUTOTUNE', '0')
     yield
+
+
+def toy_series(n, seed, steps=12, features=3, classes=4):
+  """Learnable toy series (x, y): the class sets which channel drifts up."""
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, classes, n)
+  x = rng.normal(0, 0.3, (n, steps, features)).astype(np.float32)
+  x[np.arange(n), :, y % features] += np.linspace(0, 2, steps) * (
+      1 + y[:, None] // features)
+  return x, y
 
 
 def small_config(**overrides):

@@ -8,21 +8,15 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import run_cli, small_config
+from conftest import run_cli, small_config, toy_series
 from seqclf import export, inference, train
 from seqclf import nnx as seqnnx
 from seqclf.errors import CheckpointError
 from seqclf.training import best as best_lib, checkpoint, state as state_lib
 
 
-def _series(n, seed, steps=6, features=2, classes=3):
-  """Toy series: the class sets which channel drifts upwards."""
-  rng = np.random.default_rng(seed)
-  y = rng.integers(0, classes, n)
-  x = rng.normal(0, 0.3, (n, steps, features)).astype(np.float32)
-  x[np.arange(n), :, y % features] += np.linspace(0, 2, steps) * (
-      1 + y[:, None] // features)
-  return x, y
+def _series(n, seed):
+  return toy_series(n, seed, steps=6, features=2, classes=3)
 
 
 @pytest.fixture(scope='module')

@@ -152,16 +152,24 @@ def load_split(builder: tfds.core.GeneratorBasedBuilder, split: str) -> Split:
   return arrays
 
 
-def load_datasets(data_dir: str | None,
-                  splits: tuple[str, ...] = SPLITS,
-                  dataset: str = 'mnist') -> dict[str, Split]:
-  """Loads prepared splits; says how to prepare them when they are missing."""
+def _prepared_builder(data_dir: str | None, dataset: str
+                      ) -> tfds.core.GeneratorBasedBuilder:
+  """The dataset's builder; a ``DataError`` saying how to prepare it when it
+  is not prepared."""
   root = resolve_data_dir(data_dir)
   builder = _builder(root, dataset)
   if not _is_prepared(builder):
     raise DataError(
         f'{dataset} is not prepared in {root}. Run '
         f'`{prepare_command(root, dataset)}` (or `make setup`).')
+  return builder
+
+
+def load_datasets(data_dir: str | None,
+                  splits: tuple[str, ...] = SPLITS,
+                  dataset: str = 'mnist') -> dict[str, Split]:
+  """Loads prepared splits; says how to prepare them when they are missing."""
+  builder = _prepared_builder(data_dir, dataset)
   return {split: load_split(builder, split) for split in splits}
 
 
@@ -170,12 +178,7 @@ def open_datasets(data_dir: str | None, splits: tuple[str, ...] = SPLITS,
   """Prepared splits with their sequences left on disk, for streaming
   (``seqclf.data.stream.open_split`` of its ``stream_copy``), in
   ``load_datasets``' order."""
-  root = resolve_data_dir(data_dir)
-  builder = _builder(root, dataset)
-  if not _is_prepared(builder):
-    raise DataError(
-        f'{dataset} is not prepared in {root}. Run '
-        f'`{prepare_command(root, dataset)}` (or `make setup`).')
+  builder = _prepared_builder(data_dir, dataset)
   copy = stream.stream_copy(builder, splits)
   return {split: stream.open_split(copy, split) for split in splits}
 
@@ -183,10 +186,5 @@ def open_datasets(data_dir: str | None, splits: tuple[str, ...] = SPLITS,
 def builder_info(data_dir: str | None, dataset: str) -> Any:
   """A prepared dataset's ``DatasetInfo`` (sizes and features), or the
   ``DataError`` saying how to prepare it."""
-  root = resolve_data_dir(data_dir)
-  builder = _builder(root, dataset)
-  if not _is_prepared(builder):
-    raise DataError(
-        f'{dataset} is not prepared in {root}. Run '
-        f'`{prepare_command(root, dataset)}` (or `make setup`).')
+  builder = _prepared_builder(data_dir, dataset)
   return builder.info

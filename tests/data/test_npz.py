@@ -5,22 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_cli, small_config
+from conftest import run_cli, small_config, toy_series
 from seqclf import inference, train
 from seqclf.config import ConfigError, validate
 from seqclf.data import ops, order as order_lib, registry, splits as splits_lib
 from seqclf.errors import DataError
 from seqclf.training import state as state_lib, steps as steps_lib
-
-
-def _series(n, seed, steps=12, features=3, classes=4):
-  """Learnable toy series: the class sets which channel drifts upwards."""
-  rng = np.random.default_rng(seed)
-  y = rng.integers(0, classes, n)
-  x = rng.normal(0, 0.3, (n, steps, features)).astype(np.float32)
-  x[np.arange(n), :, y % features] += np.linspace(0, 2, steps) * (
-      1 + y[:, None] // features)
-  return x, y
 
 
 def _npz(path, **arrays):
@@ -35,7 +25,7 @@ def _config(dataset, **overrides):
 
 
 def test_explicit_splits_train_evaluate_and_load(tmp_path):
-  (x, y), (xt, yt) = _series(300, 0), _series(100, 1)
+  (x, y), (xt, yt) = toy_series(300, 0), toy_series(100, 1)
   name = _npz(tmp_path / 'd.npz', x_train=x, y_train=y, x_test=xt, y_test=yt)
   config = _config(name, num_train_steps=40, eval_every=40,
                    checkpoint_every=40, learning_rate=1e-2)
@@ -55,7 +45,7 @@ def test_explicit_splits_train_evaluate_and_load(tmp_path):
 
 
 def test_single_set_is_split_by_a_fixed_permutation(tmp_path):
-  x, y = _series(200, 2)
+  x, y = toy_series(200, 2)
   x[:, 0, 0] = np.arange(200)  # tags each example
   name = _npz(tmp_path / 'one.npz', x=x, y=y)
   a = registry.load(_config(name, validation_fraction=0.2))
@@ -120,7 +110,7 @@ def test_dataset_names_and_validation_fraction_are_validated():
 
 
 def test_lengths_are_carried_and_eval_batches_pad_them(tmp_path):
-  x, y = _series(30, 3)
+  x, y = toy_series(30, 3)
   lengths = np.arange(30) % 12 + 1
   name = _npz(tmp_path / 'len.npz', x=x, y=y, lengths=lengths)
   data = registry.load(_config(name, validation_fraction=0.2))
@@ -145,7 +135,7 @@ def test_float_sequences_are_not_scaled_like_pixels():
 
 @pytest.mark.slow
 def test_cli_trains_on_npz_and_bad_npz_is_one_line(tmp_path):
-  (x, y), (xt, yt) = _series(200, 5), _series(60, 6)
+  (x, y), (xt, yt) = toy_series(200, 5), toy_series(60, 6)
   name = _npz(tmp_path / 'd.npz', x_train=x, y_train=y, x_test=xt, y_test=yt)
   common = ['--config=configs/default.py', f'--config.dataset={name}',
             '--config.num_classes=4', '--config.hidden_size=16',
@@ -171,7 +161,7 @@ def test_npz_run_resumes_bitwise_and_sweeps(tmp_path):
 
   from seqclf import sweep  # pylint: disable=g-import-not-at-top
   from seqclf.training import checkpoint  # pylint: disable=g-import-not-at-top
-  x, y = _series(200, 7, steps=6, features=2)
+  x, y = toy_series(200, 7, steps=6, features=2)
   name = _npz(tmp_path / 'd.npz', x=x, y=y)
   config = _config(name, hidden_size=8)
   train.train_and_evaluate(config, tmp_path / 'full', quiet=True)
