@@ -273,6 +273,7 @@ def _train_and_evaluate(
   best.resume(mngr, first_step)
   logger = MetricLogger(workdir, total, first_step, quiet=quiet,
                         enabled=jax.process_index() == 0)
+  chunks = None  # the chunk runner, built inside (a stream's is closed)
   # Closed however the run ends: on Python >= 3.12 a writer left open makes
   # tensorboardX's exit hook start a thread at interpreter shutdown (an error).
   try:
@@ -375,7 +376,7 @@ def _train_and_evaluate(
     raise
   finally:
     logger.close()
-    if isinstance(locals().get('chunks'), loop.StreamChunks):
+    if isinstance(chunks, loop.StreamChunks):
       chunks.close()
   results = {
       **_metric_results(val, test),

@@ -23,7 +23,7 @@ import tensorflow_datasets as tfds
 
 from seqclf.data import fashion_mnist, mnist_files, stream, timeseries
 from seqclf.data.mnist_builder import SeqclfMnist
-from seqclf.data.splits import SPLITS, Split
+from seqclf.data.splits import SPLITS, Split, write_cache
 from seqclf.errors import ConfigError, DataError
 from seqclf.logs import absl_silenced
 
@@ -143,12 +143,7 @@ def load_split(builder: tfds.core.GeneratorBasedBuilder, split: str) -> Split:
   if examples and 'lengths' in examples[0]:  # variable-length series
     arrays['lengths'] = np.array([examples[i]['lengths'] for i in order],
                                  np.int32)
-  tmp = cache.with_name(f'{cache.name}.{os.getpid()}.tmp.npz')
-  try:
-    np.savez(tmp, **arrays)
-    os.replace(tmp, cache)
-  except OSError:
-    tmp.unlink(missing_ok=True)  # Read-only data dir: just don't cache.
+  write_cache(cache, arrays)
   return arrays
 
 

@@ -9,6 +9,9 @@ name); ``'label'`` (N,) integer classes in ``[0, num_classes)``; optionally
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 SPLITS = ('train', 'validation', 'test')
@@ -17,3 +20,15 @@ SPLITS = ('train', 'validation', 'test')
 # config sees the same split.
 SPLIT_SEED = 0
 Split = dict[str, np.ndarray]
+
+
+def write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+  """Saves ``arrays`` as the npz file ``path``, atomically (a reader never
+  sees half a file); where the directory is read-only, saves nothing: a
+  cache is only a shortcut."""
+  tmp = path.with_name(f'{path.name}.{os.getpid()}.tmp.npz')
+  try:
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+  except OSError:
+    tmp.unlink(missing_ok=True)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from seqclf.data import order
-from seqclf.data.splits import Split
+from seqclf.data.splits import Split, write_cache
 from seqclf.errors import ConfigError, DataError
 
 PLACEMENTS = ('device', 'stream', 'auto')
@@ -200,12 +200,7 @@ def load_index(data_dir: Path, split: str, source: Any) -> dict[str, np.ndarray]
   except (OSError, ValueError, KeyError):
     pass
   index = _build_index(source)
-  tmp = path.with_name(f'{path.name}.{os.getpid()}.tmp.npz')
-  try:
-    np.savez(tmp, **index)
-    os.replace(tmp, path)
-  except OSError:
-    tmp.unlink(missing_ok=True)  # Read-only data dir: just don't cache.
+  write_cache(path, index)
   return index
 
 
