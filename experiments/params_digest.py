@@ -22,10 +22,12 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
 from seqclf import inference, sweep, train
 from seqclf.config import base_config
 from seqclf.data import prepared
+from seqclf.training import checkpoint
 
 # impl is forced in each: 'auto' decides by timing, and the paths agree to
 # float rounding, not bitwise.
@@ -78,13 +80,14 @@ def main() -> None:
                    'test_accuracy': results['test_accuracy'],
                    'test_loss': results['test_loss']}
     config = small(CONFIGS['stacked_dropout_hflip_cosine'])
-    states, _ = sweep.train_models(config, [0, 1], None, data['train'],
-                                   quiet=True)
-    for k in range(2):
-      out[f'sweep_model_{k}'] = digest(jax.tree.map(lambda x, k=k: x[k],
-                                                    states.params))
     swept = sweep.run_sweep(config, Path(tmp) / 'sweep', 2, quiet=True,
                             datasets=data)
+    unit = checkpoint.manager(Path(tmp) / 'sweep' / 'units' / 'g0')
+    params = unit.restore(unit.latest_step(), args=ocp.args.Composite(
+        state=ocp.args.StandardRestore()))['state']['params']
+    for k in range(2):
+      out[f'sweep_model_{k}'] = digest(jax.tree.map(
+          lambda x, k=k: np.asarray(x)[k], params))
     out['sweep_test_accuracies'] = swept['test_accuracies']
   text = json.dumps(out, indent=1, sort_keys=True)
   print(text)

@@ -1,11 +1,15 @@
-"""Throughput of K models in one vmapped jitted step vs K sequential runs.
+"""Throughput of K models in one group program vs K single runs' programs.
 
   python experiments/sweep_throughput.py [--models 5] [--steps 200] [--repeats 3] [--out runs/results/throughput.json]
 
-Both sides run the reference config's ``train_steps`` in compiled chunks of
-``steps_per_call`` steps on the device-resident training set, timed after
-compilation; the two are interleaved ``--repeats`` times so a busy machine
-slows both alike, and the best repeat of each is reported.
+Three ways to train K models of the default config on one device, each in
+compiled chunks of ``steps_per_call`` steps on the device-resident training
+set, timed after compilation: the single run's chunk program called for one
+model after another; one group program running the models one after another
+inside it (``hyper.steps_fn(sequential=True)``, what a sweep runs on the
+CPU); and one vmapped group program (what it runs on an accelerator). The
+three are interleaved ``--repeats`` times so a busy machine slows them alike,
+and the best repeat of each is reported.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import numpy as np
 from seqclf import sweep
 from seqclf.config import base_config
 from seqclf.data import order as order_lib, prepared
-from seqclf.training import state as state_lib, steps as steps_lib
+from seqclf.training import (autotune, hyper, state as state_lib,
+                             steps as steps_lib)
 
 
 def main() -> None:
@@ -41,17 +46,24 @@ def main() -> None:
   indices = [np.stack([order_lib.train_indices(s, n, batch, i, chunk)
                        for s in seeds]) for i in range(0, steps, chunk)]
 
+  impl = autotune.resolve_impl(config)
   single = jax.jit(steps_lib.train_steps)
-  singles = [state_lib.create_train_state(config, jax.random.key(s)) for s in seeds]
-  many = sweep.sweep_steps_fn()
-  states = sweep.init_states(config, seeds)
+  singles = [state_lib.create_train_state(config, jax.random.key(s), impl=impl)
+             for s in seeds]
+  states = hyper.init_states(config, seeds, [{}] * k, impl=impl,
+                             sequence_shape=images.shape[1:])
   rngs = jax.vmap(steps_lib.train_key)(np.asarray(seeds, np.uint32))
-  jax.block_until_ready(single(singles[0], images, labels, indices[0][0]))
-  # Copies on the device: `many` donates its states.
+  groups = {name: jax.jit(hyper.steps_fn(config, False, False,
+                                         sequential=name == 'sequential'),
+                          donate_argnums=0)
+            for name in ('sequential', 'vmapped')}
+  # Copies on the device: the group programs donate their states.
   fresh = lambda: jax.tree.map(jnp.copy, states)
-  jax.block_until_ready(many(fresh(), images, labels, rngs, indices[0]))
+  jax.block_until_ready(single(singles[0], images, labels, indices[0][0]))
+  for fn in groups.values():
+    jax.block_until_ready(fn(fresh(), images, labels, rngs, indices[0]))
 
-  seq_times, vmap_times = [], []
+  times = {'single_runs': [], **{name: [] for name in groups}}
   for _ in range(args.repeats):
     t = time.perf_counter()
     for m in range(k):
@@ -59,22 +71,23 @@ def main() -> None:
       for idx in indices:
         state, _ = single(state, images, labels, idx[m])
       jax.block_until_ready(state)
-    seq_times.append(time.perf_counter() - t)
-    s = jax.block_until_ready(fresh())
-    t = time.perf_counter()
-    for idx in indices:
-      s, _ = many(s, images, labels, rngs, idx)
-    jax.block_until_ready(s)
-    vmap_times.append(time.perf_counter() - t)
+    times['single_runs'].append(time.perf_counter() - t)
+    for name, fn in groups.items():
+      s = jax.block_until_ready(fresh())
+      t = time.perf_counter()
+      for idx in indices:
+        s, _ = fn(s, images, labels, rngs, idx)
+      jax.block_until_ready(s)
+      times[name].append(time.perf_counter() - t)
   examples = k * steps * batch
+  best = {name: min(t) for name, t in times.items()}
   result = {
       'models': k, 'steps_per_model': steps, 'batch_size': batch,
-      'sequential_seconds': min(seq_times), 'vmapped_seconds': min(vmap_times),
-      'sequential_examples_per_second': examples / min(seq_times),
-      'vmapped_examples_per_second': examples / min(vmap_times),
-      'speedup': min(seq_times) / min(vmap_times),
-      'all_sequential_seconds': seq_times, 'all_vmapped_seconds': vmap_times,
-      'machine': sweep.machine(),
+      'impl': impl,
+      'examples_per_second': {n: examples / t for n, t in best.items()},
+      'speedup_over_single_runs': {n: best['single_runs'] / t
+                                   for n, t in best.items()},
+      'all_seconds': times, 'machine': sweep.machine(),
   }
   result['command'] = ('python experiments/sweep_throughput.py '
                        f'--models {k} --steps {steps} --repeats {args.repeats}')

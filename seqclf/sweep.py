@@ -1,20 +1,23 @@
-"""Many independent models in one jitted step: seeds (and learning rates) by vmap.
+"""A grid of settings × seeds, trained group by group, chosen on validation.
 
-Small recurrent models leave most of a device idle; ``jax.vmap`` over a
-stack of K train states turns K small matmuls per time step into one batched
-matmul, so K runs cost far less than K times one. Model k is the single run
-``seqclf train`` would do with seed ``seeds[k]`` (same initial parameters,
-same batches, same noise keys), only computed side by side, so the sweep's
-mean ± std is a statement about the recipe, not about one lucky seed.
-``run_sweep`` trains a grid over any config keys (``--grid KEY=V1,V2``):
-settings that differ only in numbers of the step (``hyper.PER_MODEL``:
-learning rate, dropout, clipping, warmup) train together in one vmapped
-program, each model with its own values (``seqclf.training.hyper``); keys
-that change the program (width, depth, cell, task, ...) make groups run one
-after the other. Each group (each fold, with ``cv``) checkpoints its stacked
-state, so a killed sweep resumes where it was. Settings are compared in one
-table (``results.json``, ``.md``, ``.csv``) and one is chosen on validation
-(or k-fold cross-validation over the training split), never on test.
+Model k of a sweep is the single run ``seqclf train`` would do with its
+setting and seed (same initial parameters, same batches, same noise keys),
+so the sweep's mean ± std is a statement about the recipe, not about one
+lucky seed. ``run_sweep`` trains a grid over any config keys (``--grid
+KEY=V1,V2``): settings that differ only in numbers of the step
+(``hyper.PER_MODEL``: learning rate, dropout, clipping, warmup) train
+together in one program, each model with its own values
+(``seqclf.training.hyper``); keys that change the program (width, depth,
+cell, task, clipping on or off, ...) make groups run one after the other.
+A group trains on the devices as ``seqclf train`` would (on a CPU split
+into one device per core, each model's batches split over them), its models
+one after another inside the program on the CPU (bitwise their single runs)
+and vmapped on an accelerator (one batched program). One program per group
+means one compile, one dispatch per chunk and one host loop for all its
+models. Each group (each fold, with ``cv``) checkpoints its stacked state,
+so a killed sweep resumes where it was. Settings are compared in one table
+(``results.json``, ``.md``, ``.csv``) and one is chosen on validation (or
+k-fold cross-validation over the training split), never on test.
 """
 
 from __future__ import annotations
@@ -41,101 +44,9 @@ from seqclf.config import base_config, validate
 from seqclf.data import normalization, order, registry, splits as splits_lib, views
 from seqclf.data.splits import Split
 from seqclf.errors import ConfigError
-from seqclf.training import autotune, checkpoint, hyper, loop, steps
+from seqclf.training import autotune, checkpoint, hyper, loop, parallel, steps
 from seqclf.training.metric_logging import tensorboardX
-from seqclf.training.state import TrainState, create_train_state
 from seqclf.training.workdir import WorkdirLock
-
-
-def grid(config: ml_collections.ConfigDict, num_seeds: int,
-         learning_rates: Sequence[float] | None = None
-         ) -> tuple[list[int], list[float]]:
-  """(seed, learning rate) of every model of a sweep.
-
-  Args:
-    config: the sweep's config (its ``seed`` and ``learning_rate``).
-    num_seeds: models per learning rate, seeds ``config.seed + k``.
-    learning_rates: rates to cross with the seeds; None: the config's.
-
-  Returns:
-    ``(seeds, rates)``, one entry per model, rate-major.
-  """
-  if num_seeds < 1:
-    raise ConfigError(f'num_seeds must be >= 1, got {num_seeds}.',
-                      arg='num_seeds')
-  rates = [config.learning_rate] if learning_rates is None else list(
-      learning_rates)
-  bad = [r for r in rates if not (np.isfinite(r) and r > 0)]
-  if not rates or bad:
-    raise ConfigError(f'learning_rates must be numbers > 0, got {rates}.',
-                      arg='learning_rates')
-  seeds = [config.seed + k for k in range(num_seeds)]
-  return [s for _ in rates for s in seeds], [r for r in rates for _ in seeds]
-
-
-def init_states(config: ml_collections.ConfigDict, seeds: Sequence[int],
-                learning_rates: Sequence[float] | None = None, *,
-                impl: str | None = None,
-                sequence_shape: Sequence[int] | None = None
-                ) -> TrainState:
-  """The stacked initial states; leaf k is ``create_train_state(config, key(seeds[k]))``.
-
-  Args:
-    config: the models' config.
-    seeds: one model per seed.
-    learning_rates: each model's peak rate, injected into its optimizer
-      state; None: the optimizer is exactly the single run's.
-    impl: the path the recurrent layers run (default: ``config.impl``, as
-      ``create_train_state`` resolves it).
-    sequence_shape: as in ``create_train_state`` (the same default).
-
-  Returns:
-    The states stacked on a leading axis.
-  """
-  inject = learning_rates is not None
-  rates = jnp.asarray(learning_rates if inject else [0.0] * len(seeds),
-                      jnp.float32)
-
-  def init(seed, rate):
-    state = create_train_state(config, jax.random.key(seed),
-                               inject_learning_rate=inject, impl=impl,
-                               sequence_shape=sequence_shape)
-    if inject:
-      state.opt_state.hyperparams['learning_rate'] = rate
-    return state
-
-  # One model at a time, not vmapped: a batch of orthogonal initializers is a
-  # batched LAPACK QR, which deadlocked XLA's CPU threads for five or more
-  # bidirectional models (each waiting for work queued on the other). One
-  # compiled init serves every seed, and its outputs share one tree.
-  init = jax.jit(init)
-  states = [init(jnp.uint32(seed), rate) for seed, rate in zip(seeds, rates)]
-  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
-
-
-def sweep_steps_fn(noise: bool = False, hflip: bool = False,
-                   lengths: bool = False):
-  """``steps.train_steps`` vmapped over (state, noise key, indices), jitted.
-
-  Args:
-    noise: pass each model its key (for dropout or ``hflip`` flips).
-    hflip: mirror a random half of each batch's images.
-    lengths: the data has lengths (a positional argument before the keys).
-
-  Returns:
-    ``fn(states, images, labels, rngs, indices)`` (with ``lengths``:
-    ``fn(states, images, labels, lengths, rngs, indices)``), the calling
-    convention of ``loop.Chunks`` (indices last), states donated.
-  """
-  run = steps.steps_fn(lengths)
-
-  def every_model(states, *args):
-    *data, rngs, indices = args
-    def one(state, rng, idx):
-      return run(state, *data, idx, rng=rng if noise else None, hflip=hflip)
-    return jax.vmap(one)(states, rngs, indices)
-
-  return jax.jit(every_model, donate_argnums=0)
 
 
 def _std(values: np.ndarray) -> float:
@@ -151,55 +62,6 @@ def machine() -> str:
           f'{os.cpu_count()} CPU cores ({cpu})')
 
 
-def train_models(config: ml_collections.ConfigDict, seeds: Sequence[int],
-                 learning_rates: Sequence[float] | None, train_split: Split,
-                 *, impl: str | None = None, quiet: bool = False
-                 ) -> tuple[TrainState, dict[str, Any]]:
-  """Trains one model per seed (per rate, if given) side by side.
-
-  The single run's loop over a stacked state: the same chunk boundaries and
-  runner (``seqclf.training.loop``), model k's batches those of seed
-  ``seeds[k]``.
-
-  Args:
-    config: the models' config.
-    seeds: one model per seed (per rate).
-    learning_rates: each model's peak rate, or None (the config's).
-    train_split: the training data, as the models read it.
-    impl: the path the recurrent layers run; default: ``config.impl``
-      resolved here (``autotune.resolve_impl``).
-    quiet: print nothing.
-
-  Returns:
-    The stacked final states and ``{'chunks': loop.Chunks}`` (its timing)
-    with per-model ``diverged`` flags.
-  """
-  shape = train_split['image'].shape[1:]
-  if impl is None:
-    impl = autotune.resolve_impl(config, sequence_shape=shape)
-  states = init_states(config, seeds, learning_rates, impl=impl,
-                       sequence_shape=shape)
-  rngs = jax.vmap(steps.train_key)(jnp.asarray(seeds, jnp.uint32))
-  arrays = steps.data_args(train_split)
-  run = sweep_steps_fn(bool(steps.noise_kwargs(config)), config.augment_hflip,
-                       lengths=len(arrays) == 3)
-  chunks = loop.Chunks(
-      run, (*jax.device_put(arrays), rngs), list(seeds),
-      len(train_split['label']), config.batch_size)
-  diverged = np.zeros(len(seeds), bool)
-  for start, step in loop.boundaries(0, config):
-    states, metrics = chunks(states, start, step)
-    loss = metrics['loss']  # (models, steps)
-    diverged |= ~np.isfinite(loss).all(axis=1)
-    if not quiet:
-      print(f'step {step}/{config.num_train_steps}: loss over {len(seeds)} '
-            f'models mean={np.nanmean(loss[:, -1]):.4f} '
-            f'min={np.nanmin(loss[:, -1]):.4f} '
-            f'max={np.nanmax(loss[:, -1]):.4f} | '
-            f'{chunks.examples_per_second:,.0f} ex/s', flush=True)
-  return states, {'chunks': chunks, 'diverged': diverged}
-
-
 # ---------------------------------------------------------------------------
 # Grids over any config keys.
 
@@ -213,8 +75,9 @@ CANNOT_VARY = {
     'validation_fraction': 'it changes the validation split the settings '
                            'are compared on',
     'seed': "a sweep's seeds are config.seed + 0..N-1: use --seeds",
-    'parallelism': 'a sweep runs its models side by side on one device (vmap)',
-    'cpu_devices': 'a sweep runs its models side by side on one device (vmap)',
+    **dict.fromkeys(('parallelism', 'cpu_devices'),
+                    "every group trains on the process's devices, laid out "
+                    'once'),
     **dict.fromkeys(('data_placement', 'data_workers', 'bucket_by_length'),
                     'a sweep keeps the training set on its device'),
     'monitor': 'it is what the settings are chosen by',
@@ -514,16 +377,39 @@ def _tb_dir(workdir: Path, name: str, seed: int, unit: str) -> Path:
   return workdir / 'tensorboard' / safe / f'seed{seed}' / unit
 
 
+def layout(config: ml_collections.ConfigDict) -> parallel.DataParallel:
+  """Where a group trains: as ``seqclf train`` does on one process's CPU
+  devices (``pmap``: each model's batches split over the cores and its
+  gradients averaged, as its single run's are), else on one device."""
+  dp = parallel.setup(config.parallelism, config.batch_size)
+  if dp.mode == 'sharded':
+    return parallel.DataParallel('single', jax.local_devices()[:1])
+  return dp
+
+
 def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
              settings: Sequence[Setting], names: Sequence[str],
              seeds: Sequence[int], grid_keys: Sequence[str], train: Split,
              evals: dict[str, Split], progress: Progress) -> dict[str, Any]:
-  """Trains every (setting, seed) of one group on ``train`` side by side,
+  """Trains every (setting, seed) of one group on ``train`` in one program,
   checkpointing in ``workdir/units/UNIT``; evaluates on ``evals``.
 
   A unit with a ``results.json`` is done and is read, not trained; one with
   checkpoints resumes from the newest (each batch and noise key is a
   function of seed and step, so the result is the uninterrupted one's).
+
+  Args:
+    workdir: the sweep's directory.
+    unit: the unit's name (its folder under ``units/``).
+    config: the group's config (``configured`` with its first setting).
+    settings: the group's settings (``group_settings``: one program).
+    names: their names in the table (``name_of``).
+    seeds: the seeds each setting trains with.
+    grid_keys: the grid's keys (those of ``PER_MODEL`` vary per model).
+    train: the split the models train on.
+    evals: split name -> split to evaluate the final models on;
+      ``validation`` is also evaluated every ``eval_every`` steps.
+    progress: the sweep's progress line.
 
   Returns:
     ``{'models': [[setting index, seed], ...], 'metrics': {split: {name:
@@ -562,13 +448,23 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
   progress.skip(len(models) * first)
   noise = any(c.dropout_rate for c in configs) or config.augment_hflip
   arrays = steps.data_args(train)
+  # On the CPU the models run one after another, each its single run's
+  # program (bitwise its result); an accelerator runs them vmapped.
+  sequential = jax.default_backend() == 'cpu'
   run = hyper.steps_fn(config, noise, lengths=len(arrays) == 3,
                        class_weight=steps.class_weights(
                            config.class_weight, train['label'],
-                           config.num_classes))
+                           config.num_classes),
+                       sequential=sequential)
   rngs = jax.vmap(steps.train_key)(jnp.asarray(model_seeds, jnp.uint32))
-  chunks = loop.Chunks(run, (*jax.device_put(arrays), rngs), model_seeds,
-                       len(train['label']), config.batch_size)
+  dp = layout(config)
+  chunks = loop.Chunks(dp.chunk_fn(run, len(arrays) + 1),
+                       dp.put_data(*arrays, rngs), model_seeds,
+                       len(train['label']), config.batch_size,
+                       put_indices=dp.put_indices, to_run=dp.to_run,
+                       from_run=dp.from_run, metrics=dp.metrics)
+  # As `seqclf train` evaluates: over the devices, but the kernel on one.
+  eval_devices = dp.devices[:1] if impl == 'kernel' else dp.devices
   writers = [tensorboardX.SummaryWriter(str(_tb_dir(
       workdir, names[i], s, unit))) for i, s in models]
   try:
@@ -589,7 +485,7 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
                                     or step == total):
         val = split_metrics(steps.evaluate(
             states, evals['validation'], config.eval_batch_size,
-            stacked=True))
+            eval_devices, stacked=True, sequential=sequential))
         for k, w in enumerate(writers):
           for name, values in val.items():
             w.add_scalar(f'validation/{name}', float(values[k]), step)
@@ -616,7 +512,7 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
       'unit': unit, 'models': [[i, s] for i, s in models],
       'metrics': {name: {m: v.tolist() for m, v in split_metrics(
           steps.evaluate(states, split, config.eval_batch_size,
-                         stacked=True)).items()}
+                         eval_devices, stacked=True, sequential=sequential)).items()}
                   for name, split in evals.items()},
       'count': {name: len(split['label']) for name, split in evals.items()},
       'diverged': (~finite).tolist(), 'resumed_from_step': first or None,

@@ -9,8 +9,8 @@ import pytest
 # steps, the data interface, the decision and conversion helpers.
 API = {
     'seqclf.train': ['train_and_evaluate'],
-    'seqclf.sweep': ['grid', 'init_states', 'train_models', 'run_sweep',
-                     'sweep_steps_fn'],
+    'seqclf.sweep': ['run_sweep', 'run_unit', 'settings_of'],
+    'seqclf.training.hyper': ['init_states', 'steps_fn'],
     'seqclf.inference': ['load_model', 'evaluate', 'predict_probabilities',
                          'input_shape', 'takes_images', 'which_checkpoint'],
     'seqclf.export': ['export_model'],

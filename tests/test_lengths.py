@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from conftest import small_config
@@ -105,19 +106,20 @@ def test_sweep_on_lengths_model_k_equals_single_run(tmp_path):
   name = _dataset(tmp_path)
   config = _config(name, num_train_steps=20, dropout_rate=0.1, seed=3)
   data = registry.load(config)
-  # train_models takes the config as run_sweep fits it (normalize).
-  states, _ = sweep.train_models(normalization.fit(config, data['train']),
-                                 [3, 4], None, data['train'], quiet=True)
+  out = sweep.run_unit(tmp_path / 'sweep', 'u', config, [{}], ['config'],
+                       [3, 4], [], data['train'], {'test': data['test']},
+                       sweep.Progress(1, quiet=True))
+  saved = checkpoint.manager(tmp_path / 'sweep' / 'units' / 'u').restore(
+      20, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   for k, seed in enumerate((3, 4)):
     config.seed = seed
-    train.train_and_evaluate(config, tmp_path / f'single{seed}', quiet=True,
-                             datasets=data)
+    single = train.train_and_evaluate(config, tmp_path / f'single{seed}',
+                                      quiet=True, datasets=data)
     _, params, _ = inference.load_model(tmp_path / f'single{seed}')
-    swept = jax.tree.map(lambda x, k=k: x[k], states.params)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
-                                                         atol=1e-5),
-                 swept, params)
-
+    swept = jax.tree.map(lambda x, k=k: np.asarray(x)[k],
+                         saved['state']['params'])
+    jax.tree.map(np.testing.assert_array_equal, swept, params)
+    assert out['metrics']['test']['accuracy'][k] == single['test_accuracy']
 
 _MODES_SCRIPT = '''
 import sys, jax, numpy as np

@@ -18,20 +18,34 @@ from conftest import REPO, run_cli, small_config
 from seqclf import inference, sweep, train
 from seqclf.config import ConfigError
 from seqclf.data import registry
-from seqclf.training import checkpoint, optim, steps as steps_lib
+from seqclf.training import checkpoint, hyper, optim, steps as steps_lib
 
 
-def test_grid_crosses_rates_with_seeds():
-  config = small_config(seed=3)
-  assert sweep.grid(config, 2) == ([3, 4], [config.learning_rate] * 2)
-  assert sweep.grid(config, 2, [1e-3, 2e-3]) == ([3, 4, 3, 4],
-                                                 [1e-3, 1e-3, 2e-3, 2e-3])
+def test_sweep_refuses_no_seeds_and_bad_rates(tmp_path):
+  config = small_config()
   with pytest.raises(ConfigError, match='num_seeds') as e:
-    sweep.grid(config, 0)
+    sweep.run_sweep(config, tmp_path / 'a', 0)
   assert e.value.arg == 'num_seeds'
-  with pytest.raises(ConfigError, match='learning_rates') as e:
-    sweep.grid(config, 1, [-1.0])
-  assert e.value.arg == 'learning_rates'
+  with pytest.raises(ConfigError, match='learning_rate'):
+    sweep.run_sweep(config, tmp_path / 'b', 1, [-1.0])
+  assert not (tmp_path / 'b' / 'results.json').exists()
+
+
+def _unit_params(workdir, unit, step):
+  """The stacked parameters a sweep unit checkpointed at ``step``."""
+  saved = checkpoint.manager(workdir / 'units' / unit).restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  return saved['state']['params']
+
+
+def _assert_same(swept, single):
+  """Bitwise on the CPU; to float rounding where vmapped (accelerators)."""
+  if jax.default_backend() == 'cpu':
+    jax.tree.map(np.testing.assert_array_equal, swept, single)
+  else:
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
+                                                         atol=1e-5),
+                 swept, single)
 
 
 @pytest.mark.gpu
@@ -42,19 +56,18 @@ def test_sweep_model_k_equals_single_run_with_seed_k(tmp_path, mnist):
                         augment_hflip=True,
                         num_train_steps=20, eval_every=20, checkpoint_every=20,
                         steps_per_call=10, seed=5)
-  states, _ = sweep.train_models(config, [5, 6], None, mnist['train'],
-                                 quiet=True)
-  swept_acc = steps_lib.evaluate(states, mnist['test'], 1000,
-                             stacked=True)['accuracy']
+  out = sweep.run_unit(tmp_path / 'sweep', 'u', config, [{}], ['config'],
+                       [5, 6], [], mnist['train'], {'test': mnist['test']},
+                       sweep.Progress(1, quiet=True))
+  params = _unit_params(tmp_path / 'sweep', 'u', 20)
+  swept_acc = out['metrics']['test']['accuracy']
   for k, seed in enumerate((5, 6)):
     config.seed = seed
     single = train.train_and_evaluate(config, tmp_path / f'single{seed}',
                                       quiet=True, datasets=mnist)
-    _, params, _ = inference.load_model(tmp_path / f'single{seed}')
-    swept = jax.tree.map(lambda x, k=k: x[k], states.params)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
-                                                         atol=1e-5),
-                 swept, params)
+    _, expected, _ = inference.load_model(tmp_path / f'single{seed}')
+    _assert_same(jax.tree.map(lambda x, k=k: np.asarray(x)[k], params),
+                 expected)
     assert swept_acc[k] == pytest.approx(single['test_accuracy'],
                                          abs=2e-4)  # at most 2 of 10,000 flip
   assert swept_acc[0] != swept_acc[1]
@@ -75,8 +88,10 @@ def test_learning_rate_sweep_results_json(tmp_path, mnist):
   assert saved['test_accuracy_std'] == pytest.approx(np.std(accs, ddof=1))
   assert saved['by_learning_rate']['0.01']['test_accuracies'] == accs[2:]
   # A rate of 1e-9 leaves the models where they started; 1e-2 moves them.
-  untrained = steps_lib.evaluate(sweep.init_states(config, [0, 1]),
-                             mnist['test'], 1000, stacked=True)['loss']
+  untrained = steps_lib.evaluate(
+      hyper.init_states(config, [0, 1], [{}, {}], impl='scan',
+                        sequence_shape=(28, 28)),
+      mnist['test'], 1000, stacked=True)['loss']
   np.testing.assert_allclose(saved['test_losses'][:2], untrained, rtol=1e-4)
   assert max(saved['test_losses'][2:]) < min(untrained) - 0.01
 
@@ -109,14 +124,12 @@ def test_cosine_schedule_takes_a_sweeps_traced_peak():
 
 _INIT_MANY = """
 import jax, numpy as np
-from seqclf import sweep
-from seqclf import train
-from seqclf.training import state as state_lib
-from seqclf.training import steps as steps_lib
+from seqclf.training import hyper, state as state_lib
 from seqclf.config import base_config
 config = base_config()
 config.update(hidden_size=128, bidirectional=True, impl='scan')
-states = sweep.init_states(config, [0, 1, 2, 3, 4], sequence_shape=(29, 12))
+states = hyper.init_states(config, [0, 1, 2, 3, 4], [{}] * 5, impl='scan',
+                           sequence_shape=(29, 12))
 one = state_lib.create_train_state(config, jax.random.key(3), impl='scan',
                                sequence_shape=(29, 12))
 for a, b in zip(jax.tree.leaves(states.params), jax.tree.leaves(one.params)):
@@ -197,15 +210,18 @@ def test_settings_refuse_keys_that_cannot_vary_and_bad_values():
 
 def test_groups_split_on_program_keys_only():
   """Numbers of the step share a program; shapes (and a cosine schedule's
-  warmup, which sets its decay's length) do not."""
+  warmup, which sets its decay's length, and clipping off against on) do
+  not."""
   config = small_config()
   grid = {'hidden_size': [8, 16], 'learning_rate': [1e-3, 3e-3],
-          'dropout_rate': [0.0, 0.2], 'grad_clip_norm': [0.0, 1.0],
+          'dropout_rate': [0.0, 0.2], 'grad_clip_norm': [0.0, 1.0, 2.0],
           'warmup_steps': [0, 5]}
   settings = sweep.settings_of(config, grid)
   groups = sweep.group_settings(config, settings)
-  assert [len(g) for g in groups] == [16, 16]
-  assert {settings[i]['hidden_size'] for i in groups[1]} == {16}
+  assert [len(g) for g in groups] == [8, 16, 8, 16]
+  assert {settings[i]['hidden_size'] for i in groups[2] + groups[3]} == {16}
+  assert {settings[i]['grad_clip_norm'] for i in groups[0]} == {0.0}
+  assert {settings[i]['grad_clip_norm'] for i in groups[1]} == {1.0, 2.0}
   cosine = small_config(lr_schedule='cosine')
   groups = sweep.group_settings(
       cosine, sweep.settings_of(cosine, {'warmup_steps': [0, 5],
@@ -260,37 +276,32 @@ def test_stratified_folds_partition_and_refuse_small_classes():
 
 @pytest.mark.slow
 def test_grouped_models_equal_their_single_runs(tmp_path):
-  """Each model of one vmapped program, with its own learning rate, dropout,
-  clipping and warmup (each off in one model, on in the other), trains as
-  `seqclf train` with that setting and seed.
-  On XLA:CPU a vmapped weight gradient sums the batch in another order than
-  the unbatched one, so parameters agree to float rounding, not bitwise."""
+  """Each model of one program, with its own learning rate, dropout,
+  clipping and warmup (dropout and warmup off in one model, on in the
+  other), trains bitwise as `seqclf train` with that setting and seed."""
   config = _npz_config(tmp_path, num_train_steps=20, eval_every=20,
                        checkpoint_every=20)
   grid = {'learning_rate': [1e-3, 1e-2], 'dropout_rate': [0.0, 0.3],
-          'grad_clip_norm': [0.0, 0.05], 'warmup_steps': [0, 8]}
+          'grad_clip_norm': [0.5, 0.05], 'warmup_steps': [0, 8]}
   # The first and last settings: every per-model key differs between them.
   settings = sweep.settings_of(config, grid)[::15]
+  assert sweep.group_settings(config, settings) == [[0, 1]]
   workdir = tmp_path / 'sweep'
-  out = sweep.run_unit(workdir, 'u', config, settings,
+  out = sweep.run_unit(workdir, 'u', sweep.configured(config, settings[0]),
+                       settings,
                        [sweep.name_of(s) for s in settings], [0], list(grid),
                        registry.load(config)['train'],
                        {'validation': registry.load(config)['validation']},
                        sweep.Progress(1, quiet=True))
-  saved = checkpoint.manager(workdir / 'units' / 'u').restore(
-      20, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  params = saved['state']['params']
+  params = _unit_params(workdir, 'u', 20)
   digests = set()
   for k, setting in enumerate(settings):
     single = train.train_and_evaluate(sweep.configured(config, setting),
                                       tmp_path / f'single{k}', quiet=True)
     _, expected, _ = inference.load_model(tmp_path / f'single{k}')
     swept = jax.tree.map(lambda x, k=k: np.asarray(x)[k], params)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0,
-                                                         atol=1e-6),
-                 swept, expected)
-    assert out['metrics']['validation']['loss'][k] == pytest.approx(
-        single['val_loss'], abs=1e-5)
+    jax.tree.map(np.testing.assert_array_equal, swept, expected)
+    assert out['metrics']['validation']['loss'][k] == single['val_loss']
     digests.add(float(np.sum([np.sum(x) for x in jax.tree.leaves(swept)])))
   assert len(digests) == len(settings)  # every hyperparameter took effect
 
@@ -370,6 +381,43 @@ def test_sweep_killed_resumes_to_the_uninterrupted_results(tmp_path):
   assert other.stderr.strip().endswith(
       'holds another sweep (its seeds differ): run its own command to '
       'resume it, or use a fresh --workdir.'), other.stderr
+
+
+@pytest.mark.slow
+def test_sweep_on_cpu_devices_equals_seqclf_train(tmp_path):
+  """On a CPU split into devices, `seqclf sweep` lays a group out as `seqclf
+  train` does (each model's batches split over the devices): models with
+  their own dropout and warmup equal their `seqclf train` runs bitwise."""
+  config = _npz_config(tmp_path, num_train_steps=20, eval_every=20,
+                       checkpoint_every=20, cpu_devices=2, num_layers=1)
+  config_file = tmp_path / 'c.py'
+  config_file.write_text(_CONFIG_FILE.format(overrides=config.to_dict()))
+  env = {**os.environ, 'SEQCLF_AUTOTUNE_CACHE': str(tmp_path / 'a.json')}
+  seqclf = [sys.executable, '-m', 'seqclf']
+  swept = subprocess.run(
+      [*seqclf, 'sweep', f'--config={config_file}', '--seeds=1', '--quiet',
+       f'--workdir={tmp_path / "sweep"}', '--grid=dropout_rate=0,0.3',
+       '--grid=warmup_steps=0,8'], cwd=REPO, env=env, capture_output=True,
+      text=True, timeout=300)
+  assert swept.returncode == 0, swept.stderr[-3000:]
+  unit = json.loads((tmp_path / 'sweep' / 'units' / 'g0' / 'results.json'
+                     ).read_text())
+  assert len(unit['devices']) == 2 and len(unit['models']) == 4
+  params = _unit_params(tmp_path / 'sweep', 'g0', 20)
+  for k, (rate, warmup) in ((0, (0.0, 0)), (3, (0.3, 8))):
+    workdir = tmp_path / f'single{k}'
+    single = subprocess.run(
+        [*seqclf, 'train', f'--config={config_file}', f'--workdir={workdir}',
+         f'--config.dropout_rate={rate}', f'--config.warmup_steps={warmup}',
+         '--quiet', '--noreport'], cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    _, expected, _ = inference.load_model(workdir)
+    jax.tree.map(np.testing.assert_array_equal,
+                 jax.tree.map(lambda x, k=k: np.asarray(x)[k], params),
+                 expected)
+    result = json.loads((workdir / 'results.json').read_text())
+    assert unit['metrics']['validation']['loss'][k] == result['val_loss']
 
 
 @pytest.mark.slow

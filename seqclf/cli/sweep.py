@@ -4,11 +4,13 @@ chosen on validation and compared in one table."""
 from __future__ import annotations
 
 import importlib.util
+import math
 
 from absl import flags
 
 from seqclf import sweep
 from seqclf.cli import common
+from seqclf.training import parallel
 from seqclf.errors import UsageError
 
 SUMMARY = ('Train a grid of settings (any config keys) x seeds, same-shape '
@@ -69,6 +71,11 @@ def main(args: list[str]) -> None:
                        f'--learning_rates=1e-3,3e-3 ({e}).') from e
   config = common.config_of(CONFIG, 'sweep')
   grid = {**_file_grid(), **sweep.parse_grid(_GRID.value)}
+  # One CPU device per core, as `seqclf train` has, with a batch that every
+  # batch size of the grid splits into; a bad grid is refused before.
+  sweep.settings_of(config, grid)
+  batch = math.gcd(config.batch_size, *grid.get('batch_size', []))
+  parallel.configure_cpu_devices(config.cpu_devices, batch)
   results = sweep.run_sweep(config, common.require(_WORKDIR, 'sweep'),
                             _SEEDS.value, rates, grid=grid, cv=_CV.value,
                             quiet=_QUIET.value)

@@ -1,8 +1,8 @@
-"""Per-model hyperparameters inside one vmapped training program.
+"""Per-model hyperparameters inside one training program.
 
-A sweep trains a stack of models in one jitted step (``jax.vmap``); what
-differs between them must then be data, not Python constants baked into the
-program. ``HyperState`` carries each model's numbers (``hparams``: the keys
+A sweep trains a stack of models in one jitted step (one model after
+another on the CPU, ``jax.vmap`` on accelerators); what differs between them
+must then be data, not Python constants baked into the program. ``HyperState`` carries each model's numbers (``hparams``: the keys
 of ``PER_MODEL`` that vary in its group) beside its parameters, and
 ``steps_fn`` builds, inside the traced step, the optimizer and the dropout
 those numbers describe. Each is written to compute what the single run's
@@ -32,10 +32,18 @@ PER_MODEL = {'learning_rate': np.float32, 'dropout_rate': np.float32,
 
 
 def per_model_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The ``PER_MODEL`` keys that may vary inside one program for ``config``."""
+  """The ``PER_MODEL`` keys that may vary inside one program for ``config``.
+
+  ``grad_clip_norm`` only where ``config`` clips: not clipping (0) is
+  another program, the one a run that never clips compiles (XLA fuses the
+  gradients into their consumers, so a clip switched off inside the program
+  would change the last bits).
+  """
   keys = tuple(PER_MODEL)
   if config.lr_schedule != 'constant':
     keys = tuple(k for k in keys if k != 'warmup_steps')
+  if not config.grad_clip_norm:
+    keys = tuple(k for k in keys if k != 'grad_clip_norm')
   return keys
 
 
@@ -83,22 +91,6 @@ def hparams_of(config: ml_collections.ConfigDict,
   return out
 
 
-def _clip(max_norm: jax.Array) -> optax.GradientTransformation:
-  """``optax.clip_by_global_norm(max_norm)`` for a traced bound; 0: off."""
-
-  def update(updates, state, params=None):
-    del params
-    g_norm = optax.tree.norm(updates)
-    trigger = jnp.squeeze(g_norm < max_norm)
-    clip = lambda t: jax.lax.select(
-        trigger, t, (t / g_norm.astype(t.dtype)) * max_norm)
-    clipped = jax.tree.map(clip, updates)
-    return jax.tree.map(lambda c, t: jnp.where(max_norm > 0, c, t),
-                        clipped, updates), state
-
-  return optax.GradientTransformation(optax.init_empty_state, update)
-
-
 def _warmup(peak: jax.Array, warmup: jax.Array):
   """optim's constant schedule after ``warmup`` steps of linear warmup (an
   ``optax.join_schedules`` of ``linear_schedule`` and a constant), the same
@@ -125,7 +117,7 @@ def optimizer(config: ml_collections.ConfigDict,
     rate = optim.learning_rate_schedule(config, peak)
   tx = optim.OPTIMIZERS[config.optimizer](rate)
   if 'grad_clip_norm' in hparams:
-    tx = optax.chain(_clip(hparams['grad_clip_norm']), tx)
+    tx = optax.chain(optax.clip_by_global_norm(hparams['grad_clip_norm']), tx)
   elif config.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
   if config.skip_nonfinite_updates:
@@ -148,7 +140,8 @@ def _dropout_apply(apply_fn: Any, keep: jax.Array) -> Any:
       return inputs
     rng = module.make_rng(module.rng_collection)
     mask = jax.random.bernoulli(rng, p=keep, shape=inputs.shape)
-    dropped = jax.lax.select(mask, inputs / keep, jnp.zeros_like(inputs))
+    # XLA turns nn.Dropout's division by its constant into this product.
+    dropped = jax.lax.select(mask, inputs * (1 / keep), jnp.zeros_like(inputs))
     return jnp.where(keep < 1, dropped, inputs)
 
   def apply(*args, **kwargs):
@@ -161,12 +154,23 @@ def _dropout_apply(apply_fn: Any, keep: jax.Array) -> Any:
 def init_states(config: ml_collections.ConfigDict, seeds: list[int],
                 hparams: list[dict[str, Any]], *, impl: str,
                 sequence_shape: Any, watch: bool = False) -> HyperState:
-  """The stacked states of a group: model k has ``create_train_state``'s
-  parameters for ``key(seeds[k])`` and its own ``hparams[k]``; with
-  ``watch``, an early-stopping watch and a copy of the parameters as best.
+  """The stacked states of a group: model k is its single run's state.
 
   The optimizer state's structure does not depend on the values, so one
   optimizer (the group config's values) initializes every model's.
+
+  Args:
+    config: the group's config.
+    seeds: model k's parameters are ``create_train_state``'s for
+      ``key(seeds[k])``.
+    hparams: model k's ``hparams_of`` values (the same keys for all).
+    impl: the path the recurrent layers run.
+    sequence_shape: one example's (T, F) as the model reads it.
+    watch: add an early-stopping watch (``new_watch``) and a copy of the
+      parameters as the best so far.
+
+  Returns:
+    The ``HyperState``s stacked on a leading model axis.
   """
   keys = tuple(hparams[0])
   tx = optimizer(config, hparams_of(config, keys))
@@ -180,16 +184,19 @@ def init_states(config: ml_collections.ConfigDict, seeds: list[int],
         watch=new_watch() if watch else {},
         best_params=base.params if watch else None)
 
-  # One model at a time (a vmapped orthogonal init deadlocked XLA:CPU, see
-  # seqclf.sweep.init_states); one compiled init, so one tree for all.
+  # One model at a time: a vmapped init is a batched LAPACK QR (orthogonal
+  # initializers), which deadlocked XLA's CPU threads for five or more
+  # bidirectional models. One compiled init, so one tree for all.
   init = jax.jit(init)
   states = [init(jnp.uint32(s), hp) for s, hp in zip(seeds, hparams)]
   return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
 
 
 def steps_fn(config: ml_collections.ConfigDict, noise: bool, lengths: bool,
-             class_weight: np.ndarray | None = None):
-  """``steps.train_steps`` of a stack of ``HyperState``s, vmapped and jitted.
+             class_weight: np.ndarray | None = None, *,
+             sequential: bool = False):
+  """``steps.train_steps`` of a stack of ``HyperState``s, one model after
+  another or vmapped.
 
   Args:
     config: the group's config (the values its models share).
@@ -198,15 +205,21 @@ def steps_fn(config: ml_collections.ConfigDict, noise: bool, lengths: bool,
     class_weight: the group's per-class loss weights
       (``steps.class_weights``), or None: unweighted, the same program as
       before weights existed.
+    sequential: run the models one after another (``lax.map``), each the
+      program of its single run (on the CPU bitwise its result, where
+      ``vmap``'s batched weight gradients sum in another order), rather than
+      vmapped (one batched program: what an accelerator wants).
 
   Returns:
-    ``fn(states, *data, rngs, indices)``, ``loop.Chunks``' convention,
-    states donated.
+    ``fn(states, *data, rngs, indices, axis_name=None)``, ``loop.Chunks``'
+    convention, compiled by ``parallel.DataParallel.chunk_fn``; with
+    ``axis_name`` each model's gradients are averaged over that mapped axis,
+    as ``seqclf train``'s are under ``pmap``.
   """
   run = steps.steps_fn(lengths)
   weighting = {} if class_weight is None else {'class_weight': class_weight}
 
-  def every_model(states, *args):
+  def every_model(states, *args, axis_name=None):
     *data, rngs, indices = args
 
     def one(state, rng, idx):
@@ -216,7 +229,8 @@ def steps_fn(config: ml_collections.ConfigDict, noise: bool, lengths: bool,
         apply_fn = _dropout_apply(apply_fn, hp['dropout_rate'])
       inner = state.replace(tx=optimizer(config, hp), apply_fn=apply_fn)
       new, metrics = run(inner, *data, idx, rng=rng if noise else None,
-                         hflip=config.augment_hflip, **weighting)
+                         hflip=config.augment_hflip, axis_name=axis_name,
+                         **weighting)
       if state.watch:  # Stopped early: nothing changes but the step.
         keep = lambda n, o: jnp.where(state.watch['active'], n, o)
         new = new.replace(params=jax.tree.map(keep, new.params, state.params),
@@ -224,6 +238,8 @@ def steps_fn(config: ml_collections.ConfigDict, noise: bool, lengths: bool,
                                                  state.opt_state))
       return new.replace(tx=state.tx, apply_fn=state.apply_fn), metrics
 
+    if sequential:
+      return jax.lax.map(lambda model: one(*model), (states, rngs, indices))
     return jax.vmap(one)(states, rngs, indices)
 
-  return jax.jit(every_model, donate_argnums=0)
+  return every_model

@@ -230,18 +230,20 @@ class DataParallel:
     return jax.device_put(arrays, self.devices[0])
 
   def put_indices(self, indices: np.ndarray) -> jax.Array | np.ndarray:
-    """Global (steps, batch) indices -> this process's part, laid out for the mode."""
+    """Global (steps, batch) indices -> this process's part, laid out for the
+    mode. pmap also takes a stack of models' indices, (models, steps, batch):
+    each device then gets its part of every model's batches."""
     if self.mode == 'single':
       return indices
-    sharding = NamedSharding(self.mesh, P(None, AXIS))
-    local = indices[:, local_batch_slice(sharding, indices.shape, 1)]
+    local = indices[..., self.local_part(indices.shape[-1])]
     if self.mode == 'sharded':
+      sharding = NamedSharding(self.mesh, P(None, AXIS))
       return jax.make_array_from_process_local_data(sharding, local,
                                                     indices.shape)
-    steps, width = local.shape
+    *lead, width = local.shape
     n = jax.local_device_count()
-    return np.ascontiguousarray(
-        local.reshape(steps, n, width // n).transpose(1, 0, 2))
+    parts = local.reshape(*lead, n, width // n)
+    return np.ascontiguousarray(np.moveaxis(parts, -2, 0))
 
   def local_part(self, batch_size: int) -> slice:
     """The slice of every global batch this process's devices train on

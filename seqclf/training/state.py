@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 from flax.training import train_state
 
 from seqclf.data import views
@@ -23,7 +22,6 @@ TrainState = train_state.TrainState
 
 
 def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, *,
-                       inject_learning_rate: bool = False,
                        impl: str | None = None,
                        sequence_shape: Sequence[int] | None = None
                        ) -> TrainState:
@@ -32,9 +30,6 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, *,
   Args:
     config: a ``seqclf.config`` config.
     rng: the parameters' key (``jax.random.key(config.seed)`` in a run).
-    inject_learning_rate: keep the (peak) learning rate in the optimizer
-      state (``optax.inject_hyperparams``) at ``opt_state.hyperparams
-      ['learning_rate']``, so a vmapped sweep can give each model its own.
     impl: the path the recurrent layers run (entry points resolve
       ``config.impl`` once and pass it; default: resolved here by
       ``autotune.resolve_impl``). Every impl has the same parameters.
@@ -51,9 +46,5 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, *,
       config, sequence_shape=sequence_shape))
   # Jitted: run eagerly, nn.scan's init dispatches op by op (seconds on CPU).
   params = jax.jit(model.init)(rng, jnp.zeros((1, *sequence_shape)))['params']
-  if inject_learning_rate:
-    tx = optax.inject_hyperparams(lambda learning_rate: optim.optimizer(
-        config, learning_rate))(learning_rate=config.learning_rate)
-  else:
-    tx = optim.optimizer(config)
-  return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+  return TrainState.create(apply_fn=model.apply, params=params,
+                           tx=optim.optimizer(config))

@@ -239,11 +239,14 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
 
 _jit_eval_step = jax.jit(eval_step)
 _jit_eval_stacked = jax.jit(jax.vmap(eval_step, in_axes=(0, None)))
+_jit_eval_each = jax.jit(lambda states, batch: jax.lax.map(
+    lambda state: eval_step(state, batch), states))
 
 
 def evaluate(state: TrainState, split: Split, batch_size: int,
              devices: Sequence[jax.Device] | None = None, *,
-             stacked: bool = False) -> dict[str, Any]:
+             stacked: bool = False, sequential: bool = False
+             ) -> dict[str, Any]:
   """Loss and accuracy over every example of ``split`` exactly once.
 
   Args:
@@ -254,7 +257,9 @@ def evaluate(state: TrainState, split: Split, batch_size: int,
       CPU split by ``parallel.configure_cpu_devices``), the parameters
       replicated, so evaluation uses every core as training does.
     stacked: ``state`` is a stack of models (``seqclf.sweep``), each
-      evaluated on the same batches by the same ``eval_step`` (vmapped).
+      evaluated on the same batches by the same ``eval_step``: vmapped, or
+      with ``sequential`` one model after another (each the single model's
+      program, so its sums are the single model's bits).
 
   Returns:
     ``loss`` (mean unweighted cross-entropy), ``accuracy``, ``count``,
@@ -271,7 +276,8 @@ def evaluate(state: TrainState, split: Split, batch_size: int,
                             device=NamedSharding(mesh, P(parallel.AXIS)))
   # Summed on the host: adding device arrays would compile a program per
   # sharding, which costs more than the whole evaluation on CPU.
-  step = _jit_eval_stacked if stacked else _jit_eval_step
+  step = (_jit_eval_step if not stacked else
+          _jit_eval_each if sequential else _jit_eval_stacked)
   sums = jax.device_get([step(state, put(batch)) for batch in
                          order.eval_batches(split, batch_size)])
   totals = jax.tree.map(

@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from seqclf import sweep
 from seqclf.data import order as order_lib
-from seqclf.training import loop, state as state_lib, steps as steps_lib
+from seqclf.training import hyper, loop, state as state_lib, steps as steps_lib
 
 
 def _data(n=64, seed=0):
@@ -58,27 +57,41 @@ def test_stacked_runner_gives_each_model_its_seeds_batches():
         indices[k], order_lib.train_indices(seed, 64, 8, 3, 5))
 
 
+def _group(config, seeds):
+  return hyper.init_states(config, seeds, [{}] * len(seeds), impl='scan',
+                           sequence_shape=(28, 28))
+
+
 def test_stacked_evaluation_is_each_models_own_evaluation():
-  """The sweep's evaluation is the single run's (host float64 sums) per model."""
+  """The sweep's evaluation is the single run's (host float64 sums) per
+  model: bitwise one model after another, to rounding vmapped."""
   config = small_config(hidden_size=8)
   split = _data(50, seed=1)
-  states = sweep.init_states(config, [0, 1])
-  stacked = steps_lib.evaluate(states, split, 20, stacked=True)
-  assert stacked['count'] == 50 and stacked['loss'].shape == (2,)
+  states = _group(config, [0, 1])
+  vmapped = steps_lib.evaluate(states, split, 20, stacked=True)
+  each = steps_lib.evaluate(states, split, 20, stacked=True, sequential=True)
+  assert each['count'] == 50 and each['loss'].shape == (2,)
   for k in range(2):
     one = steps_lib.evaluate(jax.tree.map(lambda x, k=k: x[k], states), split, 20)
-    assert stacked['accuracy'][k] == one['accuracy']
-    assert stacked['loss'][k] == pytest.approx(one['loss'], rel=1e-6)
-  assert stacked['loss'][0] != stacked['loss'][1]
+    assert each['accuracy'][k] == one['accuracy'] == vmapped['accuracy'][k]
+    assert each['loss'][k] == one['loss']
+    assert vmapped['loss'][k] == pytest.approx(one['loss'], rel=1e-6)
+  assert each['loss'][0] != each['loss'][1]
 
 
-def test_sweep_uses_the_loop_boundaries_and_counts_examples():
+def test_group_runner_uses_the_loop_boundaries_and_counts_examples():
   config = small_config(hidden_size=8, batch_size=8, num_train_steps=6,
                         steps_per_call=4, eval_every=100, checkpoint_every=100)
-  states, timing = sweep.train_models(config, [0, 1], None, _data(),
-                                      quiet=True)
-  chunks = timing['chunks']
+  states = _group(config, [0, 1])
+  data = _data()
+  rngs = jax.vmap(steps_lib.train_key)(np.asarray([0, 1], np.uint32))
+  run = jax.jit(hyper.steps_fn(config, False, False, sequential=True),
+                donate_argnums=0)
+  chunks = loop.Chunks(run, (data['image'], data['label'], rngs), [0, 1],
+                       64, 8)
+  for start, end in loop.boundaries(0, config):
+    states, metrics = chunks(states, start, end)
   assert sorted(chunks.compiled) == [(2, 2, 8), (2, 4, 8)]  # steps 0-4, 4-6
   assert chunks.examples == 2 * 6 * 8
   assert np.asarray(states.step).tolist() == [6, 6]
-  assert timing['diverged'].tolist() == [False, False]
+  assert metrics['loss'].shape == (2, 2)
