@@ -1,5 +1,5 @@
-"""``seqclf sweep``: a grid over config keys × seeds, vmapped, resumable,
-chosen on validation and compared in one table."""
+"""``seqclf sweep``: a grid over config keys × seeds, one program per group,
+resumable, chosen on validation and compared in one table."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from seqclf.training import parallel
 from seqclf.errors import UsageError
 
 SUMMARY = ('Train a grid of settings (any config keys) x seeds, same-shape '
-           'settings side by side under jax.vmap; resumable; one table, the '
-           'setting chosen on validation.')
+           'settings in one program, each model as `seqclf train` trains it; '
+           'resumable; one table, the setting chosen on validation.')
 USAGE = ('--config NAME|FILE --workdir DIR [--seeds N] '
          '[--grid KEY=V1,V2 ...] [--cv K] [--learning_rates A,B]')
 FLAGS = flags.FlagValues()

@@ -24,7 +24,7 @@ from flax import struct
 
 from seqclf.training import optim, state as state_lib, steps
 
-# Config keys a model of a vmapped group may hold its own value of (numbers in
+# Config keys a model of a group may hold its own value of (numbers in
 # the step, not shapes), and the dtype each travels in. `warmup_steps` only
 # with lr_schedule='constant': the cosine decay's length depends on it.
 PER_MODEL = {'learning_rate': np.float32, 'dropout_rate': np.float32,
