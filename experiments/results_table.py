@@ -496,16 +496,18 @@ def throughput_lines() -> list[str]:
   if not path.exists():
     return []
   t = json.loads(path.read_text())
+  rate, gain = t['examples_per_second'], t['speedup_over_single_runs']
   return [
       '## Sweep throughput',
       '',
-      f'{t["models"]} reference models x {t["steps_per_model"]} steps, '
-      'compiled chunks of 100 steps, best of '
-      f'{len(t["all_vmapped_seconds"])} interleaved repeats, on '
-      f'{t["machine"]}: K sequential runs '
-      f'{t["sequential_examples_per_second"]:,.0f} ex/s, one vmapped sweep '
-      f'{t["vmapped_examples_per_second"]:,.0f} ex/s: **x{t["speedup"]:.2f}** '
-      f'(`{t["command"]}`).',
+      f'{t["models"]} default models x {t["steps_per_model"]} steps on one '
+      f'device, `{t["impl"]}`, compiled chunks of 100 steps, best of '
+      f'{len(t["all_seconds"]["single_runs"])} interleaved repeats, on '
+      f'{t["machine"]}: the single run\'s program model after model '
+      f'{rate["single_runs"]:,.0f} ex/s; one group program, models one '
+      f'after another inside it, {rate["sequential"]:,.0f} ex/s '
+      f'(**x{gain["sequential"]:.2f}**); vmapped, {rate["vmapped"]:,.0f} '
+      f'ex/s (**x{gain["vmapped"]:.2f}**) (`{t["command"]}`).',
       '',
   ]
 
