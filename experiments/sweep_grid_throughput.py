@@ -9,7 +9,10 @@ runs one after the other, each a fresh process as a user starts it. Both
 sides get their own empty compilation cache and take the config's
 ``num_train_steps=--steps``; the sweep runs first, then the singles (run
 ``--order singles-first`` to check the order does not matter). Wall
-seconds of each side and their ratio are printed (and written to ``--out``).
+seconds of each side and their ratio are printed (and written to ``--out``),
+with the seconds each side spent in training calls and the bound they set:
+the singles' wall time over their training seconds is the most a sweep that
+trains no faster per example could gain.
 """
 
 from __future__ import annotations
@@ -66,11 +69,22 @@ def main() -> None:
       else:
         times['singles'] = sum(_run(cmd) for cmd in singles)
     swept = json.loads((tmp / 'sweep' / 'results.json').read_text())
+    # Seconds spent in training calls (after compilation), each side.
+    train_seconds = lambda paths: sum(
+        json.loads(p.read_text())['train_seconds'] for p in paths)
+    sweep_train = train_seconds((tmp / 'sweep' / 'units').glob('*/results.json'))
+    singles_train = train_seconds(
+        tmp / f'single{n}' / 'results.json' for n in range(len(singles)))
   result = {
       'settings': 8, 'seeds': args.seeds, 'models': 8 * args.seeds,
       'steps_per_model': args.steps, 'sweep_seconds': times['sweep'],
       'single_runs_seconds': times['singles'],
       'speedup': times['singles'] / times['sweep'],
+      'sweep_train_seconds': sweep_train,
+      'single_runs_train_seconds': singles_train,
+      # What the sweep could reach at the singles' training speed with no
+      # start-up, compilation, data loading or evaluation of its own.
+      'speedup_bound': times['singles'] / singles_train,
       'sweep_groups': swept['num_groups'], 'order': args.order,
       'machine': swept['machine'],
       'command': ('python experiments/sweep_grid_throughput.py '
