@@ -467,6 +467,7 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
   eval_devices = dp.devices[:1] if impl == 'kernel' else dp.devices
   writers = [tensorboardX.SummaryWriter(str(_tb_dir(
       workdir, names[i], s, unit))) for i, s in models]
+  val, val_step = None, None
   try:
     for start, step in loop.boundaries(first, config):
       if watch and not np.asarray(states.watch['active']).any():
@@ -483,9 +484,9 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
           'ex/s'))
       if 'validation' in evals and (step % config.eval_every == 0
                                     or step == total):
-        val = split_metrics(steps.evaluate(
+        val, val_step = split_metrics(steps.evaluate(
             states, evals['validation'], config.eval_batch_size,
-            eval_devices, stacked=True, sequential=sequential))
+            eval_devices, stacked=True, sequential=sequential)), step
         for k, w in enumerate(writers):
           for name, values in val.items():
             w.add_scalar(f'validation/{name}', float(values[k]), step)
@@ -508,11 +509,15 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
     states = states.replace(params=states.best_params)
   finite = np.stack([np.isfinite(np.asarray(x)).reshape(len(models), -1).all(1)
                      for x in jax.tree.leaves(states.params)]).all(0)
+  # The last step's validation figures are those of the final parameters
+  # (unless the best ones replaced them): not evaluated twice.
+  final = {'validation': val} if val_step == total and not watch else {}
   out = {
       'unit': unit, 'models': [[i, s] for i, s in models],
-      'metrics': {name: {m: v.tolist() for m, v in split_metrics(
-          steps.evaluate(states, split, config.eval_batch_size,
-                         eval_devices, stacked=True, sequential=sequential)).items()}
+      'metrics': {name: {m: v.tolist() for m, v in (final.get(name) or (
+          split_metrics(steps.evaluate(
+              states, split, config.eval_batch_size, eval_devices,
+              stacked=True, sequential=sequential)))).items()}
                   for name, split in evals.items()},
       'count': {name: len(split['label']) for name, split in evals.items()},
       'diverged': (~finite).tolist(), 'resumed_from_step': first or None,

@@ -189,7 +189,9 @@ def init_states(config: ml_collections.ConfigDict, seeds: list[int],
   # bidirectional models. One compiled init, so one tree for all.
   init = jax.jit(init)
   states = [init(jnp.uint32(s), hp) for s, hp in zip(seeds, hparams)]
-  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+  # Stacked by one program (stacking leaf by leaf compiles one per leaf).
+  return jax.jit(lambda *trees: jax.tree.map(
+      lambda *leaves: jnp.stack(leaves), *trees))(*states)
 
 
 def steps_fn(config: ml_collections.ConfigDict, noise: bool, lengths: bool,
