@@ -1,13 +1,14 @@
 """Per-model hyperparameters inside one training program.
 
 A sweep trains a stack of models in one jitted step (one model after
-another on the CPU, ``jax.vmap`` on accelerators); what differs between them
-must then be data, not Python constants baked into the program. ``HyperState`` carries each model's numbers (``hparams``: the keys
-of ``PER_MODEL`` that vary in its group) beside its parameters, and
+another on the CPU, ``jax.vmap`` on accelerators); what differs between
+them must then be data, not Python constants baked into the program.
+``HyperState`` carries each model's numbers (``hparams``: the keys of
+``PER_MODEL`` that vary in its group) beside its parameters, and
 ``steps_fn`` builds, inside the traced step, the optimizer and the dropout
-those numbers describe. Each is written to compute what the single run's
-Python-constant version computes (``seqclf.training.optim``, flax's
-``nn.Dropout``), so model k follows ``seqclf train`` with its setting.
+those numbers describe. Each computes what the single run's Python-constant
+version computes (``seqclf.training.optim``, flax's ``nn.Dropout``), so
+model k follows ``seqclf train`` with its setting.
 """
 
 from __future__ import annotations
