@@ -515,7 +515,8 @@ def throughput_lines() -> list[str]:
 # Sections measured by scripts outside this table's runs (each names its
 # commands): kept from the existing results.md as they are.
 KEPT_TITLES = ('## seqclf in Flax NNX',
-               '## Class weights on skewed labels: imbalanced MNIST')
+               '## Class weights on skewed labels: imbalanced MNIST',
+               "## Issue 30's time-series targets: cross-validated sweeps")
 
 
 def kept_lines(title: str) -> list[str]:
