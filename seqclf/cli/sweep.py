@@ -10,8 +10,8 @@ from absl import flags
 
 from seqclf import sweep
 from seqclf.cli import common
-from seqclf.training import parallel
 from seqclf.errors import UsageError
+from seqclf.training import parallel
 
 SUMMARY = ('Train a grid of settings (any config keys) x seeds, same-shape '
            'settings in one program, each model as `seqclf train` trains it; '
