@@ -103,6 +103,17 @@ def toy_series(n, seed, steps=12, features=3, classes=4):
   return x, y
 
 
+def unit_state(workdir: Path, unit: str, step: int | None = None):
+  """The stacked state a sweep unit checkpointed at ``step`` (default: its
+  newest), restored with orbax alone."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from seqclf.training import checkpoint  # pylint: disable=g-import-not-at-top
+  mngr = checkpoint.manager(Path(workdir) / 'units' / unit)
+  step = mngr.latest_step() if step is None else step
+  return mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore()))['state']
+
+
 def small_config(**overrides):
   """A fast config: the reference model, fewer steps, frequent boundaries."""
   config = base_config()

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from conftest import small_config
+from conftest import small_config, unit_state
 from seqclf import inference, sweep, train
-from seqclf.data import normalization, registry
+from seqclf.data import registry
 from seqclf.training import checkpoint, state as state_lib
 
 
@@ -109,15 +108,13 @@ def test_sweep_on_lengths_model_k_equals_single_run(tmp_path):
   out = sweep.run_unit(tmp_path / 'sweep', 'u', config, [{}], ['config'],
                        [3, 4], [], data['train'], {'test': data['test']},
                        sweep.Progress(1, quiet=True))
-  saved = checkpoint.manager(tmp_path / 'sweep' / 'units' / 'u').restore(
-      20, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  stacked = unit_state(tmp_path / 'sweep', 'u', 20)['params']
   for k, seed in enumerate((3, 4)):
     config.seed = seed
     single = train.train_and_evaluate(config, tmp_path / f'single{seed}',
                                       quiet=True, datasets=data)
     _, params, _ = inference.load_model(tmp_path / f'single{seed}')
-    swept = jax.tree.map(lambda x, k=k: np.asarray(x)[k],
-                         saved['state']['params'])
+    swept = jax.tree.map(lambda x, k=k: np.asarray(x)[k], stacked)
     jax.tree.map(np.testing.assert_array_equal, swept, params)
     assert out['metrics']['test']['accuracy'][k] == single['test_accuracy']
 

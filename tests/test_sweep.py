@@ -11,14 +11,13 @@ import time
 import jax
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import pytest
 
-from conftest import REPO, run_cli, small_config
+from conftest import REPO, run_cli, small_config, unit_state
 from seqclf import inference, sweep, train
 from seqclf.config import ConfigError
 from seqclf.data import registry
-from seqclf.training import checkpoint, hyper, optim, steps as steps_lib
+from seqclf.training import hyper, optim, steps as steps_lib
 
 
 def test_sweep_refuses_no_seeds_and_bad_rates(tmp_path):
@@ -29,13 +28,6 @@ def test_sweep_refuses_no_seeds_and_bad_rates(tmp_path):
   with pytest.raises(ConfigError, match='learning_rate'):
     sweep.run_sweep(config, tmp_path / 'b', 1, [-1.0])
   assert not (tmp_path / 'b' / 'results.json').exists()
-
-
-def _unit_params(workdir, unit, step):
-  """The stacked parameters a sweep unit checkpointed at ``step``."""
-  saved = checkpoint.manager(workdir / 'units' / unit).restore(
-      step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  return saved['state']['params']
 
 
 def _assert_same(swept, single):
@@ -59,7 +51,7 @@ def test_sweep_model_k_equals_single_run_with_seed_k(tmp_path, mnist):
   out = sweep.run_unit(tmp_path / 'sweep', 'u', config, [{}], ['config'],
                        [5, 6], [], mnist['train'], {'test': mnist['test']},
                        sweep.Progress(1, quiet=True))
-  params = _unit_params(tmp_path / 'sweep', 'u', 20)
+  params = unit_state(tmp_path / 'sweep', 'u', 20)['params']
   swept_acc = out['metrics']['test']['accuracy']
   for k, seed in enumerate((5, 6)):
     config.seed = seed
@@ -293,7 +285,7 @@ def test_grouped_models_equal_their_single_runs(tmp_path):
                        registry.load(config)['train'],
                        {'validation': registry.load(config)['validation']},
                        sweep.Progress(1, quiet=True))
-  params = _unit_params(workdir, 'u', 20)
+  params = unit_state(workdir, 'u', 20)['params']
   digests = set()
   for k, setting in enumerate(settings):
     single = train.train_and_evaluate(sweep.configured(config, setting),
@@ -358,11 +350,8 @@ def test_sweep_killed_resumes_to_the_uninterrupted_results(tmp_path):
     u = json.loads((killed / 'units' / unit / 'results.json').read_text())
     v = json.loads((whole / 'units' / unit / 'results.json').read_text())
     assert u['metrics'] == v['metrics']
-    restore = lambda w, unit=unit: checkpoint.manager(
-        w / 'units' / unit).restore(300, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore()))['state']
-    for x, y in zip(jax.tree.leaves(restore(killed)),
-                    jax.tree.leaves(restore(whole))):
+    for x, y in zip(jax.tree.leaves(unit_state(killed, unit, 300)),
+                    jax.tree.leaves(unit_state(whole, unit, 300))):
       np.testing.assert_array_equal(x, y)
   assert json.loads((killed / 'units' / 'g1' / 'results.json').read_text()
                     )['resumed_from_step'] is not None
@@ -403,7 +392,7 @@ def test_sweep_on_cpu_devices_equals_seqclf_train(tmp_path):
   unit = json.loads((tmp_path / 'sweep' / 'units' / 'g0' / 'results.json'
                      ).read_text())
   assert len(unit['devices']) == 2 and len(unit['models']) == 4
-  params = _unit_params(tmp_path / 'sweep', 'g0', 20)
+  params = unit_state(tmp_path / 'sweep', 'g0', 20)['params']
   for k, (rate, warmup) in ((0, (0.0, 0)), (3, (0.3, 8))):
     workdir = tmp_path / f'single{k}'
     single = subprocess.run(
@@ -490,14 +479,13 @@ def test_early_stopping_freezes_each_model_and_ends_the_group(tmp_path):
   # A rate of 1e-9 never moves the accuracy: best at the first evaluation,
   # stopped at the second.
   assert out['best_step'][0] == 10 and out['stopped_early'][0]
-  mngr = checkpoint.manager(tmp_path / 'w' / 'units' / 'u')
-  state = lambda step: mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore()))['state']
-  last = state(mngr.latest_step())
+  state = lambda step=None: unit_state(tmp_path / 'w', 'u', step)
+  last = state()
   for a, b in zip(jax.tree.leaves(state(20)['params']),
                   jax.tree.leaves(last['params'])):
     np.testing.assert_array_equal(np.asarray(a)[0], np.asarray(b)[0])
+  last_step = int(np.asarray(last['step'])[0])  # the newest checkpoint's
   if out['stopped_early'][1]:  # Both stopped: the group ended early.
-    assert mngr.latest_step() < 60
+    assert last_step < 60
   else:
-    assert mngr.latest_step() == 60
+    assert last_step == 60
