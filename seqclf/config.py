@@ -42,6 +42,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.lr_schedule = 'constant'
   c.warmup_steps = 0
   c.grad_clip_norm = 0.0    # clip gradients to this global norm; 0 = off
+  # Decoupled weight decay (AdamW): each update also shrinks the weight
+  # matrices (not biases) by learning_rate * weight_decay; 0 = off.
+  c.weight_decay = 0.0
   c.batch_size = 100
   c.num_train_steps = 1000
   c.seed = 0
@@ -158,6 +161,7 @@ def choices() -> dict[str, tuple[str, ...]]:
       'monitor': MONITORS,
       'normalize': normalization.NORMALIZE,
       'missing': classifier.MISSING,
+      'pooling': classifier.POOLING,
   }
 
 
@@ -217,6 +221,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not (math.isfinite(config.grad_clip_norm) and config.grad_clip_norm >= 0):
     raise ConfigError('Config key `grad_clip_norm` must be >= 0 (0 turns '
                       f'clipping off), got {config.grad_clip_norm}.')
+  if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
+    raise ConfigError('Config key `weight_decay` must be >= 0 (0 turns it '
+                      f'off), got {config.weight_decay}.')
   if not 0 <= config.warmup_steps < config.num_train_steps:
     raise ConfigError('Config key `warmup_steps` must be in [0, '
                       f'num_train_steps={config.num_train_steps}), got '

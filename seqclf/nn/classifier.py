@@ -1,4 +1,5 @@
-"""The classifier: stacked recurrent layers and a dense head on the last step.
+"""The classifier: stacked recurrent layers and a dense head on the last step
+(or on the mean over the valid steps).
 
 ``LSTMClassifier``'s fields are the model's whole description, declared once:
 ``seqclf.config`` takes its model keys and defaults from them
@@ -26,6 +27,10 @@ CELLS = tuple(LAYERS)  # LSTMClassifier.cell
 # data layer refuses data with NaN); 'impute': filled inside the model, with
 # a mask channel per feature.
 MISSING = ('refuse', 'impute')
+# LSTMClassifier.pooling: what the head reads. 'last': each row's last valid
+# step (bidirectional: beside the backward first step); 'mean': the last
+# layer's outputs averaged over the row's valid steps.
+POOLING = ('last', 'mean')
 # The compute dtypes a config names (`dtype`); float32 is the parameters' own.
 DTYPES = ('float32', 'bfloat16')
 
@@ -38,7 +43,10 @@ class LSTMClassifier(nn.Module):
   names. ``bidirectional`` adds a ``{cell}_{k}_reverse`` layer reading the
   sequence backwards; its outputs are concatenated to the forward ones, and
   the head sees the forward last step beside the backward first step (each
-  direction's summary of the whole sequence). ``dropout_rate`` drops between
+  direction's summary of the whole sequence). ``pooling='mean'`` gives the
+  head the last layer's outputs averaged over each row's valid steps
+  instead: every step then reaches the loss directly, which helps short,
+  noisy series where the last step says little. ``dropout_rate`` drops between
   stacked layers when ``train=True`` (needs a ``'dropout'`` rng). It reads
   float (batch, time, features) sequences and knows nothing of where they
   come from: how a dataset's examples become sequences (an image's rows, or
@@ -101,6 +109,7 @@ class LSTMClassifier(nn.Module):
   channel_mean: tuple[float, ...] = ()
   channel_std: tuple[float, ...] = ()
   missing: str = 'refuse'  # MISSING
+  pooling: str = 'last'  # POOLING
 
   @nn.compact
   def __call__(self, inputs: Array, train: bool = False,
@@ -112,7 +121,8 @@ class LSTMClassifier(nn.Module):
       train: dropout between layers (needs a ``'dropout'`` rng).
       seq_lengths: (batch,) ints, each row's valid steps; the head then sees
         each row's last valid step (and, bidirectional, the reverse
-        direction's first). None: every step is valid.
+        direction's first), or with ``pooling='mean'`` the mean over them.
+        None: every step is valid.
 
     Returns:
       (batch, num_classes) float32 logits.
@@ -122,6 +132,9 @@ class LSTMClassifier(nn.Module):
     if self.missing not in MISSING:
       raise ValueError(f'missing must be one of {MISSING}, got '
                        f'{self.missing!r}.')
+    if self.pooling not in POOLING:
+      raise ValueError(f'pooling must be one of {POOLING}, got '
+                       f'{self.pooling!r}.')
     layer_type = LAYERS[self.cell]
     options = {name: getattr(self, name) for name in _shared_fields(layer_type)}
 
@@ -144,6 +157,8 @@ class LSTMClassifier(nn.Module):
           x, seq_lengths=seq_lengths, reverse=True, keep_order=True)
       x = jnp.concatenate([forward, backward], -1)
       last = jnp.concatenate([last, backward[..., 0, :]], -1)
+    if self.pooling == 'mean':
+      last = mean_valid(x, seq_lengths)
     logits = nn.Dense(
         self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
         kernel_init=initializers.resolve('head_init', self.head_init),
@@ -194,6 +209,17 @@ def last_valid(outputs: Array, seq_lengths: Array | None) -> Array:
     return outputs[..., -1, :]
   index = jnp.maximum(jnp.asarray(seq_lengths) - 1, 0)[..., None, None]
   return jnp.take_along_axis(outputs, index, axis=-2)[..., 0, :]
+
+
+def mean_valid(outputs: Array, seq_lengths: Array | None) -> Array:
+  """Each row's outputs averaged over its valid steps (all steps without
+  lengths; zeros for an empty row) from (..., time, features) outputs."""
+  if seq_lengths is None:
+    return jnp.mean(outputs, axis=-2)
+  lengths = jnp.asarray(seq_lengths)
+  valid = jnp.arange(outputs.shape[-2]) < lengths[..., None]
+  total = jnp.sum(jnp.where(valid[..., None], outputs, 0), axis=-2)
+  return total / jnp.maximum(lengths, 1)[..., None].astype(outputs.dtype)
 
 
 # What a config says differently from the fields: `impl` may be 'auto'

@@ -116,7 +116,7 @@ def optimizer(config: ml_collections.ConfigDict,
     rate = _warmup(peak, hparams['warmup_steps'])
   else:
     rate = optim.learning_rate_schedule(config, peak)
-  tx = optim.OPTIMIZERS[config.optimizer](rate)
+  tx = optim.update_rule(config, rate)
   if 'grad_clip_norm' in hparams:
     tx = optax.chain(optax.clip_by_global_norm(hparams['grad_clip_norm']), tx)
   elif config.grad_clip_norm:

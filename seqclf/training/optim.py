@@ -1,4 +1,5 @@
-"""The optimizer a config describes: Adam, its learning-rate schedule, clipping.
+"""The optimizer a config describes: Adam, its learning-rate schedule, clipping,
+weight decay.
 
 ``optimizer='adam'`` is ``optax.adam``. ``'tf1_adam'`` is TF1's
 ``tf.train.AdamOptimizer``, which applies the bias corrections to the step
@@ -15,6 +16,7 @@ names from where the schedules are built without loading the trainer.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,28 +27,57 @@ import optax
 SCHEDULES = ('constant', 'cosine')
 
 
-def tf1_adam(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9,
-             b2: float = 0.999, eps: float = 1e-8
-             ) -> optax.GradientTransformation:
-  """TF1's AdamOptimizer (its defaults): ``optax.scale_by_adam`` with
-  epsilon hat.
+def scale_by_tf1_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+                      ) -> optax.GradientTransformation:
+  """TF1's AdamOptimizer's direction (its defaults): ``optax.scale_by_adam``
+  with epsilon hat.
 
   ``inject_hyperparams`` evaluates the epsilon schedule at the update's
   0-based count, so update ``t = count + 1`` uses ``eps / sqrt(1 - b2^t)``.
   """
   eps_hat = lambda count: eps / jnp.sqrt(1.0 - b2 ** (count + 1.0))
-  return optax.chain(
-      optax.inject_hyperparams(optax.scale_by_adam, static_args=('b1', 'b2'))(
-          b1=b1, b2=b2, eps=eps_hat),
-      optax.scale_by_learning_rate(learning_rate))
+  return optax.inject_hyperparams(optax.scale_by_adam,
+                                  static_args=('b1', 'b2'))(
+                                      b1=b1, b2=b2, eps=eps_hat)
 
 
-# config.optimizer: the update rule at a learning rate (or schedule).
-OPTIMIZERS: dict[str, Callable[[optax.ScalarOrSchedule],
-                               optax.GradientTransformation]] = {
-    'adam': optax.adam,
-    'tf1_adam': tf1_adam,
+def tf1_adam(learning_rate: optax.ScalarOrSchedule
+             ) -> optax.GradientTransformation:
+  """TF1's AdamOptimizer at ``learning_rate``."""
+  return optax.chain(scale_by_tf1_adam(),
+                     optax.scale_by_learning_rate(learning_rate))
+
+
+# config.optimizer: the update's direction, before weight decay and the
+# learning rate (so 'adam' with neither extra is exactly optax.adam).
+OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
+    'adam': optax.scale_by_adam,
+    'tf1_adam': scale_by_tf1_adam,
 }
+
+
+def _matrices(params: Any) -> Any:
+  """True for the leaves weight decay shrinks: kernels, not biases."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def update_rule(config: ml_collections.ConfigDict,
+                learning_rate: optax.ScalarOrSchedule
+                ) -> optax.GradientTransformation:
+  """``config.optimizer`` at ``learning_rate`` (a rate or schedule).
+
+  With ``weight_decay`` it is decoupled (AdamW, Loshchilov & Hutter): each
+  update also subtracts ``learning_rate * weight_decay * w`` from the weight
+  matrices, outside Adam's scaling, so the decay does not shrink with the
+  gradients' variance; biases are not decayed.
+  """
+  if config.optimizer not in OPTIMIZERS:
+    raise ValueError(f'optimizer must be one of {tuple(OPTIMIZERS)}, got '
+                     f'{config.optimizer!r}.')
+  decay = ([optax.add_decayed_weights(config.weight_decay, mask=_matrices)]
+           if config.weight_decay else [])
+  return optax.chain(OPTIMIZERS[config.optimizer](), *decay,
+                     optax.scale_by_learning_rate(learning_rate))
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict,
@@ -86,14 +117,10 @@ def learning_rate_at(config: ml_collections.ConfigDict, step: int) -> float:
 def optimizer(config: ml_collections.ConfigDict,
               learning_rate: float | jax.Array | None = None
               ) -> optax.GradientTransformation:
-  """``config.optimizer`` (OPTIMIZERS) at ``learning_rate_schedule``, after
-  clipping if set; with ``skip_nonfinite_updates`` a non-finite gradient
-  leaves params and Adam moments untouched."""
-  if config.optimizer not in OPTIMIZERS:
-    raise ValueError(f'optimizer must be one of {tuple(OPTIMIZERS)}, got '
-                     f'{config.optimizer!r}.')
-  tx = OPTIMIZERS[config.optimizer](
-      learning_rate_schedule(config, learning_rate))
+  """``update_rule`` at ``learning_rate_schedule``, after clipping if set;
+  with ``skip_nonfinite_updates`` a non-finite gradient leaves params and
+  Adam moments untouched."""
+  tx = update_rule(config, learning_rate_schedule(config, learning_rate))
   if config.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
   if config.skip_nonfinite_updates:

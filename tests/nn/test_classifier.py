@@ -95,6 +95,36 @@ def test_impute_model_reads_nan_on_every_path_and_doubles_the_width():
   assert not np.allclose(base[0], logits['scan'][0])
 
 
+def test_mean_pooling_averages_the_valid_steps_of_both_directions():
+  """With pooling='mean' the head reads the last layer's (forward and
+  backward) outputs averaged over each row's valid steps: padding past a
+  row's length changes nothing, and the logits are the head applied to that
+  mean of the layers run on their own."""
+  from seqclf.nn import recurrent  # pylint: disable=g-import-not-at-top
+  kw = dict(num_classes=3, hidden_size=8, bidirectional=True)
+  model = LSTMClassifier(**kw, pooling='mean')
+  x = np.array(jax.random.normal(jax.random.key(5), (3, 6, 2)))
+  n = jnp.array([6, 4, 1])
+  params = _init(model, x)
+  logits = np.asarray(jax.jit(model.apply)(params, x, seq_lengths=n))
+  padded = x.copy()
+  padded[1, 4:] = 7.0
+  padded[2, 1:] = -3.0
+  np.testing.assert_array_equal(
+      jax.jit(model.apply)(params, padded, seq_lengths=n), logits)
+  p = params['params']
+  lstm = recurrent.LSTM(hidden_size=8)
+  _, fwd = lstm.apply({'params': p['lstm_0']}, x, seq_lengths=n)
+  _, bwd = lstm.apply({'params': p['lstm_0_reverse']}, x, seq_lengths=n,
+                      reverse=True, keep_order=True)
+  outputs = np.concatenate([fwd, bwd], -1)
+  mean = np.stack([outputs[r, :int(k)].mean(0) for r, k in enumerate(n)])
+  want = mean @ p['head']['kernel'] + p['head']['bias']
+  np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
+  last = jax.jit(LSTMClassifier(**kw).apply)(params, x, seq_lengths=n)
+  assert not np.allclose(last, logits)
+
+
 def test_classifier_is_the_reference_lstm_then_a_dense_head():
   b, i, h = 4, 28, 16
   rng = np.random.default_rng(3)
@@ -124,7 +154,7 @@ def test_from_config_reads_every_classifier_field_by_name():
                  channel_std=(3.0, 4.0), missing='impute',
                  matmul_precision='bfloat16', dtype='bfloat16',
                  input_init='glorot_uniform', head_init='normal',
-                 head_bias_init='normal')
+                 head_bias_init='normal', pooling='mean')
   config = base_config()
   config.update(changed)
   model = classifier.from_config(config, 'kernel')

@@ -61,3 +61,29 @@ def test_grad_clip_norm_scales_gradients_to_the_norm():
   for a, b in zip(clipped, by_hand):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   assert max(float(np.max(np.abs(a - b))) for a, b in zip(clipped, plain)) > 1e-4
+
+
+def test_weight_decay_is_decoupled_and_spares_the_biases():
+  """weight_decay subtracts lr * weight_decay * w from each weight matrix on
+  top of Adam's step (AdamW); biases take Adam's step alone."""
+  rng = np.random.default_rng(1)
+  params = {'kernel': rng.standard_normal((5, 8)).astype(np.float32),
+            'bias': rng.standard_normal(8).astype(np.float32)}
+  grads = [jax.tree.map(lambda p: rng.standard_normal(p.shape).astype(
+      np.float32), params) for _ in range(3)]
+  config = base_config()
+  config.update(learning_rate=1e-2, weight_decay=0.5)
+  decayed = _params_after(config, params, grads)
+  want = optax.adamw(1e-2, weight_decay=0.5,
+                     mask={'kernel': True, 'bias': False})
+  state, expected = want.init(params), params
+  for g in grads:
+    updates, state = want.update(g, state, expected)
+    expected = optax.apply_updates(expected, updates)
+  for a, b in zip(decayed, jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  config.weight_decay = 0.0
+  plain = dict(zip(sorted(params), _params_after(config, params, grads)))
+  got = dict(zip(sorted(params), decayed))
+  np.testing.assert_array_equal(got['bias'], plain['bias'])
+  assert np.max(np.abs(got['kernel'] - plain['kernel'])) > 1e-3
