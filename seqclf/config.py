@@ -221,6 +221,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not (math.isfinite(config.grad_clip_norm) and config.grad_clip_norm >= 0):
     raise ConfigError('Config key `grad_clip_norm` must be >= 0 (0 turns '
                       f'clipping off), got {config.grad_clip_norm}.')
+  if not (math.isfinite(config.input_noise) and config.input_noise >= 0):
+    raise ConfigError('Config key `input_noise` must be >= 0 (the standard '
+                      'deviation of the training inputs\' jitter; 0 = off), '
+                      f'got {config.input_noise}.')
   if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
     raise ConfigError('Config key `weight_decay` must be >= 0 (0 turns it '
                       f'off), got {config.weight_decay}.')

@@ -446,7 +446,7 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
     states, _ = checkpoint.restore(mngr, states, move_damaged=True)
     first = int(np.asarray(states.step)[0])
   progress.skip(len(models) * first)
-  noise = any(c.dropout_rate for c in configs) or config.augment_hflip
+  noise = any(steps.uses_noise(c) for c in configs)
   arrays = steps.data_args(train)
   # On the CPU the models run one after another, each its single run's
   # program (bitwise its result); an accelerator runs them vmapped.

@@ -12,7 +12,10 @@ from seqclf.config import ConfigError, base_config, validate
     ('cell', 'rnn', 'cell'), ('dropout_rate', 1.0, 'dropout_rate'),
     ('warmup_steps', 1000, 'warmup_steps'), ('task', 'col', 'task'),
     ('dataset', 'cifar', 'dataset'), ('grad_clip_norm', -1.0, 'grad_clip'),
-    ('permutation_seed', -1, 'permutation_seed')])
+    ('permutation_seed', -1, 'permutation_seed'),
+    ('pooling', 'max', "pooling` must be one of \\('last', 'mean'\\)"),
+    ('input_noise', -0.1, 'input_noise` must be >= 0'),
+    ('weight_decay', float('nan'), 'weight_decay` must be >= 0')])
 def test_new_config_keys_are_validated(key, value, match):
   config = base_config()
   config[key] = value

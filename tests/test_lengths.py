@@ -102,8 +102,11 @@ def test_evaluation_with_lengths_equals_each_row_cropped_alone(tmp_path):
 
 @pytest.mark.slow
 def test_sweep_on_lengths_model_k_equals_single_run(tmp_path):
+  """Bitwise, with input jitter (the sweep's only noise here), mean
+  pooling and weight decay."""
   name = _dataset(tmp_path)
-  config = _config(name, num_train_steps=20, dropout_rate=0.1, seed=3)
+  config = _config(name, num_train_steps=20, input_noise=0.2, pooling='mean',
+                   weight_decay=0.1, seed=3)
   data = registry.load(config)
   out = sweep.run_unit(tmp_path / 'sweep', 'u', config, [{}], ['config'],
                        [3, 4], [], data['train'], {'test': data['test']},

@@ -47,7 +47,8 @@ class LSTMClassifier(nn.Module):
   head the last layer's outputs averaged over each row's valid steps
   instead: every step then reaches the loss directly, which helps short,
   noisy series where the last step says little. ``dropout_rate`` drops between
-  stacked layers when ``train=True`` (needs a ``'dropout'`` rng). It reads
+  stacked layers and ``input_noise`` jitters the standardized inputs when
+  ``train=True`` (both need a ``'dropout'`` rng: ``stochastic``). It reads
   float (batch, time, features) sequences and knows nothing of where they
   come from: how a dataset's examples become sequences (an image's rows, or
   its pixels in some order) is the data's (``seqclf.data.views``). Its one
@@ -90,6 +91,9 @@ class LSTMClassifier(nn.Module):
   head_bias_init: str = 'zeros'
   bidirectional: bool = False  # a backward layer beside each forward one
   dropout_rate: float = 0.0  # between stacked layers, training only
+  # Standard deviation of Gaussian noise added to the standardized inputs,
+  # training only (jitter: a regularizer for small series datasets).
+  input_noise: float = 0.0
   # The recurrence (seqclf.kernels.paths.IMPLS; 'fused', 'kernel' and 'gpu':
   # LSTM only), the same numbers to float rounding. A config may say 'auto': the
   # fastest here, timed by seqclf.training.autotune.
@@ -118,7 +122,7 @@ class LSTMClassifier(nn.Module):
 
     Args:
       inputs: (batch, time, features) floats.
-      train: dropout between layers (needs a ``'dropout'`` rng).
+      train: dropout between layers and input noise (need a ``'dropout'`` rng).
       seq_lengths: (batch,) ints, each row's valid steps; the head then sees
         each row's last valid step (and, bidirectional, the reverse
         direction's first), or with ``pooling='mean'`` the mean over them.
@@ -142,6 +146,9 @@ class LSTMClassifier(nn.Module):
     if self.channel_mean or self.channel_std:
       x = ((x - jnp.asarray(self.channel_mean, jnp.float32))
            / jnp.asarray(self.channel_std, jnp.float32))
+    if train and self.input_noise:
+      noise = jax.random.normal(self.make_rng('dropout'), x.shape, x.dtype)
+      x = x + self.input_noise * noise
     if self.missing == 'impute':
       x = impute(x)
     for k in range(self.num_layers):
@@ -166,6 +173,11 @@ class LSTMClassifier(nn.Module):
         dot_general=precision.dot_general(self.matmul_precision),
         name='head')(last)
     return logits.astype(jnp.float32)
+
+  @property
+  def stochastic(self) -> bool:
+    """Whether training draws from the ``'dropout'`` rng."""
+    return bool(self.dropout_rate or self.input_noise)
 
 
 def _field_names(cls: type) -> set[str]:

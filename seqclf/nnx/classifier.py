@@ -36,8 +36,8 @@ class LSTMClassifier(LinenParams):
   ``channel_std``, ``missing``, …), with their
   defaults. ``deterministic`` (default False, as ``nnx.Dropout``'s): no
   dropout; ``model.eval()`` sets it, ``model.train()`` clears it. With
-  ``dropout_rate`` > 0 the masks are drawn from the ``dropout`` stream of
-  the construction's ``rngs`` (or of the call's).
+  ``dropout_rate`` or ``input_noise`` > 0 the masks and noise are drawn from
+  the ``dropout`` stream of the construction's ``rngs`` (or of the call's).
 
   >>> import jax.numpy as jnp
   >>> from flax import nnx
@@ -62,7 +62,7 @@ class LSTMClassifier(LinenParams):
     self.in_features = in_features
     self.num_classes = num_classes
     self.deterministic = deterministic
-    self.rngs = (rngs.dropout.fork() if module.dropout_rate
+    self.rngs = (rngs.dropout.fork() if module.stochastic
                  else nnx.data(None))
 
   @property
@@ -81,12 +81,13 @@ class LSTMClassifier(LinenParams):
       seq_lengths: (batch,) ints, each row's valid steps (the head reads
         each row's last valid step); None: every step is valid.
       rngs: the dropout masks' stream for this call (default: the
-        construction's), when not ``deterministic`` and ``dropout_rate`` > 0.
+        construction's), when not ``deterministic`` and ``dropout_rate`` or
+        ``input_noise`` > 0.
 
     Returns:
       The logits, bitwise ``seqclf.nn.LSTMClassifier``'s on these params.
     """
-    if self.deterministic or not self.linen_module.dropout_rate:
+    if self.deterministic or not self.linen_module.stochastic:
       return self.apply(inputs, False, seq_lengths)
     stream = rngs.dropout if rngs is not None else self.rngs
     return self.apply(inputs, True, seq_lengths,

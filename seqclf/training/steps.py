@@ -32,13 +32,21 @@ Metrics = dict[str, jax.Array]
 
 
 def train_key(seed: int) -> jax.Array:
-  """Base key of a run's training noise (dropout, flips), not its ``key(seed)``."""
+  """Base key of a run's training noise (dropout, jitter, flips), not its
+  ``key(seed)``."""
   return jax.random.fold_in(jax.random.key(seed), 1)
 
 
+def uses_noise(config: ml_collections.ConfigDict) -> bool:
+  """Whether training draws random numbers (dropout, input noise, flips)."""
+  return bool(config.dropout_rate or config.input_noise
+              or config.augment_hflip)
+
+
 def noise_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """``train_steps`` keyword arguments for the config's dropout and flips."""
-  if not (config.dropout_rate or config.augment_hflip):
+  """``train_steps`` keyword arguments for the config's dropout, input noise
+  and flips."""
+  if not uses_noise(config):
     return {}
   return {'rng': train_key(config.seed), 'hflip': config.augment_hflip}
 

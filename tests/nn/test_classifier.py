@@ -125,6 +125,32 @@ def test_mean_pooling_averages_the_valid_steps_of_both_directions():
   assert not np.allclose(last, logits)
 
 
+def test_input_noise_jitters_training_only_from_the_dropout_rng():
+  """input_noise adds noise in training mode only: evaluation is the plain
+  model's; training draws it from the 'dropout' rng (same key, same logits;
+  another key, others), on the standardized inputs."""
+  kw = dict(num_classes=3, hidden_size=8, channel_mean=(100.0, 0.0),
+            channel_std=(50.0, 1.0))
+  noisy = LSTMClassifier(**kw, input_noise=0.5)
+  assert noisy.stochastic and not LSTMClassifier(**kw).stochastic
+  z = np.array(jax.random.normal(jax.random.key(6), (4, 5, 2)))
+  x = z * np.array([50.0, 1.0]) + np.array([100.0, 0.0])
+  params = _init(noisy, x)
+  plain = jax.jit(LSTMClassifier(**kw).apply)(params, x)
+  np.testing.assert_array_equal(jax.jit(noisy.apply)(params, x), plain)
+  train = jax.jit(lambda key: noisy.apply(params, x, train=True,
+                                          rngs={'dropout': key}))
+  a, b = train(jax.random.key(1)), train(jax.random.key(2))
+  np.testing.assert_array_equal(train(jax.random.key(1)), a)
+  assert not np.allclose(a, plain) and not np.allclose(a, b)
+  # The jitter is on the standardized inputs: raw data into the model with
+  # statistics equals standardized data into one without, key for key.
+  unit = LSTMClassifier(num_classes=3, hidden_size=8, input_noise=0.5)
+  np.testing.assert_allclose(
+      unit.apply(params, z, train=True, rngs={'dropout': jax.random.key(1)}),
+      a, rtol=1e-5, atol=1e-5)
+
+
 def test_classifier_is_the_reference_lstm_then_a_dense_head():
   b, i, h = 4, 28, 16
   rng = np.random.default_rng(3)
@@ -154,7 +180,7 @@ def test_from_config_reads_every_classifier_field_by_name():
                  channel_std=(3.0, 4.0), missing='impute',
                  matmul_precision='bfloat16', dtype='bfloat16',
                  input_init='glorot_uniform', head_init='normal',
-                 head_bias_init='normal', pooling='mean')
+                 head_bias_init='normal', pooling='mean', input_noise=0.1)
   config = base_config()
   config.update(changed)
   model = classifier.from_config(config, 'kernel')

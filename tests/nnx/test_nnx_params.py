@@ -124,12 +124,15 @@ def test_unknown_options_are_one_error_listing_the_options():
 
 
 @pytest.mark.slow
-def test_dropout_follows_nnx_train_and_eval_with_linens_masks():
-  """Training mode (nnx's default) drops as linen's train=True does with
-  the same key; eval() turns it off; the construction's stream advances."""
+@pytest.mark.parametrize('options', [dict(num_layers=2, dropout_rate=0.5),
+                                     dict(input_noise=0.3)],
+                         ids=['dropout', 'input_noise'])
+def test_dropout_follows_nnx_train_and_eval_with_linens_masks(options):
+  """Training mode (nnx's default) drops (or jitters the inputs) as linen's
+  train=True does with the same key; eval() turns it off; the
+  construction's stream advances."""
   x = inputs((3, 5, 4))
-  model = seqnnx.LSTMClassifier(4, 3, hidden_size=HIDDEN, num_layers=2,
-                                dropout_rate=0.5,
+  model = seqnnx.LSTMClassifier(4, 3, hidden_size=HIDDEN, **options,
                                 rngs=nnx.Rngs(params=0, dropout=1))
   linen = model.linen_module
   params = {'params': seqnnx.to_linen_params(model)}
