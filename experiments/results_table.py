@@ -218,13 +218,19 @@ def command(name: str, seed: str = '0') -> list[str]:
 def recipe(config: dict) -> str:
   """A config's model and schedule in a few words, from its own keys (so a
   row describes what ran), e.g. '2 x bidirectional LSTM-32, dropout 0.2,
-  3e-3 cosine, 300 x 16'."""
+  mean over steps, jitter 0.1, weight decay 0.1, 3e-3 cosine, 300 x 16'."""
   layers = config.get('num_layers', 1)
   parts = [f'{f"{layers} x " if layers > 1 else ""}'
            f'{"bidirectional " if config.get("bidirectional") else ""}'
            f'{config.get("cell", "lstm").upper()}-{config["hidden_size"]}']
   if layers > 1 and config.get('dropout_rate'):
     parts.append(f'dropout {config["dropout_rate"]:g}')
+  if config.get('pooling', 'last') == 'mean':
+    parts.append('mean over steps')
+  if config.get('input_noise'):
+    parts.append(f'jitter {config["input_noise"]:g}')
+  if config.get('weight_decay'):
+    parts.append(f'weight decay {config["weight_decay"]:g}')
   schedule = config.get('lr_schedule', 'constant')
   mantissa, _, exponent = f'{config["learning_rate"]:e}'.partition('e')
   rate = f'{mantissa.rstrip("0").rstrip(".")}e{int(exponent)}'

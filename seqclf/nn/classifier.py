@@ -45,10 +45,9 @@ class LSTMClassifier(nn.Module):
   the head sees the forward last step beside the backward first step (each
   direction's summary of the whole sequence). ``pooling='mean'`` gives the
   head the last layer's outputs averaged over each row's valid steps
-  instead: every step then reaches the loss directly, which helps short,
-  noisy series where the last step says little. ``dropout_rate`` drops between
-  stacked layers and ``input_noise`` jitters the standardized inputs when
-  ``train=True`` (both need a ``'dropout'`` rng: ``stochastic``). It reads
+  instead, so every step reaches the loss directly. ``dropout_rate`` drops
+  between stacked layers and ``input_noise`` jitters the standardized inputs
+  when ``train=True`` (both need a ``'dropout'`` rng: ``stochastic``). It reads
   float (batch, time, features) sequences and knows nothing of where they
   come from: how a dataset's examples become sequences (an image's rows, or
   its pixels in some order) is the data's (``seqclf.data.views``). Its one

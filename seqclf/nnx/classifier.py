@@ -79,7 +79,8 @@ class LSTMClassifier(LinenParams):
         ``(x - input_mean) / input_std``, then per feature with
         ``channel_mean``/``channel_std``; NaN filled if ``missing='impute'``.
       seq_lengths: (batch,) ints, each row's valid steps (the head reads
-        each row's last valid step); None: every step is valid.
+        each row's last valid step, or their mean: ``pooling``); None: every
+        step is valid.
       rngs: the dropout masks' stream for this call (default: the
         construction's), when not ``deterministic`` and ``dropout_rate`` or
         ``input_noise`` > 0.
