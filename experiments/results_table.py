@@ -215,6 +215,12 @@ def command(name: str, seed: str = '0') -> list[str]:
           '--quiet']
 
 
+def _met(mean: float, target: float) -> str:
+  """'met' or 'not met', compared at a millionth: 4 of 5 seeds at 100% and
+  one series of 40 off is a mean of 0.995 less a float ulp."""
+  return 'met' if round(mean, 6) >= target else 'not met'
+
+
 def recipe(config: dict) -> str:
   """A config's model and schedule in a few words, from its own keys (so a
   row describes what ran), e.g. '2 x bidirectional LSTM-32, dropout 0.2,
@@ -326,8 +332,7 @@ def row(name: str) -> str:
   acc = f'**{_pct(r["test_accuracy_mean"])} ± {_pct(r["test_accuracy_std"])}**'
   accs = ', '.join(_pct(a) for a in r['test_accuracies'])
   if target:
-    met = 'met' if r['test_accuracy_mean'] >= target else 'not met'
-    goal = f'mean ≥ {_pct(target)} ({met})'
+    goal = f'mean ≥ {_pct(target)} ({_met(r["test_accuracy_mean"], target)})'
   else:
     goal = '–'
   if name in WITHIN_STD:
@@ -415,7 +420,7 @@ def timeseries_lines() -> list[str]:
                    f'| – | {cmd} |')
       continue
     if target:
-      goal += ' (met)' if r['test_accuracy_mean'] >= target else ' (not met)'
+      goal += f" ({_met(r['test_accuracy_mean'], target)})"
     val = r['val_accuracies']
     lines.append(
         f'| {name} | {what}, {recipe(r["config"])} | '
