@@ -116,14 +116,7 @@ def optimizer(config: ml_collections.ConfigDict,
     rate = _warmup(peak, hparams['warmup_steps'])
   else:
     rate = optim.learning_rate_schedule(config, peak)
-  tx = optim.update_rule(config, rate)
-  if 'grad_clip_norm' in hparams:
-    tx = optax.chain(optax.clip_by_global_norm(hparams['grad_clip_norm']), tx)
-  elif config.grad_clip_norm:
-    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
-  if config.skip_nonfinite_updates:
-    tx = optax.apply_if_finite(tx, max_consecutive_errors=10**9)
-  return tx
+  return optim.optimizer(config, rate, hparams.get('grad_clip_norm'))
 
 
 def _dropout_apply(apply_fn: Any, keep: jax.Array) -> Any:

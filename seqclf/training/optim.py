@@ -115,14 +115,28 @@ def learning_rate_at(config: ml_collections.ConfigDict, step: int) -> float:
 
 
 def optimizer(config: ml_collections.ConfigDict,
-              learning_rate: float | jax.Array | None = None
+              learning_rate: optax.ScalarOrSchedule | None = None,
+              grad_clip_norm: float | jax.Array | None = None
               ) -> optax.GradientTransformation:
-  """``update_rule`` at ``learning_rate_schedule``, after clipping if set;
-  with ``skip_nonfinite_updates`` a non-finite gradient leaves params and
-  Adam moments untouched."""
-  tx = update_rule(config, learning_rate_schedule(config, learning_rate))
-  if config.grad_clip_norm:
-    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
+  """``update_rule`` after clipping if set; with ``skip_nonfinite_updates``
+  a non-finite gradient leaves params and Adam moments untouched.
+
+  Args:
+    config: the run's config.
+    learning_rate: a rate or schedule in place of the config's
+      (``learning_rate_schedule``), e.g. a sweep model's traced one.
+    grad_clip_norm: a (traced) clipping bound in place of
+      ``config.grad_clip_norm``; given, the update always clips.
+
+  Returns:
+    The optimizer.
+  """
+  if learning_rate is None:
+    learning_rate = learning_rate_schedule(config)
+  tx = update_rule(config, learning_rate)
+  if grad_clip_norm is not None or config.grad_clip_norm:
+    bound = config.grad_clip_norm if grad_clip_norm is None else grad_clip_norm
+    tx = optax.chain(optax.clip_by_global_norm(bound), tx)
   if config.skip_nonfinite_updates:
     tx = optax.apply_if_finite(tx, max_consecutive_errors=10**9)
   return tx
