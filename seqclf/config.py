@@ -141,6 +141,15 @@ _POSITIVE_INTS = ('hidden_size', 'num_layers', 'num_classes', 'unroll',
                   'eval_batch_size')
 
 
+# Float keys that must be finite and >= 0, and what their values mean.
+_NON_NEGATIVE = {
+    'grad_clip_norm': '0 turns clipping off',
+    'input_noise': "the standard deviation of the training inputs' jitter; "
+                   '0 = off',
+    'weight_decay': '0 turns it off',
+}
+
+
 MONITORS = ('last', 'val_loss', 'val_accuracy', 'val_macro_f1',
             'val_balanced_accuracy')
 
@@ -218,16 +227,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not 0.0 <= config.dropout_rate < 1.0:
     raise ConfigError('Config key `dropout_rate` must be in [0, 1), got '
                       f'{config.dropout_rate}.')
-  if not (math.isfinite(config.grad_clip_norm) and config.grad_clip_norm >= 0):
-    raise ConfigError('Config key `grad_clip_norm` must be >= 0 (0 turns '
-                      f'clipping off), got {config.grad_clip_norm}.')
-  if not (math.isfinite(config.input_noise) and config.input_noise >= 0):
-    raise ConfigError('Config key `input_noise` must be >= 0 (the standard '
-                      'deviation of the training inputs\' jitter; 0 = off), '
-                      f'got {config.input_noise}.')
-  if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
-    raise ConfigError('Config key `weight_decay` must be >= 0 (0 turns it '
-                      f'off), got {config.weight_decay}.')
+  for key, meaning in _NON_NEGATIVE.items():
+    if not (math.isfinite(config[key]) and config[key] >= 0):
+      raise ConfigError(f'Config key `{key}` must be >= 0 ({meaning}), got '
+                        f'{config[key]}.')
   if not 0 <= config.warmup_steps < config.num_train_steps:
     raise ConfigError('Config key `warmup_steps` must be in [0, '
                       f'num_train_steps={config.num_train_steps}), got '
