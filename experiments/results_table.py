@@ -224,7 +224,8 @@ def _met(mean: float, target: float) -> str:
 def recipe(config: dict) -> str:
   """A config's model and schedule in a few words, from its own keys (so a
   row describes what ran), e.g. '2 x bidirectional LSTM-32, dropout 0.2,
-  mean over steps, jitter 0.1, weight decay 0.1, 3e-3 cosine, 300 x 16'."""
+  mean over steps, conv branch 64, jitter 0.1, weight decay 0.1, 3e-3
+  cosine, 300 x 16'."""
   layers = config.get('num_layers', 1)
   parts = [f'{f"{layers} x " if layers > 1 else ""}'
            f'{"bidirectional " if config.get("bidirectional") else ""}'
@@ -233,6 +234,8 @@ def recipe(config: dict) -> str:
     parts.append(f'dropout {config["dropout_rate"]:g}')
   if config.get('pooling', 'last') == 'mean':
     parts.append('mean over steps')
+  if config.get('conv_features'):
+    parts.append(f'conv branch {config["conv_features"]}')
   if config.get('input_noise'):
     parts.append(f'jitter {config["input_noise"]:g}')
   if config.get('weight_decay'):

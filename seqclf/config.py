@@ -245,6 +245,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not 0.0 < config.validation_fraction < 1.0:
     raise ConfigError('Config key `validation_fraction` must be in (0, 1), got '
                       f'{config.validation_fraction}.')
+  if config.conv_features < 0:
+    raise ConfigError('Config key `conv_features` must be >= 0 (the '
+                      'convolutional branch\'s filters; 0 = none), got '
+                      f'{config.conv_features}.')
   if config.data_workers < 0:
     raise ConfigError('Config key `data_workers` must be >= 0 (0 = threads '
                       f'of the training process), got {config.data_workers}.')

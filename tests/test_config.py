@@ -15,7 +15,8 @@ from seqclf.config import ConfigError, base_config, validate
     ('permutation_seed', -1, 'permutation_seed'),
     ('pooling', 'max', "pooling` must be one of \\('last', 'mean'\\)"),
     ('input_noise', -0.1, 'input_noise` must be >= 0'),
-    ('weight_decay', float('nan'), 'weight_decay` must be >= 0')])
+    ('weight_decay', float('nan'), 'weight_decay` must be >= 0'),
+    ('conv_features', -1, 'conv_features` must be >= 0')])
 def test_new_config_keys_are_validated(key, value, match):
   config = base_config()
   config[key] = value

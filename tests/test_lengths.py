@@ -103,10 +103,10 @@ def test_evaluation_with_lengths_equals_each_row_cropped_alone(tmp_path):
 @pytest.mark.slow
 def test_sweep_on_lengths_model_k_equals_single_run(tmp_path):
   """Bitwise, with input jitter (the sweep's only noise here), mean
-  pooling and weight decay."""
+  pooling, weight decay and a convolutional branch."""
   name = _dataset(tmp_path)
   config = _config(name, num_train_steps=20, input_noise=0.2, pooling='mean',
-                   weight_decay=0.1, seed=3)
+                   weight_decay=0.1, conv_features=4, seed=3)
   data = registry.load(config)
   out = sweep.run_unit(tmp_path / 'sweep', 'u', config, [{}], ['config'],
                        [3, 4], [], data['train'], {'test': data['test']},
@@ -134,7 +134,8 @@ data = registry.load(_config(name))
 params = {}
 for mode in ('single', 'pmap', 'sharded'):
   workdir = f'{sys.argv[3]}/{mode}'
-  train.train_and_evaluate(_config(name, parallelism=mode, num_train_steps=20),
+  train.train_and_evaluate(_config(name, parallelism=mode, num_train_steps=20,
+                                   conv_features=4),
                            workdir, quiet=True, datasets=data)
   params[mode] = inference.load_model(workdir)[1]
 for mode in ('pmap', 'sharded'):

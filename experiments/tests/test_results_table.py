@@ -82,7 +82,7 @@ def test_timeseries_rows_and_splice_keep_the_other_rows(tmp_path, monkeypatch):
               config={'hidden_size': 64, 'bidirectional': True,
                       'num_layers': 2, 'dropout_rate': 0.1,
                       'pooling': 'mean', 'input_noise': 0.1,
-                      'weight_decay': 0.3,
+                      'weight_decay': 0.3, 'conv_features': 64,
                       'learning_rate': 3e-3, 'lr_schedule': 'cosine',
                       'num_train_steps': 450, 'batch_size': 24})
   old = ('# Results\n\n| default | kept row |\n\n## UEA/UCR time series\n\n'
@@ -95,8 +95,9 @@ def test_timeseries_rows_and_splice_keep_the_other_rows(tmp_path, monkeypatch):
   assert '**97.14 ± 0.74** (n=5)' in row and 'mean ≥ 98.50 (not met)' in row
   assert '| 98.40 ± 1.67 |' in row  # The validation accuracy beside it.
   # What ran, from the run's own config.
-  assert ('2 x bidirectional LSTM-64, dropout 0.1, mean over steps, jitter '
-          '0.1, weight decay 0.3, 3e-3 cosine, 450 x 24' in row)
+  assert ('2 x bidirectional LSTM-64, dropout 0.1, mean over steps, conv '
+          'branch 64, jitter 0.1, weight decay 0.3, 3e-3 cosine, 450 x 24'
+          in row)
   assert '--config=configs/japanese_vowels.py' in row
   assert 'not run yet' in next(line for line in text.splitlines()
                                if line.startswith('| basic_motions |'))

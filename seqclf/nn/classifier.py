@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from seqclf.kernels import precision
 from seqclf.nn import initializers
+from seqclf.nn.conv import ConvBranch
 from seqclf.nn.recurrent import LAYERS
 
 Array = jax.Array
@@ -45,7 +46,9 @@ class LSTMClassifier(nn.Module):
   the head sees the forward last step beside the backward first step (each
   direction's summary of the whole sequence). ``pooling='mean'`` gives the
   head the last layer's outputs averaged over each row's valid steps
-  instead, so every step reaches the loss directly. ``dropout_rate`` drops
+  instead, so every step reaches the loss directly. ``conv_features`` adds
+  a convolutional branch (``seqclf.nn.conv``) whose mean over the valid
+  steps the head reads beside that summary. ``dropout_rate`` drops
   between stacked layers and ``input_noise`` jitters the standardized inputs
   when ``train=True`` (both need a ``'dropout'`` rng: ``stochastic``). It reads
   float (batch, time, features) sequences and knows nothing of where they
@@ -113,6 +116,10 @@ class LSTMClassifier(nn.Module):
   channel_std: tuple[float, ...] = ()
   missing: str = 'refuse'  # MISSING
   pooling: str = 'last'  # POOLING
+  # Filters of a convolutional branch beside the recurrence (LSTM-FCN's:
+  # seqclf.nn.conv.ConvBranch), its outputs averaged over the valid steps
+  # and read by the head beside the recurrence's summary; 0 = none.
+  conv_features: int = 0
 
   @nn.compact
   def __call__(self, inputs: Array, train: bool = False,
@@ -150,6 +157,7 @@ class LSTMClassifier(nn.Module):
       x = x + self.input_noise * noise
     if self.missing == 'impute':
       x = impute(x)
+    standardized = x
     for k in range(self.num_layers):
       if k:
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
@@ -165,6 +173,12 @@ class LSTMClassifier(nn.Module):
       last = jnp.concatenate([last, backward[..., 0, :]], -1)
     if self.pooling == 'mean':
       last = mean_valid(x, seq_lengths)
+    if self.conv_features:
+      conv = ConvBranch(self.conv_features, dtype=self.dtype,
+                        param_dtype=self.param_dtype,
+                        matmul_precision=self.matmul_precision,
+                        name='conv')(standardized, seq_lengths)
+      last = jnp.concatenate([last, mean_valid(conv, seq_lengths)], -1)
     logits = nn.Dense(
         self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
         kernel_init=initializers.resolve('head_init', self.head_init),

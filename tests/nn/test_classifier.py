@@ -125,6 +125,51 @@ def test_mean_pooling_averages_the_valid_steps_of_both_directions():
   assert not np.allclose(last, logits)
 
 
+def test_conv_branch_is_fcn_beside_the_recurrence_and_ignores_padding():
+  """conv_features adds FCN's three 'SAME' convolutions (widths 8, 5, 3),
+  each layer-normalized and ReLU'd, whose mean over a row's valid steps the
+  head reads after the recurrence's summary: padding past a row's length
+  changes nothing, and the logits equal that computed by hand with
+  lax.conv_general_dilated on each row cut to its length."""
+  from seqclf.nn import recurrent  # pylint: disable=g-import-not-at-top
+  kw = dict(num_classes=3, hidden_size=8, bidirectional=True)
+  model = LSTMClassifier(**kw, conv_features=4)
+  x = np.array(jax.random.normal(jax.random.key(7), (3, 9, 2)))
+  n = jnp.array([9, 5, 1])
+  params = _init(model, x)
+  p = params['params']
+  assert [p['conv'][f'conv_{k}']['kernel'].shape for k in range(3)] == [
+      (8 * 2, 4), (5 * 4, 8), (3 * 8, 4)]
+  logits = np.asarray(jax.jit(model.apply)(params, x, seq_lengths=n))
+  padded = x.copy()
+  padded[1, 5:] = 7.0
+  padded[2, 1:] = -3.0
+  np.testing.assert_array_equal(
+      jax.jit(model.apply)(params, padded, seq_lengths=n), logits)
+
+  def fcn(row):  # (time, channels) -> (features,)
+    h = row[None]
+    for k, width in enumerate((8, 5, 3)):
+      conv, norm = p['conv'][f'conv_{k}'], p['conv'][f'norm_{k}']
+      kernel = conv['kernel'].reshape(width, h.shape[-1], -1)
+      h = jax.lax.conv_general_dilated(
+          h, kernel, (1,), 'SAME', dimension_numbers=('NWC', 'WIO', 'NWC'),
+          precision='highest') + conv['bias']
+      h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True)
+                                                    + 1e-6)
+      h = np.maximum(h * norm['scale'] + norm['bias'], 0)
+    return h[0].mean(0)
+
+  lstm = recurrent.LSTM(hidden_size=8)
+  _, fwd = lstm.apply({'params': p['lstm_0']}, x, seq_lengths=n)
+  _, bwd = lstm.apply({'params': p['lstm_0_reverse']}, x, seq_lengths=n,
+                      reverse=True, keep_order=True)
+  rows = [np.concatenate([fwd[r, int(k) - 1], bwd[r, 0], fcn(x[r, :int(k)])])
+          for r, k in enumerate(n)]
+  want = np.stack(rows) @ p['head']['kernel'] + p['head']['bias']
+  np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-5)
+
+
 def test_input_noise_jitters_training_only_from_the_dropout_rng():
   """input_noise adds noise in training mode only: evaluation is the plain
   model's; training draws it from the 'dropout' rng (same key, same logits;
@@ -180,7 +225,8 @@ def test_from_config_reads_every_classifier_field_by_name():
                  channel_std=(3.0, 4.0), missing='impute',
                  matmul_precision='bfloat16', dtype='bfloat16',
                  input_init='glorot_uniform', head_init='normal',
-                 head_bias_init='normal', pooling='mean', input_noise=0.1)
+                 head_bias_init='normal', pooling='mean', input_noise=0.1,
+                 conv_features=16)
   config = base_config()
   config.update(changed)
   model = classifier.from_config(config, 'kernel')

@@ -47,7 +47,8 @@ def test_a_layer_draws_linen_init_values_at_linen_paths(cell):
     pytest.param({'cell': 'gru', 'head_init': 'normal', 'input_mean': 0.5},
                  id='gru', marks=pytest.mark.slow),
     pytest.param({'channel_mean': (0.1, 0.2, 0.3, 0.4), 'missing': 'impute',
-                  'channel_std': (1.0, 2.0, 0.5, 4.0)}, id='channels-impute')])
+                  'channel_std': (1.0, 2.0, 0.5, 4.0)}, id='channels-impute'),
+    pytest.param({'conv_features': 4, 'pooling': 'mean'}, id='conv-mean')])
 def test_the_classifier_draws_and_computes_what_linen_does(options):
   """Paths lstm_0/…, lstm_0_reverse/…, head/…; values of linen's jitted
   init; logits bitwise linen's apply on them, lengths or not."""
