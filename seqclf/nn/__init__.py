@@ -5,6 +5,8 @@
   ``seqclf.kernels``), and ``LSTM``, ``GRU``, ``Elman``;
 * ``classifier``: ``LSTMClassifier``, whose fields are the model's config
   keys;
+* ``conv``: ``ConvBranch``, LSTM-FCN's convolutional branch beside the
+  recurrence (``conv_features``);
 * ``initializers``: the initializers a config names;
 * ``convert``: LSTM parameters to and from flax's LSTM cells (linen, NNX).
 
