@@ -95,28 +95,41 @@ def test_impute_model_reads_nan_on_every_path_and_doubles_the_width():
   assert not np.allclose(base[0], logits['scan'][0])
 
 
+def _logits_ignoring_padding(model, params, x, n):
+  """``model``'s logits of ``x``, asserting that values past each row's
+  length (of ``n``) do not change them."""
+  logits = np.asarray(jax.jit(model.apply)(params, x, seq_lengths=n))
+  padded = x.copy()
+  for r, k in enumerate(n):
+    padded[r, int(k):] = 7.0 - 5.0 * r
+  np.testing.assert_array_equal(
+      jax.jit(model.apply)(params, padded, seq_lengths=n), logits)
+  return logits
+
+
+def _directions(p, x, n):
+  """The forward and backward LSTM-8 layers' outputs, run on their own."""
+  from seqclf.nn import recurrent  # pylint: disable=g-import-not-at-top
+  lstm = recurrent.LSTM(hidden_size=8)
+  _, fwd = lstm.apply({'params': p['lstm_0']}, x, seq_lengths=n)
+  _, bwd = lstm.apply({'params': p['lstm_0_reverse']}, x, seq_lengths=n,
+                      reverse=True, keep_order=True)
+  return fwd, bwd
+
+
 def test_mean_pooling_averages_the_valid_steps_of_both_directions():
   """With pooling='mean' the head reads the last layer's (forward and
   backward) outputs averaged over each row's valid steps: padding past a
   row's length changes nothing, and the logits are the head applied to that
   mean of the layers run on their own."""
-  from seqclf.nn import recurrent  # pylint: disable=g-import-not-at-top
   kw = dict(num_classes=3, hidden_size=8, bidirectional=True)
   model = LSTMClassifier(**kw, pooling='mean')
   x = np.array(jax.random.normal(jax.random.key(5), (3, 6, 2)))
   n = jnp.array([6, 4, 1])
   params = _init(model, x)
-  logits = np.asarray(jax.jit(model.apply)(params, x, seq_lengths=n))
-  padded = x.copy()
-  padded[1, 4:] = 7.0
-  padded[2, 1:] = -3.0
-  np.testing.assert_array_equal(
-      jax.jit(model.apply)(params, padded, seq_lengths=n), logits)
+  logits = _logits_ignoring_padding(model, params, x, n)
   p = params['params']
-  lstm = recurrent.LSTM(hidden_size=8)
-  _, fwd = lstm.apply({'params': p['lstm_0']}, x, seq_lengths=n)
-  _, bwd = lstm.apply({'params': p['lstm_0_reverse']}, x, seq_lengths=n,
-                      reverse=True, keep_order=True)
+  fwd, bwd = _directions(p, x, n)
   outputs = np.concatenate([fwd, bwd], -1)
   mean = np.stack([outputs[r, :int(k)].mean(0) for r, k in enumerate(n)])
   want = mean @ p['head']['kernel'] + p['head']['bias']
@@ -131,21 +144,15 @@ def test_conv_branch_is_fcn_beside_the_recurrence_and_ignores_padding():
   head reads after the recurrence's summary: padding past a row's length
   changes nothing, and the logits equal that computed by hand with
   lax.conv_general_dilated on each row cut to its length."""
-  from seqclf.nn import recurrent  # pylint: disable=g-import-not-at-top
-  kw = dict(num_classes=3, hidden_size=8, bidirectional=True)
-  model = LSTMClassifier(**kw, conv_features=4)
+  model = LSTMClassifier(num_classes=3, hidden_size=8, bidirectional=True,
+                         conv_features=4)
   x = np.array(jax.random.normal(jax.random.key(7), (3, 9, 2)))
   n = jnp.array([9, 5, 1])
   params = _init(model, x)
   p = params['params']
   assert [p['conv'][f'conv_{k}']['kernel'].shape for k in range(3)] == [
       (8 * 2, 4), (5 * 4, 8), (3 * 8, 4)]
-  logits = np.asarray(jax.jit(model.apply)(params, x, seq_lengths=n))
-  padded = x.copy()
-  padded[1, 5:] = 7.0
-  padded[2, 1:] = -3.0
-  np.testing.assert_array_equal(
-      jax.jit(model.apply)(params, padded, seq_lengths=n), logits)
+  logits = _logits_ignoring_padding(model, params, x, n)
 
   def fcn(row):  # (time, channels) -> (features,)
     h = row[None]
@@ -160,10 +167,7 @@ def test_conv_branch_is_fcn_beside_the_recurrence_and_ignores_padding():
       h = np.maximum(h * norm['scale'] + norm['bias'], 0)
     return h[0].mean(0)
 
-  lstm = recurrent.LSTM(hidden_size=8)
-  _, fwd = lstm.apply({'params': p['lstm_0']}, x, seq_lengths=n)
-  _, bwd = lstm.apply({'params': p['lstm_0_reverse']}, x, seq_lengths=n,
-                      reverse=True, keep_order=True)
+  fwd, bwd = _directions(p, x, n)
   rows = [np.concatenate([fwd[r, int(k) - 1], bwd[r, 0], fcn(x[r, :int(k)])])
           for r, k in enumerate(n)]
   want = np.stack(rows) @ p['head']['kernel'] + p['head']['bias']
