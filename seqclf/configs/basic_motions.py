@@ -1,4 +1,4 @@
-"""UEA BasicMotions (4 activities, 6 watch channels, 100 steps): 2 x bidirectional LSTM-128 and a conv branch.
+"""UEA BasicMotions (4 activities, 6 channels, 100 steps): 2 x bidirectional LSTM-128, conv branch.
 
 Needs `seqclf prepare-data --dataset=uea_basic_motions` (the aeon wheel's
 files, seqclf.data.timeseries). The model standardizes each raw channel with
