@@ -1,6 +1,6 @@
 """Class weights on skewed labels: MNIST with classes 0-4 cut to 1%.
 
-  python experiments/imbalanced_mnist.py [--seeds 3] [--out runs/imbalanced_mnist]
+  python experiments/imbalanced_mnist.py [--seeds 5] [--out runs/imbalanced_mnist]
 
 Writes ``OUT/mnist_imbalanced.npz`` from the prepared MNIST (``make setup``):
 ``x_train``/``y_train`` the 55,000-example training split with each of classes
@@ -65,7 +65,7 @@ def _stat(values: list[float]) -> str:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--seeds', type=int, default=3)
+  parser.add_argument('--seeds', type=int, default=5)
   parser.add_argument('--out', default=str(REPO / 'runs' / 'imbalanced_mnist'))
   args = parser.parse_args()
   out = Path(args.out).resolve()
