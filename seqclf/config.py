@@ -141,12 +141,15 @@ _POSITIVE_INTS = ('hidden_size', 'num_layers', 'num_classes', 'unroll',
                   'eval_batch_size')
 
 
-# Float keys that must be finite and >= 0, and what their values mean.
+# Number keys that must be finite and >= 0, and what their values mean.
 _NON_NEGATIVE = {
     'grad_clip_norm': '0 turns clipping off',
     'input_noise': "the standard deviation of the training inputs' jitter; "
                    '0 = off',
     'weight_decay': '0 turns it off',
+    'conv_features': "the convolutional branch's filters; 0 = none",
+    'data_workers': '0 = threads of the training process',
+    'cpu_devices': '0 = one per core',
 }
 
 
@@ -245,16 +248,6 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not 0.0 < config.validation_fraction < 1.0:
     raise ConfigError('Config key `validation_fraction` must be in (0, 1), got '
                       f'{config.validation_fraction}.')
-  if config.conv_features < 0:
-    raise ConfigError('Config key `conv_features` must be >= 0 (the '
-                      'convolutional branch\'s filters; 0 = none), got '
-                      f'{config.conv_features}.')
-  if config.data_workers < 0:
-    raise ConfigError('Config key `data_workers` must be >= 0 (0 = threads '
-                      f'of the training process), got {config.data_workers}.')
-  if config.cpu_devices < 0:
-    raise ConfigError('Config key `cpu_devices` must be >= 0 (0 = one per '
-                      f'core), got {config.cpu_devices}.')
   if config.augment_hflip and config.task != 'row':
     raise ConfigError("Config key `augment_hflip` mirrors an image's rows: "
                       f"it needs task='row', got task={config.task!r}.")
