@@ -16,7 +16,7 @@ from absl import flags
 from seqclf import errors
 from seqclf.cli import common, plots
 from seqclf.config import base_config
-from seqclf.data import registry
+from seqclf.data import normalization, registry
 from seqclf.data.splits import SPLITS, Split
 
 SUMMARY = ('Describe a dataset (shapes, lengths, channel statistics, classes) '
@@ -124,13 +124,6 @@ def _num_classes(datasets: Mapping[str, Split]) -> int:
                  if len(d['label']))
 
 
-def _valid_steps(data: Split) -> np.ndarray:
-  """(N, T) True where a step is the example's own (not padding)."""
-  n, steps = data['image'].shape[:2]
-  lengths = data.get('lengths', np.full(n, steps))
-  return np.arange(steps)[None, :] < np.asarray(lengths)[:, None]
-
-
 def describe_series(datasets: Mapping[str, Split], name: str,
                     split: str, indices: Sequence[int],
                     max_channels: int = 16) -> str:
@@ -145,7 +138,7 @@ def describe_series(datasets: Mapping[str, Split], name: str,
            f'{"s" if features != 1 else ""} per step', '',
            f'{"split":<11}{"(N, T, F)":<18}lengths min / median / max']
   for split_name, data in datasets.items():
-    lengths = _valid_steps(data).sum(axis=1)
+    lengths = normalization.valid_steps(data).sum(axis=1)
     spread = (f'{lengths.min()} / {np.median(lengths):g} / {lengths.max()}'
               if len(lengths) else '-')
     given = '' if 'lengths' in data else ' (no lengths: all T)'
@@ -156,14 +149,15 @@ def describe_series(datasets: Mapping[str, Split], name: str,
   lines += ['', f'Mean / std over valid steps ({what}):',
             f'{"":<17}' + ''.join(f'{c:>10}' for c in range(shown))]
   for split_name, data in datasets.items():
-    values = data['image'][_valid_steps(data)][:, :shown].astype(np.float64)
+    valid = normalization.valid_steps(data)
+    values = data['image'][valid][:, :shown].astype(np.float64)
     for stat, f in (('mean', np.mean), ('std', np.std)):
       row = f(values, axis=0) if len(values) else np.full(shown, np.nan)
       lines.append(f'{split_name + " " + stat:<17}' +
                    ''.join(f'{v:>10.3g}' for v in row))
   lines += _class_balance(datasets, num_classes)
   data = datasets[split]
-  lengths = _valid_steps(data).sum(axis=1)
+  lengths = normalization.valid_steps(data).sum(axis=1)
   lines += [f'Sample: {i} - Class: {data["label"][i]} - Length: {lengths[i]}'
             for i in indices]
   return '\n'.join(lines)
