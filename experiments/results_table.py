@@ -530,6 +530,7 @@ def throughput_lines() -> list[str]:
 # commands): kept from the existing results.md as they are.
 KEPT_TITLES = ('## seqclf in Flax NNX',
                '## Class weights on skewed labels: imbalanced MNIST',
+               '## Mixed scales under `--config default`',
                "## Issue 30's time-series targets: cross-validated sweeps")
 
 

@@ -119,9 +119,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.input_std = 1.0
   # Per-feature standardization inside the model, fitted when the run starts
   # on the train split's valid steps (seqclf.data.normalization) and saved
-  # as the model keys channel_mean/channel_std (leave those empty): none |
-  # per_channel | auto (per_channel for float series, UEA/UCR and float
-  # npz:, with the identity input_mean/input_std; none for images).
+  # as the model keys channel_mean/channel_std (leave those empty), applied
+  # after input_mean/input_std: none | per_channel | auto (per_channel for
+  # float series, UEA/UCR and float npz:; none for images, uint8 pixels).
   c.normalize = 'auto'
   # NaN values in the data (model key `missing`): refuse (a one-line error
   # naming the split and count) | impute (filled inside the model: the
@@ -300,13 +300,6 @@ def _check_channel_stats(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("Config keys `channel_mean`/`channel_std` are fitted by "
                       "`normalize`: with normalize='none' leave them empty, "
                       f'got {len(mean)} channels.', arg='config.normalize')
-  if config.normalize == 'per_channel' and (config.input_mean != 0.0
-                                            or config.input_std != 1.0):
-    raise ConfigError("Config key `normalize='per_channel'` fits each "
-                      'feature\'s statistics: leave `input_mean`/`input_std` '
-                      f'at 0.0/1.0 (got {config.input_mean}/'
-                      f"{config.input_std}), or set normalize='none'.",
-                      arg='config.normalize')
 
 
 # Keys a resumed run may change: how the same computation is run, logged,

@@ -8,9 +8,10 @@ here, once, when a run starts (``fit``), and become the model's
 inputs, and the config saved with every checkpoint carries them, so
 evaluation, prediction, export and ``load_model`` take raw data and refit
 nothing. ``'auto'`` (the default) is ``'per_channel'`` for float series (the
-UEA/UCR datasets, float ``npz:`` arrays) whose ``input_mean``/``input_std``
-are the identity, and ``'none'`` for images (pixels, uint8 arrays) or where
-those keys are set by hand.
+UEA/UCR datasets, float ``npz:`` arrays) and ``'none'`` for images (uint8
+pixels). The statistics standardize what the model's scalar step
+``(x - input_mean) / input_std`` gives, so that step set for other data
+(``configs/default.py``'s MNIST pixels) cannot leave a series unscaled.
 """
 
 from __future__ import annotations
@@ -74,21 +75,19 @@ def fit_channels(split: Split, where: str = 'the data'
   for channel in np.flatnonzero(~(std > 1e-12 * np.maximum(1.0, abs(mean)))):
     raise DataError(f'{where}: channel {channel} is constant ({mean[channel]:g}'
                     ' on every valid step of the train split), so '
-                    "normalize='per_channel' cannot scale it: drop that "
-                    "channel, or set config key `normalize='none'`.",
-                    arg='config.normalize')
+                    "normalize='per_channel' (what 'auto' is for float data) "
+                    'cannot scale it: drop that channel, or set config key '
+                    "`normalize='none'`.", arg='config.normalize')
   return mean, std
 
 
 def resolve(config: Any, train: Split) -> str:
   """``config.normalize`` with ``'auto'`` resolved for this training data:
-  ``'per_channel'`` for float series with the identity ``input_mean``/
-  ``input_std``, else ``'none'``."""
+  ``'per_channel'`` for float series, ``'none'`` for images."""
   if config.normalize != 'auto':
     return config.normalize
   series = np.issubdtype(train['image'].dtype, np.floating)
-  identity = config.input_mean == 0.0 and config.input_std == 1.0
-  return 'per_channel' if series and identity and config.task == 'row' else 'none'
+  return 'per_channel' if series and config.task == 'row' else 'none'
 
 
 def fit(config: ml_collections.ConfigDict, train: Split,
@@ -111,6 +110,10 @@ def fit(config: ml_collections.ConfigDict, train: Split,
   out = ml_collections.ConfigDict(config.to_dict())
   if resolve(config, train) == 'per_channel':
     mean, std = fit_channels(train, where or config.dataset)
+    # Of the inputs after the model's scalar step (an affine map of each
+    # channel, so exact in float64; the identity by default).
+    mean = (mean - config.input_mean) / config.input_std
+    std = std / config.input_std
     # float32 values, as the model applies them, exact through JSON.
     out.channel_mean = tuple(float(v) for v in mean.astype(np.float32))
     out.channel_std = tuple(float(v) for v in std.astype(np.float32))

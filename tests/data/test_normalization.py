@@ -50,14 +50,35 @@ def test_auto_is_per_channel_for_float_series_only():
   config = small_config()
   assert normalization.resolve(config, series) == 'per_channel'
   assert normalization.resolve(config, pixels) == 'none'
-  # Scaled by hand (configs/default.py's pixels): left as they are.
-  assert normalization.resolve(small_config(input_mean=0.1307,
-                                            input_std=0.3081), series) == 'none'
   fitted = normalization.fit(config, series)
   assert len(fitted.channel_mean) == 3 and config.channel_mean == ()
   assert normalization.fit(fitted, series).to_dict() == fitted.to_dict()
   none = normalization.fit(small_config(normalize='none'), series)
   assert none.channel_mean == () and none.channel_std == ()
+
+
+def test_series_under_a_pixel_scaling_are_still_standardized_per_channel():
+  """configs/default.py's MNIST input_mean/input_std on float series (a
+  user's npz): 'auto' still fits each channel, on what the scalar step
+  gives, so the model's first layer reads standardized channels."""
+  split = _split()
+  pixel_scaled = small_config(input_mean=0.1307, input_std=0.3081)
+  assert normalization.resolve(pixel_scaled, split) == 'per_channel'
+  for config in (pixel_scaled,
+                 small_config(normalize='per_channel', input_mean=-2.0,
+                              input_std=50.0)):
+    config_lib.validate(config)
+    fitted = normalization.fit(config, split)
+    x = (split['image'].astype(np.float64) - config.input_mean) / config.input_std
+    x = (x - fitted.channel_mean) / fitted.channel_std
+    valid = x[normalization.valid_steps(split)]
+    np.testing.assert_allclose(valid.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(valid.std(axis=0), 1.0, rtol=1e-5)
+  # The identity scalar step: the raw statistics, as before.
+  raw = normalization.fit(small_config(), split)
+  np.testing.assert_array_equal(
+      raw.channel_mean,
+      normalization.fit_channels(split)[0].astype(np.float32))
 
 
 def test_nan_with_missing_refuse_names_file_split_and_count(tmp_path):
@@ -78,8 +99,6 @@ def test_nan_with_missing_refuse_names_file_split_and_count(tmp_path):
 
 
 @pytest.mark.parametrize('overrides, message', [
-    (dict(normalize='per_channel', input_mean=0.5),
-     r"leave `input_mean`/`input_std` at 0.0/1.0 \(got 0.5/1.0\)"),
     (dict(normalize='none', channel_mean=(1.0,), channel_std=(2.0,)),
      "with normalize='none' leave them empty"),
     (dict(channel_mean=(1.0, 2.0), channel_std=(2.0,)), 'as many of each'),
