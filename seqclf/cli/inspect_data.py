@@ -166,7 +166,13 @@ def describe_series(datasets: Mapping[str, Split], name: str,
 def write_series_figures(datasets: Mapping[str, Split],
                          split: str, indices: Sequence[int],
                          out: str | Path) -> dict[str, Path]:
-  """Line plots of the chosen sequences and the class balance, as PNGs."""
+  """Line plots of the chosen sequences (raw, and standardized per channel
+  where the train split allows it) and the class balance, as PNGs.
+
+  The raw plot shows scales; where channels differ in scale it hides the
+  small ones' shapes, which the standardized plot shows as the model reads
+  them with ``normalize='per_channel'``.
+  """
   check_indices(datasets, split, indices)
   out = Path(out).expanduser()
   data = datasets[split]
@@ -178,6 +184,14 @@ def write_series_figures(datasets: Mapping[str, Split],
       'class_balance': lambda: plots.class_balance(
           {name: d['label'] for name, d in datasets.items()}, num_classes),
   }
+  try:
+    stats = normalization.fit_channels(datasets['train'])
+  except errors.DataError:  # a constant or never-observed channel
+    pass
+  else:
+    figures['sample_series_standardized'] = lambda: plots.sample_series(
+        data['image'], data['label'], indices, data.get('lengths'),
+        split=split, standardize=stats)
   return {name: plots.save(make(), out / f'{name}.png')
           for name, make in figures.items()}
 

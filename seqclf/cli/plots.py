@@ -139,10 +139,13 @@ def row_sequences(image: np.ndarray, label: int | None = None) -> Figure:
 
 def sample_series(series: np.ndarray, labels: np.ndarray,
                   indices: Sequence[int], lengths: np.ndarray | None = None,
-                  *, split: str = 'test', max_legend: int = 20) -> Figure:
+                  *, split: str = 'test', max_legend: int = 20,
+                  standardize: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> Figure:
   """The sequences at ``indices``, one panel each: every feature (channel) a
   line over the example's valid steps (its ``lengths``; the padding is not
-  drawn), so shapes, scales and lengths compare at a glance."""
+  drawn), so shapes, scales and lengths compare at a glance; with
+  ``standardize=(mean, std)``, each feature as ``(x - mean) / std``."""
   indices = list(indices)
   features = series.shape[2]
   ncols = min(len(indices), 3)
@@ -157,8 +160,11 @@ def sample_series(series: np.ndarray, labels: np.ndarray,
            for k in range(features)]
   for ax, i in zip(axes, indices):
     steps = series.shape[1] if lengths is None else int(lengths[i])
+    values = np.asarray(series[i, :steps], np.float64)
+    if standardize is not None:
+      values = (values - standardize[0]) / standardize[1]
     for k in range(features):
-      ax.plot(np.arange(steps), series[i, :steps, k], color=shade[k],
+      ax.plot(np.arange(steps), values[:, k], color=shade[k],
               linewidth=1.0, label=f'feature {k}')
     ax.set_title(f'#{i}: label {int(labels[i])} ({steps} steps)', fontsize=9)
     ax.grid(alpha=0.3)
@@ -170,7 +176,9 @@ def sample_series(series: np.ndarray, labels: np.ndarray,
       ax.xaxis.set_tick_params(labelbottom=True)
       ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
   fig.suptitle(f'{split} samples: {features} feature'
-               f'{"s" if features != 1 else ""} per time step')
+               f'{"s" if features != 1 else ""} per time step'
+               + (', standardized per channel (train split statistics)'
+                  if standardize is not None else ''))
   fig.tight_layout()
   if 1 < features <= max_legend:  # below the panels, hiding no data
     fig.legend(*axes[0].get_legend_handles_labels(), loc='upper center',

@@ -9,8 +9,8 @@ import pytest
 
 from conftest import run_cli, small_config
 from seqclf import export, inference
-from seqclf.cli import inspect_data
-from seqclf.data import registry, sequence_files
+from seqclf.cli import inspect_data, plots
+from seqclf.data import normalization, registry, sequence_files
 from seqclf.errors import SequenceError
 from seqclf.training import checkpoint, state as state_lib
 
@@ -202,9 +202,23 @@ def test_series_description_and_figures(series_npz, tmp_path):
   assert 'train mean       ' + ''.join(f'{v:>10.3g}' for v in mean) in text
   assert len(lengths) == sum(len(d['label']) for d in data.values())
   paths = inspect_data.write_series_figures(data, 'test', [0, 1], tmp_path)
-  assert sorted(paths) == ['class_balance', 'sample_series']
+  assert sorted(paths) == ['class_balance', 'sample_series',
+                           'sample_series_standardized']
   for path in paths.values():
     assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  # The standardized panels draw each valid step as the model reads it with
+  # normalize='per_channel'; a constant channel has no such view.
+  stats = normalization.fit_channels(train)
+  fig = plots.sample_series(data['test']['image'], data['test']['label'],
+                            [1], test_lengths, standardize=stats)
+  line = fig.axes[0].get_lines()[FEATURES - 1]
+  x = data['test']['image'][1, :test_lengths[1], FEATURES - 1]
+  np.testing.assert_allclose(line.get_ydata(),
+                             (x - stats[0][-1]) / stats[1][-1], rtol=1e-6)
+  for split in data.values():
+    split['image'][..., 0] = 3.0
+  assert 'sample_series_standardized' not in inspect_data.write_series_figures(
+      data, 'test', [0], tmp_path)
 
 
 @pytest.mark.slow
@@ -214,7 +228,8 @@ def test_cli_inspect_data_on_npz_writes_its_pngs(series_npz, tmp_path):
   assert out.returncode == 0, out.stderr
   assert 'lengths min / median / max' in out.stdout
   assert {p.name for p in (tmp_path / 'plots').iterdir()} == {
-      'sample_series.png', 'class_balance.png'}
+      'sample_series.png', 'sample_series_standardized.png',
+      'class_balance.png'}
   out = run_cli('inspect-data', '--dataset=npz:', f'--out={tmp_path}')
   assert out.returncode == 2 and "or 'npz:PATH'" in out.stderr, out.stderr
   out = run_cli('prepare-data', f'--dataset=npz:{series_npz}')
