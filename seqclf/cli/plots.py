@@ -137,19 +137,20 @@ def row_sequences(image: np.ndarray, label: int | None = None) -> Figure:
   return fig
 
 
-def sample_series(series: np.ndarray, labels: np.ndarray,
-                  indices: Sequence[int], lengths: np.ndarray | None = None,
-                  *, split: str = 'test', max_legend: int = 20,
-                  standardize: tuple[np.ndarray, np.ndarray] | None = None
-                  ) -> Figure:
-  """The sequences at ``indices``, one panel each: every feature (channel) a
-  line over the example's valid steps (its ``lengths``; the padding is not
-  drawn), so shapes, scales and lengths compare at a glance; with
-  ``standardize=(mean, std)``, each feature as ``(x - mean) / std``."""
+def series_grid(series: np.ndarray, indices: Sequence[int],
+                titles: Sequence[str], *,
+                lengths: np.ndarray | None = None, ncols: int = 3,
+                title: str = '', title_colors: Sequence[str] | None = None,
+                standardize: tuple[np.ndarray, np.ndarray] | None = None,
+                max_legend: int = 20) -> Figure:
+  """The sequences at ``indices``, one captioned panel each: every feature
+  (channel) a line over the example's valid steps (its ``lengths``; the
+  padding is not drawn); with ``standardize=(mean, std)``, each feature as
+  ``(x - mean) / std``."""
   indices = list(indices)
   features = series.shape[2]
-  ncols = min(len(indices), 3)
-  nrows = -(-len(indices) // ncols)
+  ncols = max(1, min(len(indices), ncols))
+  nrows = max(1, -(-len(indices) // ncols))
   fig = Figure(figsize=(4.2 * ncols, 2.8 * nrows + 0.6))
   axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False,
                                  sharex=True)).ravel()
@@ -158,7 +159,7 @@ def sample_series(series: np.ndarray, labels: np.ndarray,
                    else 'viridis']
   shade = [cmap(k if features <= 20 else k / (features - 1))
            for k in range(features)]
-  for ax, i in zip(axes, indices):
+  for n, (ax, i) in enumerate(zip(axes, indices)):
     steps = series.shape[1] if lengths is None else int(lengths[i])
     values = np.asarray(series[i, :steps], np.float64)
     if standardize is not None:
@@ -166,7 +167,8 @@ def sample_series(series: np.ndarray, labels: np.ndarray,
     for k in range(features):
       ax.plot(np.arange(steps), values[:, k], color=shade[k],
               linewidth=1.0, label=f'feature {k}')
-    ax.set_title(f'#{i}: label {int(labels[i])} ({steps} steps)', fontsize=9)
+    ax.set_title(titles[n], fontsize=9,
+                 color=title_colors[n] if title_colors else 'black')
     ax.grid(alpha=0.3)
   for ax in axes[len(indices):]:
     ax.set_visible(False)
@@ -175,15 +177,35 @@ def sample_series(series: np.ndarray, labels: np.ndarray,
       ax.set_xlabel('time step')
       ax.xaxis.set_tick_params(labelbottom=True)
       ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-  fig.suptitle(f'{split} samples: {features} feature'
-               f'{"s" if features != 1 else ""} per time step'
-               + (', standardized per channel (train split statistics)'
-                  if standardize is not None else ''))
+  if title:
+    fig.suptitle(title)
   fig.tight_layout()
   if 1 < features <= max_legend:  # below the panels, hiding no data
     fig.legend(*axes[0].get_legend_handles_labels(), loc='upper center',
                bbox_to_anchor=(0.5, 0.0), ncols=min(features, 6), fontsize=8)
   return fig
+
+
+def sample_series(series: np.ndarray, labels: np.ndarray,
+                  indices: Sequence[int], lengths: np.ndarray | None = None,
+                  *, split: str = 'test',
+                  standardize: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> Figure:
+  """The sequences at ``indices`` of a split, captioned with index, label and
+  length, so shapes, scales and lengths compare at a glance
+  (``standardize``: as in ``series_grid``, with the train split's
+  statistics)."""
+  indices = list(indices)
+  features = series.shape[2]
+  steps = lambda i: series.shape[1] if lengths is None else int(lengths[i])
+  return series_grid(
+      series, indices,
+      [f'#{i}: label {int(labels[i])} ({steps(i)} steps)' for i in indices],
+      lengths=lengths, standardize=standardize,
+      title=f'{split} samples: {features} feature'
+      f'{"s" if features != 1 else ""} per time step'
+      + (', standardized per channel (train split statistics)'
+         if standardize is not None else ''))
 
 
 def class_balance(labels_by_split: Mapping[str, np.ndarray],
@@ -299,10 +321,14 @@ def plot_confusion_matrix(matrix: np.ndarray, title: str = '') -> Figure:
   return fig
 
 
-def worst_classified(images: np.ndarray, labels: np.ndarray,
+def worst_classified(examples: np.ndarray, labels: np.ndarray,
                      probabilities: np.ndarray, count: int = 24, *,
-                     ncols: int = 8) -> Figure:
-  """The ``count`` examples with the lowest probability on their true class.
+                     lengths: np.ndarray | None = None,
+                     standardize: tuple[np.ndarray, np.ndarray] | None = None
+                     ) -> Figure:
+  """The ``count`` examples with the lowest probability on their true class:
+  images (uint8 pixels) in a grid, sequences as lines (``series_grid``, with
+  its ``lengths`` and ``standardize``).
 
   Captions give the true and predicted class and the model's confidence in
   its prediction, so confident mistakes stand out from near-ties.
@@ -312,10 +338,15 @@ def worst_classified(images: np.ndarray, labels: np.ndarray,
   predicted = probabilities[order].argmax(-1)
   titles = [f'#{i}: {labels[i]} → {p}\np={probabilities[i, p]:.2f}'
             for i, p in zip(order, predicted)]
+  colors_ = [_BAD if p != labels[i] else _GOOD
+             for i, p in zip(order, predicted)]
   wrong = int(np.sum(probabilities.argmax(-1) != labels))
-  return digit_grid(
-      images[order], titles, ncols=ncols,
-      title_colors=[_BAD if p != labels[i] else _GOOD
-                    for i, p in zip(order, predicted)],
-      title=f'Worst-classified test digits (true → predicted, confidence); '
-      f'{wrong:,} of {len(labels):,} wrong')
+  title = (f'Worst-classified test examples (true → predicted, confidence); '
+           f'{wrong:,} of {len(labels):,} wrong')
+  if examples.dtype == np.uint8:
+    return digit_grid(examples[order], titles, ncols=8, title=title,
+                      title_colors=colors_)
+  return series_grid(examples, order, titles, lengths=lengths, ncols=6,
+                     title=title + (', standardized as the model reads them'
+                                    if standardize is not None else ''),
+                     title_colors=colors_, standardize=standardize)

@@ -77,6 +77,25 @@ def _top_confusions(matrix: np.ndarray, count: int = 5) -> list[tuple[int, int, 
   return [(int(t), int(p), int(off[t, p])) for t, p in pairs if off[t, p]]
 
 
+def per_class_table(matrix: np.ndarray) -> list[str]:
+  """Markdown rows of each class's recall, precision and F1 in %.
+
+  A rate whose denominator is zero (a class absent from the test split, or
+  never predicted) is undefined and shows '–', not a 0% that reads as a
+  failure.
+  """
+  per_class = metrics.per_class(matrix)
+  support, predicted = per_class['support'], per_class['predicted']
+  row = lambda name, values, *counts: (f'| {name} | ' + ' | '.join(
+      f'{100 * a:.1f}%' if any(c[k] for c in counts) else '–'
+      for k, a in enumerate(values)) + ' |')
+  return ['| class | ' + ' | '.join(map(str, range(len(matrix)))) + ' |',
+          '|---|' + '---|' * len(matrix),
+          row('test accuracy (recall)', per_class['recall'], support),
+          row('precision', per_class['precision'], predicted),
+          row('F1', per_class['f1'], support, predicted)]
+
+
 def _fmt(value: Any) -> str:
   if isinstance(value, float):
     return f'{value:.4g}' if abs(value) < 1e5 else f'{value:,.0f}'
@@ -127,20 +146,13 @@ def _markdown(workdir: Path, results: Mapping[str, Any], matrix: np.ndarray,
     lines += ['Most frequent mistakes on the test set (true → predicted: '
               'count): ' + ', '.join(f'{t} → {p}: {n}' for t, p, n in confusions)
               + '.', '']
-  per_class = metrics.per_class(matrix)
-  row = lambda name, values: (f'| {name} | ' + ' | '.join(
-      f'{100 * a:.1f}%' for a in values) + ' |')
-  lines += ['| class | ' + ' | '.join(map(str, range(len(matrix)))) + ' |',
-            '|---|' + '---|' * len(matrix),
-            row('test accuracy (recall)', per_class['recall']),
-            row('precision', per_class['precision']),
-            row('F1', per_class['f1']), '',
+  lines += [*per_class_table(matrix), '',
             f'![Confusion matrix]({images["confusion_matrix"].relative_to(workdir)})',
             '',
-            'The test digits with the lowest probability on their true class '
-            '(caption: index, true → predicted, confidence in the prediction):',
-            '',
-            f'![Worst-classified test digits]'
+            'The test examples with the lowest probability on their true '
+            'class (caption: index, true → predicted, confidence in the '
+            'prediction):', '',
+            f'![Worst-classified test examples]'
             f'({images["worst_classified"].relative_to(workdir)})', '',
             '## Final metrics', '', '| metric | value |', '|---|---|']
   for key in sorted(results):  # per-split dicts: results.json
@@ -154,6 +166,16 @@ def _markdown(workdir: Path, results: Mapping[str, Any], matrix: np.ndarray,
   return '\n'.join(lines)
 
 
+def _model_scaling(config: Any) -> tuple[np.ndarray, np.ndarray] | None:
+  """The (mean, std) the model standardizes each raw feature with, where it
+  fitted per-channel statistics (its scalar step, then those); else None."""
+  if not config.channel_mean:
+    return None
+  return (config.input_mean
+          + config.input_std * np.asarray(config.channel_mean, np.float64),
+          config.input_std * np.asarray(config.channel_std, np.float64))
+
+
 def write_report(workdir: str | Path, *,
                  datasets: Mapping[str, Split] | None = None,
                  tensorboard: bool = True, num_worst: int = 24) -> Report:
@@ -161,7 +183,7 @@ def write_report(workdir: str | Path, *,
 
   Plots: training curves (from ``metrics.jsonl``), and, from the best (else latest)
   checkpoint's predictions on the test split, the confusion matrix and the
-  worst-classified digits. ``datasets`` (as from ``load_datasets``) saves
+  worst-classified examples. ``datasets`` (as from ``load_datasets``) saves
   reloading MNIST; with ``tensorboard`` the plots also go into the run's
   TensorBoard events as images.
   """
@@ -194,7 +216,8 @@ def write_report(workdir: str | Path, *,
           matrix, f'Test confusion matrix: {int(np.trace(matrix)):,} of '
           f'{int(matrix.sum()):,} right ({100 * accuracy:.2f}%)'),
       'worst_classified': lambda: plots.worst_classified(
-          test['image'], test['label'], probs, num_worst),
+          test['image'], test['label'], probs, num_worst,
+          lengths=test.get('lengths'), standardize=_model_scaling(config)),
   }
   images = {name: plots.save(make(), out / f'{name}.png')
             for name, make in figures.items()}

@@ -129,6 +129,54 @@ def test_confusion_matrix_counts_true_rows_predicted_columns():
   np.testing.assert_array_equal(matrix, expected)
 
 
+def test_per_class_rates_without_a_denominator_are_not_zero_percent():
+  # Class 1 is in the test split but never predicted; class 2 neither.
+  lines = report.per_class_table(np.array([[3, 0, 0], [2, 0, 0], [0, 0, 0]]))
+  cells = {line.split(' | ')[0][2:]: line.strip('| ').split(' | ')[1:]
+           for line in lines[2:]}
+  assert cells['test accuracy (recall)'] == ['100.0%', '0.0%', '–']
+  assert cells['precision'] == ['60.0%', '–', '–']
+  assert cells['F1'] == ['75.0%', '0.0%', '–']
+
+
+def test_worst_classified_draws_pixels_as_images_and_series_as_lines():
+  rng = np.random.default_rng(0)
+  labels = np.array([0, 1, 1, 0])
+  probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+  order = [1, 3, 2, 0]  # lowest probability on the true class first
+  pixels = rng.integers(0, 256, (4, 28, 28)).astype(np.uint8)
+  fig = plots.worst_classified(pixels, labels, probs, 3)
+  shown = [ax for ax in fig.axes if ax.images]
+  assert len(shown) == 3 and not any(ax.get_lines() for ax in fig.axes)
+  np.testing.assert_array_equal(shown[0].images[0].get_array(), pixels[1])
+  series = rng.normal(5.0, 100.0, (4, 6, 2)).astype(np.float32)
+  lengths = np.array([6, 4, 5, 3])
+  scale = (np.array([5.0, 0.0]), np.array([100.0, 2.0]))
+  fig = plots.worst_classified(series, labels, probs, 4, lengths=lengths,
+                               standardize=scale)
+  panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_lines()]
+  assert [ax.get_title().split(':')[0] for ax in panels] == [
+      f'#{i}' for i in order]
+  for ax, i in zip(panels, order):
+    drawn = np.stack([line.get_ydata() for line in ax.get_lines()], -1)
+    np.testing.assert_allclose(
+        drawn, (series[i, :lengths[i]] - scale[0]) / scale[1], rtol=1e-6)
+
+
+def test_report_standardizes_series_as_the_model_does():
+  """Its scalar step, then the fitted per-channel statistics, in one."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(dict(
+      input_mean=2.0, input_std=3.0, channel_mean=(1.0, -1.0),
+      channel_std=(2.0, 0.5)))
+  mean, std = report._model_scaling(config)  # pylint: disable=protected-access
+  x = np.array([[7.0, -4.0], [0.0, 11.0]])
+  model = ((x - 2.0) / 3.0 - np.array([1.0, -1.0])) / np.array([2.0, 0.5])
+  np.testing.assert_allclose((x - mean) / std, model, rtol=1e-12)
+  config.channel_mean = config.channel_std = ()
+  assert report._model_scaling(config) is None  # pylint: disable=protected-access
+
+
 def test_check_indices_names_the_problem(mnist):
   with pytest.raises(ValueError, match=r'outside the test split \(0\.\.9999\)'):
     inspect_data.check_indices(mnist, 'test', [5, len(mnist['test']['label'])])
