@@ -17,6 +17,17 @@ from seqclf.data.splits import SPLIT_SEED, Split
 from seqclf.errors import DataError
 
 
+def load_error(e: Exception, kind: str = 'numpy file') -> str:
+  """Why numpy could not load a file without pickles, and the fix: most
+  often sequences of different lengths saved as an object array."""
+  if 'Object arrays' in str(e):
+    return ('it holds an object array (sequences of different lengths?): '
+            'pad them into one (N, T, F) array and give each row\'s length '
+            "in an array 'lengths'")
+  return (f'not a readable {kind} without pickles ({e}); write it with '
+          'numpy.save/savez')
+
+
 def _fail(where: str, message: str) -> None:
   raise DataError(f'{where}: {message}', arg='config.dataset')
 
@@ -62,12 +73,8 @@ def load(path: str | Path, validation_fraction: float) -> dict[str, Split]:
                     "'npz:PATH' of an existing .npz file.",
                     arg='config.dataset') from None
   except (OSError, ValueError) as e:
-    raise DataError(f'{where}: not a readable .npz file without pickles '
-                    f'({e}); write it with numpy.savez.',
+    raise DataError(f'{where}: {load_error(e, ".npz file")}.',
                     arg='config.dataset') from None
-  for key, value in arrays.items():
-    if value.dtype == object:
-      _fail(where, f'array {key!r} holds Python objects: save numeric arrays.')
   rng = np.random.default_rng(SPLIT_SEED)
 
   def carve(split: Split, what: str) -> tuple[Split, Split]:

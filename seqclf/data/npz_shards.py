@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from seqclf.data import stream
+from seqclf.data import npz, stream
 from seqclf.data.splits import SPLIT_SEED, SPLITS, Split
 from seqclf.errors import DataError
 
@@ -71,7 +71,7 @@ def _open(shard: Path) -> dict[str, np.ndarray]:
       _fail(shard, f'no labels beside it: write {stem}_y.npy.')
     return arrays
   except (OSError, ValueError) as e:
-    _fail(shard, f'not a readable numpy file without pickles ({e}).')
+    _fail(shard, f'{npz.load_error(e)}.')
 
 
 class _LazyMember:

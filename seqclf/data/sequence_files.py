@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqclf.data import images
+from seqclf.data import images, npz
 from seqclf.data.ops import to_float
 from seqclf.errors import SequenceError
 
@@ -130,9 +130,8 @@ def read(path: str | Path, allow_missing: bool = False) -> list[Example]:
         names = f.files
         arrays = {k: f[k] for k in ('x', 'lengths') if k in names}
   except (OSError, ValueError, EOFError) as e:
-    raise SequenceError(f'{path}: not a readable {suffix} file without '
-                        f'pickles ({e}); write it with numpy.save/savez.'
-                        ) from None
+    raise SequenceError(
+        f'{path}: {npz.load_error(e, f"{suffix} file")}.') from None
   if 'x' not in arrays:
     raise SequenceError(f"{path}: needs an array 'x' (and optionally "
                         f"'lengths'), found {sorted(names)}.")

@@ -98,6 +98,13 @@ def test_missing_or_unreadable_file(tmp_path):
   (tmp_path / 'text.npz').write_text('not a zip')
   with pytest.raises(DataError, match='not a readable .npz'):
     registry.load(_config(f'npz:{tmp_path}/text.npz'))
+  # Sequences of different lengths, as numpy keeps them: an object array.
+  ragged = np.empty(3, object)
+  ragged[:] = [np.zeros((k, 2), np.float32) for k in (4, 5, 6)]
+  np.savez(tmp_path / 'ragged.npz', x=ragged, y=np.arange(3))
+  with pytest.raises(DataError, match=r"pad them into one \(N, T, F\) array "
+                     "and give each row's length in an array 'lengths'"):
+    registry.load(_config(f'npz:{tmp_path}/ragged.npz'))
 
 
 def test_dataset_names_and_validation_fraction_are_validated():

@@ -119,8 +119,10 @@ def test_fit_pads_shorter_sequences_with_their_lengths(tmp_path):
     (lambda p: (p / 'f.csv').write_text('a,b,c\n'), 'no rows of numbers'),
     (lambda p: (p / 'f.npy').write_text('not numpy'), 'not a readable .npy'),
     (lambda p: (p / 'f.png').write_bytes(b''), 'not a sequence file'),
+    (lambda p: np.save(p / 'f.npy', np.array([np.zeros((4, 3)), np.zeros(
+        (5, 3))], object)), 'sequences of different lengths?'),
 ], ids=['width', 'transposed', 'int', 'ndim', 'nan', 'no_x', 'lengths',
-        'csv_text', 'csv_empty', 'npy_junk', 'image_for_series'])
+        'csv_text', 'csv_empty', 'npy_junk', 'image_for_series', 'ragged'])
 def test_bad_files_are_one_error_naming_the_file(tmp_path, make, message):
   make(tmp_path)
   path, = tmp_path.iterdir()
