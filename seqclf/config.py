@@ -88,9 +88,13 @@ def base_config() -> ml_collections.ConfigDict:
   # same way: seqclf.data.timeseries) | npz:PATH, your own arrays
   # (seqclf.data.npz).
   c.dataset = 'mnist'
-  # npz:PATH without a validation (or test) split: the fraction of examples
-  # carved out for it, by a fixed permutation.
+  # npz:PATH without a validation (or test) split: the fraction of each
+  # class carved out for it, by a fixed permutation (seqclf.data.splits.carve).
   c.validation_fraction = 0.1
+  # Fitted when a run starts (leave it empty): a hash of the splits' labels,
+  # lengths and shapes (seqclf.data.splits.digest), saved with each
+  # checkpoint, so a resume on other data is refused rather than trained on.
+  c.data_digest = ''
   # Where the training split lives (seqclf.data.stream): device (all of it on
   # each device, batches gathered there; fastest) | stream (read from disk
   # batch by batch with grain, each process its part of each batch, the same
@@ -334,6 +338,12 @@ def check_resume(saved: dict, config: ml_collections.ConfigDict, step: int,
   changed = {k: (saved[k], now[k]) for k in sorted(now)
              if k in saved and saved[k] != now[k]}
   refused = [k for k in changed if k not in RESUMABLE_KEYS]
+  if refused == ['data_digest']:  # The keys are the same, the data not.
+    raise CheckpointError(
+        f'Checkpoint {where} was trained on other data: its splits\' labels, '
+        'lengths or shapes differ (another file, or a split carved otherwise, '
+        'as by another seqclf version): resume with the data it was trained '
+        'on, or use a fresh workdir.')
   if ('num_train_steps' in changed and now.get('lr_schedule') == 'cosine'
       and saved.get('lr_schedule') == 'cosine'):
     refused.append('num_train_steps')  # the cosine decay's length

@@ -534,22 +534,30 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
 
 
 def _spec(config: ml_collections.ConfigDict, grid: dict[str, list[Any]],
-          num_seeds: int, cv: int) -> dict[str, Any]:
+          num_seeds: int, cv: int, data: str) -> dict[str, Any]:
+  """What makes a sweep this sweep; ``data``: ``splits.digest`` of its data."""
   return json.loads(json.dumps({'config': config.to_dict(), 'grid': grid,
-                                'seeds': num_seeds, 'cv': cv}, default=str))
+                                'seeds': num_seeds, 'cv': cv, 'data': data},
+                               default=str))
+
+
+def _differ(saved: dict[str, Any], spec: dict[str, Any]) -> list[str]:
+  """The parts of ``spec`` that a saved sweep's differ in. Keys absent from
+  ``saved`` (added to seqclf after it was written) are not compared, as
+  ``check_resume`` does for a run."""
+  out = [k for k in spec
+         if k != 'config' and k in saved and saved[k] != spec[k]]
+  config = saved.get('config', {})
+  return out + [f'config.{k}' for k, v in spec['config'].items()
+                if k in config and config[k] != v]
 
 
 def _check_spec(workdir: Path, spec: dict[str, Any]) -> None:
   """Writes ``workdir/sweep.json``, or checks the one there is this sweep's."""
   path = workdir / 'sweep.json'
   if path.exists():
-    saved = json.loads(path.read_text())
-    if saved != spec:
-      differ = [k for k in spec if saved.get(k) != spec[k]]
-      if 'config' in differ:
-        differ.remove('config')
-        differ += [f'config.{k}' for k in spec['config']
-                   if saved['config'].get(k) != spec['config'][k]]
+    differ = _differ(json.loads(path.read_text()), spec)
+    if differ:
       raise ConfigError(
           f'{workdir} holds another sweep (its {", ".join(differ)} differ): '
           'run its own command to resume it, or use a fresh workdir.',
@@ -613,13 +621,13 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
     labels = np.concatenate([raw['train']['label'], raw['validation']['label']])
     stratified_folds(labels, cv)
   workdir = errors.writable_dir(workdir)
-  spec = _spec(config, grid, num_seeds, cv)
+  spec = _spec(config, grid, num_seeds, cv, splits_lib.digest(raw))
   with WorkdirLock(workdir):
     _check_spec(workdir, spec)
     finished = workdir / 'results.json'
     if finished.exists():
       saved = json.loads(finished.read_text())
-      if saved.get('spec') == spec:
+      if 'spec' in saved and not _differ(saved['spec'], spec):
         return {**saved, 'already_finished': True}
     results = _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
                    quiet)

@@ -23,7 +23,7 @@ import numpy as np
 
 from seqclf import errors
 from seqclf.config import check_resume, validate
-from seqclf.data import normalization, order, registry, stream, views
+from seqclf.data import normalization, order, registry, splits, stream, views
 from seqclf.data.splits import Split
 from seqclf.kernels import paths
 from seqclf.training import (autotune, best as best_lib, checkpoint, loop,
@@ -67,6 +67,7 @@ def train_and_evaluate(
   # `impl`, run before anything is written: bad input leaves no workdir.
   dp = parallel.setup(config.parallelism, config.batch_size)
   placement, datasets = _placed_data(config, datasets)
+  config = _with_digest(config, datasets)
   datasets = views.view_splits(config, datasets)
   # The model's per-channel statistics (`normalize`), fitted once, here.
   config = normalization.fit(config, datasets['train'])
@@ -112,6 +113,15 @@ def train_and_evaluate(
         'free space there (or use another workdir), then run the same '
         'command again to resume from the newest checkpoint.',
         arg='workdir') from e
+
+
+def _with_digest(config: ml_collections.ConfigDict,
+                 datasets: dict[str, Split]) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with ``data_digest`` set, so each checkpoint saves
+  which data it was trained on and a resume on other data is refused."""
+  out = ml_collections.ConfigDict(config.to_dict())
+  out.data_digest = splits.digest(datasets)
+  return out
 
 
 def _placed_data(config: ml_collections.ConfigDict,

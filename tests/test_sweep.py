@@ -163,6 +163,26 @@ def _npz_config(tmp_path, n=240, **overrides):
   return config
 
 
+def test_a_sweep_on_changed_data_is_another_sweep(tmp_path):
+  config = _npz_config(tmp_path, num_train_steps=4, eval_every=4,
+                       num_layers=1)
+  first = sweep.run_sweep(config, tmp_path / 'sw', 1, quiet=True)
+  assert first['spec']['data']
+  with np.load(tmp_path / 'd.npz') as f:
+    arrays = dict(f)
+  arrays['y_test'][0] = (arrays['y_test'][0] + 1) % 3
+  np.savez(tmp_path / 'd.npz', **arrays)
+  with pytest.raises(ConfigError, match=r'another sweep \(its data differ\)'):
+    sweep.run_sweep(config, tmp_path / 'sw', 1, quiet=True)
+  # A sweep written before the digest existed is not compared on it.
+  for name in ('sweep.json', 'results.json'):
+    saved = json.loads((tmp_path / 'sw' / name).read_text())
+    del (saved if name == 'sweep.json' else saved['spec'])['data']
+    (tmp_path / 'sw' / name).write_text(json.dumps(saved))
+  assert sweep.run_sweep(config, tmp_path / 'sw', 1, quiet=True)[
+      'already_finished']
+
+
 def test_parse_grid_types_values_and_refuses_bad_input():
   grid = sweep.parse_grid(['hidden_size=8,16', 'dropout_rate=0,0.2',
                            'bidirectional=true,false', 'cell=lstm,gru'])

@@ -3,7 +3,7 @@
 Either explicit splits, ``x_train``/``y_train``, ``x_test``/``y_test`` and
 optionally ``x_validation``/``y_validation`` (with ``lengths_SPLIT`` beside
 any of them); or one set ``x``/``y``/``lengths``. Missing splits are carved
-by a fixed permutation (``splits.SPLIT_SEED``). Arrays are loaded without
+stratified by class (``splits.carve``). Arrays are loaded without
 pickles; ``seqclf.data.registry.check`` then checks them like any dataset.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqclf.data.splits import SPLIT_SEED, Split
+from seqclf.data.splits import Split, carve
 from seqclf.errors import DataError
 
 
@@ -59,9 +59,9 @@ def load(path: str | Path, validation_fraction: float) -> dict[str, Split]:
   Either explicit splits, ``x_train``/``y_train``, ``x_test``/``y_test``
   and optionally ``x_validation``/``y_validation`` (with ``lengths_SPLIT``
   beside any of them); or one set ``x``/``y``/``lengths``. Missing splits are
-  carved by a fixed permutation (``SPLIT_SEED``): validation from train, and
+  carved stratified by class (``splits.carve``): validation from train, and
   for a single set first test, then validation, each ``validation_fraction``
-  of the examples. Arrays are loaded without pickles.
+  of each class. Arrays are loaded without pickles.
   """
   path = Path(path).expanduser()
   where = f'npz:{path}'
@@ -75,17 +75,15 @@ def load(path: str | Path, validation_fraction: float) -> dict[str, Split]:
   except (OSError, ValueError) as e:
     raise DataError(f'{where}: {load_error(e, ".npz file")}.',
                     arg='config.dataset') from None
-  rng = np.random.default_rng(SPLIT_SEED)
 
-  def carve(split: Split, what: str) -> tuple[Split, Split]:
-    n = len(split['label'])
-    k = int(round(n * validation_fraction))
-    if not 0 < k < n:
+  def split_off(split: Split, what: str) -> tuple[Split, Split]:
+    kept, carved = carve(split['label'], validation_fraction)
+    if not len(carved):
       _fail(where, f'carving a {what} split of validation_fraction='
-            f'{validation_fraction} from {n} examples leaves one side empty: '
-            f'give x_{what}/y_{what} or change the fraction.')
-    order = rng.permutation(n)
-    return _take(split, np.sort(order[k:])), _take(split, np.sort(order[:k]))
+            f'{validation_fraction} of each class leaves it empty (a class '
+            'of one example stays in training, and every class of '
+            f'{len(split["label"])} examples has one): give x_{what}/y_{what}.')
+    return _take(split, kept), _take(split, carved)
 
   if 'x_train' in arrays or 'y_train' in arrays:
     required = ('x_train', 'y_train', 'x_test', 'y_test')
@@ -97,10 +95,11 @@ def load(path: str | Path, validation_fraction: float) -> dict[str, Split]:
     if 'x_validation' in arrays:
       data['validation'] = _split_arrays(arrays, '_validation', where)
     else:
-      data['train'], data['validation'] = carve(data['train'], 'validation')
+      data['train'], data['validation'] = split_off(data['train'],
+                                                 'validation')
   elif 'x' in arrays and 'y' in arrays:
-    rest, test = carve(_split_arrays(arrays, '', where), 'test')
-    train, validation = carve(rest, 'validation')
+    rest, test = split_off(_split_arrays(arrays, '', where), 'test')
+    train, validation = split_off(rest, 'validation')
     data = {'train': train, 'validation': validation, 'test': test}
   else:
     _fail(where, f"needs arrays 'x' and 'y' (or x_train/y_train and "

@@ -8,8 +8,7 @@ once, shard by shard (host memory bounded by one shard), into an ArrayRecord
 tfds dataset in ``DIR/prepared/``, which ``seqclf.data.stream`` reads a batch
 at a time. Shards of different T are zero-padded to the longest, their
 lengths kept; without a validation directory, ``validation_fraction`` of the
-training examples are carved out by a fixed permutation
-(``splits.SPLIT_SEED``).
+training examples are carved out, stratified by class (``splits.carve``).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from seqclf.data import npz, stream
-from seqclf.data.splits import SPLIT_SEED, SPLITS, Split
+from seqclf.data.splits import SPLITS, Split, carve
 from seqclf.errors import DataError
 
 PREPARED = 'prepared'  # DIR/prepared/: the tfds dataset
@@ -134,7 +133,7 @@ def _scan(root: Path) -> dict[str, Any]:
               f'T={x.shape[1]}].')
       steps = max(steps, x.shape[1])
       shards.append({'path': shard, 'n': len(x), 'steps': x.shape[1],
-                     'lengths': lengths is not None})
+                     'lengths': lengths is not None, 'y': np.asarray(y)})
     if not shards:
       _fail(split_dir, 'holds no shards (NAME.npz or NAME_x.npy).')
     splits[split] = shards
@@ -184,25 +183,27 @@ def prepare(root: str | Path, validation_fraction: float = 0.1,
   if not root.is_dir():
     _fail(f'npz:{root}', 'no such directory of shards.')
   layout = _scan(root)
-  # Without a validation directory: a fixed share of train, chosen by index.
-  carve = 'validation' not in layout['splits']
-  if carve:
-    n = sum(s['n'] for s in layout['splits']['train'])
-    k = int(round(n * validation_fraction))
-    if not 0 < k < n:
+  # Without a validation directory: a share of each class of train.
+  carved = 'validation' not in layout['splits']
+  if carved:
+    labels = np.concatenate([s['y'] for s in layout['splits']['train']])
+    val = carve(labels, validation_fraction)[1]
+    if not len(val):
       _fail(f'npz:{root}', f'carving validation_fraction={validation_fraction}'
-            f' of {n} training examples leaves one side empty: add a '
-            'validation/ directory or change the fraction.')
-    is_val = np.zeros(n, bool)
-    is_val[np.random.default_rng(SPLIT_SEED).permutation(n)[:k]] = True
+            ' of each class leaves validation empty (every class of the '
+            f'{len(labels)} training examples has one): add a validation/ '
+            'directory.')
+    is_val = np.zeros(len(labels), bool)
+    is_val[val] = True
   writer = stream.Writer(out, (layout['steps'], layout['features']),
                          layout['dtype'], layout['lengths'], SPLITS,
                          f'seqclf: shards of {root}')
   for split in ('train', 'test', 'validation'):
-    if split == 'validation' and carve:
+    if split == 'validation' and carved:
       continue
     for i, (x, y, length) in enumerate(_examples(layout, split)):
-      target = 'validation' if carve and split == 'train' and is_val[i] else split
+      target = ('validation' if carved and split == 'train' and is_val[i]
+                else split)
       writer.add(target, x, y, length)
   writer.close()
   (out / 'source.json').write_text(json.dumps({'root': str(root)}) + '\n')

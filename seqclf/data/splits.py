@@ -9,6 +9,7 @@ name); ``'label'`` (N,) integer classes in ``[0, num_classes)``; optionally
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -20,6 +21,45 @@ SPLITS = ('train', 'validation', 'test')
 # config sees the same split.
 SPLIT_SEED = 0
 Split = dict[str, np.ndarray]
+
+
+def carve(labels: np.ndarray, fraction: float, seed: int = SPLIT_SEED
+          ) -> tuple[np.ndarray, np.ndarray]:
+  """Stratified (kept, carved) indices, each sorted: ``fraction`` of each
+  class, rounded, by a permutation from ``seed``.
+
+  Stratified so that a rare class keeps its share on both sides (a plain
+  permutation can leave it out of a small validation split, which balanced
+  accuracy and ``monitor`` then never see): a class of two or more gives at
+  least one example to each side, a class of one stays kept.
+  """
+  classes, group = np.unique(labels, return_inverse=True)
+  rng = np.random.default_rng(seed)
+  kept, carved = [], []
+  for g in range(len(classes)):
+    members = rng.permutation(np.flatnonzero(group == g))
+    k = int(round(len(members) * fraction))
+    k = min(max(k, 1 if len(members) > 1 else 0), len(members) - 1)
+    carved.append(members[:k])
+    kept.append(members[k:])
+  join = lambda parts: np.sort(np.concatenate([np.zeros(0, int), *parts]))
+  return join(kept), join(carved)
+
+
+def digest(datasets: dict[str, Split]) -> str:
+  """A short hash of what makes the splits these splits: each one's labels,
+  lengths and sequence shape, in order (images are not read: a streamed
+  split stays on disk). A resume compares it (config key ``data_digest``),
+  so a run never continues on another file or another carve of one.
+  """
+  h = hashlib.sha256()
+  for name in sorted(datasets):
+    split = datasets[name]
+    h.update(f'{name}{tuple(split["image"].shape)}'.encode())
+    for key in ('label', 'lengths'):
+      if key in split:
+        h.update(key.encode() + np.asarray(split[key], np.int64).tobytes())
+  return h.hexdigest()[:16]
 
 
 def write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -9,8 +9,7 @@ The files are found in the manual dir (copied there from an installed aeon,
 dir) and pinned by SHA-256.
 
 Splits: the archive's official test split; validation carved from the
-official train split by a fixed seed (``splits.SPLIT_SEED``), stratified
-by class. Variable-length series are zero-padded to the longest and carry
+official train split, stratified by class (``splits.carve``). Variable-length series are zero-padded to the longest and carry
 ``lengths``. The values are the archive's, raw: the model standardizes
 them itself (``normalize='per_channel'``, ``seqclf.data.normalization``), so
 a trained model takes raw series. (Version 1.0.0 held them standardized in
@@ -30,7 +29,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from seqclf.data import mnist_files
-from seqclf.data.splits import SPLIT_SEED, Split
+from seqclf.data.splits import Split, carve
 from seqclf.errors import DataError
 
 AEON_VERSION = '1.6.0'
@@ -190,22 +189,6 @@ def ensure_files(directory: Path, name: str) -> Path:
 
 
 # ---- splits -----------------------------------------------------------------------
-def carve_validation(labels: np.ndarray, fraction: float,
-                     seed: int = SPLIT_SEED
-                     ) -> tuple[np.ndarray, np.ndarray]:
-  """(train, validation) indices, sorted: ``fraction`` of each class (at
-  least one where a class has two or more) by a permutation from ``seed``."""
-  rng = np.random.default_rng(seed)
-  train, validation = [], []
-  for c in np.unique(labels):
-    members = rng.permutation(np.flatnonzero(labels == c))
-    k = int(round(len(members) * fraction))
-    k = min(max(k, 1 if len(members) > 1 else 0), len(members) - 1)
-    validation.extend(members[:k])
-    train.extend(members[k:])
-  return np.sort(train), np.sort(validation)
-
-
 def pad(series: list[np.ndarray], steps: int) -> tuple[np.ndarray, np.ndarray]:
   """(N, steps, C) zero-padded float32 and the (N,) int32 lengths."""
   out = np.zeros((len(series), steps, series[0].shape[1]), np.float32)
@@ -225,7 +208,7 @@ def build_splits(train_text: str, test_text: str, where: str
   steps = max(len(s) for s in train_series + test_series)
   index = {c: i for i, c in enumerate(classes)}
   y = np.array([index[l] for l in train_labels], np.int32)
-  train_idx, val_idx = carve_validation(y, VALIDATION_FRACTION)
+  train_idx, val_idx = carve(y, VALIDATION_FRACTION)
 
   def split(series, labels):
     x, lengths = pad(series, steps)

@@ -9,7 +9,7 @@ from conftest import run_cli, small_config, toy_series
 from seqclf import inference, train
 from seqclf.config import ConfigError, validate
 from seqclf.data import ops, order as order_lib, registry, splits as splits_lib
-from seqclf.errors import DataError
+from seqclf.errors import CheckpointError, DataError
 from seqclf.training import state as state_lib, steps as steps_lib
 
 
@@ -44,18 +44,40 @@ def test_explicit_splits_train_evaluate_and_load(tmp_path):
   assert again['accuracy'] == results['test_accuracy']
 
 
-def test_single_set_is_split_by_a_fixed_permutation(tmp_path):
+def test_single_set_is_split_stratified_by_class(tmp_path):
   x, y = toy_series(200, 2)
   x[:, 0, 0] = np.arange(200)  # tags each example
   name = _npz(tmp_path / 'one.npz', x=x, y=y)
   a = registry.load(_config(name, validation_fraction=0.2))
   b = registry.load(_config(name, validation_fraction=0.2))
   tags = {s: set(a[s]['image'][:, 0, 0].astype(int)) for s in a}
-  assert [len(tags[s]) for s in splits_lib.SPLITS] == [128, 32, 40]
   assert set.union(*tags.values()) == set(range(200))
+  assert sum(len(t) for t in tags.values()) == 200
+  # Test takes a fifth of each class, validation a fifth of each rest.
+  for c in range(4):
+    n = int((y == c).sum())
+    in_test = int((a['test']['label'] == c).sum())
+    assert in_test == round(0.2 * n)
+    assert (a['validation']['label'] == c).sum() == round(0.2 * (n - in_test))
   for split in splits_lib.SPLITS:
     np.testing.assert_array_equal(a[split]['image'], b[split]['image'])
     assert a[split]['label'].dtype == np.int32
+
+
+def test_a_rare_class_is_carved_into_validation_and_test(tmp_path):
+  # 3 of 300 examples in class 2: a plain 10% draw mostly misses it, and
+  # balanced accuracy and `monitor` then never see the class.
+  x, y = toy_series(300, 3)
+  y = np.where(y == 2, 0, y)
+  y[[7, 150, 299]] = 2
+  name = _npz(tmp_path / 'rare.npz', x=x, y=y)
+  data = registry.load(_config(name))
+  assert [(data[s]['label'] == 2).sum() for s in splits_lib.SPLITS] == [1, 1, 1]
+  name = _npz(tmp_path / 'rare_train.npz', x_train=x, y_train=y,
+              x_test=x[:10], y_test=y[:10])
+  data = registry.load(_config(name))
+  assert [(data[s]['label'] == 2).sum() for s in ('train', 'validation')
+          ] == [2, 1]
 
 
 @pytest.mark.parametrize('arrays, message', [
@@ -63,7 +85,7 @@ def test_single_set_is_split_by_a_fixed_permutation(tmp_path):
      r'\(N, T, F\).*reshape univariate'),
     (dict(x=np.zeros((10, 5, 2), np.int64), y=np.zeros(10, int)),
      'must be uint8 or float, got int64'),
-    (dict(x=np.zeros((10, 5, 2)), y=np.arange(10)),
+    (dict(x=np.zeros((50, 5, 2)), y=np.arange(50) % 10),
      r'labels must be in \[0, num_classes=4\).*`num_classes` to 10'),
     (dict(x=np.zeros((10, 5, 2)), y=np.zeros(9, int)),
      r'y must be 10 integers \(one per sequence of x\)'),
@@ -78,6 +100,9 @@ def test_single_set_is_split_by_a_fixed_permutation(tmp_path):
           x_test=np.zeros((4, 5, 2)), y_test=np.zeros(4, int),
           lengths_test=np.ones((4, 1), int)), 'lengths_test must be 4'),
     (dict(images=np.zeros((10, 5, 2))), "needs arrays 'x' and 'y'"),
+    (dict(x=np.zeros((4, 5, 2)), y=np.arange(4)),
+     r'carving a test split .* every class of 4 examples has one\): give '
+     'x_test/y_test'),
     (dict(x_train=np.zeros((10, 5, 2)), y_train=np.zeros(10, int)),
      r"missing \['x_test', 'y_test'\]"),
     (dict(x_train=np.zeros((10, 5, 2)), y_train=np.zeros(10, int),
@@ -161,6 +186,24 @@ def test_cli_trains_on_npz_and_bad_npz_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
+def test_resume_on_changed_data_is_refused_and_keeps_the_run(tmp_path):
+  x, y = toy_series(200, 7, steps=6, features=2)
+  name = _npz(tmp_path / 'd.npz', x=x, y=y)
+  config = _config(name, hidden_size=8, normalize='none', num_train_steps=10,
+                   checkpoint_every=10)
+  train.train_and_evaluate(config, tmp_path / 'run', quiet=True)
+  files = sorted(p.name for p in (tmp_path / 'run' / 'checkpoints').iterdir())
+  assert inference.load_model(tmp_path / 'run')[2].data_digest
+  y[0] = (y[0] + 1) % 4  # one label fixed in the file
+  _npz(tmp_path / 'd.npz', x=x, y=y)
+  with pytest.raises(CheckpointError, match='trained on other data'):
+    train.train_and_evaluate(_config(name, hidden_size=8, normalize='none',
+                                     num_train_steps=20, checkpoint_every=10),
+                             tmp_path / 'run', quiet=True)
+  assert sorted(p.name for p in (tmp_path / 'run' / 'checkpoints').iterdir()
+                ) == files
+
+
 def test_npz_run_resumes_bitwise_and_sweeps(tmp_path):
   """The order is (seed, step) for any data: 20 + 10 steps == 30 steps, and
   a sweep's model k is the single run with seed k."""

@@ -130,6 +130,18 @@ def test_check_resume_refuses_model_optimizer_and_data_changes():
   assert config.check_resume(saved, small_config(dropout_rate=0.5), 30, 'W') == []
 
 
+def test_check_resume_names_other_data_apart_from_changed_keys():
+  saved = json.loads(json.dumps(small_config(data_digest='aaaa').to_dict()))
+  with pytest.raises(errors.CheckpointError, match='trained on other data'):
+    config.check_resume(saved, small_config(data_digest='bbbb'), 30, 'W')
+  with pytest.raises(errors.CheckpointError,
+                     match="data_digest: checkpoint 'aaaa'.*seed: checkpoint"):
+    config.check_resume(saved, small_config(data_digest='bbbb', seed=1), 30,
+                        'W')
+  del saved['data_digest']  # a checkpoint older than the key: not compared
+  assert config.check_resume(saved, small_config(data_digest='b'), 30, 'W') == []
+
+
 def test_check_resume_step_budget():
   saved = json.loads(json.dumps(small_config().to_dict()))
   with pytest.raises(errors.CheckpointError, match='below the step 30'):
