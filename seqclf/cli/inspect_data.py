@@ -148,13 +148,29 @@ def describe_series(datasets: Mapping[str, Split], name: str,
           if shown < first.shape[2] else 'per channel')
   lines += ['', f'Mean / std over valid steps ({what}):',
             f'{"":<17}' + ''.join(f'{c:>10}' for c in range(shown))]
+  gaps = {}
   for split_name, data in datasets.items():
     valid = normalization.valid_steps(data)
     values = data['image'][valid][:, :shown].astype(np.float64)
-    for stat, f in (('mean', np.mean), ('std', np.std)):
-      row = f(values, axis=0) if len(values) else np.full(shown, np.nan)
+    observed = ~np.isnan(values)
+    count = observed.sum(axis=0)
+    # Over the observed values: a channel with gaps (NaN) has statistics.
+    with np.errstate(invalid='ignore', divide='ignore'):
+      mean = np.where(observed, values, 0).sum(axis=0) / count
+      std = np.sqrt((np.where(observed, values - mean, 0) ** 2).sum(axis=0)
+                    / count)
+    rows = {'mean': mean, 'std': std}
+    if not observed.all():
+      gaps[split_name] = int((~observed).sum())
+      rows['NaN %'] = 100 * (1 - count / len(values))
+    for stat, row in rows.items():
       lines.append(f'{split_name + " " + stat:<17}' +
                    ''.join(f'{v:>10.3g}' for v in row))
+  if gaps:
+    lines += ['', 'Missing values (NaN) on valid steps: ' + ', '.join(
+        f'{k} {v}' for k, v in gaps.items()) + ". Config key `missing`: "
+        "'refuse' (the default) stops on them, 'impute' fills them inside "
+        'the model.']
   lines += _class_balance(datasets, num_classes)
   data = datasets[split]
   lengths = normalization.valid_steps(data).sum(axis=1)

@@ -9,6 +9,7 @@ pickles; ``seqclf.data.registry.check`` then checks them like any dataset.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +18,49 @@ from seqclf.data.splits import Split, carve
 from seqclf.errors import DataError
 
 
+def pad(sequences: Sequence[np.ndarray], steps: int | None = None
+        ) -> tuple[np.ndarray, np.ndarray]:
+  """Sequences of different lengths as the arrays an ``npz:`` file holds.
+
+  Zero-padded at the end, with each one's length, which the model reads
+  each row up to: the padding is never read.
+
+  Args:
+    sequences: N arrays, each (T_i, F), or (T_i,) for one feature; T_i >= 1.
+    steps: the padded length (default: the longest T_i).
+
+  Returns:
+    ``(x, lengths)``: (N, steps, F) float32 and (N,) int32, to save as
+    ``np.savez(path, x=x, y=labels, lengths=lengths)``; a ``DataError``
+    naming the first sequence that does not fit.
+  """
+  seqs = [np.asarray(s, np.float32) for s in sequences]
+  seqs = [s[:, None] if s.ndim == 1 else s for s in seqs]
+  if not seqs:
+    raise DataError('pad: no sequences given.')
+  lengths = np.array([len(s) for s in seqs], np.int32)
+  steps = int(lengths.max()) if steps is None else steps
+  for i, s in enumerate(seqs):
+    if s.ndim != 2 or s.shape[1] != seqs[0].shape[1]:
+      raise DataError(f'pad: sequence {i} has shape {s.shape}, but sequence 0 '
+                      f'has {seqs[0].shape[1:]} features per step: give each '
+                      'as (steps, features), with the same features.')
+    if not 1 <= len(s) <= steps:
+      raise DataError(f'pad: sequence {i} has {len(s)} steps, outside '
+                      f'[1, steps={steps}].')
+  x = np.zeros((len(seqs), steps, seqs[0].shape[1]), np.float32)
+  for i, s in enumerate(seqs):
+    x[i, :len(s)] = s
+  return x, lengths
+
+
 def load_error(e: Exception, kind: str = 'numpy file') -> str:
   """Why numpy could not load a file without pickles, and the fix: most
   often sequences of different lengths saved as an object array."""
   if 'Object arrays' in str(e):
     return ('it holds an object array (sequences of different lengths?): '
             'pad them into one (N, T, F) array and give each row\'s length '
-            "in an array 'lengths'")
+            "in an array 'lengths' (seqclf.data.npz.pad does both)")
   return (f'not a readable {kind} without pickles ({e}); write it with '
           'numpy.save/savez')
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from seqclf.data import mnist_files
+from seqclf.data import mnist_files, npz
 from seqclf.data.splits import Split, carve
 from seqclf.errors import DataError
 
@@ -189,14 +189,6 @@ def ensure_files(directory: Path, name: str) -> Path:
 
 
 # ---- splits -----------------------------------------------------------------------
-def pad(series: list[np.ndarray], steps: int) -> tuple[np.ndarray, np.ndarray]:
-  """(N, steps, C) zero-padded float32 and the (N,) int32 lengths."""
-  out = np.zeros((len(series), steps, series[0].shape[1]), np.float32)
-  for i, s in enumerate(series):
-    out[i, :len(s)] = s
-  return out, np.array([len(s) for s in series], np.int32)
-
-
 def build_splits(train_text: str, test_text: str, where: str
                  ) -> tuple[dict[str, Split], list[str]]:
   """The three raw, zero-padded splits of one problem and its classes."""
@@ -211,7 +203,7 @@ def build_splits(train_text: str, test_text: str, where: str
   train_idx, val_idx = carve(y, VALIDATION_FRACTION)
 
   def split(series, labels):
-    x, lengths = pad(series, steps)
+    x, lengths = npz.pad(series, steps)
     return {'image': x, 'label': np.asarray(labels, np.int32),
             'lengths': lengths}
 

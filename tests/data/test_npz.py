@@ -8,7 +8,8 @@ import pytest
 from conftest import run_cli, small_config, toy_series
 from seqclf import inference, train
 from seqclf.config import ConfigError, validate
-from seqclf.data import ops, order as order_lib, registry, splits as splits_lib
+from seqclf.data import (npz, ops, order as order_lib, registry,
+                         splits as splits_lib)
 from seqclf.errors import CheckpointError, DataError
 from seqclf.training import state as state_lib, steps as steps_lib
 
@@ -128,8 +129,33 @@ def test_missing_or_unreadable_file(tmp_path):
   ragged[:] = [np.zeros((k, 2), np.float32) for k in (4, 5, 6)]
   np.savez(tmp_path / 'ragged.npz', x=ragged, y=np.arange(3))
   with pytest.raises(DataError, match=r"pad them into one \(N, T, F\) array "
-                     "and give each row's length in an array 'lengths'"):
+                     "and give each row's length in an array 'lengths' "
+                     r'\(seqclf.data.npz.pad does both\)'):
     registry.load(_config(f'npz:{tmp_path}/ragged.npz'))
+
+
+def test_pad_makes_ragged_sequences_a_dataset(tmp_path):
+  rng = np.random.default_rng(0)
+  seqs = [rng.normal(size=(k, 2)).astype(np.float32) for k in (4, 9, 6)] * 20
+  x, lengths = npz.pad(seqs)
+  assert x.shape == (60, 9, 2) and x.dtype == np.float32
+  np.testing.assert_array_equal(lengths[:3], [4, 9, 6])
+  np.testing.assert_array_equal(x[0, :4], seqs[0])
+  assert not x[0, 4:].any()  # zeros past the length
+  assert npz.pad([np.arange(3.0)], steps=5)[0].shape == (1, 5, 1)  # univariate
+  name = _npz(tmp_path / 'padded.npz', x=x, y=np.arange(60) % 4,
+              lengths=lengths)
+  data = registry.load(_config(name))
+  assert sum(len(data[s]['label']) for s in data) == 60
+  assert set(np.concatenate([data[s]['lengths'] for s in data])) == {4, 6, 9}
+  for bad, match in (([np.zeros((3, 2)), np.zeros((3, 3))], 'sequence 1 has '
+                      r'shape \(3, 3\), but sequence 0 has \(2,\)'),
+                     ([np.zeros((0, 2))], r'sequence 0 has 0 steps'),
+                     ([], 'no sequences')):
+    with pytest.raises(DataError, match=match):
+      npz.pad(bad)
+  with pytest.raises(DataError, match=r'3 steps, outside \[1, steps=2\]'):
+    npz.pad([np.zeros((3, 2))], steps=2)
 
 
 def test_dataset_names_and_validation_fraction_are_validated():

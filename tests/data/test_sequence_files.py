@@ -223,6 +223,26 @@ def test_series_description_and_figures(series_npz, tmp_path):
       data, 'test', [0], tmp_path)
 
 
+def test_series_description_of_data_with_gaps(series_npz):
+  data = registry.read(f'npz:{series_npz}', None, 0.2)
+  assert 'NaN' not in inspect_data.describe_series(data, 'd', 'test', [0])
+  train = data['train']
+  train['image'][::2, 0, 1] = np.nan  # a gap at the first step of half
+  text = inspect_data.describe_series(data, 'd', 'test', [0])
+  valid = np.arange(STEPS)[None] < train['lengths'][:, None]
+  values = train['image'][valid][:, 1].astype(np.float64)
+  observed = values[~np.isnan(values)]
+  row = [train['image'][valid][:, c].mean() for c in range(FEATURES)]
+  row[1] = observed.mean()
+  assert 'train mean       ' + ''.join(f'{v:>10.3g}' for v in row) in text
+  share = 100 * np.isnan(values).mean()
+  assert f'train NaN %      {0:>10.3g}{share:>10.3g}' in text
+  assert 'validation NaN %' not in text
+  assert (f'Missing values (NaN) on valid steps: train '
+          f'{int(np.isnan(values).sum())}.') in text
+  assert "'impute' fills them" in text
+
+
 @pytest.mark.slow
 def test_cli_inspect_data_on_npz_writes_its_pngs(series_npz, tmp_path):
   out = run_cli('inspect-data', f'--dataset=npz:{series_npz}', '--indices',
