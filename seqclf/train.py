@@ -68,6 +68,8 @@ def train_and_evaluate(
   dp = parallel.setup(config.parallelism, config.batch_size)
   placement, datasets = _placed_data(config, datasets)
   config = _with_digest(config, datasets)
+  if not quiet and jax.process_index() == 0:
+    _note_unused_classes(config.num_classes, datasets)
   datasets = views.view_splits(config, datasets)
   # The model's per-channel statistics (`normalize`), fitted once, here.
   config = normalization.fit(config, datasets['train'])
@@ -122,6 +124,20 @@ def _with_digest(config: ml_collections.ConfigDict,
   out = ml_collections.ConfigDict(config.to_dict())
   out.data_digest = splits.digest(datasets)
   return out
+
+
+def _note_unused_classes(num_classes: int,
+                         datasets: dict[str, Split]) -> None:
+  """Notes a head wider than the labels: `num_classes` left at a config's
+  10 on data of 3 classes trains, but with outputs no example teaches."""
+  used = 1 + max(int(s['label'].max()) for s in datasets.values()
+                 if len(s['label']))
+  if used < num_classes:
+    rest = (f'class {used}' if used == num_classes - 1
+            else f'classes {used}..{num_classes - 1}')
+    print(f'note: the labels use classes 0..{used - 1} of num_classes='
+          f'{num_classes}: set --config.num_classes={used}, unless this data '
+          f'merely lacks {rest}.', file=sys.stderr)
 
 
 def _placed_data(config: ml_collections.ConfigDict,

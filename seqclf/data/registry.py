@@ -184,10 +184,15 @@ def check(data: dict[str, Split], num_classes: int, where: str,
       _fail(where, f'{split} labels must be integer classes 0..K-1, got '
             f'{y.dtype}: store them as int.')
     if len(y) and (y.min() < 0 or y.max() >= num_classes):
+      if y.min() < 0:
+        fix = 'number the classes 0..K-1 (no negative labels)'
+      else:
+        fix = (f'set config key `num_classes` to {int(y.max()) + 1} (labels '
+               '0..K-1)')
+        if y.min() == 1 and y.max() == num_classes:  # MATLAB's, R's way
+          fix = (f'they look counted from 1: subtract 1 from them, or {fix}')
       _fail(where, f'{split} labels must be in [0, num_classes={num_classes}),'
-            f' got {y.min()}..{y.max()}: set config key `num_classes` to '
-            f'{max(int(y.max()) + 1, num_classes)} (labels 0..K-1).',
-            arg='config.num_classes')
+            f' got {y.min()}..{y.max()}: {fix}.', arg='config.num_classes')
     lengths = arrays.get('lengths')
     if lengths is not None:
       if lengths.shape != (len(x),) or not np.issubdtype(lengths.dtype,

@@ -88,6 +88,11 @@ def test_a_rare_class_is_carved_into_validation_and_test(tmp_path):
      'must be uint8 or float, got int64'),
     (dict(x=np.zeros((50, 5, 2)), y=np.arange(50) % 10),
      r'labels must be in \[0, num_classes=4\).*`num_classes` to 10'),
+    (dict(x=np.zeros((50, 5, 2)), y=np.arange(50) % 4 + 1),
+     r'got 1..4: they look counted from 1: subtract 1 from them, or set '
+     'config key `num_classes` to 5'),
+    (dict(x=np.zeros((50, 5, 2)), y=np.arange(50) % 4 - 1),
+     r'got -1..2: number the classes 0..K-1 \(no negative labels\)'),
     (dict(x=np.zeros((10, 5, 2)), y=np.zeros(9, int)),
      r'y must be 10 integers \(one per sequence of x\)'),
     (dict(x=np.zeros((10, 5, 2)), y=np.zeros(10)),
@@ -212,6 +217,21 @@ def test_cli_trains_on_npz_and_bad_npz_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_head_wider_than_the_labels_is_noted(tmp_path, capsys):
+  x, y = toy_series(100, 7, steps=4, features=2)
+  name = _npz(tmp_path / 'd.npz', x=x, y=y)  # classes 0..3
+  for num_classes, note in ((6, 'note: the labels use classes 0..3 of '
+                             'num_classes=6: set --config.num_classes=4, '
+                             'unless this data merely lacks classes 4..5.'),
+                            (4, None)):
+    train.train_and_evaluate(
+        _config(name, hidden_size=8, num_classes=num_classes,
+                num_train_steps=2, eval_every=2, checkpoint_every=2),
+        tmp_path / f'run{num_classes}')
+    err = capsys.readouterr().err
+    assert (note in err) if note else 'note: the labels' not in err
+
+
 def test_resume_on_changed_data_is_refused_and_keeps_the_run(tmp_path):
   x, y = toy_series(200, 7, steps=6, features=2)
   name = _npz(tmp_path / 'd.npz', x=x, y=y)
