@@ -95,6 +95,9 @@ def base_config() -> ml_collections.ConfigDict:
   # lengths and shapes (seqclf.data.splits.digest), saved with each
   # checkpoint, so a resume on other data is refused rather than trained on.
   c.data_digest = ''
+  # The classes' names by label, shown by predict, the report and export:
+  # fitted from an npz file's string labels (leave it empty), or given.
+  c.class_names = ()
   # Where the training split lives (seqclf.data.stream): device (all of it on
   # each device, batches gathered there; fastest) | stream (read from disk
   # batch by batch with grain, each process its part of each batch, the same
@@ -248,6 +251,15 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                       f'input_std > 0, got {config.input_mean}/'
                       f'{config.input_std}.')
   _check_channel_stats(config)
+  names = tuple(config.class_names)
+  if not all(isinstance(n, str) for n in names) or len(names) > len(set(names)):
+    raise ConfigError('Config key `class_names` must be distinct strings, '
+                      f'one per class, got {list(names)}.')
+  if len(names) > config.num_classes:
+    raise ConfigError(f'Config key `class_names` names {len(names)} classes, '
+                      f'more than num_classes={config.num_classes}: set '
+                      f'--config.num_classes={len(names)}.',
+                      arg='config.num_classes')
   registry.check_name(config.dataset, config.task)
   if not 0.0 < config.validation_fraction < 1.0:
     raise ConfigError('Config key `validation_fraction` must be in (0, 1), got '

@@ -66,8 +66,10 @@ def train_and_evaluate(
   # Every check of the config against the data, and the one decision of
   # `impl`, run before anything is written: bad input leaves no workdir.
   dp = parallel.setup(config.parallelism, config.batch_size)
+  given = datasets is not None
   placement, datasets = _placed_data(config, datasets)
-  config = _with_digest(config, datasets)
+  config = _with_data_keys(
+      config, datasets, [] if given else registry.label_names(config.dataset))
   if not quiet and jax.process_index() == 0:
     _note_unused_classes(config.num_classes, datasets)
   datasets = views.view_splits(config, datasets)
@@ -117,12 +119,21 @@ def train_and_evaluate(
         arg='workdir') from e
 
 
-def _with_digest(config: ml_collections.ConfigDict,
-                 datasets: dict[str, Split]) -> ml_collections.ConfigDict:
-  """A copy of ``config`` with ``data_digest`` set, so each checkpoint saves
-  which data it was trained on and a resume on other data is refused."""
+def _with_data_keys(config: ml_collections.ConfigDict,
+                    datasets: dict[str, Split],
+                    names: list[str]) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with the keys the data sets: ``data_digest``, so
+  each checkpoint saves which data it was trained on and a resume on other
+  data is refused; ``class_names`` from string labels (``names``)."""
   out = ml_collections.ConfigDict(config.to_dict())
   out.data_digest = splits.digest(datasets)
+  if names:
+    if out.class_names and list(out.class_names) != names:
+      raise errors.ConfigError(
+          f'Config key `class_names` is {list(out.class_names)}, but the '
+          f'labels of {config.dataset} name the classes {names} (sorted): '
+          'leave it empty.', arg='config.class_names')
+    out.class_names = tuple(names)
   return out
 
 

@@ -16,7 +16,11 @@ from seqclf.config import ConfigError, base_config, validate
     ('pooling', 'max', "pooling` must be one of \\('last', 'mean'\\)"),
     ('input_noise', -0.1, 'input_noise` must be >= 0'),
     ('weight_decay', float('nan'), 'weight_decay` must be >= 0'),
-    ('conv_features', -1, 'conv_features` must be >= 0')])
+    ('conv_features', -1, 'conv_features` must be >= 0'),
+    ('class_names', ('a', 'a'), 'class_names` must be distinct strings'),
+    ('class_names', (1, 2), 'class_names` must be distinct strings'),
+    ('class_names', tuple('abcdefghijk'), r'names 11 classes, more than '
+     r'num_classes=10: set --config.num_classes=11')])
 def test_new_config_keys_are_validated(key, value, match):
   config = base_config()
   config[key] = value

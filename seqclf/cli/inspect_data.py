@@ -126,10 +126,12 @@ def _num_classes(datasets: Mapping[str, Split]) -> int:
 
 def describe_series(datasets: Mapping[str, Split], name: str,
                     split: str, indices: Sequence[int],
-                    max_channels: int = 16) -> str:
+                    max_channels: int = 16,
+                    class_names: Sequence[str] = ()) -> str:
   """What sequence data holds: per split its shape, dtype and lengths
   (min / median / max), each channel's mean and std over the valid steps,
-  the class counts, and the chosen samples' classes and lengths."""
+  the class counts (and ``class_names``, string labels' names), and the
+  chosen samples' classes and lengths."""
   first = next(iter(datasets.values()))['image']
   num_classes = _num_classes(datasets)
   shown = min(first.shape[2], max_channels)
@@ -172,6 +174,9 @@ def describe_series(datasets: Mapping[str, Split], name: str,
         "'refuse' (the default) stops on them, 'impute' fills them inside "
         'the model.']
   lines += _class_balance(datasets, num_classes)
+  if class_names:
+    lines += ['Classes (string labels, sorted): ' + ', '.join(
+        f'{c} {n}' for c, n in enumerate(class_names)), '']
   data = datasets[split]
   lengths = normalization.valid_steps(data).sum(axis=1)
   lines += [f'Sample: {i} - Class: {data["label"][i]} - Length: {lengths[i]}'
@@ -233,6 +238,7 @@ def main(extra: list[str]) -> None:
     print(describe_data(data, _SPLIT.value, indices))
     paths = write_data_figures(data, _SPLIT.value, indices, _OUT.value)
   else:
-    print(describe_series(data, name, _SPLIT.value, indices))
+    print(describe_series(data, name, _SPLIT.value, indices,
+                          class_names=registry.label_names(name)))
     paths = write_series_figures(data, _SPLIT.value, indices, _OUT.value)
   print('Wrote ' + ', '.join(str(p) for p in paths.values()))

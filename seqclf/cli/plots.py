@@ -297,8 +297,10 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray,
       num_classes, num_classes)
 
 
-def plot_confusion_matrix(matrix: np.ndarray, title: str = '') -> Figure:
-  """Counts in every cell; colour on a log scale so rare mistakes still show."""
+def plot_confusion_matrix(matrix: np.ndarray, title: str = '',
+                          names: Sequence[str] | None = None) -> Figure:
+  """Counts in every cell; colour on a log scale so rare mistakes still show.
+  The classes are labelled by ``names`` (default: their numbers)."""
   n = len(matrix)
   fig = Figure(figsize=(6.2, 5.4))
   ax = fig.subplots()
@@ -311,8 +313,10 @@ def plot_confusion_matrix(matrix: np.ndarray, title: str = '') -> Figure:
       if matrix[i, j]:
         ax.text(j, i, str(matrix[i, j]), ha='center', va='center', fontsize=8,
                 color='white' if matrix[i, j] > threshold else 'black')
-  ax.set_xticks(range(n))
-  ax.set_yticks(range(n))
+  names = names or [str(c) for c in range(n)]
+  ax.set_xticks(range(n), names, rotation=45 if max(map(len, names)) > 2
+                else 0, ha='right' if max(map(len, names)) > 2 else 'center')
+  ax.set_yticks(range(n), names)
   ax.set_xlabel('predicted class')
   ax.set_ylabel('true class')
   ax.set_title(title)

@@ -10,7 +10,7 @@ from absl import flags
 
 from seqclf import inference
 from seqclf.cli import common
-from seqclf.data import sequence_files, views
+from seqclf.data import registry, sequence_files, views
 from seqclf.errors import UsageError
 
 SUMMARY = ("Classify files with a workdir's best checkpoint (else its latest; "
@@ -39,6 +39,16 @@ def main(paths: list[str]) -> None:
     print(f'note: {note}', file=sys.stderr)
   probs = inference.predict_probabilities(
       model, params, views.view(config, inputs), lengths=lengths)
+  classes = registry.class_names(config)
   for name, p in zip(names, probs):
-    top = ' '.join(f'{c}:{p[c]:.3f}' for c in np.argsort(-p)[:3])
-    print(f'{name}: class {int(np.argmax(p))} (p={p.max():.3f}; top-3 {top})')
+    print(f'{name}: {describe(p, classes)}')
+
+
+def describe(p: np.ndarray, classes: list[str]) -> str:
+  """One prediction: the class (and its name, where the data named it), its
+  probability and the top 3 by name."""
+  top = ' '.join(f'{classes[c]}:{p[c]:.3f}' for c in np.argsort(-p)[:3])
+  best = int(np.argmax(p))
+  named = f' {classes[best]}' if classes[best] != str(best) else ''
+  return f'class {best}{named} (p={p.max():.3f}; top-3 {top})'
+

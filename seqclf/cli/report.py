@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +77,10 @@ def _top_confusions(matrix: np.ndarray, count: int = 5) -> list[tuple[int, int, 
   return [(int(t), int(p), int(off[t, p])) for t, p in pairs if off[t, p]]
 
 
-def per_class_table(matrix: np.ndarray) -> list[str]:
-  """Markdown rows of each class's recall, precision and F1 in %.
+def per_class_table(matrix: np.ndarray,
+                    names: Sequence[str] | None = None) -> list[str]:
+  """Markdown rows of each class's recall, precision and F1 in %, the
+  classes headed by ``names`` (default: their numbers).
 
   A rate whose denominator is zero (a class absent from the test split, or
   never predicted) is undefined and shows '–', not a 0% that reads as a
@@ -89,7 +91,8 @@ def per_class_table(matrix: np.ndarray) -> list[str]:
   row = lambda name, values, *counts: (f'| {name} | ' + ' | '.join(
       f'{100 * a:.1f}%' if any(c[k] for c in counts) else '–'
       for k, a in enumerate(values)) + ' |')
-  return ['| class | ' + ' | '.join(map(str, range(len(matrix)))) + ' |',
+  names = names or [str(c) for c in range(len(matrix))]
+  return ['| class | ' + ' | '.join(names) + ' |',
           '|---|' + '---|' * len(matrix),
           row('test accuracy (recall)', per_class['recall'], support),
           row('precision', per_class['precision'], predicted),
@@ -105,7 +108,8 @@ def _fmt(value: Any) -> str:
 
 
 def _markdown(workdir: Path, results: Mapping[str, Any], matrix: np.ndarray,
-              images: Mapping[str, Path], recomputed_accuracy: float) -> str:
+              images: Mapping[str, Path], recomputed_accuracy: float,
+              names: Sequence[str]) -> str:
   """The report text; images are linked relative to the workdir."""
   config = results.get('config', {})
   speed = results.get('train_examples_per_second')
@@ -144,9 +148,9 @@ def _markdown(workdir: Path, results: Mapping[str, Any], matrix: np.ndarray,
   confusions = _top_confusions(matrix)
   if confusions:
     lines += ['Most frequent mistakes on the test set (true → predicted: '
-              'count): ' + ', '.join(f'{t} → {p}: {n}' for t, p, n in confusions)
-              + '.', '']
-  lines += [*per_class_table(matrix), '',
+              'count): ' + ', '.join(f'{names[t]} → {names[p]}: {n}'
+                                     for t, p, n in confusions) + '.', '']
+  lines += [*per_class_table(matrix, names), '',
             f'![Confusion matrix]({images["confusion_matrix"].relative_to(workdir)})',
             '',
             'The test examples with the lowest probability on their true '
@@ -206,6 +210,7 @@ def write_report(workdir: str | Path, *,
   matrix = plots.confusion_matrix(test['label'], probs.argmax(-1),
                                   config.num_classes)
   accuracy = float(np.trace(matrix) / matrix.sum())
+  names = registry.class_names(config)
 
   out = workdir / PLOTS_DIR
   metrics = read_metrics(workdir / 'metrics.jsonl')
@@ -214,7 +219,7 @@ def write_report(workdir: str | Path, *,
                                                        config.batch_size),
       'confusion_matrix': lambda: plots.plot_confusion_matrix(
           matrix, f'Test confusion matrix: {int(np.trace(matrix)):,} of '
-          f'{int(matrix.sum()):,} right ({100 * accuracy:.2f}%)'),
+          f'{int(matrix.sum()):,} right ({100 * accuracy:.2f}%)', names),
       'worst_classified': lambda: plots.worst_classified(
           test['image'], test['label'], probs, num_worst,
           lengths=test.get('lengths'), standardize=_model_scaling(config)),
@@ -224,7 +229,7 @@ def write_report(workdir: str | Path, *,
   if tensorboard:
     _log_images(workdir, images, int(results['step']))
   path = workdir / REPORT_FILE
-  path.write_text(_markdown(workdir, results, matrix, images, accuracy),
+  path.write_text(_markdown(workdir, results, matrix, images, accuracy, names),
                   encoding='utf-8')
   return Report(path=path, plots=images, confusion_matrix=matrix)
 

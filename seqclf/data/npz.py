@@ -3,8 +3,9 @@
 Either explicit splits, ``x_train``/``y_train``, ``x_test``/``y_test`` and
 optionally ``x_validation``/``y_validation`` (with ``lengths_SPLIT`` beside
 any of them); or one set ``x``/``y``/``lengths``. Missing splits are carved
-stratified by class (``splits.carve``). Arrays are loaded without
-pickles; ``seqclf.data.registry.check`` then checks them like any dataset.
+stratified by class (``splits.carve``). Labels are integers 0..K-1, or
+strings (``label_names``). Arrays are loaded without pickles;
+``seqclf.data.registry.check`` then checks them like any dataset.
 """
 
 from __future__ import annotations
@@ -54,6 +55,25 @@ def pad(sequences: Sequence[np.ndarray], steps: int | None = None
   return x, lengths
 
 
+def label_names(arrays: dict[str, np.ndarray]) -> list[str]:
+  """The class names of a file whose labels (``y``, ``y_SPLIT``) are all
+  strings: their distinct values, sorted, label k the k-th ([] for any
+  other labels). So a user's ``'walk'``/``'run'`` labels need no encoding,
+  and the model's classes keep their names (config key ``class_names``)."""
+  ys = [v for k, v in arrays.items() if k == 'y' or k.startswith('y_')]
+  if not ys or any(y.dtype.kind not in 'US' for y in ys):
+    return []
+  return np.unique(np.concatenate([y.astype(str).ravel() for y in ys])
+                   ).tolist()
+
+
+def class_names(path: str | Path) -> list[str]:
+  """``label_names`` of the ``.npz`` file ``path`` (reads its labels only)."""
+  with np.load(Path(path).expanduser(), allow_pickle=False) as f:
+    return label_names({k: f[k] for k in f.files
+                        if k == 'y' or k.startswith('y_')})
+
+
 def load_error(e: Exception, kind: str = 'numpy file') -> str:
   """Why numpy could not load a file without pickles, and the fix: most
   often sequences of different lengths saved as an object array."""
@@ -98,7 +118,8 @@ def load(path: str | Path, validation_fraction: float) -> dict[str, Split]:
   beside any of them); or one set ``x``/``y``/``lengths``. Missing splits are
   carved stratified by class (``splits.carve``): validation from train, and
   for a single set first test, then validation, each ``validation_fraction``
-  of each class. Arrays are loaded without pickles.
+  of each class. String labels become their index in ``label_names``.
+  Arrays are loaded without pickles.
   """
   path = Path(path).expanduser()
   where = f'npz:{path}'
@@ -112,6 +133,10 @@ def load(path: str | Path, validation_fraction: float) -> dict[str, Split]:
   except (OSError, ValueError) as e:
     raise DataError(f'{where}: {load_error(e, ".npz file")}.',
                     arg='config.dataset') from None
+  names = label_names(arrays)
+  for k in arrays:  # String labels as their index in the sorted names.
+    if names and (k == 'y' or k.startswith('y_')):
+      arrays[k] = np.searchsorted(names, arrays[k].astype(str)).astype(np.int32)
 
   def split_off(split: Split, what: str) -> tuple[Split, Split]:
     kept, carved = carve(split['label'], validation_fraction)

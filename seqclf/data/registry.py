@@ -182,7 +182,8 @@ def check(data: dict[str, Split], num_classes: int, where: str,
             f'sequence), got shape {y.shape}.')
     if not np.issubdtype(y.dtype, np.integer):
       _fail(where, f'{split} labels must be integer classes 0..K-1, got '
-            f'{y.dtype}: store them as int.')
+            f'{y.dtype}: store them as int (an npz file may hold strings '
+            'instead, in every y array).')
     if len(y) and (y.min() < 0 or y.max() >= num_classes):
       if y.min() < 0:
         fix = 'number the classes 0..K-1 (no negative labels)'
@@ -208,9 +209,20 @@ def check(data: dict[str, Split], num_classes: int, where: str,
 
 
 
-def class_names(dataset: str, num_classes: int) -> list[str]:
-  """The names of ``dataset``'s classes by label: its own where it has them
-  (Fashion-MNIST), else the label numbers."""
-  if dataset == 'fashion_mnist':
-    return list(fashion_mnist.CLASS_NAMES)[:num_classes]
-  return [str(c) for c in range(num_classes)]
+def label_names(dataset: str) -> list[str]:
+  """The class names the data itself gives: an npz file's string labels
+  (``npz.label_names``), else [] (labels that are numbers)."""
+  if dataset.startswith(NPZ_PREFIX) and not is_shard_dir(dataset):
+    return npz.class_names(dataset[len(NPZ_PREFIX):])
+  return []
+
+
+def class_names(config: Any) -> list[str]:
+  """The names of a config's ``num_classes`` classes by label: config key
+  ``class_names`` (the training data's string labels), Fashion-MNIST's own,
+  else the label numbers."""
+  given = list(config.get('class_names', ()))
+  if not given and config.dataset == 'fashion_mnist':
+    given = list(fashion_mnist.CLASS_NAMES)
+  return (given[:config.num_classes]
+          + [str(c) for c in range(len(given), config.num_classes)])

@@ -129,6 +129,16 @@ def test_confusion_matrix_counts_true_rows_predicted_columns():
   np.testing.assert_array_equal(matrix, expected)
 
 
+def test_classes_are_shown_by_name_where_the_data_names_them():
+  matrix = np.array([[3, 1], [0, 2]])
+  assert report.per_class_table(matrix, ['rest', 'walk'])[0] == (
+      '| class | rest | walk |')
+  assert report.per_class_table(matrix)[0] == '| class | 0 | 1 |'
+  ax = plots.plot_confusion_matrix(matrix, names=['rest', 'walk']).axes[0]
+  assert [t.get_text() for t in ax.get_xticklabels()] == ['rest', 'walk']
+  assert [t.get_text() for t in ax.get_yticklabels()] == ['rest', 'walk']
+
+
 def test_per_class_rates_without_a_denominator_are_not_zero_percent():
   # Class 1 is in the test split but never predicted; class 2 neither.
   lines = report.per_class_table(np.array([[3, 0, 0], [2, 0, 0], [0, 0, 0]]))

@@ -217,6 +217,42 @@ def test_cli_trains_on_npz_and_bad_npz_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
+def test_string_labels_name_the_classes_everywhere(tmp_path):
+  from seqclf import export  # pylint: disable=g-import-not-at-top
+  from seqclf.cli import predict, report  # pylint: disable=g-import-not-at-top
+  x, y = toy_series(160, 3, steps=4, features=2)
+  given = np.array(['walk', 'run', 'sit', 'jump'])
+  name = _npz(tmp_path / 's.npz', x=x, y=given[y])
+  names = ['jump', 'run', 'sit', 'walk']  # label k is the k-th, sorted
+  assert registry.label_names(name) == names
+  data = registry.load(_config(name))
+  counts = sum(np.bincount(d['label'], minlength=4) for d in data.values())
+  np.testing.assert_array_equal(
+      counts, [(given[y] == n).sum() for n in names])
+  config = _config(name, hidden_size=8, num_train_steps=4, eval_every=4,
+                   checkpoint_every=4)
+  train.train_and_evaluate(config, tmp_path / 'run', quiet=True)
+  saved = inference.load_model(tmp_path / 'run')[2]
+  assert list(saved.class_names) == names
+  assert registry.class_names(saved) == names
+  meta = export.export_model(tmp_path / 'run', tmp_path / 'served')
+  assert meta['class_names'] == names
+  assert predict.describe(np.array([0.1, 0.2, 0.6, 0.1]), names) == (
+      'class 2 sit (p=0.600; top-3 sit:0.600 run:0.200 jump:0.100)')
+  assert predict.describe(np.array([0.1, 0.9]), ['0', '1']).startswith(
+      'class 1 (p=0.900')  # numbers are not repeated as names
+  text = report.write_report(tmp_path / 'run', tensorboard=False
+                             ).path.read_text()
+  assert '| class | jump | run | sit | walk |' in text
+  # Names given that are not the labels' are refused; bytes labels work too.
+  with pytest.raises(ConfigError, match=r"labels of npz:.* name the classes "
+                     r"\['jump', 'run', 'sit', 'walk'\] \(sorted\): leave it"):
+    train.train_and_evaluate(_config(name, class_names=('a', 'b', 'c', 'd')),
+                             tmp_path / 'other', quiet=True)
+  assert registry.label_names(_npz(tmp_path / 'b.npz', x=x, y=given[y].astype(
+      'S'))) == names
+
+
 def test_a_head_wider_than_the_labels_is_noted(tmp_path, capsys):
   x, y = toy_series(100, 7, steps=4, features=2)
   name = _npz(tmp_path / 'd.npz', x=x, y=y)  # classes 0..3
