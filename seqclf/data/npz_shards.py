@@ -124,7 +124,8 @@ def _scan(root: Path) -> dict[str, Any]:
               'every shard in one dtype.')
       if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
         _fail(shard, f'y must be {len(x)} integer labels, got {y.dtype} of '
-              f'shape {y.shape}.')
+              f'shape {y.shape} (shards take classes 0..K-1; string labels '
+              'only a single .npz file).')
       lengths = a.get('lengths')
       if lengths is not None and (
           lengths.shape != (len(x),) or not len(x)

@@ -128,15 +128,19 @@ def test_npz_shards_prepare_and_stream(tmp_path):
 
 
 @pytest.mark.parametrize('change, match', [
-    (lambda x: x[..., :2], '2 features per step, but s0.npz has 3'),
-    (lambda x: x.astype(np.uint8), 'x is uint8, but s0.npz is float'),
+    (lambda x, y: (x[..., :2], y), '2 features per step, but s0.npz has 3'),
+    (lambda x, y: (x.astype(np.uint8), y), 'x is uint8, but s0.npz is float'),
+    (lambda x, y: (x, y.astype(str)), r'y must be 40 integer labels, got <U21 '
+     r'of shape \(40,\) \(shards take classes 0..K-1; string labels only a '
+     r'single .npz file\)'),
 ])
 def test_bad_shard_is_named(tmp_path, change, match):
   root = tmp_path / 'shards'
   _shards(root, lengths=False)
   bad = root / 'train' / 's2.npz'
   with np.load(bad) as f:
-    np.savez(bad, x=change(f['x']), y=f['y'])
+    x, y = change(f['x'], f['y'])
+    np.savez(bad, x=x, y=y)
   with pytest.raises(errors.DataError, match=match) as e:
     npz_shards.prepare(root)
   assert str(e.value).startswith(str(bad))
