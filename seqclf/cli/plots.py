@@ -328,20 +328,22 @@ def plot_confusion_matrix(matrix: np.ndarray, title: str = '',
 def worst_classified(examples: np.ndarray, labels: np.ndarray,
                      probabilities: np.ndarray, count: int = 24, *,
                      lengths: np.ndarray | None = None,
-                     standardize: tuple[np.ndarray, np.ndarray] | None = None
-                     ) -> Figure:
+                     standardize: tuple[np.ndarray, np.ndarray] | None = None,
+                     names: Sequence[str] | None = None) -> Figure:
   """The ``count`` examples with the lowest probability on their true class:
   images (uint8 pixels) in a grid, sequences as lines (``series_grid``, with
   its ``lengths`` and ``standardize``).
 
-  Captions give the true and predicted class and the model's confidence in
-  its prediction, so confident mistakes stand out from near-ties.
+  Captions give the true and predicted class (by ``names``, default their
+  numbers) and the model's confidence in its prediction, so confident
+  mistakes stand out from near-ties.
   """
   true_prob = probabilities[np.arange(len(labels)), labels]
   order = np.argsort(true_prob, kind='stable')[:count]
   predicted = probabilities[order].argmax(-1)
-  titles = [f'#{i}: {labels[i]} → {p}\np={probabilities[i, p]:.2f}'
-            for i, p in zip(order, predicted)]
+  names = names or [str(c) for c in range(probabilities.shape[1])]
+  titles = [f'#{i}: {names[labels[i]]} → {names[p]}\n'
+            f'p={probabilities[i, p]:.2f}' for i, p in zip(order, predicted)]
   colors_ = [_BAD if p != labels[i] else _GOOD
              for i, p in zip(order, predicted)]
   wrong = int(np.sum(probabilities.argmax(-1) != labels))

@@ -222,7 +222,8 @@ def write_report(workdir: str | Path, *,
           f'{int(matrix.sum()):,} right ({100 * accuracy:.2f}%)', names),
       'worst_classified': lambda: plots.worst_classified(
           test['image'], test['label'], probs, num_worst,
-          lengths=test.get('lengths'), standardize=_model_scaling(config)),
+          lengths=test.get('lengths'), standardize=_model_scaling(config),
+          names=names),
   }
   images = {name: plots.save(make(), out / f'{name}.png')
             for name, make in figures.items()}

@@ -171,6 +171,11 @@ def test_worst_classified_draws_pixels_as_images_and_series_as_lines():
     drawn = np.stack([line.get_ydata() for line in ax.get_lines()], -1)
     np.testing.assert_allclose(
         drawn, (series[i, :lengths[i]] - scale[0]) / scale[1], rtol=1e-6)
+  assert panels[0].get_title().startswith('#1: 1 → 0\n')
+  fig = plots.worst_classified(series, labels, probs, 4, lengths=lengths,
+                               names=['rest', 'walk'])
+  panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_lines()]
+  assert panels[0].get_title().startswith('#1: walk → rest\n')
 
 
 def test_report_standardizes_series_as_the_model_does():
