@@ -314,8 +314,9 @@ def plot_confusion_matrix(matrix: np.ndarray, title: str = '',
         ax.text(j, i, str(matrix[i, j]), ha='center', va='center', fontsize=8,
                 color='white' if matrix[i, j] > threshold else 'black')
   names = names or [str(c) for c in range(n)]
-  ax.set_xticks(range(n), names, rotation=45 if max(map(len, names)) > 2
-                else 0, ha='right' if max(map(len, names)) > 2 else 'center')
+  slanted = max(map(len, names)) > 2  # words, not digits: room to read
+  ax.set_xticks(range(n), names, rotation=45 if slanted else 0,
+                ha='right' if slanted else 'center')
   ax.set_yticks(range(n), names)
   ax.set_xlabel('predicted class')
   ax.set_ylabel('true class')

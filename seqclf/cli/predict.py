@@ -51,4 +51,3 @@ def describe(p: np.ndarray, classes: list[str]) -> str:
   best = int(np.argmax(p))
   named = f' {classes[best]}' if classes[best] != str(best) else ''
   return f'class {best}{named} (p={p.max():.3f}; top-3 {top})'
-

@@ -39,13 +39,14 @@ def pad(sequences: Sequence[np.ndarray], steps: int | None = None
   seqs = [s[:, None] if s.ndim == 1 else s for s in seqs]
   if not seqs:
     raise DataError('pad: no sequences given.')
-  lengths = np.array([len(s) for s in seqs], np.int32)
-  steps = int(lengths.max()) if steps is None else steps
   for i, s in enumerate(seqs):
     if s.ndim != 2 or s.shape[1] != seqs[0].shape[1]:
       raise DataError(f'pad: sequence {i} has shape {s.shape}, but sequence 0 '
                       f'has {seqs[0].shape[1:]} features per step: give each '
                       'as (steps, features), with the same features.')
+  lengths = np.array([len(s) for s in seqs], np.int32)
+  steps = int(lengths.max()) if steps is None else steps
+  for i, s in enumerate(seqs):
     if not 1 <= len(s) <= steps:
       raise DataError(f'pad: sequence {i} has {len(s)} steps, outside '
                       f'[1, steps={steps}].')
@@ -67,7 +68,7 @@ def label_names(arrays: dict[str, np.ndarray]) -> list[str]:
                    ).tolist()
 
 
-def class_names(path: str | Path) -> list[str]:
+def read_label_names(path: str | Path) -> list[str]:
   """``label_names`` of the ``.npz`` file ``path`` (reads its labels only)."""
   with np.load(Path(path).expanduser(), allow_pickle=False) as f:
     return label_names({k: f[k] for k in f.files

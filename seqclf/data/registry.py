@@ -213,7 +213,7 @@ def label_names(dataset: str) -> list[str]:
   """The class names the data itself gives: an npz file's string labels
   (``npz.label_names``), else [] (labels that are numbers)."""
   if dataset.startswith(NPZ_PREFIX) and not is_shard_dir(dataset):
-    return npz.class_names(dataset[len(NPZ_PREFIX):])
+    return npz.read_label_names(dataset[len(NPZ_PREFIX):])
   return []
 
 

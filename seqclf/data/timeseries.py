@@ -9,7 +9,8 @@ The files are found in the manual dir (copied there from an installed aeon,
 dir) and pinned by SHA-256.
 
 Splits: the archive's official test split; validation carved from the
-official train split, stratified by class (``splits.carve``). Variable-length series are zero-padded to the longest and carry
+official train split, stratified by class (``splits.carve``).
+Variable-length series are zero-padded to the longest and carry
 ``lengths``. The values are the archive's, raw: the model standardizes
 them itself (``normalize='per_channel'``, ``seqclf.data.normalization``), so
 a trained model takes raw series. (Version 1.0.0 held them standardized in
