@@ -25,6 +25,7 @@ from seqclf import errors
 from seqclf import nnx as seqnnx
 from seqclf.config import base_config
 from seqclf.data import order, registry, views
+from seqclf.data.splits import Split
 from seqclf.errors import CheckpointError, UsageError
 from seqclf.kernels import paths
 from seqclf.nn import classifier
@@ -262,11 +263,19 @@ def evaluate(workdir: str | Path, splits: tuple[str, ...] = ('validation',
   """
   model, params, config = load_model(workdir, step, quiet=quiet)
   config.data_dir = data_dir or config.data_dir
-  data = views.view_splits(config, registry.load(config, splits))
+  return evaluate_on(model, params, config, registry.load(config, splits))
+
+
+def evaluate_on(model: LSTMClassifier, params: Any,
+                config: ml_collections.ConfigDict,
+                data: dict[str, Split]) -> dict[str, dict[str, Any]]:
+  """``evaluate``'s metrics of a loaded model (``load_model``'s) on ``data``:
+  ``{name: split}``, the run's splits or other labelled data
+  (``sequence_files.labelled``), as the data held them (it views them)."""
   state = TrainState.create(apply_fn=model.apply, params=params,
                             tx=optax.identity())
-  return {split: steps.evaluate(state, data[split], config.eval_batch_size)
-          for split in splits}
+  return {name: steps.evaluate(state, split, config.eval_batch_size)
+          for name, split in views.view_splits(config, data).items()}
 
 
 def predict_probabilities(model: LSTMClassifier, params: Any,

@@ -28,6 +28,7 @@ import numpy as np
 
 from seqclf.data import images, npz
 from seqclf.data.ops import to_float
+from seqclf.data.splits import Split
 from seqclf.errors import SequenceError
 
 SUFFIXES = ('.npy', '.npz', '.csv')
@@ -205,3 +206,51 @@ def predict_inputs(paths: Sequence[str], shape: tuple[int, int],
       examples += read(path, allow_missing)
   x, lengths = fit(examples, shape, fixed, trained_on)
   return [e.name for e in examples], x, lengths, notes
+
+
+def labelled(path: str | Path, shape: tuple[int, int], fixed: bool,
+             trained_on: str, class_names: Sequence[str], num_classes: int,
+             allow_missing: bool = False) -> Split:
+  """A labelled ``.npz`` file (``x``, ``y``, optionally ``lengths``) as a
+  split to evaluate a model on: new data with known classes, read as
+  ``predict_inputs`` reads ``x``.
+
+  Args:
+    path: the file.
+    shape, fixed, trained_on, allow_missing: as ``predict_inputs``'.
+    class_names: the model's classes by label (``registry.class_names``):
+      string labels are looked up there.
+    num_classes: integer labels must be in ``[0, num_classes)``.
+
+  Returns:
+    ``{'image', 'label'[, 'lengths']}``; a one-line ``SequenceError`` naming
+    the file and the problem.
+  """
+  path = Path(path)
+  if path.suffix.lower() != '.npz':
+    raise SequenceError(f'{path}: evaluate reads a labelled .npz file (x, y, '
+                        'optionally lengths); predict takes unlabelled files.')
+  x, lengths = fit(read(path, allow_missing), shape, fixed, trained_on)
+  with np.load(path, allow_pickle=False) as f:
+    y = f['y'] if 'y' in f.files else None
+  if y is None or y.shape != (len(x),):
+    raise SequenceError(f"{path}: needs labels 'y', one per sequence of x "
+                        f'({len(x)}), found '
+                        f'{"none" if y is None else f"shape {y.shape}"}.')
+  if y.dtype.kind in 'US':
+    names, given = list(class_names), y.astype(str).tolist()
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+      raise SequenceError(f'{path}: labels {unknown[:5]} are not classes of '
+                          f'this model, whose classes are {names}.')
+    y = np.array([names.index(v) for v in given])
+  elif not np.issubdtype(y.dtype, np.integer):
+    raise SequenceError(f'{path}: labels must be integer classes (or class '
+                        f'names) of this model, got {y.dtype}.')
+  elif y.min() < 0 or y.max() >= num_classes:
+    raise SequenceError(f'{path}: labels must be in [0, {num_classes}), this '
+                        f'model\'s classes, got {y.min()}..{y.max()}.')
+  split = {'image': x, 'label': y.astype(np.int32)}
+  if lengths is not None:
+    split['lengths'] = lengths
+  return split

@@ -277,3 +277,54 @@ def test_exported_series_model_takes_lengths(series_workdir, tmp_path):
     np.testing.assert_array_equal(logits.argmax(-1), probs.argmax(-1))
     np.testing.assert_allclose(jax.nn.softmax(logits), probs, rtol=1e-5,
                                atol=1e-6)
+
+
+def _labelled(series_workdir, path):
+  model, params, config = inference.load_model(series_workdir, quiet=True)
+  split = sequence_files.labelled(
+      path, inference.input_shape(params, config), False, config.dataset,
+      registry.class_names(config), config.num_classes)
+  return inference.evaluate_on(model, params, config, {'file': split})['file']
+
+
+def test_evaluate_on_a_labelled_file_equals_the_runs_own_split(
+    series_workdir, tmp_path):
+  test = inference.evaluate(series_workdir, ('test',), quiet=True)['test']
+  config = inference.load_model(series_workdir, quiet=True)[2]
+  data = registry.load(config, ('test',))['test']
+  path = tmp_path / 'new.npz'
+  np.savez(path, x=data['image'], y=data['label'], lengths=data['lengths'])
+  again = _labelled(series_workdir, path)
+  assert again['count'] == len(data['label'])
+  assert again['accuracy'] == test['accuracy'] and again['loss'] == test['loss']
+  np.testing.assert_array_equal(again['confusion'], test['confusion'])
+  for arrays, match in (
+      (dict(x=data['image']), "needs labels 'y', one per sequence of x"),
+      (dict(x=data['image'], y=data['label'][:2]), r'found shape \(2,\)'),
+      (dict(x=data['image'], y=data['label'] + CLASSES),
+       rf'labels must be in \[0, {CLASSES}\), this model\'s classes'),
+      (dict(x=data['image'], y=np.full(len(data['label']), 'swim')),
+       r"labels \['swim'\] are not classes of this model, whose classes are "
+       r"\['0', '1', '2', '3'\]")):
+    np.savez(path, **arrays)
+    with pytest.raises(SequenceError, match=match):
+      _labelled(series_workdir, path)
+  with pytest.raises(SequenceError, match='evaluate reads a labelled .npz'):
+    _labelled(series_workdir, tmp_path / 'x.npy')
+
+
+@pytest.mark.slow
+def test_cli_evaluates_a_labelled_file(series_workdir, tmp_path):
+  config = inference.load_model(series_workdir, quiet=True)[2]
+  data = registry.load(config, ('test',))['test']
+  np.savez(tmp_path / 'new.npz', x=data['image'], y=data['label'],
+           lengths=data['lengths'])
+  out = run_cli('evaluate', '--workdir', str(series_workdir), '--data',
+                str(tmp_path / 'new.npz'))
+  assert out.returncode == 0, out.stderr
+  result = json.loads(out.stdout)[str(tmp_path / 'new.npz')]
+  test = inference.evaluate(series_workdir, ('test',), quiet=True)['test']
+  assert result['accuracy'] == test['accuracy']
+  out = run_cli('evaluate', '--workdir', str(series_workdir), '--data',
+                str(tmp_path / 'absent.npz'))
+  assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
