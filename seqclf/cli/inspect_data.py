@@ -152,22 +152,16 @@ def describe_series(datasets: Mapping[str, Split], name: str,
             f'{"":<17}' + ''.join(f'{c:>10}' for c in range(shown))]
   gaps = {}
   for split_name, data in datasets.items():
-    valid = normalization.valid_steps(data)
-    values = data['image'][valid][:, :shown].astype(np.float64)
-    observed = ~np.isnan(values)
-    count = observed.sum(axis=0)
     # Over the observed values: a channel with gaps (NaN) has statistics.
-    with np.errstate(invalid='ignore', divide='ignore'):
-      mean = np.where(observed, values, 0).sum(axis=0) / count
-      std = np.sqrt((np.where(observed, values - mean, 0) ** 2).sum(axis=0)
-                    / count)
+    count, mean, std = normalization.observed_stats(data)
+    steps = int(normalization.valid_steps(data).sum())
     rows = {'mean': mean, 'std': std}
-    if not observed.all():
-      gaps[split_name] = int((~observed).sum())
-      rows['NaN %'] = 100 * (1 - count / len(values))
+    if (count < steps).any():
+      gaps[split_name] = int((steps - count).sum())
+      rows['NaN %'] = 100 * (1 - count / steps)
     for stat, row in rows.items():
       lines.append(f'{split_name + " " + stat:<17}' +
-                   ''.join(f'{v:>10.3g}' for v in row))
+                   ''.join(f'{v:>10.3g}' for v in row[:shown]))
   if gaps:
     lines += ['', 'Missing values (NaN) on valid steps: ' + ', '.join(
         f'{k} {v}' for k, v in gaps.items()) + ". Config key `missing`: "

@@ -37,18 +37,18 @@ def valid_steps(split: Split) -> np.ndarray:
   return np.arange(steps)[None, :] < np.asarray(lengths)[:, None]
 
 
-def fit_channels(split: Split, where: str = 'the data'
-                 ) -> tuple[np.ndarray, np.ndarray]:
-  """Each feature's mean and (population) standard deviation over a split's
-  valid, observed (not NaN) steps, in float64.
+def observed_stats(split: Split
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Each feature's count of observed (not NaN) values over a split's valid
+  steps, and their mean and (population) standard deviation in float64
+  (NaN where a feature has none): what ``fit_channels`` fits, and what
+  ``seqclf inspect-data`` shows of any split.
 
   Args:
     split: arrays with ``image`` (N, T, F) and optionally ``lengths`` (N,).
-    where: the data's name, for the messages.
 
   Returns:
-    ``(mean, std)``, each (F,); a one-line ``DataError`` naming the channel
-    if one has no observed value or is constant (a zero std).
+    ``(count, mean, std)``, each (F,).
   """
   images = split['image']
   # A split in memory is summed whole; one read from disk (streamed, lazy)
@@ -63,15 +63,34 @@ def fit_channels(split: Split, where: str = 'the data'
       x = np.asarray(part['image'], np.float64)[valid_steps(part)]
       yield x, ~np.isnan(x)  # (valid steps, F)
 
-  count = sum(observed.sum(axis=0) for _, observed in blocks())
+  zero = np.zeros(images.shape[2])  # an empty split sums to it
+  count = sum((observed.sum(axis=0) for _, observed in blocks()), zero)
+  with np.errstate(invalid='ignore', divide='ignore'):  # NaN where count 0
+    mean = sum((np.where(observed, x, 0.0).sum(axis=0)
+                for x, observed in blocks()), zero) / count
+    std = np.sqrt(sum(((np.where(observed, x - mean, 0.0) ** 2).sum(axis=0)
+                       for x, observed in blocks()), zero) / count)
+  return count, mean, std
+
+
+def fit_channels(split: Split, where: str = 'the data'
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """Each feature's mean and (population) standard deviation over a split's
+  valid, observed (not NaN) steps, in float64 (``observed_stats``).
+
+  Args:
+    split: arrays with ``image`` (N, T, F) and optionally ``lengths`` (N,).
+    where: the data's name, for the messages.
+
+  Returns:
+    ``(mean, std)``, each (F,); a one-line ``DataError`` naming the channel
+    if one has no observed value or is constant (a zero std).
+  """
+  count, mean, std = observed_stats(split)
   for channel in np.flatnonzero(count == 0):
     raise DataError(f'{where}: channel {channel} has no observed value in the '
                     'train split: drop it, or set config key '
                     "`normalize='none'`.", arg='config.normalize')
-  mean = sum(np.where(observed, x, 0.0).sum(axis=0)
-             for x, observed in blocks()) / count
-  std = np.sqrt(sum((np.where(observed, x - mean, 0.0) ** 2).sum(axis=0)
-                    for x, observed in blocks()) / count)
   for channel in np.flatnonzero(~(std > 1e-12 * np.maximum(1.0, abs(mean)))):
     raise DataError(f'{where}: channel {channel} is constant ({mean[channel]:g}'
                     ' on every valid step of the train split), so '
