@@ -141,8 +141,7 @@ def _note_unused_classes(num_classes: int,
                          datasets: dict[str, Split]) -> None:
   """Notes a head wider than the labels: `num_classes` left at a config's
   10 on data of 3 classes trains, but with outputs no example teaches."""
-  used = 1 + max(int(s['label'].max()) for s in datasets.values()
-                 if len(s['label']))
+  used = registry.classes_used(datasets)
   if used < num_classes:
     rest = (f'class {used}' if used == num_classes - 1
             else f'classes {used}..{num_classes - 1}')

@@ -118,12 +118,6 @@ def write_data_figures(datasets: Mapping[str, Split],
           for name, make in figures.items()}
 
 
-def _num_classes(datasets: Mapping[str, Split]) -> int:
-  """Classes 0..K-1 up to the largest label any split holds."""
-  return 1 + max(int(d['label'].max()) for d in datasets.values()
-                 if len(d['label']))
-
-
 def describe_series(datasets: Mapping[str, Split], name: str,
                     split: str, indices: Sequence[int],
                     max_channels: int = 16,
@@ -133,7 +127,7 @@ def describe_series(datasets: Mapping[str, Split], name: str,
   the class counts (and ``class_names``, string labels' names), and the
   chosen samples' classes and lengths."""
   first = next(iter(datasets.values()))['image']
-  num_classes = _num_classes(datasets)
+  num_classes = registry.classes_used(datasets)
   shown = min(first.shape[2], max_channels)
   features = first.shape[2]
   lines = [f'{name}: {first.dtype} sequences of {features} feature'
@@ -191,7 +185,7 @@ def write_series_figures(datasets: Mapping[str, Split],
   check_indices(datasets, split, indices)
   out = Path(out).expanduser()
   data = datasets[split]
-  num_classes = _num_classes(datasets)
+  num_classes = registry.classes_used(datasets)
   figures = {
       'sample_series': lambda: plots.sample_series(
           data['image'], data['label'], indices, data.get('lengths'),

@@ -10,7 +10,7 @@ strings (``label_names``). Arrays are loaded without pickles;
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -56,12 +56,17 @@ def pad(sequences: Sequence[np.ndarray], steps: int | None = None
   return x, lengths
 
 
+def _label_keys(keys: Iterable[str]) -> list[str]:
+  """The label arrays among a file's arrays: ``y`` and ``y_SPLIT``."""
+  return [k for k in keys if k == 'y' or k.startswith('y_')]
+
+
 def label_names(arrays: dict[str, np.ndarray]) -> list[str]:
   """The class names of a file whose labels (``y``, ``y_SPLIT``) are all
   strings: their distinct values, sorted, label k the k-th ([] for any
   other labels). So a user's ``'walk'``/``'run'`` labels need no encoding,
   and the model's classes keep their names (config key ``class_names``)."""
-  ys = [v for k, v in arrays.items() if k == 'y' or k.startswith('y_')]
+  ys = [arrays[k] for k in _label_keys(arrays)]
   if not ys or any(y.dtype.kind not in 'US' for y in ys):
     return []
   return np.unique(np.concatenate([y.astype(str).ravel() for y in ys])
@@ -71,8 +76,7 @@ def label_names(arrays: dict[str, np.ndarray]) -> list[str]:
 def read_label_names(path: str | Path) -> list[str]:
   """``label_names`` of the ``.npz`` file ``path`` (reads its labels only)."""
   with np.load(Path(path).expanduser(), allow_pickle=False) as f:
-    return label_names({k: f[k] for k in f.files
-                        if k == 'y' or k.startswith('y_')})
+    return label_names({k: f[k] for k in _label_keys(f.files)})
 
 
 def load_error(e: Exception, kind: str = 'numpy file') -> str:
@@ -135,8 +139,8 @@ def load(path: str | Path, validation_fraction: float) -> dict[str, Split]:
     raise DataError(f'{where}: {load_error(e, ".npz file")}.',
                     arg='config.dataset') from None
   names = label_names(arrays)
-  for k in arrays:  # String labels as their index in the sorted names.
-    if names and (k == 'y' or k.startswith('y_')):
+  if names:  # String labels as their index in the sorted names.
+    for k in _label_keys(arrays):
       arrays[k] = np.searchsorted(names, arrays[k].astype(str)).astype(np.int32)
 
   def split_off(split: Split, what: str) -> tuple[Split, Split]:

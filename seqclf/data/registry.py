@@ -123,8 +123,7 @@ def read(name: str, data_dir: str | None, validation_fraction: float,
     data = prepared.load_datasets(data_dir, splits, name)
   data = {split: data[split] for split in splits}
   if num_classes is None:
-    num_classes = 1 + max((int(d['label'].max()) for d in data.values()
-                           if len(d['label'])), default=0)
+    num_classes = classes_used(data)
   check(data, num_classes, name, missing)
   for arrays in data.values():
     for key in ('label', 'lengths'):
@@ -135,6 +134,12 @@ def read(name: str, data_dir: str | None, validation_fraction: float,
 
 def _fail(where: str, message: str, arg: str | None = None) -> None:
   raise DataError(f'{where}: {message}', arg=arg)
+
+
+def classes_used(data: dict[str, Split]) -> int:
+  """Classes 0..K-1 up to the largest label any split holds (K)."""
+  return 1 + max((int(d['label'].max()) for d in data.values()
+                  if len(d['label'])), default=0)
 
 
 def check(data: dict[str, Split], num_classes: int, where: str,
