@@ -63,6 +63,11 @@ def which_checkpoint(workdir: str | Path, step: int | None = None
   mngr = checkpoint.manager(workdir, create=False, process_local=True)
   best = checkpoint.best_step(workdir)
   if not mngr.all_steps() and best is None:
+    if (Path(workdir) / 'sweep.json').exists():
+      raise CheckpointError(
+          f'{workdir} holds a sweep, not a run: read one of the models it '
+          f'chose, {Path(workdir) / "chosen"}/seedS.',
+          arg='workdir')
     raise CheckpointError(
         f'No checkpoint in {mngr.directory}: train a model in this workdir '
         'first.', arg='workdir')

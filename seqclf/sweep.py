@@ -28,6 +28,7 @@ import itertools
 import json
 import os
 import platform
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +46,7 @@ from seqclf.data import normalization, order, registry, splits as splits_lib, vi
 from seqclf.data.splits import Split
 from seqclf.errors import ConfigError
 from seqclf.training import autotune, checkpoint, hyper, loop, parallel, steps
+from seqclf.training import state as state_lib
 from seqclf.training.metric_logging import tensorboardX
 from seqclf.training.workdir import WorkdirLock
 
@@ -387,6 +389,35 @@ def layout(config: ml_collections.ConfigDict) -> parallel.DataParallel:
   return dp
 
 
+def _unit_states(config: ml_collections.ConfigDict,
+                 settings: Sequence[Setting], seeds: Sequence[int],
+                 grid_keys: Sequence[str], train: Split, validation: bool
+                 ) -> tuple[ml_collections.ConfigDict,
+                            list[ml_collections.ConfigDict], str, bool,
+                            hyper.HyperState]:
+  """A unit's fitted config, its models' configs (setting by setting, seed
+  within), the path it runs, whether models watch for early stopping, and
+  the initial stacked state: what ``run_unit`` trains and ``write_chosen``
+  restores into."""
+  # The model's statistics (`normalize`) from the data it trains on (a
+  # fold's training part under --cv), as `seqclf train` fits them.
+  config = normalization.fit(config, train)
+  shape = train['image'].shape[1:]
+  impl = autotune.resolve_impl(config, sequence_shape=shape)
+  models = [(i, s) for i in range(len(settings)) for s in seeds]
+  configs = [configured(config, settings[i]) for i, _ in models]
+  for c, (_, s) in zip(configs, models):
+    c.seed = s
+  keys = varying_per_model(config, grid_keys)
+  # Early stopping (config key `patience`, where it exists): each model's
+  # watch lives in the stacked state, so a resume continues it exactly.
+  watch = bool(config.get('patience', 0)) and validation
+  states = hyper.init_states(config, [s for _, s in models],
+                             [hyper.hparams_of(c, keys) for c in configs],
+                             impl=impl, sequence_shape=shape, watch=watch)
+  return config, configs, impl, watch, states
+
+
 def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
              settings: Sequence[Setting], names: Sequence[str],
              seeds: Sequence[int], grid_keys: Sequence[str], train: Split,
@@ -424,22 +455,11 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
     return json.loads(done.read_text())
   udir.mkdir(parents=True, exist_ok=True)
   wall_start = time.perf_counter()
-  # The model's statistics (`normalize`) from the data it trains on (a
-  # fold's training part under --cv), as `seqclf train` fits them.
-  config = normalization.fit(config, train)
-  shape = train['image'].shape[1:]
   order.check_batch_size(config.batch_size, len(train['label']))
-  impl = autotune.resolve_impl(config, sequence_shape=shape)
-  configs = [configured(config, settings[i]) for i, _ in models]
-  keys = varying_per_model(config, grid_keys)
-  model_seeds = [s for _, s in models]
-  # Early stopping (config key `patience`, where it exists): each model's
-  # watch lives in the stacked state, so a resume continues it exactly.
+  config, configs, impl, watch, states = _unit_states(
+      config, settings, seeds, grid_keys, train, 'validation' in evals)
   patience = int(config.get('patience', 0) or 0)
-  watch = bool(patience) and 'validation' in evals
-  states = hyper.init_states(config, model_seeds,
-                             [hyper.hparams_of(c, keys) for c in configs],
-                             impl=impl, sequence_shape=shape, watch=watch)
+  model_seeds = [s for _, s in models]
   mngr = checkpoint.manager(udir, config.max_to_keep)
   first = 0
   if mngr.latest_step() is not None:
@@ -498,6 +518,11 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
               jnp.int32(patience), jnp.int32(step))
       if step % config.checkpoint_every == 0 or step == total:
         _save(mngr, states, config, step)
+    # The state the results are of is saved (a group whose models all
+    # stopped early ends between checkpoints): `write_chosen` reads it.
+    reached = int(np.asarray(states.step)[0])
+    if mngr.latest_step() != reached:
+      _save(mngr, states, config, reached)
     mngr.wait_until_finished()
   finally:
     for w in writers:
@@ -521,11 +546,83 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
                   for name, split in evals.items()},
       'count': {name: len(split['label']) for name, split in evals.items()},
       'diverged': (~finite).tolist(), 'resumed_from_step': first or None,
+      'saved_step': reached,
       **stopped,
       **loop.results(chunks, config, step=total, impl=impl,
                      wall_start=wall_start),
   }
   loop.write_json(done, out)
+  return out
+
+
+CHOSEN_DIR = 'chosen'  # W/chosen/seedS: the chosen setting's models
+
+
+def write_chosen(workdir: Path, unit: dict[str, Any],
+                 config: ml_collections.ConfigDict,
+                 settings: Sequence[Setting], position: int,
+                 grid_keys: Sequence[str], train: Split, row: dict[str, Any],
+                 data_keys: Any) -> list[Path]:
+  """Writes the chosen setting's models as run workdirs, ``W/chosen/seedS``.
+
+  Each holds the trainer's checkpoint (``state``: step, params, optimizer
+  state; ``config``: the model's config with its fitted statistics) and a
+  ``results.json`` of its sweep figures, so ``seqclf evaluate``,
+  ``predict``, ``export``, ``report`` and ``load_model`` read it as a run's;
+  with early stopping its params are its best evaluation's. ``seqclf
+  train`` refuses to continue one (``results.json``'s ``chosen_by_sweep``):
+  with early stopping or ``--cv`` it is not a state a single run reaches.
+
+  Args:
+    workdir: the sweep's directory.
+    unit: ``run_unit``'s results of the unit holding the models.
+    config: that unit's config (as ``run_unit`` was given it).
+    settings: that unit's settings; ``settings[position]`` is the chosen.
+    grid_keys: the grid's keys.
+    train: the split the unit trained on.
+    row: the chosen setting's row of the table (its per-seed figures).
+    data_keys: ``config -> config`` with the data's keys
+      (``registry.with_data_keys`` of the data the models trained on).
+
+  Returns:
+    The workdirs written (none for a unit of an older seqclf that did not
+    save the state of its results).
+  """
+  mngr = checkpoint.manager(workdir / 'units' / unit['unit'], create=False)
+  step = unit.get('saved_step')
+  if step is None or step not in mngr.all_steps():
+    return []
+  seeds = row['seeds']
+  _, configs, _, watch, target = _unit_states(
+      config, settings, seeds, grid_keys, train, 'best_step' in unit)
+  states, _ = checkpoint.restore(mngr, target, step)
+  params = states.best_params if watch else states.params
+  out = []
+  for j, seed in enumerate(seeds):
+    k = position * len(seeds) + j
+    model = lambda tree: jax.tree.map(lambda x: np.asarray(x)[k], tree)
+    run_config = data_keys(configs[k])
+    run = workdir / CHOSEN_DIR / f'seed{seed}'
+    shutil.rmtree(run, ignore_errors=True)  # Half written by a killed sweep.
+    run = errors.writable_dir(run)
+    run_mngr = checkpoint.manager(run)
+    checkpoint.save(run_mngr, state_lib.TrainState(
+        step=np.int32(step), apply_fn=None, params=model(params), tx=None,
+        opt_state=model(states.opt_state)), run_config)
+    checkpoint.wait(run_mngr)
+    figures = {f'{prefix}_{m}': f['values'][j]
+               for prefix, split in (('val', 'validation'), ('test', 'test'))
+               for m, f in row[split].items()}
+    loop.write_json(run / 'results.json', {
+        **figures, 'step': step,
+        'examples_seen': step * run_config.batch_size,
+        'wall_seconds': unit['wall_seconds'], 'devices': unit['devices'],
+        'impl': unit['impl'], 'config': run_config.to_dict(),
+        **({'best_step': unit['best_step'][k], 'monitor': monitor_of(config),
+            'stopped_early': unit['stopped_early'][k]} if watch else {}),
+        'chosen_by_sweep': {'workdir': str(workdir), 'setting': row['setting'],
+                            'seed': seed, 'unit': unit['unit']}})
+    out.append(run)
   return out
 
 
@@ -582,7 +679,8 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
       key exists and is not ``'last'``) names the validation metric that
       chooses, else ``val_accuracy``.
     workdir: the sweep's directory: ``results.json``, ``results.md``,
-      ``results.csv``, ``units/`` (checkpoints), ``tensorboard/``.
+      ``results.csv``, ``units/`` (checkpoints), ``tensorboard/``,
+      ``chosen/seedS`` (the chosen setting's models, ``write_chosen``).
     num_seeds: models per setting, seeds ``config.seed + k``.
     learning_rates: shorthand for ``grid={'learning_rate': ...}``.
     grid: config key -> values; the settings are their cartesian product
@@ -617,11 +715,14 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
   seeds = [config.seed + k for k in range(num_seeds)]
   monitor = monitor_of(config)
   raw = datasets or registry.load(config)
+  label_names = [] if datasets else registry.label_names(config.dataset)
+  # Class names that conflict with the labels fail before anything is written.
+  digest = registry.with_data_keys(config, raw, label_names).data_digest
   if cv:  # Bad folds fail before anything is written.
     labels = np.concatenate([raw['train']['label'], raw['validation']['label']])
     stratified_folds(labels, cv)
   workdir = errors.writable_dir(workdir)
-  spec = _spec(config, grid, num_seeds, cv, splits_lib.digest(raw))
+  spec = _spec(config, grid, num_seeds, cv, digest)
   with WorkdirLock(workdir):
     _check_spec(workdir, spec)
     finished = workdir / 'results.json'
@@ -630,13 +731,14 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
       if 'spec' in saved and not _differ(saved['spec'], spec):
         return {**saved, 'already_finished': True}
     results = _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
-                   quiet)
+                   label_names, quiet)
     results.update(spec=spec, wall_seconds=time.perf_counter() - wall_start)
     _write(workdir, results)
   return results
 
 
-def _run(config, workdir, settings, grid, seeds, cv, monitor, raw, quiet):
+def _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
+         label_names, quiet):
   names = [name_of(s) for s in settings]
   groups = group_settings(config, settings)
   configs = [configured(config, settings[g[0]]) for g in groups]
@@ -687,7 +789,6 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw, quiet):
   chosen = choose(rows, monitor)
   rows[chosen]['chosen'] = True
   if cv:  # The chosen setting on the whole training split, for test.
-    gi = rows[chosen]['group']
     cconfig = configured(config, settings[chosen])
     data = views.view_splits(cconfig, raw)
     pool = {k: np.concatenate([data['train'][k], data['validation'][k]])
@@ -699,6 +800,20 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw, quiet):
     outs.append(final)
     rows[chosen]['test'] = {m: _summary(v) for m, v in
                             final['metrics']['test'].items()}
+    trained_on = {'train': {k: np.concatenate([raw['train'][k],
+                                               raw['validation'][k]])
+                            for k in raw['train']}, 'test': raw['test']}
+    chosen_dirs = write_chosen(workdir, final, cconfig, [settings[chosen]], 0,
+                               list(grid), pool, rows[chosen], lambda c:
+                               registry.with_data_keys(c, trained_on,
+                                                       label_names))
+  else:
+    gi = rows[chosen]['group']
+    chosen_dirs = write_chosen(
+        workdir, outs[gi], configs[gi], [settings[i] for i in groups[gi]],
+        groups[gi].index(chosen), list(grid),
+        views.view_splits(configs[gi], raw)['train'], rows[chosen],
+        lambda c: registry.with_data_keys(c, raw, label_names))
   chosen_row = rows[chosen]
   test = chosen_row['test']
   models = [(i, s) for i in range(len(settings)) for s in seeds]
@@ -724,6 +839,7 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw, quiet):
       'step': outs[-1]['step'], 'impl': outs[-1]['impl'],
       'devices': outs[-1]['devices'], 'jax_version': jax.__version__,
       'machine': machine(), 'config': config.to_dict(),
+      'chosen_models': [str(d) for d in chosen_dirs],
   }
   # Every model's test figures in one list (the chosen setting's under cv),
   # as `seqclf sweep` gave them before grids.

@@ -23,14 +23,14 @@ import numpy as np
 
 from seqclf import errors
 from seqclf.config import check_resume, validate
-from seqclf.data import normalization, order, registry, splits, stream, views
+from seqclf.data import normalization, order, registry, stream, views
 from seqclf.data.splits import Split
 from seqclf.kernels import paths
 from seqclf.training import (autotune, best as best_lib, checkpoint, loop,
                              optim, parallel, preemption, steps)
 from seqclf.training.metric_logging import MetricLogger
 from seqclf.training.state import create_train_state
-from seqclf.training.workdir import WorkdirLock
+from seqclf.training.workdir import WorkdirLock, refuse_sweep
 
 
 def _format_eta(seconds: float) -> str:
@@ -68,7 +68,7 @@ def train_and_evaluate(
   dp = parallel.setup(config.parallelism, config.batch_size)
   given = datasets is not None
   placement, datasets = _placed_data(config, datasets)
-  config = _with_data_keys(
+  config = registry.with_data_keys(
       config, datasets, [] if given else registry.label_names(config.dataset))
   if not quiet and jax.process_index() == 0:
     _note_unused_classes(config.num_classes, datasets)
@@ -92,6 +92,7 @@ def train_and_evaluate(
       sequence_shape=datasets['train']['image'].shape[1:])
   # Every process runs process 0's choice (each timed on its own CPU).
   impl = parallel.agreed_choice(choice.impl, paths.IMPLS)
+  refuse_sweep(workdir)
   fresh = not Path(workdir).expanduser().exists()
   workdir = errors.writable_dir(workdir)
   # Process 0 holds the lock for the whole multi-process job.
@@ -117,24 +118,6 @@ def train_and_evaluate(
         'free space there (or use another workdir), then run the same '
         'command again to resume from the newest checkpoint.',
         arg='workdir') from e
-
-
-def _with_data_keys(config: ml_collections.ConfigDict,
-                    datasets: dict[str, Split],
-                    names: list[str]) -> ml_collections.ConfigDict:
-  """A copy of ``config`` with the keys the data sets: ``data_digest``, so
-  each checkpoint saves which data it was trained on and a resume on other
-  data is refused; ``class_names`` from string labels (``names``)."""
-  out = ml_collections.ConfigDict(config.to_dict())
-  out.data_digest = splits.digest(datasets)
-  if names:
-    if out.class_names and list(out.class_names) != names:
-      raise errors.ConfigError(
-          f'Config key `class_names` is {list(out.class_names)}, but the '
-          f'labels of {config.dataset} name the classes {names} (sorted): '
-          'leave it empty.', arg='config.class_names')
-    out.class_names = tuple(names)
-  return out
 
 
 def _note_unused_classes(num_classes: int,

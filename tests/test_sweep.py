@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from conftest import REPO, run_cli, small_config, unit_state
-from seqclf import inference, sweep, train
+from seqclf import errors, inference, sweep, train
 from seqclf.config import ConfigError
 from seqclf.data import registry
 from seqclf.training import hyper, optim, steps as steps_lib
@@ -509,3 +509,84 @@ def test_early_stopping_freezes_each_model_and_ends_the_group(tmp_path):
     assert last_step < 60
   else:
     assert last_step == 60
+
+
+def _checkpoint_state(workdir):
+  """The newest training checkpoint's state of a run, with orbax alone."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from seqclf.training import checkpoint  # pylint: disable=g-import-not-at-top
+  mngr = checkpoint.manager(workdir, create=False)
+  return mngr.restore(mngr.latest_step(), args=ocp.args.Composite(
+      state=ocp.args.StandardRestore()))['state']
+
+
+@pytest.mark.slow
+def test_chosen_models_are_the_single_runs_and_are_read_as_runs(tmp_path):
+  """`W/chosen/seedS` holds the chosen setting's model of seed S as the
+  trainer's checkpoint: bitwise `seqclf train`'s state (params and optimizer
+  state), read by evaluate with the sweep's figures; training refuses it and
+  the sweep's own workdir, and reading the sweep's workdir names them."""
+  config = _npz_config(tmp_path, num_train_steps=8, eval_every=4,
+                       checkpoint_every=4, num_layers=1)
+  workdir = tmp_path / 'w'
+  results = sweep.run_sweep(config, workdir, 2, quiet=True,
+                            grid={'learning_rate': [1e-9, 1e-2]})
+  row = next(r for r in results['rows'] if r['chosen'])
+  assert row['setting'] == {'learning_rate': 1e-2}
+  assert results['chosen_models'] == [str(workdir / 'chosen' / f'seed{s}')
+                                      for s in (0, 1)]
+  for j, seed in enumerate((0, 1)):
+    chosen = workdir / 'chosen' / f'seed{seed}'
+    single = tmp_path / f'single{seed}'
+    train.train_and_evaluate(sweep.configured(config, {**row['setting'],
+                                                       'seed': seed}),
+                             single, quiet=True)
+    ours, theirs = _checkpoint_state(chosen), _checkpoint_state(single)
+    assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+    jax.tree.map(np.testing.assert_array_equal, ours, theirs)
+    evaluated = inference.evaluate(chosen)
+    for split, prefix in (('validation', 'val'), ('test', 'test')):
+      # Evaluated on the path `impl='auto'` picks here: equal to rounding.
+      assert evaluated[split]['loss'] == pytest.approx(
+          row[split]['loss']['values'][j], rel=1e-5)
+      saved = json.loads((chosen / 'results.json').read_text())
+      assert saved[f'{prefix}_accuracy'] == evaluated[split]['accuracy']
+  with pytest.raises(errors.WorkdirError, match='holds a model that the sweep'):
+    train.train_and_evaluate(config, workdir / 'chosen' / 'seed0', quiet=True)
+  with pytest.raises(errors.WorkdirError, match=r'holds a sweep \(sweep.json'):
+    train.train_and_evaluate(config, workdir, quiet=True)
+  with pytest.raises(errors.CheckpointError, match='chosen/seedS'):
+    inference.load_model(workdir)
+
+
+@pytest.mark.slow
+def test_chosen_models_of_early_stopping_and_cv_hold_their_results(tmp_path):
+  """With early stopping a chosen model holds its best evaluation's params,
+  saved even where the group ended between checkpoints; under --cv, the
+  model the chosen setting trained on the whole training split, whose data
+  digest says so (validation and train together)."""
+  config = _npz_config(tmp_path, num_train_steps=40, eval_every=4,
+                       checkpoint_every=100, num_layers=1,
+                       monitor='val_loss', patience=1)
+  # A rate this high makes the validation loss rise soon after it fell.
+  stopped = sweep.run_sweep(config, tmp_path / 'es', 1, quiet=True,
+                            grid={'learning_rate': [0.3]})
+  unit = json.loads((tmp_path / 'es' / 'units' / 'g0' / 'results.json'
+                     ).read_text())
+  assert unit['stopped_early'] == [True] and unit['saved_step'] < 40
+  chosen = tmp_path / 'es' / 'chosen' / 'seed0'
+  saved = json.loads((chosen / 'results.json').read_text())
+  assert saved['best_step'] == unit['best_step'][0] < unit['saved_step']
+  best = unit_state(tmp_path / 'es', 'g0')['best_params']
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a)[0], b),
+               best, _checkpoint_state(chosen)['params'])
+  assert inference.evaluate(chosen)['validation']['loss'] == pytest.approx(
+      stopped['rows'][0]['validation']['loss']['values'][0], rel=1e-5)
+  config.update(monitor='last', patience=0)
+  folded = sweep.run_sweep(config, tmp_path / 'cv', 2, cv=2, quiet=True,
+                           grid={'learning_rate': [1e-9, 1e-2]})
+  for j, path in enumerate(folded['chosen_models']):
+    assert inference.evaluate(path, ('test',))['test']['accuracy'] == (
+        folded['test_accuracies'][j])
+    _, _, model_config = inference.load_model(path, quiet=True)
+    assert model_config.data_digest != stopped['spec']['data']

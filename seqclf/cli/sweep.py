@@ -86,3 +86,6 @@ def main(args: list[str]) -> None:
   print(f'Chosen: {row["name"]} (validation: {figures("validation")}; '
         f'test: {figures("test") or "none"}). {results["num_models"]} models '
         f'in {results["num_groups"]} groups, {results["wall_seconds"]:.1f} s.')
+  if results.get('chosen_models'):
+    print(f'Its models, one workdir per seed for seqclf evaluate, predict, '
+          f'export and report: {", ".join(results["chosen_models"])}.')

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import ml_collections
 import numpy as np
 
 from pathlib import Path
 
 from seqclf.data import (fashion_mnist, normalization, npz, npz_shards,
                          prepared, stream, timeseries)
-from seqclf.data.splits import SPLITS, Split
+from seqclf.data.splits import SPLITS, Split, digest
 from seqclf.errors import ConfigError, DataError
 
 # 28 x 28 uint8 images, which a classifier reads as `config.task` says.
@@ -220,6 +221,24 @@ def label_names(dataset: str) -> list[str]:
   if dataset.startswith(NPZ_PREFIX) and not is_shard_dir(dataset):
     return npz.read_label_names(dataset[len(NPZ_PREFIX):])
   return []
+
+
+def with_data_keys(config: ml_collections.ConfigDict,
+                   datasets: dict[str, Split],
+                   names: list[str]) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with the keys the data sets: ``data_digest``, so
+  each checkpoint saves which data it was trained on and a resume on other
+  data is refused; ``class_names`` from string labels (``names``)."""
+  out = ml_collections.ConfigDict(config.to_dict())
+  out.data_digest = digest(datasets)
+  if names:
+    if out.class_names and list(out.class_names) != names:
+      raise ConfigError(
+          f'Config key `class_names` is {list(out.class_names)}, but the '
+          f'labels of {config.dataset} name the classes {names} (sorted): '
+          'leave it empty.', arg='config.class_names')
+    out.class_names = tuple(names)
+  return out
 
 
 def class_names(config: Any) -> list[str]:

@@ -45,6 +45,26 @@ def _describe(holder: dict) -> str:
   return f'pid {pid} on {host}{since}'
 
 
+def refuse_sweep(workdir: str | Path) -> None:
+  """A ``WorkdirError`` for a workdir a sweep wrote: a sweep's own
+  (``sweep.json``), or a chosen model's (``results.json`` names the sweep),
+  whose state no single run reaches (early stopping, ``--cv``)."""
+  workdir = Path(workdir).expanduser()
+  if (workdir / 'sweep.json').exists():
+    raise WorkdirError(f'{workdir} holds a sweep (sweep.json): train in '
+                       'another workdir.', arg='workdir')
+  try:
+    chosen = json.loads((workdir / 'results.json').read_text()).get(
+        'chosen_by_sweep')
+  except (OSError, ValueError, AttributeError):
+    return
+  if chosen:
+    raise WorkdirError(
+        f'{workdir} holds a model that the sweep in {chosen["workdir"]} '
+        'chose, for evaluate, predict, export and report: train its setting '
+        'in another workdir.', arg='workdir')
+
+
 class WorkdirLock:
   """Context manager: holds ``WORKDIR/train.lock`` or raises ``WorkdirError``."""
 
