@@ -297,6 +297,14 @@ def _summary(values: np.ndarray) -> dict[str, Any]:
           'values': values.tolist()}
 
 
+def figure(summary: dict[str, Any]) -> str:
+  """A metric over seeds as the table shows it: ``mean ± std``, or the one
+  value (a single seed has no spread to show)."""
+  if len(summary['values']) < 2:
+    return f'{summary["mean"]:.4f}'
+  return f'{summary["mean"]:.4f} ± {summary["std"]:.4f}'
+
+
 def markdown(results: dict[str, Any]) -> str:
   """The table: one row per setting, mean ± std over seeds, the chosen marked."""
   rows = results['rows']
@@ -305,18 +313,19 @@ def markdown(results: dict[str, Any]) -> str:
       m != 'loss', m))
   head = (['setting'] + [f'val {m}' for m in val]
           + [f'test {m}' for m in test])
-  fmt = lambda s: f'{s["mean"]:.4f} ± {s["std"]:.4f}'
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for r in rows:
     name = f'**{r["name"]}** (chosen)' if r['chosen'] else r['name']
-    cells = [name] + [fmt(r['validation'][m]) for m in val] + [
-        fmt(r['test'][m]) if m in r['test'] else '–' for m in test]
+    cells = [name] + [figure(r['validation'][m]) for m in val] + [
+        figure(r['test'][m]) if m in r['test'] else '–' for m in test]
     lines.append('| ' + ' | '.join(cells) + ' |')
   where = (f'{results["cv"]}-fold cross-validation over the training split'
            if results['cv'] else 'the validation split')
+  spread = ('mean ± std over seeds' if results['num_seeds'] > 1
+            else 'one seed each, so no spread')
   return '\n'.join([
-      f'Sweep of {len(rows)} settings x {results["num_seeds"]} seeds: mean ± '
-      f'std over seeds; chosen by {results["monitor"]} on {where} (ties: '
+      f'Sweep of {len(rows)} settings x {results["num_seeds"]} seeds: '
+      f'{spread}; chosen by {results["monitor"]} on {where} (ties: '
       'lower validation loss), never by test.', '', *lines, ''])
 
 

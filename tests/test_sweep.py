@@ -590,3 +590,18 @@ def test_chosen_models_of_early_stopping_and_cv_hold_their_results(tmp_path):
         folded['test_accuracies'][j])
     _, _, model_config = inference.load_model(path, quiet=True)
     assert model_config.data_digest != stopped['spec']['data']
+
+
+def test_table_shows_a_spread_only_over_several_seeds():
+  summary = lambda *v: {'mean': float(np.mean(v)), 'std': sweep._std(
+      np.asarray(v)), 'values': list(v)}
+  row = lambda n: {'name': 'lr=1', 'chosen': True,
+                   'validation': {'loss': summary(*[0.5, 0.7][:n])},
+                   'test': {'loss': summary(*[0.4, 0.6][:n])}}
+  one = sweep.markdown({'rows': [row(1)], 'num_seeds': 1, 'cv': 0,
+                        'monitor': 'val_accuracy'})
+  assert '| **lr=1** (chosen) | 0.5000 | 0.4000 |' in one
+  assert '±' not in one and 'one seed each, so no spread' in one
+  two = sweep.markdown({'rows': [row(2)], 'num_seeds': 2, 'cv': 0,
+                        'monitor': 'val_accuracy'})
+  assert '0.6000 ± 0.1414 | 0.5000 ± 0.1414 |' in two

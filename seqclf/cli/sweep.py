@@ -82,7 +82,7 @@ def main(args: list[str]) -> None:
   print(results['table'])
   row = next(r for r in results['rows'] if r['chosen'])
   figures = lambda split: ', '.join(
-      f'{m} {f["mean"]:.4f} ± {f["std"]:.4f}' for m, f in row[split].items())
+      f'{m} {sweep.figure(f)}' for m, f in row[split].items())
   print(f'Chosen: {row["name"]} (validation: {figures("validation")}; '
         f'test: {figures("test") or "none"}). {results["num_models"]} models '
         f'in {results["num_groups"]} groups, {results["wall_seconds"]:.1f} s.')
