@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -600,6 +601,9 @@ def write_chosen(workdir: Path, unit: dict[str, Any],
   mngr = checkpoint.manager(workdir / 'units' / unit['unit'], create=False)
   step = unit.get('saved_step')
   if step is None or step not in mngr.all_steps():
+    print(f'note: {mngr.directory} lacks the state its results are of (a '
+          'sweep of an older seqclf, or deleted): no models written to '
+          f'{workdir / CHOSEN_DIR}.', file=sys.stderr)
     return []
   seeds = row['seeds']
   _, configs, _, watch, target = _unit_states(

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -560,7 +561,8 @@ def test_chosen_models_are_the_single_runs_and_are_read_as_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_chosen_models_of_early_stopping_and_cv_hold_their_results(tmp_path):
+def test_chosen_models_of_early_stopping_and_cv_hold_their_results(tmp_path,
+                                                                  capsys):
   """With early stopping a chosen model holds its best evaluation's params,
   saved even where the group ended between checkpoints; under --cv, the
   model the chosen setting trained on the whole training split, whose data
@@ -582,6 +584,13 @@ def test_chosen_models_of_early_stopping_and_cv_hold_their_results(tmp_path):
                best, _checkpoint_state(chosen)['params'])
   assert inference.evaluate(chosen)['validation']['loss'] == pytest.approx(
       stopped['rows'][0]['validation']['loss']['values'][0], rel=1e-5)
+  # A unit whose checkpoints are gone: the table again, no models, a note.
+  (tmp_path / 'es' / 'results.json').unlink()
+  shutil.rmtree(tmp_path / 'es' / 'units' / 'g0' / 'checkpoints')
+  again = sweep.run_sweep(config, tmp_path / 'es', 1, quiet=True,
+                          grid={'learning_rate': [0.3]})
+  assert again['chosen_models'] == [] and again['rows'] == stopped['rows']
+  assert 'lacks the state its results are of' in capsys.readouterr().err
   config.update(monitor='last', patience=0)
   folded = sweep.run_sweep(config, tmp_path / 'cv', 2, cv=2, quiet=True,
                            grid={'learning_rate': [1e-9, 1e-2]})
