@@ -584,6 +584,9 @@ def test_chosen_models_of_early_stopping_and_cv_hold_their_results(tmp_path,
                best, _checkpoint_state(chosen)['params'])
   assert inference.evaluate(chosen)['validation']['loss'] == pytest.approx(
       stopped['rows'][0]['validation']['loss']['values'][0], rel=1e-5)
+  from seqclf.cli import report  # pylint: disable=g-import-not-at-top
+  text = report.write_report(chosen).path.read_text()
+  assert f"best checkpoint's (step {saved['best_step']}, by val_loss" in text
   # A unit whose checkpoints are gone: the table again, no models, a note.
   (tmp_path / 'es' / 'results.json').unlink()
   shutil.rmtree(tmp_path / 'es' / 'units' / 'g0' / 'checkpoints')

@@ -127,14 +127,16 @@ def _markdown(workdir: Path, results: Mapping[str, Any], matrix: np.ndarray,
               f'balanced accuracy '
               f'{100 * results["test_balanced_accuracy"]:.2f}%.', '']
   if results.get('best_step') is not None:
+    # A sweep's chosen model has no last step's figures (its state is the best).
+    last = ('; the last step\'s: test accuracy '
+            f'{100 * results["last_test_accuracy"]:.2f}%, macro-F1 '
+            f'{100 * results["last_test_macro_f1"]:.2f}%, balanced accuracy '
+            f'{100 * results["last_test_balanced_accuracy"]:.2f}%'
+            if 'last_test_accuracy' in results else '')
     lines += [f'These are the best checkpoint\'s (step '
               f'{results["best_step"]:,}, by {results["monitor"]}'
               + (', stopped early' if results.get('stopped_early') else '')
-              + f'); the last step\'s: test accuracy '
-              f'{100 * results["last_test_accuracy"]:.2f}%, macro-F1 '
-              f'{100 * results["last_test_macro_f1"]:.2f}%, balanced '
-              f'accuracy {100 * results["last_test_balanced_accuracy"]:.2f}%.',
-              '']
+              + f'){last}.', '']
   if abs(recomputed_accuracy - results['test_accuracy']) > 1e-6:
     lines += [f'> Note: the plots below come from the checkpoint read, '
               f'whose test accuracy is {100 * recomputed_accuracy:.2f}%; '
