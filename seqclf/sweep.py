@@ -324,10 +324,13 @@ def markdown(results: dict[str, Any]) -> str:
            if results['cv'] else 'the validation split')
   spread = ('mean ± std over seeds' if results['num_seeds'] > 1
             else 'one seed each, so no spread')
+  refit = (f' The chosen setting then trained on the whole training split '
+           f'for {results["refit_steps"]} steps, its folds\' mean best step.'
+           if results.get('refit_steps') else '')
   return '\n'.join([
       f'Sweep of {len(rows)} settings x {results["num_seeds"]} seeds: '
       f'{spread}; chosen by {results["monitor"]} on {where} (ties: '
-      'lower validation loss), never by test.', '', *lines, ''])
+      f'lower validation loss), never by test.{refit}', '', *lines, ''])
 
 
 def _csv(results: dict[str, Any]) -> str:
@@ -795,19 +798,29 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
             sum(v * n for v, n, mm in parts if mm == m)
             / sum(n for _, n, mm in parts if mm == m)) for m in metrics}
       per_setting[i]['group'] = gi
+      if cv and 'best_step' in fold_outs[0]:  # Early stopping in the folds.
+        per_setting[i]['best_steps'] = [
+            b for o in fold_outs for b in o['best_step'][rows_of]]
   rows = [{'name': names[i], 'setting': settings[i], 'group': p['group'],
            'seeds': seeds, 'validation': p['validation'],
            'test': p.get('test', {}), 'chosen': False}
           for i, p in enumerate(per_setting)]
   chosen = choose(rows, monitor)
   rows[chosen]['chosen'] = True
+  refit_steps = None
   if cv:  # The chosen setting on the whole training split, for test.
     cconfig = configured(config, settings[chosen])
+    unit = f'final-{chosen}'
+    best_steps = per_setting[chosen].get('best_steps')
+    if best_steps:  # No validation to stop on: as long as the folds ran.
+      refit_steps = max(1, int(np.round(np.mean(best_steps))))
+      cconfig.num_train_steps = refit_steps
+      unit += f'-steps{refit_steps}'
     data = views.view_splits(cconfig, raw)
     pool = {k: np.concatenate([data['train'][k], data['validation'][k]])
             for k in data['train']}
     progress.total += len(seeds) * cconfig.num_train_steps
-    final = run_unit(workdir, f'final-{chosen}', cconfig, [settings[chosen]],
+    final = run_unit(workdir, unit, cconfig, [settings[chosen]],
                      [names[chosen]], seeds, list(grid), pool,
                      {'test': data['test']}, progress)
     outs.append(final)
@@ -837,6 +850,7 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
       'rows': rows, 'chosen': chosen_row['name'],
       'chosen_setting': chosen_row['setting'], 'monitor': monitor,
       'selected_on': f'{cv}-fold cross-validation' if cv else 'validation',
+      'refit_steps': refit_steps,
       'grid': grid, 'cv': cv, 'num_seeds': len(seeds),
       'num_groups': len(groups), 'num_models': len(models),
       'seeds': [s for _, s in models],

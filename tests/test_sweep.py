@@ -594,6 +594,18 @@ def test_chosen_models_of_early_stopping_and_cv_hold_their_results(tmp_path,
                           grid={'learning_rate': [0.3]})
   assert again['chosen_models'] == [] and again['rows'] == stopped['rows']
   assert 'lacks the state its results are of' in capsys.readouterr().err
+  # --cv with early stopping: the chosen setting trains on the whole split
+  # (no validation to stop on) for its folds' mean best step.
+  refit = sweep.run_sweep(config, tmp_path / 'cv-es', 1, cv=2, quiet=True,
+                          grid={'learning_rate': [0.3]})
+  units = tmp_path / 'cv-es' / 'units'
+  best = [json.loads((units / f'g0-fold{f}' / 'results.json').read_text())[
+      'best_step'][0] for f in (0, 1)]
+  assert refit['refit_steps'] == round(np.mean(best)) < 40
+  final = json.loads((units / f'final-0-steps{refit["refit_steps"]}' /
+                      'results.json').read_text())
+  assert final['saved_step'] == refit['refit_steps'] and 'best_step' not in final
+  assert f'for {refit["refit_steps"]} steps, its folds' in refit['table']
   config.update(monitor='last', patience=0)
   folded = sweep.run_sweep(config, tmp_path / 'cv', 2, cv=2, quiet=True,
                            grid={'learning_rate': [1e-9, 1e-2]})
