@@ -1,6 +1,7 @@
 """Series beyond MNIST in the CLI: predict on sequence files, inspect-data on
 series, export of a series model (seqclf.sequence_files, report, export)."""
 
+import csv
 import json
 
 import jax
@@ -186,6 +187,47 @@ def test_cli_predicts_series_files_and_rejects_a_wrong_width(series_workdir,
   out = run_cli('predict', '--workdir', str(series_workdir),
                 str(tmp_path / 'digit.png'))
   assert out.returncode == 2 and 'not a sequence file' in out.stderr
+
+
+@pytest.mark.slow
+def test_cli_writes_predictions_to_csv_and_npz(series_workdir, tmp_path):
+  """--out: one row per input with every class's probability, equal to the
+  lines' predictions; a format it cannot write is one line."""
+  x, _ = _series(3, 6)
+  np.save(tmp_path / 'b.npy', x)
+  lines = run_cli('predict', '--workdir', str(series_workdir),
+                  str(tmp_path / 'b.npy')).stdout.strip().splitlines()
+  out = run_cli('predict', '--workdir', str(series_workdir), '--out',
+                str(tmp_path / 'p.csv'), str(tmp_path / 'b.npy'))
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.strip() == f'Wrote 3 predictions to {tmp_path}/p.csv.'
+  with open(tmp_path / 'p.csv', newline='', encoding='utf-8') as f:
+    rows = list(csv.reader(f))
+  _, _, config = inference.load_model(series_workdir, quiet=True)
+  classes = config.num_classes
+  assert rows[0] == ['input', 'class', 'name'] + [f'p_{c}'
+                                                  for c in range(classes)]
+  for row, line in zip(rows[1:], lines):
+    probs = [float(v) for v in row[3:]]
+    assert line.startswith(f'{row[0]}: class {row[1]} (p={max(probs):.3f}')
+    assert sum(probs) == pytest.approx(1, abs=1e-5)
+  assert len(rows) == 4
+  assert run_cli('predict', '--workdir', str(series_workdir), '--out',
+                 str(tmp_path / 'p.npz'), str(tmp_path / 'b.npy')
+                 ).returncode == 0
+  with np.load(tmp_path / 'p.npz') as saved:
+    assert saved['probabilities'].shape == (3, classes)
+    np.testing.assert_array_equal(saved['classes'],
+                                  saved['probabilities'].argmax(1))
+    np.testing.assert_allclose(saved['probabilities'],
+                               [[float(v) for v in r[3:]] for r in rows[1:]],
+                               rtol=1e-5)
+    assert list(saved['inputs']) == [r[0] for r in rows[1:]]
+  out = run_cli('predict', '--workdir', str(series_workdir), '--out',
+                str(tmp_path / 'p.txt'), str(tmp_path / 'b.npy'))
+  assert out.returncode == 2 and out.stderr.strip() == (
+      f'seqclf predict: error: --out {tmp_path}/p.txt: give a .csv or .npz '
+      'file name.')
 
 
 def test_series_description_and_figures(series_npz, tmp_path):
