@@ -1,0 +1,113 @@
+"""The best checkpoint and early stopping on a run that overfits.
+
+  python experiments/early_stopping.py [--seeds 5] [--out runs/early_stopping]
+
+Writes ``OUT/mnist_small.npz`` from the prepared MNIST (``make setup``):
+``x_train``/``y_train`` 3,000 examples of the training split (a fixed random
+choice, 300 of each class), ``x_test``/``y_test`` the whole test split;
+seqclf carves its validation split from the 3,000 (``validation_fraction``,
+stratified). It then trains ``--config default`` far past where a training
+set this small stops helping (``STEPS`` steps, an evaluation every
+``EVERY``), one ``seqclf train`` per seed and setting (``OUT/NAME/seedK``,
+resumable):
+
+- ``last``: ``monitor='last'``, the run's last step served (as before
+  ``monitor`` existed);
+- ``best``: ``monitor='val_loss'``, the best checkpoint served, no early stop;
+- ``early``: ``monitor='val_loss'`` with ``patience=PATIENCE``;
+- ``early_accuracy``: ``monitor='val_accuracy'`` with ``patience=PATIENCE``.
+
+It prints a markdown table of the served model's test accuracy and loss, the
+steps trained, the best steps and each run's wall time (mean ± sample std over
+seeds), the figures ``experiments/results.md`` keeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+PER_CLASS, STEPS, EVERY, PATIENCE = 300, 3000, 100, 5
+SETTINGS = {'last': ['--config.monitor=last'],
+            'best': ['--config.monitor=val_loss'],
+            'early': ['--config.monitor=val_loss',
+                      f'--config.patience={PATIENCE}'],
+            'early_accuracy': ['--config.monitor=val_accuracy',
+                               f'--config.patience={PATIENCE}']}
+
+
+def write_npz(path: Path, data_dir: str | None = None) -> int:
+  """The small npz at ``path``; returns its training examples."""
+  from seqclf.data import prepared  # pylint: disable=g-import-not-at-top
+  data = prepared.load_datasets(data_dir, ('train', 'test'))
+  x, y = data['train']['image'], data['train']['label']
+  rng = np.random.default_rng(0)
+  keep = np.sort(np.concatenate([
+      rng.choice(np.flatnonzero(y == c), PER_CLASS, replace=False)
+      for c in range(10)]))
+  path.parent.mkdir(parents=True, exist_ok=True)
+  np.savez(path, x_train=x[keep], y_train=y[keep],
+           x_test=data['test']['image'], y_test=data['test']['label'])
+  return len(keep)
+
+
+def command(npz: Path, name: str, workdir: Path, seed: int) -> list[str]:
+  return [sys.executable, '-m', 'seqclf', 'train', '--config', 'default',
+          f'--config.dataset=npz:{npz}', f'--config.num_train_steps={STEPS}',
+          f'--config.eval_every={EVERY}', *SETTINGS[name],
+          f'--config.seed={seed}', f'--workdir={workdir}', '--noreport',
+          '--quiet']
+
+
+def _stat(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
+  values = [scale * v for v in values]
+  std = statistics.stdev(values) if len(values) > 1 else 0.0
+  return f'{statistics.mean(values):.{digits}f} ± {std:.{digits}f}'
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--seeds', type=int, default=5)
+  parser.add_argument('--out', default=str(REPO / 'runs' / 'early_stopping'))
+  args = parser.parse_args()
+  out = Path(args.out).resolve()
+  npz = out / 'mnist_small.npz'
+  print(f'{npz}: {write_npz(npz)} training examples', flush=True)
+  rows = {}
+  for name in SETTINGS:
+    runs = []
+    for seed in range(args.seeds):
+      workdir = out / name / f'seed{seed}'
+      subprocess.run(command(npz, name, workdir, seed), check=True, cwd=REPO)
+      runs.append(json.loads((workdir / 'results.json').read_text()))
+    rows[name] = runs
+  shown = ' '.join(command(Path('runs/early_stopping/mnist_small.npz'), 'last',
+                           Path('runs/early_stopping/NAME/seedK'), 0)[1:])
+  print('\n| served | test accuracy % | test loss | steps trained | best steps '
+        '| test accuracy % at the last step | wall s |')
+  print('|---|---|---|---|---|---|---|')
+  for name, runs in rows.items():
+    get = lambda key, runs=runs: [r[key] for r in runs]
+    best = ', '.join(str(s) for s in get('best_step')) if name != 'last' \
+        else '–'
+    last = (get('last_test_accuracy') if name != 'last'
+            else get('test_accuracy'))
+    print(f'| `{name}` | {_stat(get("test_accuracy"), 100)} | '
+          f'{_stat(get("test_loss"), digits=3)} | '
+          f'{_stat(get("step"), digits=0)} | {best} | {_stat(last, 100)} | '
+          f'{_stat(get("wall_seconds"), digits=1)} |')
+  print(f'\n{args.seeds} seeds (K = 0..{args.seeds - 1}); `last`: `python '
+        f'{shown.replace("--config.seed=0", "--config.seed=K")}`; '
+        'the others replace `--config.monitor=last` by '
+        + ', '.join(f'`{" ".join(SETTINGS[n])}`' for n in list(SETTINGS)[1:]))
+
+
+if __name__ == '__main__':
+  main()
