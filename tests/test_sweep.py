@@ -377,6 +377,13 @@ def test_sweep_killed_resumes_to_the_uninterrupted_results(tmp_path):
   assert json.loads((killed / 'units' / 'g1' / 'results.json').read_text()
                     )['resumed_from_step'] is not None
   assert (killed / 'results.md').read_text() in resumed.stdout
+  assert f'Plot: {killed / "sweep.png"}' in resumed.stdout
+  assert (killed / 'sweep.png').read_bytes()[:4] == b'\x89PNG'
+  # The chosen setting's models, bitwise the uninterrupted sweep's.
+  for seed in (0, 1):
+    for x, y in zip(*(jax.tree.leaves(_checkpoint_state(
+        w / 'chosen' / f'seed{seed}')) for w in (killed, whole))):
+      np.testing.assert_array_equal(x, y)
   csv_lines = (killed / 'results.csv').read_text().splitlines()
   assert csv_lines[0].startswith('hidden_size,learning_rate,val_accuracy_mean')
   assert len(csv_lines) == 5

@@ -357,3 +357,46 @@ def worst_classified(examples: np.ndarray, labels: np.ndarray,
                      title=title + (', standardized as the model reads them'
                                     if standardize is not None else ''),
                      title_colors=colors_, standardize=standardize)
+
+
+def sweep_settings(rows: Sequence[Record], monitor: str) -> Figure:
+  """A sweep's settings side by side on the metric that chose: each seed's
+  validation figure (dots), their mean ± std (bar), the test mean where a
+  setting has one (ring), the chosen setting in green.
+
+  Args:
+    rows: ``results.json``'s ``rows`` (``seqclf.sweep``): ``name``,
+      ``chosen``, ``validation`` and ``test`` as ``{metric: {mean, std,
+      values}}``.
+    monitor: the validation metric that chose (``val_accuracy``, ...).
+  """
+  metric = monitor.removeprefix('val_')
+  percent = metric != 'loss'
+  scale = 100.0 if percent else 1.0
+  fig = Figure(figsize=(8, 1.2 + 0.38 * len(rows)))
+  ax = fig.subplots()
+  for y, row in enumerate(rows):
+    color = _GOOD if row['chosen'] else '#57606a'
+    val = row['validation'][metric]
+    ax.scatter(scale * np.asarray(val['values']), np.full(len(val['values']), y),
+               s=14, color=color, alpha=0.6, zorder=3)
+    ax.errorbar(scale * val['mean'], y, xerr=scale * val['std'], fmt='|',
+                markersize=14, color=color, capsize=3, zorder=4)
+    if metric in row.get('test', {}):
+      ax.scatter(scale * row['test'][metric]['mean'], y, s=60,
+                 facecolors='none', edgecolors=color, zorder=4)
+  ax.set_yticks(range(len(rows)),
+                [f'{r["name"]} (chosen)' if r['chosen'] else r['name']
+                 for r in rows], fontsize=8)
+  for label, row in zip(ax.get_yticklabels(), rows):
+    if row['chosen']:
+      label.set_color(_GOOD)
+      label.set_fontweight('bold')
+  ax.invert_yaxis()  # the grid's order, top down
+  ax.set_xlabel(f'{metric}{" %" if percent else ""}: validation per seed '
+                '(dots), mean ± std (bar); test mean (ring)')
+  ax.set_title(f'Sweep: settings by {monitor} '
+               f'({"lower" if metric == "loss" else "higher"} is better)')
+  ax.grid(axis='x', alpha=0.3)
+  fig.tight_layout()
+  return fig

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from pathlib import Path
 
 from absl import flags
 
 from seqclf import sweep
-from seqclf.cli import common
+from seqclf.cli import common, plots
 from seqclf.errors import UsageError
 from seqclf.training import parallel
 
@@ -41,6 +42,7 @@ _QUIET = common.define_quiet(FLAGS)
 COMPILATION_CACHE = common.define_compilation_cache(FLAGS)
 # The library's argument names that are spelled otherwise here.
 ARG_FLAGS = {'num_seeds': 'seeds'}
+PLOT_FILE = 'sweep.png'  # W/sweep.png: the settings on the metric that chose
 
 
 def _file_grid() -> dict:
@@ -76,9 +78,11 @@ def main(args: list[str]) -> None:
   sweep.settings_of(config, grid)
   batch = math.gcd(config.batch_size, *grid.get('batch_size', []))
   parallel.configure_cpu_devices(config.cpu_devices, batch)
-  results = sweep.run_sweep(config, common.require(_WORKDIR, 'sweep'),
-                            _SEEDS.value, rates, grid=grid, cv=_CV.value,
-                            quiet=_QUIET.value)
+  workdir = Path(common.require(_WORKDIR, 'sweep')).expanduser()
+  results = sweep.run_sweep(config, workdir, _SEEDS.value, rates, grid=grid,
+                            cv=_CV.value, quiet=_QUIET.value)
+  plot = plots.save(plots.sweep_settings(results['rows'], results['monitor']),
+                    workdir / PLOT_FILE)
   print(results['table'])
   row = next(r for r in results['rows'] if r['chosen'])
   figures = lambda split: ', '.join(
@@ -89,3 +93,4 @@ def main(args: list[str]) -> None:
   if results.get('chosen_models'):
     print(f'Its models, one workdir per seed for seqclf evaluate, predict, '
           f'export and report: {", ".join(results["chosen_models"])}.')
+  print(f'Plot: {plot}')

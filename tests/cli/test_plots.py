@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.collections import PathCollection
 from PIL import Image
 
 from conftest import built_once, run_cli
@@ -215,3 +216,29 @@ def test_inspect_data_cli(tmp_path, mnist):
   assert f'test       {counts}' in proc.stdout
   for name in DATA_PLOTS:
     assert_sensible_png(out / f'{name}.png')
+
+
+def test_sweep_plot_shows_each_setting_on_the_metric_that_chose(tmp_path):
+  summary = lambda *v: {'mean': float(np.mean(v)), 'std': float(np.std(v)),
+                        'values': list(v)}
+  rows = [{'name': 'lr=0.001', 'chosen': False,
+           'validation': {'loss': summary(0.3, 0.4)}, 'test': {}},
+          {'name': 'lr=0.01', 'chosen': True,
+           'validation': {'loss': summary(0.2, 0.25)},
+           'test': {'loss': summary(0.22, 0.28)}}]
+  fig = plots.sweep_settings(rows, 'val_loss')
+  ax = fig.axes[0]
+  labels = ax.get_yticklabels()
+  assert [t.get_text() for t in labels] == ['lr=0.001', 'lr=0.01 (chosen)']
+  assert labels[1].get_fontweight() == 'bold'
+  assert labels[0].get_fontweight() != 'bold'
+  # Each seed's validation figure is a dot on its setting's row; the chosen
+  # setting's test mean a ring beside them.
+  points = [c.get_offsets().tolist() for c in ax.collections
+            if isinstance(c, PathCollection)]  # scatter marks, not bars
+  assert sorted(map(tuple, sum((p for p in points if len(p) == 2), []))) == [
+      (0.2, 1.0), (0.25, 1.0), (0.3, 0.0), (0.4, 0.0)]
+  assert [p for p in points if len(p) == 1] == [[[0.25, 1.0]]]
+  assert 'lower is better' in ax.get_title()
+  path = plots.save(fig, tmp_path / 'sweep.png')
+  assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
