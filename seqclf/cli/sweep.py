@@ -16,7 +16,8 @@ from seqclf.training import parallel
 
 SUMMARY = ('Train a grid of settings (any config keys) x seeds, same-shape '
            'settings in one program, each model as `seqclf train` trains it; '
-           'resumable; one table, the setting chosen on validation.')
+           'resumable; one table and a plot, the setting chosen on validation '
+           '(or K folds), its models kept as runs in WORKDIR/chosen/seedS.')
 USAGE = ('--config NAME|FILE --workdir DIR [--seeds N] '
          '[--grid KEY=V1,V2 ...] [--cv K] [--learning_rates A,B]')
 FLAGS = flags.FlagValues()
