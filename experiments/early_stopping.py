@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from seed_stats import mean_std  # pylint: disable=g-bad-import-order
 
 REPO = Path(__file__).resolve().parents[1]
 PER_CLASS, STEPS, EVERY, PATIENCE = 300, 3000, 100, 5
@@ -66,12 +66,6 @@ def command(npz: Path, name: str, workdir: Path, seed: int) -> list[str]:
           '--quiet']
 
 
-def _stat(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
-  values = [scale * v for v in values]
-  std = statistics.stdev(values) if len(values) > 1 else 0.0
-  return f'{statistics.mean(values):.{digits}f} ± {std:.{digits}f}'
-
-
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--seeds', type=int, default=5)
@@ -99,10 +93,10 @@ def main() -> None:
         else '–'
     last = (get('last_test_accuracy') if name != 'last'
             else get('test_accuracy'))
-    print(f'| `{name}` | {_stat(get("test_accuracy"), 100)} | '
-          f'{_stat(get("test_loss"), digits=3)} | '
-          f'{_stat(get("step"), digits=0)} | {best} | {_stat(last, 100)} | '
-          f'{_stat(get("wall_seconds"), digits=1)} |')
+    print(f'| `{name}` | {mean_std(get("test_accuracy"))} | '
+          f'{mean_std(get("test_loss"), 1, 3)} | '
+          f'{mean_std(get("step"), 1, 0)} | {best} | {mean_std(last)} | '
+          f'{mean_std(get("wall_seconds"), 1, 1)} |')
   print(f'\n{args.seeds} seeds (K = 0..{args.seeds - 1}); `last`: `python '
         f'{shown.replace("--config.seed=0", "--config.seed=K")}`; '
         'the others replace `--config.monitor=last` by '

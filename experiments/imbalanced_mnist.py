@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from seed_stats import mean_std  # pylint: disable=g-bad-import-order
 
 REPO = Path(__file__).resolve().parents[1]
 RARE, KEEP = (0, 1, 2, 3, 4), 0.01
@@ -57,12 +57,6 @@ def command(npz: Path, weight: str, workdir: Path, seed: int) -> list[str]:
           f'--workdir={workdir}', '--noreport', '--quiet']
 
 
-def _stat(values: list[float]) -> str:
-  pct = [100 * v for v in values]
-  std = statistics.stdev(pct) if len(pct) > 1 else 0.0
-  return f'{statistics.mean(pct):.2f} ± {std:.2f}'
-
-
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--seeds', type=int, default=5)
@@ -90,10 +84,10 @@ def main() -> None:
   print('|---|---|---|---|---|---|---|')
   for weight, runs in rows.items():
     get = lambda key: [r[key] for r in runs]
-    print(f'| `{weight}` | {_stat(get("test_balanced_accuracy"))} | '
-          f'{_stat(get("test_macro_f1"))} | {_stat(get("test_accuracy"))} | '
-          f'{_stat(get("last_test_balanced_accuracy"))} | '
-          f'{_stat(get("last_test_macro_f1"))} | '
+    print(f'| `{weight}` | {mean_std(get("test_balanced_accuracy"))} | '
+          f'{mean_std(get("test_macro_f1"))} | {mean_std(get("test_accuracy"))} | '
+          f'{mean_std(get("last_test_balanced_accuracy"))} | '
+          f'{mean_std(get("last_test_macro_f1"))} | '
           f'{", ".join(str(s) for s in get("best_step"))} |')
   print(f'\n{args.seeds} seeds (K = 0..{args.seeds - 1}), WEIGHT in '
         f'{", ".join(WEIGHTS)}: `python {shown}`')

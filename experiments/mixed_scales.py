@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from seed_stats import mean_std  # pylint: disable=g-bad-import-order
 
 NORMALIZE = ('none', 'auto')
 
@@ -46,11 +46,6 @@ def command(npz: Path, normalize: str, workdir: Path, seed: int) -> list[str]:
           f'--workdir={workdir}', '--quiet', '--noreport']
 
 
-def _stat(values: list[float]) -> str:
-  spread = statistics.stdev(values) if len(values) > 1 else 0.0
-  return f'{100 * statistics.mean(values):.2f} ± {100 * spread:.2f}'
-
-
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--seeds', type=int, default=5)
@@ -66,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
       workdir = args.out / normalize / f'seed{seed}'
       subprocess.run(command(npz, normalize, workdir, seed), check=True)
       results.append(json.loads((workdir / 'results.json').read_text()))
-    column = lambda split, key: _stat([r[split][key] for r in results])
+    column = lambda split, key: mean_std([r[split][key] for r in results])
     rows.append(f'| {normalize} | {column("validation", "accuracy")} | '
                 f'{column("test", "accuracy")} | '
                 f'{column("test", "balanced_accuracy")} |')
