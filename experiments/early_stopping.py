@@ -24,16 +24,12 @@ seeds), the figures ``experiments/results.md`` keeps.
 
 from __future__ import annotations
 
-import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-from seed_stats import mean_std  # pylint: disable=g-bad-import-order
+import per_seed  # pylint: disable=g-bad-import-order
 
-REPO = Path(__file__).resolve().parents[1]
 PER_CLASS, STEPS, EVERY, PATIENCE = 300, 3000, 100, 5
 SETTINGS = {'last': ['--config.monitor=last'],
             'best': ['--config.monitor=val_loss'],
@@ -67,21 +63,12 @@ def command(npz: Path, name: str, workdir: Path, seed: int) -> list[str]:
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--seeds', type=int, default=5)
-  parser.add_argument('--out', default=str(REPO / 'runs' / 'early_stopping'))
-  args = parser.parse_args()
-  out = Path(args.out).resolve()
-  npz = out / 'mnist_small.npz'
+  args = per_seed.arguments(__doc__, 'early_stopping')
+  npz = args.out / 'mnist_small.npz'
   print(f'{npz}: {write_npz(npz)} training examples', flush=True)
-  rows = {}
-  for name in SETTINGS:
-    runs = []
-    for seed in range(args.seeds):
-      workdir = out / name / f'seed{seed}'
-      subprocess.run(command(npz, name, workdir, seed), check=True, cwd=REPO)
-      runs.append(json.loads((workdir / 'results.json').read_text()))
-    rows[name] = runs
+  rows = per_seed.train(SETTINGS, args.seeds, args.out,
+                        lambda name, workdir, seed: command(
+                            npz, name, workdir, seed))
   shown = ' '.join(command(Path('runs/early_stopping/mnist_small.npz'), 'last',
                            Path('runs/early_stopping/NAME/seedK'), 0)[1:])
   print('\n| served | test accuracy % | test loss | steps trained | best steps '
@@ -93,10 +80,10 @@ def main() -> None:
         else '–'
     last = (get('last_test_accuracy') if name != 'last'
             else get('test_accuracy'))
-    print(f'| `{name}` | {mean_std(get("test_accuracy"))} | '
-          f'{mean_std(get("test_loss"), 1, 3)} | '
-          f'{mean_std(get("step"), 1, 0)} | {best} | {mean_std(last)} | '
-          f'{mean_std(get("wall_seconds"), 1, 1)} |')
+    stat = per_seed.mean_std
+    print(f'| `{name}` | {stat(get("test_accuracy"))} | '
+          f'{stat(get("test_loss"), 1, 3)} | {stat(get("step"), 1, 0)} | '
+          f'{best} | {stat(last)} | {stat(get("wall_seconds"), 1, 1)} |')
   print(f'\n{args.seeds} seeds (K = 0..{args.seeds - 1}); `last`: `python '
         f'{shown.replace("--config.seed=0", "--config.seed=K")}`; '
         'the others replace `--config.monitor=last` by '

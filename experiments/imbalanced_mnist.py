@@ -17,16 +17,12 @@ keeps.
 
 from __future__ import annotations
 
-import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-from seed_stats import mean_std  # pylint: disable=g-bad-import-order
+import per_seed  # pylint: disable=g-bad-import-order
 
-REPO = Path(__file__).resolve().parents[1]
 RARE, KEEP = (0, 1, 2, 3, 4), 0.01
 WEIGHTS = ('none', 'balanced')
 
@@ -58,23 +54,13 @@ def command(npz: Path, weight: str, workdir: Path, seed: int) -> list[str]:
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--seeds', type=int, default=5)
-  parser.add_argument('--out', default=str(REPO / 'runs' / 'imbalanced_mnist'))
-  args = parser.parse_args()
-  out = Path(args.out).resolve()
-  npz = out / 'mnist_imbalanced.npz'
+  args = per_seed.arguments(__doc__, 'imbalanced_mnist')
+  npz = args.out / 'mnist_imbalanced.npz'
   counts = write_npz(npz)
   print(f'{npz}: training examples per class {counts}', flush=True)
-  rows = {}
-  for weight in WEIGHTS:
-    runs = []
-    for seed in range(args.seeds):
-      workdir = out / weight / f'seed{seed}'
-      subprocess.run(command(npz, weight, workdir, seed), check=True,
-                     cwd=REPO)
-      runs.append(json.loads((workdir / 'results.json').read_text()))
-    rows[weight] = runs
+  rows = per_seed.train(WEIGHTS, args.seeds, args.out,
+                        lambda weight, workdir, seed: command(
+                            npz, weight, workdir, seed))
   shown = ' '.join(command(Path('runs/imbalanced_mnist/mnist_imbalanced.npz'),
                            'WEIGHT', Path('runs/imbalanced_mnist/WEIGHT/seedK'),
                            0)[1:]).replace('--config.seed=0', '--config.seed=K')
@@ -83,12 +69,12 @@ def main() -> None:
         'test macro-F1 % (last step) | best steps |')
   print('|---|---|---|---|---|---|---|')
   for weight, runs in rows.items():
-    get = lambda key: [r[key] for r in runs]
-    print(f'| `{weight}` | {mean_std(get("test_balanced_accuracy"))} | '
-          f'{mean_std(get("test_macro_f1"))} | {mean_std(get("test_accuracy"))} | '
-          f'{mean_std(get("last_test_balanced_accuracy"))} | '
-          f'{mean_std(get("last_test_macro_f1"))} | '
-          f'{", ".join(str(s) for s in get("best_step"))} |')
+    stat = lambda key, runs=runs: per_seed.mean_std([r[key] for r in runs])
+    print(f'| `{weight}` | {stat("test_balanced_accuracy")} | '
+          f'{stat("test_macro_f1")} | {stat("test_accuracy")} | '
+          f'{stat("last_test_balanced_accuracy")} | '
+          f'{stat("last_test_macro_f1")} | '
+          f'{", ".join(str(r["best_step"]) for r in runs)} |')
   print(f'\n{args.seeds} seeds (K = 0..{args.seeds - 1}), WEIGHT in '
         f'{", ".join(WEIGHTS)}: `python {shown}`')
 

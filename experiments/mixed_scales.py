@@ -15,14 +15,11 @@ balanced accuracy (mean ± sample std over seeds).
 
 from __future__ import annotations
 
-import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-from seed_stats import mean_std  # pylint: disable=g-bad-import-order
+import per_seed  # pylint: disable=g-bad-import-order
 
 NORMALIZE = ('none', 'auto')
 
@@ -47,27 +44,22 @@ def command(npz: Path, normalize: str, workdir: Path, seed: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--seeds', type=int, default=5)
-  parser.add_argument('--out', type=Path, default=Path('runs/mixed_scales'))
-  args = parser.parse_args(argv)
+  args = per_seed.arguments(__doc__, 'mixed_scales', argv)
   npz = args.out / 'mixed_scales.npz'
   write_npz(npz)
+  runs = per_seed.train(NORMALIZE, args.seeds, args.out,
+                        lambda normalize, workdir, seed: command(
+                            npz, normalize, workdir, seed))
   rows = ['| normalize | val accuracy | test accuracy | test balanced accuracy |',
           '|---|---|---|---|']
-  for normalize in NORMALIZE:
-    results = []
-    for seed in range(args.seeds):
-      workdir = args.out / normalize / f'seed{seed}'
-      subprocess.run(command(npz, normalize, workdir, seed), check=True)
-      results.append(json.loads((workdir / 'results.json').read_text()))
-    column = lambda split, key: mean_std([r[split][key] for r in results])
+  for normalize, results in runs.items():
+    column = lambda split, key, results=results: per_seed.mean_std(
+        [r[split][key] for r in results])
     rows.append(f'| {normalize} | {column("validation", "accuracy")} | '
                 f'{column("test", "accuracy")} | '
                 f'{column("test", "balanced_accuracy")} |')
   print('\n'.join(rows))
   return 0
-
 
 if __name__ == '__main__':
   sys.exit(main())

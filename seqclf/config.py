@@ -12,6 +12,8 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
+from pathlib import Path
 
 import ml_collections
 
@@ -328,13 +330,30 @@ RESUMABLE_KEYS = frozenset({
     'cpu_devices', 'data_dir', 'patience', 'data_placement', 'data_workers'})
 
 
+def same_dataset(saved: str, now: str) -> bool:
+  """Whether two values of config key ``dataset`` name the same data: equal,
+  or ``npz:PATH``s of one file or directory (a path given relative once and
+  absolute once, or through a link), read from here."""
+  prefix = registry.NPZ_PREFIX
+  if saved == now:
+    return True
+  if not (saved.startswith(prefix) and now.startswith(prefix)):
+    return False
+  try:
+    return os.path.samefile(Path(saved[len(prefix):]).expanduser(),
+                            Path(now[len(prefix):]).expanduser())
+  except OSError:  # one of them is not there
+    return False
+
+
 def check_resume(saved: dict, config: ml_collections.ConfigDict, step: int,
                  where: str) -> list[str]:
   """What a resume of checkpoint ``where`` with ``config`` changes.
 
   Keys absent from ``saved`` (added to seqclf after it was written) are not
   compared. ``num_train_steps`` may grow, unless ``lr_schedule='cosine'``
-  (whose decay it sets), but not fall below the checkpoint's step.
+  (whose decay it sets), but not fall below the checkpoint's step. An
+  ``npz:`` dataset may be named by another path to the same file.
 
   Args:
     saved: the config saved with the checkpoint.
@@ -349,7 +368,8 @@ def check_resume(saved: dict, config: ml_collections.ConfigDict, step: int,
   now = json.loads(json.dumps(config.to_dict()))  # tuples as JSON saved them
   changed = {k: (saved[k], now[k]) for k in sorted(now)
              if k in saved and saved[k] != now[k]}
-  refused = [k for k in changed if k not in RESUMABLE_KEYS]
+  refused = [k for k in changed if k not in RESUMABLE_KEYS
+             and not (k == 'dataset' and same_dataset(*changed[k]))]
   if refused == ['data_digest']:  # The keys are the same, the data not.
     raise CheckpointError(
         f'Checkpoint {where} was trained on other data: its splits\' labels, '

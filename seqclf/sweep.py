@@ -42,7 +42,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from seqclf import errors
-from seqclf.config import base_config, validate
+from seqclf.config import base_config, same_dataset, validate
 from seqclf.data import normalization, order, registry, splits as splits_lib, views
 from seqclf.data.splits import Split
 from seqclf.errors import ConfigError
@@ -662,7 +662,8 @@ def _differ(saved: dict[str, Any], spec: dict[str, Any]) -> list[str]:
          if k != 'config' and k in saved and saved[k] != spec[k]]
   config = saved.get('config', {})
   return out + [f'config.{k}' for k, v in spec['config'].items()
-                if k in config and config[k] != v]
+                if k in config and config[k] != v
+                and not (k == 'dataset' and same_dataset(config[k], v))]
 
 
 def _check_spec(workdir: Path, spec: dict[str, Any]) -> None:

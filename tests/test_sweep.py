@@ -164,7 +164,7 @@ def _npz_config(tmp_path, n=240, **overrides):
   return config
 
 
-def test_a_sweep_on_changed_data_is_another_sweep(tmp_path):
+def test_a_sweep_on_changed_data_is_another_sweep(tmp_path, monkeypatch):
   config = _npz_config(tmp_path, num_train_steps=4, eval_every=4,
                        num_layers=1)
   first = sweep.run_sweep(config, tmp_path / 'sw', 1, quiet=True)
@@ -180,6 +180,11 @@ def test_a_sweep_on_changed_data_is_another_sweep(tmp_path):
     saved = json.loads((tmp_path / 'sw' / name).read_text())
     del (saved if name == 'sweep.json' else saved['spec'])['data']
     (tmp_path / 'sw' / name).write_text(json.dumps(saved))
+  assert sweep.run_sweep(config, tmp_path / 'sw', 1, quiet=True)[
+      'already_finished']
+  # The same file named by a relative path: the same sweep.
+  monkeypatch.chdir(tmp_path)
+  config.dataset = 'npz:d.npz'
   assert sweep.run_sweep(config, tmp_path / 'sw', 1, quiet=True)[
       'already_finished']
 

@@ -142,6 +142,21 @@ def test_check_resume_names_other_data_apart_from_changed_keys():
   assert config.check_resume(saved, small_config(data_digest='b'), 30, 'W') == []
 
 
+def test_check_resume_takes_another_path_to_the_same_npz_file(tmp_path,
+                                                             monkeypatch):
+  (tmp_path / 'd.npz').write_bytes(b'')
+  (tmp_path / 'e.npz').write_bytes(b'')
+  (tmp_path / 'link.npz').symlink_to(tmp_path / 'd.npz')
+  monkeypatch.chdir(tmp_path)
+  saved = json.loads(json.dumps(small_config(dataset='npz:d.npz').to_dict()))
+  for same in (f'npz:{tmp_path}/d.npz', 'npz:./link.npz'):
+    assert config.check_resume(saved, small_config(dataset=same), 30, 'W') == [
+        f"dataset: 'npz:d.npz' -> '{same}'"]
+  for other in ('npz:e.npz', 'npz:missing.npz', 'mnist'):
+    with pytest.raises(errors.CheckpointError, match='dataset: checkpoint'):
+      config.check_resume(saved, small_config(dataset=other), 30, 'W')
+
+
 def test_check_resume_step_budget():
   saved = json.loads(json.dumps(small_config().to_dict()))
   with pytest.raises(errors.CheckpointError, match='below the step 30'):
