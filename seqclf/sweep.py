@@ -5,7 +5,7 @@ setting and seed (same initial parameters, same batches, same noise keys),
 so the sweep's mean ± std is a statement about the recipe, not about one
 lucky seed. ``run_sweep`` trains a grid over any config keys (``--grid
 KEY=V1,V2``): settings that differ only in numbers of the step
-(``hyper.PER_MODEL``: learning rate, dropout, clipping, warmup) train
+(``hyper.PER_MODEL``: learning rate, dropout, clipping, decay, warmup) train
 together in one program, each model with its own values
 (``seqclf.training.hyper``); keys that change the program (width, depth,
 cell, task, clipping on or off, ...) make groups run one after the other.
@@ -464,8 +464,14 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
   total = config.num_train_steps
   models = [(i, s) for i in range(len(settings)) for s in seeds]
   if done.exists():
+    saved = json.loads(done.read_text())
+    if saved.get('models') != [[i, s] for i, s in models]:
+      raise ConfigError(
+          f'{udir} holds other models than this sweep groups there (a sweep '
+          'an older seqclf grouped otherwise): finish it with that version, '
+          'or use a fresh workdir.', arg='workdir')
     progress.skip(len(models) * total)
-    return json.loads(done.read_text())
+    return saved
   udir.mkdir(parents=True, exist_ok=True)
   wall_start = time.perf_counter()
   order.check_batch_size(config.batch_size, len(train['label']))

@@ -324,6 +324,36 @@ def test_grouped_models_equal_their_single_runs(tmp_path):
   assert len(digests) == len(settings)  # every hyperparameter took effect
 
 
+@pytest.mark.slow
+def test_weight_decays_train_in_one_program_as_their_single_runs(tmp_path):
+  """Decays other than 0 vary per model inside one program (traced), and
+  each model still trains bitwise as its `seqclf train` run; 0 (no decay)
+  is its own program."""
+  config = _npz_config(tmp_path, num_train_steps=20, eval_every=20,
+                       checkpoint_every=20, num_layers=1)
+  grid = {'weight_decay': [0.3, 1e-3], 'learning_rate': [1e-2]}
+  settings = sweep.settings_of(config, grid)
+  assert sweep.group_settings(config, settings) == [[0, 1]]
+  assert sweep.group_settings(config, sweep.settings_of(
+      config, {'weight_decay': [0.0, 0.3]})) == [[0], [1]]
+  workdir = tmp_path / 'sweep'
+  data = registry.load(config)
+  out = sweep.run_unit(workdir, 'u', sweep.configured(config, settings[0]),
+                       settings, [sweep.name_of(s) for s in settings], [0],
+                       list(grid), data['train'],
+                       {'validation': data['validation']},
+                       sweep.Progress(1, quiet=True))
+  params = unit_state(workdir, 'u', 20)['params']
+  for k, setting in enumerate(settings):
+    single = train.train_and_evaluate(sweep.configured(config, setting),
+                                      tmp_path / f'single{k}', quiet=True)
+    _, expected, _ = inference.load_model(tmp_path / f'single{k}')
+    jax.tree.map(np.testing.assert_array_equal,
+                 jax.tree.map(lambda x, k=k: np.asarray(x)[k], params),
+                 expected)
+    assert out['metrics']['validation']['loss'][k] == single['val_loss']
+
+
 def _sweep_cli(workdir, config_file, *extra):
   return [sys.executable, '-m', 'seqclf', 'sweep', f'--config={config_file}',
           f'--workdir={workdir}', '--seeds=2', '--grid=hidden_size=8,12',
@@ -641,3 +671,20 @@ def test_table_shows_a_spread_only_over_several_seeds():
   two = sweep.markdown({'rows': [row(2)], 'num_seeds': 2, 'cv': 0,
                         'monitor': 'val_accuracy'})
   assert '0.6000 ± 0.1414 | 0.5000 ± 0.1414 |' in two
+
+
+def test_a_unit_grouped_otherwise_is_refused_not_misread(tmp_path):
+  """A unit whose saved models are not those this sweep groups there (as
+  after a seqclf that grouped settings otherwise) stops the sweep in one
+  line instead of giving its figures to other settings."""
+  config = _npz_config(tmp_path, num_train_steps=4, eval_every=4,
+                       num_layers=1)
+  grid = {'learning_rate': [1e-3, 1e-2]}
+  sweep.run_sweep(config, tmp_path / 'sw', 1, quiet=True, grid=grid)
+  unit = tmp_path / 'sw' / 'units' / 'g0' / 'results.json'
+  saved = json.loads(unit.read_text())
+  assert saved['models'] == [[0, 0], [1, 0]]
+  unit.write_text(json.dumps({**saved, 'models': [[0, 0]]}))
+  (tmp_path / 'sw' / 'results.json').unlink()
+  with pytest.raises(ConfigError, match='holds other models than this sweep'):
+    sweep.run_sweep(config, tmp_path / 'sw', 1, quiet=True, grid=grid)

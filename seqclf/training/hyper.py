@@ -29,7 +29,8 @@ from seqclf.training import optim, state as state_lib, steps
 # the step, not shapes), and the dtype each travels in. `warmup_steps` only
 # with lr_schedule='constant': the cosine decay's length depends on it.
 PER_MODEL = {'learning_rate': np.float32, 'dropout_rate': np.float32,
-             'grad_clip_norm': np.float32, 'warmup_steps': np.int32}
+             'grad_clip_norm': np.float32, 'warmup_steps': np.int32,
+             'weight_decay': np.float32}
 
 
 def per_model_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -38,13 +39,16 @@ def per_model_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   ``grad_clip_norm`` only where ``config`` clips: not clipping (0) is
   another program, the one a run that never clips compiles (XLA fuses the
   gradients into their consumers, so a clip switched off inside the program
-  would change the last bits).
+  would change the last bits); ``weight_decay`` likewise only where
+  ``config`` decays (0 adds no decay to the optimizer at all).
   """
   keys = tuple(PER_MODEL)
   if config.lr_schedule != 'constant':
     keys = tuple(k for k in keys if k != 'warmup_steps')
   if not config.grad_clip_norm:
     keys = tuple(k for k in keys if k != 'grad_clip_norm')
+  if not config.weight_decay:
+    keys = tuple(k for k in keys if k != 'weight_decay')
   return keys
 
 
@@ -116,7 +120,8 @@ def optimizer(config: ml_collections.ConfigDict,
     rate = _warmup(peak, hparams['warmup_steps'])
   else:
     rate = optim.learning_rate_schedule(config, peak)
-  return optim.optimizer(config, rate, hparams.get('grad_clip_norm'))
+  return optim.optimizer(config, rate, hparams.get('grad_clip_norm'),
+                         hparams.get('weight_decay'))
 
 
 def _dropout_apply(apply_fn: Any, keep: jax.Array) -> Any:

@@ -62,7 +62,8 @@ def _matrices(params: Any) -> Any:
 
 
 def update_rule(config: ml_collections.ConfigDict,
-                learning_rate: optax.ScalarOrSchedule
+                learning_rate: optax.ScalarOrSchedule,
+                weight_decay: float | jax.Array | None = None
                 ) -> optax.GradientTransformation:
   """``config.optimizer`` at ``learning_rate`` (a rate or schedule).
 
@@ -74,7 +75,9 @@ def update_rule(config: ml_collections.ConfigDict,
   if config.optimizer not in OPTIMIZERS:
     raise ValueError(f'optimizer must be one of {tuple(OPTIMIZERS)}, got '
                      f'{config.optimizer!r}.')
-  decay = ([optax.add_decayed_weights(config.weight_decay, mask=_matrices)]
+  if weight_decay is None:
+    weight_decay = config.weight_decay
+  decay = ([optax.add_decayed_weights(weight_decay, mask=_matrices)]
            if config.weight_decay else [])
   return optax.chain(OPTIMIZERS[config.optimizer](), *decay,
                      optax.scale_by_learning_rate(learning_rate))
@@ -116,7 +119,8 @@ def learning_rate_at(config: ml_collections.ConfigDict, step: int) -> float:
 
 def optimizer(config: ml_collections.ConfigDict,
               learning_rate: optax.ScalarOrSchedule | None = None,
-              grad_clip_norm: float | jax.Array | None = None
+              grad_clip_norm: float | jax.Array | None = None,
+              weight_decay: float | jax.Array | None = None
               ) -> optax.GradientTransformation:
   """``update_rule`` after clipping if set; with ``skip_nonfinite_updates``
   a non-finite gradient leaves params and Adam moments untouched.
@@ -133,7 +137,7 @@ def optimizer(config: ml_collections.ConfigDict,
   """
   if learning_rate is None:
     learning_rate = learning_rate_schedule(config)
-  tx = update_rule(config, learning_rate)
+  tx = update_rule(config, learning_rate, weight_decay)
   if grad_clip_norm is not None or config.grad_clip_norm:
     bound = config.grad_clip_norm if grad_clip_norm is None else grad_clip_norm
     tx = optax.chain(optax.clip_by_global_norm(bound), tx)
