@@ -188,6 +188,17 @@ def settings_of(config: ml_collections.ConfigDict,
   return settings
 
 
+def sample(settings: Sequence[Setting], n: int, seed: int) -> list[Setting]:
+  """``n`` of ``settings`` drawn without replacement (a permutation from
+  ``seed``), in the grid's order: random search, for a grid too large to
+  train whole (Bergstra & Bengio, 2012). ``n`` = 0 or at least the grid's
+  size: all of them."""
+  if not 0 < n < len(settings):
+    return list(settings)
+  picked = np.sort(np.random.default_rng(seed).permutation(len(settings))[:n])
+  return [settings[i] for i in picked]
+
+
 def configured(config: ml_collections.ConfigDict,
                setting: Setting) -> ml_collections.ConfigDict:
   """A copy of ``config`` with ``setting``'s values."""
@@ -327,8 +338,11 @@ def markdown(results: dict[str, Any]) -> str:
   refit = (f' The chosen setting then trained on the whole training split '
            f'for {results["refit_steps"]} steps, its folds\' mean best step.'
            if results.get('refit_steps') else '')
+  size = results.get('grid_size', len(rows))
+  drawn = (f' (drawn at random from the grid\'s {size})'
+           if size > len(rows) else '')
   return '\n'.join([
-      f'Sweep of {len(rows)} settings x {results["num_seeds"]} seeds: '
+      f'Sweep of {len(rows)} settings{drawn} x {results["num_seeds"]} seeds: '
       f'{spread}; chosen by {results["monitor"]} on {where} (ties: '
       f'lower validation loss), never by test.{refit}', '', *lines, ''])
 
@@ -653,11 +667,11 @@ def write_chosen(workdir: Path, unit: dict[str, Any],
 
 
 def _spec(config: ml_collections.ConfigDict, grid: dict[str, list[Any]],
-          num_seeds: int, cv: int, data: str) -> dict[str, Any]:
+          num_seeds: int, cv: int, data: str, samples: int) -> dict[str, Any]:
   """What makes a sweep this sweep; ``data``: ``splits.digest`` of its data."""
   return json.loads(json.dumps({'config': config.to_dict(), 'grid': grid,
-                                'seeds': num_seeds, 'cv': cv, 'data': data},
-                               default=str))
+                                'seeds': num_seeds, 'cv': cv, 'data': data,
+                                'samples': samples}, default=str))
 
 
 def _differ(saved: dict[str, Any], spec: dict[str, Any]) -> list[str]:
@@ -689,7 +703,7 @@ def _check_spec(workdir: Path, spec: dict[str, Any]) -> None:
 def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
               num_seeds: int, learning_rates: Sequence[float] | None = None,
               *, grid: dict[str, Sequence[Any]] | None = None, cv: int = 0,
-              quiet: bool = False,
+              samples: int = 0, quiet: bool = False,
               datasets: dict[str, Split] | None = None) -> dict[str, Any]:
   """Trains every setting of ``grid`` × ``num_seeds`` seeds and compares them.
 
@@ -711,6 +725,8 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
     cv: 0: score on the validation split; K >= 2: stratified K-fold
       cross-validation over the training split (train and validation), then
       the chosen setting trains on all of it for the test figures.
+    samples: N > 0: train N settings of the grid drawn at random
+      (``sample``, from ``config.seed``); 0: all.
     quiet: print nothing.
     datasets: the splits, as ``train.train_and_evaluate`` takes them.
 
@@ -733,7 +749,11 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
   if num_seeds < 1:
     raise ConfigError(f'num_seeds must be >= 1, got {num_seeds}.',
                       arg='num_seeds')
-  settings = settings_of(config, grid)
+  if samples < 0:
+    raise ConfigError(f'samples must be >= 0 (0: the whole grid), got '
+                      f'{samples}.', arg='samples')
+  grid_size = len(settings_of(config, grid))
+  settings = sample(settings_of(config, grid), samples, config.seed)
   grid = {k: list(v) for k, v in grid.items()}
   seeds = [config.seed + k for k in range(num_seeds)]
   monitor = monitor_of(config)
@@ -745,7 +765,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
     labels = np.concatenate([raw['train']['label'], raw['validation']['label']])
     stratified_folds(labels, cv)
   workdir = errors.writable_dir(workdir)
-  spec = _spec(config, grid, num_seeds, cv, digest)
+  spec = _spec(config, grid, num_seeds, cv, digest, samples)
   with WorkdirLock(workdir):
     _check_spec(workdir, spec)
     finished = workdir / 'results.json'
@@ -755,7 +775,8 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
         return {**saved, 'already_finished': True}
     results = _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
                    label_names, quiet)
-    results.update(spec=spec, wall_seconds=time.perf_counter() - wall_start)
+    results.update(spec=spec, grid_size=grid_size,
+                   wall_seconds=time.perf_counter() - wall_start)
     _write(workdir, results)
   return results
 

@@ -688,3 +688,32 @@ def test_a_unit_grouped_otherwise_is_refused_not_misread(tmp_path):
   (tmp_path / 'sw' / 'results.json').unlink()
   with pytest.raises(ConfigError, match='holds other models than this sweep'):
     sweep.run_sweep(config, tmp_path / 'sw', 1, quiet=True, grid=grid)
+
+
+def test_samples_draw_settings_of_the_grid_at_random_and_resume(tmp_path):
+  """--samples N trains N settings of the grid drawn without replacement
+  from config.seed, in the grid's order; the same draw on a rerun (a
+  finished sweep), another N is another sweep; N < 0 is one line."""
+  grid = {'learning_rate': [1e-3, 3e-3, 1e-2], 'dropout_rate': [0.0, 0.2]}
+  settings = sweep.settings_of(small_config(), grid)
+  drawn = sweep.sample(settings, 3, 0)
+  assert len(drawn) == 3 and len({json.dumps(s) for s in drawn}) == 3
+  assert drawn == sorted(drawn, key=settings.index)
+  assert drawn == sweep.sample(settings, 3, 0)
+  assert any(sweep.sample(settings, 3, seed) != drawn for seed in (1, 2, 3))
+  assert sweep.sample(settings, 0, 0) == sweep.sample(settings, 9, 0) == settings
+  config = _npz_config(tmp_path, num_train_steps=4, eval_every=4,
+                       num_layers=1)
+  results = sweep.run_sweep(config, tmp_path / 'sw', 1, quiet=True,
+                            grid=grid, samples=2)
+  assert [r['setting'] for r in results['rows']] == sweep.sample(
+      settings, 2, config.seed)
+  assert "2 settings (drawn at random from the grid's 6)" in results['table']
+  assert sweep.run_sweep(config, tmp_path / 'sw', 1, quiet=True, grid=grid,
+                         samples=2)['already_finished']
+  with pytest.raises(ConfigError, match=r'another sweep \(its samples'):
+    sweep.run_sweep(config, tmp_path / 'sw', 1, quiet=True, grid=grid,
+                    samples=3)
+  with pytest.raises(ConfigError, match='samples must be >= 0'):
+    sweep.run_sweep(config, tmp_path / 'sw2', 1, quiet=True, grid=grid,
+                    samples=-1)

@@ -19,7 +19,7 @@ SUMMARY = ('Train a grid of settings (any config keys) x seeds, same-shape '
            'resumable; one table and a plot, the setting chosen on validation '
            '(or K folds), its models kept as runs in WORKDIR/chosen/seedS.')
 USAGE = ('--config NAME|FILE --workdir DIR [--seeds N] '
-         '[--grid KEY=V1,V2 ...] [--cv K] [--learning_rates A,B]')
+         '[--grid KEY=V1,V2 ...] [--samples N] [--cv K] [--learning_rates A,B]')
 FLAGS = flags.FlagValues()
 CONFIG = common.define_config(FLAGS)
 _WORKDIR = common.define_workdir(FLAGS)
@@ -36,6 +36,10 @@ _CV = flags.DEFINE_integer(
     'training split (0: on the validation split); the chosen setting then '
     'trains on the whole training split for the test figures.',
     flag_values=FLAGS)
+_SAMPLES = flags.DEFINE_integer(
+    'samples', 0, 'Train N settings of the grid drawn at random (random '
+    'search, from config.seed), for a grid too large to train whole; 0: '
+    'every setting.', flag_values=FLAGS)
 _LEARNING_RATES = flags.DEFINE_list(
     'learning_rates', None, 'Shorthand for --grid learning_rate=A,B.',
     flag_values=FLAGS)
@@ -81,7 +85,8 @@ def main(args: list[str]) -> None:
   parallel.configure_cpu_devices(config.cpu_devices, batch)
   workdir = Path(common.require(_WORKDIR, 'sweep')).expanduser()
   results = sweep.run_sweep(config, workdir, _SEEDS.value, rates, grid=grid,
-                            cv=_CV.value, quiet=_QUIET.value)
+                            cv=_CV.value, samples=_SAMPLES.value,
+                            quiet=_QUIET.value)
   plot = plots.save(plots.sweep_settings(results['rows'], results['monitor']),
                     workdir / PLOT_FILE)
   print(results['table'])
