@@ -262,6 +262,13 @@ def stratified_folds(labels: np.ndarray, k: int,
   return [np.flatnonzero(fold_of == i) for i in range(k)]
 
 
+def training_split(splits: dict[str, Split]) -> Split:
+  """The whole training split, train and validation together: what ``--cv``
+  folds, and what the chosen setting then trains on."""
+  return {k: np.concatenate([splits['train'][k], splits['validation'][k]])
+          for k in splits['train']}
+
+
 def _take(split: Split, index: np.ndarray) -> Split:
   return {key: value[index] for key, value in split.items()}
 
@@ -752,8 +759,8 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
   if samples < 0:
     raise ConfigError(f'samples must be >= 0 (0: the whole grid), got '
                       f'{samples}.', arg='samples')
-  grid_size = len(settings_of(config, grid))
-  settings = sample(settings_of(config, grid), samples, config.seed)
+  every = settings_of(config, grid)
+  settings = sample(every, samples, config.seed)
   grid = {k: list(v) for k, v in grid.items()}
   seeds = [config.seed + k for k in range(num_seeds)]
   monitor = monitor_of(config)
@@ -775,7 +782,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
         return {**saved, 'already_finished': True}
     results = _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
                    label_names, quiet)
-    results.update(spec=spec, grid_size=grid_size,
+    results.update(spec=spec, grid_size=len(every),
                    wall_seconds=time.perf_counter() - wall_start)
     _write(workdir, results)
   return results
@@ -800,8 +807,7 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
       pairs = [(f'g{gi}', data['train'],
                 {'validation': data['validation'], 'test': data['test']})]
     else:
-      pool = {k: np.concatenate([data['train'][k], data['validation'][k]])
-              for k in data['train']}
+      pool = training_split(data)
       parts = stratified_folds(pool['label'], cv)
       pairs = [(f'g{gi}-fold{f}',
                 _take(pool, np.sort(np.concatenate(parts[:f] + parts[f + 1:]))),
@@ -845,8 +851,7 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
       cconfig.num_train_steps = refit_steps
       unit += f'-steps{refit_steps}'
     data = views.view_splits(cconfig, raw)
-    pool = {k: np.concatenate([data['train'][k], data['validation'][k]])
-            for k in data['train']}
+    pool = training_split(data)
     progress.total += len(seeds) * cconfig.num_train_steps
     final = run_unit(workdir, unit, cconfig, [settings[chosen]],
                      [names[chosen]], seeds, list(grid), pool,
@@ -854,9 +859,7 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
     outs.append(final)
     rows[chosen]['test'] = {m: _summary(v) for m, v in
                             final['metrics']['test'].items()}
-    trained_on = {'train': {k: np.concatenate([raw['train'][k],
-                                               raw['validation'][k]])
-                            for k in raw['train']}, 'test': raw['test']}
+    trained_on = {'train': training_split(raw), 'test': raw['test']}
     chosen_dirs = write_chosen(workdir, final, cconfig, [settings[chosen]], 0,
                                list(grid), pool, rows[chosen], lambda c:
                                registry.with_data_keys(c, trained_on,
