@@ -32,8 +32,10 @@ _DATA_DIR = common.define_data_dir(FLAGS)
 _SPLIT = flags.DEFINE_enum('split', 'test', list(SPLITS), 'The split to sample.',
                            flag_values=FLAGS)
 _INDICES = flags.DEFINE_list(
-    'indices', ['100', '101', '102'], 'Sample indices in the split '
-    '(`--indices 100 101 102` or `--indices=100,101,102`).', flag_values=FLAGS)
+    'indices', None, 'Sample indices in the split (`--indices 100 101 102` '
+    'or `--indices=100,101,102`; default: those, or the first three of a '
+    'smaller split).', flag_values=FLAGS)
+DEFAULT_INDICES = (100, 101, 102)
 _OUT = flags.DEFINE_string('out', 'runs/inspect-data',
                            'Directory for the PNGs (created).',
                            flag_values=FLAGS)
@@ -207,7 +209,7 @@ def write_series_figures(datasets: Mapping[str, Split],
 
 def main(extra: list[str]) -> None:
   try:
-    indices = [int(i) for i in [*_INDICES.value, *extra]]
+    indices = [int(i) for i in [*(_INDICES.value or []), *extra]]
   except ValueError as e:
     raise errors.UsageError(f'--indices takes whole numbers, e.g. --indices '
                             f'100 101 102 ({e}).') from e
@@ -220,6 +222,10 @@ def main(extra: list[str]) -> None:
                             f'{name!r}.') from None
   data = registry.read(name, _DATA_DIR.value,
                        base_config().validation_fraction)
+  if not indices:  # None given: samples the split has.
+    n = len(data[_SPLIT.value]['label'])
+    indices = (list(DEFAULT_INDICES) if n > max(DEFAULT_INDICES)
+               else list(range(min(3, n))))
   check_indices(data, _SPLIT.value, indices)
   errors.writable_dir(_OUT.value, 'out')
   if name in registry.IMAGES:

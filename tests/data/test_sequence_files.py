@@ -294,6 +294,12 @@ def test_cli_inspect_data_on_npz_writes_its_pngs(series_npz, tmp_path):
   assert {p.name for p in (tmp_path / 'plots').iterdir()} == {
       'sample_series.png', 'sample_series_standardized.png',
       'class_balance.png'}
+  # No --indices on a split smaller than the default 100..102: its first
+  # three, as the README's own `inspect-data --dataset npz:mine.npz` runs.
+  out = run_cli('inspect-data', f'--dataset=npz:{series_npz}',
+                f'--out={tmp_path / "plots"}')
+  assert out.returncode == 0, out.stderr
+  assert all(f'Sample: {i} - Class:' in out.stdout for i in (0, 1, 2))
   out = run_cli('inspect-data', '--dataset=npz:', f'--out={tmp_path}')
   assert out.returncode == 2 and "or 'npz:PATH'" in out.stderr, out.stderr
   out = run_cli('prepare-data', f'--dataset=npz:{series_npz}')
