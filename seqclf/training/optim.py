@@ -70,7 +70,9 @@ def update_rule(config: ml_collections.ConfigDict,
   With ``weight_decay`` it is decoupled (AdamW, Loshchilov & Hutter): each
   update also subtracts ``learning_rate * weight_decay * w`` from the weight
   matrices, outside Adam's scaling, so the decay does not shrink with the
-  gradients' variance; biases are not decayed.
+  gradients' variance; biases are not decayed. ``weight_decay`` given (a
+  sweep model's traced value) replaces the config's, which still decides
+  whether there is a decay term at all.
   """
   if config.optimizer not in OPTIMIZERS:
     raise ValueError(f'optimizer must be one of {tuple(OPTIMIZERS)}, got '
@@ -131,6 +133,8 @@ def optimizer(config: ml_collections.ConfigDict,
       (``learning_rate_schedule``), e.g. a sweep model's traced one.
     grad_clip_norm: a (traced) clipping bound in place of
       ``config.grad_clip_norm``; given, the update always clips.
+    weight_decay: a (traced) decay in place of ``config.weight_decay``
+      (``update_rule``).
 
   Returns:
     The optimizer.
