@@ -111,6 +111,27 @@ def _split_arrays(arrays: dict[str, np.ndarray], suffix: str,
   return out
 
 
+def _check_pairs(arrays: dict[str, np.ndarray], where: str) -> None:
+  """Each split's ``x`` with its ``y`` (and ``lengths`` only beside an
+  ``x``), and labels all names or all numbers, so that nothing given is
+  silently ignored or misread."""
+  for suffix in ('', '_train', '_validation', '_test'):
+    given = [f'{a}{suffix}' for a in ('x', 'y') if f'{a}{suffix}' in arrays]
+    if len(given) == 1:
+      other = ({'x', 'y'} - {given[0][0]}).pop() + suffix
+      _fail(where, f'{given[0]} is given without {other}: give both, or '
+            'neither.')
+    if f'lengths{suffix}' in arrays and f'x{suffix}' not in arrays:
+      _fail(where, f'lengths{suffix} is given without x{suffix}.')
+  keys = _label_keys(arrays)
+  names = [k for k in keys if arrays[k].dtype.kind in 'US']
+  if names and len(names) < len(keys):
+    numbers = sorted(set(keys) - set(names))
+    _fail(where, f'the labels in {", ".join(names)} are class names but '
+          f'those in {", ".join(numbers)} numbers: give every y array as '
+          'names, or every one as numbers 0..K-1.')
+
+
 def _take(split: Split, index: np.ndarray) -> Split:
   return {k: v[index] for k, v in split.items()}
 
@@ -128,16 +149,23 @@ def load(path: str | Path, validation_fraction: float) -> dict[str, Split]:
   """
   path = Path(path).expanduser()
   where = f'npz:{path}'
+  key = None
   try:
     with np.load(path, allow_pickle=False) as f:
-      arrays = {k: f[k] for k in f.files}
+      arrays = {}
+      for key in f.files:
+        arrays[key] = f[key]
   except FileNotFoundError:
     raise DataError(f'{where}: no such file; set config key `dataset` to '
                     "'npz:PATH' of an existing .npz file.",
                     arg='config.dataset') from None
   except (OSError, ValueError) as e:
+    if key and _label_keys([key]) and 'Object arrays' in str(e):
+      _fail(where, f'{key} is an object array: save labels as integers or '
+            f'strings (np.array(labels, dtype=str)).')
     raise DataError(f'{where}: {load_error(e, ".npz file")}.',
                     arg='config.dataset') from None
+  _check_pairs(arrays, where)
   names = label_names(arrays)
   if names:  # String labels as their index in the sorted names.
     for k in _label_keys(arrays):

@@ -130,7 +130,21 @@ def read(name: str, data_dir: str | None, validation_fraction: float,
     for key in ('label', 'lengths'):
       if key in arrays:
         arrays[key] = arrays[key].astype(np.int32)
+    _zero_padding(arrays)
   return data
+
+
+def _zero_padding(arrays: Split) -> None:
+  """NaN or inf past a row's length set to 0: the padding is never read,
+  but a computation masked after the fact (a gradient through a select, a
+  convolution's window) would carry them into valid steps."""
+  x, lengths = arrays['image'], arrays.get('lengths')
+  if (lengths is None or stream.is_lazy(x)
+      or not np.issubdtype(x.dtype, np.floating)):
+    return
+  bad = ~normalization.valid_steps(arrays)[..., None] & ~np.isfinite(x)
+  if bad.any():
+    arrays['image'] = np.where(bad, np.float32(0), x)
 
 
 def _fail(where: str, message: str, arg: str | None = None) -> None:
@@ -167,11 +181,22 @@ def check(data: dict[str, Split], num_classes: int, where: str,
             f'shape {x.shape}: reshape univariate (N, T) data to (N, T, 1).')
     if not (x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating)):
       _fail(where, f'{split} sequences must be uint8 or float, got {x.dtype}.')
+    lengths = arrays.get('lengths')
+    if lengths is not None:
+      if lengths.shape != (len(x),) or not np.issubdtype(lengths.dtype,
+                                                         np.integer):
+        _fail(where, f'{split} lengths must be {len(x)} integers (one per '
+              f'sequence), got {lengths.dtype} of shape {lengths.shape}.')
+      if len(lengths) and (lengths.min() < 1 or lengths.max() > x.shape[1]):
+        _fail(where, f'{split} lengths must be in [1, T={x.shape[1]}], got '
+              f'{lengths.min()}..{lengths.max()}.')
     # Prepared datasets read lazily (streamed) were checked when prepared.
+    # The padding past a row's length is never read: not checked.
     if np.issubdtype(x.dtype, np.floating) and not stream.is_lazy(x):
-      if np.isinf(x).any():
+      valid = normalization.valid_steps(arrays)[..., None]
+      if (np.isinf(x) & valid).any():
         _fail(where, f'{split} sequences hold inf: fill or drop those values.')
-      nan, rows = normalization.count_missing(x)
+      nan, rows = normalization.count_missing(x, lengths)
       if nan and missing != 'impute':
         _fail(where, f'{split} split holds {nan} NaN value(s) (in {rows} '
               "sequence(s)) and config key `missing` is 'refuse': set "
@@ -200,15 +225,6 @@ def check(data: dict[str, Split], num_classes: int, where: str,
           fix = (f'they look counted from 1: subtract 1 from them, or {fix}')
       _fail(where, f'{split} labels must be in [0, num_classes={num_classes}),'
             f' got {y.min()}..{y.max()}: {fix}.', arg='config.num_classes')
-    lengths = arrays.get('lengths')
-    if lengths is not None:
-      if lengths.shape != (len(x),) or not np.issubdtype(lengths.dtype,
-                                                         np.integer):
-        _fail(where, f'{split} lengths must be {len(x)} integers (one per '
-              f'sequence), got {lengths.dtype} of shape {lengths.shape}.')
-      if len(lengths) and (lengths.min() < 1 or lengths.max() > x.shape[1]):
-        _fail(where, f'{split} lengths must be in [1, T={x.shape[1]}], got '
-              f'{lengths.min()}..{lengths.max()}.')
   if not len(data.get('train', {'label': [0]})['label']):
     _fail(where, 'the train split is empty.')
 

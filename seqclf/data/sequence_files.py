@@ -46,8 +46,7 @@ def is_sequence_file(path: str | Path) -> bool:
   return Path(path).suffix.lower() in SUFFIXES
 
 
-def _check_values(path: Path, x: np.ndarray, what: str,
-                  allow_missing: bool = False) -> np.ndarray:
+def _check_values(path: Path, x: np.ndarray, what: str) -> np.ndarray:
   if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
     raise SequenceError(f'{path}: {what} must be float (values as the model '
                         f'was trained on) or uint8 (pixels), got {x.dtype}: '
@@ -57,21 +56,29 @@ def _check_values(path: Path, x: np.ndarray, what: str,
         f'{path}: {what} must be one (T, F) sequence or an (N, T, F) batch '
         f'with T, F >= 1, got shape {x.shape}: reshape univariate (T,) data '
         'to (T, 1).')
-  if np.issubdtype(x.dtype, np.floating) and (
-      np.isinf(x).any() or (not allow_missing and np.isnan(x).any())):
-    nan = int(np.isnan(x).sum())
-    raise SequenceError(
-        f'{path}: {what} holds {nan} NaN and {int(np.isinf(x).sum())} inf '
-        'value(s): this model was not trained with missing=\'impute\'; pad '
-        'with zeros and give lengths (.npz) instead, or drop those steps.'
-        if nan and not allow_missing else
-        f'{path}: {what} holds inf: drop those steps.')
   return x
+
+
+def _check_missing(path: Path, examples: Sequence[Example], what: str,
+                   allow_missing: bool) -> None:
+  """Refuses inf, and NaN unless ``allow_missing``, within each example's
+  valid steps: the padding past a length is never read."""
+  if not np.issubdtype(examples[0].values.dtype, np.floating):
+    return
+  valid = [e.values[:e.length] for e in examples]
+  if any(np.isinf(v).any() for v in valid):
+    raise SequenceError(f'{path}: {what} holds inf: drop those steps.')
+  nan = sum(int(np.isnan(v).sum()) for v in valid)
+  if nan and not allow_missing:
+    raise SequenceError(
+        f'{path}: {what} holds {nan} NaN value(s) (an empty CSV field is '
+        "one): this model was not trained with missing='impute'; pad with "
+        'zeros and give lengths (.npz) instead, or drop those steps.')
 
 
 def _examples(path: Path, x: np.ndarray, lengths: np.ndarray | None,
               what: str, allow_missing: bool) -> list[Example]:
-  x = _check_values(path, x, what, allow_missing)
+  x = _check_values(path, x, what)
   single = x.ndim == 2
   batch = x[None] if single else x
   steps = batch.shape[1]
@@ -86,8 +93,10 @@ def _examples(path: Path, x: np.ndarray, lengths: np.ndarray | None,
   if lengths.min() < 1 or lengths.max() > steps:
     raise SequenceError(f'{path}: lengths must be in [1, T={steps}], got '
                         f'{lengths.min()}..{lengths.max()}.')
-  return [Example(str(path) if single else f'{path}[{i}]', seq, int(n))
-          for i, (seq, n) in enumerate(zip(batch, lengths))]
+  examples = [Example(str(path) if single else f'{path}[{i}]', seq, int(n))
+              for i, (seq, n) in enumerate(zip(batch, lengths))]
+  _check_missing(path, examples, what, allow_missing)
+  return examples
 
 
 def _read_csv(path: Path) -> np.ndarray:
@@ -95,12 +104,15 @@ def _read_csv(path: Path) -> np.ndarray:
            if line.strip()]
   if lines:
     try:
-      [float(v) for v in lines[0].split(',')]
+      [float(v) for v in lines[0].split(',') if v.strip()]
     except ValueError:
       lines = lines[1:]  # a header line
   if not lines:
     raise SequenceError(f'{path}: no rows of numbers: write one sequence as '
                         'T rows of F comma-separated numbers.')
+  # An empty field is a missing value, as pandas and numpy's genfromtxt read it.
+  lines = [','.join(v if v.strip() else 'nan' for v in line.split(','))
+           for line in lines]
   try:
     return np.loadtxt(lines, delimiter=',', dtype=np.float32, ndmin=2)
   except ValueError as e:
@@ -122,7 +134,7 @@ def read(path: str | Path, allow_missing: bool = False) -> list[Example]:
     raise SequenceError(f'{path}: not a sequence file: give {", ".join(SUFFIXES)}'
                         ' files (image files are for models of images).')
   if suffix == '.csv':
-    return _examples(path, _read_csv(path), None, 'its rows', allow_missing)
+    return _examples(path, _read_csv(path), None, 'it', allow_missing)
   try:
     if suffix == '.npy':
       arrays = {'x': np.load(path, allow_pickle=False)}

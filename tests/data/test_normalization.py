@@ -98,6 +98,26 @@ def test_nan_with_missing_refuse_names_file_split_and_count(tmp_path):
   assert np.isnan(data['train']['image']).sum() == 3
 
 
+def test_nan_and_inf_in_the_padding_are_no_missing_values(tmp_path):
+  """The padding past a length is never read: NaN or inf there is neither
+  refused nor counted, and becomes 0 on load (a convolution's window or a
+  gradient through a masked step would carry it into valid ones)."""
+  x, y, n = _split().values()
+  short = np.flatnonzero(n < x.shape[1])[:2]
+  x[short[0], n[short[0]]:] = np.nan
+  x[short[1], -1] = np.inf
+  np.savez(tmp_path / 'pad.npz', x_train=x, y_train=y, lengths_train=n,
+           x_test=x, y_test=y, lengths_test=n)
+  data = registry.read(f'npz:{tmp_path}/pad.npz', None, 0.2,
+                       missing='refuse')
+  assert all(np.isfinite(split['image']).all() for split in data.values())
+  got = data['test']['image']
+  np.testing.assert_array_equal(got[short[0], n[short[0]]:], 0)
+  assert got[short[1], -1].tolist() == [0, 0, 0]
+  finite = np.isfinite(x)
+  np.testing.assert_array_equal(got[finite], x[finite])  # 1e6 padding kept
+
+
 @pytest.mark.parametrize('overrides, message', [
     (dict(normalize='none', channel_mean=(1.0,), channel_std=(2.0,)),
      "with normalize='none' leave them empty"),

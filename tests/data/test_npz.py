@@ -114,6 +114,19 @@ def test_a_rare_class_is_carved_into_validation_and_test(tmp_path):
     (dict(x_train=np.zeros((10, 5, 2)), y_train=np.zeros(10, int),
           x_test=np.zeros((4, 6, 2)), y_test=np.zeros(4, int)),
      'same \\(T, F\\)'),
+    (dict(x_train=np.zeros((10, 5, 2)), y_train=np.zeros(10, int),
+          x_test=np.zeros((4, 5, 2)), y_test=np.zeros(4, int),
+          x_validation=np.zeros((4, 5, 2))),
+     'x_validation is given without y_validation: give both, or neither'),
+    (dict(x_train=np.zeros((10, 5, 2)), y_train=np.zeros(10, int),
+          x_test=np.zeros((4, 5, 2)), y_test=np.zeros(4, int),
+          y_validation=np.zeros(4, int)),
+     'y_validation is given without x_validation'),
+    (dict(x=np.zeros((10, 5, 2)), y=np.zeros(10, int),
+          lengths_test=np.ones(4, int)), 'lengths_test is given without x_test'),
+    (dict(x_train=np.zeros((10, 5, 2)), y_train=np.array(['a', 'b'] * 5),
+          x_test=np.zeros((4, 5, 2)), y_test=np.zeros(4, int)),
+     'the labels in y_train are class names but those in y_test numbers'),
 ])
 def test_bad_arrays_are_one_line_naming_the_problem(tmp_path, arrays,
                                                     message):
@@ -137,6 +150,12 @@ def test_missing_or_unreadable_file(tmp_path):
                      "and give each row's length in an array 'lengths' "
                      r'\(seqclf.data.npz.pad does both\)'):
     registry.load(_config(f'npz:{tmp_path}/ragged.npz'))
+  labels = np.empty(3, object)
+  labels[:] = ['a', 1, 'b']
+  np.savez(tmp_path / 'labels.npz', x=np.zeros((3, 4, 2)), y=labels)
+  with pytest.raises(DataError, match=r'y is an object array: save labels as '
+                     'integers or strings'):
+    registry.load(_config(f'npz:{tmp_path}/labels.npz'))
 
 
 def test_pad_makes_ragged_sequences_a_dataset(tmp_path):

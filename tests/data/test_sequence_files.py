@@ -83,6 +83,26 @@ def test_each_file_kind_reads_its_sequences(tmp_path):
     np.testing.assert_array_equal(got.values, x[row])
 
 
+def test_missing_values_are_counted_on_valid_steps_only(tmp_path):
+  """NaN in the padding past a length is never read, so it is no missing
+  value; an empty CSV field is one (NaN), as pandas reads it."""
+  x, _ = _series(2, 3)
+  x[0, 4:] = np.nan  # padding of a length-4 row
+  np.savez(tmp_path / 'pad.npz', x=x, lengths=[4, STEPS])
+  short, full = sequence_files.read(tmp_path / 'pad.npz')
+  assert short.length == 4 and full.length == STEPS
+  x[1, 2, 0] = np.nan  # now a gap on a valid step
+  np.savez(tmp_path / 'gap.npz', x=x, lengths=[4, STEPS])
+  with pytest.raises(SequenceError, match=r"holds 1 NaN value\(s\)"):
+    sequence_files.read(tmp_path / 'gap.npz')
+  assert len(sequence_files.read(tmp_path / 'gap.npz', allow_missing=True)) == 2
+  (tmp_path / 'gap.csv').write_text('1,,3\n4,5,6\n')
+  got, = sequence_files.read(tmp_path / 'gap.csv', allow_missing=True)
+  np.testing.assert_array_equal(got.values, [[1, np.nan, 3], [4, 5, 6]])
+  with pytest.raises(SequenceError, match='an empty CSV field is one'):
+    sequence_files.read(tmp_path / 'gap.csv')
+
+
 def test_fit_pads_shorter_sequences_with_their_lengths(tmp_path):
   x, _ = _series(2, 2)
   np.save(tmp_path / 'long.npy', x[0])
@@ -110,8 +130,10 @@ def test_fit_pads_shorter_sequences_with_their_lengths(tmp_path):
     (lambda p: np.save(p / 'f.npy', np.zeros(5, np.float32)),
      'reshape univariate (T,) data to (T, 1)'),
     (lambda p: np.save(p / 'f.npy', np.full((5, 3), np.nan, np.float32)),
-     "holds 15 NaN and 0 inf value(s): this model was not trained with "
-     "missing='impute'"),
+     "holds 15 NaN value(s) (an empty CSV field is one): this model was not "
+     "trained with missing='impute'"),
+    (lambda p: np.save(p / 'f.npy', np.full((5, 3), np.inf, np.float32)),
+     'holds inf: drop those steps'),
     (lambda p: np.savez(p / 'f.npz', y=np.zeros(3)), "needs an array 'x'"),
     (lambda p: np.savez(p / 'f.npz', x=np.zeros((2, 5, 3), np.float32),
                         lengths=[5, 6]), 'lengths must be in [1, T=5]'),
@@ -122,7 +144,7 @@ def test_fit_pads_shorter_sequences_with_their_lengths(tmp_path):
     (lambda p: (p / 'f.png').write_bytes(b''), 'not a sequence file'),
     (lambda p: np.save(p / 'f.npy', np.array([np.zeros((4, 3)), np.zeros(
         (5, 3))], object)), 'sequences of different lengths?'),
-], ids=['width', 'transposed', 'int', 'ndim', 'nan', 'no_x', 'lengths',
+], ids=['width', 'transposed', 'int', 'ndim', 'nan', 'inf', 'no_x', 'lengths',
         'csv_text', 'csv_empty', 'npy_junk', 'image_for_series', 'ragged'])
 def test_bad_files_are_one_error_naming_the_file(tmp_path, make, message):
   make(tmp_path)
