@@ -197,31 +197,46 @@ class StreamChunks(Chunks):
     try:
       steps = self.stream.steps(self.bounds[0][0]) if self.bounds else None
       for start, end in self.bounds:
-        rows = [next(steps) for _ in range(end - start)]
+        rows = []
+        for _ in range(end - start):
+          if self._closed.is_set():
+            return
+          rows.append(next(steps))
         placed = []
         for piece in self.pieces(rows):
+          if self._closed.is_set():
+            return
           arrays = tuple(np.stack(col) for col in zip(*piece))
           self.examples_read += int(np.prod(arrays[0].shape[:2]))
           placed.append(self.put_batches(arrays))
         del rows, arrays
-        item = (start, end, placed)
-        while not self._closed.is_set():
-          try:
-            self._ready.put(item, timeout=0.1)
-            break
-          except queue.Full:
-            continue
-        if self._closed.is_set():
+        if not self._offer((start, end, placed)):
           return
     except BaseException as e:  # pylint: disable=broad-except
-      self._ready.put(e)  # Raised where the chunk is asked for.
+      self._offer(e)  # Raised where the chunk is asked for.
     finally:
       if hasattr(steps, 'close'):  # grain's worker processes and buffers
         steps.close()
 
+  def _offer(self, item: Any) -> bool:
+    """Hands ``item`` to the trainer once it has taken the previous one;
+    False if reading was stopped first (never blocks ``close``)."""
+    while not self._closed.is_set():
+      try:
+        self._ready.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
+
   def close(self) -> None:
-    """Stops reading ahead (the thread ends at its next batch)."""
+    """Stops reading ahead and waits for the reader to end at its next
+    example: a reader still placing arrays on the devices while the
+    interpreter exits (a run that stopped early, before its last chunk)
+    aborts the process."""
     self._closed.set()
+    if self._thread is not None:
+      self._thread.join()
 
   def __call__(self, state: PyTree, step: int,
                end: int) -> tuple[PyTree, PyTree]:

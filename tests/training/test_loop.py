@@ -1,5 +1,8 @@
 """seqclf.training.loop: absolute chunk boundaries, one chunk runner, one evaluation."""
 
+import itertools
+import time
+
 import jax
 import numpy as np
 import pytest
@@ -95,3 +98,31 @@ def test_group_runner_uses_the_loop_boundaries_and_counts_examples():
   assert chunks.examples == 2 * 6 * 8
   assert np.asarray(states.step).tolist() == [6, 6]
   assert metrics['loss'].shape == (2, 2)
+
+
+class _EndlessStream:
+  """Rows of one-step batches, each read taking a while: a reader that is
+  mid-chunk when training stops (an early stop) is the case."""
+  bucket = False
+
+  def steps(self, start):
+    for i in itertools.count(start):
+      time.sleep(0.01)
+      yield (np.full((2, 3), i, np.float32),)
+
+
+def test_stream_chunks_close_waits_for_the_reader_to_end():
+  """``close`` returns only once the reading thread has ended: a reader
+  still placing arrays on the devices as the interpreter exits aborted the
+  process (exit status 134 after an early stop)."""
+  fn = jax.jit(lambda state, x: (state + x.sum(), {'loss': x.sum(axis=(1, 2))}))
+  chunks = loop.StreamChunks(fn, _EndlessStream(), jax.device_put,
+                             [(0, 4), (4, 8), (8, 12)], seed=0,
+                             num_examples=10, batch_size=2)
+  state, metrics = chunks(np.float32(0), 0, 4)
+  assert float(state) == 3 * (0 + 1 + 2 + 3) * 2
+  assert metrics['loss'].tolist() == [0, 6, 12, 18]
+  thread = chunks._thread  # pylint: disable=protected-access
+  assert thread.is_alive()  # reading the next chunk ahead
+  chunks.close()
+  assert not thread.is_alive()
