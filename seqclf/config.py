@@ -269,6 +269,12 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if config.augment_hflip and config.task != 'row':
     raise ConfigError("Config key `augment_hflip` mirrors an image's rows: "
                       f"it needs task='row', got task={config.task!r}.")
+  if config.augment_hflip and config.dataset not in registry.IMAGES:
+    raise ConfigError("Config key `augment_hflip` mirrors an image's rows: "
+                      f'only the image datasets {registry.IMAGES} have them '
+                      f'(on {config.dataset!r} it would reverse the order of '
+                      'the features): leave it False.',
+                      arg='config.augment_hflip')
   if config.permutation_seed < 0:
     raise ConfigError('Config key `permutation_seed` must be >= 0, got '
                       f'{config.permutation_seed}.')
@@ -353,7 +359,9 @@ def check_resume(saved: dict, config: ml_collections.ConfigDict, step: int,
   Keys absent from ``saved`` (added to seqclf after it was written) are not
   compared. ``num_train_steps`` may grow, unless ``lr_schedule='cosine'``
   (whose decay it sets), but not fall below the checkpoint's step. An
-  ``npz:`` dataset may be named by another path to the same file.
+  ``npz:`` dataset may be named by another path to the same file, and
+  ``normalize`` changed between ``'auto'`` and what it resolved to (the same
+  fitted statistics).
 
   Args:
     saved: the config saved with the checkpoint.
@@ -368,8 +376,13 @@ def check_resume(saved: dict, config: ml_collections.ConfigDict, step: int,
   now = json.loads(json.dumps(config.to_dict()))  # tuples as JSON saved them
   changed = {k: (saved[k], now[k]) for k in sorted(now)
              if k in saved and saved[k] != now[k]}
+  # 'auto' and what it resolved to are one normalization: the fitted
+  # statistics, compared as model keys, say whether it changed.
+  same_scaling = not {'channel_mean', 'channel_std'} & set(changed)
   refused = [k for k in changed if k not in RESUMABLE_KEYS
-             and not (k == 'dataset' and same_dataset(*changed[k]))]
+             and not (k == 'dataset' and same_dataset(*changed[k]))
+             and not (k == 'normalize' and same_scaling
+                      and 'auto' in changed[k])]
   if refused == ['data_digest']:  # The keys are the same, the data not.
     raise CheckpointError(
         f'Checkpoint {where} was trained on other data: its splits\' labels, '

@@ -327,9 +327,11 @@ def figure(summary: dict[str, Any]) -> str:
 def markdown(results: dict[str, Any]) -> str:
   """The table: one row per setting, mean ± std over seeds, the chosen marked."""
   rows = results['rows']
-  val = list(rows[0]['validation']) if rows else []
-  test = sorted({m for r in rows for m in r['test']}, key=lambda m: (
-      m != 'loss', m))
+  # Loss first, then by name: the same columns whichever units were
+  # trained now and which were read back from a run that was resumed.
+  val, test = ([] if not rows else sorted(
+      {m for r in rows for m in r[split]}, key=lambda m: (m != 'loss', m))
+               for split in ('validation', 'test'))
   head = (['setting'] + [f'val {m}' for m in val]
           + [f'test {m}' for m in test])
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]

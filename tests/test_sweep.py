@@ -412,6 +412,8 @@ def test_sweep_killed_resumes_to_the_uninterrupted_results(tmp_path):
   assert json.loads((killed / 'units' / 'g1' / 'results.json').read_text()
                     )['resumed_from_step'] is not None
   assert (killed / 'results.md').read_text() in resumed.stdout
+  assert (killed / 'results.md').read_text() == (
+      whole / 'results.md').read_text()
   assert f'Plot: {killed / "sweep.png"}' in resumed.stdout
   assert (killed / 'sweep.png').read_bytes()[:4] == b'\x89PNG'
   # The chosen setting's models, bitwise the uninterrupted sweep's.
@@ -671,6 +673,23 @@ def test_table_shows_a_spread_only_over_several_seeds():
   two = sweep.markdown({'rows': [row(2)], 'num_seeds': 2, 'cv': 0,
                         'monitor': 'val_accuracy'})
   assert '0.6000 ± 0.1414 | 0.5000 ± 0.1414 |' in two
+
+
+def test_table_columns_do_not_depend_on_the_order_metrics_were_read():
+  """Rows read back from a resumed sweep's units hold their metrics in
+  another order than rows just trained: the table is the same."""
+  summary = lambda v: {'mean': v, 'std': 0.0, 'values': [v]}
+  figures = {'loss': summary(0.5), 'accuracy': summary(0.9),
+             'macro_f1': summary(0.8)}
+  row = lambda order: {'name': 'a', 'chosen': True,
+                       'validation': {m: figures[m] for m in order},
+                       'test': {m: figures[m] for m in order}}
+  table = lambda *rows: sweep.markdown({'rows': list(rows), 'num_seeds': 1,
+                                        'cv': 0, 'monitor': 'val_accuracy'})
+  fresh = table(row(['loss', 'accuracy', 'macro_f1']))
+  assert table(row(['accuracy', 'macro_f1', 'loss'])) == fresh
+  assert '| setting | val loss | val accuracy | val macro_f1 | test loss |' in (
+      fresh)
 
 
 def test_a_unit_grouped_otherwise_is_refused_not_misread(tmp_path):

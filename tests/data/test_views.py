@@ -49,7 +49,7 @@ def test_the_task_is_the_datas_view_and_the_model_reads_sequences():
       f.name for f in dataclasses.fields(LSTMClassifier)}
 
 
-def test_task_needs_images_and_mirroring_needs_rows():
+def test_task_needs_images_and_mirroring_needs_rows_of_images():
   config = base_config()
   config.dataset, config.task = 'uea_basic_motions', 'pixel'
   with pytest.raises(ConfigError, match="task.*only the image datasets"):
@@ -57,4 +57,9 @@ def test_task_needs_images_and_mirroring_needs_rows():
   config = base_config()
   config.task, config.augment_hflip = 'pixel', True
   with pytest.raises(ConfigError, match="augment_hflip.*needs task='row'"):
+    validate(config)
+  config = base_config()
+  config.dataset, config.augment_hflip = 'npz:series.npz', True
+  with pytest.raises(ConfigError, match="augment_hflip.*only the image "
+                     r"datasets \('mnist', 'fashion_mnist'\) have them"):
     validate(config)

@@ -130,6 +130,20 @@ def test_check_resume_refuses_model_optimizer_and_data_changes():
   assert config.check_resume(saved, small_config(dropout_rate=0.5), 30, 'W') == []
 
 
+def test_check_resume_takes_normalize_auto_for_what_it_resolved_to():
+  stats = dict(channel_mean=(1.0, 2.0), channel_std=(3.0, 4.0))
+  saved = json.loads(json.dumps(small_config(normalize='per_channel',
+                                             **stats).to_dict()))
+  notes = config.check_resume(saved, small_config(normalize='auto', **stats),
+                              30, 'W')
+  assert notes == ["normalize: 'per_channel' -> 'auto'"]
+  with pytest.raises(errors.CheckpointError, match='normalize: checkpoint'):
+    config.check_resume(saved, small_config(normalize='auto'), 30, 'W')
+  with pytest.raises(errors.CheckpointError, match='normalize: checkpoint'):
+    config.check_resume(saved, small_config(normalize='none', **stats), 30,
+                        'W')
+
+
 def test_check_resume_names_other_data_apart_from_changed_keys():
   saved = json.loads(json.dumps(small_config(data_digest='aaaa').to_dict()))
   with pytest.raises(errors.CheckpointError, match='trained on other data'):
