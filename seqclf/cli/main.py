@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import os
 import re
 import sys
 from types import ModuleType
@@ -202,6 +203,10 @@ def run(argv: list[str] | None = None) -> None:
     common.enable_compilation_cache(module.COMPILATION_CACHE.value)
   try:
     module.main(args)
+    sys.stdout.flush()  # A closed pipe is reported here, not at exit.
+  except BrokenPipeError:  # `seqclf predict ... | head`: not an error.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(0)
   except SeqclfError as e:  # Bad input; anything else is a bug.
     _fail(f'seqclf {command}', with_flag(e, module))
   except FloatingPointError as e:

@@ -3,12 +3,15 @@ series, export of a series model (seqclf.sequence_files, report, export)."""
 
 import csv
 import json
+import shlex
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import run_cli, small_config
+from conftest import REPO, run_cli, small_config
 from seqclf import export, inference
 from seqclf.cli import inspect_data, plots
 from seqclf.data import normalization, registry, sequence_files
@@ -209,6 +212,23 @@ def test_cli_predicts_series_files_and_rejects_a_wrong_width(series_workdir,
   out = run_cli('predict', '--workdir', str(series_workdir),
                 str(tmp_path / 'digit.png'))
   assert out.returncode == 2 and 'not a sequence file' in out.stderr
+
+
+@pytest.mark.slow
+def test_cli_predictions_piped_into_head_end_quietly(series_workdir,
+                                                     tmp_path):
+  """``seqclf predict ... | head -1``: the reader closing the pipe early is
+  not an error (no BrokenPipeError traceback)."""
+  x, _ = _series(3000, 7)  # more lines than a pipe buffers
+  np.save(tmp_path / 'many.npy', x)
+  out = subprocess.run(
+      f'{shlex.quote(sys.executable)} -m seqclf predict --workdir '
+      f'{shlex.quote(str(series_workdir))} {tmp_path / "many.npy"} | head -1',
+      shell=True, cwd=REPO, capture_output=True, text=True, timeout=300,
+      executable='/bin/bash')
+  assert out.stdout.count('\n') == 1 and 'many.npy[0]' in out.stdout
+  assert 'Traceback' not in out.stderr and 'Error' not in out.stderr, (
+      out.stderr[-2000:])
 
 
 @pytest.mark.slow

@@ -27,15 +27,23 @@ def _readme_recipe() -> str:
   return block.group(1)
 
 
+def _recipe_run_beside(ckpt: Path, where: Path) -> str:
+  """The recipe, to run with ``cwd=where`` unchanged: its relative path
+  ``runs/default/checkpoints/1000`` made a link to ``ckpt``."""
+  link = where / 'runs' / 'default' / 'checkpoints' / '1000'
+  link.parent.mkdir(parents=True)
+  link.symlink_to(ckpt)
+  return _readme_recipe()
+
+
 @pytest.mark.gpu
 @pytest.mark.slow
 def test_orbax_only_restore_matches_flax_model(trained_workdir, mnist,
                                                tmp_path):
   images = mnist['test']['image'][:64].astype(np.float32) / 255.0
   np.save(tmp_path / 'images.npy', images)
-  script = _readme_recipe().replace(
-      "'runs/default/checkpoints/1000'",
-      repr(str(trained_workdir / 'checkpoints' / '300')))
+  script = _recipe_run_beside(trained_workdir / 'checkpoints' / '300',
+                             tmp_path)
   script += (
       '\nimport sys\n'
       f"logits = classify(np.load({str(tmp_path / 'images.npy')!r}))\n"
@@ -166,9 +174,8 @@ def test_orbax_only_restore_of_a_per_channel_series_model(tmp_path):
                         eval_batch_size=16)
   train.train_and_evaluate(config, tmp_path / 'run', quiet=True)
   np.save(tmp_path / 'x.npy', x[:5])
-  script = _readme_recipe().replace(
-      "'runs/default/checkpoints/1000'",
-      repr(str(tmp_path / 'run' / 'checkpoints' / '10')))
+  script = _recipe_run_beside(tmp_path / 'run' / 'checkpoints' / '10',
+                             tmp_path)
   script += (f"\nnp.save({str(tmp_path / 'logits.npy')!r}, "
              f"classify(np.load({str(tmp_path / 'x.npy')!r})))\n")
   out = subprocess.run([sys.executable, '-c', script], cwd=tmp_path,
