@@ -58,8 +58,9 @@ def input_metadata(config: Any, shape: tuple[int, ...],
           'shape': ['batch', 'T', shape[-1]], 'dtype': 'float32',
           'values': values,
           'seq_lengths': {'shape': ['batch'], 'dtype': 'int32',
-                          'meaning': "each row's valid steps, in [1, T]; "
-                                     'the steps after them are padding the '
+                          'meaning': "each row's valid steps, in [1, T] "
+                                     '(others are clipped to [0, T]); the '
+                                     'steps after them are padding the '
                                      'model does not read (T for a full row)'}}
 
 
@@ -91,6 +92,9 @@ def export_model(workdir: str | Path, out: str | Path,
     specs = (jax.ShapeDtypeStruct((batch, *shape), jnp.float32),)
   else:
     def logits(inputs: jax.Array, seq_lengths: jax.Array) -> jax.Array:
+      # A length past T would read outside the steps (NaN logits on some
+      # paths, with no error a served function could raise): T, all of them.
+      seq_lengths = jnp.clip(seq_lengths, 0, inputs.shape[1])
       return model.apply({'params': params}, inputs, seq_lengths=seq_lengths)
 
     batch, steps = jax.export.symbolic_shape('batch, T')

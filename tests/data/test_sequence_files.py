@@ -367,6 +367,11 @@ def test_exported_series_model_takes_lengths(series_workdir, tmp_path):
     np.testing.assert_array_equal(logits.argmax(-1), probs.argmax(-1))
     np.testing.assert_allclose(jax.nn.softmax(logits), probs, rtol=1e-5,
                                atol=1e-6)
+  # A length past T reads all T steps (not past them, into NaN logits).
+  x, _ = _series(2, 8)
+  past = np.asarray(exported.call(x, np.array([STEPS + 5, 50], np.int32)))
+  full = np.asarray(exported.call(x, np.full(2, STEPS, np.int32)))
+  np.testing.assert_array_equal(past, full)
 
 
 def _labelled(series_workdir, path):
