@@ -15,6 +15,7 @@ import pytest
 from seqclf.nn import convert
 
 from conftest import needs_cpu_kernel
+from seqclf.errors import ConfigError
 from seqclf.kernels import lstm_kernel
 from seqclf.nn import cells, classifier, recurrent
 
@@ -267,6 +268,10 @@ def test_bfloat16_params_initialize(cell, impl):
       f32['cell']['hidden']['kernel'].astype(jnp.bfloat16))
   _, out = layer.apply({'params': params}, x)
   assert bool(jnp.all(jnp.isfinite(out)))
+  if impl == 'kernel':  # dtype=None computes in bfloat16: the fix is named.
+    with pytest.raises(ConfigError, match=r'dtype=jnp.float32 keeps bfloat16 '
+                       'parameters'):
+      _layer(cell, impl, param_dtype=jnp.bfloat16).init(jax.random.key(0), x)
 
 
 @pytest.mark.slow
