@@ -9,6 +9,10 @@ tfds dataset in ``DIR/prepared/``, which ``seqclf.data.stream`` reads a batch
 at a time. Shards of different T are zero-padded to the longest, their
 lengths kept; without a validation directory, ``validation_fraction`` of the
 training examples are carved out, stratified by class (``splits.carve``).
+NaN on a valid step is kept, a missing value (config key ``missing`` decides
+at train time, from the counts ``stream.Writer`` records); inf there is one
+line naming the shard; NaN or inf past a row's length, never read, becomes 0.
+A failed preparation leaves no partial copy (``prepared.tmp``) behind.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from seqclf.data import npz, stream
+from seqclf.data import normalization, npz, stream
 from seqclf.data.splits import SPLITS, Split, carve
 from seqclf.errors import DataError
 
@@ -145,19 +149,40 @@ def _scan(root: Path) -> dict[str, Any]:
           'lengths': has_lengths}
 
 
+def _finite_padding(x: np.ndarray, lengths: np.ndarray | None,
+                    where: Path) -> np.ndarray:
+  """``x`` with NaN or inf past each row's length set to 0 (never read, but a
+  computation masked after the fact would carry them into valid steps), NaN
+  on valid steps kept (missing values); inf on one is a one-line error."""
+  if not np.issubdtype(x.dtype, np.floating):
+    return x
+  finite = np.isfinite(x)
+  if finite.all():
+    return x
+  valid = normalization.valid_steps({'image': x, 'lengths': lengths})[..., None]
+  inf = np.isinf(x) & valid
+  if inf.any():
+    _fail(where, f'x holds {int(inf.sum())} inf value(s) (in '
+          f'{int(inf.any(axis=(1, 2)).sum())} sequence(s)) within their '
+          'lengths: fill or drop them (NaN, a missing value, may stay: '
+          'config key `missing`).')
+  return np.where(finite | valid, x, x.dtype.type(0))
+
+
 def _examples(layout: dict[str, Any], split: str
               ) -> Iterator[tuple[np.ndarray, int, int]]:
   """(x, label, length) of every example of ``split``, one shard in memory."""
   steps = layout['steps']
   for shard in layout['splits'][split]:
     a = _open(shard['path'])
-    x = np.asarray(a['x'])
-    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-      _fail(shard['path'], 'x holds NaN or inf: fill or drop them.')
     lengths = a.get('lengths')
+    # Cast first: a float64 value beyond float32's range is inf as stored.
+    with np.errstate(over='ignore'):
+      x = np.asarray(a['x']).astype(layout['dtype'], copy=False)
+    x = _finite_padding(x, lengths, shard['path'])
     pad = steps - x.shape[1]
     for i in range(len(x)):
-      xi = x[i].astype(layout['dtype'], copy=False)
+      xi = x[i]
       if pad:
         xi = np.pad(xi, ((0, pad), (0, 0)))
       yield xi, int(a['y'][i]), int(lengths[i] if lengths is not None
@@ -196,17 +221,17 @@ def prepare(root: str | Path, validation_fraction: float = 0.1,
             'directory.')
     is_val = np.zeros(len(labels), bool)
     is_val[val] = True
-  writer = stream.Writer(out, (layout['steps'], layout['features']),
-                         layout['dtype'], layout['lengths'], SPLITS,
-                         f'seqclf: shards of {root}')
-  for split in ('train', 'test', 'validation'):
-    if split == 'validation' and carved:
-      continue
-    for i, (x, y, length) in enumerate(_examples(layout, split)):
-      target = ('validation' if carved and split == 'train' and is_val[i]
-                else split)
-      writer.add(target, x, y, length)
-  writer.close()
+  with stream.Writer(out, (layout['steps'], layout['features']),
+                     layout['dtype'], layout['lengths'], SPLITS,
+                     f'seqclf: shards of {root}') as writer:
+    for split in ('train', 'test', 'validation'):
+      if split == 'validation' and carved:
+        continue
+      for i, (x, y, length) in enumerate(_examples(layout, split)):
+        target = ('validation' if carved and split == 'train' and is_val[i]
+                  else split)
+        writer.add(target, x, y, length)
+    writer.close()
   (out / 'source.json').write_text(json.dumps({'root': str(root)}) + '\n')
   return out
 

@@ -118,6 +118,12 @@ def read(name: str, data_dir: str | None, validation_fraction: float,
       data = {k: stream.materialize(v) for k, v in data.items()}
   elif name.startswith(NPZ_PREFIX):
     data = npz.load(name[len(NPZ_PREFIX):], validation_fraction)
+    names = label_names(name)
+    if num_classes is not None and len(names) > num_classes:
+      # Else a name only one split holds shifts the others' labels.
+      _fail(name, f'its labels name {len(names)} classes {names}, more than '
+            f'num_classes={num_classes}: set config key `num_classes` to '
+            f'{len(names)}.', arg='config.num_classes')
   elif lazy:
     data = prepared.open_datasets(data_dir, splits, name)
   else:
@@ -190,13 +196,18 @@ def check(data: dict[str, Split], num_classes: int, where: str,
       if len(lengths) and (lengths.min() < 1 or lengths.max() > x.shape[1]):
         _fail(where, f'{split} lengths must be in [1, T={x.shape[1]}], got '
               f'{lengths.min()}..{lengths.max()}.')
-    # Prepared datasets read lazily (streamed) were checked when prepared.
     # The padding past a row's length is never read: not checked.
-    if np.issubdtype(x.dtype, np.floating) and not stream.is_lazy(x):
-      valid = normalization.valid_steps(arrays)[..., None]
-      if (np.isinf(x) & valid).any():
-        _fail(where, f'{split} sequences hold inf: fill or drop those values.')
-      nan, rows = normalization.count_missing(x, lengths)
+    if np.issubdtype(x.dtype, np.floating):
+      if stream.is_lazy(x):
+        # Read lazily (streamed): refused inf and counted NaN when prepared;
+        # no count (prepared before NaN was kept) means none.
+        nan, rows = getattr(x, 'missing', None) or (0, 0)
+      else:
+        valid = normalization.valid_steps(arrays)[..., None]
+        if (np.isinf(x) & valid).any():
+          _fail(where, f'{split} sequences hold inf: fill or drop those '
+                'values.')
+        nan, rows = normalization.count_missing(x, lengths)
       if nan and missing != 'impute':
         _fail(where, f'{split} split holds {nan} NaN value(s) (in {rows} '
               "sequence(s)) and config key `missing` is 'refuse': set "

@@ -15,7 +15,9 @@ a job reads only its part of every global batch.
 from __future__ import annotations
 
 import functools
+import json
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +34,10 @@ PLACEMENTS = ('device', 'stream', 'auto')
 # this share of one device's memory (the rest: model, batches, evaluation).
 DEVICE_SHARE = 0.25
 INDEX_SUFFIX = '-index.npz'  # {split}-index.npz: record, label, lengths
+# Beside a prepared dataset's files: each split's NaN values on valid steps and
+# the sequences holding one, counted when written, so a lazily read split is
+# checked against config key `missing` without reading it.
+MISSING = 'missing.json'
 READ_CHUNK = 4096  # examples per read while indexing a split
 
 
@@ -94,16 +100,19 @@ class LazyImages:
     dtype: the stored dtype.
     transform: applied to each batch read ((B, T, F) -> (B, T', F')), e.g. a
       view of images (``seqclf.data.views``); ``shape`` is then its output's.
+    missing: (NaN values, sequences holding one) on the valid steps, as
+      counted when the rows were written (``MISSING``); None: not counted.
   """
 
   lazy = True
 
   def __init__(self, read: Callable[[np.ndarray], list[np.ndarray]],
                records: np.ndarray, shape: tuple[int, ...], dtype: Any,
-               transform: Callable[[np.ndarray], np.ndarray] | None = None):
+               transform: Callable[[np.ndarray], np.ndarray] | None = None,
+               missing: tuple[int, int] | None = None):
     self.read, self.records = read, np.asarray(records, np.int64)
     self.shape, self.dtype = tuple(shape), np.dtype(dtype)
-    self.transform = transform
+    self.transform, self.missing = transform, missing
 
   ndim = property(lambda self: len(self.shape))
   nbytes = property(lambda self: int(np.prod(self.shape)) * self.dtype.itemsize)
@@ -116,7 +125,8 @@ class LazyImages:
     """The same rows read through ``fn`` (of output ``shape``)."""
     inner = self.transform
     both = fn if inner is None else (lambda x: fn(inner(x)))
-    return LazyImages(self.read, self.records, shape, self.dtype, both)
+    return LazyImages(self.read, self.records, shape, self.dtype, both,
+                      self.missing)
 
   def __getitem__(self, index: Any) -> np.ndarray:
     if isinstance(index, slice):
@@ -204,6 +214,16 @@ def load_index(data_dir: Path, split: str, source: Any) -> dict[str, np.ndarray]
   return index
 
 
+def read_missing(data_dir: Path, split: str) -> tuple[int, int] | None:
+  """A split's (NaN values, sequences holding one) as ``Writer`` counted
+  them (``MISSING``); None for a dataset written before they were counted."""
+  try:
+    counts = json.loads((Path(data_dir) / MISSING).read_text())[split]
+    return int(counts['nan']), int(counts['sequences'])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
 def open_split(builder: Any, split: str) -> Split:
   """A prepared split with its sequences on disk (``LazyImages``), in the
   order ``prepared.load_split`` reads it into memory, labels and lengths
@@ -214,7 +234,8 @@ def open_split(builder: Any, split: str) -> Split:
   shape = (len(index['record']), *feature.shape)
   out = {'image': LazyImages(_image_reader(source, feature.shape,
                                            feature.np_dtype),
-                             index['record'], shape, feature.np_dtype),
+                             index['record'], shape, feature.np_dtype,
+                             missing=read_missing(builder.data_dir, split)),
          'label': index['label']}
   if 'lengths' in index:
     out['lengths'] = index['lengths']
@@ -223,6 +244,14 @@ def open_split(builder: Any, split: str) -> Split:
 
 # ---- a stream-friendly copy ---------------------------------------------------
 NAME = 'seqclf_stream'
+
+
+def count_nan(image: np.ndarray, length: int | None = None) -> int:
+  """NaN values of one (T, F) example within its first ``length`` steps
+  (all without one): the padding past a length is never read."""
+  if not np.issubdtype(image.dtype, np.floating):
+    return 0
+  return int(np.isnan(image if length is None else image[:length]).sum())
 
 
 def stream_dir(builder: Any) -> Path:
@@ -236,7 +265,9 @@ class Writer:
   """Writes a tfds dataset that streams fast: ArrayRecord files of one record
   per group, uncompressed, the sequences as raw bytes, in the order given
   (``{split}-index.npz`` written beside); ``close`` adds tfds' metadata
-  (``tfds.folder_dataset.write_metadata``) and moves it into place.
+  (``tfds.folder_dataset.write_metadata``) and the NaN counts (``MISSING``)
+  and moves it into place. As a context manager, an error before ``close``
+  removes the partial copy (``abort``): nothing half-written is left.
 
   Args:
     out: the dataset directory to create (replaced on ``close``).
@@ -248,8 +279,6 @@ class Writer:
 
   def __init__(self, out: Path, shape: tuple[int, ...], dtype: Any,
                lengths: bool, splits: tuple[str, ...], description: str = ''):
-    import shutil  # pylint: disable=g-import-not-at-top
-
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
     self.out, self.tmp = Path(out), Path(f'{out}.tmp')
@@ -268,6 +297,14 @@ class Writer:
         str(self.tmp / f'{NAME}-{split}.array_record-00000-of-00001'),
         'group_size:1,uncompressed') for split in splits}
     self.index = {split: {'label': [], 'lengths': []} for split in splits}
+    self.missing = {split: {'nan': 0, 'sequences': 0} for split in splits}
+
+  def __enter__(self) -> Writer:
+    return self
+
+  def __exit__(self, kind: Any, *_: Any) -> None:
+    if kind is not None:
+      self.abort()
 
   def add(self, split: str, image: np.ndarray, label: int,
           length: int | None = None) -> None:
@@ -278,10 +315,21 @@ class Writer:
       index['lengths'].append(length)
     self.writers[split].write(self.features.serialize_example(example))
     index['label'].append(label)
+    nan = count_nan(image, length if self.lengths else None)
+    if nan:
+      self.missing[split]['nan'] += nan
+      self.missing[split]['sequences'] += 1
+
+  def abort(self) -> None:
+    """Closes the files and removes the partial copy (``out`` untouched)."""
+    for writer in self.writers.values():
+      try:
+        writer.close()
+      except Exception:  # pylint: disable=broad-except
+        pass  # already closed, or broken by the error being raised
+    shutil.rmtree(self.tmp, ignore_errors=True)
 
   def close(self) -> Path:
-    import shutil  # pylint: disable=g-import-not-at-top
-
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     infos = []
     for split, writer in self.writers.items():
@@ -300,6 +348,7 @@ class Writer:
         data_dir=self.tmp, features=self.features, split_infos=infos,
         check_data=False, disable_shuffling=True,
         description=self.description)
+    (self.tmp / MISSING).write_text(json.dumps(self.missing) + '\n')
     shutil.rmtree(self.out, ignore_errors=True)
     self.tmp.rename(self.out)
     return self.out
@@ -320,17 +369,18 @@ def stream_copy(builder: Any, splits: tuple[str, ...]) -> Any:
       return copy
   feature = builder.info.features['image']
   has_lengths = 'lengths' in builder.info.features
-  writer = Writer(out, feature.shape, feature.np_dtype, has_lengths,
-                  tuple(builder.info.splits), f'stream copy of {builder.name}')
-  for split in builder.info.splits:
-    source = builder.as_data_source()[split]
-    index = load_index(Path(builder.data_dir), split, source)
-    for start in range(0, len(index['record']), READ_CHUNK):
-      records = index['record'][start:start + READ_CHUNK].tolist()
-      for e in source.__getitems__(records):
-        writer.add(split, np.asarray(e['image']), int(e['label']),
-                   int(e['lengths']) if has_lengths else None)
-  writer.close()
+  with Writer(out, feature.shape, feature.np_dtype, has_lengths,
+              tuple(builder.info.splits),
+              f'stream copy of {builder.name}') as writer:
+    for split in builder.info.splits:
+      source = builder.as_data_source()[split]
+      index = load_index(Path(builder.data_dir), split, source)
+      for start in range(0, len(index['record']), READ_CHUNK):
+        records = index['record'][start:start + READ_CHUNK].tolist()
+        for e in source.__getitems__(records):
+          writer.add(split, np.asarray(e['image']), int(e['label']),
+                     int(e['lengths']) if has_lengths else None)
+    writer.close()
   return tfds.builder_from_directory(str(out))
 
 

@@ -127,6 +127,10 @@ def test_a_rare_class_is_carved_into_validation_and_test(tmp_path):
     (dict(x_train=np.zeros((10, 5, 2)), y_train=np.array(['a', 'b'] * 5),
           x_test=np.zeros((4, 5, 2)), y_test=np.zeros(4, int)),
      'the labels in y_train are class names but those in y_test numbers'),
+    (dict(x_train=np.zeros((8, 5, 2)), y_train=np.array(['b', 'c', 'd', 'e'] * 2),
+          x_test=np.zeros((2, 5, 2)), y_test=np.array(['a', 'b'])),
+     r"its labels name 5 classes \['a', 'b', 'c', 'd', 'e'\], more than "
+     'num_classes=4: set config key `num_classes` to 5'),
 ])
 def test_bad_arrays_are_one_line_naming_the_problem(tmp_path, arrays,
                                                     message):

@@ -13,7 +13,8 @@ import pytest
 
 from conftest import REPO, small_config
 from seqclf import errors, train
-from seqclf.data import npz_shards, order, registry, stream
+from seqclf.data import normalization, npz_shards, order, registry, stream
+from seqclf.data.splits import carve
 from seqclf.training import checkpoint, state as state_lib
 
 
@@ -147,6 +148,82 @@ def test_bad_shard_is_named(tmp_path, change, match):
   assert not npz_shards.prepared_dir(root).exists()
 
 
+def _gaps(root, arrays):
+  """NaN on valid steps of two rows of train's s0.npz that carving leaves in
+  train (3 values: one row holds two), and NaN and inf past a third row's
+  length; returns (NaN values, sequences holding one)."""
+  labels = np.concatenate([y for _, y in arrays['train']])
+  kept = carve(labels, 0.1)[0]
+  path = root / 'train' / 's0.npz'
+  with np.load(path) as f:
+    x, y, lengths = f['x'], f['y'], f['lengths']
+  a, b = kept[kept < len(x)][:2]
+  x[a, 0, 0] = x[b, 0, 1] = x[b, lengths[b] - 1, 2] = np.nan
+  short = next(r for r in range(len(x)) if lengths[r] < x.shape[1]
+               and r not in (a, b))
+  x[short, lengths[short]:, 0] = np.nan
+  x[short, lengths[short], 1] = np.inf
+  np.savez(path, x=x, y=y, lengths=lengths)
+  return 3, 2
+
+
+def test_prepare_keeps_nan_and_zeroes_the_padding(tmp_path):
+  root = tmp_path / 'shards'
+  nan, rows = _gaps(root, _shards(root))
+  npz_shards.prepare(root)
+  lazy = registry.read(f'npz:{root}', None, 0.1, missing='impute', lazy=True)
+  eager = registry.read(f'npz:{root}', None, 0.1, missing='impute')
+  held = 0
+  for split, arrays in eager.items():
+    x = np.asarray(lazy[split]['image'])  # as prepared
+    np.testing.assert_array_equal(x, arrays['image'])
+    valid = normalization.valid_steps(arrays)
+    assert np.isfinite(x[~valid]).all() and not np.isinf(x).any()
+    held += int(np.isnan(x).sum())
+  assert held == nan
+  assert lazy['train']['image'].missing == (nan, rows)
+  assert lazy['validation']['image'].missing == (0, 0)
+
+
+def test_refused_nan_is_one_line_streamed_or_resident(tmp_path):
+  root = tmp_path / 'shards'
+  nan, rows = _gaps(root, _shards(root))
+  npz_shards.prepare(root)
+  messages = []
+  for lazy in (True, False):
+    with pytest.raises(errors.DataError) as e:
+      registry.read(f'npz:{root}', None, 0.1, missing='refuse', lazy=lazy)
+    messages.append(str(e.value))
+  assert messages[0] == messages[1]
+  assert messages[0] == (
+      f'npz:{root}: train split holds {nan} NaN value(s) (in {rows} '
+      "sequence(s)) and config key `missing` is 'refuse': set "
+      "`missing='impute'` (filled inside the model, with a mask channel per "
+      'feature), or fill or drop them.')
+  # Prepared before NaN was counted: it had none (refused then).
+  (npz_shards.prepared_dir(root) / stream.MISSING).unlink()
+  registry.read(f'npz:{root}', None, 0.1, missing='refuse', lazy=True)
+
+
+@pytest.mark.parametrize('force', [False, True])
+def test_failed_prepare_leaves_no_tmp(tmp_path, force):
+  root = tmp_path / 'shards'
+  _shards(root)
+  if force:
+    npz_shards.prepare(root)
+  bad = root / 'test' / 's0.npz'
+  with np.load(bad) as f:
+    x, y, lengths = f['x'], f['y'], f['lengths']
+  x[3, 0, 1] = np.inf
+  np.savez(bad, x=x, y=y, lengths=lengths)
+  with pytest.raises(errors.DataError, match='inf') as e:
+    npz_shards.prepare(root, force=force)
+  assert str(e.value).startswith(f'{bad}: ') and '\n' not in str(e.value)
+  out = npz_shards.prepared_dir(root)
+  assert not out.with_name(f'{out.name}.tmp').exists()
+  assert (out / 'dataset_info.json').is_file() == force  # the old one kept
+
+
 def _final_params(workdir, config):
   target = state_lib.create_train_state(config, jax.random.key(0),
                                         sequence_shape=(12, 3))
@@ -188,6 +265,26 @@ def test_streamed_run_matches_resident_bitwise(prepared_shards, tmp_path, impl,
   b = _final_params(tmp_path / 'stream', config)
   for x, y in zip(jax.tree.leaves((a.params, a.opt_state)),
                   jax.tree.leaves((b.params, b.opt_state))):
+    np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.slow
+def test_imputed_nan_streamed_matches_resident_bitwise(tmp_path):
+  from seqclf import inference  # pylint: disable=g-import-not-at-top
+  root = tmp_path / 'shards'
+  _gaps(root, _shards(root))
+  npz_shards.prepare(root)
+  params = {}
+  for placement in ('device', 'stream'):
+    config = _config(root, impl='scan', missing='impute',
+                     data_placement=placement)
+    results = train.train_and_evaluate(config, tmp_path / placement,
+                                       quiet=True)
+    assert results['data_placement'] == placement
+    params[placement] = inference.load_model(tmp_path / placement)[1]
+  assert params['device']['lstm_0']['cell']['input']['kernel'].shape[0] == 6
+  for x, y in zip(jax.tree.leaves(params['device']),
+                  jax.tree.leaves(params['stream'])):
     np.testing.assert_array_equal(x, y)
 
 
