@@ -3,7 +3,8 @@
 ``load_model`` needs only the workdir: the model is rebuilt from the config
 saved beside the params, restored without the optimizer; ``load_nnx_model``
 gives the same model as a ``seqclf.nnx`` module, and ``save_nnx_model``
-writes an NNX model's params back as a checkpoint. What the model is given
+writes an NNX model's params back as the checkpoint its workdir then serves
+(refusing where a reader would get another model). What the model is given
 comes from files through ``seqclf.data.sequence_files`` and
 ``seqclf.data.images``.
 """
@@ -24,9 +25,10 @@ from flax import traverse_util
 from seqclf import errors
 from seqclf import nnx as seqnnx
 from seqclf.config import base_config
+from seqclf.config import validate as validate_config
 from seqclf.data import order, registry, views
 from seqclf.data.splits import Split
-from seqclf.errors import CheckpointError, UsageError
+from seqclf.errors import CheckpointError, ConfigError, UsageError
 from seqclf.kernels import paths
 from seqclf.nn import classifier
 from seqclf.nn.classifier import LSTMClassifier
@@ -170,49 +172,148 @@ def load_nnx_model(workdir: str | Path, step: int | None = None, *,
 def save_nnx_model(model: seqnnx.LSTMClassifier, workdir: str | Path, *,
                    config: ml_collections.ConfigDict | None = None,
                    step: int | None = None) -> int:
-  """Saves an NNX classifier's params as a checkpoint of ``workdir``.
+  """Saves an NNX classifier's params as the checkpoint ``workdir`` serves.
 
-  The checkpoint is the trainer's (orbax ``state`` and ``config``), so
-  ``seqclf evaluate``, ``predict``, ``export`` and ``load_model`` read it.
-  In a workdir that holds a run, the latest checkpoint's state (its
-  optimizer state) and config are kept and only the params replaced, saved
-  as a new step; in a fresh one, ``config`` describes the run (default
-  ``base_config()``: MNIST read by rows) with a fresh optimizer state. Either
-  way the saved config's model keys are set from ``model``
+  The checkpoint is the trainer's (orbax ``state`` and ``config``) and the
+  newest step, so ``seqclf evaluate``, ``predict``, ``export``,
+  ``load_model`` and ``load_nnx_model`` read it by default. In a workdir
+  that holds a run, the latest checkpoint's state (its optimizer state),
+  config and ``progress`` are kept and only the params replaced, saved as a
+  new step; in a fresh one, ``config`` describes the run (default
+  ``base_config()``: MNIST read by rows) with a fresh optimizer state.
+  Either way the saved config's model keys are set from ``model``
   (``seqclf.nnx.classifier.config_fields``).
+
+  Refused, with nothing written, where a reader would not get this model: a
+  run with a best checkpoint (``monitor``), which readers take instead (save
+  into a new workdir with the run's config); a ``step`` not after the
+  latest (``UsageError``); a model whose input features, classes or
+  channel statistics differ from the data the config describes, or a saved
+  config the trainer would refuse (``ConfigError`` naming ``config=``).
 
   Args:
     model: the classifier.
     workdir: the run directory (created if needed).
     config: the run's config, for a fresh workdir only.
     step: the step to save as (default: the latest + 1, or 0 in a fresh
-      workdir).
+      workdir); after the latest.
 
   Returns:
     The step saved.
   """
-  workdir = errors.writable_dir(workdir)
-  params = seqnnx.to_linen_params(model)
-  mngr = checkpoint.manager(workdir)
+  workdir = Path(workdir).expanduser().resolve()
+  mngr = checkpoint.manager(workdir, create=False)
   latest = mngr.latest_step()
-  if latest is not None and config is not None:
-    raise UsageError(f'{workdir} already holds a run, whose config the new '
-                     'checkpoint keeps: omit config, or use a fresh workdir.',
-                     arg='config')
-  saved = {} if latest is None else checkpoint.saved_config(mngr, latest)
-  if saved is None:
-    raise CheckpointError(f'The config of {mngr.directory}/{latest} cannot '
-                          'be read: use a fresh workdir.', arg='workdir')
-  run = base_config()
-  run.update(config.to_dict() if config is not None else saved)
-  run.update(nnx_classifier.config_fields(model))
+  _refuse_best(workdir)
+  run = _run_config(model, *_data_config(workdir, mngr, latest, config))
+  step = _next_step(latest, step)
+  params = seqnnx.to_linen_params(model)
   state = TrainState.create(apply_fn=None, params=params,
                             tx=optim.optimizer(run))
-  if latest is not None:  # Its step count and optimizer state, these params.
+  progress = None
+  if latest is not None:  # Its step count, optimizer state and progress.
     state = checkpoint.restore(mngr, state, latest)[0].replace(params=params)
-  step = (0 if latest is None else latest + 1) if step is None else step
-  checkpoint.save(mngr, state.replace(step=step), run)
+    progress = checkpoint.saved_progress(mngr, latest)
+  errors.writable_dir(workdir)
+  mngr = checkpoint.manager(workdir)
+  checkpoint.save(mngr, state.replace(step=step), run, progress)
   checkpoint.wait(mngr)
+  return step
+
+
+def _refuse_best(workdir: Path) -> None:
+  """Readers take a run's best checkpoint (``which_checkpoint``), never a
+  newer step, so a step saved beside it would silently not be served."""
+  best = checkpoint.best_step(workdir)
+  if best is not None:
+    where = checkpoint.checkpoint_dir(workdir) / checkpoint.BEST_DIR / str(best)
+    raise UsageError(
+        f'{workdir} holds a run whose best checkpoint {where} is what '
+        'evaluate, predict, export and load_model read, not a saved step: '
+        'save into a new workdir with its config, save_nnx_model(model, '
+        f"NEW_WORKDIR, config=load_nnx_model('{workdir}')[1]).",
+        arg='workdir')
+
+
+def _data_config(workdir: Path, mngr: Any, latest: int | None,
+                 config: ml_collections.ConfigDict | None
+                 ) -> tuple[ml_collections.ConfigDict, str, str]:
+  """The config a saved model joins (the run's, ``config`` or the default),
+  what to call it and how to fix a model it does not describe."""
+  if latest is not None and config is not None:
+    raise UsageError(f'{workdir} already holds a run, whose '
+                     'config the new checkpoint keeps: omit config, or use a '
+                     'fresh workdir.', arg='config')
+  if latest is not None:
+    saved = checkpoint.saved_config(mngr, latest)
+    if saved is None:
+      raise CheckpointError(f'The config of {mngr.directory}/{latest} cannot '
+                            'be read: use a fresh workdir.', arg='workdir')
+    source = f'the config of the run in {workdir}'
+    fix = ('save a model of that run (load_nnx_model), or save into a new '
+           "workdir with config= describing the model's data")
+  elif config is not None:
+    saved, source = config.to_dict(), 'config='
+    fix = "give config= describing the data the model was built for"
+  else:
+    saved, source = {}, 'the default config (base_config(): MNIST by rows)'
+    fix = "pass config= describing the model's data"
+  data = base_config()
+  data.update(saved)
+  return data, source, fix
+
+
+def _model_mismatches(model: seqnnx.LSTMClassifier,
+                      data: ml_collections.ConfigDict) -> list[str]:
+  """How ``model`` differs from the data ``data`` describes: its input
+  features (where the config says: an image dataset's view, or fitted
+  channel statistics), its classes, its channel statistics' count."""
+  features = (views.image_sequence_shape(data)[1] if takes_images(data)
+              else len(data.channel_mean) or None)
+  found = []
+  if features is not None and model.in_features != features:
+    found.append(f'input features: model {model.in_features}, data '
+                 f'{features}')
+  if model.num_classes != data.num_classes:
+    found.append(f'classes: model {model.num_classes}, config num_classes='
+                 f'{data.num_classes}')
+  channels = len(model.linen_module.channel_mean)
+  if channels and features is not None and channels != features:
+    found.append(f'channel statistics: model {channels}, data {features} '
+                 'features')
+  return found
+
+
+def _run_config(model: seqnnx.LSTMClassifier,
+                data: ml_collections.ConfigDict, source: str,
+                fix: str) -> ml_collections.ConfigDict:
+  """``data`` with ``model``'s keys: the config saved with it. Refused (one
+  ``ConfigError``) unless it describes the model's data and is valid, so
+  every saved run is one that evaluate, predict, export and train read."""
+  found = _model_mismatches(model, data)
+  if found:
+    raise ConfigError(f'The model does not fit {source}: {"; ".join(found)}: '
+                      f'{fix}.', arg='config')
+  run = ml_collections.ConfigDict(data.to_dict())
+  run.update(nnx_classifier.config_fields(model))
+  try:
+    validate_config(run)
+  except ConfigError as e:
+    raise ConfigError(f'{str(e).rstrip(".")} (in {source} with the model\'s '
+                      f'keys, which would be saved): {fix}.',
+                      arg='config') from None
+  return run
+
+
+def _next_step(latest: int | None, step: int | None) -> int:
+  """The step to save as: readers take the newest, so after ``latest``."""
+  first = 0 if latest is None else latest + 1
+  if step is None:
+    return first
+  if step < first:
+    raise UsageError(f'step={step} would not be the newest step, which '
+                     f'readers take: omit step, or give one >= {first}.',
+                     arg='step')
   return step
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from absl import flags
 
 from seqclf.cli import common
-from seqclf.data import npz_shards, prepared
+from seqclf.data import npz_shards, prepared, stream
 from seqclf.errors import UsageError
 
 SUMMARY = 'Fetch, verify (SHA-256) and prepare a dataset once.'
@@ -40,6 +40,11 @@ def main(args: list[str]) -> None:
     splits = {k: v.num_examples for k, v in
               npz_shards.builder(_DATASET.value[4:]).info.splits.items()}
     print(f'{_DATASET.value} ready in {out}: {splits}')
+    gaps = {k: n for k in splits
+            for n, _ in [stream.read_missing(out, k) or (0, 0)] if n}
+    if gaps:
+      print(f'NaN values on valid steps: {gaps}; train with '
+            "--config.missing=impute (filled inside the model), or fill them.")
     return
   if _DATASET.value not in prepared.BUILDERS:
     raise UsageError(f'--dataset must be one of {", ".join(prepared.BUILDERS)} '

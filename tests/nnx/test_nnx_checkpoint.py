@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import run_cli, small_config
-from seqclf import inference
+from conftest import run_cli, small_config, toy_series
+from seqclf import inference, train
 from seqclf import nnx as seqnnx
 from seqclf.config import base_config
-from seqclf.errors import UsageError
+from seqclf.errors import ConfigError, UsageError
 from seqclf.training import checkpoint, state as state_lib
 
 
@@ -84,6 +84,142 @@ def test_an_nnx_model_saves_as_a_fresh_run(tmp_path):
   assert saved['dataset'] == 'mnist' and saved['impl'] == 'auto'
   jax.tree.map(np.testing.assert_array_equal, params,
                seqnnx.to_linen_params(model))
+
+
+def _monitored_run(workdir, best_step):
+  """A run with monitor='val_accuracy' at step 10 as the trainer leaves it:
+  its checkpoint's progress names ``best_step`` (None: no best yet), saved
+  in checkpoints/best/ first."""
+  config = small_config(impl='scan', hidden_size=16, monitor='val_accuracy')
+  state = state_lib.create_train_state(config, jax.random.key(3))
+  if best_step is not None:
+    best = checkpoint.manager(workdir, best=True)
+    checkpoint.save(best, state.replace(step=best_step), config)
+    checkpoint.wait(best)
+  progress = {'monitor': 'val_accuracy', 'best_step': best_step,
+              'best_score': None if best_step is None else 0.5,
+              'evaluations_without_improvement': 2}
+  mngr = checkpoint.manager(workdir)
+  checkpoint.save(mngr, state.replace(step=10), config, progress)
+  checkpoint.wait(mngr)
+  return progress
+
+
+def _params_equal(workdir, model):
+  _, params, _ = inference.load_model(workdir, impl='scan', quiet=True)
+  jax.tree.map(np.testing.assert_array_equal, params,
+               seqnnx.to_linen_params(model))
+
+
+def test_a_run_served_by_its_best_checkpoint_refuses_a_saved_step(tmp_path):
+  """Readers take the best checkpoint, never a newer step: saving one would
+  serve another model than the one saved. The fix the error names (a new
+  workdir with the run's config) serves it."""
+  _monitored_run(tmp_path / 'run', best_step=10)
+  model, config = inference.load_nnx_model(tmp_path / 'run', impl='scan',
+                                           quiet=True)
+  _nudged(model)
+  with pytest.raises(UsageError, match='best checkpoint .* new workdir'):
+    inference.save_nnx_model(model, tmp_path / 'run')
+  assert checkpoint.manager(tmp_path / 'run').all_steps() == [10]
+  assert inference.save_nnx_model(model, tmp_path / 'new', config=config) == 0
+  _params_equal(tmp_path / 'new', model)
+
+
+@pytest.mark.slow
+def test_a_trained_monitored_run_is_left_as_it_is(tmp_path):
+  """A run `seqclf train` left with a best checkpoint: the save is refused
+  and the run unchanged; the saved model is served from a new workdir."""
+  x, y = toy_series(200, 0, steps=6, features=2, classes=3)
+  np.savez(tmp_path / 'd.npz', x=x, y=y)
+  config = small_config(dataset=f'npz:{tmp_path}/d.npz', num_classes=3,
+                        hidden_size=8, batch_size=20, eval_batch_size=50,
+                        impl='scan', monitor='val_macro_f1')
+  train.train_and_evaluate(config, tmp_path / 'run', quiet=True)
+  steps = checkpoint.manager(tmp_path / 'run').all_steps()
+  model, saved = inference.load_nnx_model(tmp_path / 'run', impl='scan')
+  with pytest.raises(UsageError, match='best checkpoint'):
+    inference.save_nnx_model(_nudged(model), tmp_path / 'run')
+  assert checkpoint.manager(tmp_path / 'run').all_steps() == steps
+  inference.save_nnx_model(model, tmp_path / 'new', config=saved)
+  _params_equal(tmp_path / 'new', model)
+
+
+def test_a_monitored_run_without_a_best_keeps_its_progress(tmp_path):
+  """Before its first best, a monitored run serves its newest step: the
+  saved one, carrying the progress a resume continues from."""
+  progress = _monitored_run(tmp_path, best_step=None)
+  model, _ = inference.load_nnx_model(tmp_path, impl='scan', quiet=True)
+  assert inference.save_nnx_model(_nudged(model), tmp_path) == 11
+  _params_equal(tmp_path, model)
+  mngr = checkpoint.manager(tmp_path)
+  assert checkpoint.saved_progress(mngr, 11) == progress
+
+
+def test_a_step_readers_would_pass_over_is_refused(tmp_path):
+  _monitored_run(tmp_path, best_step=None)
+  model, _ = inference.load_nnx_model(tmp_path, impl='scan', quiet=True)
+  for step in (5, 10):
+    with pytest.raises(UsageError, match='newest step.*>= 11'):
+      inference.save_nnx_model(model, tmp_path, step=step)
+  assert checkpoint.manager(tmp_path).all_steps() == [10]
+  assert inference.save_nnx_model(model, tmp_path, step=12) == 12
+
+
+def _series_model(features=3, classes=3, **options):
+  return seqnnx.LSTMClassifier(
+      features, classes, hidden_size=16, missing='impute',
+      channel_mean=(1000.0,) + (0.0,) * (features - 1),
+      channel_std=(50.0,) + (1.0,) * (features - 1), rngs=nnx.Rngs(0),
+      **options)
+
+
+def test_a_model_the_default_config_does_not_describe_is_refused(tmp_path):
+  """A series model saved with MNIST's config would be a run no reader can
+  run: refused, naming config= and each difference, nothing written."""
+  message = ('default config.*input features: model 3, data 28; classes: '
+             'model 3, config num_classes=10; channel statistics: model 3, '
+             'data 28 features: pass config=')
+  with pytest.raises(ConfigError, match=message):
+    inference.save_nnx_model(_series_model(), tmp_path / 'fresh')
+  assert not (tmp_path / 'fresh').exists()
+
+
+def test_a_model_saves_with_a_config_of_its_data(tmp_path):
+  """With config= describing its data, it saves and loads back; a config
+  of other data, or one the trainer would refuse, is refused."""
+  model = _series_model()
+  config = base_config()
+  config.update(dataset=f'npz:{tmp_path}/d.npz', num_classes=3,
+                normalize='per_channel')
+  other = base_config()
+  other.update(config.to_dict())
+  other.update(num_classes=4, channel_mean=(0.0,) * 6,
+               channel_std=(1.0,) * 6)
+  with pytest.raises(ConfigError, match='input features: model 3, data 6; '
+                     'classes: model 3, config num_classes=4'):
+    inference.save_nnx_model(model, tmp_path / 'run', config=other)
+  config.normalize = 'none'
+  with pytest.raises(ConfigError, match="normalize='none'.*config="):
+    inference.save_nnx_model(model, tmp_path / 'run', config=config)
+  config.normalize = 'per_channel'
+  assert inference.save_nnx_model(model, tmp_path / 'run', config=config) == 0
+  _params_equal(tmp_path / 'run', model)
+  loaded, saved = inference.load_nnx_model(tmp_path / 'run', quiet=True,
+                                           impl=model.impl)
+  assert loaded.in_features == 3 and saved.channel_mean == (1000.0, 0.0, 0.0)
+  x = np.full((2, 5, 3), 1000.0, np.float32)
+  model.eval()
+  np.testing.assert_array_equal(loaded(x), model(x))
+
+
+def test_a_model_of_other_data_than_the_runs_is_refused(tmp_path):
+  _small_run(tmp_path)
+  with pytest.raises(ConfigError, match=f'run in {tmp_path}: input features: '
+                     'model 3, data 28; classes: model 3, config '
+                     'num_classes=10'):
+    inference.save_nnx_model(_series_model(), tmp_path)
+  assert checkpoint.manager(tmp_path).all_steps() == [0]
 
 
 @pytest.mark.slow
