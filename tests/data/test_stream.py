@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, small_config
+from conftest import REPO, run_cli, small_config
 from seqclf import errors, train
 from seqclf.data import normalization, npz_shards, order, registry, stream
 from seqclf.data.splits import carve
@@ -393,3 +393,13 @@ def test_sweep_refuses_streaming(tmp_path):
       sweep.run_sweep(small_config(**{key: value}), tmp_path / 'sweep',
                       num_seeds=2, quiet=True)
   assert not (tmp_path / 'sweep').exists()
+
+
+@pytest.mark.slow
+def test_cli_prepare_names_the_nan_it_kept(tmp_path):
+  root = tmp_path / 'shards'
+  nan, _ = _gaps(root, _shards(root))
+  out = run_cli('prepare-data', f'--dataset=npz:{root}')
+  assert out.returncode == 0, out.stderr
+  assert (f"NaN values on valid steps: {{'train': {nan}}}; train with "
+          '--config.missing=impute') in out.stdout
