@@ -112,6 +112,9 @@ def load_model(workdir: str | Path, step: int | None = None, *,
     ``(model, params, config)``: ``model.apply({'params': params}, x)``
     gives logits; ``config`` is the run's.
   """
+  if impl != 'auto' and impl not in paths.IMPLS:
+    raise ConfigError(f"impl must be 'auto' or one of {paths.IMPLS}, got "
+                      f'{impl!r}.', arg='impl')
   mngr, step, what = which_checkpoint(workdir, step)
   if not quiet and mngr.directory.name == checkpoint.BEST_DIR:
     print(f'note: using {what}.', file=sys.stderr)

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import small_config
 from seqclf import inference
+from seqclf.errors import ConfigError
 from seqclf.training import checkpoint, state as state_lib
 
 
@@ -35,6 +36,9 @@ def test_load_model_restores_the_params_alone_without_the_trainer(tmp_path):
   model, params, saved = inference.load_model(tmp_path)
   jax.tree.map(np.testing.assert_array_equal, params, state.params)
   assert saved.hidden_size == 16 and model.hidden_size == 16
+  with pytest.raises(ConfigError, match=r"impl must be 'auto' or one of "
+                     r"\('scan', 'fused', 'kernel', 'gpu'\), got 'bogus'"):
+    inference.load_model(tmp_path, impl='bogus')
 
 
 def test_modules_below_the_trainer_do_not_import_it():
