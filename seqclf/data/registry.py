@@ -255,9 +255,15 @@ def with_data_keys(config: ml_collections.ConfigDict,
                    names: list[str]) -> ml_collections.ConfigDict:
   """A copy of ``config`` with the keys the data sets: ``data_digest``, so
   each checkpoint saves which data it was trained on and a resume on other
-  data is refused; ``class_names`` from string labels (``names``)."""
+  data is refused; ``class_names`` from string labels (``names``); an
+  ``npz:`` path made absolute, so ``evaluate`` and ``report`` find the data
+  from any directory."""
   out = ml_collections.ConfigDict(config.to_dict())
   out.data_digest = digest(datasets)
+  if out.dataset.startswith(NPZ_PREFIX):
+    path = Path(out.dataset[len(NPZ_PREFIX):]).expanduser()
+    if path.exists():
+      out.dataset = f'{NPZ_PREFIX}{path.absolute()}'
   if names:
     if out.class_names and list(out.class_names) != names:
       raise ConfigError(

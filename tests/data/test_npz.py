@@ -140,6 +140,18 @@ def test_bad_arrays_are_one_line_naming_the_problem(tmp_path, arrays,
   assert str(info.value).startswith(name) and '\n' not in str(info.value)
 
 
+def test_a_relative_npz_path_is_saved_absolute(tmp_path, monkeypatch):
+  """A run's config names its data so that ``evaluate`` and ``report`` find
+  it from any directory, not only where ``train`` ran."""
+  monkeypatch.chdir(tmp_path)
+  x, y = toy_series(40, 4, steps=5, features=2)
+  _npz(tmp_path / 'd.npz', x=x, y=y)
+  config = _config('npz:d.npz')
+  out = registry.with_data_keys(config, registry.load(config), [])
+  assert out.dataset == f'npz:{tmp_path}/d.npz'
+  assert config.dataset == 'npz:d.npz'  # the given config is left as it is
+
+
 def test_missing_or_unreadable_file(tmp_path):
   with pytest.raises(DataError, match='no such file'):
     registry.load(_config(f'npz:{tmp_path}/absent.npz'))
