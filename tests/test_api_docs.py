@@ -2,8 +2,13 @@
 
 import importlib
 import inspect
+import re
+import subprocess
+import sys
 
 import pytest
+
+from conftest import REPO
 
 # What users call (README "Library", docs/design.md): the entry points, the
 # steps, the data interface, the decision and conversion helpers.
@@ -44,3 +49,17 @@ def test_public_functions_document_args_and_returns(module, name):
     assert '\nArgs:\n' in doc, f'{module}.{name} lacks Args:'
   assert '\nReturns:\n' in doc or '\nYields:\n' in doc, (
       f'{module}.{name} lacks Returns:')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('section', ['Library', 'Flax NNX'])
+def test_readme_snippets_run_as_written(section):
+  """Each README section's Python block runs on its own, as a user pastes
+  it (a block that leaned on another's imports failed so)."""
+  readme = (REPO / 'README.md').read_text()
+  text = readme.split(f'\n## {section}\n', 1)[1].split('\n## ', 1)[0]
+  block = re.search(r'```python\n(.*?)```', text, re.S)
+  assert block, f'README lost its {section} example'
+  out = subprocess.run([sys.executable, '-c', block.group(1)], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
