@@ -709,6 +709,34 @@ def _check_spec(workdir: Path, spec: dict[str, Any]) -> None:
     loop.write_json(path, spec)
 
 
+def check_settings(configs: Sequence[ml_collections.ConfigDict],
+                   settings: Sequence[Setting], raw: dict[str, Split]) -> None:
+  """Checks the data against every setting's config before anything
+  trains, as ``seqclf train`` checks its one: labels within ``num_classes``,
+  NaN only where ``missing='impute'``, channels ``normalize`` can scale,
+  classes ``class_weight='balanced'`` can weigh, a batch that fits. A setting
+  the data cannot serve is one ``ConfigError`` line naming it, not a model
+  trained on NaN or a sweep stopped half-way."""
+  done = set()
+  for c, setting in zip(configs, settings):
+    keys = ('num_classes', 'missing', 'normalize', 'class_weight',
+            'batch_size', 'task', 'input_mean', 'input_std')
+    signature = tuple(json.dumps(c[k], default=str) for k in keys)
+    if signature in done:
+      continue
+    try:
+      if not any(d[:2] == signature[:2] for d in done):
+        registry.check(raw, c.num_classes, c.dataset, c.missing)
+      done.add(signature)
+      train = views.view_splits(c, {'train': raw['train']})['train']
+      normalization.fit(c, train)
+      steps.class_weights(c.class_weight, train['label'], c.num_classes)
+      order.check_batch_size(c.batch_size, len(train['label']))
+    except errors.SeqclfError as e:
+      raise ConfigError(f'--grid setting {name_of(setting)}: {e}',
+                        arg='grid') from None
+
+
 def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
               num_seeds: int, learning_rates: Sequence[float] | None = None,
               *, grid: dict[str, Sequence[Any]] | None = None, cv: int = 0,
@@ -766,7 +794,13 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
   grid = {k: list(v) for k, v in grid.items()}
   seeds = [config.seed + k for k in range(num_seeds)]
   monitor = monitor_of(config)
-  raw = datasets or registry.load(config)
+  configs = [configured(config, s) for s in settings]
+  raw = datasets or registry.load(configured(config, {
+      # Read as the most lenient setting would; each is checked below.
+      'num_classes': max(c.num_classes for c in configs),
+      'missing': ('impute' if any(c.missing == 'impute' for c in configs)
+                  else config.missing)}))
+  check_settings(configs, settings, raw)
   label_names = [] if datasets else registry.label_names(config.dataset)
   # Class names that conflict with the labels fail before anything is written.
   digest = registry.with_data_keys(config, raw, label_names).data_digest

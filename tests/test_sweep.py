@@ -164,6 +164,45 @@ def _npz_config(tmp_path, n=240, **overrides):
   return config
 
 
+def test_every_setting_is_checked_against_the_data_before_training(
+    tmp_path):
+  """A setting the data cannot serve (NaN without missing='impute', labels
+  past its num_classes, a constant channel under per_channel) is one line
+  naming it before anything is written; settings that all can serve pass,
+  whatever the base config says."""
+  config = _npz_config(tmp_path, num_train_steps=4, eval_every=4,
+                       num_layers=1, missing='impute')
+  with np.load(tmp_path / 'd.npz') as f:
+    arrays = dict(f)
+  arrays['x_train'][3, 2, 1] = np.nan
+  arrays['x_test'][:, :, 2] = 1.0  # constant in test only: no refusal
+  np.savez(tmp_path / 'd.npz', **arrays)
+
+  def refusal(grid, **overrides):
+    c = config.copy_and_resolve_references()
+    c.update(overrides)
+    with pytest.raises(ConfigError) as e:
+      sweep.run_sweep(c, tmp_path / 'sw', 1, quiet=True, grid=grid)
+    assert not (tmp_path / 'sw').exists()
+    return str(e.value)
+
+  assert refusal({'missing': ['impute', 'refuse']}).startswith(
+      "--grid setting missing=refuse: npz:")
+  assert 'holds 1 NaN value(s)' in refusal({'missing': ['impute', 'refuse']})
+  assert refusal({'num_classes': [3, 2]}).startswith(
+      '--grid setting num_classes=2: ')
+  data = registry.load(config)
+  lenient = [sweep.configured(config, s) for s in (
+      {'missing': 'impute', 'num_classes': 3}, {'num_classes': 4})]
+  sweep.check_settings(lenient, [{}, {}], data)
+  arrays['x_train'][:, :, 2] = 7.0
+  np.savez(tmp_path / 'd.npz', **arrays)
+  assert 'normalize=per_channel: npz:' in refusal(
+      {'normalize': ['none', 'per_channel']}, normalize='none')
+  assert 'channel 2 is constant' in refusal(
+      {'normalize': ['none', 'per_channel']}, normalize='none')
+
+
 def test_a_sweep_on_changed_data_is_another_sweep(tmp_path, monkeypatch):
   config = _npz_config(tmp_path, num_train_steps=4, eval_every=4,
                        num_layers=1)
