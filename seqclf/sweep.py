@@ -28,6 +28,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -108,6 +109,8 @@ def parse_value(key: str, text: str) -> Any:
   default = base_config()[key]
   text = text.strip()
   try:
+    if text.startswith('[') and text.endswith(']'):  # a list (class_weight)
+      return [float(v) for v in text[1:-1].split(',') if v.strip()]
     if isinstance(default, bool):
       if text.lower() not in ('true', 'false', '1', '0'):
         raise ValueError(text)
@@ -146,7 +149,9 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list[Any]]:
     if key in grid:
       raise ConfigError(f'--grid names `{key}` twice: give its values once, '
                         f'comma-separated.', arg='grid')
-    grid[key] = [parse_value(key, v) for v in values.split(',')]
+    # Commas inside [...] belong to a list value: class_weight=none,[1,3].
+    grid[key] = [parse_value(key, v)
+                 for v in re.split(r',(?![^\[]*\])', values)]
   return grid
 
 
@@ -201,11 +206,9 @@ def sample(settings: Sequence[Setting], n: int, seed: int) -> list[Setting]:
 
 def configured(config: ml_collections.ConfigDict,
                setting: Setting) -> ml_collections.ConfigDict:
-  """A copy of ``config`` with ``setting``'s values."""
-  out = ml_collections.ConfigDict(config.to_dict())
-  for key, value in setting.items():
-    out[key] = value
-  return out
+  """A copy of ``config`` with ``setting``'s values (of any type: a
+  ``class_weight`` list where the config has a name, or the reverse)."""
+  return ml_collections.ConfigDict({**config.to_dict(), **setting})
 
 
 def name_of(setting: Setting) -> str:
@@ -242,15 +245,18 @@ def group_settings(config: ml_collections.ConfigDict,
 
 
 def stratified_folds(labels: np.ndarray, k: int,
-                     seed: int = splits_lib.SPLIT_SEED) -> list[np.ndarray]:
+                     seed: int = splits_lib.SPLIT_SEED,
+                     names: Sequence[str] = ()) -> list[np.ndarray]:
   """``k`` disjoint index sets covering ``labels``, each class dealt
   round-robin over them in an order fixed by ``seed`` (every fold holds
-  every class); a one-line ``ConfigError`` if a class has fewer than k."""
+  every class); a one-line ``ConfigError`` if a class has fewer than k,
+  naming it by ``names`` (the labels' class names) where given."""
   classes, counts = np.unique(labels, return_counts=True)
   if k < 2:
     raise ConfigError(f'--cv must be >= 2 folds, got {k}.', arg='cv')
   if counts.min() < k:
     c, n = classes[counts.argmin()], int(counts.min())
+    c = f'{c} ({names[c]})' if c < len(names) else c
     fix = f'use --cv {n} or fewer' if n >= 2 else 'drop --cv'
     raise ConfigError(f'--cv {k}: class {c} has only {n} training examples, '
                       f'fewer than {k} folds: {fix}.', arg='cv')
@@ -305,7 +311,9 @@ def choose(rows: Sequence[dict[str, Any]], monitor: str) -> int:
       raise ConfigError(f'Config key `monitor`={monitor!r}: validation gives '
                         f'{", ".join("val_" + m for m in val)}.',
                         arg='config.monitor')
-    return (sign * val[name]['mean'], -val['loss']['mean'])
+    # A diverged setting (NaN figures) ranks last, never first.
+    return tuple(v if np.isfinite(v) else -np.inf
+                 for v in (sign * val[name]['mean'], -val['loss']['mean']))
 
   return max(range(len(rows)), key=key)
 
@@ -324,13 +332,16 @@ def figure(summary: dict[str, Any]) -> str:
   return f'{summary["mean"]:.4f} ± {summary["std"]:.4f}'
 
 
+def metric_order(names: Any) -> list[str]:
+  """Loss first, then by name: the same order whichever units were trained
+  now and which were read back from a sweep that was resumed."""
+  return sorted(names, key=lambda m: (m != 'loss', m))
+
+
 def markdown(results: dict[str, Any]) -> str:
   """The table: one row per setting, mean ± std over seeds, the chosen marked."""
   rows = results['rows']
-  # Loss first, then by name: the same columns whichever units were
-  # trained now and which were read back from a run that was resumed.
-  val, test = ([] if not rows else sorted(
-      {m for r in rows for m in r[split]}, key=lambda m: (m != 'loss', m))
+  val, test = (metric_order({m for r in rows for m in r[split]})
                for split in ('validation', 'test'))
   head = (['setting'] + [f'val {m}' for m in val]
           + [f'test {m}' for m in test])
@@ -552,6 +563,7 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
         for k, w in enumerate(writers):
           for name, values in val.items():
             w.add_scalar(f'validation/{name}', float(values[k]), step)
+          w.flush()  # A kill -9 later keeps the curves so far.
         if watch:
           metric = monitor_of(config).removeprefix('val_')
           sign = -1.0 if metric == 'loss' else 1.0
@@ -702,7 +714,7 @@ def _check_spec(workdir: Path, spec: dict[str, Any]) -> None:
     differ = _differ(json.loads(path.read_text()), spec)
     if differ:
       raise ConfigError(
-          f'{workdir} holds another sweep (its {", ".join(differ)} differ): '
+          f'{workdir} holds another sweep (different {", ".join(differ)}): '
           'run its own command to resume it, or use a fresh workdir.',
           arg='workdir')
   else:
@@ -782,6 +794,10 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
                       arg='config.data_placement')
   grid = dict(grid or {})
   if learning_rates is not None:
+    if 'learning_rate' in grid:
+      raise ConfigError('learning_rates is shorthand for a grid over '
+                        '`learning_rate`, which the grid names too: give the '
+                        'rates once.', arg='learning_rates')
     grid = {'learning_rate': [float(r) for r in learning_rates], **grid}
   if num_seeds < 1:
     raise ConfigError(f'num_seeds must be >= 1, got {num_seeds}.',
@@ -806,7 +822,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
   digest = registry.with_data_keys(config, raw, label_names).data_digest
   if cv:  # Bad folds fail before anything is written.
     labels = np.concatenate([raw['train']['label'], raw['validation']['label']])
-    stratified_folds(labels, cv)
+    stratified_folds(labels, cv, names=label_names)
   workdir = errors.writable_dir(workdir)
   spec = _spec(config, grid, num_seeds, cv, digest, samples)
   with WorkdirLock(workdir):

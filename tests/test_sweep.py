@@ -212,7 +212,7 @@ def test_a_sweep_on_changed_data_is_another_sweep(tmp_path, monkeypatch):
     arrays = dict(f)
   arrays['y_test'][0] = (arrays['y_test'][0] + 1) % 3
   np.savez(tmp_path / 'd.npz', **arrays)
-  with pytest.raises(ConfigError, match=r'another sweep \(its data differ\)'):
+  with pytest.raises(ConfigError, match=r'another sweep \(different data\)'):
     sweep.run_sweep(config, tmp_path / 'sw', 1, quiet=True)
   # A sweep written before the digest existed is not compared on it.
   for name in ('sweep.json', 'results.json'):
@@ -329,6 +329,43 @@ def test_stratified_folds_partition_and_refuse_small_classes():
                      'fewer.') as e:
     sweep.stratified_folds(labels, 4)
   assert e.value.arg == 'cv'
+  with pytest.raises(ConfigError, match=r'class 2 \(run\) has only 3'):
+    sweep.stratified_folds(labels, 4, names=['rest', 'walk', 'run'])
+
+
+def test_a_grid_takes_class_weight_lists_beside_names():
+  """``[...]`` is one list value (its commas are its own), and a setting may
+  give a key a value of another type than the base config's."""
+  grid = sweep.parse_grid(['class_weight=none,[1,5,2],balanced'])
+  assert grid == {'class_weight': ['none', [1.0, 5.0, 2.0], 'balanced']}
+  config = small_config(num_classes=3)
+  settings = sweep.settings_of(config, grid)
+  assert [sweep.configured(config, s).class_weight for s in settings] == [
+      'none', [1.0, 5.0, 2.0], 'balanced']
+  listed = small_config(num_classes=3, class_weight=[1.0, 5.0, 2.0])
+  assert sweep.configured(listed, {'class_weight': 'none'}).class_weight == (
+      'none')
+  with pytest.raises(ConfigError, match=r'class_weight=\[1.0, 2.0\]: .*has 2'):
+    sweep.settings_of(config, sweep.parse_grid(['class_weight=none,[1,2]']))
+
+
+def test_a_diverged_setting_is_never_chosen():
+  """NaN figures rank last: compared as numbers, a NaN first row stayed the
+  maximum and was chosen."""
+  row = lambda acc, loss: {'validation': {'accuracy': {'mean': acc},
+                                          'loss': {'mean': loss}}}
+  rows = [row(float('nan'), float('nan')), row(0.5, 1.0), row(0.7, 0.9)]
+  assert sweep.choose(rows, 'val_accuracy') == 2
+  assert sweep.choose(rows, 'val_loss') == 2
+  assert sweep.choose(rows[:2], 'val_accuracy') == 1
+
+
+def test_learning_rates_and_a_grid_over_them_are_refused_together(tmp_path):
+  with pytest.raises(ConfigError, match='learning_rates is shorthand for a '
+                     'grid over `learning_rate`, which the grid names too'):
+    sweep.run_sweep(small_config(), tmp_path / 'sw', 1, [1e-3],
+                    grid={'learning_rate': [1e-2]})
+  assert not (tmp_path / 'sw').exists()
 
 
 @pytest.mark.slow
@@ -472,7 +509,7 @@ def test_sweep_killed_resumes_to_the_uninterrupted_results(tmp_path):
                          timeout=300)
   assert other.returncode == 2
   assert other.stderr.strip().endswith(
-      'holds another sweep (its seeds differ): run its own command to '
+      'holds another sweep (different seeds): run its own command to '
       'resume it, or use a fresh --workdir.'), other.stderr
 
 
@@ -769,7 +806,7 @@ def test_samples_draw_settings_of_the_grid_at_random_and_resume(tmp_path):
   assert "2 settings (drawn at random from the grid's 6)" in results['table']
   assert sweep.run_sweep(config, tmp_path / 'sw', 1, quiet=True, grid=grid,
                          samples=2)['already_finished']
-  with pytest.raises(ConfigError, match=r'another sweep \(its samples'):
+  with pytest.raises(ConfigError, match=r'another sweep \(different samples'):
     sweep.run_sweep(config, tmp_path / 'sw', 1, quiet=True, grid=grid,
                     samples=3)
   with pytest.raises(ConfigError, match='samples must be >= 0'):

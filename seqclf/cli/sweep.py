@@ -92,10 +92,15 @@ def main(args: list[str]) -> None:
   print(results['table'])
   row = next(r for r in results['rows'] if r['chosen'])
   figures = lambda split: ', '.join(
-      f'{m} {sweep.figure(f)}' for m, f in row[split].items())
+      f'{m} {sweep.figure(row[split][m])}'
+      for m in sweep.metric_order(row[split]))
   print(f'Chosen: {row["name"]} (validation: {figures("validation")}; '
         f'test: {figures("test") or "none"}). {results["num_models"]} models '
         f'in {results["num_groups"]} groups, {results["wall_seconds"]:.1f} s.')
+  diverged = sum(results.get('diverged', []))
+  if diverged:
+    print(f'note: {diverged} model(s) diverged (non-finite parameters): '
+          'their settings rank last; lower their learning_rate.')
   if results.get('chosen_models'):
     print(f'Its models, one workdir per seed for seqclf evaluate, predict, '
           f'export and report: {", ".join(results["chosen_models"])}.')
