@@ -705,8 +705,13 @@ def test_chosen_models_of_early_stopping_and_cv_hold_their_results(tmp_path,
   assert inference.evaluate(chosen)['validation']['loss'] == pytest.approx(
       stopped['rows'][0]['validation']['loss']['values'][0], rel=1e-5)
   from seqclf.cli import report  # pylint: disable=g-import-not-at-top
-  text = report.write_report(chosen).path.read_text()
+  written = report.write_report(chosen)
+  text = written.path.read_text()
   assert f"best checkpoint's (step {saved['best_step']}, by val_loss" in text
+  # Its sweep logged its curves: no empty figure, a pointer instead.
+  assert 'training_curves' not in written.plots
+  assert f'(`{tmp_path / "es"}/tensorboard/`)' in text
+  assert f'Chosen by the sweep in `{tmp_path / "es"}` (setting ' in text
   # A unit whose checkpoints are gone: the table again, no models, a note.
   (tmp_path / 'es' / 'results.json').unlink()
   shutil.rmtree(tmp_path / 'es' / 'units' / 'g0' / 'checkpoints')
@@ -734,6 +739,8 @@ def test_chosen_models_of_early_stopping_and_cv_hold_their_results(tmp_path,
         folded['test_accuracies'][j])
     _, _, model_config = inference.load_model(path, quiet=True)
     assert model_config.data_digest != stopped['spec']['data']
+  assert "its cross-validation folds'." in report.write_report(
+      folded['chosen_models'][0]).path.read_text()
 
 
 def test_table_shows_a_spread_only_over_several_seeds():

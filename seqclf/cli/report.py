@@ -137,16 +137,32 @@ def _markdown(workdir: Path, results: Mapping[str, Any], matrix: np.ndarray,
               f'{results["best_step"]:,}, by {results["monitor"]}'
               + (', stopped early' if results.get('stopped_early') else '')
               + f'){last}.', '']
+  chosen = results.get('chosen_by_sweep')
+  if chosen:
+    setting = ' '.join(f'{k}={v}' for k, v in chosen['setting'].items())
+    folds = chosen['unit'].startswith('final-')  # trained after --cv
+    lines += [f'Chosen by the sweep in `{chosen["workdir"]}` (setting '
+              f'`{setting or "config"}`, seed {chosen["seed"]})'
+              + ('; it trained on the whole training split, so its '
+                 "validation figures are its cross-validation folds'"
+                 if folds else '') + '.', '']
   if abs(recomputed_accuracy - results['test_accuracy']) > 1e-6:
     lines += [f'> Note: the plots below come from the checkpoint read, '
               f'whose test accuracy is {100 * recomputed_accuracy:.2f}%; '
               '`results.json` is from another run of this workdir.', '']
-  lines += ['## How training went', '',
-            'Loss and accuracy against the number of training examples seen: '
-            'minibatch values (faint), their moving average, validation at '
-            'each evaluation and the final test point.', '',
-            f'![Training curves]({images["training_curves"].relative_to(workdir)})',
-            '', '## What the model gets wrong', '']
+  lines += ['## How training went', '']
+  if 'training_curves' in images:
+    lines += ['Loss and accuracy against the number of training examples '
+              'seen: minibatch values (faint), their moving average, '
+              'validation at each evaluation and the final test point.', '',
+              f'![Training curves]'
+              f'({images["training_curves"].relative_to(workdir)})', '']
+  else:  # A sweep's chosen model: its sweep logged the curves.
+    lines += ['No training records in this workdir (`metrics.jsonl`): its '
+              'curves are in the TensorBoard logs of the run that trained '
+              'it' + (f' (`{chosen["workdir"]}/tensorboard/`)' if chosen
+                      else '') + '.', '']
+  lines += ['## What the model gets wrong', '']
   confusions = _top_confusions(matrix)
   if confusions:
     lines += ['Most frequent mistakes on the test set (true → predicted: '
@@ -217,8 +233,8 @@ def write_report(workdir: str | Path, *,
   out = workdir / PLOTS_DIR
   metrics = read_metrics(workdir / 'metrics.jsonl')
   figures = {
-      'training_curves': lambda: plots.training_curves(metrics,
-                                                       config.batch_size),
+      **({'training_curves': lambda: plots.training_curves(
+          metrics, config.batch_size)} if metrics else {}),
       'confusion_matrix': lambda: plots.plot_confusion_matrix(
           matrix, f'Test confusion matrix: {int(np.trace(matrix)):,} of '
           f'{int(matrix.sum()):,} right ({100 * accuracy:.2f}%)', names),
