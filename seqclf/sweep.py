@@ -729,21 +729,21 @@ def check_settings(configs: Sequence[ml_collections.ConfigDict],
   classes ``class_weight='balanced'`` can weigh, a batch that fits. A setting
   the data cannot serve is one ``ConfigError`` line naming it, not a model
   trained on NaN or a sweep stopped half-way."""
-  done = set()
+  labels_checked, fits_checked = set(), set()
   for c, setting in zip(configs, settings):
-    keys = ('num_classes', 'missing', 'normalize', 'class_weight',
-            'batch_size', 'task', 'input_mean', 'input_std')
-    signature = tuple(json.dumps(c[k], default=str) for k in keys)
-    if signature in done:
-      continue
+    fit = json.dumps([c[k] for k in ('num_classes', 'normalize', 'task',
+                                     'input_mean', 'input_std', 'class_weight',
+                                     'batch_size')], default=str)
     try:
-      if not any(d[:2] == signature[:2] for d in done):
+      if (c.num_classes, c.missing) not in labels_checked:
         registry.check(raw, c.num_classes, c.dataset, c.missing)
-      done.add(signature)
-      train = views.view_splits(c, {'train': raw['train']})['train']
-      normalization.fit(c, train)
-      steps.class_weights(c.class_weight, train['label'], c.num_classes)
-      order.check_batch_size(c.batch_size, len(train['label']))
+        labels_checked.add((c.num_classes, c.missing))
+      if fit not in fits_checked:
+        train = views.view_splits(c, {'train': raw['train']})['train']
+        normalization.fit(c, train)
+        steps.class_weights(c.class_weight, train['label'], c.num_classes)
+        order.check_batch_size(c.batch_size, len(train['label']))
+        fits_checked.add(fit)
     except errors.SeqclfError as e:
       raise ConfigError(f'--grid setting {name_of(setting)}: {e}',
                         arg='grid') from None
