@@ -240,12 +240,14 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def training_curves(metrics: Mapping[str, Sequence[Record]],
-                    batch_size: int) -> Figure:
+                    batch_size: int, best_step: int | None = None) -> Figure:
   """Loss and accuracy against examples seen: train (raw and smoothed),
   validation, and the final test point.
 
   ``metrics`` maps a kind (``train``, ``validation``, ``test``) to records
-  with ``step`` and the metric values, as in ``metrics.jsonl``.
+  with ``step`` and the metric values, as in ``metrics.jsonl``. With
+  ``best_step`` (a run whose result is its best checkpoint) the test point,
+  which is that checkpoint's, stands at that step, marked by a line.
   """
   fig = Figure(figsize=(11, 4))
   axes = fig.subplots(1, 2)
@@ -262,10 +264,14 @@ def training_curves(metrics: Mapping[str, Sequence[Record]],
                                       markersize=12, linestyle='none'))):
       records = list(metrics.get(kind, ()))
       if records:
-        x = np.array([r['step'] for r in records]) * batch_size
+        x = np.array([r['step'] if kind != 'test' or best_step is None
+                      else best_step for r in records]) * batch_size
         y = [r[name] for r in records]
         label = kind if kind != 'test' else f'test ({y[-1]:.4g})'
         ax.plot(x, y, label=label, **style)
+    if best_step is not None:
+      ax.axvline(best_step * batch_size, color='#55a868', linestyle=':',
+                 label=f'best checkpoint (step {best_step:,})')
     ax.set_xlabel('examples seen')
     ax.set_title(name)
     ax.grid(alpha=0.3)

@@ -234,7 +234,8 @@ def write_report(workdir: str | Path, *,
   metrics = read_metrics(workdir / 'metrics.jsonl')
   figures = {
       **({'training_curves': lambda: plots.training_curves(
-          metrics, config.batch_size)} if metrics else {}),
+          metrics, config.batch_size, results.get('best_step'))}
+         if metrics else {}),
       'confusion_matrix': lambda: plots.plot_confusion_matrix(
           matrix, f'Test confusion matrix: {int(np.trace(matrix)):,} of '
           f'{int(matrix.sum()):,} right ({100 * accuracy:.2f}%)', names),

@@ -121,6 +121,24 @@ def test_read_metrics_keeps_the_last_record_of_a_step(tmp_path):
   assert [r['loss'] for r in metrics['validation']] == [5.0]
 
 
+def test_a_best_checkpoints_test_point_stands_at_its_step():
+  """A monitored run's test figures are its best checkpoint's: the point
+  stands at that step, marked, not at the last step."""
+  metrics = {'train': [{'step': s, 'loss': 1.0 / s, 'accuracy': 0.5}
+                       for s in (10, 20, 30)],
+             'validation': [{'step': s, 'loss': 0.5, 'accuracy': 0.6}
+                            for s in (10, 20, 30)],
+             'test': [{'step': 30, 'loss': 0.4, 'accuracy': 0.7}]}
+  test_x = lambda fig: [line.get_xdata().tolist() for line in
+                        fig.axes[0].get_lines()
+                        if line.get_label().startswith('test')]
+  assert test_x(plots.training_curves(metrics, 4)) == [[120]]
+  best = plots.training_curves(metrics, 4, best_step=20)
+  assert test_x(best) == [[80]]
+  assert 'best checkpoint (step 20)' in [
+      line.get_label() for line in best.axes[0].get_lines()]
+
+
 def test_confusion_matrix_counts_true_rows_predicted_columns():
   matrix = plots.confusion_matrix(np.array([0, 1, 1, 2, 2]),
                                   np.array([0, 2, 1, 2, 2]), 3)
