@@ -186,6 +186,16 @@ def choices() -> dict[str, tuple[str, ...]]:
   }
 
 
+def unknown_key(key: str) -> ConfigError:
+  """The error for a config key seqclf does not have: the nearest one and
+  every valid key."""
+  keys = list(base_config().keys())
+  near = difflib.get_close_matches(key, keys, n=1)
+  hint = f' Did you mean `{near[0]}`?' if near else ''
+  return ConfigError(f'Unknown config key `{key}`.{hint} Valid keys: '
+                     f'{", ".join(sorted(keys))}.')
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks keys, types, ranges and choices, and what a forced ``impl`` needs
   on any backend.
@@ -200,10 +210,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   base = base_config()
   for key in config.keys():
     if key not in base:
-      near = difflib.get_close_matches(key, list(base.keys()), n=1)
-      hint = f' Did you mean `{near[0]}`?' if near else ''
-      raise ConfigError(f'Unknown config key `{key}`.{hint} Valid keys: '
-                        f'{", ".join(sorted(base.keys()))}.')
+      raise unknown_key(key)
   for key, default in base.items():
     if key not in config:
       raise ConfigError(f'Config lacks key `{key}`: start config files from '

@@ -75,6 +75,10 @@ def train_and_evaluate(
   datasets = views.view_splits(config, datasets)
   # The model's per-channel statistics (`normalize`), fitted once, here.
   config = normalization.fit(config, datasets['train'])
+  # Processes given other configs or data would each train their own model
+  # (the data compared by its digest: each host may keep it elsewhere).
+  parallel.check_same_config(config.to_dict(),
+                             local=('dataset', 'data_dir', 'data_workers'))
   order.check_batch_size(config.batch_size, len(datasets['train']['label']))
   if config.bucket_by_length:
     stream.require_grain()

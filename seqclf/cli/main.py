@@ -120,7 +120,23 @@ def help_text(command: str | None = None) -> str:
 def _fail(prefix: str, error: BaseException | str, status: int = EXIT_BAD_INPUT
           ) -> None:
   print(f'{prefix}: error: {one_line(error)}', file=sys.stderr)
+  if 'jax' in sys.modules and sys.modules['jax'].distributed.is_initialized():
+    # The other processes may wait for this one in a collective: leave now,
+    # not after JAX's shutdown barrier (minutes), so that they fail fast.
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(status)  # pylint: disable=protected-access
   sys.exit(status)
+
+
+def _peer_gone(error: BaseException) -> bool:
+  """Whether ``error`` is a collective of a multi-process job failing because
+  another process left it (stopped by its own error, or killed)."""
+  return (type(error).__name__ == 'JaxRuntimeError'
+          and sys.modules['jax'].distributed.is_initialized()
+          and any(s in str(error) for s in (
+              'Connection closed by peer', 'stopped sending heartbeats',
+              'Failed to send RPC to coordination service')))
 
 
 def one_line(error: BaseException | str) -> str:
@@ -174,6 +190,10 @@ def _parse(module: ModuleType, argv: list[str]) -> list[str]:
   except Exception as e:  # pylint: disable=broad-except
     if isinstance(e.__context__, SeqclfError):  # Raised parsing --config.
       e = e.__context__
+    elif (isinstance(e, AttributeError) and isinstance(e.__context__, KeyError)
+          and 'Did you mean' not in str(e)):  # --config.KEY seqclf lacks
+      from seqclf import config  # pylint: disable=g-import-not-at-top
+      e = config.unknown_key(str(e.__context__.args[0]).strip('\'"'))
     # absl and config_flags raise many types for bad flags and overrides;
     # all of them are bad input, not crashes.
     _fail('seqclf', e)
@@ -215,6 +235,10 @@ def run(argv: list[str] | None = None) -> None:
     print(f'seqclf {command}: {e}', file=sys.stderr)
     sys.exit(EXIT_PREEMPTED)
   except Exception as e:  # pylint: disable=broad-except
+    if _peer_gone(e):
+      _fail(f'seqclf {command}', 'another process of this job stopped (its '
+            'own output says why), so this one stops too; checkpoints already '
+            'saved are kept.')
     report = errors.out_of_memory(e)
     if report is None:
       raise

@@ -173,7 +173,7 @@ def ensure_files(directory: Path, name: str) -> Path:
             missing.remove(f)
     except (OSError, zipfile.BadZipFile) as e:
       raise DataError(f'{wheel}: not a readable wheel ({e}); delete it, '
-                      f'then {_hint(directory)}.') from None
+                      f'then {_hint(directory.parent)}.') from None
   installed = _installed_aeon_data()
   for f in list(missing):
     source = installed and installed / problem.archive_name / f

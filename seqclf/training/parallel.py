@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -182,6 +184,33 @@ def agreed_choice(choice: str, options: tuple[str, ...]) -> str:
       np.int32(options.index(choice))))]
 
 
+def check_same_config(config: dict[str, Any],
+                      local: tuple[str, ...] = ()) -> None:
+  """A ``ConfigError`` on every process unless all were given the same
+  config (but its ``local`` keys, which may differ by host): otherwise each
+  would train its own model, or the collectives would crash or hang. A
+  collective, so every process must call it."""
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  keys = sorted(k for k in config if k not in local)
+  crc = lambda v: zlib.crc32(json.dumps(v, sort_keys=True, default=str
+                                        ).encode()) & 0x7FFFFFFF
+  counts = multihost_utils.process_allgather(np.int32(len(keys)))
+  if len(set(np.asarray(counts).tolist())) == 1:
+    codes = np.asarray(multihost_utils.process_allgather(
+        np.array([crc(keys)] + [crc(config[k]) for k in keys], np.int32)))
+    differ = [k for k, column in zip(['(its keys)', *keys], codes.T)
+              if len(set(column.tolist())) > 1]
+  else:
+    differ = ['(its keys)']
+  if differ:
+    raise ConfigError(
+        f'The {jax.process_count()} processes were given different configs '
+        f'(differing in {", ".join(differ)}): run the same command on each, '
+        'with only --process_id differing.', arg='config')
+
+
 @dataclasses.dataclass
 class DataParallel:
   """The layout and chunk function of one parallelism mode (see module doc)."""
@@ -317,6 +346,8 @@ def setup(mode: str, batch_size: int) -> DataParallel:
     raise ConfigError(
         f'batch_size={batch_size} does not divide by the {len(devices)} '
         f"devices of parallelism='{mode}': set config key `batch_size` to a "
-        f"multiple of {len(devices)}, or `parallelism` to 'single'.",
+        f'multiple of {len(devices)}'
+        + (", or `parallelism` to 'single'." if jax.process_count() == 1
+           else ' (every process holds its devices\' part of each batch).'),
         arg='config.batch_size')
   return DataParallel(mode, devices, make_mesh(devices))

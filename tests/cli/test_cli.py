@@ -19,6 +19,8 @@ TRAIN = ('train', '--config', 'configs/default.py')
 
 @pytest.mark.parametrize('args, message', [
     (('--config.hiden_size=3',), 'Did you mean "hidden_size"'),
+    (('--config.foo=1',), 'Unknown config key `foo`. Valid keys: '
+     'augment_hflip, batch_size'),
     (('--config.batch_size=abc',), 'batch_size=abc'),
     (('--config.batch_size=0',), '`batch_size` must be > 0'),
     (('--config.num_train_steps=-5',), '`num_train_steps` must be > 0'),

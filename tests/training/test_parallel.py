@@ -247,6 +247,10 @@ def _two_process_runs(runs: Path) -> None:
   procs = [_launch({**spec, 'process_id': i, 'load_model_after': [
       {'workdir': str(runs / 'multi'), 'out': str(runs / 'out_multi_loaded')}],
                     'jobs': [
+      # Another seed on each process: refused on both, not two models.
+      {'mode': 'auto', 'steps': STEPS, 'workdir': str(runs / 'mismatch'),
+       'overrides': {'seed': 5 + i}, 'expect_error': True,
+       'out': str(runs / f'out_mismatch{i}')},
       {'mode': 'auto', 'steps': STEPS, 'workdir': str(runs / 'multi'),
        'out': str(runs / f'out_multi{i}')},
       {'mode': 'auto', 'steps': STEPS, 'workdir': str(runs / 'multi_stream'),
@@ -283,6 +287,16 @@ def test_two_processes_match_one(two_processes):
   # Only process 0 logs.
   lines = (runs / 'multi' / 'metrics.jsonl').read_text().splitlines()
   assert len([l for l in lines if '"validation"' in l]) == 2
+
+
+@pytest.mark.slow
+def test_processes_given_other_configs_are_refused_on_each(two_processes):
+  for i in range(2):
+    error = json.loads((two_processes / f'out_mismatch{i}.json').read_text())
+    assert error['error'] == (
+        'The 2 processes were given different configs (differing in seed): '
+        'run the same command on each, with only --process_id differing.')
+  assert not (two_processes / 'mismatch').exists()
 
 
 @pytest.mark.slow
