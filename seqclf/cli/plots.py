@@ -162,6 +162,8 @@ def series_grid(series: np.ndarray, indices: Sequence[int],
   for n, (ax, i) in enumerate(zip(axes, indices)):
     steps = series.shape[1] if lengths is None else int(lengths[i])
     values = np.asarray(series[i, :steps], np.float64)
+    if series.dtype == np.uint8:  # pixels, read as the model reads them
+      values = values / 255.0
     if standardize is not None:
       values = (values - standardize[0]) / standardize[1]
     for k in range(features):

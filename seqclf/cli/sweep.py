@@ -94,9 +94,12 @@ def main(args: list[str]) -> None:
   figures = lambda split: ', '.join(
       f'{m} {sweep.figure(row[split][m])}'
       for m in sweep.metric_order(row[split]))
+  folds = (f' (each on {results["cv"]} folds, then the chosen setting\'s '
+           'on the whole training split)' if results['cv'] else '')
   print(f'Chosen: {row["name"]} (validation: {figures("validation")}; '
         f'test: {figures("test") or "none"}). {results["num_models"]} models '
-        f'in {results["num_groups"]} groups, {results["wall_seconds"]:.1f} s.')
+        f'in {results["num_groups"]} groups{folds}, '
+        f'{results["wall_seconds"]:.1f} s.')
   diverged = sum(results.get('diverged', []))
   if diverged:
     print(f'note: {diverged} model(s) diverged (non-finite parameters): '

@@ -21,6 +21,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from seqclf.data import ops
 from seqclf.data.splits import Split
 from seqclf.errors import DataError
 
@@ -60,7 +61,9 @@ def observed_stats(split: Split
     for start in range(0, n, rows):
       part = {k: v[start:start + rows] for k, v in split.items()
               if k in ('image', 'lengths')}
-      x = np.asarray(part['image'], np.float64)[valid_steps(part)]
+      # As the model reads them: uint8 pixels / 255 (``ops.to_float``).
+      x = np.asarray(ops.to_float(np.asarray(part['image'])),
+                     np.float64)[valid_steps(part)]
       yield x, ~np.isnan(x)  # (valid steps, F)
 
   zero = np.zeros(images.shape[2])  # an empty split sums to it

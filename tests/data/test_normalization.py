@@ -81,6 +81,20 @@ def test_series_under_a_pixel_scaling_are_still_standardized_per_channel():
       normalization.fit_channels(split)[0].astype(np.float32))
 
 
+def test_pixels_are_fitted_as_the_model_reads_them():
+  """uint8 images are read as pixels / 255 (``ops.to_float``): statistics
+  fitted on the raw 0..255 values were 255 times too large, and a
+  per_channel model of images learned nothing."""
+  rng = np.random.default_rng(1)
+  pixels = rng.integers(0, 256, (30, 6, 4)).astype(np.uint8)
+  fitted = normalization.fit_channels({'image': pixels})
+  scaled = normalization.fit_channels(
+      {'image': pixels.astype(np.float32) / 255.0})
+  for a, b in zip(fitted, scaled):
+    np.testing.assert_array_equal(a, b)
+  assert fitted[0].max() <= 1.0
+
+
 def test_nan_with_missing_refuse_names_file_split_and_count(tmp_path):
   (x, y, n), path = _split().values(), tmp_path / 'gaps.npz'
   x[3, 0, 0] = x[3, 1, 2] = x[7, 0, 1] = np.nan
