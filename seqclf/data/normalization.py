@@ -154,3 +154,11 @@ def count_missing(x: np.ndarray, lengths: np.ndarray | None = None
   if lengths is not None:
     nan &= valid_steps({'image': x, 'lengths': lengths})[..., None]
   return int(nan.sum()), int(nan.any(axis=(1, 2)).sum())
+
+
+def count_nan(image: np.ndarray, length: int | None = None) -> int:
+  """NaN values of one (T, F) example within its first ``length`` steps
+  (all without one): the padding past a length is never read."""
+  if not np.issubdtype(image.dtype, np.floating):
+    return 0
+  return int(np.isnan(image if length is None else image[:length]).sum())

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqclf.data import images, npz
+from seqclf.data import images, normalization, npz
 from seqclf.data.ops import to_float
 from seqclf.data.splits import Split
 from seqclf.errors import SequenceError
@@ -68,7 +68,7 @@ def _check_missing(path: Path, examples: Sequence[Example], what: str,
   valid = [e.values[:e.length] for e in examples]
   if any(np.isinf(v).any() for v in valid):
     raise SequenceError(f'{path}: {what} holds inf: drop those steps.')
-  nan = sum(int(np.isnan(v).sum()) for v in valid)
+  nan = sum(normalization.count_nan(e.values, e.length) for e in examples)
   if nan and not allow_missing:
     raise SequenceError(
         f'{path}: {what} holds {nan} NaN value(s) (an empty CSV field is '

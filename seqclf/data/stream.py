@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from seqclf.data import order
+from seqclf.data import normalization, order
 from seqclf.data.splits import Split, write_cache
 from seqclf.errors import ConfigError, DataError
 
@@ -246,14 +246,6 @@ def open_split(builder: Any, split: str) -> Split:
 NAME = 'seqclf_stream'
 
 
-def count_nan(image: np.ndarray, length: int | None = None) -> int:
-  """NaN values of one (T, F) example within its first ``length`` steps
-  (all without one): the padding past a length is never read."""
-  if not np.issubdtype(image.dtype, np.floating):
-    return 0
-  return int(np.isnan(image if length is None else image[:length]).sum())
-
-
 def stream_dir(builder: Any) -> Path:
   """Where a prepared dataset's stream copy lives: ``DATA_DIR/NAME-stream/
   VERSION``, beside (not inside) tfds' own directory of it."""
@@ -315,7 +307,7 @@ class Writer:
       index['lengths'].append(length)
     self.writers[split].write(self.features.serialize_example(example))
     index['label'].append(label)
-    nan = count_nan(image, length if self.lengths else None)
+    nan = normalization.count_nan(image, length if self.lengths else None)
     if nan:
       self.missing[split]['nan'] += nan
       self.missing[split]['sequences'] += 1
