@@ -144,6 +144,18 @@ def fit(config: ml_collections.ConfigDict, train: Split,
   return out
 
 
+def zero_padding(split: Split) -> np.ndarray:
+  """``split['image']`` with NaN or inf past each row's length set to 0: the
+  padding is never read, but a computation masked after the fact (a
+  gradient through a select, a convolution's window) would carry them into
+  valid steps."""
+  x = split['image']
+  if split.get('lengths') is None or not np.issubdtype(x.dtype, np.floating):
+    return x
+  bad = ~valid_steps(split)[..., None] & ~np.isfinite(x)
+  return np.where(bad, x.dtype.type(0), x) if bad.any() else x
+
+
 def count_missing(x: np.ndarray, lengths: np.ndarray | None = None
                   ) -> tuple[int, int]:
   """(NaN values, sequences holding one) within the valid steps of (N, T, F)

@@ -151,9 +151,9 @@ def _scan(root: Path) -> dict[str, Any]:
 
 def _finite_padding(x: np.ndarray, lengths: np.ndarray | None,
                     where: Path) -> np.ndarray:
-  """``x`` with NaN or inf past each row's length set to 0 (never read, but a
-  computation masked after the fact would carry them into valid steps), NaN
-  on valid steps kept (missing values); inf on one is a one-line error."""
+  """``x`` with NaN or inf past each row's length set to 0
+  (``normalization.zero_padding``), NaN on valid steps kept (missing
+  values); inf on one is a one-line error."""
   if not np.issubdtype(x.dtype, np.floating):
     return x
   finite = np.isfinite(x)
@@ -166,7 +166,7 @@ def _finite_padding(x: np.ndarray, lengths: np.ndarray | None,
           f'{int(inf.any(axis=(1, 2)).sum())} sequence(s)) within their '
           'lengths: fill or drop them (NaN, a missing value, may stay: '
           'config key `missing`).')
-  return np.where(finite | valid, x, x.dtype.type(0))
+  return normalization.zero_padding({'image': x, 'lengths': lengths})
 
 
 def _examples(layout: dict[str, Any], split: str

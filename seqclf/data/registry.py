@@ -136,21 +136,9 @@ def read(name: str, data_dir: str | None, validation_fraction: float,
     for key in ('label', 'lengths'):
       if key in arrays:
         arrays[key] = arrays[key].astype(np.int32)
-    _zero_padding(arrays)
+    if not stream.is_lazy(arrays['image']):  # (shards: when prepared)
+      arrays['image'] = normalization.zero_padding(arrays)
   return data
-
-
-def _zero_padding(arrays: Split) -> None:
-  """NaN or inf past a row's length set to 0: the padding is never read,
-  but a computation masked after the fact (a gradient through a select, a
-  convolution's window) would carry them into valid steps."""
-  x, lengths = arrays['image'], arrays.get('lengths')
-  if (lengths is None or stream.is_lazy(x)
-      or not np.issubdtype(x.dtype, np.floating)):
-    return
-  bad = ~normalization.valid_steps(arrays)[..., None] & ~np.isfinite(x)
-  if bad.any():
-    arrays['image'] = np.where(bad, np.float32(0), x)
 
 
 def _fail(where: str, message: str, arg: str | None = None) -> None:
