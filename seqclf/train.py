@@ -242,7 +242,8 @@ def _metric_results(val: dict[str, Any], test: dict[str, Any],
 
 
 def _best_results(best: best_lib.Best, last: dict[str, Any] | None,
-                  class_weight: np.ndarray | None) -> dict[str, Any]:
+                  class_weight: np.ndarray | None,
+                  stopped_early: bool) -> dict[str, Any]:
   """results.json's keys of a monitored run (the last step's metrics under
   ``last_``) and of class weights."""
   out: dict[str, Any] = {'monitor': best.monitor}
@@ -253,7 +254,7 @@ def _best_results(best: best_lib.Best, last: dict[str, Any] | None,
                               'class_weights[label] * cross-entropy')
   if best.enabled:
     out.update({'best_step': best.step, 'best_score': best.score,
-                'stopped_early': best.stop,
+                'stopped_early': stopped_early,
                 'evaluations_without_improvement': best.since,
                 **_metric_results(last['val'], last['test'], 'last_')})
   return out
@@ -366,9 +367,10 @@ def _train_and_evaluate(
         best.saved(mngr)
       eval_and_save_seconds += time.perf_counter() - t
       if best.stop:
-        logger.message(f'step {step}: stopping early, no better '
-                       f'{config.monitor} in {best.since} evaluations '
-                       f'(patience {config.patience}).')
+        if step < total:  # Patience ran out at the last step: it just ends.
+          logger.message(f'step {step}: stopping early, no better '
+                         f'{config.monitor} in {best.since} evaluations '
+                         f'(patience {config.patience}).')
         break
       if signum is not None and step < total:
         checkpoint.wait(mngr)
@@ -403,7 +405,8 @@ def _train_and_evaluate(
       chunks.close()
   results = {
       **_metric_results(val, test),
-      **_best_results(best, last, class_weight),
+      **_best_results(best, last, class_weight,
+                      stopped_early=best.stop and int(state.step) < total),
       'examples_seen': int(state.step) * batch_size,
       # Where the rest went: data, model init and restore before the loop;
       # evaluations and checkpoint writes during and after it.

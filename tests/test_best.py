@@ -139,6 +139,18 @@ def test_kill_and_resume_with_a_best_checkpoint_equals_uninterrupted(
   assert 'weighted_loss' in (tmp_path / 'full' / 'metrics.jsonl').read_text()
 
 
+def test_patience_running_out_at_the_last_step_is_no_early_stop(
+    npz, tmp_path, scripted, capsys):
+  scripted.update({10: 0.5, 20: 0.4, 30: 0.3})
+  results = train.train_and_evaluate(
+      _config(npz, num_train_steps=30, monitor='val_accuracy', patience=2),
+      tmp_path)
+  assert results['evaluations_without_improvement'] == 2
+  assert not results['stopped_early'] and results['best_step'] == 10
+  shown = capsys.readouterr()
+  assert 'stopping early' not in shown.out + shown.err
+
+
 def test_class_weight_change_on_resume_is_refused(npz, tmp_path):
   train.train_and_evaluate(_config(npz, num_train_steps=10), tmp_path,
                            quiet=True)
