@@ -80,8 +80,10 @@ def abandoned_reads_silenced() -> Iterator[None]:
   asyncio_logger.addFilter(not_abandoned_read)
   try:
     yield
+  except BaseException:
+    gc.collect()  # Only a failed read abandons others: collected silenced.
+    raise
   finally:
-    gc.collect()
     asyncio_logger.removeFilter(not_abandoned_read)
     sys.unraisablehook = previous
 

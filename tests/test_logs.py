@@ -29,8 +29,10 @@ def _abandon_failed_task(message: str) -> None:
 def test_abandoned_reads_silenced_mutes_only_tensorstore_reads(
     caplog, message, muted):
   with caplog.at_level(logging.ERROR, logger='asyncio'):
-    with logs.abandoned_reads_silenced():
+    # As in a restore: the read that failed first raises out of the block.
+    with pytest.raises(OSError), logs.abandoned_reads_silenced():
       _abandon_failed_task(message)
+      raise OSError('the read that failed first')
     gc.collect()
   logged = [r for r in caplog.records
             if 'exception was never retrieved' in r.getMessage()]
