@@ -47,9 +47,9 @@ from seqclf.config import base_config, same_dataset, validate
 from seqclf.data import normalization, order, registry, splits as splits_lib, views
 from seqclf.data.splits import Split
 from seqclf.errors import ConfigError
-from seqclf.training import autotune, checkpoint, hyper, loop, parallel, steps
+from seqclf.training import (autotune, checkpoint, hyper, loop,
+                             metric_logging, parallel, steps)
 from seqclf.training import state as state_lib
-from seqclf.training.metric_logging import tensorboardX
 from seqclf.training.workdir import WorkdirLock
 
 
@@ -538,8 +538,8 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
                        from_run=dp.from_run, metrics=dp.metrics)
   # As `seqclf train` evaluates: over the devices, but the kernel on one.
   eval_devices = dp.devices[:1] if impl == 'kernel' else dp.devices
-  writers = [tensorboardX.SummaryWriter(str(_tb_dir(
-      workdir, names[i], s, unit))) for i, s in models]
+  writers = [metric_logging.ScalarWriter(_tb_dir(workdir, names[i], s, unit))
+             for i, s in models]
   val, val_step = None, None
   try:
     for start, step in loop.boundaries(first, config):
@@ -976,7 +976,8 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
 
 def _hparams(workdir: Path, rows: Sequence[dict[str, Any]]) -> None:
   """TensorBoard's HParams table: one run per setting, its mean figures."""
-  writer = tensorboardX.SummaryWriter(str(workdir / 'tensorboard' / 'hparams'))
+  writer = metric_logging.tensorboardX.SummaryWriter(
+      str(workdir / 'tensorboard' / 'hparams'))
   try:
     for r in rows:
       values = {k: v if isinstance(v, (int, float, str, bool)) else str(v)

@@ -298,8 +298,7 @@ def _train_and_evaluate(
   logger = MetricLogger(workdir, total, first_step, quiet=quiet,
                         enabled=jax.process_index() == 0)
   chunks = None  # the chunk runner, built inside (a stream's is closed)
-  # Closed however the run ends: on Python >= 3.12 a writer left open makes
-  # tensorboardX's exit hook start a thread at interpreter shutdown (an error).
+  # Closed however the run ends (its files and progress bar).
   try:
     if first_step:
       logger.message(f'Resumed from {mngr.directory}/{first_step}.')

@@ -85,12 +85,30 @@ def _compilation_cache(tmp_path_factory):
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   with pytest.MonkeyPatch.context() as patch:
     patch.setenv('JAX_COMPILATION_CACHE_DIR', str(runs))
+    # Every program, as the CLI's own cache does (JAX's default: >= 1 s).
+    patch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
     patch.setenv('SEQCLF_AUTOTUNE_CACHE', str(shared / 'autotune.json'))
     # impl='auto' takes the first eligible path untimed: timing compiles
     # every path of each new shape, the suite's largest cost, and is tested
     # on a fake clock (test_autotune.py); `make train` times for real.
     patch.setenv('SEQCLF_AUTOTUNE', '0')
     yield
+
+
+def tensorboard_tags(logdir: Path) -> dict[str, set[str]]:
+  """Tag -> kinds ('image'/'scalar') in a TensorBoard log dir (TFRecord framing)."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  tags: dict[str, set[str]] = {}
+  for path in logdir.glob('events.out.tfevents.*'):
+    data, pos = path.read_bytes(), 0
+    while pos < len(data):
+      (length,) = struct.unpack('<Q', data[pos:pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      pos += 12 + length + 4
+      for value in event.summary.value:
+        kind = 'image' if value.HasField('image') else 'scalar'
+        tags.setdefault(value.tag, set()).add(kind)
+  return tags
 
 
 def toy_series(n, seed, steps=12, features=3, classes=4):

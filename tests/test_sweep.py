@@ -14,7 +14,8 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import REPO, run_cli, small_config, unit_state
+from conftest import (REPO, run_cli, small_config, tensorboard_tags,
+                      unit_state)
 from seqclf import errors, inference, sweep, train
 from seqclf.config import ConfigError
 from seqclf.data import registry
@@ -461,13 +462,20 @@ def test_sweep_killed_resumes_to_the_uninterrupted_results(tmp_path):
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 240
   ckpts = killed / 'units' / 'g1' / 'checkpoints'
+  # Killed once g1 evaluated (step 100) and checkpointed after it.
   while time.time() < deadline and proc.poll() is None and not (
-      ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())):
+      ckpts.is_dir() and any(p.name.isdigit() and int(p.name) >= 100
+                             for p in ckpts.iterdir())):
     time.sleep(0.05)
   assert proc.poll() is None, 'the sweep ended before it could be killed'
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert not (killed / 'results.json').exists()
+  # Its curves so far were flushed: the kill lost none of them.
+  boards = list((killed / 'tensorboard').glob('*/seed*/g1'))
+  assert len(boards) == 4
+  for board in boards:
+    assert tensorboard_tags(board).get('validation/loss') == {'scalar'}
   resumed = subprocess.run(_sweep_cli(killed, config_file), cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=600)
   assert resumed.returncode == 0, resumed.stderr[-3000:]

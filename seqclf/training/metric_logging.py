@@ -7,8 +7,10 @@ otherwise (CI, log files), so both people and tools can follow a run.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,35 @@ def _import_tensorboardx():
 
 
 tensorboardX = _import_tensorboardx()
+from tensorboardX import event_file_writer, summary  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top,g-bad-import-order
+
+
+class ScalarWriter:
+  """TensorBoard scalars written in the caller's thread: ``flush`` puts every
+  scalar added so far on disk, so a kill -9 loses none before it.
+
+  tensorboardX's ``SummaryWriter`` writes from a thread of its own, and its
+  ``flush`` leaves the events still queued for it unwritten. Each writer
+  opens a file of its own (named apart from another opened in the same
+  second, which tensorboardX's names alone would overwrite).
+  """
+
+  def __init__(self, logdir: str | Path):
+    os.makedirs(logdir, exist_ok=True)
+    self._events = event_file_writer.EventsWriter(
+        os.path.join(logdir, 'events'), f'.{uuid.uuid4().hex[:8]}')
+
+  def add_scalar(self, tag: str, value: float, step: int) -> None:
+    self._events.write_event(event_pb2.Event(
+        wall_time=time.time(), step=step,
+        summary=summary.scalar(tag, float(value))))
+
+  def flush(self) -> None:
+    self._events.flush()
+
+  def close(self) -> None:
+    self._events.close()
 
 
 class MetricLogger:
@@ -46,7 +77,7 @@ class MetricLogger:
     self._bar = None
     if not enabled:
       return
-    self._tb = tensorboardX.SummaryWriter(str(workdir / 'tensorboard'))
+    self._tb = ScalarWriter(workdir / 'tensorboard')
     path = workdir / 'metrics.jsonl'
     _drop_records_after(path, initial_step)
     self._jsonl = open(path, 'a', encoding='utf-8')
@@ -66,6 +97,7 @@ class MetricLogger:
           self._tb.add_scalar(f'{kind}/{name}/{c}', v, step)
       else:
         self._tb.add_scalar(f'{kind}/{name}', value, step)
+    self._tb.flush()
     record = {'step': step, 'kind': kind, 'time': time.time(), **scalars}
     self._jsonl.write(json.dumps(record) + '\n')
     self._jsonl.flush()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 from matplotlib.collections import PathCollection
 from PIL import Image
 
-from conftest import built_once, run_cli
+from conftest import built_once, run_cli, tensorboard_tags
 from seqclf.cli import inspect_data, plots, report
 
 REPORT_PLOTS = ('training_curves', 'confusion_matrix', 'worst_classified')
@@ -82,26 +81,10 @@ def test_report_md_embeds_plots_config_and_metrics(reported):
   assert f'| hidden_size | `{results["config"]["hidden_size"]}` |' in text
 
 
-def _event_values(logdir: Path) -> dict[str, set[str]]:
-  """Tag -> kinds ('image'/'scalar') in a TensorBoard log dir (TFRecord framing)."""
-  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
-  tags: dict[str, set[str]] = {}
-  for path in logdir.glob('events.out.tfevents.*'):
-    data, pos = path.read_bytes(), 0
-    while pos < len(data):
-      (length,) = struct.unpack('<Q', data[pos:pos + 8])
-      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
-      pos += 12 + length + 4
-      for value in event.summary.value:
-        kind = 'image' if value.HasField('image') else 'scalar'
-        tags.setdefault(value.tag, set()).add(kind)
-  return tags
-
-
 @pytest.mark.slow
 def test_tensorboard_has_plots_and_scalars(reported):
   workdir, _ = reported
-  tags = _event_values(workdir / 'tensorboard')
+  tags = tensorboard_tags(workdir / 'tensorboard')
   for name in REPORT_PLOTS:
     assert tags.get(f'report/{name}') == {'image'}, sorted(tags)
   for name in ('loss', 'accuracy', 'learning_rate', 'examples_per_second'):

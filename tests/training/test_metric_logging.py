@@ -1,0 +1,27 @@
+"""seqclf.training.metric_logging: what a kill -9 leaves of the logs."""
+
+from conftest import tensorboard_tags
+from seqclf.training import metric_logging
+
+
+def test_logged_scalars_are_on_disk_before_the_logger_closes(tmp_path):
+  """A killed run keeps its curves up to its last log point, in TensorBoard
+  as in metrics.jsonl (nothing is waiting in a writer's queue)."""
+  logger = metric_logging.MetricLogger(tmp_path, 10, 0, quiet=True)
+  logger.write(5, 'validation', {'loss': 0.5, 'recall': [0.1, 0.9]})
+  assert tensorboard_tags(tmp_path / 'tensorboard') == {
+      'validation/loss': {'scalar'}, 'validation/recall/0': {'scalar'},
+      'validation/recall/1': {'scalar'}}
+  assert '"step": 5' in (tmp_path / 'metrics.jsonl').read_text()
+  logger.close()
+
+
+def test_writers_opened_in_one_second_keep_their_own_files(tmp_path):
+  """A resume at once (or a sweep's next group) opens another writer in the
+  same directory: neither overwrites the other's file."""
+  for tag in ('a', 'b'):
+    writer = metric_logging.ScalarWriter(tmp_path)
+    writer.add_scalar(tag, 1.0, 1)
+    writer.close()
+  assert len(list(tmp_path.glob('events.out.tfevents.*'))) == 2
+  assert set(tensorboard_tags(tmp_path)) == {'a', 'b'}
