@@ -43,7 +43,7 @@ train: setup
 # shared by the xdist workers (tests/conftest.py, built_once); each worker
 # caches the programs it compiles for the run.
 test: setup
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2
 
 # Models, cells, kernel numerics at small shapes, steps, config, errors and
 # plots on synthetic data: everything not marked `slow` (pyproject.toml).
@@ -51,7 +51,7 @@ test: setup
 # compiles only what changed; `make test-fast TEST_CACHE=` runs without it.
 TEST_CACHE ?= $(HOME)/.cache/seqclf/jax-tests
 test-fast: setup
-	SEQCLF_TEST_COMPILATION_CACHE='$(TEST_CACHE)' $(BIN)/python -m pytest -q -n 2 --dist loadgroup -m 'not slow'
+	SEQCLF_TEST_COMPILATION_CACHE='$(TEST_CACHE)' $(BIN)/python -m pytest -q -n 2 -m 'not slow'
 
 # The GPU tier (-m gpu; docs/gpu.md) where the backend is a GPU: every path
 # against float64 at each precision, nn.RNN's contract, training and resume,
@@ -81,7 +81,7 @@ $(VENV312)/.installed: pyproject.toml constraints-current.txt
 test-current: $(VENV312)/.installed
 	$(BIN312)/seqclf prepare-data
 	$(BIN312)/python -c 'from seqclf.kernels import lstm_kernel; lstm_kernel.main()'
-	$(BIN312)/python -m pytest -q -n 2 --dist loadgroup -m 'not slow'
+	$(BIN312)/python -m pytest -q -n 2 -m 'not slow'
 
 clean:
 	rm -rf $(VENV) $(VENV312) runs

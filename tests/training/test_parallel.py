@@ -21,9 +21,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# On one test worker (`--dist loadgroup`): another would only wait while
-# the first builds the shared runs below.
-pytestmark = pytest.mark.xdist_group('parallel')
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 20
 SIZES = {'train': 800, 'validation': 200, 'test': 200}
