@@ -87,8 +87,8 @@ def test_evaluation_with_lengths_equals_each_row_cropped_alone(tmp_path):
   alone = np.zeros((len(test['label']), 4), np.float32)
   for n in np.unique(test['lengths']):
     rows = test['lengths'] == n
-    alone[rows] = jax.nn.softmax(model.apply({'params': params},
-                                             test['image'][rows, :n]))
+    alone[rows] = jax.nn.softmax(jax.jit(model.apply)(
+        {'params': params}, test['image'][rows, :n]))
   batched = inference.predict_probabilities(model, params, test['image'],
                                             batch_size=32,
                                             lengths=test['lengths'])

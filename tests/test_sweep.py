@@ -569,6 +569,16 @@ def test_cv_scores_folds_then_trains_the_chosen_on_all(tmp_path):
   low, high = results['rows']
   assert high['chosen'] and not low['test']  # test: the chosen setting only
   assert results['test_accuracies'] == high['test']['accuracy']['values']
+  # The chosen models: trained on the whole training split (validation and
+  # train together, so another data digest), read as runs.
+  for j, path in enumerate(results['chosen_models']):
+    assert inference.evaluate(path, ('test',))['test']['accuracy'] == (
+        results['test_accuracies'][j])
+    _, _, model_config = inference.load_model(path, quiet=True)
+    assert model_config.data_digest != results['spec']['data']
+  from seqclf.cli import report  # pylint: disable=g-import-not-at-top
+  assert "its cross-validation folds'." in report.write_report(
+      results['chosen_models'][0]).path.read_text()
   folds = [json.loads((tmp_path / 'w' / 'units' / f'g0-fold{f}' /
                        'results.json').read_text()) for f in range(3)]
   assert sum(f['count']['validation'] for f in folds) == 240
@@ -692,9 +702,9 @@ def test_chosen_models_are_the_single_runs_and_are_read_as_runs(tmp_path):
 def test_chosen_models_of_early_stopping_and_cv_hold_their_results(tmp_path,
                                                                   capsys):
   """With early stopping a chosen model holds its best evaluation's params,
-  saved even where the group ended between checkpoints; under --cv, the
-  model the chosen setting trained on the whole training split, whose data
-  digest says so (validation and train together)."""
+  saved even where the group ended between checkpoints; under --cv with
+  early stopping, the chosen setting trains on the whole training split for
+  its folds' mean best step."""
   config = _npz_config(tmp_path, num_train_steps=40, eval_every=4,
                        checkpoint_every=100, num_layers=1,
                        monitor='val_loss', patience=1)
@@ -739,16 +749,6 @@ def test_chosen_models_of_early_stopping_and_cv_hold_their_results(tmp_path,
                       'results.json').read_text())
   assert final['saved_step'] == refit['refit_steps'] and 'best_step' not in final
   assert f'for {refit["refit_steps"]} steps, its folds' in refit['table']
-  config.update(monitor='last', patience=0)
-  folded = sweep.run_sweep(config, tmp_path / 'cv', 2, cv=2, quiet=True,
-                           grid={'learning_rate': [1e-9, 1e-2]})
-  for j, path in enumerate(folded['chosen_models']):
-    assert inference.evaluate(path, ('test',))['test']['accuracy'] == (
-        folded['test_accuracies'][j])
-    _, _, model_config = inference.load_model(path, quiet=True)
-    assert model_config.data_digest != stopped['spec']['data']
-  assert "its cross-validation folds'." in report.write_report(
-      folded['chosen_models'][0]).path.read_text()
 
 
 def test_table_shows_a_spread_only_over_several_seeds():

@@ -300,7 +300,7 @@ def _cli(workdir, root, steps):
 
 @pytest.mark.slow
 def test_streamed_run_resumes_exactly_after_kill_9(prepared_shards, tmp_path):
-  steps = 200
+  steps = 60
   killed = tmp_path / 'killed'
   proc = subprocess.Popen(_cli(killed, prepared_shards, steps), cwd=REPO,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
