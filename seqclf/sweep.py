@@ -583,8 +583,12 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
       w.close()
   stopped = {}
   if watch:  # Each model's result is its best evaluation's parameters.
-    stopped = {'best_step': np.asarray(states.watch['best_step']).tolist(),
-               'stopped_early': (~np.asarray(states.watch['active'])).tolist()}
+    best_step = np.asarray(states.watch['best_step'])
+    # The evaluation that ran out of patience: at the last step it just ends.
+    ran_out = (best_step // config.eval_every + patience) * config.eval_every
+    stopped = {'best_step': best_step.tolist(),
+               'stopped_early': (~np.asarray(states.watch['active'])
+                                 & (ran_out < total)).tolist()}
     states = states.replace(params=states.best_params)
   finite = np.stack([np.isfinite(np.asarray(x)).reshape(len(models), -1).all(1)
                      for x in jax.tree.leaves(states.params)]).all(0)

@@ -648,6 +648,13 @@ def test_early_stopping_freezes_each_model_and_ends_the_group(tmp_path):
     assert last_step < 60
   else:
     assert last_step == 60
+  # Patience running out at the last evaluation is no early stop.
+  config.num_train_steps = 20
+  out = sweep.run_unit(tmp_path / 'w20', 'u', config, settings,
+                       [sweep.name_of(s) for s in settings], [0], list(grid),
+                       data['train'], {'validation': data['validation']},
+                       sweep.Progress(1, quiet=True))
+  assert out['best_step'][0] == 10 and not out['stopped_early'][0]
 
 
 def _checkpoint_state(workdir):
