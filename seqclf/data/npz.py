@@ -201,5 +201,6 @@ def load(path: str | Path, validation_fraction: float) -> dict[str, Split]:
           f'x_test/y_test), found {sorted(arrays)}.')
   for split in data.values():
     if np.issubdtype(split['image'].dtype, np.floating):
-      split['image'] = split['image'].astype(np.float32)
+      with np.errstate(over='ignore'):  # Past float32: inf, refused in one line.
+        split['image'] = split['image'].astype(np.float32)
   return data

@@ -193,8 +193,8 @@ def check(data: dict[str, Split], num_classes: int, where: str,
       else:
         valid = normalization.valid_steps(arrays)[..., None]
         if (np.isinf(x) & valid).any():
-          _fail(where, f'{split} sequences hold inf: fill or drop those '
-                'values.')
+          _fail(where, f'{split} sequences hold inf (or values beyond '
+                "float32's range): fill, rescale or drop those values.")
         nan, rows = normalization.count_missing(x, lengths)
       if nan and missing != 'impute':
         _fail(where, f'{split} split holds {nan} NaN value(s) (in {rows} '
@@ -224,8 +224,9 @@ def check(data: dict[str, Split], num_classes: int, where: str,
           fix = (f'they look counted from 1: subtract 1 from them, or {fix}')
       _fail(where, f'{split} labels must be in [0, num_classes={num_classes}),'
             f' got {y.min()}..{y.max()}: {fix}.', arg='config.num_classes')
-  if not len(data.get('train', {'label': [0]})['label']):
-    _fail(where, 'the train split is empty.')
+  for split, arrays in data.items():  # Nothing to train on or to score.
+    if not len(arrays['label']):
+      _fail(where, f'the {split} split is empty: give it examples.')
 
 
 

@@ -66,14 +66,19 @@ def _check_missing(path: Path, examples: Sequence[Example], what: str,
   if not np.issubdtype(examples[0].values.dtype, np.floating):
     return
   valid = [e.values[:e.length] for e in examples]
-  if any(np.isinf(v).any() for v in valid):
-    raise SequenceError(f'{path}: {what} holds inf: drop those steps.')
+  # The model reads float32: a float64 past its range would be inf there.
+  largest = np.finfo(np.float32).max
+  if any((np.abs(v) > largest).any() for v in valid):
+    raise SequenceError(f'{path}: {what} holds inf or values beyond '
+                        "float32's range: drop or rescale those steps.")
   nan = sum(normalization.count_nan(e.values, e.length) for e in examples)
   if nan and not allow_missing:
+    field = (' (an empty CSV field is one)' if path.suffix.lower() == '.csv'
+             else '')
     raise SequenceError(
-        f'{path}: {what} holds {nan} NaN value(s) (an empty CSV field is '
-        "one): this model was not trained with missing='impute'; pad with "
-        'zeros and give lengths (.npz) instead, or drop those steps.')
+        f'{path}: {what} holds {nan} NaN value(s){field}: this model was not '
+        "trained with missing='impute'; drop those steps, or pad with zeros "
+        'and give lengths (.npz).')
 
 
 def _examples(path: Path, x: np.ndarray, lengths: np.ndarray | None,

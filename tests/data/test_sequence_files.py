@@ -133,10 +133,14 @@ def test_fit_pads_shorter_sequences_with_their_lengths(tmp_path):
     (lambda p: np.save(p / 'f.npy', np.zeros(5, np.float32)),
      'reshape univariate (T,) data to (T, 1)'),
     (lambda p: np.save(p / 'f.npy', np.full((5, 3), np.nan, np.float32)),
-     "holds 15 NaN value(s) (an empty CSV field is one): this model was not "
-     "trained with missing='impute'"),
+     "holds 15 NaN value(s): this model was not trained with "
+     "missing='impute'"),
+    (lambda p: (p / 'f.csv').write_text('1,,3\n4,5,6\n'),
+     'holds 1 NaN value(s) (an empty CSV field is one)'),
     (lambda p: np.save(p / 'f.npy', np.full((5, 3), np.inf, np.float32)),
-     'holds inf: drop those steps'),
+     "holds inf or values beyond float32's range"),
+    (lambda p: np.save(p / 'f.npy', np.full((5, 3), 1e39)),
+     "holds inf or values beyond float32's range"),
     (lambda p: np.savez(p / 'f.npz', y=np.zeros(3)), "needs an array 'x'"),
     (lambda p: np.savez(p / 'f.npz', x=np.zeros((2, 5, 3), np.float32),
                         lengths=[5, 6]), 'lengths must be in [1, T=5]'),
@@ -147,7 +151,8 @@ def test_fit_pads_shorter_sequences_with_their_lengths(tmp_path):
     (lambda p: (p / 'f.png').write_bytes(b''), 'not a sequence file'),
     (lambda p: np.save(p / 'f.npy', np.array([np.zeros((4, 3)), np.zeros(
         (5, 3))], object)), 'sequences of different lengths?'),
-], ids=['width', 'transposed', 'int', 'ndim', 'nan', 'inf', 'no_x', 'lengths',
+], ids=['width', 'transposed', 'int', 'ndim', 'nan', 'csv_nan', 'inf',
+        'beyond_float32', 'no_x', 'lengths',
         'csv_text', 'csv_empty', 'npy_junk', 'image_for_series', 'ragged'])
 def test_bad_files_are_one_error_naming_the_file(tmp_path, make, message):
   make(tmp_path)
