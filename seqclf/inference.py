@@ -26,7 +26,7 @@ from seqclf import errors
 from seqclf import nnx as seqnnx
 from seqclf.config import base_config
 from seqclf.config import validate as validate_config
-from seqclf.data import order, registry, views
+from seqclf.data import order, registry, splits as splits_lib, views
 from seqclf.data.splits import Split
 from seqclf.errors import CheckpointError, ConfigError, UsageError
 from seqclf.kernels import paths
@@ -372,7 +372,33 @@ def evaluate(workdir: str | Path, splits: tuple[str, ...] = ('validation',
   """
   model, params, config = load_model(workdir, step, quiet=quiet)
   config.data_dir = data_dir or config.data_dir
-  return evaluate_on(model, params, config, registry.load(config, splits))
+  return evaluate_on(model, params, config, run_data(config, splits))
+
+
+def run_data(config: ml_collections.ConfigDict,
+             splits: tuple[str, ...]) -> dict[str, Split]:
+  """A run's ``splits`` of the data its config names, refused where that is
+  no longer the data it trained on: scores of other data (another file at
+  its path, another carve of one) would pass for the run's.
+
+  Args:
+    config: the run's config (``load_model``'s); its ``data_digest`` (none
+      in runs older than it: not compared) is ``splits.digest`` of the data
+      it trained on, or of train and validation together with the test split
+      (a sweep's ``--cv`` chosen model).
+
+  Returns:
+    ``{split: arrays}``, as ``registry.load`` gives them.
+  """
+  data = registry.load(config)
+  if config.get('data_digest') and config.data_digest not in (
+      splits_lib.digest(data), splits_lib.digest({
+          'train': splits_lib.training_split(data), 'test': data['test']})):
+    raise errors.DataError(
+        f'{config.dataset} is not the data this run trained on (its labels, '
+        'lengths or sequence shape differ): give the file it trained on, or '
+        'train a run on this one.')
+  return {name: data[name] for name in splits}
 
 
 def evaluate_on(model: LSTMClassifier, params: Any,

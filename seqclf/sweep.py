@@ -268,13 +268,6 @@ def stratified_folds(labels: np.ndarray, k: int,
   return [np.flatnonzero(fold_of == i) for i in range(k)]
 
 
-def training_split(splits: dict[str, Split]) -> Split:
-  """The whole training split, train and validation together: what ``--cv``
-  folds, and what the chosen setting then trains on."""
-  return {k: np.concatenate([splits['train'][k], splits['validation'][k]])
-          for k in splits['train']}
-
-
 def _take(split: Split, index: np.ndarray) -> Split:
   return {key: value[index] for key, value in split.items()}
 
@@ -863,7 +856,7 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
       pairs = [(f'g{gi}', data['train'],
                 {'validation': data['validation'], 'test': data['test']})]
     else:
-      pool = training_split(data)
+      pool = splits_lib.training_split(data)
       parts = stratified_folds(pool['label'], cv)
       pairs = [(f'g{gi}-fold{f}',
                 _take(pool, np.sort(np.concatenate(parts[:f] + parts[f + 1:]))),
@@ -907,7 +900,7 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
       cconfig.num_train_steps = refit_steps
       unit += f'-steps{refit_steps}'
     data = views.view_splits(cconfig, raw)
-    pool = training_split(data)
+    pool = splits_lib.training_split(data)
     progress.total += len(seeds) * cconfig.num_train_steps
     final = run_unit(workdir, unit, cconfig, [settings[chosen]],
                      [names[chosen]], seeds, list(grid), pool,
@@ -915,7 +908,7 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
     outs.append(final)
     rows[chosen]['test'] = {m: _summary(v) for m, v in
                             final['metrics']['test'].items()}
-    trained_on = {'train': training_split(raw), 'test': raw['test']}
+    trained_on = {'train': splits_lib.training_split(raw), 'test': raw['test']}
     chosen_dirs = write_chosen(workdir, final, cconfig, [settings[chosen]], 0,
                                list(grid), pool, rows[chosen], lambda c:
                                registry.with_data_keys(c, trained_on,

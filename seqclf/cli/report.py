@@ -221,7 +221,7 @@ def write_report(workdir: str | Path, *,
   if datasets is not None and 'test' in datasets:
     test = datasets['test']
   else:
-    test = registry.load(config, ('test',))['test']
+    test = inference.run_data(config, ('test',))['test']
   probs = inference.predict_probabilities(
       model, params, views.view(config, test['image']),
       lengths=test.get('lengths'))

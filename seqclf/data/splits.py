@@ -62,6 +62,13 @@ def digest(datasets: dict[str, Split]) -> str:
   return h.hexdigest()[:16]
 
 
+def training_split(splits: dict[str, Split]) -> Split:
+  """The whole training split, train and validation together: what a sweep's
+  ``--cv`` folds, and what its chosen setting then trains on."""
+  return {k: np.concatenate([splits['train'][k], splits['validation'][k]])
+          for k in splits['train']}
+
+
 def write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
   """Saves ``arrays`` as the npz file ``path``, atomically (a reader never
   sees half a file); where the directory is read-only, saves nothing: a

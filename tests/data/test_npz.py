@@ -328,6 +328,13 @@ def test_resume_on_changed_data_is_refused_and_keeps_the_run(tmp_path):
                              tmp_path / 'run', quiet=True)
   assert sorted(p.name for p in (tmp_path / 'run' / 'checkpoints').iterdir()
                 ) == files
+  # Reading the run: its scores on other data would pass for its own.
+  with pytest.raises(DataError, match='is not the data this run trained on'):
+    inference.evaluate(tmp_path / 'run', quiet=True)
+  _npz(tmp_path / 'd.npz', x=np.zeros((200, 6, 3), np.float32), y=y)
+  out = run_cli('report', f'--workdir={tmp_path / "run"}')
+  assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+  assert 'is not the data this run trained on' in out.stderr
 
 
 def test_npz_run_resumes_bitwise_and_sweeps(tmp_path):
