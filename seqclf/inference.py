@@ -386,6 +386,7 @@ def run_data(config: ml_collections.ConfigDict,
       in runs older than it: not compared) is ``splits.digest`` of the data
       it trained on, or of train and validation together with the test split
       (a sweep's ``--cv`` chosen model).
+    splits: the splits to return (every split is read for the comparison).
 
   Returns:
     ``{split: arrays}``, as ``registry.load`` gives them.
