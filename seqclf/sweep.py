@@ -908,7 +908,7 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
     outs.append(final)
     rows[chosen]['test'] = {m: _summary(v) for m, v in
                             final['metrics']['test'].items()}
-    trained_on = {'train': splits_lib.training_split(raw), 'test': raw['test']}
+    trained_on = splits_lib.refit_splits(raw)
     chosen_dirs = write_chosen(workdir, final, cconfig, [settings[chosen]], 0,
                                list(grid), pool, rows[chosen], lambda c:
                                registry.with_data_keys(c, trained_on,

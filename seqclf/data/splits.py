@@ -69,6 +69,12 @@ def training_split(splits: dict[str, Split]) -> Split:
           for k in splits['train']}
 
 
+def refit_splits(splits: dict[str, Split]) -> dict[str, Split]:
+  """What a sweep's ``--cv`` chosen setting trains and is tested on: the
+  whole training split (``training_split``) and the test split."""
+  return {'train': training_split(splits), 'test': splits['test']}
+
+
 def write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
   """Saves ``arrays`` as the npz file ``path``, atomically (a reader never
   sees half a file); where the directory is read-only, saves nothing: a

@@ -261,6 +261,10 @@ def test_streamed_run_matches_resident_bitwise(prepared_shards, tmp_path, impl,
     assert results[placement]['data_placement'] == placement
   assert results['stream']['examples_read_by_process'] == 20 * 16
   assert results['stream']['test_loss'] == results['device']['test_loss']
+  # Read back (its data compared by digest, the shards left on disk).
+  from seqclf import inference  # pylint: disable=g-import-not-at-top
+  assert inference.evaluate(tmp_path / 'stream', ('test',), quiet=True)[
+      'test']['loss'] == pytest.approx(results['stream']['test_loss'])
   a = _final_params(tmp_path / 'device', config)
   b = _final_params(tmp_path / 'stream', config)
   for x, y in zip(jax.tree.leaves((a.params, a.opt_state)),
