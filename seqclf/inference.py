@@ -391,16 +391,29 @@ def run_data(config: ml_collections.ConfigDict,
   Returns:
     ``{split: arrays}``, as ``registry.load`` gives them.
   """
-  # Shards' sequences stay on disk: the digest reads labels and shapes.
-  data = registry.load(config, lazy=registry.is_shard_dir(config.dataset))
+  # registry.load's own fixes name config keys, which a trained run's
+  # commands cannot take: the fix here is the run's data.
+  elsewhere = ('(`seqclf evaluate --data FILE` scores other labelled data)')
+  if (config.dataset.startswith(registry.NPZ_PREFIX)
+      and not Path(config.dataset[len(registry.NPZ_PREFIX):]).exists()):
+    raise errors.DataError(f'{config.dataset}: no such file or directory, '
+                           'and this run trained on it: put it back '
+                           f'{elsewhere}.')
+  changed = errors.DataError(
+      f'{config.dataset} is not the data this run trained on (its labels, '
+      'lengths or sequence shape differ): give the file it trained on, or '
+      f'train a run on this one {elsewhere}.')
+  try:  # Shards' sequences stay on disk: the digest reads labels and shapes.
+    data = registry.load(config, lazy=registry.is_shard_dir(config.dataset))
+  except errors.DataError as e:
+    if e.arg == 'config.num_classes':  # labels the run cannot have seen
+      raise changed from None
+    raise
   if (config.get('data_digest')
       and config.data_digest != splits_lib.digest(data)
       and config.data_digest != splits_lib.digest(
           splits_lib.refit_splits(data))):
-    raise errors.DataError(
-        f'{config.dataset} is not the data this run trained on (its labels, '
-        'lengths or sequence shape differ): give the file it trained on, or '
-        'train a run on this one.')
+    raise changed
   return {name: stream.materialize(data[name]) for name in splits}
 
 

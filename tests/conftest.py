@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import logging
 import os
 import shutil
 import struct
 import subprocess
 import sys
+import traceback
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -211,11 +213,60 @@ def packaged_configs() -> list[str]:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None,
-            cwd: Path = REPO) -> subprocess.CompletedProcess:
-  """Runs ``python -m seqclf ARGS`` and captures its output."""
-  return subprocess.run([sys.executable, '-m', 'seqclf', *args], cwd=cwd,
-                        capture_output=True, text=True, timeout=300,
-                        env={**os.environ, **(env or {})})
+            cwd: Path = REPO, process: bool = False
+            ) -> subprocess.CompletedProcess:
+  """Runs ``seqclf ARGS`` and captures its exit status and output.
+
+  In this process (``seqclf.cli.main.run``) unless ``process`` or ``env``
+  asks for a new one (``python -m seqclf``): a process costs seconds of
+  imports, and most runs check one line of bad input. What the command sets
+  for its process (flags, logging, hooks, the working directory) is put back
+  afterwards; this process's CPU devices are fixed, so a command here runs
+  on them (as when a user's ``XLA_FLAGS`` sets the count). Ask for a process
+  where the test is about the process: its devices, environment, signals,
+  or what reaches its stderr at exit.
+  """
+  if process or env:
+    return subprocess.run([sys.executable, '-m', 'seqclf', *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+  return _run_cli_here(args, cwd)
+
+
+def _run_cli_here(args, cwd: Path) -> subprocess.CompletedProcess:
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  from seqclf.cli import main as cli_main  # pylint: disable=g-import-not-at-top
+  if args and args[0] in cli_main.COMMANDS:
+    # absl keeps a flag's value from the last parse where it is not given,
+    # and config_flags the --config.KEY flags it defined in that parse.
+    command_flags = cli_main.command_module(args[0]).FLAGS
+    command_flags.unparse_flags()
+    for name in [n for n in command_flags if n.startswith('config.')]:
+      delattr(command_flags, name)
+  loggers = [absl_logging.get_absl_logger(), logging.getLogger('asyncio')]
+  filters = [list(logger.filters) for logger in loggers]
+  verbosity, hook = absl_logging.get_verbosity(), sys.unraisablehook
+  out, err, status = io.StringIO(), io.StringIO(), 0
+  with pytest.MonkeyPatch.context() as patch:
+    patch.chdir(cwd)
+    patch.setattr(sys, 'argv', ['seqclf', *args])
+    patch.setenv('XLA_FLAGS', f'{os.environ.get("XLA_FLAGS", "")} '
+                 f'--xla_force_host_platform_device_count={jax.device_count()}')
+    try:
+      with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        cli_main.run()
+    except SystemExit as e:
+      status = 0 if e.code is None else e.code
+    except Exception:  # pylint: disable=broad-except
+      err.write(traceback.format_exc())  # As Python prints it, exit 1.
+      status = 1
+    finally:
+      for logger, kept in zip(loggers, filters):
+        logger.filters[:] = kept
+      absl_logging.set_verbosity(verbosity)
+      sys.unraisablehook = hook
+  return subprocess.CompletedProcess(args, status, out.getvalue(),
+                                     err.getvalue())
 
 
 def png_header_only(path, width, height):

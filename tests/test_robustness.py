@@ -244,7 +244,7 @@ def test_cli_falls_back_past_a_damaged_checkpoint_in_one_line(
     out = subprocess.run(_cli_train(workdir, num_train_steps=20), cwd=REPO,
                          capture_output=True, text=True, timeout=300)
   else:
-    out = run_cli(*args[command])
+    out = run_cli(*args[command], process=True)  # what reaches stderr at exit
   assert out.returncode == 0, out.stderr
   lines = [l for l in out.stderr.splitlines() if 'damaged' in l]
   assert len(lines) == 1 and 'TensorStore' not in out.stderr, out.stderr

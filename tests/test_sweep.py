@@ -591,32 +591,18 @@ def test_cv_scores_folds_then_trains_the_chosen_on_all(tmp_path):
   assert not (tmp_path / 'w2').exists()
 
 
-@pytest.fixture
-def run_inprocess(capsys, monkeypatch):
-  """``seqclf ARGS`` in this process: exit status and stderr."""
-  from seqclf.cli import main as cli_main  # pylint: disable=g-import-not-at-top
-  from seqclf.cli import sweep as cli_sweep  # pylint: disable=g-import-not-at-top
-
-  def run_(*args):
-    cli_sweep.FLAGS.unparse_flags()  # --grid accumulates over parses
-    monkeypatch.setattr(sys, 'argv', ['seqclf', *args])
-    with pytest.raises(SystemExit) as e:
-      cli_main.run()
-    return e.value.code, capsys.readouterr().err
-  return run_
-
-
 @pytest.mark.parametrize('grid, message', [
     ('hidden_sise=8', 'Unknown config key `hidden_sise`.'),
     ('hidden_size=8,wide', "takes int values, got 'wide'"),
     ('dataset=mnist', '`dataset` cannot vary in a sweep: settings are '
                       'compared on one validation split'),
 ])
-def test_cli_bad_grid_is_one_line(run_inprocess, tmp_path, grid, message):
-  status, err = run_inprocess('sweep', '--config=default',
-                              f'--workdir={tmp_path / "w"}', f'--grid={grid}')
-  assert status == 2, err
-  assert message in err and len(err.strip().splitlines()) == 1, err
+def test_cli_bad_grid_is_one_line(tmp_path, grid, message):
+  out = run_cli('sweep', '--config=default', f'--workdir={tmp_path / "w"}',
+                f'--grid={grid}')
+  assert out.returncode == 2, out.stderr
+  assert message in out.stderr, out.stderr
+  assert len(out.stderr.strip().splitlines()) == 1, out.stderr
   assert not (tmp_path / 'w').exists()
 
 

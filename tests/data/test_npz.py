@@ -335,6 +335,17 @@ def test_resume_on_changed_data_is_refused_and_keeps_the_run(tmp_path):
   out = run_cli('report', f'--workdir={tmp_path / "run"}')
   assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
   assert 'is not the data this run trained on' in out.stderr
+  # Neither names a config key, which these commands cannot take.
+  y[0] = 7  # a class beyond the run's num_classes
+  _npz(tmp_path / 'd.npz', x=x, y=y)
+  out = run_cli('evaluate', f'--workdir={tmp_path / "run"}')
+  assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+  assert 'is not the data this run trained on' in out.stderr, out.stderr
+  (tmp_path / 'd.npz').unlink()
+  out = run_cli('evaluate', f'--workdir={tmp_path / "run"}')
+  assert out.returncode == 2 and 'config' not in out.stderr, out.stderr
+  assert ('no such file or directory, and this run trained on it: put it '
+          'back (`seqclf evaluate --data FILE`') in out.stderr, out.stderr
 
 
 def test_npz_run_resumes_bitwise_and_sweeps(tmp_path):
