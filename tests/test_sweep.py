@@ -508,13 +508,10 @@ def test_sweep_killed_resumes_to_the_uninterrupted_results(tmp_path):
   csv_lines = (killed / 'results.csv').read_text().splitlines()
   assert csv_lines[0].startswith('hidden_size,learning_rate,val_accuracy_mean')
   assert len(csv_lines) == 5
-  again = subprocess.run(_sweep_cli(killed, config_file), cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
-  assert again.returncode == 0 and 'step ' not in again.stdout
+  again = run_cli(*_sweep_cli(killed, config_file)[3:])
+  assert again.returncode == 0 and 'step ' not in again.stdout, again.stderr
   assert (killed / 'results.md').read_text() in again.stdout
-  other = subprocess.run(_sweep_cli(killed, config_file, '--seeds=3'),
-                         cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=300)
+  other = run_cli(*_sweep_cli(killed, config_file, '--seeds=3')[3:])
   assert other.returncode == 2
   assert other.stderr.strip().endswith(
       'holds another sweep (different seeds): run its own command to '
