@@ -176,10 +176,12 @@ def _chunks(config: ml_collections.ConfigDict, dp: parallel.DataParallel,
         functools.partial(dp.put_batches, batch_size=config.batch_size),
         list(loop.boundaries(first_step, config)), config.seed,
         len(train['label']), config.batch_size, **common)
+  fn = steps.steps_fn(len(arrays) == 3)
+  if steps.uses_noise(config):  # Its key an argument, as a sweep's are.
+    fn = steps.keyed(fn, kwargs.pop('hflip'))
+    arrays = (*arrays, jax.random.key_data(kwargs.pop('rng')))
   return loop.Chunks(
-      dp.chunk_fn(functools.partial(steps.steps_fn(len(arrays) == 3),
-                                    **kwargs),
-                  len(arrays)),
+      dp.chunk_fn(functools.partial(fn, **kwargs), len(arrays)),
       dp.put_data(*arrays), config.seed, len(train['label']),
       config.batch_size, put_indices=dp.put_indices, **common)
 

@@ -1,5 +1,6 @@
 """The trainer: learns MNIST, resumes exactly, runs under pmap, reports results."""
 
+import functools
 import json
 import os
 import subprocess
@@ -172,3 +173,45 @@ def test_trainer_does_not_import_torch(tmp_path):
   # The stub is what `import torch` finds there, so the check is live.
   out = python('import torch')
   assert out.returncode == 0 and marker.exists(), out.stderr[-3000:]
+
+
+def test_another_seed_of_a_noisy_run_compiles_nothing_new(mnist, tmp_path):
+  """Training noise's key is an argument of the training program, not a
+  constant in it: a second seed loads the first one's programs from the
+  compilation cache (the suite's here, the CLI's for a user) instead of
+  compiling its own."""
+  from jax._src import monitoring  # pylint: disable=g-import-not-at-top
+  data = {k: {kk: v[:400] for kk, v in split.items()}
+          for k, split in mnist.items()}
+  events = []
+  listen = lambda event, **_: events.append(event.rsplit('/', 1)[-1])
+  for seed in (1, 2):
+    events.clear()
+    monitoring.register_event_listener(listen)
+    try:
+      train.train_and_evaluate(
+          small_config(hidden_size=8, num_train_steps=4, steps_per_call=4,
+                       eval_every=4, checkpoint_every=4, eval_batch_size=200,
+                       input_noise=0.3, seed=seed),
+          tmp_path / str(seed), quiet=True, datasets=data)
+    finally:
+      monitoring.unregister_event_listener(listen)
+  asked = events.count('compile_requests_use_cache')
+  assert asked and events.count('cache_hits') == asked, events
+
+
+def test_a_keyed_chunk_trains_as_the_key_bound_in():
+  """``steps.keyed`` takes the key as data; its steps are bitwise those of
+  the key given as ``train_steps``' keyword."""
+  config = small_config(hidden_size=8, input_noise=0.3)
+  state = state_lib.create_train_state(config, jax.random.key(0))
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (40, 28, 28), dtype=np.uint8)
+  labels = rng.integers(0, 10, 40).astype(np.int32)
+  indices = rng.integers(0, 40, (3, 8)).astype(np.int32)
+  key = steps_lib.train_key(7)
+  bound = jax.jit(functools.partial(steps_lib.train_steps, rng=key))(
+      state, images, labels, indices)
+  keyed = jax.jit(steps_lib.keyed(steps_lib.train_steps, hflip=False))(
+      state, images, labels, jax.random.key_data(key), indices)
+  jax.tree.map(np.testing.assert_array_equal, bound, keyed)

@@ -221,6 +221,32 @@ def steps_fn(has_lengths: bool) -> Any:
   return train_steps_with_lengths if has_lengths else train_steps
 
 
+def keyed(chunk_fn: Any, hflip: bool) -> Any:
+  """``chunk_fn`` taking its noise key as a data argument, last before the
+  indices (``fn(state, *data, key_data, indices)``, ``loop.Chunks``'
+  convention; ``jax.random.key_data`` of the key, which every placement
+  takes): a key bound as a keyword would be a constant of the compiled
+  program, one program (and one compile) per seed.
+
+  Args:
+    chunk_fn: from ``steps_fn``.
+    hflip: as ``train_step``'s.
+
+  Returns:
+    The function; other keywords (``axis_name``, ``class_weight``) pass
+    through.
+  """
+
+  def train_steps_keyed(state: TrainState, *args: jax.Array, **kwargs: Any
+          ) -> tuple[TrainState, Metrics]:
+    *data, key_data, indices = args
+    return chunk_fn(state, *data, indices,
+                    rng=jax.random.wrap_key_data(key_data), hflip=hflip,
+                    **kwargs)
+
+  return train_steps_keyed
+
+
 def eval_step(state: TrainState, batch: Batch) -> Metrics:
   """Summed metrics of one evaluation batch.
 
