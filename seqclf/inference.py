@@ -393,7 +393,7 @@ def run_data(config: ml_collections.ConfigDict,
   """
   # registry.load's own fixes name config keys, which a trained run's
   # commands cannot take: the fix here is the run's data.
-  elsewhere = ('(`seqclf evaluate --data FILE` scores other labelled data)')
+  elsewhere = '(`seqclf evaluate --data FILE` scores other labelled data)'
   if (config.dataset.startswith(registry.NPZ_PREFIX)
       and not Path(config.dataset[len(registry.NPZ_PREFIX):]).exists()):
     raise errors.DataError(f'{config.dataset}: no such file or directory, '
