@@ -237,8 +237,8 @@ def keyed(chunk_fn: Any, hflip: bool) -> Any:
     through.
   """
 
-  def train_steps_keyed(state: TrainState, *args: jax.Array, **kwargs: Any
-          ) -> tuple[TrainState, Metrics]:
+  def train_steps_keyed(state: TrainState, *args: jax.Array,
+                        **kwargs: Any) -> tuple[TrainState, Metrics]:
     *data, key_data, indices = args
     return chunk_fn(state, *data, indices,
                     rng=jax.random.wrap_key_data(key_data), hflip=hflip,
