@@ -411,8 +411,7 @@ def run_data(config: ml_collections.ConfigDict,
     raise
   if (config.get('data_digest')
       and config.data_digest != splits_lib.digest(data)
-      and config.data_digest != splits_lib.digest(
-          splits_lib.refit_splits(data))):
+      and config.data_digest != splits_lib.refit_digest(data)):
     raise changed
   return {name: stream.materialize(data[name]) for name in splits}
 

@@ -75,6 +75,18 @@ def refit_splits(splits: dict[str, Split]) -> dict[str, Split]:
   return {'train': training_split(splits), 'test': splits['test']}
 
 
+def refit_digest(splits: dict[str, Split]) -> str:
+  """``digest(refit_splits(splits))`` with no sequence read: what a ``--cv``
+  chosen model trained on, compared without joining (so loading) a streamed
+  training split."""
+  parts = {name: {k: v for k, v in splits[name].items() if k != 'image'}
+           for name in ('train', 'validation')}
+  whole = training_split(parts)
+  shape = (len(whole['label']), *splits['train']['image'].shape[1:])
+  whole['image'] = np.broadcast_to(np.zeros((), np.uint8), shape)  # no memory
+  return digest({'train': whole, 'test': splits['test']})
+
+
 def write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
   """Saves ``arrays`` as the npz file ``path``, atomically (a reader never
   sees half a file); where the directory is read-only, saves nothing: a

@@ -374,3 +374,26 @@ def test_npz_run_resumes_bitwise_and_sweeps(tmp_path):
   swept = sweep.run_sweep(config, tmp_path / 'sweep', 1, quiet=True)
   assert swept['test_accuracies'][0] == pytest.approx(
       resumed['test_accuracy'], abs=1 / len(y))
+
+
+class _Unread:
+  """Sequences with a shape that must not be read (a streamed split's)."""
+
+  def __init__(self, shape):
+    self.shape = shape
+
+  def __array__(self, *args, **kwargs):
+    raise AssertionError('the sequences were read')
+
+
+def test_refit_digest_is_the_refit_splits_digest_without_reading_sequences():
+  rng = np.random.default_rng(0)
+  data = {name: {'image': rng.normal(size=(n, 5, 2)).astype(np.float32),
+                 'label': rng.integers(0, 3, n).astype(np.int32),
+                 'lengths': rng.integers(1, 6, n).astype(np.int32)}
+          for name, n in (('train', 30), ('validation', 7), ('test', 9))}
+  want = splits_lib.digest(splits_lib.refit_splits(data))
+  assert splits_lib.refit_digest(data) == want != splits_lib.digest(data)
+  unread = {name: {**split, 'image': _Unread(split['image'].shape)}
+            for name, split in data.items()}
+  assert splits_lib.refit_digest(unread) == want
