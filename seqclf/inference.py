@@ -449,14 +449,17 @@ def predict_probabilities(model: LSTMClassifier, params: Any,
   Returns:
     (N, num_classes) probabilities.
   """
-  apply = jax.jit(lambda x, n: jax.nn.softmax(model.apply(
-      {'params': params}, x, seq_lengths=n)))
+  # The parameters as an argument, not compiled in as constants: one
+  # program (and compilation-cache entry) for every checkpoint of a model.
+  apply = jax.jit(lambda p, x, n: jax.nn.softmax(model.apply(
+      {'params': p}, x, seq_lengths=n)))
   images = np.asarray(images)
   split = {'image': images, 'label': np.zeros(len(images), np.int32)}
   if lengths is not None:
     split['lengths'] = np.asarray(lengths, np.int32)
   size = max(1, min(batch_size, len(images)))
-  out = [np.asarray(apply(batch['image'], batch.get('lengths')))[batch['mask']]
+  out = [np.asarray(apply(params, batch['image'],
+                          batch.get('lengths')))[batch['mask']]
          for batch in order.eval_batches(split, size)]
   return np.concatenate(out) if out else np.zeros((0, model.num_classes),
                                                   np.float32)

@@ -921,7 +921,6 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
         views.view_splits(configs[gi], raw)['train'], rows[chosen],
         lambda c: registry.with_data_keys(c, raw, label_names))
   chosen_row = rows[chosen]
-  test = chosen_row['test']
   models = [(i, s) for i in range(len(settings)) for s in seeds]
   train_seconds = sum(o['train_seconds'] for o in outs)
   examples = sum(o['train_examples_per_second'] * o['train_seconds']

@@ -113,6 +113,30 @@ def tensorboard_tags(logdir: Path) -> dict[str, set[str]]:
   return tags
 
 
+def normal(seed: int, shape: tuple[int, ...]) -> jax.Array:
+  """Standard normal float32 test inputs, drawn by numpy.
+
+  Not ``jax.random``: an eager draw compiles a program for each new shape (a
+  fraction of a second each), and the suite draws hundreds of shapes.
+  """
+  rng = np.random.default_rng(seed)
+  return jax.numpy.asarray(rng.standard_normal(shape, np.float32))
+
+
+def uniform(seed: int, shape: tuple[int, ...]) -> jax.Array:
+  """Uniform [0, 1) float32 test inputs, drawn by numpy (see ``normal``)."""
+  rng = np.random.default_rng(seed)
+  return jax.numpy.asarray(rng.random(shape, np.float32))
+
+
+def perturbed(params, seed: int = 2, scale: float = 0.3):
+  """``params`` plus normal noise (std ``scale``) in every leaf: non-trivial
+  weights, so every gate and the forget bias matter."""
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(
+      lambda p: p + scale * rng.standard_normal(p.shape, np.float32), params)
+
+
 def toy_series(n, seed, steps=12, features=3, classes=4):
   """Learnable toy series (x, y): the class sets which channel drifts up."""
   rng = np.random.default_rng(seed)

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import run_cli, small_config
+from conftest import perturbed, run_cli, small_config
 from seqclf import export, inference
 from seqclf.data import registry, views
 from seqclf.training import checkpoint, state as state_lib
@@ -22,10 +22,7 @@ def _saved_workdir(tmp_path, **overrides):
   """A workdir holding one checkpoint of a fresh (perturbed) model."""
   config = small_config(**{'impl': 'scan', 'hidden_size': 16, **overrides})
   state = state_lib.create_train_state(config, jax.random.key(3))  # its task's shape
-  leaves, tree = jax.tree.flatten(state.params)
-  keys = jax.random.split(jax.random.key(4), len(leaves))
-  state = state.replace(params=jax.tree.unflatten(tree, [
-      p + 0.2 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]))
+  state = state.replace(params=perturbed(state.params, 4, scale=0.2))
   workdir = tmp_path / 'run'
   mngr = checkpoint.manager(workdir)
   checkpoint.save(mngr, state, config)

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, run_cli, small_config
+from conftest import REPO, perturbed, run_cli, small_config
 from seqclf import export, inference
 from seqclf.cli import inspect_data, plots
 from seqclf.data import normalization, registry, sequence_files
@@ -48,10 +48,7 @@ def series_workdir(tmp_path_factory, series_npz):
                         dataset=f'npz:{series_npz}')
   state = state_lib.create_train_state(config, jax.random.key(3),
                                    sequence_shape=(STEPS, FEATURES))
-  leaves, tree = jax.tree.flatten(state.params)
-  keys = jax.random.split(jax.random.key(4), len(leaves))
-  state = state.replace(params=jax.tree.unflatten(tree, [
-      p + 0.5 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]))
+  state = state.replace(params=perturbed(state.params, 4, scale=0.5))
   workdir = tmp_path_factory.mktemp('series') / 'run'
   mngr = checkpoint.manager(workdir)
   checkpoint.save(mngr, state, config)

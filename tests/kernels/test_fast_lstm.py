@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from conftest import needs_cpu_kernel
+from conftest import needs_cpu_kernel, normal, uniform
 from seqclf.kernels import fast_lstm, lstm_kernel
 from seqclf.nn import LSTM, LSTMClassifier
 
@@ -22,7 +22,7 @@ FAST_IMPLS = ['fused', pytest.param('kernel', marks=needs_cpu_kernel)]
 
 
 def _inputs(shape, seed=0):
-  return jax.random.normal(jax.random.key(seed), shape)
+  return normal(seed, shape)
 
 
 def _loss(model, params, x):
@@ -95,7 +95,7 @@ def test_fast_lstm_handles_initial_carry_and_extra_batch_axes(impl):
 
 @pytest.mark.slow  # bfloat16 programs compile slowly on CPU
 def test_fused_classifier_bfloat16_matches_scan():
-  x = jax.random.uniform(jax.random.key(0), (8, 6, 5))
+  x = uniform(0, (8, 6, 5))
   labels = jnp.arange(8) % 10
   kw = dict(hidden_size=16, dtype=jnp.bfloat16)
   scan, fused = LSTMClassifier(**kw), LSTMClassifier(impl='fused', **kw)

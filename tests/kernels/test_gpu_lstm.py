@@ -19,14 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from jax.extend import core as jax_core
 
-from seqclf.config import base_config
+from conftest import normal
 from seqclf.errors import ConfigError
 from seqclf.kernels import fast_lstm, gpu_lstm, paths
 from seqclf.nn import LSTM
-from seqclf.training import autotune
 
 ON_GPU = jax.default_backend() == 'gpu'
 # On the CPU the kernels are interpreted; on a GPU they run compiled.
@@ -47,11 +45,11 @@ def _float32_references():
 
 
 def _args(steps, batch, hidden, seed=0):
-  k = jax.random.split(jax.random.key(seed), 4)
-  return (jax.random.normal(k[0], (steps, batch, 4 * hidden)),
-          jax.random.normal(k[1], (hidden, 4 * hidden)) / np.sqrt(hidden),
-          0.5 * jax.random.normal(k[2], (batch, hidden)),
-          0.5 * jax.random.normal(k[3], (batch, hidden)))
+  k = 4 * seed
+  return (normal(k, (steps, batch, 4 * hidden)),
+          normal(k + 1, (hidden, 4 * hidden)) / np.sqrt(hidden),
+          0.5 * normal(k + 2, (batch, hidden)),
+          0.5 * normal(k + 3, (batch, hidden)))
 
 
 def _loss(recurrence, projected, w_h, c0, h0):
@@ -265,7 +263,7 @@ def gpu_layers(monkeypatch):
 @pytest.mark.parametrize('reverse', [False, True])
 def test_layer_matches_scan_with_lengths(gpu_layers, reverse):
   del gpu_layers
-  x = jax.random.normal(jax.random.key(0), (7, 5, 3))
+  x = normal(0, (7, 5, 3))
   seq_lengths = jnp.array([5, 0, 3, 1, 5, 2, 4])
   scan = LSTM(32, impl='scan', reverse=reverse)
   gpu = LSTM(32, impl='gpu', reverse=reverse)

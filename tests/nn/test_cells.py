@@ -5,13 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import normal, uniform
 from seqclf.nn import LSTMClassifier, cells, initializers, recurrent
 
 
 @pytest.mark.parametrize('cell_type', ['gru', 'elman'])
 def test_scan_layer_equals_step_by_step_cell(cell_type):
   layer = recurrent.RNN(recurrent.LAYERS[cell_type].cell_type(16))
-  x = jax.random.normal(jax.random.key(1), (3, 7, 5))
+  x = normal(1, (3, 7, 5))
   variables = jax.jit(layer.init)(jax.random.key(0), x)
   final, outputs = layer.apply(variables, x)
   assert outputs.shape == (3, 7, 16) and final.shape == (3, 16)
@@ -67,7 +68,7 @@ def test_classifier_cells_bidirectional_on_pixel_sequences(cell, gates):
 def test_dropout_only_in_training_and_needs_a_key():
   model = LSTMClassifier(hidden_size=8, num_layers=2, dropout_rate=0.5)
   plain = LSTMClassifier(hidden_size=8, num_layers=2)
-  x = jax.random.uniform(jax.random.key(1), (4, 28, 28))
+  x = uniform(1, (4, 28, 28))
   variables = jax.jit(model.init)(jax.random.key(0), x)
   np.testing.assert_array_equal(jax.jit(model.apply)(variables, x),
                                 jax.jit(plain.apply)(variables, x))
@@ -84,7 +85,7 @@ def test_dropout_only_in_training_and_needs_a_key():
 def test_one_layer_serves_every_cell(cell_type, layer):
   """`GRU`/`Elman` are `RNN` of their cell: same tree, values and outputs;
   the LSTM-only paths refuse other cells instead of silently scanning."""
-  x = jax.random.normal(jax.random.key(1), (3, 4, 5))
+  x = normal(1, (3, 4, 5))
   named = getattr(recurrent, layer)(8)
   generic = recurrent.RNN(recurrent.LAYERS[cell_type].cell_type(8))
   a, b = (jax.jit(m.init)(jax.random.key(0), x) for m in (named, generic))

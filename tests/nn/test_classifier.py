@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import references
+from conftest import normal, uniform
 from seqclf.nn import LSTMClassifier
 
 
@@ -30,7 +31,7 @@ def test_classifier_shapes_and_param_layout():
 def test_inputs_are_standardized_inside_the_model():
   raw = LSTMClassifier(hidden_size=8)
   std = LSTMClassifier(hidden_size=8, input_mean=0.1307, input_std=0.3081)
-  x = jax.random.uniform(jax.random.key(1), (3, 28, 28))
+  x = uniform(1, (3, 28, 28))
   params = _init(raw, x)
   std_apply, raw_apply = jax.jit(std.apply), jax.jit(raw.apply)
   np.testing.assert_allclose(std_apply(params, x),
@@ -46,7 +47,7 @@ def test_channel_statistics_standardize_each_feature_inside_the_model():
   fitted = LSTMClassifier(num_classes=4, hidden_size=8, channel_mean=mean,
                           channel_std=std)
   plain = LSTMClassifier(num_classes=4, hidden_size=8)
-  z = jax.random.normal(jax.random.key(1), (3, 7, 3))
+  z = normal(1, (3, 7, 3))
   raw = z * jnp.array(std) + jnp.array(mean)
   params = _init(plain, z)
   n = jnp.array([7, 3, 1])
@@ -74,7 +75,7 @@ def test_impute_model_reads_nan_on_every_path_and_doubles_the_width():
   from seqclf.kernels import paths  # pylint: disable=g-import-not-at-top
   kw = dict(num_classes=3, hidden_size=16, missing='impute',
             channel_mean=(1.0, 2.0), channel_std=(0.5, 4.0))
-  x = np.array(jax.random.normal(jax.random.key(2), (4, 6, 2)))
+  x = np.array(normal(2, (4, 6, 2)))
   x[0, :2, 0] = np.nan
   x[2, 3, 1] = np.nan
   n = jnp.array([6, 5, 4, 2])
@@ -124,7 +125,7 @@ def test_mean_pooling_averages_the_valid_steps_of_both_directions():
   mean of the layers run on their own."""
   kw = dict(num_classes=3, hidden_size=8, bidirectional=True)
   model = LSTMClassifier(**kw, pooling='mean')
-  x = np.array(jax.random.normal(jax.random.key(5), (3, 6, 2)))
+  x = np.array(normal(5, (3, 6, 2)))
   n = jnp.array([6, 4, 1])
   params = _init(model, x)
   logits = _logits_ignoring_padding(model, params, x, n)
@@ -146,7 +147,7 @@ def test_conv_branch_is_fcn_beside_the_recurrence_and_ignores_padding():
   lax.conv_general_dilated on each row cut to its length."""
   model = LSTMClassifier(num_classes=3, hidden_size=8, bidirectional=True,
                          conv_features=4)
-  x = np.array(jax.random.normal(jax.random.key(7), (3, 9, 2)))
+  x = np.array(normal(7, (3, 9, 2)))
   n = jnp.array([9, 5, 1])
   params = _init(model, x)
   p = params['params']
@@ -182,7 +183,7 @@ def test_input_noise_jitters_training_only_from_the_dropout_rng():
             channel_std=(50.0, 1.0))
   noisy = LSTMClassifier(**kw, input_noise=0.5)
   assert noisy.stochastic and not LSTMClassifier(**kw).stochastic
-  z = np.array(jax.random.normal(jax.random.key(6), (4, 5, 2)))
+  z = np.array(normal(6, (4, 5, 2)))
   x = z * np.array([50.0, 1.0]) + np.array([100.0, 0.0])
   params = _init(noisy, x)
   plain = jax.jit(LSTMClassifier(**kw).apply)(params, x)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from conftest import normal, perturbed
 from seqclf.errors import UsageError
 from seqclf.nn import convert, recurrent
 
@@ -23,12 +24,6 @@ CELLS = {'linen.LSTMCell': {}, 'linen.OptimizedLSTMCell': {},
          'nnx.LSTMCell': {'nnx': True},
          'nnx.OptimizedLSTMCell': {'nnx': True, 'optimized': True}}
 
-
-def _perturbed(params, seed):
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
-  return jax.tree.unflatten(tree, [
-      p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
 
 
 def _flax_rnn(name):
@@ -57,7 +52,7 @@ def _flax_rnn(name):
 def _seqclf_params():
   layer = recurrent.LSTM(HIDDEN, forget_bias=FORGET_BIAS)
   params = layer.init(jax.random.key(1), jnp.zeros((1, 2, FEATURES)))
-  return _perturbed(params['params']['cell'], 3)
+  return perturbed(params['params']['cell'], 3)
 
 
 def _assert_round_trip(back, original):
@@ -83,7 +78,7 @@ def test_seqclf_to_flax_and_back(name):
 @pytest.mark.parametrize('name', CELLS)
 def test_flax_to_seqclf_and_back(name):
   theirs, _ = _flax_rnn(name)
-  theirs = _perturbed(theirs, 4)
+  theirs = perturbed(theirs, 4)
   ours = convert.from_flax_lstm(theirs, FORGET_BIAS)
   _assert_round_trip(convert.to_flax_lstm(ours, FORGET_BIAS, **CELLS[name]),
                      theirs)
@@ -97,7 +92,7 @@ def test_mapped_weights_compute_what_seqclf_computes(name):
   """Carries and valid outputs (flax computes on past a row's length)."""
   params = _seqclf_params()
   _, run = _flax_rnn(name)
-  x = jax.random.normal(jax.random.key(5), (3, 6, FEATURES))
+  x = normal(5, (3, 6, FEATURES))
   lengths = jnp.array([6, 2, 4])
   layer = recurrent.LSTM(HIDDEN, forget_bias=FORGET_BIAS)
   carry, out = layer.apply({'params': {'cell': params}}, x,

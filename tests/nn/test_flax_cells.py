@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import normal
 from seqclf.errors import ConfigError
 from seqclf.nn import recurrent
 
@@ -27,7 +28,7 @@ CELLS = {'LSTMCell': nn.LSTMCell, 'GRUCell': nn.GRUCell,
       for name in CELLS for reverse in (False, True)
       if (name, reverse) != ('LSTMCell', True))])
 def test_a_flax_cell_runs_as_in_flax_rnn(name, reverse):
-  x = jax.random.normal(jax.random.key(1), (4, 5, 3))
+  x = normal(1, (4, 5, 3))
   lengths = jnp.array([5, 2, 1, 4])
   ours = recurrent.RNN(CELLS[name](HIDDEN))
   theirs = nn.RNN(CELLS[name](HIDDEN), return_carry=True)

@@ -65,9 +65,10 @@ def test_default_config_builds_and_trains_exactly_as_before(mnist):
                                    tx=optax.adam(config.learning_rate))
   split = jax.device_put(mnist['train'])
   idx = order_lib.train_indices(0, len(split['label']), 100, 0, 3)
-  run = jax.jit(lambda s: steps_lib.train_steps(s, split['image'], split['label'],
-                                            idx)[0].params)
-  jax.tree.map(np.testing.assert_array_equal, run(state), run(before))
+  run = jax.jit(lambda s, x, y: steps_lib.train_steps(s, x, y, idx)[0].params)
+  jax.tree.map(np.testing.assert_array_equal,
+               run(state, split['image'], split['label']),
+               run(before, split['image'], split['label']))
 
 
 def test_concat_glorot_uniform_is_the_tutorial_kernel():
@@ -166,13 +167,12 @@ def test_recipe_configs_smoke(name, mnist):
   assert budget <= 100_000
   config.update(num_train_steps=20, warmup_steps=min(config.warmup_steps, 2),
                 hidden_size=32)
-  # impl='scan': 'auto' would time every path first.
-  state = state_lib.create_train_state(config, jax.random.key(0), impl='scan')
+  state = state_lib.create_train_state(config, jax.random.key(0))
   split = jax.device_put(mnist['train'])
   idx = order_lib.train_indices(0, len(split['label']), config.batch_size,
                                      0, 20)
-  state, metrics = jax.jit(lambda s: steps_lib.train_steps(
-      s, split['image'], split['label'], idx))(state)
+  state, metrics = jax.jit(steps_lib.train_steps)(state, split['image'],
+                                                  split['label'], idx)
   loss = np.asarray(metrics['loss'])
   assert np.isfinite(loss).all()
   assert loss[-5:].mean() < loss[:5].mean(), loss

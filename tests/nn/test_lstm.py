@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import references
+from conftest import normal, uniform
 from seqclf.nn import convert
 from seqclf.nn import LSTM, LSTMCell, LSTMClassifier
 
@@ -31,7 +32,7 @@ def test_forget_bias_is_added_to_forget_gate():
 
 def test_scan_layer_equals_step_by_step_cell():
   layer = LSTM(16)
-  x = jax.random.normal(jax.random.key(1), (3, 7, 5))
+  x = normal(1, (3, 7, 5))
   variables = _init(layer, x)
   (c, h), outputs = layer.apply(variables, x)
   cell = LSTMCell(16)
@@ -46,7 +47,7 @@ def test_scan_layer_equals_step_by_step_cell():
 
 def test_jit_grad_vmap_and_unbatched_input():
   model = LSTMClassifier(hidden_size=8)
-  x = jax.random.uniform(jax.random.key(2), (4, 28, 28))
+  x = uniform(2, (4, 28, 28))
   variables = _init(model, x)
   logits = jax.jit(model.apply)(variables, x)
   np.testing.assert_allclose(model.apply(variables, x), logits, rtol=1e-5,
@@ -59,7 +60,7 @@ def test_jit_grad_vmap_and_unbatched_input():
 
 
 def test_bfloat16_compute_close_to_float32():
-  x = jax.random.uniform(jax.random.key(3), (4, 28, 28))
+  x = uniform(3, (4, 28, 28))
   variables = _init(LSTMClassifier(hidden_size=32), x)
   f32 = LSTMClassifier(hidden_size=32).apply(variables, x)
   bf16 = LSTMClassifier(hidden_size=32, dtype=jnp.bfloat16).apply(variables, x)
@@ -110,11 +111,11 @@ def test_torch_lstm_weights_map_onto_lstm_exactly():
 
 def test_scan_layer_equals_flax_optimized_lstm_cell():
   """Same outputs and gradients as flax's nn.RNN(OptimizedLSTMCell), mapped."""
-  x = jax.random.normal(jax.random.key(1), (3, 2, 7, 5))  # extra batch axis
+  x = normal(1, (3, 2, 7, 5))  # extra batch axis
   layer = LSTM(16, forget_bias=1.0)
   params = _init(layer, x)['params']
   params = jax.tree.map(
-      lambda p: p + 0.3 * jax.random.normal(jax.random.key(2), p.shape), params)
+      lambda p: p + 0.3 * normal(2, p.shape), params)
   reference = nn.RNN(nn.OptimizedLSTMCell(16), return_carry=True)
   w = jnp.sin(jnp.arange(3 * 2 * 7 * 16, dtype=jnp.float32)
               ).reshape(3, 2, 7, 16)
@@ -138,7 +139,7 @@ def test_scan_layer_equals_flax_optimized_lstm_cell():
 
 
 def _temp_bytes(layer, outputs, shape=(100, 28, 28), grad=True):
-  x = jax.random.normal(jax.random.key(0), shape)
+  x = normal(0, shape)
   params = layer.init(jax.random.key(1), x)
   f = lambda p: jnp.sum(outputs(layer.apply(p, x)) ** 2)
   compiled = jax.jit(jax.grad(f) if grad else f).lower(params).compile()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from seqclf.nn import convert
 
-from conftest import needs_cpu_kernel
+from conftest import needs_cpu_kernel, normal, perturbed, uniform
 from seqclf.errors import ConfigError
 from seqclf.kernels import lstm_kernel
 from seqclf.nn import cells, classifier, recurrent
@@ -38,18 +38,11 @@ def _layer(cell, impl, **kwargs):
   return layer[cell](HIDDEN, impl=impl, **kwargs)
 
 
-def _perturbed(params, seed=2):
-  """Non-trivial weights: every gate and the forget bias matter."""
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
-  return jax.tree.unflatten(tree, [
-      p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
-
 
 def _setup(cell, impl, shape=(5, 6, 3), **kwargs):
-  x = jax.random.normal(jax.random.key(1), shape)
+  x = normal(1, shape)
   layer = _layer(cell, impl, **kwargs)
-  params = _perturbed(jax.jit(layer.init)(jax.random.key(0), x)['params'])
+  params = perturbed(jax.jit(layer.init)(jax.random.key(0), x)['params'])
   return layer, params, x
 
 
@@ -129,7 +122,7 @@ def test_bidirectional_matches_flax_bidirectional(cell, impl):
   backward, _ = _flax_rnn(cell)
   theirs = nn.Bidirectional(forward, backward)
   variables = jax.jit(ours.init)(jax.random.key(3), x)
-  params = _perturbed(variables['params'])
+  params = perturbed(variables['params'])
   flax_params = {k: mapped(v) for k, v in params.items()}
   lengths = jnp.asarray(LENGTHS)
   out = ours.apply({'params': params}, x, seq_lengths=lengths)
@@ -173,7 +166,7 @@ def test_padded_batch_equals_each_row_alone(cell, impl, reverse):
   nothing, and gets zero input gradient."""
   layer, params, x = _setup(cell, impl)
   carry0 = jax.tree.map(
-      lambda c: 0.1 * jax.random.normal(jax.random.key(4), c.shape),
+      lambda c: 0.1 * normal(4, c.shape),
       jax.eval_shape(layer.apply, {'params': params}, x)[0])
   lengths = jnp.asarray(LENGTHS)
 
@@ -278,7 +271,7 @@ def test_bfloat16_params_initialize(cell, impl):
 def test_classifier_reads_each_rows_last_valid_step():
   """Given lengths, the logits of a padded batch are each row's alone, one
   direction or two (the reverse one read at its first step)."""
-  images = jax.random.uniform(jax.random.key(5), (3, 28, 28))
+  images = uniform(5, (3, 28, 28))
   lengths = (28, 9, 17)
   for bidirectional in (False, True):
     model = classifier.LSTMClassifier(hidden_size=16, num_layers=2,
@@ -304,13 +297,13 @@ def test_every_transform_works_or_names_the_path_that_has_it():
   """scan: forward mode and second order; fused: second order (reverse over
   reverse) equal to scan's; the custom-VJP paths under forward mode and the
   kernel's second derivative are errors that say so."""
-  x = jax.random.normal(jax.random.key(0), (3, 4, 5))
-  v = jax.random.normal(jax.random.key(1), x.shape)
+  x = normal(0, (3, 4, 5))
+  v = normal(1, x.shape)
   params = None
   losses = {}
   for impl in ('scan', 'fused', 'kernel'):
     layer = recurrent.LSTM(16, impl=impl)
-    params = params or _perturbed(layer.init(jax.random.key(2), x)['params'])
+    params = params or perturbed(layer.init(jax.random.key(2), x)['params'])
     losses[impl] = lambda x, layer=layer: _row_loss(
         *layer.apply({'params': params}, x, seq_lengths=jnp.array([4, 2, 0])))
   scan = losses['scan']

@@ -5,21 +5,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import needs_cpu_kernel
+from conftest import needs_cpu_kernel, normal, perturbed
 from seqclf import nnx as seqnnx
 
 IMPLS = ['scan', 'fused', pytest.param('kernel', marks=needs_cpu_kernel)]
 LENGTHS = np.array([6, 3, 1, 5, 2])  # of T = 6 steps
 HIDDEN = 16  # the kernel's sizes are multiples of 16
 LAYERS = {'lstm': seqnnx.LSTM, 'gru': seqnnx.GRU, 'elman': seqnnx.Elman}
-
-
-def perturbed(params, seed=2):
-  """Non-trivial weights: every gate and the forget bias matter."""
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
-  return jax.tree.unflatten(tree, [
-      p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
 
 
 def layer(cell='lstm', impl='scan', features=3, seed=0, **options):
@@ -31,7 +23,7 @@ def layer(cell='lstm', impl='scan', features=3, seed=0, **options):
 
 
 def inputs(shape=(5, 6, 3), seed=1):
-  return jax.random.normal(jax.random.key(seed), shape)
+  return normal(seed, shape)
 
 
 def valid(lengths, steps):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import run_cli, small_config, toy_series
+from conftest import run_cli, small_config, toy_series, uniform
 from seqclf import inference, train
 from seqclf import nnx as seqnnx
 from seqclf.config import base_config
@@ -67,7 +67,7 @@ def test_nnx_params_save_as_the_runs_next_step(tmp_path):
   restored, _ = checkpoint.restore(checkpoint.manager(tmp_path), state, 1)
   jax.tree.map(np.testing.assert_array_equal, restored.opt_state,
                state.opt_state)
-  x = jax.random.uniform(jax.random.key(0), (3, 28, 28))
+  x = uniform(0, (3, 28, 28))
   np.testing.assert_array_equal(*_logits(linen, params, model, x))
   with pytest.raises(UsageError, match='already holds a run'):
     inference.save_nnx_model(model, tmp_path, config=base_config())

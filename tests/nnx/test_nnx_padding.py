@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import needs_cpu_kernel
+from conftest import needs_cpu_kernel, normal
 from nnx_cases import HIDDEN, LENGTHS, assert_close, inputs, layer, valid
 
 # The full suite only: tests/nn/test_recurrent_api.py runs the same linen
@@ -37,7 +37,7 @@ def _row_loss(carry, out):
 def test_padded_batch_equals_each_row_alone(cell, impl, reverse):
   model, x = layer(cell, impl), inputs()
   shape = (5, HIDDEN)
-  carry0 = jax.random.normal(jax.random.key(4), shape) * 0.1
+  carry0 = normal(4, shape) * 0.1
   if cell == 'lstm':
     carry0 = (carry0, -carry0)
   kwargs = dict(return_carry=True, reverse=reverse, keep_order=True)

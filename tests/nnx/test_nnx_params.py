@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from flax import nnx, traverse_util
 
-from conftest import needs_cpu_kernel
-from nnx_cases import HIDDEN, assert_equal, inputs, layer, perturbed
+from conftest import needs_cpu_kernel, perturbed
+from nnx_cases import HIDDEN, assert_equal, inputs, layer
 from seqclf import nnx as seqnnx
 from seqclf.errors import UsageError
 from seqclf.nn import classifier, recurrent

@@ -4,14 +4,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from conftest import small_config
+from conftest import small_config, uniform
 from seqclf.training import state as state_lib, steps as steps_lib
 
 
 def test_eval_step_ignores_masked_examples():
   state = state_lib.create_train_state(small_config(hidden_size=8),
                                    jax.random.key(0))
-  x = jax.random.uniform(jax.random.key(1), (6, 28, 28))
+  x = uniform(1, (6, 28, 28))
   labels = jnp.arange(6) % 10
   eval_step = jax.jit(steps_lib.eval_step)
   full = eval_step(state, {'image': x[:4], 'label': labels[:4]})
