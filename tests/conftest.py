@@ -117,7 +117,7 @@ def normal(seed: int, shape: tuple[int, ...]) -> jax.Array:
   """Standard normal float32 test inputs, drawn by numpy.
 
   Not ``jax.random``: an eager draw compiles a program for each new shape (a
-  fraction of a second each), and the suite draws hundreds of shapes.
+  fraction of a second each), and the suite draws over a hundred shapes.
   """
   rng = np.random.default_rng(seed)
   return jax.numpy.asarray(rng.standard_normal(shape, np.float32))
