@@ -10,6 +10,7 @@ strings (``label_names``). Arrays are loaded without pickles;
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -77,6 +78,11 @@ def read_label_names(path: str | Path) -> list[str]:
   """``label_names`` of the ``.npz`` file ``path`` (reads its labels only)."""
   with np.load(Path(path).expanduser(), allow_pickle=False) as f:
     return label_names({k: f[k] for k in _label_keys(f.files)})
+
+
+# What numpy raises for a file it cannot read: a damaged or truncated .npz
+# is a zipfile.BadZipFile, a truncated .npy an EOFError or a ValueError.
+LOAD_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)
 
 
 def load_error(e: Exception, kind: str = 'numpy file') -> str:
@@ -159,7 +165,7 @@ def load(path: str | Path, validation_fraction: float) -> dict[str, Split]:
     raise DataError(f'{where}: no such file; set config key `dataset` to '
                     "'npz:PATH' of an existing .npz file.",
                     arg='config.dataset') from None
-  except (OSError, ValueError) as e:
+  except LOAD_ERRORS as e:
     if key and _label_keys([key]) and 'Object arrays' in str(e):
       _fail(where, f'{key} is an object array: save labels as integers or '
             f'strings (np.array(labels, dtype=str)).')

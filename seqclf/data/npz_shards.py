@@ -73,7 +73,7 @@ def _open(shard: Path) -> dict[str, np.ndarray]:
     if 'y' not in arrays:
       _fail(shard, f'no labels beside it: write {stem}_y.npy.')
     return arrays
-  except (OSError, ValueError) as e:
+  except npz.LOAD_ERRORS as e:
     _fail(shard, f'{npz.load_error(e)}.')
 
 

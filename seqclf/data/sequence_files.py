@@ -147,7 +147,7 @@ def read(path: str | Path, allow_missing: bool = False) -> list[Example]:
       with np.load(path, allow_pickle=False) as f:
         names = f.files
         arrays = {k: f[k] for k in ('x', 'lengths') if k in names}
-  except (OSError, ValueError, EOFError) as e:
+  except npz.LOAD_ERRORS as e:
     raise SequenceError(
         f'{path}: {npz.load_error(e, f"{suffix} file")}.') from None
   if 'x' not in arrays:

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import sys
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -207,8 +208,8 @@ def load_index(data_dir: Path, split: str, source: Any) -> dict[str, np.ndarray]
       index = {k: f[k] for k in f.files}
     if len(index['record']) == len(source):
       return index
-  except (OSError, ValueError, KeyError):
-    pass
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+    pass  # Missing or damaged: built again.
   index = _build_index(source)
   write_cache(path, index)
   return index

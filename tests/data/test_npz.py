@@ -167,6 +167,13 @@ def test_missing_or_unreadable_file(tmp_path):
   (tmp_path / 'text.npz').write_text('not a zip')
   with pytest.raises(DataError, match='not a readable .npz'):
     registry.load(_config(f'npz:{tmp_path}/text.npz'))
+  # Truncated (a copy cut short): zipfile's error, one line all the same.
+  x, y = toy_series(40, 4, steps=5, features=2)
+  np.savez(tmp_path / 'cut.npz', x=x, y=y)
+  with open(tmp_path / 'cut.npz', 'r+b') as f:
+    f.truncate(600)
+  with pytest.raises(DataError, match='cut.npz: not a readable .npz'):
+    registry.load(_config(f'npz:{tmp_path}/cut.npz'))
   # Sequences of different lengths, as numpy keeps them: an object array.
   ragged = np.empty(3, object)
   ragged[:] = [np.zeros((k, 2), np.float32) for k in (4, 5, 6)]

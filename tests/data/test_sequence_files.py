@@ -29,6 +29,13 @@ def _series(n, seed, steps=STEPS, features=FEATURES):
   return x, y
 
 
+def _truncated_npz(path):
+  """A valid .npz cut short, as an interrupted copy leaves it."""
+  np.savez(path, x=np.zeros((4, 5, FEATURES), np.float32))
+  with open(path, 'r+b') as f:
+    f.truncate(300)
+
+
 @pytest.fixture(scope='module')
 def series_npz(tmp_path_factory):
   """An npz dataset with lengths: (N, STEPS, FEATURES) float32, 4 classes."""
@@ -145,12 +152,15 @@ def test_fit_pads_shorter_sequences_with_their_lengths(tmp_path):
      'not T rows of F comma-separated numbers'),
     (lambda p: (p / 'f.csv').write_text('a,b,c\n'), 'no rows of numbers'),
     (lambda p: (p / 'f.npy').write_text('not numpy'), 'not a readable .npy'),
+    (lambda p: _truncated_npz(p / 'f.npz'),
+     'not a readable .npz'),
     (lambda p: (p / 'f.png').write_bytes(b''), 'not a sequence file'),
     (lambda p: np.save(p / 'f.npy', np.array([np.zeros((4, 3)), np.zeros(
         (5, 3))], object)), 'sequences of different lengths?'),
 ], ids=['width', 'transposed', 'int', 'ndim', 'nan', 'csv_nan', 'inf',
         'beyond_float32', 'no_x', 'lengths',
-        'csv_text', 'csv_empty', 'npy_junk', 'image_for_series', 'ragged'])
+        'csv_text', 'csv_empty', 'npy_junk', 'npz_truncated',
+        'image_for_series', 'ragged'])
 def test_bad_files_are_one_error_naming_the_file(tmp_path, make, message):
   make(tmp_path)
   path, = tmp_path.iterdir()

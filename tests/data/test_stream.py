@@ -148,6 +148,19 @@ def test_bad_shard_is_named(tmp_path, change, match):
   assert not npz_shards.prepared_dir(root).exists()
 
 
+def test_a_truncated_shard_is_named(tmp_path):
+  """A shard cut short (an interrupted copy): zipfile's error, one line."""
+  root = tmp_path / 'shards'
+  _shards(root, lengths=False)
+  bad = root / 'train' / 's2.npz'
+  with open(bad, 'r+b') as f:
+    f.truncate(500)
+  with pytest.raises(errors.DataError, match='not a readable numpy file') as e:
+    npz_shards.prepare(root)
+  assert str(e.value).startswith(str(bad))
+  assert not npz_shards.prepared_dir(root).exists()
+
+
 def _gaps(root, arrays):
   """NaN on valid steps of two rows of train's s0.npz that carving leaves in
   train (3 values: one row holds two), and NaN and inf past a third row's
