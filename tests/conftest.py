@@ -113,6 +113,27 @@ def tensorboard_tags(logdir: Path) -> dict[str, set[str]]:
   return tags
 
 
+@contextlib.contextmanager
+def compilation_cache_events():
+  """The names of JAX's compilation-cache events (``cache_hits``,
+  ``compile_requests_use_cache``, ...) while the block runs, in a list."""
+  from jax._src import monitoring  # pylint: disable=g-import-not-at-top
+  events = []
+  listen = lambda event, **_: events.append(event.rsplit('/', 1)[-1])
+  monitoring.register_event_listener(listen)
+  try:
+    yield events
+  finally:
+    monitoring.unregister_event_listener(listen)
+
+
+def all_from_cache(events: list[str]) -> bool:
+  """Whether every compile in ``events`` (``compilation_cache_events``')
+  asked the cache and loaded its program from there."""
+  asked = events.count('compile_requests_use_cache')
+  return bool(asked) and events.count('cache_hits') == asked
+
+
 def normal(seed: int, shape: tuple[int, ...]) -> jax.Array:
   """Standard normal float32 test inputs, drawn by numpy.
 

@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import perturbed, small_config, uniform
+from conftest import (all_from_cache, compilation_cache_events, perturbed,
+                      small_config, uniform)
 from seqclf import inference
 from seqclf.errors import ConfigError
 from seqclf.training import checkpoint, state as state_lib
@@ -45,27 +46,21 @@ def test_another_checkpoint_of_a_model_predicts_with_the_same_program():
   """The parameters are an argument of the prediction program, not
   constants in it: other parameters of the same model load the program
   from the compilation cache instead of compiling their own."""
-  from jax._src import monitoring  # pylint: disable=g-import-not-at-top
   from seqclf.nn import classifier  # pylint: disable=g-import-not-at-top
   config = small_config(hidden_size=8)
   model = classifier.from_config(config, 'scan')
   params = state_lib.create_train_state(config, jax.random.key(0),
                                         impl='scan').params
+  other = perturbed(params)
   images = uniform(0, (5, 28, 28))
-  events, probs = [], []
-  listen = lambda event, **_: events.append(event.rsplit('/', 1)[-1])
-  for p in (params, perturbed(params)):
-    events.clear()
-    monitoring.register_event_listener(listen)
-    try:
+  probs = []
+  for p in (params, other):
+    with compilation_cache_events() as events:
       probs.append(inference.predict_probabilities(model, p, images))
-    finally:
-      monitoring.unregister_event_listener(listen)
-  asked = events.count('compile_requests_use_cache')
-  assert asked and events.count('cache_hits') == asked, events
+  assert all_from_cache(events), events
   assert not np.allclose(*probs)  # other parameters, other predictions
   np.testing.assert_allclose(probs[1], jax.nn.softmax(model.apply(
-      {'params': perturbed(params)}, images)), rtol=1e-5, atol=1e-6)
+      {'params': other}, images)), rtol=1e-5, atol=1e-6)
 
 
 def test_modules_below_the_trainer_do_not_import_it():

@@ -11,7 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, small_config
+from conftest import (REPO, all_from_cache, compilation_cache_events,
+                      small_config)
 from seqclf import train
 from seqclf.training import checkpoint, state as state_lib, steps as steps_lib
 
@@ -180,24 +181,16 @@ def test_another_seed_of_a_noisy_run_compiles_nothing_new(mnist, tmp_path):
   constant in it: a second seed loads the first one's programs from the
   compilation cache (the suite's here, the CLI's for a user) instead of
   compiling its own."""
-  from jax._src import monitoring  # pylint: disable=g-import-not-at-top
   data = {k: {kk: v[:400] for kk, v in split.items()}
           for k, split in mnist.items()}
-  events = []
-  listen = lambda event, **_: events.append(event.rsplit('/', 1)[-1])
   for seed in (1, 2):
-    events.clear()
-    monitoring.register_event_listener(listen)
-    try:
+    with compilation_cache_events() as events:
       train.train_and_evaluate(
           small_config(hidden_size=8, num_train_steps=4, steps_per_call=4,
                        eval_every=4, checkpoint_every=4, eval_batch_size=200,
                        input_noise=0.3, seed=seed),
           tmp_path / str(seed), quiet=True, datasets=data)
-    finally:
-      monitoring.unregister_event_listener(listen)
-  asked = events.count('compile_requests_use_cache')
-  assert asked and events.count('cache_hits') == asked, events
+  assert all_from_cache(events), events
 
 
 def test_a_keyed_chunk_trains_as_the_key_bound_in():

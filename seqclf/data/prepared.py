@@ -13,7 +13,6 @@ import functools
 import os
 import re
 import shutil
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from seqclf.data import fashion_mnist, mnist_files, stream, timeseries
+from seqclf.data import fashion_mnist, mnist_files, npz, stream, timeseries
 from seqclf.data.mnist_builder import SeqclfMnist
 from seqclf.data.splits import SPLITS, Split, write_cache
 from seqclf.errors import ConfigError, DataError
@@ -132,7 +131,7 @@ def load_split(builder: tfds.core.GeneratorBasedBuilder, split: str) -> Split:
                   if k in f.files}
       if len(arrays['label']) == expected == len(arrays['image']):
         return arrays
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+    except (*npz.LOAD_ERRORS, KeyError):
       pass  # Damaged cache: rebuild it below.
   examples = _read_split(builder, split)
   order = np.argsort([e['id'] for e in examples])

@@ -19,14 +19,13 @@ import json
 import os
 import shutil
 import sys
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from seqclf.data import normalization, order
+from seqclf.data import normalization, npz, order
 from seqclf.data.splits import Split, write_cache
 from seqclf.errors import ConfigError, DataError
 
@@ -208,7 +207,7 @@ def load_index(data_dir: Path, split: str, source: Any) -> dict[str, np.ndarray]
       index = {k: f[k] for k in f.files}
     if len(index['record']) == len(source):
       return index
-  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+  except (*npz.LOAD_ERRORS, KeyError):
     pass  # Missing or damaged: built again.
   index = _build_index(source)
   write_cache(path, index)
