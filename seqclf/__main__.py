@@ -1,5 +1,5 @@
-"""``python -m seqclf``: the ``seqclf`` command line (``seqclf.cli.main``)."""
+"""``python -m seqclf``: the ``seqclf`` command line (``seqclf.cli``)."""
 
-from seqclf.cli.main import run
+from seqclf.cli import run
 
 run()

@@ -368,7 +368,8 @@ def check_resume(saved: dict, config: ml_collections.ConfigDict, step: int,
   (whose decay it sets), but not fall below the checkpoint's step. An
   ``npz:`` dataset may be named by another path to the same file, and
   ``normalize`` changed between ``'auto'`` and what it resolved to (the same
-  fitted statistics).
+  fitted statistics); another ``normalize`` is named without the statistics
+  it fits.
 
   Args:
     saved: the config saved with the checkpoint.
@@ -390,6 +391,8 @@ def check_resume(saved: dict, config: ml_collections.ConfigDict, step: int,
              and not (k == 'dataset' and same_dataset(*changed[k]))
              and not (k == 'normalize' and same_scaling
                       and 'auto' in changed[k])]
+  if 'normalize' in refused:  # It fits the statistics: name it alone.
+    refused = [k for k in refused if k not in ('channel_mean', 'channel_std')]
   if refused == ['data_digest']:  # The keys are the same, the data not.
     raise CheckpointError(
         f'Checkpoint {where} was trained on other data: its splits\' labels, '

@@ -48,7 +48,7 @@ from seqclf.data import normalization, order, registry, splits as splits_lib, vi
 from seqclf.data.splits import Split
 from seqclf.errors import ConfigError
 from seqclf.training import (autotune, checkpoint, hyper, loop,
-                             metric_logging, parallel, steps)
+                             metric_logging, parallel, preemption, steps)
 from seqclf.training import state as state_lib
 from seqclf.training.workdir import WorkdirLock
 
@@ -461,7 +461,8 @@ def _unit_states(config: ml_collections.ConfigDict,
 def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
              settings: Sequence[Setting], names: Sequence[str],
              seeds: Sequence[int], grid_keys: Sequence[str], train: Split,
-             evals: dict[str, Split], progress: Progress) -> dict[str, Any]:
+             evals: dict[str, Split], progress: Progress,
+             stop: preemption.StopRequest | None = None) -> dict[str, Any]:
   """Trains every (setting, seed) of one group on ``train`` in one program,
   checkpointing in ``workdir/units/UNIT``; evaluates on ``evals``.
 
@@ -481,6 +482,9 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
     evals: split name -> split to evaluate the final models on;
       ``validation`` is also evaluated every ``eval_every`` steps.
     progress: the sweep's progress line.
+    stop: the sweep's stop request (None: none); a signal it records stops
+      the unit at its next chunk boundary with a checkpoint, raising
+      ``preemption.Preempted``.
 
   Returns:
     ``{'models': [[setting index, seed], ...], 'metrics': {split: {name:
@@ -499,6 +503,9 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
           'or use a fresh workdir.', arg='workdir')
     progress.skip(len(models) * total)
     return saved
+  stop = stop or preemption.StopRequest()  # never entered: records nothing
+  if stop.signum is not None:  # It came as the last unit finished.
+    raise preemption.Preempted(stop.signum, None, str(workdir))
   udir.mkdir(parents=True, exist_ok=True)
   wall_start = time.perf_counter()
   order.check_batch_size(config.batch_size, len(train['label']))
@@ -534,6 +541,7 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
   writers = [metric_logging.ScalarWriter(_tb_dir(workdir, names[i], s, unit))
              for i, s in models]
   val, val_step = None, None
+  stop.stop_after = loop.next_boundary(first, config)
   try:
     for start, step in loop.boundaries(first, config):
       if watch and not np.asarray(states.watch['active']).any():
@@ -563,8 +571,14 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
           states = hyper.observe(
               states, jnp.asarray(sign * val[metric], jnp.float32),
               jnp.int32(patience), jnp.int32(step))
-      if step % config.checkpoint_every == 0 or step == total:
+      signum = stop.signum
+      stop.stop_after = loop.next_boundary(step, config)
+      if (step % config.checkpoint_every == 0 or step == total
+          or signum is not None):
         _save(mngr, states, config, step)
+      if signum is not None and step < total:
+        mngr.wait_until_finished()
+        raise preemption.Preempted(signum, step, str(mngr.directory))
     # The state the results are of is saved (a group whose models all
     # stopped early ends between checkpoints): `write_chosen` reads it.
     reached = int(np.asarray(states.step)[0])
@@ -822,7 +836,9 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
     stratified_folds(labels, cv, names=label_names)
   workdir = errors.writable_dir(workdir)
   spec = _spec(config, grid, num_seeds, cv, digest, samples)
-  with WorkdirLock(workdir):
+  # SIGTERM or Ctrl-C: the running unit saves at its next chunk boundary
+  # and `preemption.Preempted` is raised, as `seqclf train` stops.
+  with WorkdirLock(workdir), preemption.StopRequest() as stop:
     _check_spec(workdir, spec)
     finished = workdir / 'results.json'
     if finished.exists():
@@ -830,7 +846,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
       if 'spec' in saved and not _differ(saved['spec'], spec):
         return {**saved, 'already_finished': True}
     results = _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
-                   label_names, quiet)
+                   label_names, quiet, stop)
     results.update(spec=spec, grid_size=len(every),
                    wall_seconds=time.perf_counter() - wall_start)
     _write(workdir, results)
@@ -838,7 +854,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
 
 
 def _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
-         label_names, quiet):
+         label_names, quiet, stop):
   names = [name_of(s) for s in settings]
   groups = group_settings(config, settings)
   configs = [configured(config, settings[g[0]]) for g in groups]
@@ -863,7 +879,7 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
                 {'validation': _take(pool, part)})
                for f, part in enumerate(parts)]
     fold_outs = [run_unit(workdir, unit, gconfig, sub, sub_names, seeds,
-                          list(grid), fit, evals, progress)
+                          list(grid), fit, evals, progress, stop)
                  for unit, fit, evals in pairs]
     outs += fold_outs
     for j, i in enumerate(group):
@@ -904,7 +920,7 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
     progress.total += len(seeds) * cconfig.num_train_steps
     final = run_unit(workdir, unit, cconfig, [settings[chosen]],
                      [names[chosen]], seeds, list(grid), pool,
-                     {'test': data['test']}, progress)
+                     {'test': data['test']}, progress, stop)
     outs.append(final)
     rows[chosen]['test'] = {m: _summary(v) for m, v in
                             final['metrics']['test'].items()}

@@ -78,6 +78,11 @@ def test_export_needs_out_and_a_checkpoint(tmp_path):
                 str(tmp_path / 'o'))
   assert out.returncode == 2 and 'No checkpoint' in out.stderr
   assert 'Traceback' not in out.stderr
+  assert not (tmp_path / 'o').exists()  # created to check, then removed
+  (tmp_path / 'kept').mkdir()  # A directory the user made stays.
+  out = run_cli('export', '--workdir', str(tmp_path), '--out',
+                str(tmp_path / 'kept'))
+  assert out.returncode == 2 and (tmp_path / 'kept').is_dir()
 
 
 def test_a_permuted_pixel_model_is_given_images_everywhere(tmp_path):

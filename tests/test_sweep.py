@@ -19,7 +19,8 @@ from conftest import (REPO, run_cli, small_config, tensorboard_tags,
 from seqclf import errors, inference, sweep, train
 from seqclf.config import ConfigError
 from seqclf.data import registry
-from seqclf.training import hyper, optim, steps as steps_lib
+from seqclf.training import (checkpoint, hyper, optim, preemption,
+                             steps as steps_lib)
 
 
 def test_sweep_refuses_no_seeds_and_bad_rates(tmp_path):
@@ -448,16 +449,37 @@ def get_config():
 
 @pytest.mark.slow
 def test_sweep_killed_resumes_to_the_uninterrupted_results(tmp_path):
-  """kill -9 mid-group, then the same command: the table and every unit's
-  final parameters are bitwise those of a sweep never killed; a finished
-  sweep prints its table again without training."""
+  """SIGTERM mid-group: the unit saves where it is, exit 75 with one line,
+  no lock left; then kill -9 mid-group, then the same command: the table and
+  every unit's final parameters are bitwise those of a sweep never stopped;
+  a finished sweep prints its table again without training."""
   config = _npz_config(tmp_path, num_train_steps=300, eval_every=100,
-                       checkpoint_every=20, steps_per_call=20, log_every=20,
+                       checkpoint_every=100, steps_per_call=20, log_every=20,
                        num_layers=1)
   config_file = tmp_path / 'c.py'
   config_file.write_text(_CONFIG_FILE.format(overrides=config.to_dict()))
   env = {**os.environ, 'SEQCLF_AUTOTUNE_CACHE': str(tmp_path / 'a.json')}
   killed, whole = tmp_path / 'killed', tmp_path / 'whole'
+  proc = subprocess.Popen(_sweep_cli(killed, config_file), cwd=REPO, env=env,
+                          text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT)
+  seen = []
+  for line in proc.stdout:  # Between checkpoints: the stop saves its own.
+    seen.append(line)
+    if line.startswith('g0: step 40/'):
+      proc.send_signal(signal.SIGTERM)
+      break
+  output = ''.join(seen) + proc.stdout.read()
+  assert proc.wait(timeout=120) == 75, output
+  stopped = checkpoint.manager(killed / 'units' / 'g0',
+                               create=False).latest_step()
+  assert 40 <= stopped < 100 and stopped % 20 == 0, output
+  assert output.strip().endswith(
+      f'seqclf sweep: Stopped by SIGTERM after saving step {stopped} to '
+      f'{killed}/units/g0/checkpoints; run the same command again to '
+      'resume.'), output
+  assert 'Traceback' not in output
+  assert not (killed / 'train.lock').exists()
   proc = subprocess.Popen(_sweep_cli(killed, config_file), cwd=REPO, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 240
@@ -470,6 +492,8 @@ def test_sweep_killed_resumes_to_the_uninterrupted_results(tmp_path):
   assert proc.poll() is None, 'the sweep ended before it could be killed'
   proc.send_signal(signal.SIGKILL)
   proc.wait()
+  assert json.loads((killed / 'units' / 'g0' / 'results.json').read_text()
+                    )['resumed_from_step'] == stopped
   assert not (killed / 'results.json').exists()
   # Its curves so far were flushed: the kill lost none of them.
   boards = list((killed / 'tensorboard').glob('*/seed*/g1'))
@@ -517,6 +541,21 @@ def test_sweep_killed_resumes_to_the_uninterrupted_results(tmp_path):
       'holds another sweep (different seeds): run its own command to '
       'resume it, or use a fresh --workdir.'), other.stderr
 
+
+def test_a_stop_between_units_trains_no_further_unit(tmp_path):
+  """A signal that came while a unit finished (its evaluation, its
+  results) stops the sweep before the next unit writes anything."""
+  x, y = _series(40, 0)
+  split = {'image': x, 'label': y}
+  stop = preemption.StopRequest()
+  stop.signum = signal.SIGTERM
+  with pytest.raises(preemption.Preempted, match=re.escape(
+      f'Stopped by SIGTERM with all finished work saved in {tmp_path}; run '
+      'the same command again to resume.')):
+    sweep.run_unit(tmp_path, 'g1', small_config(), [{}], ['config'], [0], [],
+                   split, {'validation': split},
+                   sweep.Progress(1, quiet=True), stop)
+  assert not (tmp_path / 'units').exists()
 
 @pytest.mark.slow
 def test_sweep_on_cpu_devices_equals_seqclf_train(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from absl import flags
@@ -27,7 +28,14 @@ _OUT = flags.DEFINE_string(
 def main(args: list[str]) -> None:
   del args
   workdir = common.require(_WORKDIR, 'export')
-  out = writable_dir(common.require(_OUT, 'export'), 'out')
-  export.export_model(workdir, out, _STEP.value)
+  fresh = not Path(common.require(_OUT, 'export')).expanduser().exists()
+  out = writable_dir(_OUT.value, 'out')  # Checked before the work.
+  try:
+    export.export_model(workdir, out, _STEP.value)
+  except BaseException:  # Bad input or Ctrl-C: no empty --out left behind.
+    if fresh:
+      with contextlib.suppress(OSError):
+        out.rmdir()
+    raise
   print(f'Exported {Path(_OUT.value) / export.ARTIFACT} and '
         f'{Path(_OUT.value) / export.METADATA}')

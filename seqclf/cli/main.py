@@ -22,7 +22,8 @@ on stderr naming the fix, a full disk and a device out of memory
 included); 3 a diverged run; 75
 stopped by a first SIGTERM or Ctrl-C after saving a checkpoint (resume by
 running the same command); 130 (143 for SIGTERM) a second Ctrl-C, which
-stops at once, the newest complete checkpoint kept. Any other exception is a
+stops at once, the newest complete checkpoint kept, or a Ctrl-C outside
+training (loading data, timing paths, evaluating). Any other exception is a
 bug in seqclf and is shown with its traceback (exit 1).
 """
 
@@ -38,7 +39,7 @@ from types import ModuleType
 from absl import flags, logging
 
 from seqclf import errors, logs
-from seqclf.cli import common
+from seqclf.cli import common, interrupt
 from seqclf.errors import SeqclfError
 from seqclf.training.preemption import EXIT_PREEMPTED, Preempted
 
@@ -102,8 +103,8 @@ def help_text(command: str | None = None) -> str:
               'exit status: 0 done; 2 bad input (one line on stderr); 3 a '
               'diverged run; 75 stopped by SIGTERM or Ctrl-C after a '
               'checkpoint (run the same command to resume); 130 a second '
-              'Ctrl-C (stops at once); 1 a bug in seqclf (with its '
-              'traceback).']
+              'Ctrl-C (stops at once) or one before training starts; 1 a '
+              'bug in seqclf (with its traceback).']
     return '\n'.join(lines)
   module = command_module(command)
   lines = [f'usage: seqclf {command} {module.USAGE}', '', module.SUMMARY, '',
@@ -200,8 +201,21 @@ def _parse(module: ModuleType, argv: list[str]) -> list[str]:
 
 
 def run(argv: list[str] | None = None) -> None:
-  """Console-script entry point: ``seqclf COMMAND [flags] [args]``."""
+  """Console-script entry point: ``seqclf COMMAND [flags] [args]``.
+
+  Ctrl-C outside training (which ``preemption.StopRequest`` answers):
+  while loading data, timing the paths or evaluating, it is one line and
+  exit 130, not a traceback.
+  """
   argv = sys.argv if argv is None else argv
+  try:
+    _run(argv)
+  except KeyboardInterrupt:
+    interrupt.stopped(argv[1] if len(argv) > 1 and argv[1] in COMMANDS
+                      else None)
+
+
+def _run(argv: list[str]) -> None:
   _help_or_version(argv)
   if len(argv) < 2 or argv[1] not in COMMANDS:
     given = f'unknown command {argv[1]!r}; ' if len(argv) > 1 else ''

@@ -56,6 +56,7 @@ def _shards(split_dir: Path) -> list[tuple[Path, Any]]:
 
 def _open(shard: Path) -> dict[str, np.ndarray]:
   """A shard's arrays (``.npy``: memory-mapped; ``.npz``: ``x`` read on use)."""
+  path = shard  # the file being read, named if it cannot be
   try:
     if shard.suffix == '.npz':
       f = np.load(shard, allow_pickle=False)
@@ -74,7 +75,7 @@ def _open(shard: Path) -> dict[str, np.ndarray]:
       _fail(shard, f'no labels beside it: write {stem}_y.npy.')
     return arrays
   except npz.LOAD_ERRORS as e:
-    _fail(shard, f'{npz.load_error(e)}.')
+    _fail(path, f'{npz.load_error(e)}.')
 
 
 class _LazyMember:
@@ -130,10 +131,13 @@ def _scan(root: Path) -> dict[str, Any]:
         _fail(shard, f'y must be {len(x)} integer labels, got {y.dtype} of '
               f'shape {y.shape} (shards take classes 0..K-1; string labels '
               'only a single .npz file).')
+      if len(y) and y.min() < 0:  # No num_classes makes them classes.
+        _fail(shard, f'labels must be classes 0..K-1, got {int(y.min())}: '
+              'number the classes 0..K-1 (no negative labels).')
       lengths = a.get('lengths')
       if lengths is not None and (
-          lengths.shape != (len(x),) or not len(x)
-          or lengths.min() < 1 or lengths.max() > x.shape[1]):
+          lengths.shape != (len(x),) or len(x) and (
+              lengths.min() < 1 or lengths.max() > x.shape[1])):
         _fail(shard, f'lengths must be {len(x)} integers in [1, '
               f'T={x.shape[1]}].')
       steps = max(steps, x.shape[1])

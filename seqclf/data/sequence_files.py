@@ -8,7 +8,8 @@ file holds
 
 * ``.npy``: one (T, F) sequence or an (N, T, F) batch;
 * ``.npz``: array ``x``, (T, F) or (N, T, F), and optionally ``lengths``
-  (one int, or N), the valid steps of each (the rest is padding);
+  (one int for a (T, F) ``x``, N for an (N, T, F) one), the valid steps
+  of each (the rest is padding);
 * ``.csv``: one sequence, T rows of F comma-separated numbers, optionally
   after one header line.
 

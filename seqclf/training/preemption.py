@@ -31,11 +31,14 @@ def _name(signum: int) -> str:
 class Preempted(RuntimeError):
   """Training stopped on a signal after saving a checkpoint."""
 
-  def __init__(self, signum: int, step: int, directory: str):
+  def __init__(self, signum: int, step: int | None, directory: str):
+    """``step``: the step saved to ``directory``; None where the stop came
+    between pieces of work (a sweep's units), all finished ones saved there."""
     self.step = step
-    super().__init__(
-        f'Stopped by {signal.Signals(signum).name} after saving step {step} '
-        f'to {directory}; run the same command again to resume.')
+    saved = (f'after saving step {step} to {directory}' if step is not None
+             else f'with all finished work saved in {directory}')
+    super().__init__(f'Stopped by {signal.Signals(signum).name} {saved}; '
+                     'run the same command again to resume.')
 
 
 class StopRequest:

@@ -1,7 +1,9 @@
 """The command line's errors: bad input is one line and exit 2; anything else is a bug with its traceback."""
 
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -58,3 +60,31 @@ def test_cli_shows_a_bugs_traceback(tmp_path):
   assert 'Traceback (most recent call last)' in out.stderr
   assert 'ValueError: an unexpected bug' in out.stderr
   assert 'seqclf report: error:' not in out.stderr
+
+
+def test_ctrl_c_outside_training_is_one_line_and_exit_130(monkeypatch,
+                                                         capsys):
+  """Ctrl-C while a command loads data or evaluates (no StopRequest there)
+  is 128 + SIGINT with one line, not a KeyboardInterrupt traceback."""
+  with pytest.raises(SystemExit) as exit_:
+    _main_raising(monkeypatch, KeyboardInterrupt())
+  assert exit_.value.code == 130
+  assert capsys.readouterr().err == (
+      '\nseqclf report: stopped by Ctrl-C (exit status 130).\n')
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_line_and_exit_130(
+    tmp_path):
+  """Ctrl-C while JAX loads: a KeyboardInterrupt there comes out as an
+  ImportError traceback or aborts the process, so it is answered at once."""
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'seqclf', 'train', '--config=default',
+       f'--workdir={tmp_path / "run"}'], cwd=REPO, text=True,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  time.sleep(0.3)  # Python has started; JAX takes a second to load.
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=60)
+  assert proc.returncode == 130, err
+  assert err in ('\nseqclf: stopped by Ctrl-C (exit status 130).\n',
+                 '\nseqclf train: stopped by Ctrl-C (exit status 130).\n'), err
+  assert out == '' and not (tmp_path / 'run').exists()

@@ -134,6 +134,8 @@ def test_npz_shards_prepare_and_stream(tmp_path):
     (lambda x, y: (x, y.astype(str)), r'y must be 40 integer labels, got <U21 '
      r'of shape \(40,\) \(shards take classes 0..K-1; string labels only a '
      r'single .npz file\)'),
+    (lambda x, y: (x, y - 1), r'labels must be classes 0..K-1, got -1: number '
+     r'the classes 0..K-1 \(no negative labels\).'),
 ])
 def test_bad_shard_is_named(tmp_path, change, match):
   root = tmp_path / 'shards'
@@ -148,17 +150,33 @@ def test_bad_shard_is_named(tmp_path, change, match):
   assert not npz_shards.prepared_dir(root).exists()
 
 
-def test_a_truncated_shard_is_named(tmp_path):
-  """A shard cut short (an interrupted copy): zipfile's error, one line."""
+@pytest.mark.parametrize('name', ['s2.npz', 's1_y.npy'])
+def test_a_truncated_shard_is_named(tmp_path, name):
+  """A shard's file cut short (an interrupted copy): one line naming that
+  file (the labels' .npy, not its x's)."""
   root = tmp_path / 'shards'
   _shards(root, lengths=False)
-  bad = root / 'train' / 's2.npz'
+  bad = root / 'train' / name
   with open(bad, 'r+b') as f:
-    f.truncate(500)
+    f.truncate(100)
   with pytest.raises(errors.DataError, match='not a readable numpy file') as e:
     npz_shards.prepare(root)
-  assert str(e.value).startswith(str(bad))
+  assert str(e.value).startswith(f'{bad}: ')
   assert not npz_shards.prepared_dir(root).exists()
+
+
+def test_an_empty_shard_adds_nothing(tmp_path):
+  """A shard of 0 examples (with lengths, or an .npy pair) is read as
+  empty, not refused for its 0 lengths."""
+  root = tmp_path / 'shards'
+  _shards(root)
+  np.savez(root / 'train' / 's3.npz', x=np.zeros((0, 12, 3), np.float32),
+           y=np.zeros(0, np.int64), lengths=np.zeros(0, np.int64))
+  np.save(root / 'train' / 's4_x.npy', np.zeros((0, 12, 3), np.float32))
+  np.save(root / 'train' / 's4_y.npy', np.zeros(0, np.int64))
+  npz_shards.prepare(root)
+  data = registry.read(f'npz:{root}', None, 0.1, lazy=True)
+  assert len(data['train']['label']) + len(data['validation']['label']) == 160
 
 
 def _gaps(root, arrays):

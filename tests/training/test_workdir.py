@@ -142,6 +142,11 @@ def test_check_resume_takes_normalize_auto_for_what_it_resolved_to():
   with pytest.raises(errors.CheckpointError, match='normalize: checkpoint'):
     config.check_resume(saved, small_config(normalize='none', **stats), 30,
                         'W')
+  # normalize='none' also empties the statistics it fits: normalize is named.
+  with pytest.raises(errors.CheckpointError) as e:
+    config.check_resume(saved, small_config(normalize='none'), 30, 'W')
+  assert "data: normalize: checkpoint 'per_channel', now 'none'. " in str(
+      e.value)
 
 
 def test_check_resume_names_other_data_apart_from_changed_keys():
