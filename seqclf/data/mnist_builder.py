@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
-from seqclf.data import mnist_files
+from seqclf.data import dataset_info, mnist_files
 
 NUM_VALIDATION = 5000
 
@@ -37,7 +37,7 @@ class SeqclfMnist(tfds.core.GeneratorBasedBuilder):
     label = (tfds.features.ClassLabel(num_classes=10)
              if self.CLASS_NAMES is None
              else tfds.features.ClassLabel(names=self.CLASS_NAMES))
-    return tfds.core.DatasetInfo(
+    return dataset_info.DatasetInfo(
         builder=self,
         description=self.DESCRIPTION,
         features=tfds.features.FeaturesDict({

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from seqclf.data import mnist_files, npz
+from seqclf.data import dataset_info, mnist_files, npz
 from seqclf.data.splits import Split, carve
 from seqclf.errors import DataError
 
@@ -236,7 +236,7 @@ class SeqclfTimeSeries(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     shape = SHAPES[self.PROBLEM]
-    return tfds.core.DatasetInfo(
+    return dataset_info.DatasetInfo(
         builder=self,
         description=PROBLEMS[self.PROBLEM].description,
         features=tfds.features.FeaturesDict({

