@@ -92,9 +92,7 @@ def export_model(workdir: str | Path, out: str | Path,
     specs = (jax.ShapeDtypeStruct((batch, *shape), jnp.float32),)
   else:
     def logits(inputs: jax.Array, seq_lengths: jax.Array) -> jax.Array:
-      # A length past T would read outside the steps (NaN logits on some
-      # paths, with no error a served function could raise): T, all of them.
-      seq_lengths = jnp.clip(seq_lengths, 0, inputs.shape[1])
+      # The model clips lengths to [0, T] (a served function cannot raise).
       return model.apply({'params': params}, inputs, seq_lengths=seq_lengths)
 
     batch, steps = jax.export.symbolic_shape('batch, T')

@@ -368,7 +368,8 @@ def evaluate(workdir: str | Path, splits: tuple[str, ...] = ('validation',
 
   Returns:
     ``{split: metrics}`` (``steps.evaluate``'s: loss, accuracy, macro_f1,
-    balanced_accuracy, per-class precision/recall/f1, confusion, count).
+    balanced_accuracy, per-class precision/recall/f1, confusion, count);
+    no validation split for a model that trained on it (``run_data``).
   """
   model, params, config = load_model(workdir, step, quiet=quiet)
   config.data_dir = data_dir or config.data_dir
@@ -389,7 +390,9 @@ def run_data(config: ml_collections.ConfigDict,
     splits: the splits to return (every split is read for the comparison).
 
   Returns:
-    ``{split: arrays}``, as ``registry.load`` gives them.
+    ``{split: arrays}``, as ``registry.load`` gives them, without the
+    validation split where the run trained on it (a ``--cv`` chosen model):
+    its figures there would not be held out.
   """
   # registry.load's own fixes name config keys, which a trained run's
   # commands cannot take: the fix here is the run's data.
@@ -409,11 +412,14 @@ def run_data(config: ml_collections.ConfigDict,
     if e.arg == 'config.num_classes':  # labels the run cannot have seen
       raise changed from None
     raise
+  refit = False  # trained on train and validation: a --cv chosen model
   if (config.get('data_digest')
-      and config.data_digest != splits_lib.digest(data)
-      and config.data_digest != splits_lib.refit_digest(data)):
-    raise changed
-  return {name: stream.materialize(data[name]) for name in splits}
+      and config.data_digest != splits_lib.digest(data)):
+    if config.data_digest != splits_lib.refit_digest(data):
+      raise changed
+    refit = True
+  return {name: stream.materialize(data[name]) for name in splits
+          if not (refit and name == 'validation')}
 
 
 def evaluate_on(model: LSTMClassifier, params: Any,

@@ -778,6 +778,15 @@ def test_chosen_models_of_early_stopping_and_cv_hold_their_results(tmp_path,
                       'results.json').read_text())
   assert final['saved_step'] == refit['refit_steps'] and 'best_step' not in final
   assert f'for {refit["refit_steps"]} steps, its folds' in refit['table']
+  # Its validation split is training data: evaluate scores test alone.
+  out = run_cli('evaluate', '--workdir',
+                str(tmp_path / 'cv-es' / 'chosen' / 'seed0'))
+  assert out.returncode == 0, out.stderr
+  assert "note: this model trained on the validation split too" in out.stderr
+  scored = json.loads(out.stdout)
+  assert 'validation' not in scored
+  assert scored['test']['accuracy'] == pytest.approx(
+      refit['rows'][0]['test']['accuracy']['values'][0], rel=1e-6)
 
 
 def test_table_shows_a_spread_only_over_several_seeds():

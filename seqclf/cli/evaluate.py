@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from absl import flags
 
@@ -34,6 +35,10 @@ def main(args: list[str]) -> None:
   if _DATA.value is None:
     results = inference.evaluate(workdir, data_dir=_DATA_DIR.value,
                                  step=_STEP.value, quiet=True)
+    if 'validation' not in results:
+      print('note: this model trained on the validation split too (a --cv '
+            "sweep's chosen setting), so only test is held out; its folds' "
+            'validation figures are in its results.json.', file=sys.stderr)
   else:
     model, params, config = inference.load_model(workdir, _STEP.value,
                                                  quiet=True)

@@ -40,6 +40,11 @@ def main(paths: list[str]) -> None:
   out = Path(_OUT.value).expanduser() if _OUT.value else None
   if out is not None and out.suffix.lower() not in OUT_FORMATS:
     raise UsageError(f'--out {out}: give a .csv or .npz file name.')
+  if out is not None and out.exists() and any(
+      Path(p).expanduser().exists() and os.path.samefile(p, out)
+      for p in paths):
+    raise UsageError(f'--out {out} is one of the files to classify, which '
+                     'writing would replace: give another file name.')
   model, params, config = inference.load_model(
       common.require(_WORKDIR, 'predict'), _STEP.value)
   names, inputs, lengths, notes = sequence_files.predict_inputs(

@@ -149,8 +149,7 @@ def read(path: str | Path, allow_missing: bool = False) -> list[Example]:
         names = f.files
         arrays = {k: f[k] for k in ('x', 'lengths') if k in names}
   except npz.LOAD_ERRORS as e:
-    raise SequenceError(
-        f'{path}: {npz.load_error(e, f"{suffix} file")}.') from None
+    raise _unreadable(path, e) from None
   if 'x' not in arrays:
     raise SequenceError(f"{path}: needs an array 'x' (and optionally "
                         f"'lengths'), found {sorted(names)}.")
@@ -226,6 +225,12 @@ def predict_inputs(paths: Sequence[str], shape: tuple[int, int],
   return [e.name for e in examples], x, lengths, notes
 
 
+def _unreadable(path: Path, e: Exception) -> SequenceError:
+  """Why numpy could not read ``path`` (``npz.LOAD_ERRORS``), as one line."""
+  return SequenceError(
+      f'{path}: {npz.load_error(e, f"{path.suffix.lower()} file")}.')
+
+
 def labelled(path: str | Path, shape: tuple[int, int], fixed: bool,
              trained_on: str, class_names: Sequence[str], num_classes: int,
              allow_missing: bool = False) -> Split:
@@ -249,8 +254,11 @@ def labelled(path: str | Path, shape: tuple[int, int], fixed: bool,
     raise SequenceError(f'{path}: evaluate reads a labelled .npz file (x, y, '
                         'optionally lengths); predict takes unlabelled files.')
   x, lengths = fit(read(path, allow_missing), shape, fixed, trained_on)
-  with np.load(path, allow_pickle=False) as f:
-    y = f['y'] if 'y' in f.files else None
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      y = f['y'] if 'y' in f.files else None
+  except npz.LOAD_ERRORS as e:
+    raise _unreadable(path, e) from None
   if y is None or y.shape != (len(x),):
     raise SequenceError(f"{path}: needs labels 'y', one per sequence of x "
                         f'({len(x)}), found '

@@ -129,10 +129,10 @@ class LSTMClassifier(nn.Module):
     Args:
       inputs: (batch, time, features) floats.
       train: dropout between layers and input noise (need a ``'dropout'`` rng).
-      seq_lengths: (batch,) ints, each row's valid steps; the head then sees
-        each row's last valid step (and, bidirectional, the reverse
-        direction's first), or with ``pooling='mean'`` the mean over them.
-        None: every step is valid.
+      seq_lengths: (batch,) ints, each row's valid steps, clipped to
+        [0, time]; the head then sees each row's last valid step (and,
+        bidirectional, the reverse direction's first), or with
+        ``pooling='mean'`` the mean over them. None: every step is valid.
 
     Returns:
       (batch, num_classes) float32 logits.
@@ -148,6 +148,8 @@ class LSTMClassifier(nn.Module):
     layer_type = LAYERS[self.cell]
     options = {name: getattr(self, name) for name in _shared_fields(layer_type)}
 
+    if seq_lengths is not None:  # As the layers read them: past T is T.
+      seq_lengths = jnp.clip(seq_lengths, 0, inputs.shape[-2])
     x = (inputs - self.input_mean) / self.input_std
     if self.channel_mean or self.channel_std:
       x = ((x - jnp.asarray(self.channel_mean, jnp.float32))

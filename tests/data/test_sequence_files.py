@@ -6,6 +6,7 @@ import json
 import shlex
 import subprocess
 import sys
+import zipfile
 
 import jax
 import numpy as np
@@ -282,6 +283,15 @@ def test_cli_writes_predictions_to_csv_and_npz(series_workdir, tmp_path):
   assert out.returncode == 2 and out.stderr.strip() == (
       f'seqclf predict: error: --out {tmp_path}/p.txt: give a .csv or .npz '
       'file name.')
+  # An input named as --out (here by another spelling) is not replaced.
+  np.savez(tmp_path / 'c.npz', x=np.load(tmp_path / 'b.npy'))
+  kept = (tmp_path / 'c.npz').read_bytes()
+  out = run_cli('predict', '--workdir', str(series_workdir), '--out',
+                str(tmp_path / '.' / 'c.npz'), str(tmp_path / 'c.npz'))
+  assert out.returncode == 2 and out.stderr.strip() == (
+      f'seqclf predict: error: --out {tmp_path}/c.npz is one of the files '
+      'to classify, which writing would replace: give another file name.')
+  assert (tmp_path / 'c.npz').read_bytes() == kept
 
 
 def test_series_description_and_figures(series_npz, tmp_path):
@@ -412,10 +422,22 @@ def test_evaluate_on_a_labelled_file_equals_the_runs_own_split(
        rf'labels must be in \[0, {CLASSES}\), this model\'s classes'),
       (dict(x=data['image'], y=np.full(len(data['label']), 'swim')),
        r"labels \['swim'\] are not classes of this model, whose classes are "
-       r"\['0', '1', '2', '3'\]")):
+       r"\['0', '1', '2', '3'\]"),
+      (dict(x=data['image'], y=data['label'].astype(object)),
+       r'new.npz: it holds an object array')):
     np.savez(path, **arrays)
     with pytest.raises(SequenceError, match=match):
       _labelled(series_workdir, path)
+  # y's bytes damaged (x readable): a failed CRC check, one line too.
+  np.savez(path, x=data['image'], y=data['label'])
+  member = zipfile.ZipFile(path).getinfo('y.npy')
+  raw = bytearray(path.read_bytes())
+  raw[member.header_offset + 30 + len(member.filename) + len(member.extra)
+      + 130] ^= 0xFF
+  path.write_bytes(raw)
+  with pytest.raises(SequenceError, match=r'new.npz: not a readable .npz file '
+                     r'without pickles \(Bad CRC-32'):
+    _labelled(series_workdir, path)
   with pytest.raises(SequenceError, match='evaluate reads a labelled .npz'):
     _labelled(series_workdir, tmp_path / 'x.npy')
 

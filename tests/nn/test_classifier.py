@@ -242,3 +242,18 @@ def test_from_config_reads_every_classifier_field_by_name():
     assert getattr(model, name) == changed[name], name
   assert model.dtype == jnp.bfloat16 and model.impl == 'kernel'
   assert classifier.from_config(base_config(), 'scan').dtype is None
+
+
+def test_lengths_past_the_steps_read_as_all_of_them():
+  """A length above T is T and one below 0 is 0, as the layers read them:
+  not a NaN read past the end (pooling='last') nor a mean over T divided by
+  more (pooling='mean')."""
+  x = np.array(normal(6, (3, 5, 2)))
+  for pooling in ('last', 'mean'):
+    model = LSTMClassifier(num_classes=3, hidden_size=8, pooling=pooling)
+    params = _init(model, x)
+    apply = jax.jit(model.apply)
+    past = apply(params, x, seq_lengths=jnp.array([9, 3, -2]))
+    within = apply(params, x, seq_lengths=jnp.array([5, 3, 0]))
+    assert np.isfinite(past).all(), pooling
+    np.testing.assert_array_equal(past, within)
