@@ -861,7 +861,11 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
   units_per_group = cv or 1
   total = sum(len(g) * len(seeds) * c.num_train_steps * units_per_group
               for g, c in zip(groups, configs))
-  progress = Progress(total, quiet)
+  # The --cv refit, at most the longest setting's steps, counted from the
+  # start: the percentage never goes back.
+  refit_at_most = (len(seeds) * max(c.num_train_steps for c in configs)
+                   if cv else 0)
+  progress = Progress(total + refit_at_most, quiet)
   per_setting: list[dict[str, Any]] = [{} for _ in settings]
   outs = []
   for gi, (group, gconfig) in enumerate(zip(groups, configs)):
@@ -917,7 +921,7 @@ def _run(config, workdir, settings, grid, seeds, cv, monitor, raw,
       unit += f'-steps{refit_steps}'
     data = views.view_splits(cconfig, raw)
     pool = splits_lib.training_split(data)
-    progress.total += len(seeds) * cconfig.num_train_steps
+    progress.total += len(seeds) * cconfig.num_train_steps - refit_at_most
     final = run_unit(workdir, unit, cconfig, [settings[chosen]],
                      [names[chosen]], seeds, list(grid), pool,
                      {'test': data['test']}, progress, stop)

@@ -595,11 +595,15 @@ def test_sweep_on_cpu_devices_equals_seqclf_train(tmp_path):
 
 
 @pytest.mark.slow
-def test_cv_scores_folds_then_trains_the_chosen_on_all(tmp_path):
+def test_cv_scores_folds_then_trains_the_chosen_on_all(tmp_path, capsys):
   config = _npz_config(tmp_path, num_train_steps=20, eval_every=20,
                        checkpoint_every=20, num_layers=1)
-  results = sweep.run_sweep(config, tmp_path / 'w', 2, cv=3, quiet=True,
+  results = sweep.run_sweep(config, tmp_path / 'w', 2, cv=3,
                             grid={'learning_rate': [1e-9, 1e-2]})
+  # The progress counts the refit from the start: it never goes back.
+  done = [int(p) for p in re.findall(r'\| sweep (\d+)%',
+                                      capsys.readouterr().out)]
+  assert done == sorted(done) and done[-1] == 100 and done[0] < 100, done
   units = sorted(p.name for p in (tmp_path / 'w' / 'units').iterdir())
   assert units == ['final-1', 'g0-fold0', 'g0-fold1', 'g0-fold2']
   low, high = results['rows']
