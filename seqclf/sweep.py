@@ -634,9 +634,10 @@ def write_chosen(workdir: Path, unit: dict[str, Any],
   state; ``config``: the model's config with its fitted statistics) and a
   ``results.json`` of its sweep figures, so ``seqclf evaluate``,
   ``predict``, ``export``, ``report`` and ``load_model`` read it as a run's;
-  with early stopping its params are its best evaluation's. ``seqclf
-  train`` refuses to continue one (``results.json``'s ``chosen_by_sweep``):
-  with early stopping or ``--cv`` it is not a state a single run reaches.
+  with early stopping its params are its best evaluation's (the checkpoint
+  numbered by that step). ``seqclf train`` refuses to continue one
+  (``results.json``'s ``chosen_by_sweep``): with early stopping or ``--cv``
+  it is not a state a single run reaches.
 
   Args:
     workdir: the sweep's directory.
@@ -674,8 +675,11 @@ def write_chosen(workdir: Path, unit: dict[str, Any],
     shutil.rmtree(run, ignore_errors=True)  # Half written by a killed sweep.
     run = errors.writable_dir(run)
     run_mngr = checkpoint.manager(run)
+    # With early stopping its params are its best evaluation's: numbered by
+    # that step, as `seqclf train` numbers its best checkpoint.
+    saved_at = int(unit['best_step'][k]) if watch else step
     checkpoint.save(run_mngr, state_lib.TrainState(
-        step=np.int32(step), apply_fn=None, params=model(params), tx=None,
+        step=np.int32(saved_at), apply_fn=None, params=model(params), tx=None,
         opt_state=model(states.opt_state)), run_config)
     checkpoint.wait(run_mngr)
     figures = {f'{prefix}_{m}': f['values'][j]

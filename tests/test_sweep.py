@@ -750,6 +750,9 @@ def test_chosen_models_of_early_stopping_and_cv_hold_their_results(tmp_path,
   chosen = tmp_path / 'es' / 'chosen' / 'seed0'
   saved = json.loads((chosen / 'results.json').read_text())
   assert saved['best_step'] == unit['best_step'][0] < unit['saved_step']
+  # Its checkpoint is numbered by the step its parameters are of.
+  assert checkpoint.manager(chosen, create=False).all_steps() == [
+      saved['best_step']]
   best = unit_state(tmp_path / 'es', 'g0')['best_params']
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a)[0], b),
                best, _checkpoint_state(chosen)['params'])
