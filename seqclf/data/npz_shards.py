@@ -12,7 +12,9 @@ training examples are carved out, stratified by class (``splits.carve``).
 NaN on a valid step is kept, a missing value (config key ``missing`` decides
 at train time, from the counts ``stream.Writer`` records); inf there is one
 line naming the shard; NaN or inf past a row's length, never read, becomes 0.
-A failed preparation leaves no partial copy (``prepared.tmp``) behind.
+A failed preparation leaves no partial copy (``prepared.tmp``) behind; a
+shard added, removed or rewritten since (``source.json`` records each file's
+size and modification time) is one line asking for ``--force``.
 """
 
 from __future__ import annotations
@@ -209,9 +211,11 @@ def prepare(root: str | Path, validation_fraction: float = 0.1,
   root = Path(root).expanduser().resolve()
   out = prepared_dir(root)
   if (out / 'dataset_info.json').is_file() and not force:
+    _check_unchanged(root)
     return out
   if not root.is_dir():
     _fail(f'npz:{root}', 'no such directory of shards.')
+  files = _listing(root)  # before reading: a change while it runs shows
   layout = _scan(root)
   # Without a validation directory: a share of each class of train.
   carved = 'validation' not in layout['splits']
@@ -236,8 +240,46 @@ def prepare(root: str | Path, validation_fraction: float = 0.1,
                   else split)
         writer.add(target, x, y, length)
     writer.close()
-  (out / 'source.json').write_text(json.dumps({'root': str(root)}) + '\n')
+  (out / SOURCE).write_text(json.dumps({'root': str(root),
+                                        'files': files}) + '\n')
   return out
+
+
+SOURCE = 'source.json'  # DIR/prepared/source.json: the shards it was made of
+
+
+def _listing(root: Path) -> dict[str, list[int]]:
+  """Each shard file of ``root`` (``SPLIT/NAME``) with its size and
+  modification time: what ``make`` and ``rsync`` tell a changed file by,
+  without reading data larger than memory."""
+  out = {}
+  for split in SPLITS:
+    if (root / split).is_dir():
+      for f in sorted((root / split).iterdir()):
+        if f.suffix in ('.npz', '.npy'):
+          stat = f.stat()
+          out[f'{split}/{f.name}'] = [stat.st_size, stat.st_mtime_ns]
+  return out
+
+
+def _check_unchanged(root: Path) -> None:
+  """A ``DataError`` naming the shards added, removed or rewritten since
+  ``root`` was prepared: the prepared copy would train on the old ones."""
+  try:
+    saved = json.loads((prepared_dir(root) / SOURCE).read_text())['files']
+  except (OSError, ValueError, KeyError, TypeError):
+    return  # prepared by an older seqclf: not recorded
+  now = _listing(root)
+  changes = [f'{k} {what}' for what, keys in (
+      ('added', now.keys() - saved.keys()),
+      ('removed', saved.keys() - now.keys()),
+      ('rewritten', {k for k in now.keys() & saved.keys()
+                     if now[k] != saved[k]})) for k in sorted(keys)]
+  if changes:
+    more = f' and {len(changes) - 3} more' if len(changes) > 3 else ''
+    _fail(f'npz:{root}', f'shards changed since they were prepared '
+          f'({", ".join(changes[:3])}{more}): run '
+          f'`{prepare_command(root)} --force` to prepare them again.')
 
 
 def builder(root: str | Path) -> Any:
@@ -246,6 +288,7 @@ def builder(root: str | Path) -> Any:
   root = Path(root).expanduser().resolve()
   out = prepared_dir(root)
   stream.check_prepared(out, f'npz:{root}', prepare_command(root))
+  _check_unchanged(root)
   return tfds.builder_from_directory(str(out))
 
 

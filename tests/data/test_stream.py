@@ -2,6 +2,7 @@
 run, exact resume, npz shard directories, the placement rule."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -163,6 +164,36 @@ def test_a_truncated_shard_is_named(tmp_path, name):
     npz_shards.prepare(root)
   assert str(e.value).startswith(f'{bad}: ')
   assert not npz_shards.prepared_dir(root).exists()
+
+
+def test_shards_changed_since_preparing_are_named(tmp_path):
+  """A shard added, rewritten or removed after prepare-data would leave the
+  prepared copy training on the old ones: one line asking for --force."""
+  root = tmp_path / 'shards'
+  arrays = _shards(root)
+  npz_shards.prepare(root)
+  extra = root / 'train' / 's9.npz'
+  np.savez(extra, x=arrays['train'][0][0][:5], y=arrays['train'][0][1][:5])
+  fix = f'run `seqclf prepare-data --dataset=npz:{root} --force`'
+  for read in (lambda: npz_shards.prepare(root),
+               lambda: registry.read(f'npz:{root}', None, 0.1, lazy=True)):
+    with pytest.raises(errors.DataError, match=re.escape(
+        'shards changed since they were prepared (train/s9.npz added): '
+        + fix)):
+      read()
+  extra.unlink()
+  registry.read(f'npz:{root}', None, 0.1, lazy=True)  # as prepared again
+  with np.load(root / 'test' / 's0.npz') as f:
+    np.savez(root / 'test' / 's0.npz', x=f['x'], y=(f['y'] + 1) % 3)
+  (root / 'train' / 's1_y.npy').unlink()
+  with pytest.raises(errors.DataError, match=re.escape(
+      '(train/s1_y.npy removed, test/s0.npz rewritten)')):
+    npz_shards.prepare(root)
+  np.save(root / 'train' / 's1_y.npy', arrays['train'][1][1])
+  npz_shards.prepare(root, force=True)
+  data = registry.read(f'npz:{root}', None, 0.1)
+  np.testing.assert_array_equal(data['test']['label'][:30],
+                                (arrays['test'][0][1] + 1) % 3)
 
 
 def test_an_empty_shard_adds_nothing(tmp_path):
