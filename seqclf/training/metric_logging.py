@@ -127,17 +127,20 @@ class MetricLogger:
 
 
 def _drop_records_after(path: Path, step: int) -> None:
-  """Forgets records past ``step``: a resumed run logs those steps again.
+  """Forgets records past ``step``, and the test result: a resumed run logs
+  those steps again, and its own result when it ends.
 
   Without this, a run killed after its last checkpoint would leave the
-  re-trained steps twice in ``metrics.jsonl`` (and in its plots).
+  re-trained steps twice in ``metrics.jsonl`` (and in its plots), and a
+  finished run trained on would keep its old result beside the new one.
   """
   if not path.exists():
     return
   keep = []
   for line in path.read_text(encoding='utf-8').splitlines():
     try:
-      if json.loads(line)['step'] <= step:
+      record = json.loads(line)
+      if record['step'] <= step and record.get('kind') != 'test':
         keep.append(line)
     except (ValueError, KeyError):
       pass  # A line cut short by a kill: drop it.

@@ -1,5 +1,7 @@
 """seqclf.training.metric_logging: what a kill -9 leaves of the logs."""
 
+import json
+
 from conftest import tensorboard_tags
 from seqclf.training import metric_logging
 
@@ -25,3 +27,22 @@ def test_writers_opened_in_one_second_keep_their_own_files(tmp_path):
     writer.close()
   assert len(list(tmp_path.glob('events.out.tfevents.*'))) == 2
   assert set(tensorboard_tags(tmp_path)) == {'a', 'b'}
+
+
+def test_a_resume_forgets_the_steps_it_trains_again_and_the_old_result(
+    tmp_path):
+  """Records past the resumed step are logged again, and a finished run
+  trained on ends with its own test result: neither is kept twice."""
+  logger = metric_logging.MetricLogger(tmp_path, 20, 0, quiet=True)
+  for step, kind in ((10, 'train'), (10, 'validation'), (15, 'train'),
+                     (20, 'train'), (20, 'validation'), (20, 'test')):
+    logger.write(step, kind, {'loss': 1.0})
+  logger.close()
+  metric_logging.MetricLogger(tmp_path, 30, 20, quiet=True).close()
+  kept = [json.loads(line) for line in
+          (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert [(r['step'], r['kind']) for r in kept] == [
+      (10, 'train'), (10, 'validation'), (15, 'train'), (20, 'train'),
+      (20, 'validation')]  # the finished run's result is gone
+  metric_logging.MetricLogger(tmp_path, 30, 10, quiet=True).close()
+  assert len((tmp_path / 'metrics.jsonl').read_text().splitlines()) == 2
