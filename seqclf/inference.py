@@ -78,6 +78,14 @@ def which_checkpoint(workdir: str | Path, step: int | None = None
   if step is None and best is not None:
     return best_mngr, best, f'the best checkpoint {best_mngr.directory}/{best}'
   if step is None:
+    latest = mngr.latest_step()
+    progress = checkpoint.saved_progress(mngr, latest) if latest else None
+    lost = (progress or {}).get('best_step')
+    if lost is not None:  # Deleted or never copied: not served unsaid.
+      print(f'warning: {mngr.directory}/{latest} names best step {lost}, '
+            f'which {mngr.directory}/{checkpoint.BEST_DIR} lacks: using the '
+            f'latest checkpoint, step {latest}, instead (restore the best '
+            'one there to use it).', file=sys.stderr)
     return mngr, None, f'the latest checkpoint in {mngr.directory}'
   if step in mngr.all_steps():
     return mngr, step, f'checkpoint {mngr.directory}/{step}'

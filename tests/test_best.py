@@ -106,6 +106,14 @@ def test_best_kept_while_newer_rotate_early_stop_and_inference(
   shown = json.loads(out.stdout)
   assert shown['checkpoint'].endswith('checkpoints/50'), out.stderr
   assert shown['test']['loss'] == pytest.approx(results['last_test_loss'])
+  # The best checkpoint deleted: the latest is read, not without a word.
+  shutil.rmtree(tmp_path / 'checkpoints' / 'best')
+  capsys.readouterr()
+  inference.load_model(tmp_path, quiet=True)
+  assert capsys.readouterr().err == (
+      f'warning: {tmp_path}/checkpoints/50 names best step 20, which '
+      f'{tmp_path}/checkpoints/best lacks: using the latest checkpoint, step '
+      '50, instead (restore the best one there to use it).\n')
 
 
 @pytest.mark.slow
