@@ -19,6 +19,8 @@ import json
 import os
 import shutil
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -457,8 +459,25 @@ class TrainStream:
       if not flags.FLAGS.is_parsed():  # grain's workers read absl flags;
         flags.FLAGS.mark_as_parsed()   # seqclf's commands parse their own.
       it = it.mp_prefetch(grain.MultiprocessingOptions(
-          num_workers=self.workers, per_worker_buffer_size=prefetch))
+          num_workers=self.workers, per_worker_buffer_size=prefetch),
+                          worker_init_fn=exit_with_parent)
     return iter(it)
+
+
+def exit_with_parent(worker_index: int, worker_count: int) -> None:
+  """A grain worker's start: it exits once its parent is gone. A trainer
+  killed with kill -9 cannot stop its workers, which would otherwise idle
+  on, holding their memory, until the machine restarts."""
+  del worker_index, worker_count
+  parent = os.getppid()
+
+  def watch() -> None:
+    while os.getppid() == parent:  # An orphan is adopted by another.
+      time.sleep(1.0)
+    os._exit(0)  # pylint: disable=protected-access
+
+  threading.Thread(target=watch, name='seqclf-parent-watch',
+                   daemon=True).start()
 
 
 def check_prepared(path: Path, what: str, command: str) -> None:

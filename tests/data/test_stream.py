@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -364,19 +365,48 @@ def _cli(workdir, root, steps):
           '--config.impl=scan', '--config.data_placement=stream']
 
 
+def _stat(pid):
+  """(state, parent pid) of a process, from Linux's /proc; None once gone."""
+  try:
+    fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+  except OSError:
+    return None
+  return fields[0], int(fields[1])
+
+
+def _children(pid):
+  return [int(p.name) for p in Path('/proc').iterdir()
+          if p.name.isdigit() and (_stat(p.name) or ('', 0))[1] == pid]
+
+
+def _running(pid):
+  """Whether ``pid`` runs (a zombie has ended, awaiting its reaper)."""
+  stat = _stat(pid)
+  return stat is not None and stat[0] != 'Z'
+
+
 @pytest.mark.slow
 def test_streamed_run_resumes_exactly_after_kill_9(prepared_shards, tmp_path):
+  """Killed while grain worker processes read for it: they exit too, and
+  the resumed run (on threads) equals one never killed."""
   steps = 60
   killed = tmp_path / 'killed'
-  proc = subprocess.Popen(_cli(killed, prepared_shards, steps), cwd=REPO,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  proc = subprocess.Popen(
+      _cli(killed, prepared_shards, steps) + ['--config.data_workers=1'],
+      cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   deadline = time.monotonic() + 120
   while not (killed / 'checkpoints' / '10').exists():
     assert proc.poll() is None and time.monotonic() < deadline, (
         proc.stderr.read().decode()[-2000:] if proc.poll() is not None else '')
     time.sleep(0.05)
+  workers = _children(proc.pid)
+  assert workers  # grain's worker (and multiprocessing's resource tracker)
   os.kill(proc.pid, signal.SIGKILL)
   proc.wait()
+  deadline = time.monotonic() + 30
+  while any(_running(w) for w in workers):
+    assert time.monotonic() < deadline, 'grain workers outlived their trainer'
+    time.sleep(0.2)
   mngr = checkpoint.manager(killed, create=False)
   stopped = mngr.latest_step()
   assert stopped is not None and stopped < steps
