@@ -359,6 +359,16 @@ def same_dataset(saved: str, now: str) -> bool:
     return False
 
 
+def moved(saved: dict, now: dict) -> bool:
+  """Whether two configs' ``npz:`` data, named by different paths, is one
+  data moved: the same ``data_digest`` (labels, lengths, shapes)."""
+  prefix = registry.NPZ_PREFIX
+  return (saved['dataset'].startswith(prefix)
+          and now['dataset'].startswith(prefix)
+          and bool(now.get('data_digest'))
+          and saved.get('data_digest') == now['data_digest'])
+
+
 def check_resume(saved: dict, config: ml_collections.ConfigDict, step: int,
                  where: str) -> list[str]:
   """What a resume of checkpoint ``where`` with ``config`` changes.
@@ -366,7 +376,8 @@ def check_resume(saved: dict, config: ml_collections.ConfigDict, step: int,
   Keys absent from ``saved`` (added to seqclf after it was written) are not
   compared. ``num_train_steps`` may grow, unless ``lr_schedule='cosine'``
   (whose decay it sets), but not fall below the checkpoint's step. An
-  ``npz:`` dataset may be named by another path to the same file, and
+  ``npz:`` dataset may be named by another path to the same file, or to the
+  same data moved (``moved``: the same ``data_digest``), and
   ``normalize`` changed between ``'auto'`` and what it resolved to (the same
   fitted statistics); another ``normalize`` is named without the statistics
   it fits.
@@ -388,7 +399,8 @@ def check_resume(saved: dict, config: ml_collections.ConfigDict, step: int,
   # statistics, compared as model keys, say whether it changed.
   same_scaling = not {'channel_mean', 'channel_std'} & set(changed)
   refused = [k for k in changed if k not in RESUMABLE_KEYS
-             and not (k == 'dataset' and same_dataset(*changed[k]))
+             and not (k == 'dataset' and (
+                 same_dataset(*changed[k]) or moved(saved, now)))
              and not (k == 'normalize' and same_scaling
                       and 'auto' in changed[k])]
   if 'normalize' in refused:  # It fits the statistics: name it alone.

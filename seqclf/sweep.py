@@ -43,7 +43,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from seqclf import errors
-from seqclf.config import base_config, same_dataset, validate
+from seqclf.config import base_config, moved, same_dataset, validate
 from seqclf.data import normalization, order, registry, splits as splits_lib, views
 from seqclf.data.splits import Split
 from seqclf.errors import ConfigError
@@ -717,9 +717,14 @@ def _differ(saved: dict[str, Any], spec: dict[str, Any]) -> list[str]:
   out = [k for k in spec
          if k != 'config' and k in saved and saved[k] != spec[k]]
   config = saved.get('config', {})
+  # npz data moved: another path, the same digest (``config.moved``).
+  data = lambda c, s: {'dataset': c.get('dataset', ''), 'data_digest':
+                       s.get('data')}
   return out + [f'config.{k}' for k, v in spec['config'].items()
                 if k in config and config[k] != v
-                and not (k == 'dataset' and same_dataset(config[k], v))]
+                and not (k == 'dataset' and (
+                    same_dataset(config[k], v)
+                    or moved(data(config, saved), data(spec['config'], spec))))]
 
 
 def _check_spec(workdir: Path, spec: dict[str, Any]) -> None:

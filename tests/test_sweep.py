@@ -228,6 +228,19 @@ def test_a_sweep_on_changed_data_is_another_sweep(tmp_path, monkeypatch):
   config.dataset = 'npz:d.npz'
   assert sweep.run_sweep(config, tmp_path / 'sw', 1, quiet=True)[
       'already_finished']
+  # The file moved (its old path gone): the same data by its digest (back
+  # in the files), the same sweep.
+  for name in ('sweep.json', 'results.json'):
+    saved = json.loads((tmp_path / 'sw' / name).read_text())
+    (saved if name == 'sweep.json' else saved['spec'])['data'] = first[
+        'spec']['data']
+    (tmp_path / 'sw' / name).write_text(json.dumps(saved))
+  arrays['y_test'][0] = (arrays['y_test'][0] - 1) % 3  # as it was
+  np.savez(tmp_path / 'e.npz', **arrays)
+  (tmp_path / 'd.npz').unlink()
+  config.dataset = f'npz:{tmp_path / "e.npz"}'
+  assert sweep.run_sweep(config, tmp_path / 'sw', 1, quiet=True)[
+      'already_finished']
 
 
 def test_parse_grid_types_values_and_refuses_bad_input():

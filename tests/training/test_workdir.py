@@ -130,6 +130,22 @@ def test_check_resume_refuses_model_optimizer_and_data_changes():
   assert config.check_resume(saved, small_config(dropout_rate=0.5), 30, 'W') == []
 
 
+def test_check_resume_takes_moved_npz_data_by_its_digest():
+  """npz data at another path (the old one gone) is the data the checkpoint
+  trained on where its digest is the same; other data, or no digest, not."""
+  saved = json.loads(json.dumps(small_config(
+      dataset='npz:/old/d.npz', data_digest='aaaa').to_dict()))
+  notes = config.check_resume(
+      saved, small_config(dataset='npz:/new/d.npz', data_digest='aaaa'), 30,
+      'W')
+  assert notes == ["dataset: 'npz:/old/d.npz' -> 'npz:/new/d.npz'"]
+  for digests in (('aaaa', 'bbbb'), ('', '')):
+    saved['data_digest'] = digests[0]
+    with pytest.raises(errors.CheckpointError, match='dataset: checkpoint'):
+      config.check_resume(saved, small_config(
+          dataset='npz:/new/d.npz', data_digest=digests[1]), 30, 'W')
+
+
 def test_check_resume_takes_normalize_auto_for_what_it_resolved_to():
   stats = dict(channel_mean=(1.0, 2.0), channel_std=(3.0, 4.0))
   saved = json.loads(json.dumps(small_config(normalize='per_channel',
