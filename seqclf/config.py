@@ -403,7 +403,8 @@ def check_resume(saved: dict, config: ml_collections.ConfigDict, step: int,
                  same_dataset(*changed[k]) or moved(saved, now)))
              and not (k == 'normalize' and same_scaling
                       and 'auto' in changed[k])]
-  if 'normalize' in refused:  # It fits the statistics: name it alone.
+  if {'normalize', 'data_digest'} & set(refused):  # What fits the
+    # statistics (the setting, the data) is named alone, not their values.
     refused = [k for k in refused if k not in ('channel_mean', 'channel_std')]
   if refused == ['data_digest']:  # The keys are the same, the data not.
     raise CheckpointError(

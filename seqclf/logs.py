@@ -95,3 +95,11 @@ def not_disk_full(record: logging.LogRecord) -> bool:
   ``DiskFullError``; the CLI installs it on absl's logger."""
   return not (disk_full(record.exc_info[1]) if record.exc_info
               else 'No space left on device' in str(record.msg))
+
+
+def not_unfinished_step(record: logging.LogRecord) -> bool:
+  """A logging filter: False for orbax's warning that it removes a step
+  directory a kill -9 left unfinished, which a resume expects (it never
+  lists such a step); the CLI installs it on absl's logger."""
+  return not str(record.msg).startswith(
+      'Attempted to create temporary directory')

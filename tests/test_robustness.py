@@ -401,3 +401,22 @@ def test_unwritable_workdir(tmp_path):
                 str(blocker / 'run'))
   assert out.returncode == 2 and 'error' in out.stderr, out.stderr
   assert 'Traceback' not in out.stderr
+
+
+def test_a_step_a_kill_left_unfinished_is_redone_without_orbax_warning(
+    tmp_path):
+  """The temporary directory of a step being written when kill -9 came is
+  never listed; saving that step again, orbax removes it with a warning
+  that only the resume's own line should replace."""
+  workdir = tmp_path / 'run'
+  args = ['train', '--config', 'configs/default.py', '--workdir',
+          str(workdir), '--noreport', '--quiet',
+          *(f'--config.{k}={v}' for k, v in {
+              **SMALL, 'hidden_size': 8, 'num_train_steps': 10}.items())]
+  assert run_cli(*args).returncode == 0
+  (workdir / 'results.json').unlink()
+  (workdir / 'checkpoints' / '20.orbax-checkpoint-tmp').mkdir()
+  out = run_cli(*args[:-1], '--config.num_train_steps=20', process=True)
+  assert out.returncode == 0, out.stderr
+  assert 'Attempted to create temporary directory' not in out.stderr
+  assert checkpoint.manager(workdir, create=False).latest_step() == 20

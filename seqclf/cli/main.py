@@ -233,6 +233,7 @@ def _run(argv: list[str]) -> None:
   # orbax's own reports of them, at any time, would bury it.
   logs.drop_abandoned_reads()
   logging.get_absl_logger().addFilter(logs.not_disk_full)
+  logging.get_absl_logger().addFilter(logs.not_unfinished_step)
   if hasattr(module, 'COMPILATION_CACHE'):
     common.enable_compilation_cache(module.COMPILATION_CACHE.value)
   try:

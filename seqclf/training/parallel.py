@@ -347,6 +347,8 @@ def setup(mode: str, batch_size: int) -> DataParallel:
         f'batch_size={batch_size} does not divide by the {len(devices)} '
         f"devices of parallelism='{mode}': set config key `batch_size` to a "
         f'multiple of {len(devices)}'
+        + (', `cpu_devices` to a number that divides it'
+           if jax.default_backend() == 'cpu' else '')
         + (", or `parallelism` to 'single'." if jax.process_count() == 1
            else ' (every process holds its devices\' part of each batch).'),
         arg='config.batch_size')

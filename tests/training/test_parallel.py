@@ -218,7 +218,8 @@ def test_batch_must_divide_by_device_count(runs):
   for mode in ('pmap', 'sharded'):
     error = json.loads((runs / f'out_bad_{mode}.json').read_text())['error']
     assert 'batch_size=6 does not divide by the 4 devices' in error
-    assert 'multiple of 4' in error
+    assert ('multiple of 4, `cpu_devices` to a number that divides it, or '
+            "`parallelism` to 'single'.") in error
 
 
 def test_unknown_parallelism_is_rejected():

@@ -169,6 +169,10 @@ def test_check_resume_names_other_data_apart_from_changed_keys():
   saved = json.loads(json.dumps(small_config(data_digest='aaaa').to_dict()))
   with pytest.raises(errors.CheckpointError, match='trained on other data'):
     config.check_resume(saved, small_config(data_digest='bbbb'), 30, 'W')
+  # Other data fits other statistics: still named as other data.
+  with pytest.raises(errors.CheckpointError, match='trained on other data'):
+    config.check_resume(saved, small_config(
+        data_digest='bbbb', channel_mean=(1.0,), channel_std=(2.0,)), 30, 'W')
   with pytest.raises(errors.CheckpointError,
                      match="data_digest: checkpoint 'aaaa'.*seed: checkpoint"):
     config.check_resume(saved, small_config(data_digest='bbbb', seed=1), 30,
