@@ -23,7 +23,8 @@ import numpy as np
 
 from seqclf import errors
 from seqclf.config import check_resume, validate
-from seqclf.data import normalization, order, registry, stream, views
+from seqclf.data import (normalization, npz_shards, order, registry, stream,
+                         views)
 from seqclf.data.splits import Split
 from seqclf.kernels import paths
 from seqclf.training import (autotune, best as best_lib, checkpoint, loop,
@@ -63,6 +64,18 @@ def train_and_evaluate(
   """
   wall_start = time.perf_counter()
   config = validate(config)
+  # A shard directory's prepared copy is not prepared again while it is read.
+  reading = (npz_shards.reading(config.dataset[len(registry.NPZ_PREFIX):])
+             if datasets is None and registry.is_shard_dir(config.dataset)
+             else contextlib.nullcontext())
+  with reading:
+    return _checked_and_trained(config, workdir, quiet, datasets, wall_start)
+
+
+def _checked_and_trained(config: ml_collections.ConfigDict,
+                         workdir: str | Path, quiet: bool,
+                         datasets: dict[str, Split] | None,
+                         wall_start: float) -> dict[str, Any]:
   # Every check of the config against the data, and the one decision of
   # `impl`, run before anything is written: bad input leaves no workdir.
   dp = parallel.setup(config.parallelism, config.batch_size)

@@ -19,7 +19,10 @@ size and modification time) is one line asking for ``--force``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,6 +218,11 @@ def prepare(root: str | Path, validation_fraction: float = 0.1,
     return out
   if not root.is_dir():
     _fail(f'npz:{root}', 'no such directory of shards.')
+  with _preparing(root):
+    return _prepare(root, out, validation_fraction)
+
+
+def _prepare(root: Path, out: Path, validation_fraction: float) -> Path:
   files = _listing(root)  # before reading: a change while it runs shows
   layout = _scan(root)
   # Without a validation directory: a share of each class of train.
@@ -280,6 +288,50 @@ def _check_unchanged(root: Path) -> None:
     _fail(f'npz:{root}', f'shards changed since they were prepared '
           f'({", ".join(changes[:3])}{more}): run '
           f'`{prepare_command(root)} --force` to prepare them again.')
+
+
+LOCK = 'prepared.lock'  # DIR/prepared.lock: held while DIR/prepared is read
+
+
+def _lock_fd(root: Path) -> int | None:
+  try:
+    return os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError:  # A read-only DIR: nobody can prepare it again either.
+    return None
+
+
+@contextlib.contextmanager
+def reading(root: str | Path) -> Iterator[None]:
+  """Held by a run for as long as it reads ``root``'s prepared copy (a
+  shared ``flock``: runs read at once), so that preparing it again refuses
+  rather than replace the files under the run; waits for a preparation
+  running now. The kernel drops the lock of a process however it ends."""
+  fd = _lock_fd(Path(root).expanduser().resolve())
+  try:
+    if fd is not None:
+      fcntl.flock(fd, fcntl.LOCK_SH)
+    yield
+  finally:
+    if fd is not None:
+      os.close(fd)
+
+
+@contextlib.contextmanager
+def _preparing(root: Path) -> Iterator[None]:
+  """The exclusive side of ``reading``: a one-line ``DataError`` while a run
+  reads the prepared copy."""
+  fd = _lock_fd(root)
+  try:
+    if fd is not None:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        _fail(f'npz:{root}', 'a run is reading its prepared copy now: run '
+              f'`{prepare_command(root)} --force` again once it ends.')
+    yield
+  finally:
+    if fd is not None:
+      os.close(fd)
 
 
 def builder(root: str | Path) -> Any:

@@ -197,6 +197,28 @@ def test_shards_changed_since_preparing_are_named(tmp_path):
                                 (arrays['test'][0][1] + 1) % 3)
 
 
+def test_a_prepared_copy_being_read_is_not_prepared_again(tmp_path,
+                                                         monkeypatch):
+  """prepare-data --force while a run reads the prepared copy would swap
+  its files under it (its final evaluation read the new ones): refused in
+  one line while a run holds it; a run holds it for its whole length."""
+  root = tmp_path / 'shards'
+  _shards(root)
+  npz_shards.prepare(root)
+  refused = re.escape(
+      f'npz:{root}: a run is reading its prepared copy now: run '
+      f'`seqclf prepare-data --dataset=npz:{root} --force` again once it '
+      'ends.')
+  with npz_shards.reading(root), npz_shards.reading(root):  # runs share it
+    with pytest.raises(errors.DataError, match=refused):
+      npz_shards.prepare(root, force=True)
+  npz_shards.prepare(root, force=True)
+  monkeypatch.setattr(train, '_checked_and_trained',
+                      lambda *_: npz_shards.prepare(root, force=True))
+  with pytest.raises(errors.DataError, match=refused):
+    train.train_and_evaluate(_config(root), tmp_path / 'run')
+
+
 def test_an_empty_shard_adds_nothing(tmp_path):
   """A shard of 0 examples (with lengths, or an .npy pair) is read as
   empty, not refused for its 0 lengths."""
