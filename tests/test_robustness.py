@@ -403,6 +403,7 @@ def test_unwritable_workdir(tmp_path):
   assert 'Traceback' not in out.stderr
 
 
+@pytest.mark.slow
 def test_a_step_a_kill_left_unfinished_is_redone_without_orbax_warning(
     tmp_path):
   """The temporary directory of a step being written when kill -9 came is
