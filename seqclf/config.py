@@ -359,14 +359,14 @@ def same_dataset(saved: str, now: str) -> bool:
     return False
 
 
-def moved(saved: dict, now: dict) -> bool:
-  """Whether two configs' ``npz:`` data, named by different paths, is one
-  data moved: the same ``data_digest`` (labels, lengths, shapes)."""
+def moved(saved: str, now: str, saved_digest: str | None,
+          now_digest: str | None) -> bool:
+  """Whether ``npz:`` data named by two paths (config key ``dataset``) is
+  one data moved: the same digest (``splits.digest``: labels, lengths,
+  shapes), where there is one."""
   prefix = registry.NPZ_PREFIX
-  return (saved['dataset'].startswith(prefix)
-          and now['dataset'].startswith(prefix)
-          and bool(now.get('data_digest'))
-          and saved.get('data_digest') == now['data_digest'])
+  return (saved.startswith(prefix) and now.startswith(prefix)
+          and bool(now_digest) and saved_digest == now_digest)
 
 
 def check_resume(saved: dict, config: ml_collections.ConfigDict, step: int,
@@ -400,7 +400,9 @@ def check_resume(saved: dict, config: ml_collections.ConfigDict, step: int,
   same_scaling = not {'channel_mean', 'channel_std'} & set(changed)
   refused = [k for k in changed if k not in RESUMABLE_KEYS
              and not (k == 'dataset' and (
-                 same_dataset(*changed[k]) or moved(saved, now)))
+                 same_dataset(*changed[k]) or moved(
+                     *changed[k], saved.get('data_digest'),
+                     now.get('data_digest'))))
              and not (k == 'normalize' and same_scaling
                       and 'auto' in changed[k])]
   if {'normalize', 'data_digest'} & set(refused):  # What fits the

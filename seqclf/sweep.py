@@ -712,19 +712,17 @@ def _spec(config: ml_collections.ConfigDict, grid: dict[str, list[Any]],
 
 def _differ(saved: dict[str, Any], spec: dict[str, Any]) -> list[str]:
   """The parts of ``spec`` that a saved sweep's differ in. Keys absent from
-  ``saved`` (added to seqclf after it was written) are not compared, as
-  ``check_resume`` does for a run."""
+  ``saved`` (added to seqclf after it was written) are not compared, and an
+  ``npz:`` path to the same data (``same_dataset``, ``moved``) is the same,
+  as ``check_resume`` does for a run."""
   out = [k for k in spec
          if k != 'config' and k in saved and saved[k] != spec[k]]
   config = saved.get('config', {})
-  # npz data moved: another path, the same digest (``config.moved``).
-  data = lambda c, s: {'dataset': c.get('dataset', ''), 'data_digest':
-                       s.get('data')}
   return out + [f'config.{k}' for k, v in spec['config'].items()
                 if k in config and config[k] != v
                 and not (k == 'dataset' and (
                     same_dataset(config[k], v)
-                    or moved(data(config, saved), data(spec['config'], spec))))]
+                    or moved(config[k], v, saved.get('data'), spec['data'])))]
 
 
 def _check_spec(workdir: Path, spec: dict[str, Any]) -> None:
