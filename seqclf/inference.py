@@ -364,6 +364,7 @@ def input_shape(params: Any, config: ml_collections.ConfigDict
 def evaluate(workdir: str | Path, splits: tuple[str, ...] = ('validation',
                                                            'test'),
              data_dir: str | None = None, step: int | None = None, *,
+             dataset: str | None = None,
              quiet: bool = False) -> dict[str, dict[str, Any]]:
   """Metrics of a workdir's checkpoint (``load_model``'s) on its data.
 
@@ -372,6 +373,8 @@ def evaluate(workdir: str | Path, splits: tuple[str, ...] = ('validation',
     splits: the splits of the run's dataset to evaluate.
     data_dir: where the prepared data is (default: the run's config's).
     step: the checkpoint (default: the best, else the latest).
+    dataset: the run's ``npz:`` data where it is now, if it moved (read
+      only if it is that data: ``run_data``); default: the run's config's.
     quiet: as ``load_model``'s.
 
   Returns:
@@ -381,6 +384,7 @@ def evaluate(workdir: str | Path, splits: tuple[str, ...] = ('validation',
   """
   model, params, config = load_model(workdir, step, quiet=quiet)
   config.data_dir = data_dir or config.data_dir
+  config.dataset = dataset or config.dataset
   return evaluate_on(model, params, config, run_data(config, splits))
 
 
@@ -408,7 +412,8 @@ def run_data(config: ml_collections.ConfigDict,
   if (config.dataset.startswith(registry.NPZ_PREFIX)
       and not Path(config.dataset[len(registry.NPZ_PREFIX):]).exists()):
     raise errors.DataError(f'{config.dataset}: no such file or directory, '
-                           'and this run trained on it: put it back '
+                           'and this run trained on it: put it back, or name '
+                           'where it is now with --dataset=npz:PATH '
                            f'{elsewhere}.')
   changed = errors.DataError(
       f'{config.dataset} is not the data this run trained on (its labels, '

@@ -98,6 +98,13 @@ def define_data_dir(fv: flags.FlagValues) -> flags.FlagHolder:
       '$TFDS_DATA_DIR or ~/tensorflow_datasets).', flag_values=fv)
 
 
+def define_moved_dataset(fv: flags.FlagValues) -> flags.FlagHolder:
+  return flags.DEFINE_string(
+      'dataset', None, "The run's npz data where it is now (npz:PATH), if it "
+      'moved since the run trained: read only if it is that data (its '
+      'digest).', flag_values=fv)
+
+
 def define_step(fv: flags.FlagValues) -> flags.FlagHolder:
   return flags.DEFINE_integer(
       'step', None, "The checkpoint's step (default: the run's best "

@@ -15,11 +15,12 @@ SUMMARY = ("Validation and test metrics (loss, accuracy, macro-F1, balanced "
            "accuracy, per-class precision/recall/F1) of a workdir's best "
            'checkpoint (else its latest), as JSON; or its metrics on a '
            'labelled .npz file (--data).')
-USAGE = '--workdir DIR [--step N] [--data FILE.npz]'
+USAGE = '--workdir DIR [--step N] [--data FILE.npz] [--dataset npz:PATH]'
 FLAGS = flags.FlagValues()
 _WORKDIR = common.define_workdir(FLAGS)
 _DATA_DIR = common.define_data_dir(FLAGS)
 _STEP = common.define_step(FLAGS)
+_DATASET = common.define_moved_dataset(FLAGS)
 _DATA = flags.DEFINE_string(
     'data', None, 'A labelled .npz file (x, y, optionally lengths; y the '
     "model's class numbers or names) to evaluate on instead of the run's "
@@ -34,7 +35,8 @@ def main(args: list[str]) -> None:
   _, _, what = inference.which_checkpoint(workdir, _STEP.value)
   if _DATA.value is None:
     results = inference.evaluate(workdir, data_dir=_DATA_DIR.value,
-                                 step=_STEP.value, quiet=True)
+                                 step=_STEP.value, dataset=_DATASET.value,
+                                 quiet=True)
     if 'validation' not in results:
       print('note: this model trained on the validation split too (a --cv '
             "sweep's chosen setting), so only test is held out; its folds' "

@@ -25,9 +25,10 @@ from seqclf.data.splits import Split
 from seqclf.training import metrics
 
 SUMMARY = '(Re)write WORKDIR/report.md and WORKDIR/plots/.'
-USAGE = '--workdir DIR'
+USAGE = '--workdir DIR [--dataset npz:PATH]'
 FLAGS = flags.FlagValues()
 _WORKDIR = common.define_workdir(FLAGS)
+_DATASET = common.define_moved_dataset(FLAGS)
 PLOTS_DIR = 'plots'
 REPORT_FILE = 'report.md'
 
@@ -200,14 +201,16 @@ def _model_scaling(config: Any) -> tuple[np.ndarray, np.ndarray] | None:
 
 def write_report(workdir: str | Path, *,
                  datasets: Mapping[str, Split] | None = None,
+                 dataset: str | None = None,
                  tensorboard: bool = True, num_worst: int = 24) -> Report:
   """Writes ``workdir/plots/*.png`` and ``workdir/report.md``.
 
   Plots: training curves (from ``metrics.jsonl``), and, from the best (else latest)
   checkpoint's predictions on the test split, the confusion matrix and the
   worst-classified examples. ``datasets`` (as from ``load_datasets``) saves
-  reloading MNIST; with ``tensorboard`` the plots also go into the run's
-  TensorBoard events as images.
+  reloading MNIST; ``dataset`` names the run's ``npz:`` data where it is
+  now, if it moved (``inference.evaluate``'s); with ``tensorboard`` the
+  plots also go into the run's TensorBoard events as images.
   """
   workdir = Path(workdir).expanduser().resolve()
   results_path = workdir / 'results.json'
@@ -218,6 +221,7 @@ def write_report(workdir: str | Path, *,
   errors.writable_dir(workdir)  # for plots/ and report.md
   results = json.loads(results_path.read_text(encoding='utf-8'))
   model, params, config = inference.load_model(workdir, quiet=True)
+  config.dataset = dataset or config.dataset
   if datasets is not None and 'test' in datasets:
     test = datasets['test']
   else:
@@ -254,9 +258,10 @@ def write_report(workdir: str | Path, *,
   return Report(path=path, plots=images, confusion_matrix=matrix)
 
 
-def write_and_say(workdir: str | Path, quiet: bool = False) -> Report:
+def write_and_say(workdir: str | Path, quiet: bool = False,
+                  dataset: str | None = None) -> Report:
   """``write_report``, then one line saying where it is (unless quiet)."""
-  written = write_report(workdir)
+  written = write_report(workdir, dataset=dataset)
   if not quiet:
     print(f'Report: {written.path} (plots in {written.path.parent / PLOTS_DIR})')
   return written
@@ -264,4 +269,4 @@ def write_and_say(workdir: str | Path, quiet: bool = False) -> Report:
 
 def main(args: list[str]) -> None:
   del args
-  write_and_say(common.require(_WORKDIR, 'report'))
+  write_and_say(common.require(_WORKDIR, 'report'), dataset=_DATASET.value)

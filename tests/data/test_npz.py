@@ -321,6 +321,7 @@ def test_a_head_wider_than_the_labels_is_noted(tmp_path, capsys):
 
 def test_resume_on_changed_data_is_refused_and_keeps_the_run(tmp_path):
   x, y = toy_series(200, 7, steps=6, features=2)
+  trained_on = y.copy()
   name = _npz(tmp_path / 'd.npz', x=x, y=y)
   config = _config(name, hidden_size=8, normalize='none', num_train_steps=10,
                    checkpoint_every=10)
@@ -352,7 +353,22 @@ def test_resume_on_changed_data_is_refused_and_keeps_the_run(tmp_path):
   out = run_cli('evaluate', f'--workdir={tmp_path / "run"}')
   assert out.returncode == 2 and 'config' not in out.stderr, out.stderr
   assert ('no such file or directory, and this run trained on it: put it '
-          'back (`seqclf evaluate --data FILE`') in out.stderr, out.stderr
+          'back, or name where it is now with --dataset=npz:PATH (`seqclf '
+          'evaluate --data FILE`') in out.stderr, out.stderr
+  # The data moved: named where it is now, it is read (only if it is it).
+  moved = _npz(tmp_path / 'moved.npz', x=x, y=trained_on)
+  _npz(tmp_path / 'other.npz', x=x, y=(trained_on + 1) % 4)
+  for command in ('evaluate', 'report'):
+    out = run_cli(command, f'--workdir={tmp_path / "run"}',
+                  f'--dataset={moved}')
+    assert out.returncode == 0, out.stderr
+    out = run_cli(command, f'--workdir={tmp_path / "run"}',
+                  f'--dataset=npz:{tmp_path / "other.npz"}')
+    assert out.returncode == 2
+    assert 'is not the data this run trained on' in out.stderr, out.stderr
+  assert inference.evaluate(tmp_path / 'run', ('test',), dataset=moved,
+                            quiet=True)['test']['accuracy'] == json.loads(
+      (tmp_path / 'run' / 'results.json').read_text())['test_accuracy']
 
 
 def test_npz_run_resumes_bitwise_and_sweeps(tmp_path):
