@@ -343,30 +343,25 @@ RESUMABLE_KEYS = frozenset({
     'cpu_devices', 'data_dir', 'patience', 'data_placement', 'data_workers'})
 
 
-def same_dataset(saved: str, now: str) -> bool:
+def same_dataset(saved: str, now: str, saved_digest: str | None = None,
+                 now_digest: str | None = None) -> bool:
   """Whether two values of config key ``dataset`` name the same data: equal,
-  or ``npz:PATH``s of one file or directory (a path given relative once and
-  absolute once, or through a link), read from here."""
+  ``npz:PATH``s of one file or directory (a path given relative once and
+  absolute once, or through a link), read from here, or, given the data's
+  digests (``splits.digest``: labels, lengths, shapes), ``npz:`` data moved:
+  the same digest."""
   prefix = registry.NPZ_PREFIX
   if saved == now:
     return True
   if not (saved.startswith(prefix) and now.startswith(prefix)):
     return False
+  if now_digest and saved_digest == now_digest:
+    return True
   try:
     return os.path.samefile(Path(saved[len(prefix):]).expanduser(),
                             Path(now[len(prefix):]).expanduser())
   except OSError:  # one of them is not there
     return False
-
-
-def moved(saved: str, now: str, saved_digest: str | None,
-          now_digest: str | None) -> bool:
-  """Whether ``npz:`` data named by two paths (config key ``dataset``) is
-  one data moved: the same digest (``splits.digest``: labels, lengths,
-  shapes), where there is one."""
-  prefix = registry.NPZ_PREFIX
-  return (saved.startswith(prefix) and now.startswith(prefix)
-          and bool(now_digest) and saved_digest == now_digest)
 
 
 def check_resume(saved: dict, config: ml_collections.ConfigDict, step: int,
@@ -377,7 +372,7 @@ def check_resume(saved: dict, config: ml_collections.ConfigDict, step: int,
   compared. ``num_train_steps`` may grow, unless ``lr_schedule='cosine'``
   (whose decay it sets), but not fall below the checkpoint's step. An
   ``npz:`` dataset may be named by another path to the same file, or to the
-  same data moved (``moved``: the same ``data_digest``), and
+  same data moved (the same ``data_digest``: ``same_dataset``), and
   ``normalize`` changed between ``'auto'`` and what it resolved to (the same
   fitted statistics); another ``normalize`` is named without the statistics
   it fits.
@@ -399,10 +394,9 @@ def check_resume(saved: dict, config: ml_collections.ConfigDict, step: int,
   # statistics, compared as model keys, say whether it changed.
   same_scaling = not {'channel_mean', 'channel_std'} & set(changed)
   refused = [k for k in changed if k not in RESUMABLE_KEYS
-             and not (k == 'dataset' and (
-                 same_dataset(*changed[k]) or moved(
-                     *changed[k], saved.get('data_digest'),
-                     now.get('data_digest'))))
+             and not (k == 'dataset' and same_dataset(
+                 *changed[k], saved.get('data_digest'),
+                 now.get('data_digest')))
              and not (k == 'normalize' and same_scaling
                       and 'auto' in changed[k])]
   if {'normalize', 'data_digest'} & set(refused):  # What fits the

@@ -43,7 +43,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from seqclf import errors
-from seqclf.config import base_config, moved, same_dataset, validate
+from seqclf.config import base_config, same_dataset, validate
 from seqclf.data import normalization, order, registry, splits as splits_lib, views
 from seqclf.data.splits import Split
 from seqclf.errors import ConfigError
@@ -713,16 +713,15 @@ def _spec(config: ml_collections.ConfigDict, grid: dict[str, list[Any]],
 def _differ(saved: dict[str, Any], spec: dict[str, Any]) -> list[str]:
   """The parts of ``spec`` that a saved sweep's differ in. Keys absent from
   ``saved`` (added to seqclf after it was written) are not compared, and an
-  ``npz:`` path to the same data (``same_dataset``, ``moved``) is the same,
+  ``npz:`` path to the same data (``same_dataset``) is the same,
   as ``check_resume`` does for a run."""
   out = [k for k in spec
          if k != 'config' and k in saved and saved[k] != spec[k]]
   config = saved.get('config', {})
   return out + [f'config.{k}' for k, v in spec['config'].items()
                 if k in config and config[k] != v
-                and not (k == 'dataset' and (
-                    same_dataset(config[k], v)
-                    or moved(config[k], v, saved.get('data'), spec['data'])))]
+                and not (k == 'dataset' and same_dataset(
+                    config[k], v, saved.get('data'), spec['data']))]
 
 
 def _check_spec(workdir: Path, spec: dict[str, Any]) -> None:
