@@ -78,14 +78,6 @@ def which_checkpoint(workdir: str | Path, step: int | None = None
   if step is None and best is not None:
     return best_mngr, best, f'the best checkpoint {best_mngr.directory}/{best}'
   if step is None:
-    latest = mngr.latest_step()
-    progress = checkpoint.saved_progress(mngr, latest) if latest else None
-    lost = (progress or {}).get('best_step')
-    if lost is not None:  # Deleted or never copied: not served unsaid.
-      print(f'warning: {mngr.directory}/{latest} names best step {lost}, '
-            f'which {mngr.directory}/{checkpoint.BEST_DIR} lacks: using the '
-            f'latest checkpoint, step {latest}, instead (restore the best '
-            'one there to use it).', file=sys.stderr)
     return mngr, None, f'the latest checkpoint in {mngr.directory}'
   if step in mngr.all_steps():
     return mngr, step, f'checkpoint {mngr.directory}/{step}'
@@ -96,6 +88,20 @@ def which_checkpoint(workdir: str | Path, step: int | None = None
   raise CheckpointError(
       f'No checkpoint of step {step} in {mngr.directory}: use one of '
       f'{", ".join(map(str, steps_there))}.', arg='step')
+
+
+def _warn_if_best_lost(mngr: Any) -> None:
+  """One line where the newest training checkpoint names a best step that
+  ``checkpoints/best/`` lacks (deleted, or never copied): the latest is
+  read instead, not without a word, whether or not ``quiet``."""
+  latest = mngr.latest_step()
+  progress = checkpoint.saved_progress(mngr, latest) if latest else None
+  lost = (progress or {}).get('best_step')
+  if lost is not None:
+    print(f'warning: {mngr.directory}/{latest} names best step {lost}, '
+          f'which {mngr.directory}/{checkpoint.BEST_DIR} lacks: using the '
+          f'latest checkpoint, step {latest}, instead (restore the best '
+          'one there to use it).', file=sys.stderr)
 
 
 def load_model(workdir: str | Path, step: int | None = None, *,
@@ -126,6 +132,8 @@ def load_model(workdir: str | Path, step: int | None = None, *,
   mngr, step, what = which_checkpoint(workdir, step)
   if not quiet and mngr.directory.name == checkpoint.BEST_DIR:
     print(f'note: using {what}.', file=sys.stderr)
+  if step is None:  # The latest, though the run may name a best one.
+    _warn_if_best_lost(mngr)
 
   def abstract_params(saved: dict[str, Any],
                       shapes: dict[str, tuple[int, ...]]) -> Any:

@@ -114,6 +114,11 @@ def test_best_kept_while_newer_rotate_early_stop_and_inference(
       f'warning: {tmp_path}/checkpoints/50 names best step 20, which '
       f'{tmp_path}/checkpoints/best lacks: using the latest checkpoint, step '
       '50, instead (restore the best one there to use it).\n')
+  # Said once, though both commands also name the checkpoint they read.
+  for args in (['evaluate'], ['export', f'--out={tmp_path / "served2"}']):
+    out = run_cli(*args, f'--workdir={tmp_path}')
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count('names best step 20') == 1, out.stderr
 
 
 @pytest.mark.slow
