@@ -538,7 +538,8 @@ def run_unit(workdir: Path, unit: str, config: ml_collections.ConfigDict,
                        from_run=dp.from_run, metrics=dp.metrics)
   # As `seqclf train` evaluates: over the devices, but the kernel on one.
   eval_devices = dp.devices[:1] if impl == 'kernel' else dp.devices
-  writers = [metric_logging.ScalarWriter(_tb_dir(workdir, names[i], s, unit))
+  writers = [metric_logging.ScalarWriter(_tb_dir(workdir, names[i], s, unit),
+                                         first)
              for i, s in models]
   val, val_step = None, None
   stop.stop_after = loop.next_boundary(first, config)

@@ -311,7 +311,8 @@ def _train_and_evaluate(
   best = best_lib.Best(workdir, config)
   best.resume(mngr, first_step)
   logger = MetricLogger(workdir, total, first_step, quiet=quiet,
-                        enabled=jax.process_index() == 0)
+                        enabled=jax.process_index() == 0,
+                        class_names=tuple(registry.class_names(config)))
   chunks = None  # the chunk runner, built inside (a stream's is closed)
   # Closed however the run ends (its files and progress bar).
   try:
@@ -405,7 +406,8 @@ def _train_and_evaluate(
                             config.eval_batch_size, eval_devices)
       logger.message(f'Result: the {best.note()}.')
     eval_and_save_seconds += time.perf_counter() - t
-    logger.write(int(state.step), 'test', test)
+    # At the step of the parameters it scores (the best, where monitored).
+    logger.write(best.step if best.enabled else int(state.step), 'test', test)
   except Exception:
     # Out of memory, a full disk or a bug: a checkpoint still being written
     # is finished first, so nothing saved is lost (a failed write stays

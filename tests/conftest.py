@@ -97,19 +97,29 @@ def _compilation_cache(tmp_path_factory):
     yield
 
 
-def tensorboard_tags(logdir: Path) -> dict[str, set[str]]:
-  """Tag -> kinds ('image'/'scalar') in a TensorBoard log dir (TFRecord framing)."""
+def tensorboard_values(logdir: Path) -> list[tuple[str, int, str, float]]:
+  """(tag, step, kind ('image'/'scalar'), scalar value or nan) of each value
+  in a TensorBoard log dir's event files (TFRecord framing), file by file."""
   from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
-  tags: dict[str, set[str]] = {}
-  for path in logdir.glob('events.out.tfevents.*'):
+  values = []
+  for path in sorted(logdir.glob('events.out.tfevents.*')):
     data, pos = path.read_bytes(), 0
     while pos < len(data):
       (length,) = struct.unpack('<Q', data[pos:pos + 8])
       event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
       pos += 12 + length + 4
       for value in event.summary.value:
-        kind = 'image' if value.HasField('image') else 'scalar'
-        tags.setdefault(value.tag, set()).add(kind)
+        image = value.HasField('image')
+        values.append((value.tag, event.step, 'image' if image else 'scalar',
+                       float('nan') if image else value.simple_value))
+  return values
+
+
+def tensorboard_tags(logdir: Path) -> dict[str, set[str]]:
+  """Tag -> kinds ('image'/'scalar') in a TensorBoard log dir."""
+  tags: dict[str, set[str]] = {}
+  for tag, _, kind, _ in tensorboard_values(logdir):
+    tags.setdefault(tag, set()).add(kind)
   return tags
 
 

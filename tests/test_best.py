@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import run_cli, small_config, toy_series
+from conftest import run_cli, small_config, tensorboard_values, toy_series
 from seqclf import export, inference, train
 from seqclf import nnx as seqnnx
 from seqclf.errors import CheckpointError
@@ -77,6 +77,12 @@ def test_best_kept_while_newer_rotate_early_stop_and_inference(
   assert len(results['test']['f1']) == 3
   saved = json.loads((tmp_path / 'results.json').read_text())
   assert saved['best_step'] == 20
+  # The test result is logged at the step of the parameters it scores.
+  records = [json.loads(line) for line in
+             (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert [r['step'] for r in records if r['kind'] == 'test'] == [20]
+  assert {step for tag, step, _, _ in tensorboard_values(
+      tmp_path / 'tensorboard') if tag.startswith('test/')} == {20}
   # A rerun is a finished run; a longer patience trains on.
   again = train.train_and_evaluate(config, tmp_path)
   assert again['already_finished'] and again['test_loss'] == results[
@@ -150,6 +156,13 @@ def test_kill_and_resume_with_a_best_checkpoint_equals_uninterrupted(
     _same(_leaves(tmp_path / 'full', step, best=True),
           _leaves(part, step, best=True))
   assert 'weighted_loss' in (tmp_path / 'full' / 'metrics.jsonl').read_text()
+  # TensorBoard holds each step once, as the uninterrupted run's (the same
+  # values but for the speed).
+  def board(workdir):
+    return sorted((tag, step, 0 if tag.endswith('per_second') else value)
+                  for tag, step, _, value in tensorboard_values(
+                      workdir / 'tensorboard'))
+  assert board(part) == board(tmp_path / 'full')
 
 
 def test_patience_running_out_at_the_last_step_is_no_early_stop(

@@ -15,6 +15,7 @@ import optax
 import pytest
 
 from conftest import (REPO, run_cli, small_config, tensorboard_tags,
+                      tensorboard_values,
                       unit_state)
 from seqclf import errors, inference, sweep, train
 from seqclf.config import ConfigError
@@ -535,6 +536,10 @@ def test_sweep_killed_resumes_to_the_uninterrupted_results(tmp_path):
   assert (killed / 'results.md').read_text() in resumed.stdout
   assert (killed / 'results.md').read_text() == (
       whole / 'results.md').read_text()
+  # TensorBoard: each step once, as in the sweep never stopped.
+  for board in (killed / 'tensorboard').glob('*/seed*/g*'):
+    assert sorted(tensorboard_values(board)) == sorted(tensorboard_values(
+        whole / board.relative_to(killed))), board
   assert f'Plot: {killed / "sweep.png"}' in resumed.stdout
   assert (killed / 'sweep.png').read_bytes()[:4] == b'\x89PNG'
   # The chosen setting's models, bitwise the uninterrupted sweep's.

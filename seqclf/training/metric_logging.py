@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import sys
 import time
 import uuid
@@ -47,10 +48,21 @@ class ScalarWriter:
   ``flush`` leaves the events still queued for it unwritten. Each writer
   opens a file of its own (named apart from another opened in the same
   second, which tensorboardX's names alone would overwrite).
+
+  Args:
+    logdir: the TensorBoard log directory.
+    first_step: the step training starts (or resumes) from. The events past
+      it already in ``logdir`` (and any test scalars) are dropped: the run
+      logs those steps again, and TensorBoard would draw both.
   """
 
-  def __init__(self, logdir: str | Path):
+  def __init__(self, logdir: str | Path, first_step: int):
     os.makedirs(logdir, exist_ok=True)
+    for path in Path(logdir).glob('events.out.tfevents.*'):
+      if path.suffix == '.tmp':  # a rewrite a kill cut short
+        path.unlink()
+      else:
+        _drop_events_after(path, first_step)
     self._events = event_file_writer.EventsWriter(
         os.path.join(logdir, 'events'), f'.{uuid.uuid4().hex[:8]}')
 
@@ -70,14 +82,16 @@ class MetricLogger:
   """Writes scalars to TensorBoard and JSONL and reports progress."""
 
   def __init__(self, workdir: Path, total_steps: int, initial_step: int,
-               quiet: bool = False, enabled: bool = True):
+               quiet: bool = False, enabled: bool = True,
+               class_names: tuple[str, ...] = ()):
     self.enabled = enabled
+    self.class_names = class_names
     self.quiet = quiet or not enabled
     self.total_steps = total_steps
     self._bar = None
     if not enabled:
       return
-    self._tb = ScalarWriter(workdir / 'tensorboard')
+    self._tb = ScalarWriter(workdir / 'tensorboard', initial_step)
     path = workdir / 'metrics.jsonl'
     _drop_records_after(path, initial_step)
     self._jsonl = open(path, 'a', encoding='utf-8')
@@ -87,14 +101,17 @@ class MetricLogger:
 
   def write(self, step: int, kind: str, scalars: dict[str, Any]) -> None:
     """Logs ``scalars`` at ``step``: numbers, and per-class lists (TensorBoard
-    ``KIND/NAME/CLASS``); a ``confusion`` matrix is left to ``results.json``."""
+    ``KIND/NAME/CLASS``, by ``class_names`` where given); a ``confusion``
+    matrix is left to ``results.json``."""
     if not self.enabled:
       return
     scalars = {k: v for k, v in scalars.items() if k != 'confusion'}
     for name, value in scalars.items():
       if isinstance(value, (list, tuple)):
         for c, v in enumerate(value):
-          self._tb.add_scalar(f'{kind}/{name}/{c}', v, step)
+          label = (self.class_names[c] if c < len(self.class_names)
+                   else str(c))
+          self._tb.add_scalar(f'{kind}/{name}/{label}', v, step)
       else:
         self._tb.add_scalar(f'{kind}/{name}', value, step)
     self._tb.flush()
@@ -146,4 +163,32 @@ def _drop_records_after(path: Path, step: int) -> None:
       pass  # A line cut short by a kill: drop it.
   tmp = path.with_name(path.name + '.tmp')
   tmp.write_text(''.join(f'{line}\n' for line in keep), encoding='utf-8')
+  tmp.replace(path)
+
+
+def _drop_events_after(path: Path, step: int) -> None:
+  """``_drop_records_after`` for one TensorBoard event file: rewrites it
+  without the events past ``step`` and the ``test/`` scalars (and a record
+  cut short by a kill). TFRecord framing: length (8 bytes), its CRC (4),
+  the event, its CRC (4); kept records are copied as they are.
+
+  So TensorBoard, and any other reader of the files, sees each step once.
+  """
+  data, pos, keep, dropped = path.read_bytes(), 0, [], False
+  while pos + 12 <= len(data):
+    (length,) = struct.unpack('<Q', data[pos:pos + 8])
+    end = pos + 12 + length + 4
+    if end > len(data):
+      break
+    event = event_pb2.Event.FromString(data[pos + 12:end - 4])
+    if event.step > step or any(v.tag.startswith('test/')
+                                for v in event.summary.value):
+      dropped = True
+    else:
+      keep.append(data[pos:end])
+    pos = end
+  if not dropped and pos == len(data):
+    return
+  tmp = path.with_name(path.name + '.tmp')
+  tmp.write_bytes(b''.join(keep))
   tmp.replace(path)

@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import tensorboard_tags
+from conftest import tensorboard_tags, tensorboard_values
 from seqclf.training import metric_logging
 
 
@@ -22,7 +22,7 @@ def test_writers_opened_in_one_second_keep_their_own_files(tmp_path):
   """A resume at once (or a sweep's next group) opens another writer in the
   same directory: neither overwrites the other's file."""
   for tag in ('a', 'b'):
-    writer = metric_logging.ScalarWriter(tmp_path)
+    writer = metric_logging.ScalarWriter(tmp_path, 1)
     writer.add_scalar(tag, 1.0, 1)
     writer.close()
   assert len(list(tmp_path.glob('events.out.tfevents.*'))) == 2
@@ -46,3 +46,40 @@ def test_a_resume_forgets_the_steps_it_trains_again_and_the_old_result(
       (20, 'validation')]  # the finished run's result is gone
   metric_logging.MetricLogger(tmp_path, 30, 10, quiet=True).close()
   assert len((tmp_path / 'metrics.jsonl').read_text().splitlines()) == 2
+
+
+def test_a_resume_forgets_those_steps_in_tensorboard_too(tmp_path):
+  """TensorBoard shows each step once after a resume, and one test result:
+  the events past the resumed step are dropped from the files, as is a
+  last record a kill cut short."""
+  logger = metric_logging.MetricLogger(tmp_path, 20, 0, quiet=True)
+  for step, kind in ((10, 'train'), (10, 'validation'), (20, 'train'),
+                     (20, 'test')):
+    logger.write(step, kind, {'loss': float(step)})
+  logger.close()
+  board = tmp_path / 'tensorboard'
+  (events,) = board.glob('events.out.tfevents.*')
+  with open(events, 'ab') as f:
+    f.write(b'\x40\x00\x00')  # a record a kill -9 cut short
+  metric_logging.MetricLogger(tmp_path, 20, 10, quiet=True).close()
+  assert [v[:2] for v in tensorboard_values(board)] == [
+      ('train/loss', 10), ('validation/loss', 10)]
+  logger = metric_logging.MetricLogger(tmp_path, 20, 10, quiet=True)
+  logger.write(20, 'train', {'loss': 2.0})
+  logger.write(20, 'test', {'loss': 3.0})
+  logger.close()
+  # A finished run trained on: its old test result goes, the rest stays.
+  metric_logging.MetricLogger(tmp_path, 30, 20, quiet=True).close()
+  assert sorted(v[:2] for v in tensorboard_values(board)) == [
+      ('train/loss', 10), ('train/loss', 20), ('validation/loss', 10)]
+  assert not list(board.glob('*.tmp'))
+
+
+def test_per_class_scalars_are_tagged_by_class_name(tmp_path):
+  logger = metric_logging.MetricLogger(tmp_path, 10, 0, quiet=True,
+                                       class_names=('cat', 'dog'))
+  logger.write(10, 'validation', {'recall': [0.25, 0.75]})
+  logger.close()
+  assert sorted(tensorboard_values(tmp_path / 'tensorboard')) == [
+      ('validation/recall/cat', 10, 'scalar', 0.25),
+      ('validation/recall/dog', 10, 'scalar', 0.75)]
