@@ -458,6 +458,13 @@ class TrainStream:
       from absl import flags  # pylint: disable=g-import-not-at-top
       if not flags.FLAGS.is_parsed():  # grain's workers read absl flags;
         flags.FLAGS.mark_as_parsed()   # seqclf's commands parse their own.
+      # Batches come back pickled, not in shared memory: grain leaves the
+      # shared-memory blocks of batches read ahead but never taken behind
+      # when the run ends (multiprocessing's "leaked shared_memory objects"
+      # warning at exit), and a step's batch is small beside its training.
+      import grain.experimental  # pylint: disable=g-import-not-at-top
+      it = grain.experimental.WithOptionsIterDataset(
+          it, grain.experimental.DatasetOptions(min_shm_size=sys.maxsize))
       it = it.mp_prefetch(grain.MultiprocessingOptions(
           num_workers=self.workers, per_worker_buffer_size=prefetch),
                           worker_init_fn=exit_with_parent)

@@ -85,6 +85,8 @@ def test_stream_reads_the_trainers_batches_from_any_step():
 
 @pytest.mark.slow  # starting worker processes: seconds
 def test_worker_processes_read_the_same_batches():
+  """...as plain arrays, not in shared memory: grain leaves the blocks of
+  batches read ahead behind when a run ends (a warning at exit)."""
   rng = np.random.default_rng(1)
   split = {'image': rng.normal(size=(40, 3, 2)).astype(np.float32),
            'label': rng.integers(0, 3, 40)}
@@ -93,6 +95,7 @@ def test_worker_processes_read_the_same_batches():
   try:
     for step in range(4, 12):
       for got, expected in zip(next(steps), reader.batch(step)):
+        assert type(got) is np.ndarray  # pylint: disable=unidiomatic-typecheck
         np.testing.assert_array_equal(got, expected)
   finally:
     steps.close()
