@@ -11,7 +11,7 @@ file holds
   (one int for a (T, F) ``x``, N for an (N, T, F) one), the valid steps
   of each (the rest is padding);
 * ``.csv``: one sequence, T rows of F comma-separated numbers, optionally
-  after one header line.
+  after one header line (a line with no number).
 
 Arrays are loaded without pickles. ``fit`` checks the sequences against the
 example shape a checkpoint's model reads (``seqclf.inference.input_shape``) and stacks
@@ -106,13 +106,17 @@ def _examples(path: Path, x: np.ndarray, lengths: np.ndarray | None,
 
 
 def _read_csv(path: Path) -> np.ndarray:
-  lines = [line for line in path.read_text(encoding='utf-8').splitlines()
-           if line.strip()]
-  if lines:
-    try:
-      [float(v) for v in lines[0].split(',') if v.strip()]
-    except ValueError:
-      lines = lines[1:]  # a header line
+  """T rows of F numbers, after at most one header line: a line in which no
+  field is a number (so a first row with a typo is an error, not dropped).
+
+  A byte-order mark is skipped; bytes that are not UTF-8 are read as
+  U+FFFD, so a header in another encoding (Excel's Latin-1 "°C") is still a
+  header, and such bytes among the numbers an error that says so.
+  """
+  text = path.read_bytes().decode('utf-8-sig', errors='replace')
+  lines = [line for line in text.splitlines() if line.strip()]
+  if lines and not any(_is_number(v) for v in lines[0].split(',')):
+    lines = lines[1:]  # a header line
   if not lines:
     raise SequenceError(f'{path}: no rows of numbers: write one sequence as '
                         'T rows of F comma-separated numbers.')
@@ -122,8 +126,18 @@ def _read_csv(path: Path) -> np.ndarray:
   try:
     return np.loadtxt(lines, delimiter=',', dtype=np.float32, ndmin=2)
   except ValueError as e:
+    hint = ('; it is not UTF-8 text: save it as UTF-8 CSV'
+            if '\ufffd' in text or '\x00' in text else '')
     raise SequenceError(f'{path}: not T rows of F comma-separated numbers '
-                        f'({e}).') from None
+                        f'({e}){hint}.') from None
+
+
+def _is_number(field: str) -> bool:
+  try:
+    float(field)
+  except ValueError:
+    return False
+  return True
 
 
 def read(path: str | Path, allow_missing: bool = False) -> list[Example]:

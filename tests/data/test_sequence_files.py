@@ -86,7 +86,15 @@ def test_each_file_kind_reads_its_sequences(tmp_path):
                                      for i in range(3)]
   assert [e.length for e in sequence_files.read(tmp_path / 'len.npz')] == [
       9, 4, 1]
-  for name, row in (('plain.csv', 1), ('head.csv', 2)):
+  # As spreadsheets save them: a byte-order mark before the first row, a
+  # header in Latin-1 (not UTF-8).
+  bom = tmp_path / 'bom.csv'
+  bom.write_bytes(b'\xef\xbb\xbf' + _csv(tmp_path / 'tmp', x[1]).read_bytes())
+  latin1 = tmp_path / 'latin1.csv'
+  latin1.write_bytes('p (hPa),flow,t (\u00b0C)\n'.encode('latin-1')
+                     + _csv(tmp_path / 'tmp', x[2]).read_bytes())
+  for name, row in (('plain.csv', 1), ('head.csv', 2), ('bom.csv', 1),
+                    ('latin1.csv', 2)):
     got, = sequence_files.read(tmp_path / name)
     np.testing.assert_array_equal(got.values, x[row])
 
@@ -152,6 +160,12 @@ def test_fit_pads_shorter_sequences_with_their_lengths(tmp_path):
     (lambda p: (p / 'f.csv').write_text('1,2,3\n4,x,6\n'),
      'not T rows of F comma-separated numbers'),
     (lambda p: (p / 'f.csv').write_text('a,b,c\n'), 'no rows of numbers'),
+    (lambda p: (p / 'f.csv').write_text('1,2.x,3\n4,5,6\n'),
+     "could not convert string '2.x' to float"),
+    (lambda p: (p / 'f.csv').write_bytes(b'1,2,3\n4,\xb05,6\n'),
+     'it is not UTF-8 text: save it as UTF-8 CSV'),
+    (lambda p: (p / 'f.csv').write_bytes(bytes(range(256)) * 4),
+     'it is not UTF-8 text'),
     (lambda p: (p / 'f.npy').write_text('not numpy'), 'not a readable .npy'),
     (lambda p: _truncated_npz(p / 'f.npz'),
      'not a readable .npz'),
@@ -160,7 +174,8 @@ def test_fit_pads_shorter_sequences_with_their_lengths(tmp_path):
         (5, 3))], object)), 'sequences of different lengths?'),
 ], ids=['width', 'transposed', 'int', 'ndim', 'nan', 'csv_nan', 'inf',
         'beyond_float32', 'no_x', 'lengths',
-        'csv_text', 'csv_empty', 'npy_junk', 'npz_truncated',
+        'csv_text', 'csv_empty', 'csv_typo_in_row_1', 'csv_latin1_value',
+        'csv_binary', 'npy_junk', 'npz_truncated',
         'image_for_series', 'ragged'])
 def test_bad_files_are_one_error_naming_the_file(tmp_path, make, message):
   make(tmp_path)
