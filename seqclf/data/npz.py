@@ -10,6 +10,7 @@ strings (``label_names``). Arrays are loaded without pickles;
 
 from __future__ import annotations
 
+import re
 import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -110,17 +111,42 @@ def _split_arrays(arrays: dict[str, np.ndarray], suffix: str,
   if out['image'].ndim < 1:
     _fail(where, f'x{suffix} must be (N, T, F), got a scalar.')
   n = len(out['image'])
+  if not n and suffix in ('', '_train'):  # (Empty test splits: registry.check.)
+    _fail(where, f'x{suffix} holds no sequences: give it examples.')
   for key, name in (('label', 'y'), ('lengths', 'lengths')):
     if key in out and out[key].shape != (n,):
       _fail(where, f'{name}{suffix} must be {n} integers (one per sequence '
             f'of x{suffix}), got shape {out[key].shape}.')
+  # Before splits are carved by class: carving floats would say every
+  # example is a class of its own.
+  if out['label'].dtype.kind not in 'iuUS':
+    _fail(where, f'y{suffix} must be integer classes 0..K-1 (or class '
+          f'names), got {out["label"].dtype}: store them as int.')
   return out
+
+
+SPLIT_NAMES = tuple(f'{a}{s}' for s in ('', '_train', '_validation', '_test')
+                    for a in ('x', 'y', 'lengths'))
+# Words of an array name that say it is meant as data, labels or lengths.
+_MEANT = {'x', 'y', 'length', 'lengths', 'len', 'lens', 'seqlen', 'seqlens'}
+
+
+def misnamed(names: Iterable[str], read: Sequence[str]) -> list[str]:
+  """The arrays among ``names`` that look meant as data, labels or lengths
+  (``x_val``, ``X_train``, ``seq_lengths``) but are none of the ``read``
+  names, which would be ignored without a word. Others (``ids``) are not."""
+  return [k for k in names if k not in read
+          and _MEANT & set(re.split(r'[\W_]+', k.lower()))]
 
 
 def _check_pairs(arrays: dict[str, np.ndarray], where: str) -> None:
   """Each split's ``x`` with its ``y`` (and ``lengths`` only beside an
   ``x``), and labels all names or all numbers, so that nothing given is
   silently ignored or misread."""
+  if wrong := misnamed(arrays, SPLIT_NAMES):
+    _fail(where, f'arrays {wrong} are none of the names seqclf reads: x, y, '
+          'lengths (one set; splits carved), or x_SPLIT, y_SPLIT, '
+          'lengths_SPLIT for SPLIT train, validation, test: rename them.')
   for suffix in ('', '_train', '_validation', '_test'):
     given = [f'{a}{suffix}' for a in ('x', 'y') if f'{a}{suffix}' in arrays]
     if len(given) == 1:

@@ -68,6 +68,9 @@ def _open(shard: Path) -> dict[str, np.ndarray]:
       arrays = {k: f[k] for k in ('y', 'lengths') if k in f.files}
       if 'x' not in f.files or 'y' not in f.files:
         _fail(shard, f"a shard needs arrays 'x' and 'y', found {f.files}.")
+      if wrong := npz.misnamed(f.files, ('x', 'y', 'lengths')):
+        _fail(shard, f'arrays {wrong} are none of the names seqclf reads: '
+              'x, y, lengths: rename them.')
       arrays['x'] = _LazyMember(f, 'x')
       return arrays
     stem = str(shard)[:-len('_x.npy')]

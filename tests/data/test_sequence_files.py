@@ -156,6 +156,9 @@ def test_fit_pads_shorter_sequences_with_their_lengths(tmp_path):
      "holds inf or values beyond float32's range"),
     (lambda p: np.savez(p / 'f.npz', y=np.zeros(3)), "needs an array 'x'"),
     (lambda p: np.savez(p / 'f.npz', x=np.zeros((2, 5, 3), np.float32),
+                        seq_lengths=[5, 4]),
+     "arrays ['seq_lengths'] are none of the names seqclf reads"),
+    (lambda p: np.savez(p / 'f.npz', x=np.zeros((2, 5, 3), np.float32),
                         lengths=[5, 6]), 'lengths must be in [1, T=5]'),
     (lambda p: (p / 'f.csv').write_text('1,2,3\n4,x,6\n'),
      'not T rows of F comma-separated numbers'),
@@ -173,7 +176,7 @@ def test_fit_pads_shorter_sequences_with_their_lengths(tmp_path):
     (lambda p: np.save(p / 'f.npy', np.array([np.zeros((4, 3)), np.zeros(
         (5, 3))], object)), 'sequences of different lengths?'),
 ], ids=['width', 'transposed', 'int', 'ndim', 'nan', 'csv_nan', 'inf',
-        'beyond_float32', 'no_x', 'lengths',
+        'beyond_float32', 'no_x', 'misnamed_lengths', 'lengths',
         'csv_text', 'csv_empty', 'csv_typo_in_row_1', 'csv_latin1_value',
         'csv_binary', 'npy_junk', 'npz_truncated',
         'image_for_series', 'ragged'])

@@ -141,14 +141,17 @@ def test_npz_shards_prepare_and_stream(tmp_path):
      r'single .npz file\)'),
     (lambda x, y: (x, y - 1), r'labels must be classes 0..K-1, got -1: number '
      r'the classes 0..K-1 \(no negative labels\).'),
+    (lambda x, y: (x, y, np.full(len(y), 12)),
+     r"arrays \['seq_len'\] are none of the names seqclf reads: x, y, "
+     'lengths: rename them.'),
 ])
 def test_bad_shard_is_named(tmp_path, change, match):
   root = tmp_path / 'shards'
   _shards(root, lengths=False)
   bad = root / 'train' / 's2.npz'
   with np.load(bad) as f:
-    x, y = change(f['x'], f['y'])
-    np.savez(bad, x=x, y=y)
+    arrays = dict(zip(('x', 'y', 'seq_len'), change(f['x'], f['y'])))
+  np.savez(bad, **arrays)
   with pytest.raises(errors.DataError, match=match) as e:
     npz_shards.prepare(root)
   assert str(e.value).startswith(str(bad))
