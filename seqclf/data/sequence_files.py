@@ -166,7 +166,7 @@ def read(path: str | Path, allow_missing: bool = False) -> list[Example]:
     raise _unreadable(path, e) from None
   if suffix == '.npz' and (wrong := npz.misnamed(names, ('x', 'y', 'lengths'))):
     raise SequenceError(f'{path}: arrays {wrong} are none of the names '
-                        'seqclf reads: x and lengths: rename them.')
+                        'seqclf reads: x, lengths (and y): rename them.')
   if 'x' not in arrays:
     raise SequenceError(f"{path}: needs an array 'x' (and optionally "
                         f"'lengths'), found {sorted(names)}.")
