@@ -50,6 +50,20 @@ class Layer:
   sharded: bool = False
 
 
+def layer_problem(layer: Layer, backend: str | None = None) -> str | None:
+  """What stops every path running ``layer`` on ``backend`` (its matmul
+  precision), or None: the layer's fault, not the path's."""
+  if layer.matmul_precision not in precision.PRECISIONS:
+    return (f'matmul_precision must be one of {precision.PRECISIONS}, got '
+            f'{layer.matmul_precision!r}')
+  if (layer.matmul_precision == 'tensorfloat32' and backend is not None
+      and backend != 'gpu'):
+    return ("matmul_precision='tensorfloat32' runs TF32 matmuls, which only "
+            f"GPUs have (this is the {backend} backend): use 'float32' or "
+            "'bfloat16'")
+  return None
+
+
 def why_not(impl: str, layer: Layer, backend: str | None = None, *,
             need_build: bool = False) -> str | None:
   """Why ``impl`` cannot run ``layer`` on ``backend``, or None if it can.
@@ -67,14 +81,8 @@ def why_not(impl: str, layer: Layer, backend: str | None = None, *,
   """
   if impl not in IMPLS:
     return f'it is not one of {IMPLS}'
-  if layer.matmul_precision not in precision.PRECISIONS:
-    return (f'matmul_precision must be one of {precision.PRECISIONS}, got '
-            f'{layer.matmul_precision!r}')
-  if (layer.matmul_precision == 'tensorfloat32' and backend is not None
-      and backend != 'gpu'):
-    return ("matmul_precision='tensorfloat32' runs TF32 matmuls, which only "
-            f"GPUs have (this is the {backend} backend): use 'float32' or "
-            "'bfloat16'")
+  if problem := layer_problem(layer, backend):
+    return problem
   if impl == 'scan':
     return None
   if layer.cell != 'lstm':

@@ -398,6 +398,8 @@ def timed_choice(config: ml_collections.ConfigDict, *, batch: int,
   if mode not in MODES:
     raise ValueError(f'mode must be one of {MODES}, got {mode!r}.')
   layer, backend = layer_of(config, sharded), jax.default_backend()
+  if problem := paths.layer_problem(layer, backend):  # no path's fault
+    raise ConfigError(f'{problem}.', arg='config.matmul_precision')
   if config.impl != 'auto':
     paths.check(config.impl, layer, backend)
     return Choice(config.impl, {}, False, {})

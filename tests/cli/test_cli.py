@@ -32,7 +32,9 @@ TRAIN = ('train', '--config', 'configs/default.py')
      'batch_size=100000 exceeds the 55000 training examples'),
     (('--config.data_dir=/nonexistent',), 'mnist is not prepared in'),
     (('--config.matmul_precision=tensorfloat32',),
-     "matmul_precision='tensorfloat32' runs TF32 matmuls, which only GPUs"),
+     "seqclf train: error: matmul_precision='tensorfloat32' runs TF32 "
+     "matmuls, which only GPUs have (this is the cpu backend): use 'float32' "
+     "or 'bfloat16' (--config.matmul_precision).\n"),
 ])
 def test_bad_config_fails_before_anything_is_written(tmp_path, args, message):
   out = run_cli(*TRAIN, '--workdir', str(tmp_path / 'w'), *args)
