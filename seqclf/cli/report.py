@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -217,7 +218,7 @@ def write_report(workdir: str | Path, *,
   if not results_path.exists():
     raise errors.WorkdirError(
         f'{results_path} not found: train first with `seqclf train --workdir '
-        f'{workdir}` (a report needs a finished run).')
+        f'{shlex.quote(str(workdir))}` (a report needs a finished run).')
   errors.writable_dir(workdir)  # for plots/ and report.md
   results = json.loads(results_path.read_text(encoding='utf-8'))
   model, params, config = inference.load_model(workdir, quiet=True)

@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,8 @@ def prepared_dir(root: str | Path) -> Path:
 
 
 def prepare_command(root: str | Path) -> str:
-  return f'seqclf prepare-data --dataset=npz:{root}'
+  """The command line that prepares ``root``, quoted to paste into a shell."""
+  return f'seqclf prepare-data {shlex.quote(f"--dataset=npz:{root}")}'
 
 
 def _shards(split_dir: Path) -> list[tuple[Path, Any]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shlex
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -68,7 +69,7 @@ def prepare_command(root: Path, dataset: str = 'mnist',
   """The ``seqclf prepare-data`` command line that (re)builds ``dataset``."""
   flag = '' if dataset == 'mnist' else f' --dataset={dataset}'
   return (f'seqclf prepare-data{" --force" if force else ""} '
-          f'--data_dir={root}{flag}')
+          f'{shlex.quote(f"--data_dir={root}")}{flag}')
 
 
 def prepare(data_dir: str | None, dataset: str = 'mnist',

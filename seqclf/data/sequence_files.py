@@ -52,6 +52,9 @@ def _check_values(path: Path, x: np.ndarray, what: str) -> np.ndarray:
     raise SequenceError(f'{path}: {what} must be float (values as the model '
                         f'was trained on) or uint8 (pixels), got {x.dtype}: '
                         'save it as float32.')
+  if x.ndim == 3 and not len(x):
+    raise SequenceError(f'{path}: {what} holds no sequences (shape '
+                        f'{x.shape}): give it at least one.')
   if x.ndim not in (2, 3) or 0 in x.shape:
     raise SequenceError(
         f'{path}: {what} must be one (T, F) sequence or an (N, T, F) batch '

@@ -145,6 +145,8 @@ def test_fit_pads_shorter_sequences_with_their_lengths(tmp_path):
      'must be float'),
     (lambda p: np.save(p / 'f.npy', np.zeros(5, np.float32)),
      'reshape univariate (T,) data to (T, 1)'),
+    (lambda p: np.savez(p / 'f.npz', x=np.zeros((0, 5, 3), np.float32)),
+     "'x' holds no sequences (shape (0, 5, 3)): give it at least one."),
     (lambda p: np.save(p / 'f.npy', np.full((5, 3), np.nan, np.float32)),
      "holds 15 NaN value(s): this model was not trained with "
      "missing='impute'"),
@@ -175,7 +177,7 @@ def test_fit_pads_shorter_sequences_with_their_lengths(tmp_path):
     (lambda p: (p / 'f.png').write_bytes(b''), 'not a sequence file'),
     (lambda p: np.save(p / 'f.npy', np.array([np.zeros((4, 3)), np.zeros(
         (5, 3))], object)), 'sequences of different lengths?'),
-], ids=['width', 'transposed', 'int', 'ndim', 'nan', 'csv_nan', 'inf',
+], ids=['width', 'transposed', 'int', 'ndim', 'empty', 'nan', 'csv_nan', 'inf',
         'beyond_float32', 'no_x', 'misnamed_lengths', 'lengths',
         'csv_text', 'csv_empty', 'csv_typo_in_row_1', 'csv_latin1_value',
         'csv_binary', 'npy_junk', 'npz_truncated',

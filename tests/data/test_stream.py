@@ -3,6 +3,7 @@ run, exact resume, npz shard directories, the placement rule."""
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -131,6 +132,16 @@ def test_npz_shards_prepare_and_stream(tmp_path):
   assert (eager['test']['lengths'][30:] == 9).all()
   idx = np.array([[5, 0], [59, 3]])
   np.testing.assert_array_equal(lazy['test']['image'][idx], x[idx])
+
+
+def test_the_prepare_command_named_pastes_into_a_shell(tmp_path):
+  root = tmp_path / 'my shards'
+  _shards(root)
+  with pytest.raises(errors.DataError) as e:
+    registry.read(f'npz:{root}', None, 0.1)
+  command = str(e.value).split('`')[1]
+  assert shlex.split(command) == ['seqclf', 'prepare-data',
+                                  f'--dataset=npz:{root}']
 
 
 @pytest.mark.parametrize('change, match', [
