@@ -206,7 +206,8 @@ def save_nnx_model(model: seqnnx.LSTMClassifier, workdir: str | Path, *,
   Refused, with nothing written, where a reader would not get this model: a
   run with a best checkpoint (``monitor``), which readers take instead (save
   into a new workdir with the run's config); a ``step`` not after the
-  latest (``UsageError``); a model whose input features, classes or
+  latest, or a model of other shapes than the run's (``UsageError``); a
+  model whose input features, classes or
   channel statistics differ from the data the config describes, or a saved
   config the trainer would refuse (``ConfigError`` naming ``config=``).
 
@@ -231,6 +232,12 @@ def save_nnx_model(model: seqnnx.LSTMClassifier, workdir: str | Path, *,
                             tx=optim.optimizer(run))
   progress = None
   if latest is not None:  # Its step count, optimizer state and progress.
+    if differ := checkpoint.shape_differences(
+        checkpoint.saved_param_shapes(mngr, latest), params):
+      raise UsageError(
+          f'{workdir} holds a run of another model ({"; ".join(differ[:6])}'
+          f'{"; …" if len(differ) > 6 else ""}): save this one into a fresh '
+          'workdir, with config= for the data it reads.')
     state = checkpoint.restore(mngr, state, latest)[0].replace(params=params)
     progress = checkpoint.saved_progress(mngr, latest)
   errors.writable_dir(workdir)

@@ -178,16 +178,22 @@ def saved_param_shapes(mngr: ocp.CheckpointManager,
   return {m.name.removeprefix('params.'): tuple(m.shape) for m in leaves}
 
 
+def shape_differences(saved: dict[str, tuple[int, ...]], params: Any
+                      ) -> list[str]:
+  """Each parameter whose saved shape differs from ``params``', as
+  ``NAME: checkpoint SHAPE vs model SHAPE``."""
+  model = {k: tuple(np.shape(v)) for k, v in
+           traverse_util.flatten_dict(params, sep='.').items()}
+  return [f'{k}: checkpoint {saved.get(k, "absent")} vs model '
+          f'{model.get(k, "absent")}'
+          for k in sorted(set(saved) | set(model))
+          if saved.get(k) != model.get(k)]
+
+
 def check_compatible(saved: dict[str, tuple[int, ...]], params: Any,
                      where: str) -> None:
   """Raises naming each parameter whose saved shape differs from the model's."""
-  model = {k: tuple(np.shape(v)) for k, v in
-           traverse_util.flatten_dict(params, sep='.').items()}
-  problems = [f'{k}: checkpoint {saved.get(k, "absent")} vs model '
-              f'{model.get(k, "absent")}'
-              for k in sorted(set(saved) | set(model))
-              if saved.get(k) != model.get(k)]
-  if problems:
+  if problems := shape_differences(saved, params):
     raise CheckpointError(
         f'Checkpoint {where} was written by a different model: '
         + '; '.join(problems[:6]) + ('; …' if len(problems) > 6 else '')

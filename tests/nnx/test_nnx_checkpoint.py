@@ -164,6 +164,14 @@ def test_a_step_readers_would_pass_over_is_refused(tmp_path):
       inference.save_nnx_model(model, tmp_path, step=step)
   assert checkpoint.manager(tmp_path).all_steps() == [10]
   assert inference.save_nnx_model(model, tmp_path, step=12) == 12
+  # A model of other shapes: the fix is another workdir, not config=.
+  wider = seqnnx.LSTMClassifier(28, 10, hidden_size=32, rngs=nnx.Rngs(0))
+  with pytest.raises(UsageError, match=(
+      rf'^{tmp_path} holds a run of another model \(head.kernel: checkpoint '
+      r'\(16, 10\) vs model \(32, 10\); .*\): save this one into a fresh '
+      'workdir, with config= for the data it reads.$')):
+    inference.save_nnx_model(wider, tmp_path)
+  assert checkpoint.manager(tmp_path).all_steps() == [10, 12]
 
 
 def _series_model(features=3, classes=3, **options):
