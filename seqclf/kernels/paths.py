@@ -130,6 +130,8 @@ def check(impl: str, layer: Layer, backend: str | None = None) -> None:
   if impl not in IMPLS:
     raise ConfigError(f'impl must be one of {IMPLS}, got {impl!r}.',
                       arg='impl')
+  if problem := layer_problem(layer, backend):  # no path's fault
+    raise ConfigError(f'{problem}.', arg='matmul_precision')
   reason = why_not(impl, layer, backend)
   if reason is None:
     return

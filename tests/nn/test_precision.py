@@ -168,14 +168,19 @@ def test_every_matmul_of_a_train_step_runs_at_the_precision(
 def test_tensorfloat32_is_refused_where_there_is_none():
   x = jnp.ones((2, 3, 4))
   for impl in ('scan', 'fused'):
-    with pytest.raises(ConfigError, match='TF32 matmuls, which only GPUs have'):
+    with pytest.raises(ConfigError, match="^matmul_precision='tensorfloat32' "
+                       'runs TF32 matmuls, which only GPUs have') as e:
       LSTM(16, impl=impl, matmul_precision='tensorfloat32').init(
           jax.random.key(0), x)
+    assert e.value.arg == 'matmul_precision'  # not the path's fault
   config = base_config()
   config.matmul_precision = 'tensorfloat32'
   validate(config)  # A config may ask for it; the backend decides.
-  with pytest.raises(ConfigError, match='No path can run this config'):
-    autotune.resolve_impl(config)
+  for impl in ('auto', 'scan'):
+    config.impl = impl
+    with pytest.raises(ConfigError, match='TF32 matmuls, which only GPUs') as e:
+      autotune.resolve_impl(config)
+    assert e.value.arg == 'config.matmul_precision'
 
 
 def test_bfloat16_runs_on_the_portable_paths_and_stays_close():
