@@ -77,8 +77,13 @@ def test_ctrl_c_while_the_command_line_loads_is_one_line_and_exit_130(
     tmp_path):
   """Ctrl-C while JAX loads: a KeyboardInterrupt there comes out as an
   ImportError traceback or aborts the process, so it is answered at once."""
+  # Started as a foreground job is, taking Ctrl-C: a test runner started in
+  # the background passes SIGINT on ignored, and seqclf leaves it so.
+  foreground = ('import runpy, signal; '
+                'signal.signal(signal.SIGINT, signal.SIG_DFL); '
+                "runpy.run_module('seqclf', run_name='__main__')")
   proc = subprocess.Popen(
-      [sys.executable, '-m', 'seqclf', 'train', '--config=default',
+      [sys.executable, '-c', foreground, 'train', '--config=default',
        f'--workdir={tmp_path / "run"}'], cwd=REPO, text=True,
       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
   time.sleep(0.3)  # Python has started; JAX takes a second to load.
