@@ -99,15 +99,11 @@ def _compilation_cache(tmp_path_factory):
 
 def tensorboard_values(logdir: Path) -> list[tuple[str, int, str, float]]:
   """(tag, step, kind ('image'/'scalar'), scalar value or nan) of each value
-  in a TensorBoard log dir's event files (TFRecord framing), file by file."""
-  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  in a TensorBoard log dir's event files, file by file."""
+  from seqclf.training import metric_logging  # pylint: disable=g-import-not-at-top
   values = []
   for path in sorted(logdir.glob('events.out.tfevents.*')):
-    data, pos = path.read_bytes(), 0
-    while pos < len(data):
-      (length,) = struct.unpack('<Q', data[pos:pos + 8])
-      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
-      pos += 12 + length + 4
+    for _, event in metric_logging.event_records(path.read_bytes()):
       for value in event.summary.value:
         image = value.HasField('image')
         values.append((value.tag, event.step, 'image' if image else 'scalar',

@@ -12,6 +12,7 @@ import struct
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -166,28 +167,32 @@ def _drop_records_after(path: Path, step: int) -> None:
   tmp.replace(path)
 
 
-def _drop_events_after(path: Path, step: int) -> None:
-  """``_drop_records_after`` for one TensorBoard event file: rewrites it
-  without the events past ``step`` and the ``test/`` scalars (and a record
-  cut short by a kill). TFRecord framing: length (8 bytes), its CRC (4),
-  the event, its CRC (4); kept records are copied as they are.
-
-  So TensorBoard, and any other reader of the files, sees each step once.
-  """
-  data, pos, keep, dropped = path.read_bytes(), 0, [], False
+def event_records(data: bytes) -> Iterator[tuple[bytes, Any]]:
+  """The records of an event file's bytes, each as its bytes and its
+  ``Event``; a last record a kill cut short is left out. TFRecord framing:
+  length (8 bytes), its CRC (4), the event, its CRC (4)."""
+  pos = 0
   while pos + 12 <= len(data):
     (length,) = struct.unpack('<Q', data[pos:pos + 8])
     end = pos + 12 + length + 4
     if end > len(data):
-      break
-    event = event_pb2.Event.FromString(data[pos + 12:end - 4])
-    if event.step > step or any(v.tag.startswith('test/')
-                                for v in event.summary.value):
-      dropped = True
-    else:
-      keep.append(data[pos:end])
+      return
+    yield data[pos:end], event_pb2.Event.FromString(data[pos + 12:end - 4])
     pos = end
-  if not dropped and pos == len(data):
+
+
+def _drop_events_after(path: Path, step: int) -> None:
+  """``_drop_records_after`` for one TensorBoard event file: rewrites it
+  without the events past ``step`` and the ``test/`` scalars (and a record
+  cut short by a kill), the kept records copied as they are.
+
+  So TensorBoard, and any other reader of the files, sees each step once.
+  """
+  data = path.read_bytes()
+  keep = [record for record, event in event_records(data)
+          if event.step <= step and not any(v.tag.startswith('test/')
+                                            for v in event.summary.value)]
+  if sum(map(len, keep)) == len(data):
     return
   tmp = path.with_name(path.name + '.tmp')
   tmp.write_bytes(b''.join(keep))
