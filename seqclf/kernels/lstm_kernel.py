@@ -281,9 +281,7 @@ def why_not(hidden_size: int, dtype: str, precision: str,
     return (f'it needs hidden_size to be a multiple of {LANES}, got '
             f'{hidden_size}')
   if dtype != 'float32':
-    return (f'it computes in float32, got dtype={dtype!r} (dtype=None '
-            "computes in param_dtype; dtype=jnp.float32 keeps "
-            f'{dtype} parameters)')
+    return f'it computes in float32, got dtype={dtype!r}'
   if precision not in PRECISIONS:
     return (f'its matmuls run in one of {PRECISIONS}, not '
             f'matmul_precision={precision!r}')

@@ -165,7 +165,7 @@ class _CellLayer(_Layer):
 
   hidden_size: int
   _: dataclasses.KW_ONLY
-  dtype: Dtype | None = None
+  dtype: Dtype | None = None  # the compute dtype; None: param_dtype (flax's)
   param_dtype: Dtype = jnp.float32
   unroll: int = 1
   recurrent_init: str = 'orthogonal'  # names in initializers.TABLES

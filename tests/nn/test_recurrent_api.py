@@ -261,9 +261,9 @@ def test_bfloat16_params_initialize(cell, impl):
       f32['cell']['hidden']['kernel'].astype(jnp.bfloat16))
   _, out = layer.apply({'params': params}, x)
   assert bool(jnp.all(jnp.isfinite(out)))
-  if impl == 'kernel':  # dtype=None computes in bfloat16: the fix is named.
-    with pytest.raises(ConfigError, match=r'dtype=jnp.float32 keeps bfloat16 '
-                       'parameters'):
+  if impl == 'kernel':  # dtype=None computes in bfloat16: named, with the fix.
+    with pytest.raises(ConfigError, match=r"computes in float32, got "
+                       r"dtype='bfloat16'; use impl='fused' or 'scan'"):
       _layer(cell, impl, param_dtype=jnp.bfloat16).init(jax.random.key(0), x)
 
 
