@@ -230,7 +230,8 @@ def predict_inputs(paths: Sequence[str], shape: tuple[int, int],
 
   Returns:
     The examples' names, their (N, T, F) float32 values, their lengths (None
-    when all are full) and a note for each image that was adjusted.
+    when all are full) and a note for each image that was adjusted and
+    each uint8 file given to a model of sequences.
   """
   examples, notes = [], []
   for path in paths:
@@ -240,7 +241,12 @@ def predict_inputs(paths: Sequence[str], shape: tuple[int, int],
         notes.append(f'{path}: {note}')
       examples.append(Example(str(path), image, len(image)))
     else:
-      examples += read(path, allow_missing)
+      read_here = read(path, allow_missing)
+      if not fixed and read_here and read_here[0].values.dtype == np.uint8:
+        notes.append(f'{path}: uint8 values, read as pixels / 255 (as seqclf '
+                     'reads uint8 training data); if they are not pixels, '
+                     'save them as float.')
+      examples += read_here
   x, lengths = fit(examples, shape, fixed, trained_on)
   return [e.name for e in examples], x, lengths, notes
 

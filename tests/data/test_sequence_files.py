@@ -219,6 +219,13 @@ def test_predict_inputs_match_predicting_the_arrays(series_workdir, tmp_path):
   np.testing.assert_allclose(probs[:3], full, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(probs[3], short[0], rtol=1e-5, atol=1e-6)
   assert not np.allclose(probs[3], full[0], atol=1e-3)  # lengths were read
+  np.save(tmp_path / 'counts.npy', np.full((4, FEATURES), 200, np.uint8))
+  *_, notes = sequence_files.predict_inputs(
+      [str(tmp_path / 'b.npy'), str(tmp_path / 'counts.npy')],
+      (1, FEATURES), False, config.dataset)
+  assert notes == [f'{tmp_path}/counts.npy: uint8 values, read as pixels / '
+                   '255 (as seqclf reads uint8 training data); if they are '
+                   'not pixels, save them as float.']
 
 
 @pytest.mark.slow
