@@ -23,7 +23,7 @@ from seqclf import errors, inference
 from seqclf.cli import common, plots
 from seqclf.data import registry, views
 from seqclf.data.splits import Split
-from seqclf.training import metrics
+from seqclf.training import checkpoint, metrics
 
 SUMMARY = '(Re)write WORKDIR/report.md and WORKDIR/plots/.'
 USAGE = '--workdir DIR [--dataset npz:PATH]'
@@ -215,6 +215,12 @@ def write_report(workdir: str | Path, *,
   """
   workdir = Path(workdir).expanduser().resolve()
   results_path = workdir / 'results.json'
+  if not results_path.exists() and checkpoint.checkpoint_dir(workdir).is_dir():
+    raise errors.WorkdirError(
+        f'{workdir} holds a model but no training record ({results_path.name}'
+        '; a model saved by save_nnx_model has none): `seqclf evaluate '
+        f'--workdir {shlex.quote(str(workdir))}` gives its test metrics, and '
+        'a report needs a run that `seqclf train` wrote.')
   if not results_path.exists():
     raise errors.WorkdirError(
         f'{results_path} not found: train first with `seqclf train --workdir '

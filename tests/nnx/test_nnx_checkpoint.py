@@ -11,8 +11,9 @@ from flax import nnx
 from conftest import run_cli, small_config, toy_series, uniform
 from seqclf import inference, train
 from seqclf import nnx as seqnnx
+from seqclf.cli import report
 from seqclf.config import base_config
-from seqclf.errors import ConfigError, UsageError
+from seqclf.errors import ConfigError, UsageError, WorkdirError
 from seqclf.training import checkpoint, state as state_lib
 
 
@@ -84,6 +85,9 @@ def test_an_nnx_model_saves_as_a_fresh_run(tmp_path):
   assert saved['dataset'] == 'mnist' and saved['impl'] == 'auto'
   jax.tree.map(np.testing.assert_array_equal, params,
                seqnnx.to_linen_params(model))
+  with pytest.raises(WorkdirError, match='holds a model but no training '
+                     r'record .*: `seqclf evaluate --workdir \S+` gives'):
+    report.write_report(tmp_path)
 
 
 def _monitored_run(workdir, best_step):
