@@ -50,7 +50,7 @@ from seqclf.errors import ConfigError
 from seqclf.training import (autotune, checkpoint, hyper, loop,
                              metric_logging, parallel, preemption, steps)
 from seqclf.training import state as state_lib
-from seqclf.training.workdir import WorkdirLock
+from seqclf.training.workdir import WorkdirLock, refuse_run
 
 
 def _std(values: np.ndarray) -> float:
@@ -841,6 +841,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
   if cv:  # Bad folds fail before anything is written.
     labels = np.concatenate([raw['train']['label'], raw['validation']['label']])
     stratified_folds(labels, cv, names=label_names)
+  refuse_run(workdir)
   workdir = errors.writable_dir(workdir)
   spec = _spec(config, grid, num_seeds, cv, digest, samples)
   # SIGTERM or Ctrl-C: the running unit saves at its next chunk boundary

@@ -715,7 +715,8 @@ def test_chosen_models_are_the_single_runs_and_are_read_as_runs(tmp_path):
   """`W/chosen/seedS` holds the chosen setting's model of seed S as the
   trainer's checkpoint: bitwise `seqclf train`'s state (params and optimizer
   state), read by evaluate with the sweep's figures; training refuses it and
-  the sweep's own workdir, and reading the sweep's workdir names them."""
+  the sweep's own workdir, and reading the sweep's workdir names them; a
+  sweep refuses a single run's workdir, which it would overwrite."""
   config = _npz_config(tmp_path, num_train_steps=8, eval_every=4,
                        checkpoint_every=4, num_layers=1)
   workdir = tmp_path / 'w'
@@ -747,6 +748,14 @@ def test_chosen_models_are_the_single_runs_and_are_read_as_runs(tmp_path):
     train.train_and_evaluate(config, workdir, quiet=True)
   with pytest.raises(errors.CheckpointError, match='chosen/seedS'):
     inference.load_model(workdir)
+  kept = (tmp_path / 'single0' / 'results.json').read_bytes()
+  with pytest.raises(errors.WorkdirError, match=r'holds a training run or '
+                     r'saved model \(checkpoints, metrics.jsonl\): sweep in '
+                     'another workdir'):
+    sweep.run_sweep(config, tmp_path / 'single0', 1, quiet=True,
+                    grid={'learning_rate': [1e-2]})
+  assert (tmp_path / 'single0' / 'results.json').read_bytes() == kept
+  assert not (tmp_path / 'single0' / 'sweep.json').exists()
 
 
 @pytest.mark.slow

@@ -65,6 +65,21 @@ def refuse_sweep(workdir: str | Path) -> None:
         'in another workdir.', arg='workdir')
 
 
+def refuse_run(workdir: str | Path) -> None:
+  """A ``WorkdirError`` for a workdir that holds what a sweep would
+  overwrite: a run of ``seqclf train`` or a saved model (``checkpoints/``,
+  ``metrics.jsonl``), unless the sweep wrote them (``sweep.json``)."""
+  workdir = Path(workdir).expanduser()
+  if (workdir / 'sweep.json').exists():
+    return
+  held = [name for name in ('checkpoints', 'metrics.jsonl')
+          if (workdir / name).exists()]
+  if held:
+    raise WorkdirError(f'{workdir} holds a training run or saved model '
+                       f'({", ".join(held)}): sweep in another workdir.',
+                       arg='workdir')
+
+
 class WorkdirLock:
   """Context manager: holds ``WORKDIR/train.lock`` or raises ``WorkdirError``."""
 
