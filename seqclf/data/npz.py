@@ -141,7 +141,7 @@ def misnamed(names: Iterable[str], read: Sequence[str]) -> list[str]:
 
 def _check_pairs(arrays: dict[str, np.ndarray], where: str) -> None:
   """Each split's ``x`` with its ``y`` (and ``lengths`` only beside an
-  ``x``), and labels all names or all numbers, so that nothing given is
+  ``x``, for every split or none), and labels all names or all numbers, so that nothing given is
   silently ignored or misread."""
   if wrong := misnamed(arrays, SPLIT_NAMES):
     _fail(where, f'arrays {wrong} are none of the names seqclf reads: x, y, '
@@ -155,6 +155,14 @@ def _check_pairs(arrays: dict[str, np.ndarray], where: str) -> None:
             'neither.')
     if f'lengths{suffix}' in arrays and f'x{suffix}' not in arrays:
       _fail(where, f'lengths{suffix} is given without x{suffix}.')
+  splits = [s for s in ('_train', '_validation', '_test') if f'x{s}' in arrays]
+  with_lengths = [f'lengths{s}' for s in splits if f'lengths{s}' in arrays]
+  if 0 < len(with_lengths) < len(splits):
+    without = [f'lengths{s}' for s in splits if f'lengths{s}' not in arrays]
+    # A split without them would read its padding as data.
+    _fail(where, f'{", ".join(with_lengths)} given but not '
+          f'{", ".join(without)}: give lengths for every split (T for a '
+          'sequence that fills all T steps), or for none.')
   keys = _label_keys(arrays)
   names = [k for k in keys if arrays[k].dtype.kind in 'US']
   if names and len(names) < len(keys):

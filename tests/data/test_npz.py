@@ -126,7 +126,13 @@ def test_a_rare_class_is_carved_into_validation_and_test(tmp_path):
           lengths=np.ones(4, int)), 'lengths must be 10 integers'),
     (dict(x_train=np.zeros((10, 5, 2)), y_train=np.zeros(10, int),
           x_test=np.zeros((4, 5, 2)), y_test=np.zeros(4, int),
+          lengths_train=np.full(10, 5),
           lengths_test=np.ones((4, 1), int)), 'lengths_test must be 4'),
+    (dict(x_train=np.zeros((10, 5, 2)), y_train=np.zeros(10, int),
+          lengths_train=np.full(10, 5), x_test=np.zeros((4, 5, 2)),
+          y_test=np.zeros(4, int)),
+     r'lengths_train given but not lengths_test: give lengths for every '
+     r'split \(T for a sequence that fills all T steps\), or for none'),
     (dict(images=np.zeros((10, 5, 2))), "needs arrays 'x' and 'y'"),
     (dict(x=np.zeros((4, 5, 2)), y=np.arange(4)),
      r'carving a test split .* every class of 4 examples has one\): give '
