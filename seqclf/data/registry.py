@@ -254,6 +254,11 @@ def with_data_keys(config: ml_collections.ConfigDict,
     if path.exists():
       out.dataset = f'{NPZ_PREFIX}{path.absolute()}'
   if names:
+    if len(names) < out.num_classes:  # Outputs no name, no example has.
+      raise ConfigError(
+          f'The labels of {config.dataset} name {len(names)} classes {names}'
+          f', fewer than num_classes={out.num_classes}: set config key '
+          f'`num_classes` to {len(names)}.', arg='config.num_classes')
     if out.class_names and list(out.class_names) != names:
       raise ConfigError(
           f'Config key `class_names` is {list(out.class_names)}, but the '

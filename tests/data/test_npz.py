@@ -319,6 +319,13 @@ def test_string_labels_name_the_classes_everywhere(tmp_path):
                      r"\['jump', 'run', 'sit', 'walk'\] \(sorted\): leave it"):
     train.train_and_evaluate(_config(name, class_names=('a', 'b', 'c', 'd')),
                              tmp_path / 'other', quiet=True)
+  # Names are the classes: a wider head (a config's 10 kept) is refused.
+  with pytest.raises(ConfigError, match=r"labels of npz:.* name 4 classes "
+                     r"\['jump', 'run', 'sit', 'walk'\], fewer than "
+                     'num_classes=10: set config key `num_classes` to 4.'):
+    train.train_and_evaluate(_config(name, num_classes=10), tmp_path / 'wide',
+                             quiet=True)
+  assert not (tmp_path / 'wide').exists()
   assert registry.label_names(_npz(tmp_path / 'b.npz', x=x, y=given[y].astype(
       'S'))) == names
 
