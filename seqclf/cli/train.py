@@ -48,7 +48,13 @@ def _init_distributed() -> bool:
   coordinator = _COORDINATOR.value
   if coordinator is not None and not coordinator.rpartition(':')[2].isdigit():
     raise UsageError(f'--coordinator must be HOST:PORT, got {coordinator!r}.')
-  parallel.initialize_distributed(coordinator, n, i)
+  try:
+    parallel.initialize_distributed(coordinator, n, i)
+  except ValueError as e:  # jax's: what it could not find (no cluster here)
+    raise UsageError(
+        f'Cannot join a multi-process job: {str(e).rstrip(".")}: give '
+        '--coordinator HOST:PORT of process 0 (or set $JAX_COORDINATOR_ADDRESS'
+        '), --num_processes and --process_id.') from None
   return True
 
 

@@ -53,10 +53,11 @@ def initialize_distributed(coordinator: str | None = None,
   collectives, without which cross-process all-reduces on CPU are not
   implemented; GPUs and TPUs keep their own.
   """
-  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   jax.distributed.initialize(coordinator_address=coordinator,
                              num_processes=num_processes,
                              process_id=process_id)
+  # Before any backend exists, as is initialize: a job it refused sets none.
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
 
 
 def cpu_device_count(requested: int, batch_size: int,

@@ -132,6 +132,18 @@ def test_usage_errors_are_one_line(tmp_path, args, message):
   assert not workdir.exists()
 
 
+def test_a_multi_process_job_without_a_coordinator_is_one_line(tmp_path):
+  """Before any device exists, so in a process of its own."""
+  out = run_cli(*TRAIN, '--workdir', str(tmp_path / 'w'), '--process_id', '1',
+                process=True)
+  assert out.returncode == 2, out.stderr
+  assert out.stderr == (
+      'seqclf train: error: Cannot join a multi-process job: '
+      'coordinator_address should be defined: give --coordinator HOST:PORT of '
+      'process 0 (or set $JAX_COORDINATOR_ADDRESS), --num_processes and '
+      '--process_id.\n')
+
+
 def test_version():
   out = run_cli('--version')
   assert out.returncode == 0
