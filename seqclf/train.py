@@ -359,9 +359,12 @@ def _train_and_evaluate(
         logger.message(f'warning: skipped {nonfinite} non-finite update(s) '
                        f'in steps {start + 1}-{step}.')
       elif nonfinite:
+        last = mngr.latest_step()
+        kept = ('no checkpoint was saved before it' if last is None else
+                f'the last good checkpoint (step {last}) in {mngr.directory} '
+                'is untouched')
         raise FloatingPointError(
-            f'Non-finite loss by step {step}; the last good checkpoint in '
-            f'{mngr.directory} is untouched. Lower learning_rate.')
+            f'Non-finite loss by step {step}; {kept}. Lower learning_rate.')
       t = time.perf_counter()
       if step % config.eval_every == 0 or step == total:
         val = steps.evaluate(dp.local(state), data['validation'],

@@ -37,8 +37,8 @@ def _import_tensorboardx():
 
 
 tensorboardX = _import_tensorboardx()
-from tensorboardX import event_file_writer, summary  # pylint: disable=g-import-not-at-top,g-bad-import-order
-from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from tensorboardX import event_file_writer  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from tensorboardX.proto import event_pb2, summary_pb2  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
 
 class ScalarWriter:
@@ -68,9 +68,13 @@ class ScalarWriter:
         os.path.join(logdir, 'events'), f'.{uuid.uuid4().hex[:8]}')
 
   def add_scalar(self, tag: str, value: float, step: int) -> None:
+    """Writes ``value`` under ``tag`` as given: a NaN (a diverged step) or a
+    class name with a space, without the warning line tensorboardX's
+    ``summary.scalar`` prints for each."""
     self._events.write_event(event_pb2.Event(
         wall_time=time.time(), step=step,
-        summary=summary.scalar(tag, float(value))))
+        summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+            tag=tag, simple_value=float(value))])))
 
   def flush(self) -> None:
     self._events.flush()

@@ -75,11 +75,17 @@ def test_a_resume_forgets_those_steps_in_tensorboard_too(tmp_path):
   assert not list(board.glob('*.tmp'))
 
 
-def test_per_class_scalars_are_tagged_by_class_name(tmp_path):
+def test_per_class_scalars_are_tagged_by_class_name(tmp_path, capfd, caplog):
+  """As named, a space too; a NaN (a diverged step) is written without a
+  warning line: the run's own error says what happened."""
   logger = metric_logging.MetricLogger(tmp_path, 10, 0, quiet=True,
-                                       class_names=('cat', 'dog'))
+                                       class_names=('cat', 'hot dog'))
   logger.write(10, 'validation', {'recall': [0.25, 0.75]})
+  logger.write(10, 'train', {'loss': float('nan')})
   logger.close()
-  assert sorted(tensorboard_values(tmp_path / 'tensorboard')) == [
-      ('validation/recall/cat', 10, 'scalar', 0.25),
-      ('validation/recall/dog', 10, 'scalar', 0.75)]
+  values = sorted(tensorboard_values(tmp_path / 'tensorboard'))
+  assert values[1:] == [('validation/recall/cat', 10, 'scalar', 0.25),
+                        ('validation/recall/hot dog', 10, 'scalar', 0.75)]
+  assert values[0][:3] == ('train/loss', 10, 'scalar') and values[0][3] != (
+      values[0][3])  # NaN
+  assert not caplog.records and capfd.readouterr() == ('', '')
