@@ -93,6 +93,9 @@ def load_error(e: Exception, kind: str = 'numpy file') -> str:
     return ('it holds an object array (sequences of different lengths?): '
             'pad them into one (N, T, F) array and give each row\'s length '
             "in an array 'lengths' (seqclf.data.npz.pad does both)")
+  if 'contains pickled' in str(e):  # numpy's guess for any other bytes
+    return (f'not a readable {kind}: not what numpy.save/savez write (and '
+            'seqclf loads no pickles); write it with numpy.save/savez')
   return (f'not a readable {kind} without pickles ({e}); write it with '
           'numpy.save/savez')
 

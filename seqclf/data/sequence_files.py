@@ -58,8 +58,8 @@ def _check_values(path: Path, x: np.ndarray, what: str) -> np.ndarray:
   if x.ndim not in (2, 3) or 0 in x.shape:
     raise SequenceError(
         f'{path}: {what} must be one (T, F) sequence or an (N, T, F) batch '
-        f'with T, F >= 1, got shape {x.shape}: reshape univariate (T,) data '
-        'to (T, 1).')
+        f'with T, F >= 1, got shape {x.shape}'
+        + (': reshape univariate (T,) data to (T, 1).' if x.ndim == 1 else '.'))
   return x
 
 
@@ -131,8 +131,9 @@ def _read_csv(path: Path) -> np.ndarray:
   except ValueError as e:
     hint = ('; it is not UTF-8 text: save it as UTF-8 CSV'
             if '\ufffd' in text or '\x00' in text else '')
+    why = str(e).split('; use ')[0]  # numpy's advice (usecols), not ours
     raise SequenceError(f'{path}: not T rows of F comma-separated numbers '
-                        f'({e}){hint}.') from None
+                        f'({why}){hint}.') from None
 
 
 def _is_number(field: str) -> bool:

@@ -171,7 +171,13 @@ def test_fit_pads_shorter_sequences_with_their_lengths(tmp_path):
      'it is not UTF-8 text: save it as UTF-8 CSV'),
     (lambda p: (p / 'f.csv').write_bytes(bytes(range(256)) * 4),
      'it is not UTF-8 text'),
-    (lambda p: (p / 'f.npy').write_text('not numpy'), 'not a readable .npy'),
+    (lambda p: (p / 'f.npy').write_text('not numpy'),
+     'not a readable .npy file: not what numpy.save/savez write (and seqclf '
+     'loads no pickles); write it with numpy.save/savez.'),
+    (lambda p: np.save(p / 'f.npy', np.zeros((0, 3), np.float32)),
+     'with T, F >= 1, got shape (0, 3).'),
+    (lambda p: (p / 'f.csv').write_text('1,2,3\n4,5\n'),
+     'the number of columns changed from 3 to 2 at row 2).'),
     (lambda p: _truncated_npz(p / 'f.npz'),
      'not a readable .npz'),
     (lambda p: (p / 'f.png').write_bytes(b''), 'not a sequence file'),
@@ -180,7 +186,7 @@ def test_fit_pads_shorter_sequences_with_their_lengths(tmp_path):
 ], ids=['width', 'transposed', 'int', 'ndim', 'empty', 'nan', 'csv_nan', 'inf',
         'beyond_float32', 'no_x', 'misnamed_lengths', 'lengths',
         'csv_text', 'csv_empty', 'csv_typo_in_row_1', 'csv_latin1_value',
-        'csv_binary', 'npy_junk', 'npz_truncated',
+        'csv_binary', 'npy_junk', 'npy_no_steps', 'csv_ragged', 'npz_truncated',
         'image_for_series', 'ragged'])
 def test_bad_files_are_one_error_naming_the_file(tmp_path, make, message):
   make(tmp_path)
