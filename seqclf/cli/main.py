@@ -189,15 +189,18 @@ def _parse(module: ModuleType, argv: list[str]) -> list[str]:
   try:
     return module.FLAGS(argv)[1:]
   except Exception as e:  # pylint: disable=broad-except
+    # A --config.KEY seqclf lacks: ml_collections' KeyError ('KEY', or 'KEY'
+    # Did you mean "NEAR" instead of "KEY"?), alone or under an AttributeError.
+    missing = next((x for x in (e, e.__context__) if isinstance(x, KeyError)),
+                   None)
     if isinstance(e.__context__, SeqclfError):  # Raised parsing --config.
       e = e.__context__
-    elif (isinstance(e, AttributeError) and isinstance(e.__context__, KeyError)
-          and 'Did you mean' not in str(e)):  # --config.KEY seqclf lacks
+    elif missing is not None:
       from seqclf import config  # pylint: disable=g-import-not-at-top
-      e = config.unknown_key(str(e.__context__.args[0]).strip('\'"'))
+      e = config.unknown_key(str(missing.args[0]).split()[0].strip('\'"'))
     # absl and config_flags raise many types for bad flags and overrides;
     # all of them are bad input, not crashes.
-    _fail('seqclf', e)
+    _fail(argv[0], e)
 
 
 def run(argv: list[str] | None = None) -> None:

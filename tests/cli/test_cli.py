@@ -18,7 +18,8 @@ TRAIN = ('train', '--config', 'configs/default.py')
 
 
 @pytest.mark.parametrize('args, message', [
-    (('--config.hiden_size=3',), 'Did you mean "hidden_size"'),
+    (('--config.hiden_size=3',), 'seqclf train: error: Unknown config key '
+     '`hiden_size`. Did you mean `hidden_size`? Valid keys: augment_hflip'),
     (('--config.foo=1',), 'Unknown config key `foo`. Valid keys: '
      'augment_hflip, batch_size'),
     (('--config.batch_size=abc',), 'batch_size=abc'),

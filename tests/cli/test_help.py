@@ -66,7 +66,8 @@ def test_every_command_has_help_with_one_line_per_flag(run, command):
 def test_unknown_flag_is_quoted_whole(run):
   status, _, err = run('train', '--bogus')
   assert status == 2
-  assert err.strip() == "seqclf: error: Unknown command line flag 'bogus'"
+  assert err.strip() == ("seqclf train: error: Unknown command line flag "
+                         "'bogus'")
 
 
 def test_unexpected_argument_is_one_line(run):
