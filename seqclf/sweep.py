@@ -804,12 +804,14 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
   """
   wall_start = time.perf_counter()
   config = validate(config)
-  if config.data_placement == 'stream' or config.bucket_by_length:
-    raise ConfigError('seqclf sweep keeps the training set on the device and '
-                      "gathers every model's batches there: set config keys "
-                      "`data_placement` to 'device' and `bucket_by_length` "
-                      'to False (both are for seqclf train).',
-                      arg='config.data_placement')
+  for key, allowed in (('data_placement', ('device', 'auto')),
+                       ('bucket_by_length', (False,))):
+    if config[key] not in allowed:
+      raise ConfigError(
+          f'seqclf sweep keeps the training set on the device and gathers '
+          f"every model's batches there: set config key `{key}` to "
+          f'{allowed[0]!r} ({key}={config[key]!r} is for seqclf train).',
+          arg=f'config.{key}')
   grid = dict(grid or {})
   if learning_rates is not None:
     if 'learning_rate' in grid:
@@ -825,6 +827,9 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path,
                       f'{samples}.', arg='samples')
   every = settings_of(config, grid)
   settings = sample(every, samples, config.seed)
+  if samples >= len(every) > 1 and not quiet:
+    print(f"note: samples={samples} is not fewer than the grid's "
+          f'{len(every)} settings: training them all.', file=sys.stderr)
   grid = {k: list(v) for k, v in grid.items()}
   seeds = [config.seed + k for k in range(num_seeds)]
   monitor = monitor_of(config)

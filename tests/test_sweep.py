@@ -376,6 +376,17 @@ def test_a_diverged_setting_is_never_chosen():
   assert sweep.choose(rows[:2], 'val_accuracy') == 1
 
 
+@pytest.mark.parametrize('key, value, fix', [
+    ('data_placement', 'stream', "'device'"),
+    ('bucket_by_length', True, 'False')])
+def test_streaming_keys_are_refused_naming_each(tmp_path, key, value, fix):
+  with pytest.raises(ConfigError, match=f'set config key `{key}` to {fix} '
+                     rf'\({key}={value!r} is for seqclf train\)') as e:
+    sweep.run_sweep(small_config(**{key: value}), tmp_path / 'sw', 1)
+  assert e.value.arg == f'config.{key}'
+  assert not (tmp_path / 'sw').exists()
+
+
 def test_learning_rates_and_a_grid_over_them_are_refused_together(tmp_path):
   with pytest.raises(ConfigError, match='learning_rates is shorthand for a '
                      'grid over `learning_rate`, which the grid names too'):
@@ -872,10 +883,12 @@ def test_a_unit_grouped_otherwise_is_refused_not_misread(tmp_path):
     sweep.run_sweep(config, tmp_path / 'sw', 1, quiet=True, grid=grid)
 
 
-def test_samples_draw_settings_of_the_grid_at_random_and_resume(tmp_path):
+def test_samples_draw_settings_of_the_grid_at_random_and_resume(tmp_path,
+                                                                capsys):
   """--samples N trains N settings of the grid drawn without replacement
   from config.seed, in the grid's order; the same draw on a rerun (a
-  finished sweep), another N is another sweep; N < 0 is one line."""
+  finished sweep), another N is another sweep; N < 0 is one line, and N
+  not fewer than the grid's settings a note."""
   grid = {'learning_rate': [1e-3, 3e-3, 1e-2], 'dropout_rate': [0.0, 0.2]}
   settings = sweep.settings_of(small_config(), grid)
   drawn = sweep.sample(settings, 3, 0)
@@ -899,3 +912,8 @@ def test_samples_draw_settings_of_the_grid_at_random_and_resume(tmp_path):
   with pytest.raises(ConfigError, match='samples must be >= 0'):
     sweep.run_sweep(config, tmp_path / 'sw2', 1, quiet=True, grid=grid,
                     samples=-1)
+  with pytest.raises(errors.DataError):  # (after the note, before training)
+    sweep.run_sweep(small_config(dataset=f'npz:{tmp_path}/none.npz'),
+                    tmp_path / 'sw3', 1, grid=grid, samples=6)
+  assert capsys.readouterr().err == ("note: samples=6 is not fewer than the "
+                                     "grid's 6 settings: training them all.\n")
