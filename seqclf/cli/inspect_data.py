@@ -169,16 +169,19 @@ def describe_series(datasets: Mapping[str, Split], name: str,
         f'{c} {n}' for c, n in enumerate(class_names)), '']
   data = datasets[split]
   lengths = normalization.valid_steps(data).sum(axis=1)
-  lines += [f'Sample: {i} - Class: {data["label"][i]} - Length: {lengths[i]}'
-            for i in indices]
+  named = lambda c: f'{c} ({class_names[c]})' if class_names else f'{c}'
+  lines += [f'Sample: {i} - Class: {named(data["label"][i])} - Length: '
+            f'{lengths[i]}' for i in indices]
   return '\n'.join(lines)
 
 
 def write_series_figures(datasets: Mapping[str, Split],
                          split: str, indices: Sequence[int],
-                         out: str | Path) -> dict[str, Path]:
+                         out: str | Path,
+                         class_names: Sequence[str] = ()) -> dict[str, Path]:
   """Line plots of the chosen sequences (raw, and standardized per channel
-  where the train split allows it) and the class balance, as PNGs.
+  where the train split allows it) and the class balance, as PNGs, classes
+  by ``class_names`` where given (string labels).
 
   The raw plot shows scales; where channels differ in scale it hides the
   small ones' shapes, which the standardized plot shows as the model reads
@@ -191,9 +194,10 @@ def write_series_figures(datasets: Mapping[str, Split],
   figures = {
       'sample_series': lambda: plots.sample_series(
           data['image'], data['label'], indices, data.get('lengths'),
-          split=split),
+          split=split, names=class_names),
       'class_balance': lambda: plots.class_balance(
-          {name: d['label'] for name, d in datasets.items()}, num_classes),
+          {name: d['label'] for name, d in datasets.items()}, num_classes,
+          names=class_names),
   }
   try:
     stats = normalization.fit_channels(datasets['train'])
@@ -202,7 +206,7 @@ def write_series_figures(datasets: Mapping[str, Split],
   else:
     figures['sample_series_standardized'] = lambda: plots.sample_series(
         data['image'], data['label'], indices, data.get('lengths'),
-        split=split, standardize=stats)
+        split=split, standardize=stats, names=class_names)
   return {name: plots.save(make(), out / f'{name}.png')
           for name, make in figures.items()}
 
@@ -232,7 +236,9 @@ def main(extra: list[str]) -> None:
     print(describe_data(data, _SPLIT.value, indices))
     paths = write_data_figures(data, _SPLIT.value, indices, _OUT.value)
   else:
+    names = registry.label_names(name)
     print(describe_series(data, name, _SPLIT.value, indices,
-                          class_names=registry.label_names(name)))
-    paths = write_series_figures(data, _SPLIT.value, indices, _OUT.value)
+                          class_names=names))
+    paths = write_series_figures(data, _SPLIT.value, indices, _OUT.value,
+                                 class_names=names)
   print('Wrote ' + ', '.join(str(p) for p in paths.values()))

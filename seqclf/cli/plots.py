@@ -191,18 +191,19 @@ def series_grid(series: np.ndarray, indices: Sequence[int],
 def sample_series(series: np.ndarray, labels: np.ndarray,
                   indices: Sequence[int], lengths: np.ndarray | None = None,
                   *, split: str = 'test',
-                  standardize: tuple[np.ndarray, np.ndarray] | None = None
-                  ) -> Figure:
-  """The sequences at ``indices`` of a split, captioned with index, label and
-  length, so shapes, scales and lengths compare at a glance
-  (``standardize``: as in ``series_grid``, with the train split's
-  statistics)."""
+                  standardize: tuple[np.ndarray, np.ndarray] | None = None,
+                  names: Sequence[str] = ()) -> Figure:
+  """The sequences at ``indices`` of a split, captioned with index, label
+  (its name in ``names``, if given) and length, so shapes, scales and
+  lengths compare at a glance (``standardize``: as in ``series_grid``, with
+  the train split's statistics)."""
   indices = list(indices)
+  label = lambda i: names[labels[i]] if names else int(labels[i])
   features = series.shape[2]
   steps = lambda i: series.shape[1] if lengths is None else int(lengths[i])
   return series_grid(
       series, indices,
-      [f'#{i}: label {int(labels[i])} ({steps(i)} steps)' for i in indices],
+      [f'#{i}: label {label(i)} ({steps(i)} steps)' for i in indices],
       lengths=lengths, standardize=standardize,
       title=f'{split} samples: {features} feature'
       f'{"s" if features != 1 else ""} per time step'
@@ -211,8 +212,9 @@ def sample_series(series: np.ndarray, labels: np.ndarray,
 
 
 def class_balance(labels_by_split: Mapping[str, np.ndarray],
-                  num_classes: int = 10) -> Figure:
-  """Share of each class per split, to spot imbalance at a glance."""
+                  num_classes: int = 10, names: Sequence[str] = ()) -> Figure:
+  """Share of each class per split, to spot imbalance at a glance (classes
+  by ``names`` where given)."""
   fig = Figure(figsize=(8, 3.4))
   ax = fig.subplots()
   width = 0.8 / max(len(labels_by_split), 1)
@@ -221,7 +223,7 @@ def class_balance(labels_by_split: Mapping[str, np.ndarray],
     ax.bar(np.arange(num_classes) + (k - (len(labels_by_split) - 1) / 2) * width,
            100 * counts / counts.sum(), width, label=f'{split} ({len(labels):,})')
   ax.axhline(100 / num_classes, color='gray', linewidth=0.8, linestyle='--')
-  ax.set_xticks(range(num_classes))
+  ax.set_xticks(range(num_classes), names or None)
   ax.set_xlabel('class')
   ax.set_ylabel('% of split')
   ax.set_title('Class balance')

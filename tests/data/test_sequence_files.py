@@ -356,10 +356,22 @@ def test_series_description_and_figures(series_npz, tmp_path):
   x = data['test']['image'][1, :test_lengths[1], FEATURES - 1]
   np.testing.assert_allclose(line.get_ydata(),
                              (x - stats[0][-1]) / stats[1][-1], rtol=1e-6)
+  # String labels' names stand for the numbers, in the text and the plots.
+  names = [f'c{k}' for k in range(registry.classes_used(data))]
+  label = data['test']['label'][1]
+  assert (f'Sample: 1 - Class: {label} (c{label}) - Length: '
+          in inspect_data.describe_series(data, 'npz:d', 'test', [1],
+                                          class_names=names))
+  fig = plots.sample_series(data['test']['image'], data['test']['label'],
+                            [1], test_lengths, names=names)
+  assert fig.axes[0].get_title().startswith(f'#1: label c{label} (')
+  fig = plots.class_balance({'test': data['test']['label']}, len(names),
+                            names=names)
+  assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == names
   for split in data.values():
     split['image'][..., 0] = 3.0
   assert 'sample_series_standardized' not in inspect_data.write_series_figures(
-      data, 'test', [0], tmp_path)
+      data, 'test', [0], tmp_path, class_names=names)
 
 
 def test_series_description_of_data_with_gaps(series_npz):
