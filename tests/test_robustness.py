@@ -380,7 +380,7 @@ def test_divergence_exits_3_and_keeps_checkpoint(trained_workdir, tmp_path,
 
 
 @pytest.mark.parametrize('args, message', [
-    (('--config.hiden_size=3',), 'Did you mean "hidden_size"'),
+    (('--config.hiden_size=3',), 'Did you mean `hidden_size`'),
     (('--config.hidden_size=64',), 'different model'),
     (('--config.data_dir=/nonexistent',), 'not prepared'),
 ])
