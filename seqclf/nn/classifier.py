@@ -37,7 +37,7 @@ DTYPES = ('float32', 'bfloat16')
 
 
 class LSTMClassifier(nn.Module):
-  """Stacked recurrent layers, then a dense layer on the last time step's output.
+  """Stacked recurrent layers, then a dense layer on each row's last valid step.
 
   ``cell`` picks the recurrence (``lstm``, ``gru`` or ``elman``); layer ``k``
   is named ``{cell}_{k}``, so the default LSTM's parameters keep their

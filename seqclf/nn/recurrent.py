@@ -201,7 +201,7 @@ class LSTM(_CellLayer):
   Returns ``(final_carry, outputs)``, ``final_carry = (c, h)`` (by default,
   unlike ``nn.RNN`` and ``seqclf.nnx.LSTM``, which return the outputs
   unless ``return_carry=True``); ``impl`` as in ``RNN`` (``'scan'``,
-  ``'fused'``, ``'kernel'``).
+  ``'fused'``, ``'kernel'``, ``'gpu'``).
 
   >>> import jax, jax.numpy as jnp
   >>> layer = LSTM(8, forget_bias=1.0)
