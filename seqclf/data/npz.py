@@ -144,8 +144,8 @@ def misnamed(names: Iterable[str], read: Sequence[str]) -> list[str]:
 
 def _check_pairs(arrays: dict[str, np.ndarray], where: str) -> None:
   """Each split's ``x`` with its ``y`` (and ``lengths`` only beside an
-  ``x``, for every split or none), and labels all names or all numbers, so that nothing given is
-  silently ignored or misread."""
+  ``x``, for every split or none), and labels all names or all numbers, so
+  that nothing given is silently ignored or misread."""
   if wrong := misnamed(arrays, SPLIT_NAMES):
     _fail(where, f'arrays {wrong} are none of the names seqclf reads: x, y, '
           'lengths (one set; splits carved), or x_SPLIT, y_SPLIT, '
