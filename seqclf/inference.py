@@ -235,9 +235,8 @@ def save_nnx_model(model: seqnnx.LSTMClassifier, workdir: str | Path, *,
     if differ := checkpoint.shape_differences(
         checkpoint.saved_param_shapes(mngr, latest), params):
       raise UsageError(
-          f'{workdir} holds a run of another model ({"; ".join(differ[:6])}'
-          f'{"; …" if len(differ) > 6 else ""}): save this one into a fresh '
-          'workdir, with config= for the data it reads.')
+          f'{workdir} holds a run of another model ({differ}): save this '
+          'one into a fresh workdir, with config= for the data it reads.')
     state = checkpoint.restore(mngr, state, latest)[0].replace(params=params)
     progress = checkpoint.saved_progress(mngr, latest)
   errors.writable_dir(workdir)

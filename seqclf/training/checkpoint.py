@@ -178,16 +178,17 @@ def saved_param_shapes(mngr: ocp.CheckpointManager,
   return {m.name.removeprefix('params.'): tuple(m.shape) for m in leaves}
 
 
-def shape_differences(saved: dict[str, tuple[int, ...]], params: Any
-                      ) -> list[str]:
-  """Each parameter whose saved shape differs from ``params``', as
-  ``NAME: checkpoint SHAPE vs model SHAPE``."""
+def shape_differences(saved: dict[str, tuple[int, ...]], params: Any) -> str:
+  """The parameters whose saved shape differs from ``params``', for one
+  line: ``NAME: checkpoint SHAPE vs model SHAPE; …`` (the first six), or
+  '' where none does."""
   model = {k: tuple(np.shape(v)) for k, v in
            traverse_util.flatten_dict(params, sep='.').items()}
-  return [f'{k}: checkpoint {saved.get(k, "absent")} vs model '
-          f'{model.get(k, "absent")}'
-          for k in sorted(set(saved) | set(model))
-          if saved.get(k) != model.get(k)]
+  differ = [f'{k}: checkpoint {saved.get(k, "absent")} vs model '
+            f'{model.get(k, "absent")}'
+            for k in sorted(set(saved) | set(model))
+            if saved.get(k) != model.get(k)]
+  return '; '.join(differ[:6]) + ('; …' if len(differ) > 6 else '')
 
 
 def check_compatible(saved: dict[str, tuple[int, ...]], params: Any,
@@ -195,9 +196,8 @@ def check_compatible(saved: dict[str, tuple[int, ...]], params: Any,
   """Raises naming each parameter whose saved shape differs from the model's."""
   if problems := shape_differences(saved, params):
     raise CheckpointError(
-        f'Checkpoint {where} was written by a different model: '
-        + '; '.join(problems[:6]) + ('; …' if len(problems) > 6 else '')
-        + '. Use the config it was trained with, or a fresh workdir.')
+        f'Checkpoint {where} was written by a different model: {problems}. '
+        'Use the config it was trained with, or a fresh workdir.')
 
 
 def _abstract_with_sharding(leaf: Any) -> Any:
